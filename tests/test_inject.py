@@ -1,0 +1,178 @@
+"""Injection through hook points: equivalence with an inline decoder, and its invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irm_lens import IRM, attach, encode
+from irm_lens.host import load_hf
+from irm_lens.inject import active_hook_names, resid_mid_hook, write_hook, zero_index
+
+from .reference import injected_logits
+
+
+def _tokens(host, questions=("What is the capital of France?",)):
+    rows = [encode(host.tokenizer, q).ids for q in questions]
+    return torch.tensor(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_hf():
+    model, _ = load_hf("tiny-random-llama")
+    return model
+
+
+@pytest.mark.parametrize("layers", [None, (0,), (1, 3), (3, 2)])
+def test_attach_equals_inline_reference(tiny_host, tiny_hf, layers):
+    irm = IRM.for_host(tiny_host, layers=layers, seed=2, init="torch")
+    tokens = _tokens(tiny_host)
+    with torch.no_grad(), attach(tiny_host, irm):
+        ours = tiny_host(tokens)
+    ref = injected_logits(tiny_hf, irm, tokens)
+    plain = injected_logits(tiny_hf, None, tokens)
+    assert (ref - plain).abs().max() > 1e-2  # the IRM matters, so the comparison means something
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    paper_grouping = injected_logits(tiny_hf, irm, tokens, delta_into_attn=False)
+    torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=1e-5)
+
+
+def test_write_reaches_residual_stream_not_only_mlp_input(tiny_host):
+    """Fails if the IRM's delta landed only in the MLP input (the hook_resid_mid trap)."""
+    irm = IRM.for_host(tiny_host, layers=(1,), seed=2, init="torch")
+    tokens = _tokens(tiny_host)
+    names = [resid_mid_hook(1), "blocks.1.hook_resid_post", "blocks.0.hook_resid_post"]
+    with torch.no_grad():
+        _, clean = tiny_host.run_with_cache(tokens, names_filter=names)
+        with attach(tiny_host, irm) as inj:
+            _, hooked = tiny_host.run_with_cache(tokens, names_filter=names)
+            delta = inj.last[0]
+    # resid_mid(1) moved by exactly the IRM's slice for layer 1...
+    torch.testing.assert_close(hooked[resid_mid_hook(1)] - clean[resid_mid_hook(1)], delta)
+    # ...and the change survives the MLP's residual add into resid_post(1).
+    moved = hooked["blocks.1.hook_resid_post"] - clean["blocks.1.hook_resid_post"]
+    assert (moved - delta).abs().max() < 0.5 * delta.abs().max()
+    torch.testing.assert_close(hooked["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"])
+
+
+def test_editing_resid_mid_does_not_reach_residual(tiny_host):
+    """Documents the trap the design avoids: an edit at hook_resid_mid is not a residual write."""
+    tokens = _tokens(tiny_host)
+
+    def add_five(x, hook):
+        return x + 5.0
+
+    with torch.no_grad():
+        _, clean = tiny_host.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
+        with tiny_host.hooks(fwd_hooks=[(resid_mid_hook(1), add_five)]):
+            _, edited = tiny_host.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
+        with tiny_host.hooks(fwd_hooks=[(write_hook(1), add_five)]):
+            _, written = tiny_host.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
+    key = "blocks.1.hook_resid_post"
+    assert (edited[key] - clean[key] - 5.0).abs().min() > 1.0  # not carried as +5
+    torch.testing.assert_close(written[key] - clean[key], torch.full_like(clean[key], 5.0), atol=1.0, rtol=0)
+
+
+def test_zero_irm_is_identity(tiny_host):
+    irm = IRM.for_host(tiny_host, seed=0)
+    for p in irm.parameters():
+        torch.nn.init.zeros_(p)
+    tokens = _tokens(tiny_host)
+    with torch.no_grad():
+        clean = tiny_host(tokens)
+        with attach(tiny_host, irm):
+            hooked = tiny_host(tokens)
+    torch.testing.assert_close(hooked, clean, rtol=0, atol=0)
+
+
+def test_scale_zero_and_edit(tiny_host, irm):
+    tokens = _tokens(tiny_host)
+    with torch.no_grad():
+        clean = tiny_host(tokens)
+        with attach(tiny_host, irm, scale=0.0):
+            off = tiny_host(tokens)
+        with attach(tiny_host, irm, edit=zero_index(5)) as inj:
+            tiny_host(tokens)
+            assert torch.all(inj.last[..., 5] == 0)
+            assert inj.last[..., 4].abs().sum() > 0
+    torch.testing.assert_close(off, clean, rtol=0, atol=0)
+
+
+def test_no_hooks_remain_even_when_body_raises(tiny_host, irm):
+    assert active_hook_names(tiny_host) == []
+    with attach(tiny_host, irm):
+        assert write_hook(0) in active_hook_names(tiny_host)
+    assert active_hook_names(tiny_host) == []
+    with pytest.raises(KeyError), attach(tiny_host, irm):
+        raise KeyError("boom")
+    assert active_hook_names(tiny_host) == []
+
+
+def test_gradients_reach_irm_and_not_host(tiny_host, irm):
+    tokens = _tokens(tiny_host)
+    with attach(tiny_host, irm) as inj:
+        loss = tiny_host(tokens, return_type="loss") + 1e-3 * inj.last.abs().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in irm.parameters())
+    assert all(p.grad is None for p in tiny_host.parameters())
+    irm.zero_grad()
+
+
+def test_padded_batch_matches_unpadded(tiny_host, irm):
+    questions = ["What is the capital of France?", "Why?"]
+    single = [torch.tensor([encode(tiny_host.tokenizer, q).ids]) for q in questions]
+    width = max(t.shape[1] for t in single)
+    pad = tiny_host.tokenizer.pad_token_id
+    batch = torch.full((2, width), pad)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, t in enumerate(single):  # right padding
+        batch[i, : t.shape[1]] = t[0]
+        mask[i, : t.shape[1]] = 1
+    with torch.no_grad(), attach(tiny_host, irm):
+        batched = tiny_host(batch, attention_mask=mask)
+        for i, t in enumerate(single):
+            alone = tiny_host(t)
+            torch.testing.assert_close(batched[i, : t.shape[1]], alone[0], atol=1e-5, rtol=0)
+
+
+def test_generate_cached_equals_uncached(tiny_host, irm):
+    tokens = _tokens(tiny_host)
+    kwargs = dict(max_new_tokens=8, do_sample=False, stop_at_eos=False, verbose=False)
+    with torch.no_grad(), attach(tiny_host, irm, keep_history=True) as inj:
+        cached = tiny_host.generate(tokens, use_past_kv_cache=True, **kwargs)
+        n_cached = len(inj.history)
+        uncached = tiny_host.generate(tokens, use_past_kv_cache=False, **kwargs)
+    clean = tiny_host.generate(tokens, use_past_kv_cache=True, **kwargs)
+    assert torch.equal(cached, uncached)
+    assert not torch.equal(cached, clean)  # the IRM changed what was generated
+    # Under the KV cache: one prefill over the prompt, then one forward per new token.
+    assert inj.history[0].shape[2] == tokens.shape[1]
+    assert all(h.shape[2] == 1 for h in inj.history[1:n_cached])
+    assert n_cached == 8 or n_cached == 7  # the last token may not need a forward
+
+
+def test_run_with_cache_sees_injected_stream(tiny_host, irm):
+    tokens = _tokens(tiny_host)
+    with torch.no_grad(), attach(tiny_host, irm) as inj:
+        logits, cache = tiny_host.run_with_cache(tokens)
+        direct = tiny_host(tokens)
+    torch.testing.assert_close(logits, direct)
+    resid0 = cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"] - inj.last[0]
+    torch.testing.assert_close(inj.last, irm(resid0))
+
+
+@pytest.mark.embedded
+def test_attach_equals_inline_reference_on_embedded_host(embedded_host):
+    hf_model, _ = load_hf(None)
+    irm = IRM.for_host(embedded_host, seed=5, init="torch")
+    tokens = _tokens(embedded_host, ["What do Elon Musk and Mark Zuckerberg have in common?"])
+    with torch.no_grad(), attach(embedded_host, irm):
+        ours = embedded_host(tokens)
+    ref = injected_logits(hf_model, irm, tokens)
+    plain = injected_logits(hf_model, None, tokens)
+    assert (ref - plain).abs().max() > 1e-2
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    # The original code's grouping ((resid + attn) + delta) differs only by fp32 rounding,
+    # which the massive activation in dim 507 (~1e4) makes visible at ~1e-4 in the logits.
+    paper_grouping = injected_logits(hf_model, irm, tokens, delta_into_attn=False)
+    torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=5e-4)
