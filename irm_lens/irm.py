@@ -9,6 +9,7 @@ flat unit ``u`` is residual index ``u // n_inject`` of injected layer slot ``u %
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,9 +153,11 @@ class IRM(nn.Module):
         super().__init__()
         self.config = config
         hidden = config.width_mult * config.d_model
-        widths = [config.d_model] + [hidden] * (config.depth - 1) + [config.d_model * config.n_inject]
+        widths = (
+            [config.d_model] + [hidden] * (config.depth - 1) + [config.d_model * config.n_inject]
+        )
         modules: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
             modules.append(nn.Linear(d_in, d_out))
             if i < config.depth - 1:
                 modules.append(nn.ReLU())
@@ -247,7 +250,7 @@ class IRM(nn.Module):
             )
 
     def save(self, path: str | Path) -> Path:
-        """Write weights and config to one safetensors file (config JSON in its header), atomically."""
+        """Write weights and config (JSON in the header) to one safetensors file, atomically."""
         path = Path(path)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"format": _FORMAT, "irm_config": self.config.to_json()}
@@ -309,4 +312,3 @@ def read_config(path: str | Path) -> IRMConfig:
         return IRMConfig.from_json(meta["irm_config"])
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: the IRM config in its header is invalid ({exc}).") from exc
-

@@ -8,8 +8,7 @@ import torch
 from irm_lens import IRM, attach, encode
 from irm_lens.host import load_hf
 from irm_lens.inject import active_hook_names, resid_mid_hook, write_hook, zero_index
-
-from .reference import injected_logits
+from irm_lens.reference import injected_logits
 
 
 def _tokens(host, questions=("What is the capital of France?",)):
@@ -27,13 +26,14 @@ def tiny_hf():
 def test_attach_equals_inline_reference(tiny_host, tiny_hf, layers):
     irm = IRM.for_host(tiny_host, layers=layers, seed=2, init="torch")
     tokens = _tokens(tiny_host)
-    with torch.no_grad(), attach(tiny_host, irm):
-        ours = tiny_host(tokens)
-    ref = injected_logits(tiny_hf, irm, tokens)
-    plain = injected_logits(tiny_hf, None, tokens)
+    with torch.no_grad():
+        with attach(tiny_host, irm):
+            ours = tiny_host(tokens)
+        ref = injected_logits(tiny_hf, irm, tokens)
+        plain = injected_logits(tiny_hf, None, tokens)
+        paper_grouping = injected_logits(tiny_hf, irm, tokens, delta_into_attn=False)
     assert (ref - plain).abs().max() > 1e-2  # the IRM matters, so the comparison means something
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
-    paper_grouping = injected_logits(tiny_hf, irm, tokens, delta_into_attn=False)
     torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=1e-5)
 
 
@@ -52,7 +52,9 @@ def test_write_reaches_residual_stream_not_only_mlp_input(tiny_host):
     # ...and the change survives the MLP's residual add into resid_post(1).
     moved = hooked["blocks.1.hook_resid_post"] - clean["blocks.1.hook_resid_post"]
     assert (moved - delta).abs().max() < 0.5 * delta.abs().max()
-    torch.testing.assert_close(hooked["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"])
+    torch.testing.assert_close(
+        hooked["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"]
+    )
 
 
 def test_editing_resid_mid_does_not_reach_residual(tiny_host):
@@ -70,7 +72,9 @@ def test_editing_resid_mid_does_not_reach_residual(tiny_host):
             _, written = tiny_host.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
     key = "blocks.1.hook_resid_post"
     assert (edited[key] - clean[key] - 5.0).abs().min() > 1.0  # not carried as +5
-    torch.testing.assert_close(written[key] - clean[key], torch.full_like(clean[key], 5.0), atol=1.0, rtol=0)
+    torch.testing.assert_close(
+        written[key] - clean[key], torch.full_like(clean[key], 5.0), atol=1.0, rtol=0
+    )
 
 
 def test_zero_irm_is_identity(tiny_host):
@@ -166,13 +170,14 @@ def test_attach_equals_inline_reference_on_embedded_host(embedded_host):
     hf_model, _ = load_hf(None)
     irm = IRM.for_host(embedded_host, seed=5, init="torch")
     tokens = _tokens(embedded_host, ["What do Elon Musk and Mark Zuckerberg have in common?"])
-    with torch.no_grad(), attach(embedded_host, irm):
-        ours = embedded_host(tokens)
-    ref = injected_logits(hf_model, irm, tokens)
-    plain = injected_logits(hf_model, None, tokens)
+    with torch.no_grad():
+        with attach(embedded_host, irm):
+            ours = embedded_host(tokens)
+        ref = injected_logits(hf_model, irm, tokens)
+        plain = injected_logits(hf_model, None, tokens)
+        paper_grouping = injected_logits(hf_model, irm, tokens, delta_into_attn=False)
     assert (ref - plain).abs().max() > 1e-2
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
     # The original code's grouping ((resid + attn) + delta) differs only by fp32 rounding,
     # which the massive activation in dim 507 (~1e4) makes visible at ~1e-4 in the logits.
-    paper_grouping = injected_logits(hf_model, irm, tokens, delta_into_attn=False)
     torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=5e-4)

@@ -1,7 +1,9 @@
-"""An independent inline implementation of the paper's injected decoder, for equivalence tests.
+"""An independent inline implementation of the paper's injected decoder, for validation.
 
 Written against the Hugging Face Llama modules directly (no TransformerLens, no hooks): the loop
-the original code spliced into a copy of the host's source.
+the original code spliced into a copy of the host's source. Tests check ``attach`` against it and
+benchmarks time ``attach`` against it. Use it on a raw HF model (``irm_lens.host.load_hf``), not on
+one wrapped by a bridge (the bridge replaces the model's submodules in place).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import torch
 from irm_lens.irm import IRM
 
 
-@torch.no_grad()
 def injected_logits(
     hf_model, irm: IRM | None, tokens: torch.Tensor, *, delta_into_attn: bool = True
 ) -> torch.Tensor:

@@ -1,0 +1,56 @@
+"""The irm-lens command line, on the tiny host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from irm_lens import IRM
+from irm_lens.cli import main
+
+
+def test_info(capsys, tiny_host):
+    assert main(["info", "tiny-random-llama", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "n_layers" in out and " 4" in out
+    assert "blocks.0.hook_resid_mid" in out and "hook_attn_out" in out
+
+
+def test_generate_with_and_without_irm(capsys, tiny_host, tmp_path):
+    path = IRM.for_host(tiny_host, seed=1, init="torch").save(tmp_path / "irm.safetensors")
+    base = ["generate", "--host", "tiny-random-llama", "--device", "cpu", "--prompt", "Why?"]
+    base += ["--max-new-tokens", "6"]
+    assert main([*base, "--greedy"]) == 0
+    plain = capsys.readouterr().out
+    assert main([*base, "--greedy", "--irm", str(path)]) == 0
+    steered = capsys.readouterr().out
+    assert plain.strip() and steered.strip() and plain != steered
+    assert main([*base, "--temperature", "0.8", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main([*base, "--temperature", "0.8", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first  # seeded sampling is reproducible
+
+
+def test_bad_input_exits_2_with_message(capsys, tmp_path):
+    code = main(
+        [
+            "generate",
+            "--host",
+            "tiny-random-llama",
+            "--device",
+            "cpu",
+            "--prompt",
+            "x",
+            "--irm",
+            str(tmp_path / "nope.safetensors"),
+        ]
+    )
+    assert code == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "irm_lens.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "info" in out.stdout and "generate" in out.stdout
