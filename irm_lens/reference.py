@@ -38,7 +38,9 @@ def injected_logits(
         )
         if irm is not None and i == 0:
             irm_out = irm(hidden + attn)  # reads the un-injected post-attention residual of layer 0
-        delta = irm_out[irm.layers.index(i)] if irm is not None and i in irm.layers else None
+        delta = None
+        if irm is not None and irm_out is not None and i in irm.layers:
+            delta = irm_out[irm.layers.index(i)]
         if delta is None:
             hidden = hidden + attn
         elif delta_into_attn:

@@ -47,7 +47,10 @@ def test_splits_ignore_order():
 
 def test_answers_keep_the_fact(frames):
     for frame in frames.values():
-        kept = [ref.lower() in ans.lower() for ref, ans in zip(frame["reference"], frame["answer"])]
+        kept = [
+            ref.lower() in ans.lower()
+            for ref, ans in zip(frame["reference"], frame["answer"], strict=True)
+        ]
         assert all(kept)
 
 
