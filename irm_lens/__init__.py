@@ -5,8 +5,10 @@ Public API:
     IRM           the Injectable Realignment Model (and IRMConfig)
     attach        context manager that injects an IRM into a host through hook points
     format_prompt / encode   chat-template or plain-text prompt formatting
+    load_dataset  the bundled emotion QA datasets (anger, sadness, neutral, joy)
 """
 
+from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import (
     ChatFormatError,
     CheckpointError,
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EMBEDDED",
+    "EMOTIONS",
     "IRM",
     "PAPER_PROMPTS",
     "TINY",
@@ -38,5 +41,6 @@ __all__ = [
     "attach",
     "encode",
     "format_prompt",
+    "load_dataset",
     "load_host",
 ]

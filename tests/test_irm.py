@@ -66,6 +66,15 @@ def test_for_host_defaults_to_all_layers_and_is_seeded(tiny_host):
     assert not torch.equal(a.net[0].weight, c.net[0].weight)
 
 
+def test_shapes_are_checked_at_runtime_in_tests():
+    """The jaxtyping import hook (pyproject addopts) checks the annotated shapes."""
+    from jaxtyping import TypeCheckError
+
+    irm = IRM(IRMConfig(d_model=4, layers=(0,)))
+    with pytest.raises(TypeCheckError):
+        irm(torch.zeros(3, 4))  # missing the batch axis
+
+
 def test_forward_is_pure():
     irm = IRM(IRMConfig(d_model=4, layers=(0, 1), init="torch"))
     before = dict(vars(irm))

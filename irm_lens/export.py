@@ -1,0 +1,88 @@
+"""Writing plotly figures to disk: interactive HTML always, static PNG through kaleido.
+
+The HTML embeds plotly.js, so it opens offline.
+
+kaleido renders PNGs with a Chromium-family browser. ``make install`` installs Debian's
+``chromium`` when none is present; ``BROWSER_PATH`` points kaleido at another one. Without a
+browser, PNG export raises ``ExportError`` with what to do, after the HTML has been written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from irm_lens.errors import IrmLensError
+from irm_lens.files import atomic_path, write_text_atomic
+
+_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class ExportError(IrmLensError, RuntimeError):
+    """A figure that could not be written in a requested format."""
+
+
+def find_browser() -> str | None:
+    """The browser kaleido will use: ``$BROWSER_PATH`` if set, else the first on ``PATH``."""
+    override = os.environ.get("BROWSER_PATH")
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    for name in _BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def save_figure(
+    fig: go.Figure,
+    directory: str | os.PathLike[str],
+    stem: str = "figure",
+    *,
+    png: bool = True,
+    width: int = 1100,
+    height: int = 650,
+    scale: float = 2.0,
+) -> dict[str, Path]:
+    """Write ``fig`` as ``<stem>.html`` (and ``<stem>.png``) in ``directory``, atomically.
+
+    Returns:
+        ``{"html": path, "png": path}`` for the files written.
+
+    Raises:
+        ExportError: PNG requested but no browser is available (the HTML is still written).
+    """
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the figure directory {out}: {exc}.") from exc
+    html_path = out / f"{stem}.html"
+    write_text_atomic(html_path, fig.to_html(include_plotlyjs=True, full_html=True))
+    written = {"html": html_path}
+    if not png:
+        return written
+    browser = find_browser()
+    if browser is None:
+        raise ExportError(
+            f"PNG export of {out / (stem + '.png')} needs a Chromium-family browser for kaleido, "
+            "and none was found (looked for $BROWSER_PATH and "
+            f"{', '.join(_BROWSERS)} on PATH). Install one (`apt-get install chromium`, or "
+            f"`make browser`) or set BROWSER_PATH. The interactive HTML was written: {html_path}."
+        )
+    os.environ.setdefault("BROWSER_PATH", browser)
+    png_path = out / f"{stem}.png"
+    try:
+        data = fig.to_image(format="png", width=width, height=height, scale=scale)
+    except Exception as exc:  # kaleido/choreographer raise many types; report them all the same way
+        raise ExportError(
+            f"kaleido could not render {png_path} with {browser}: {type(exc).__name__}: {exc}. "
+            f"The interactive HTML was written: {html_path}."
+        ) from exc
+    with atomic_path(png_path) as tmp:
+        tmp.write_bytes(data)
+    written["png"] = png_path
+    return written

@@ -1,0 +1,44 @@
+"""Figure export: HTML always; PNG through kaleido and a real browser, or a clear error."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+
+from irm_lens.export import ExportError, find_browser, save_figure
+
+
+def _figure() -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=[[0, 1], [1, 0]], colorscale="RdBu", zmid=0))
+    fig.update_layout(title="export check", xaxis_title="residual index", yaxis_title="layer")
+    return fig
+
+
+def test_png_and_html_rendered(tmp_path):
+    if find_browser() is None:
+        pytest.skip("no Chromium: run `make browser` (PNG export is then impossible here)")
+    written = save_figure(_figure(), tmp_path / "fig", width=300, height=200, scale=1.0)
+    png = written["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(png[16:20], "big")
+    height = int.from_bytes(png[20:24], "big")
+    assert (width, height) == (300, 200)
+    html = written["html"].read_text()
+    assert "plotly" in html.lower() and "export check" in html
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # embedded plotly.js
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure.html", "figure.png"]
+
+
+def test_missing_browser_is_a_clear_error_and_html_survives(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))
+    with pytest.raises(ExportError, match="apt-get install chromium") as info:
+        save_figure(_figure(), tmp_path / "fig")
+    assert "figure.html" in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure.html"]
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ExportError, match="Cannot create the figure directory"):
+        save_figure(_figure(), blocker / "fig", png=False)
