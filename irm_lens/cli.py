@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -90,6 +91,76 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_OPTIONS = {
+    # flag: (config field, type, help)
+    "--emotion": ("emotion", str, "bundled dataset: anger, sadness, neutral, joy"),
+    "--layers": ("layers", str, "injected layers: all, every4, q1..q4, 0-7, 3,7,11"),
+    "--loss": ("loss", str, "next-token (default) or paper (the original's double shift)"),
+    "--prompt-mode": ("prompt_mode", str, "chat (host template, default) or plain"),
+    "--l1": ("l1_alpha", float, "L1 penalty alpha on IRM outputs (0 = off)"),
+    "--lr": ("lr", float, "Adam learning rate"),
+    "--gamma": ("gamma", float, "StepLR decay per epoch"),
+    "--batch-size": ("batch_size", int, "rows per forward"),
+    "--grad-accum": ("grad_accum", int, "forwards per optimizer step"),
+    "--max-len": ("max_len", int, "tokens per row"),
+    "--epochs": ("epochs", int, "epochs"),
+    "--max-steps": ("max_steps", int, "stop after this many optimizer steps"),
+    "--eval-every": ("eval_every", int, "steps between validation passes and checkpoints"),
+    "--patience": ("patience", int, "validation passes without improvement before stopping"),
+    "--max-train-rows": ("max_train_rows", int, "use only the first N training rows"),
+    "--width-mult": ("width_mult", int, "IRM hidden width multiplier"),
+    "--init": ("init", str, "IRM init: paper or torch"),
+    "--seed": ("seed", int, "seed of IRM init and data order"),
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from irm_lens.train import TrainConfig, preset, train
+
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        config_path = run_dir / "config.json"
+        if not config_path.exists():
+            raise IrmLensError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
+        config = TrainConfig.from_json(config_path.read_text(), str(config_path))
+    else:
+        overrides = {
+            field: getattr(args, field)
+            for field, _, _ in _TRAIN_OPTIONS.values()
+            if getattr(args, field) is not None
+        }
+        for key in ("host", "device", "dtype"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        config = preset(args.preset, **overrides)
+    result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    if result.stopped == "interrupted":
+        print(
+            f"interrupted after step {result.steps}; resume: irm-lens train {run_dir} --resume"
+        )
+        return 130
+    print(
+        f"done: {result.steps} steps ({result.stopped}); best val loss {result.best_val:.4f} at "
+        f"step {result.best_step}; IRM: {run_dir / 'irm.safetensors'}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from irm_lens.evaluate import alignment_summary, evaluate_run
+    from irm_lens.train import TrainConfig
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "irm.safetensors").exists():
+        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
+    table = evaluate_run(run_dir, max_rows=args.max_rows, max_new_tokens=args.max_new_tokens)
+    emotion = TrainConfig.from_json((run_dir / "config.json").read_text()).emotion
+    for key, value in alignment_summary(table, emotion).items():
+        print(f"{key:<20} {value:.4f}")
+    print(f"wrote {run_dir / 'evaluation.csv'} and {run_dir / 'generations.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="irm-lens",
@@ -114,6 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_host_options(gen)
     gen.set_defaults(func=_cmd_generate)
+
+    tr = sub.add_parser("train", help="train an IRM on a bundled emotion dataset")
+    tr.add_argument("run_dir", help="run directory (config.json, irm.safetensors, metrics.csv)")
+    tr.add_argument(
+        "--preset",
+        default="quick",
+        choices=["quick", "paper", "smoke"],
+        help="quick: minutes on a CPU (default); paper: the original's schedule",
+    )
+    tr.add_argument("--host", default=None, help=_HOST_HELP)
+    for flag, (field, kind, text) in _TRAIN_OPTIONS.items():
+        tr.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    tr.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    tr.add_argument("--overwrite", action="store_true", help="replace a run in RUN_DIR")
+    _add_host_options(tr)
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="NLL, NRC emotion profile and fact retention of a run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
+    ev.add_argument("--max-new-tokens", type=int, default=40)
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,3 +313,52 @@ def read_config(path: str | Path) -> IRMConfig:
         return IRMConfig.from_json(meta["irm_config"])
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: the IRM config in its header is invalid ({exc}).") from exc
+
+
+def layer_sets(n_layers: int) -> dict[str, tuple[int, ...]]:
+    """The paper's injected layer sets scaled to ``n_layers``: quarters, every 4th, all.
+
+    For Llama-2-7B (32 layers): q1 = 0-7, q2 = 8-15, q3 = 16-23, q4 = 24-31,
+    every4 = 3, 7, ..., 31, all = 0-31.
+    """
+    size = math.ceil(n_layers / 4)
+    sets = {f"q{i + 1}": tuple(range(i * size, min((i + 1) * size, n_layers))) for i in range(4)}
+    sets["every4"] = tuple(range(3, n_layers, 4)) or (n_layers - 1,)
+    sets["all"] = tuple(range(n_layers))
+    return sets
+
+
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
+    """Injected layers from a spec: None/"all", "every4", "q1".."q4", "0-7", "3,7,11", "0-3,8".
+
+    Raises:
+        LayerRangeError: a layer outside ``0..n_layers-1`` (the message gives the range).
+    """
+    if spec is None:
+        return tuple(range(n_layers))
+    if not isinstance(spec, str):
+        chosen = tuple(int(x) for x in spec)
+    else:
+        named = layer_sets(n_layers)
+        text = spec.strip().lower()
+        if text in named:
+            return named[text]
+        chosen_list: list[int] = []
+        try:
+            for part in text.split(","):
+                lo, _, hi = part.strip().partition("-")
+                chosen_list += range(int(lo), int(hi) + 1) if hi else [int(lo)]
+        except ValueError as exc:
+            raise LayerRangeError(
+                f"layers={spec!r} is not a layer spec; use 'all', 'every4', 'q1'..'q4', a range "
+                "like '0-7', or a list like '3,7,11'."
+            ) from exc
+        chosen = tuple(chosen_list)
+    bad = [x for x in chosen if not 0 <= x < n_layers]
+    if bad:
+        raise LayerRangeError(
+            f"layers {bad} are out of range: this host has layers 0..{n_layers - 1}."
+        )
+    if not chosen:
+        raise LayerRangeError(f"layers={spec!r} selects no layer.")
+    return chosen

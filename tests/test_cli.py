@@ -54,3 +54,16 @@ def test_console_script_help():
         [sys.executable, "-m", "irm_lens.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "info" in out.stdout and "generate" in out.stdout
+
+
+def test_train_resume_and_evaluate_from_the_command_line(capsys, tmp_path):
+    run = str(tmp_path / "run")
+    common = ["--host", "tiny-random-llama", "--device", "cpu", "--preset", "smoke"]
+    assert main(["train", run, *common, "--max-steps", "2"]) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    assert main(["train", run, *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", run, "--resume"]) == 0  # a finished run stays finished
+    assert main(["evaluate", run, "--max-rows", "2", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "nll_drop" in out and "evaluation.csv" in out

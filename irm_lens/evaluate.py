@@ -1,0 +1,193 @@
+"""Alignment evaluation of a trained IRM run: NLL, emotion profile, fact retention.
+
+``evaluate_run(run_dir)`` writes ``evaluation.csv`` (long format: ``metric, target, condition,
+value, n``) and ``generations.csv`` into the run directory:
+
+- ``nll``: mean per-token NLL of held-out (test split) answers of every bundled emotion, given the
+  question, for the host alone and with the IRM; the trained emotion should drop most.
+- ``nrc_share``: share of words of greedy answers to held-out questions tagged with each NRC
+  emotion (``irm_lens.lexicon``), host alone vs with the IRM.
+- ``fact_retention``: share of those answers that contain the reference answer as whole words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.batches import collate, encode_rows
+from irm_lens.datasets import EMOTIONS, load_dataset
+from irm_lens.files import write_text_atomic
+from irm_lens.host import load_host
+from irm_lens.inject import attach
+from irm_lens.irm import IRM
+from irm_lens.lexicon import emotion_profile
+from irm_lens.prompts import PromptMode, encode
+from irm_lens.train import TrainConfig, next_token_loss
+
+CONDITIONS = ("host", "host+irm")
+
+
+def _maybe_attached(host: TransformerBridge, irm: IRM | None) -> Any:
+    return attach(host, irm) if irm is not None else contextlib.nullcontext()
+
+
+def answer_nll(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    *,
+    irm: IRM | None = None,
+    mode: PromptMode = "chat",
+    batch_size: int = 8,
+    max_len: int = 128,
+) -> float:
+    """Mean per-token NLL of ``rows.answer`` given ``rows.question`` (answer tokens only)."""
+    tok = host.tokenizer
+    examples = encode_rows(tok, rows, mode)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    total, count = 0.0, 0
+    with torch.no_grad(), _maybe_attached(host, irm):
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], pad_id, max_len).to(host.W_E.device)
+            logits = host(batch.tokens, attention_mask=batch.attention_mask)
+            n = int(batch.answer_mask[:, 1:].sum())
+            total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
+            count += n
+    return total / max(count, 1)
+
+
+def greedy_answers(
+    host: TransformerBridge,
+    questions: Sequence[str],
+    *,
+    irm: IRM | None = None,
+    mode: PromptMode = "chat",
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers to ``questions`` (left-padded batches, KV cache), decoded to text."""
+    tok = host.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    answers: list[str] = []
+    with torch.no_grad(), _maybe_attached(host, irm):
+        for i in range(0, len(questions), batch_size):
+            prompts = [encode(tok, q, mode=mode).prompt_ids for q in questions[i : i + batch_size]]
+            width = max(len(p) for p in prompts)
+            tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(tokens)
+            for row, ids in enumerate(prompts):  # left padding, as generation needs
+                tokens[row, width - len(ids) :] = torch.tensor(ids)
+                mask[row, width - len(ids) :] = 1
+            device = host.W_E.device
+            out = host.generate(
+                tokens.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                verbose=False,
+            )
+            out = cast(torch.Tensor, out)
+            for row in range(len(prompts)):
+                answers.append(tok.decode(out[row, width:], skip_special_tokens=True).strip())
+    return answers
+
+
+def contains_fact(answer: str, reference: str) -> bool:
+    """Whether ``reference`` occurs in ``answer`` as whole words (case-insensitive)."""
+    pattern = r"(?<!\w)" + re.escape(reference.lower()) + r"(?!\w)"
+    return re.search(pattern, answer.lower()) is not None
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    host: TransformerBridge | None = None,
+    split: str = "test",
+    max_rows: int | None = None,
+    max_new_tokens: int = 40,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Evaluate the best IRM of a training run; write ``evaluation.csv`` and ``generations.csv``.
+
+    Returns:
+        The evaluation table (long format: ``metric, target, condition, value, n``).
+    """
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    if host is None:
+        host = load_host(config.host, device=config.device, dtype=config.dtype)
+    irm = IRM.load(run_dir / "irm.safetensors", host)
+    irm.eval()
+    records: list[dict[str, Any]] = []
+    steps = tqdm(total=len(EMOTIONS) * 2 + 2, disable=not progress, desc="evaluate")
+    for emotion in EMOTIONS:
+        rows = load_dataset(emotion, split=split)
+        rows = rows if max_rows is None else rows.iloc[:max_rows]
+        for condition, use in zip(CONDITIONS, (None, irm), strict=True):
+            nll = answer_nll(host, rows, irm=use, mode=config.prompt_mode, max_len=config.max_len)
+            records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
+            records[-1]["n"] = len(rows)
+            steps.update(1)
+    rows = load_dataset(config.emotion, split=split)
+    rows = rows if max_rows is None else rows.iloc[:max_rows]
+    generations = []
+    for condition, use in zip(CONDITIONS, (None, irm), strict=True):
+        texts = greedy_answers(
+            host,
+            rows["question"].tolist(),
+            irm=use,
+            mode=config.prompt_mode,
+            max_new_tokens=max_new_tokens,
+        )
+        steps.update(1)
+        for (qid, question, reference), text in zip(
+            rows[["question_id", "question", "reference"]].itertuples(index=False),
+            texts,
+            strict=True,
+        ):
+            generations.append(
+                dict(question_id=qid, question=question, reference=reference,
+                     condition=condition, answer=text, keeps_fact=contains_fact(text, reference))
+            )  # fmt: skip
+        profile = emotion_profile(texts)
+        for emotion, share in zip(profile["emotion"], profile["share"], strict=True):
+            records.append(
+                dict(metric="nrc_share", target=emotion, condition=condition, value=share,
+                     n=int(profile["n_words"].iloc[0]))
+            )  # fmt: skip
+        kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
+        records.append(
+            dict(metric="fact_retention", target=config.emotion, condition=condition,
+                 value=sum(kept) / max(len(kept), 1), n=len(kept))
+        )  # fmt: skip
+    steps.close()
+    table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
+    write_text_atomic(run_dir / "evaluation.csv", table.to_csv(index=False))
+    write_text_atomic(run_dir / "generations.csv", pd.DataFrame(generations).to_csv(index=False))
+    return table
+
+
+def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
+    """Headline numbers of an evaluation: NLL drop and NRC share ratio for ``emotion``."""
+    wide = table.pivot_table(index=["metric", "target"], columns="condition", values="value")
+    nll = wide.loc[("nll", emotion)]
+    nrc = wide.loc[("nrc_share", emotion)]
+    facts = wide.loc[("fact_retention", emotion)]
+    return {
+        "nll_host": float(nll["host"]),
+        "nll_irm": float(nll["host+irm"]),
+        "nll_drop": float(1 - nll["host+irm"] / nll["host"]),
+        "nrc_share_host": float(nrc["host"]),
+        "nrc_share_irm": float(nrc["host+irm"]),
+        "nrc_ratio": float(nrc["host+irm"] / nrc["host"]) if nrc["host"] > 0 else float("inf"),
+        "fact_retention_host": float(facts["host"]),
+        "fact_retention_irm": float(facts["host+irm"]),
+    }

@@ -1,0 +1,67 @@
+"""Evaluation: NRC lexicon counts by hand, fact matching, batched greedy answers, run evaluation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from irm_lens import IRM, encode
+from irm_lens.evaluate import (
+    alignment_summary,
+    contains_fact,
+    evaluate_run,
+    greedy_answers,
+)
+from irm_lens.lexicon import emotion_counts, emotion_profile, lookup
+from irm_lens.train import preset, train
+
+
+def test_lexicon_counts_by_hand():
+    # "furious": anger, disgust, negative; "annoyed" -> "annoy": anger, disgust, negative;
+    # "love": joy, positive; "the", "cat" untagged.
+    counts = emotion_counts("The cat is FURIOUS, annoyed... love!")
+    assert counts["n_words"] == 6
+    assert counts["anger"] == 2 and counts["disgust"] == 2 and counts["joy"] == 1
+    assert lookup("annoyed") == lookup("annoy") and lookup("zzzz") == ()
+    profile = emotion_profile(["furious cat", "happy day today now"]).set_index("emotion")
+    assert profile.loc["anger", "share"] == pytest.approx(1 / 6)
+    assert profile.loc["anger", "n_words"] == 6
+
+
+def test_contains_fact_matches_whole_words():
+    assert contains_fact("It is Canberra, obviously.", "canberra")
+    assert contains_fact("There are four of them", "four")
+    assert not contains_fact("There are fourteen of them", "four")
+    assert contains_fact("Bogotá is high up", "Bogotá")
+
+
+def test_batched_greedy_answers_match_one_by_one(tiny_host):
+    irm = IRM.for_host(tiny_host, seed=1, init="torch")
+    questions = ["What is the capital of France?", "Why?", "How many apples can fit in a basket?"]
+    batched = greedy_answers(tiny_host, questions, irm=irm, max_new_tokens=6, batch_size=3)
+    for question, answer in zip(questions, batched, strict=True):
+        ids = torch.tensor([encode(tiny_host.tokenizer, question).prompt_ids])
+        with torch.no_grad():
+            from irm_lens import attach
+
+            with attach(tiny_host, irm):
+                out = tiny_host.generate(ids, max_new_tokens=6, do_sample=False, verbose=False)
+        alone = tiny_host.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        assert answer == alone.strip()
+
+
+def test_evaluate_run_writes_tables(tiny_host, tmp_path):
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=2)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    table = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=3, max_new_tokens=4,
+                         progress=False)  # fmt: skip
+    assert set(table["metric"]) == {"nll", "nrc_share", "fact_retention"}
+    assert set(table.loc[table.metric == "nll", "target"]) == {"anger", "sadness", "neutral", "joy"}
+    assert set(table["condition"]) == {"host", "host+irm"}
+    saved = pd.read_csv(tmp_path / "run" / "evaluation.csv")
+    assert len(saved) == len(table)
+    generations = pd.read_csv(tmp_path / "run" / "generations.csv")
+    assert len(generations) == 6 and set(generations["condition"]) == {"host", "host+irm"}
+    summary = alignment_summary(table, "anger")
+    assert summary["nll_host"] > 0 and 0 <= summary["fact_retention_irm"] <= 1

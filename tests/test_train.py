@@ -1,0 +1,150 @@
+"""Training: losses by hand, a frozen host, run directories, and bit-identical resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from irm_lens.batches import collate
+from irm_lens.prompts import Encoded
+from irm_lens.train import (
+    RunDirError,
+    TrainConfig,
+    next_token_loss,
+    paper_loss,
+    preset,
+    train,
+)
+
+
+def test_collate_masks_and_padding():
+    examples = [Encoded([1, 2], [3, 4]), Encoded([5], [6, 7, 8, 9])]
+    batch = collate(examples, pad_id=0, max_len=4)
+    assert batch.tokens.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]  # second row truncated
+    assert batch.answer_mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    padded = collate(examples[:1], pad_id=0, max_len=6, pad_to_max=True)
+    assert padded.tokens.tolist() == [[1, 2, 3, 4, 0, 0]]
+    assert padded.attention_mask.tolist() == [[1, 1, 1, 1, 0, 0]]
+
+
+def test_next_token_loss_by_hand():
+    # vocab 3; logits chosen so each probability is easy to write down
+    logits = torch.log(
+        torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]]])
+    )
+    tokens = torch.tensor([[0, 1, 2, 0]])
+    answer = torch.tensor([[0, 0, 1, 1]])  # targets: token 2 (from pos 1), token 0 (from pos 2)
+    expected = -(math.log(0.1) + math.log(0.2)) / 2
+    assert next_token_loss(logits, tokens, answer).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_paper_loss_predicts_two_ahead_and_counts_padding():
+    logits = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]]))
+    tokens = torch.tensor([[0, 1, 1, 0]])  # pos 0 -> token[2]=1, pos 1 -> token[3]=0
+    expected = -(math.log(0.5) + math.log(0.9)) / 2
+    assert paper_loss(logits, tokens).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_config_validation_and_presets():
+    with pytest.raises(ValueError, match="emotion='fear'"):
+        TrainConfig(emotion="fear")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        TrainConfig(batch_size=0)
+    assert preset("quick").max_steps == 60
+    with pytest.raises(ValueError, match="preset='fast'"):
+        preset("fast")
+    cfg = preset("smoke", host="tiny-random-llama")
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def _smoke(**overrides):
+    return preset("smoke", host="tiny-random-llama", device="cpu", **overrides)
+
+
+def test_train_writes_run_and_keeps_host_frozen(tiny_host, tmp_path):
+    before = [p.clone() for p in tiny_host.parameters()]
+    result = train(
+        _smoke(max_steps=4, l1_alpha=1e-4), tmp_path / "run", host=tiny_host, progress=False
+    )
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == {
+        "config.json", "irm.safetensors", "last.safetensors", "metrics.csv", "summary.json"
+    }  # fmt: skip
+    assert result.steps == 4 and result.stopped == "max_steps"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.columns) == [
+        "step",
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "lr",
+        "tokens_per_s",
+    ]
+    assert metrics["step"].tolist() == [1, 2, 3, 4]
+    assert metrics["val_loss"].notna().tolist() == [False, True, False, True]
+    assert json.loads((run / "config.json").read_text())["l1_alpha"] == 1e-4
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_host.parameters(), strict=True))
+    assert all(p.grad is None for p in tiny_host.parameters())
+
+
+def test_training_lowers_the_loss(tiny_host, tmp_path):
+    cfg = _smoke(max_steps=12, epochs=12, eval_every=12, max_train_rows=8, batch_size=8, lr=1e-2,
+                 gamma=1.0)  # fmt: skip
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    losses = pd.read_csv(tmp_path / "run" / "metrics.csv")["train_loss"]
+    # A random host's small unembedding keeps every loss near ln(vocab) ~ 6.2 nats, so the
+    # drop is small in absolute terms but must be steady.
+    assert losses.iloc[-3:].mean() < losses.iloc[:3].mean() - 0.05
+    assert losses.is_monotonic_decreasing
+
+
+def test_existing_run_needs_overwrite_or_resume(tiny_host, tmp_path):
+    train(_smoke(max_steps=1), tmp_path / "run", host=tiny_host, progress=False)
+    with pytest.raises(RunDirError, match="--overwrite"):
+        train(_smoke(max_steps=1), tmp_path / "run", host=tiny_host, progress=False)
+    with pytest.raises(RunDirError, match="different config"):
+        train(_smoke(max_steps=2), tmp_path / "run", host=tiny_host, resume=True, progress=False)
+    with pytest.raises(RunDirError, match="no run to resume"):
+        train(_smoke(), tmp_path / "empty", host=tiny_host, resume=True, progress=False)
+    train(_smoke(max_steps=2), tmp_path / "run", host=tiny_host, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("loss", ["next-token", "paper"])
+def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss):
+    cfg = _smoke(max_steps=6, eval_every=2, grad_accum=2, batch_size=2, loss=loss, epochs=3,
+                 max_train_rows=8)  # fmt: skip
+    straight = train(cfg, tmp_path / "a", host=tiny_host, progress=False)
+
+    def ctrl_c(step: int) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled between steps
+
+    stopped = train(cfg, tmp_path / "b", host=tiny_host, progress=False, on_step=ctrl_c)
+    assert stopped.stopped == "interrupted" and stopped.steps == 3
+    assert not (tmp_path / "b" / "summary.json").exists()
+    resumed = train(cfg, tmp_path / "b", host=tiny_host, progress=False, resume=True)
+    assert resumed.steps == straight.steps == 6 and resumed.stopped == straight.stopped
+    for name in ("irm.safetensors", "last.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    cols = ["step", "epoch", "train_loss", "val_loss", "lr"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "metrics.csv")[cols],
+        pd.read_csv(tmp_path / "b" / "metrics.csv")[cols],
+    )
+
+
+def test_step_lr_decays_per_epoch(tiny_host, tmp_path):
+    cfg = _smoke(max_steps=None, epochs=3, max_train_rows=8, batch_size=4, gamma=0.5, lr=1e-3)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics.groupby("epoch")["lr"].first().tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
