@@ -11,7 +11,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 
@@ -135,9 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = preset(args.preset, **overrides)
     result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     if result.stopped == "interrupted":
-        print(
-            f"interrupted after step {result.steps}; resume: irm-lens train {run_dir} --resume"
-        )
+        print(f"interrupted after step {result.steps}; resume: irm-lens train {run_dir} --resume")
         return 130
     print(
         f"done: {result.steps} steps ({result.stopped}); best val loss {result.best_val:.4f} at "
@@ -159,6 +157,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{key:<20} {value:.4f}")
     print(f"wrote {run_dir / 'evaluation.csv'} and {run_dir / 'generations.csv'}")
     return 0
+
+
+def _split(text: str, kind: type) -> list[Any]:
+    return [kind(x) for x in text.split(",") if x.strip()]
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from irm_lens.sweep import describe, matrix, paper_matrix, run_sweep
+
+    host_opts = {k: getattr(args, k) for k in ("host", "device", "dtype") if getattr(args, k)}
+    if args.paper_matrix:
+        configs = paper_matrix(args.preset, **host_opts)
+    else:
+        configs = matrix(
+            emotions=_split(args.emotions, str),
+            layer_sets=_split(args.layer_sets, str),
+            l1=_split(args.l1, float),
+            seeds=_split(args.seeds, int),
+            losses=_split(args.losses, str),
+            preset_name=args.preset,
+            **host_opts,
+        )
+    print(f"{len(configs)} runs into {args.out_dir}:")
+    print(describe(configs))
+    if args.dry_run:
+        return 0
+    table = run_sweep(configs, args.out_dir)
+    print(table.to_string(index=False))
+    return 130 if (table["status"] == "interrupted").any() else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
     ev.add_argument("--max-new-tokens", type=int, default=40)
     ev.set_defaults(func=_cmd_evaluate)
+
+    sw = sub.add_parser("sweep", help="train a matrix of runs, skipping finished ones")
+    sw.add_argument("out_dir", help="directory of run directories (and sweep.csv)")
+    sw.add_argument("--paper-matrix", action="store_true",
+                    help="the paper's 24 runs (3 emotions x 6 layer sets + 6 with L1)")  # fmt: skip
+    sw.add_argument("--emotions", default="anger,sadness,neutral")
+    sw.add_argument("--layer-sets", default="all", help="comma list: q1..q4, every4, all, 0-7")
+    sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
+    sw.add_argument("--seeds", default="42")
+    sw.add_argument("--losses", default="next-token", help="next-token, paper, or both")
+    sw.add_argument("--preset", default="quick", choices=["quick", "paper", "smoke"])
+    sw.add_argument("--host", default=None, help=_HOST_HELP)
+    sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    _add_host_options(sw)
+    sw.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -55,6 +55,10 @@ class RunDirError(IrmLensError, FileExistsError):
     """A run directory that cannot be used as asked (exists, or has no run to resume)."""
 
 
+class TrainingDivergedError(IrmLensError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (saved as ``config.json``).
@@ -446,6 +450,13 @@ def train(
                     if config.l1_alpha > 0 and inj.last is not None:
                         penalty = inj.last.abs().sum() * (config.l1_alpha / irm.n_inject)
                         objective = loss + penalty
+                if not torch.isfinite(objective):
+                    raise TrainingDivergedError(
+                        f"Non-finite loss ({float(objective.detach())}) at step {prog.step + 1} "
+                        f"of {run_dir}; stopped. The last good state is kept in "
+                        f"{run_dir / 'last.safetensors'} and the best IRM in "
+                        f"{run_dir / 'irm.safetensors'}. Lower --lr (now {config.lr}) or --l1."
+                    )
                 (objective / config.grad_accum).backward()
                 losses.append(float(loss.detach()))
                 n_tokens += batch.n_real_tokens

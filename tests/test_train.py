@@ -148,3 +148,29 @@ def test_step_lr_decays_per_epoch(tiny_host, tmp_path):
     train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert metrics.groupby("epoch")["lr"].first().tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monkeypatch):
+    import irm_lens.train as train_module
+    from irm_lens.train import TrainingDivergedError
+
+    cfg = _smoke(max_steps=6, eval_every=2, epochs=3)
+    real = train_module.batch_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, batch, kind):
+        loss = real(logits, batch, kind)
+        if torch.is_grad_enabled():  # training forwards only, not validation
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_module, "batch_loss", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"step 3 .*last\.safetensors"):
+        train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    state = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for v in state.values())
+    monkeypatch.setattr(train_module, "batch_loss", real)
+    resumed = train(cfg, tmp_path / "run", host=tiny_host, progress=False, resume=True)
+    assert resumed.steps == 6
