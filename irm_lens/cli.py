@@ -94,6 +94,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 _TRAIN_OPTIONS = {
     # flag: (config field, type, help)
     "--emotion": ("emotion", str, "bundled dataset: anger, sadness, neutral, joy"),
+    "--data": ("data", str, "train on this question/answer CSV instead (e.g. from data synth)"),
     "--layers": ("layers", str, "injected layers: all, every4, q1..q4, 0-7, 3,7,11"),
     "--loss": ("loss", str, "next-token (default) or paper (the original's double shift)"),
     "--prompt-mode": ("prompt_mode", str, "chat (host template, default) or plain"),
@@ -188,6 +189,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
+
+    src = Path(args.src)
+    frame, report = read_squad_json(src) if src.suffix == ".json" else read_qa_csv(src)
+    write_qa_csv(frame, args.out)
+    print(f"{report}; wrote {args.out}")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from irm_lens.host import load_host
+    from irm_lens.synth import read_source, synthesize
+
+    source = read_source(args.src)
+    host = load_host(args.host, device=args.device, dtype=args.dtype)
+    out = synthesize(host, source, args.emotion, args.out, seed=args.seed, limit=args.limit)
+    print(f"{len(out)} rows in {args.out}; train with: irm-lens train RUN_DIR --data {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="irm-lens",
@@ -249,6 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     _add_host_options(sw)
     sw.set_defaults(func=_cmd_sweep)
+
+    data = sub.add_parser("data", help="import or synthesize question/answer data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    imp = data_sub.add_parser("import", help="SQuAD 2.0 JSON or the original's CSV -> our CSV")
+    imp.add_argument("src")
+    imp.add_argument("out")
+    imp.set_defaults(func=_cmd_data_import)
+    syn = data_sub.add_parser(
+        "synth", help="rewrite answers in an emotion's voice with a local chat model (resumable)"
+    )
+    syn.add_argument("src", help="SQuAD 2.0 JSON or a question/answer CSV")
+    syn.add_argument("out", help="output CSV (rows already there are kept)")
+    syn.add_argument("--emotion", required=True, help="target voice, e.g. anger")
+    syn.add_argument("--host", default=None, help=_HOST_HELP)
+    syn.add_argument("--limit", type=int, default=None, help="rewrite only the first N rows")
+    syn.add_argument("--seed", type=int, default=42)
+    _add_host_options(syn)
+    syn.set_defaults(func=_cmd_data_synth)
     return parser
 
 

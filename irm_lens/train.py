@@ -34,8 +34,10 @@ from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import CheckpointError, IrmLensError
 from irm_lens.files import atomic_path, write_text_atomic
 from irm_lens.host import host_name, load_host
+from irm_lens.importers import read_qa_csv
 from irm_lens.inject import attach
 from irm_lens.irm import IRM, parse_layers
+from irm_lens.memory import cap_allocator_cache
 from irm_lens.prompts import PromptMode
 
 LossKind = Literal["next-token", "paper"]
@@ -64,7 +66,10 @@ class TrainConfig:
     """Everything that defines a training run (saved as ``config.json``).
 
     Args:
-        emotion: bundled dataset to align to (``anger``, ``sadness``, ``neutral``, ``joy``).
+        emotion: bundled dataset to align to (``anger``, ``sadness``, ``neutral``, ``joy``), or
+            the label of the rows in ``data``.
+        data: a question/answer CSV to train on instead of a bundled dataset (see
+            ``irm_lens.importers.read_qa_csv``; split by question id).
         host: host name for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
         layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
         width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
@@ -84,6 +89,7 @@ class TrainConfig:
     """
 
     emotion: str = "anger"
+    data: str | None = None
     host: str | None = None
     layers: str = "all"
     width_mult: int = 3
@@ -108,8 +114,11 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.emotion not in EMOTIONS:
-            raise ValueError(f"emotion={self.emotion!r}; the bundled ones are {list(EMOTIONS)}.")
+        if self.data is None and self.emotion not in EMOTIONS:
+            raise ValueError(
+                f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
+                f"{list(EMOTIONS)} (or pass data=PATH to a question/answer CSV)."
+            )
         if self.loss not in ("next-token", "paper"):
             raise ValueError(f"loss={self.loss!r}; use 'next-token' or 'paper'.")
         if self.prompt_mode not in ("chat", "plain"):
@@ -167,10 +176,11 @@ def next_token_loss(
     answer_mask: Int[Tensor, "batch pos"],
 ) -> Float[Tensor, ""]:
     """Mean NLL of the answer tokens, each predicted from the position before it."""
-    logp = logits[:, :-1].float().log_softmax(-1)
-    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
-    mask = answer_mask[:, 1:].to(nll.dtype)
-    return (nll * mask).sum() / mask.sum().clamp(min=1)
+    mask = answer_mask[:, 1:].bool()
+    if not mask.any():
+        return logits.sum() * 0.0
+    # Only the answer positions go through the softmax: a fraction of the vocab-wide memory.
+    return F.cross_entropy(logits[:, :-1][mask].float(), tokens[:, 1:][mask])
 
 
 def paper_loss(
@@ -323,6 +333,11 @@ class TrainResult:
     stopped: str  # "max_steps", "epochs", "early_stop" or "interrupted"
 
 
+def _fused_ok(device: torch.device) -> bool:
+    """Fused Adam (one kernel for all parameters) where torch supports it: 3x faster on CPU."""
+    return device.type in ("cpu", "cuda")
+
+
 def _host_fingerprint(host: TransformerBridge) -> Tensor:
     return torch.stack([p.detach().double().sum() for p in host.parameters()]).cpu()
 
@@ -372,11 +387,20 @@ def train(
     elif config.host is not None and host_name(host) != config.host:
         raise ValueError(f"host {host_name(host)!r} does not match config.host {config.host!r}.")
     device = host.W_E.device
+    if device.type == "cpu":
+        cap_allocator_cache()
     tok = host.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
+    source = (
+        read_qa_csv(config.data, emotion=config.emotion)[0] if config.data is not None else None
+    )
+
     def rows(split: str, cap: int | None) -> pd.DataFrame:
-        frame = load_dataset(config.emotion, split=split)
+        if source is None:
+            frame = load_dataset(config.emotion, split=split)
+        else:
+            frame = source[source["split"] == split]
         return frame if cap is None else frame.iloc[:cap]
 
     train_ex = encode_rows(tok, rows("train", config.max_train_rows), config.prompt_mode)
@@ -392,7 +416,7 @@ def train(
         host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
     )
     irm.train()
-    opt = torch.optim.Adam(irm.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(irm.parameters(), lr=config.lr, fused=_fused_ok(device))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=config.gamma)
     prog, metrics = _Progress(), cast(list[dict[str, Any]], [])
     if continuing:

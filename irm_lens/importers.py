@@ -1,0 +1,256 @@
+"""Importers for the original IRM project's data: its CSVs and SQuAD 2.0 JSON.
+
+Each reader returns the same tidy DataFrame as :func:`irm_lens.datasets.load_dataset` (columns
+``COLUMNS``) plus an :class:`ImportReport`. Every error names the file and, where it can, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from irm_lens.datasets import COLUMNS, SPLIT_SEED, assign_splits
+from irm_lens.errors import IrmLensError
+from irm_lens.files import atomic_path
+
+PathLike = str | os.PathLike[str]
+CSV_COLUMNS = ["question_id", "question", "answer", "emotion", "reference", "topic"]
+
+
+class DataImportError(IrmLensError, ValueError):
+    """A data file that is missing, unreadable or not in an expected layout."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an importer read from one file.
+
+    Attributes:
+        path: The file read.
+        rows_read: Data rows (CSV records after the header, or SQuAD questions) seen.
+        rows_kept: Rows in the returned DataFrame.
+        skipped_empty: Rows skipped because their answer was empty or whitespace.
+    """
+
+    path: str
+    rows_read: int
+    rows_kept: int
+    skipped_empty: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: read {self.rows_read} rows, kept {self.rows_kept}, "
+            f"skipped {self.skipped_empty} with an empty answer"
+        )
+
+
+def question_id_for(question: str) -> str:
+    """Stable id of a question: ``"q-"`` + 12 hex chars of sha1 of its normalized text.
+
+    Args:
+        question: The question; case and runs of whitespace do not change the id.
+
+    Returns:
+        The id, identical across runs and platforms.
+    """
+    normalized = " ".join(question.lower().split())
+    return "q-" + hashlib.sha1(normalized.encode("utf-8")).hexdigest()[:12]
+
+
+def _read_text(path: PathLike) -> str:
+    """The file's text, decoded strictly as UTF-8 (a leading BOM is dropped)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataImportError(f"{path}: no such file.") from None
+    except OSError as err:
+        raise DataImportError(f"{path}: cannot read the file ({err.strerror}).") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataImportError(
+            f"{path}: not valid UTF-8: byte 0x{data[err.start]:02x} at line {line} "
+            f"(byte offset {err.start}). Re-save the file as UTF-8 and import it again."
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _frame(rows: list[dict[str, str]], seed: int) -> pd.DataFrame:
+    """Tidy DataFrame of ``rows``, with ``split`` assigned by unique question id."""
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "split"], dtype=object)
+    split_of = assign_splits(frame["question_id"].tolist(), seed=seed)
+    frame["split"] = frame["question_id"].map(split_of)
+    return frame.reset_index(drop=True)[COLUMNS]
+
+
+def read_qa_csv(
+    path: PathLike, *, emotion: str = "custom", seed: int = SPLIT_SEED
+) -> tuple[pd.DataFrame, ImportReport]:
+    """Read a question/answer CSV of the original IRM project (or one from :func:`write_qa_csv`).
+
+    Two layouts are accepted: ``question`` and ``answer`` columns, or one ``text`` column holding
+    question + " " + answer, split at the first "?" (the question keeps it). Rows with an empty
+    answer are skipped and counted. ``question_id``, ``reference`` and ``topic`` columns are kept
+    when present (as :func:`write_qa_csv` writes them); other columns are ignored.
+
+    Args:
+        path: The CSV file (UTF-8, header on line 1).
+        emotion: Value of the ``emotion`` column.
+        seed: Seed of :func:`irm_lens.datasets.assign_splits`.
+
+    Returns:
+        The tidy DataFrame (columns ``COLUMNS``) and an :class:`ImportReport`. Rows repeating a
+        question share its ``question_id`` (see :func:`question_id_for`) and so its split.
+
+    Raises:
+        DataImportError: Missing file, bad UTF-8, missing columns or a malformed row.
+    """
+    try:
+        records = list(csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error as err:
+        raise DataImportError(f"{path}: not a readable CSV file ({err}).") from None
+    header = [name.strip().lower() for name in records[0]] if records else []
+    if {"question", "answer"} <= set(header):
+        layout = "qa"
+    elif "text" in header:
+        layout = "text"
+    else:
+        found = ", ".join(repr(name) for name in header) or "none"
+        raise DataImportError(
+            f"{path}: missing columns; found {found}, expected question and answer, or text."
+        )
+    col: dict[str, int] = {}
+    for i, name in enumerate(header):
+        col.setdefault(name, i)
+
+    def cell(record: list[str], name: str) -> str:
+        i = col.get(name)
+        return record[i].strip() if i is not None and i < len(record) else ""
+
+    rows: list[dict[str, str]] = []
+    skipped = 0
+    for line, record in enumerate(records[1:], start=2):
+        if layout == "qa":
+            question, answer = cell(record, "question"), cell(record, "answer")
+        else:
+            text = cell(record, "text")
+            mark = text.find("?")
+            if text and mark < 0:
+                raise DataImportError(
+                    f"{path}: line {line}: the text has no '?' to end the question: {text[:60]!r}."
+                )
+            question, answer = text[: mark + 1].strip(), text[mark + 1 :].strip()
+        if not answer:
+            skipped += 1
+            continue
+        if not question.rstrip("?").strip():
+            raise DataImportError(f"{path}: line {line}: the question is empty.")
+        rows.append(
+            {
+                "question_id": cell(record, "question_id") or question_id_for(question),
+                "question": question,
+                "answer": answer,
+                "emotion": emotion,
+                "reference": cell(record, "reference"),
+                "topic": cell(record, "topic") or "imported",
+            }
+        )
+    report = ImportReport(str(path), len(records) - 1 if records else 0, len(rows), skipped)
+    return _frame(rows, seed), report
+
+
+def _first_text(answers: Any) -> str:
+    """First non-empty ``text`` in a SQuAD answer list ('' if none)."""
+    for entry in answers if isinstance(answers, list) else []:
+        text = entry.get("text") if isinstance(entry, dict) else None
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
+
+
+def read_squad_json(path: PathLike, *, seed: int = SPLIT_SEED) -> tuple[pd.DataFrame, ImportReport]:
+    """Read a SQuAD 2.0 JSON file: one row per question.
+
+    The answer is the first ``answers[].text``; for unanswerable questions (``is_impossible`` or
+    no answers) the first ``plausible_answers[].text``. Questions with neither are skipped and
+    counted as empty.
+
+    Args:
+        path: The SQuAD 2.0 JSON file (UTF-8).
+        seed: Seed of :func:`irm_lens.datasets.assign_splits`.
+
+    Returns:
+        The tidy DataFrame (``question_id`` = SQuAD id, ``reference`` = the answer, ``emotion`` =
+        ``"source"``, ``topic`` = article title) and an :class:`ImportReport`.
+
+    Raises:
+        DataImportError: Missing file, bad UTF-8, invalid JSON or a missing key.
+    """
+    try:
+        doc = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataImportError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataImportError(f'{path}: no "data" list at the top level; is this SQuAD 2.0 JSON?')
+    rows: list[dict[str, str]] = []
+    read = skipped = 0
+    for a, article in enumerate(doc["data"]):
+        article = article if isinstance(article, dict) else {}
+        title = str(article.get("title", f"article {a}"))
+        for p, paragraph in enumerate(article.get("paragraphs") or []):
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            for q, qa in enumerate(qas or []):
+                read += 1
+                question = qa.get("question") if isinstance(qa, dict) else None
+                if not isinstance(question, str):
+                    raise DataImportError(
+                        f'{path}: article {title!r}, paragraph {p}, qas[{q}] has no "question".'
+                    )
+                answer = "" if qa.get("is_impossible") else _first_text(qa.get("answers"))
+                answer = answer or _first_text(qa.get("plausible_answers"))
+                if not answer:
+                    skipped += 1
+                    continue
+                rows.append(
+                    {
+                        "question_id": str(qa.get("id") or question_id_for(question)),
+                        "question": question.strip(),
+                        "answer": answer,
+                        "emotion": "source",
+                        "reference": answer,
+                        "topic": title,
+                    }
+                )
+    return _frame(rows, seed), ImportReport(str(path), read, len(rows), skipped)
+
+
+def write_qa_csv(frame: pd.DataFrame, path: PathLike) -> None:
+    """Write ``frame`` as a UTF-8 CSV that :func:`read_qa_csv` reads back, atomically.
+
+    Args:
+        frame: A tidy DataFrame (at least ``question_id, question, answer, emotion, reference,
+            topic``).
+        path: The CSV file to write; its parent directories are created.
+
+    Raises:
+        DataImportError: ``frame`` lacks one of those columns.
+    """
+    missing = [c for c in CSV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataImportError(f"Cannot write {path}: the frame has no column(s) {missing}.")
+    out = frame[CSV_COLUMNS].fillna("").astype(str)
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(out.itertuples(index=False, name=None))
