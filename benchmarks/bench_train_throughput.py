@@ -22,8 +22,8 @@ from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, attach, load_dataset, load_host
 from irm_lens.batches import collate, encode_rows
 from irm_lens.inject import write_hook
+from irm_lens.losses import next_token_loss
 from irm_lens.memory import cap_allocator_cache
-from irm_lens.train import next_token_loss
 
 
 def main() -> None:

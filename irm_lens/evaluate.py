@@ -24,14 +24,15 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import collate, encode_rows
+from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.files import write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.lexicon import emotion_profile
+from irm_lens.losses import next_token_loss
 from irm_lens.prompts import PromptMode, encode
-from irm_lens.train import TrainConfig, next_token_loss
 
 CONDITIONS = ("host", "host+irm")
 

@@ -18,9 +18,10 @@ from typing import Any
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.config import TrainConfig, preset
 from irm_lens.files import write_text_atomic
 from irm_lens.host import load_host
-from irm_lens.train import TrainConfig, preset, train
+from irm_lens.train import train
 
 PAPER_EMOTIONS = ("anger", "sadness", "neutral")
 PAPER_LAYER_SETS = ("q1", "q2", "q3", "q4", "every4", "all")

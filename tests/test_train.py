@@ -13,15 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from irm_lens.batches import collate
+from irm_lens.config import RunDirError, TrainConfig, preset
+from irm_lens.losses import next_token_loss, paper_loss
 from irm_lens.prompts import Encoded
-from irm_lens.train import (
-    RunDirError,
-    TrainConfig,
-    next_token_loss,
-    paper_loss,
-    preset,
-    train,
-)
+from irm_lens.train import train
 
 
 def test_collate_masks_and_padding():

@@ -1,0 +1,124 @@
+"""The configuration of a training run: one frozen dataclass, saved as ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from irm_lens.datasets import EMOTIONS
+from irm_lens.errors import IrmLensError
+from irm_lens.prompts import PromptMode
+
+LossKind = Literal["next-token", "paper"]
+
+
+class RunDirError(IrmLensError, FileExistsError):
+    """A run directory that cannot be used as asked (exists, or has no run to resume)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``).
+
+    Args:
+        emotion: bundled dataset to align to (``anger``, ``sadness``, ``neutral``, ``joy``), or
+            the label of the rows in ``data``.
+        data: a question/answer CSV to train on instead of a bundled dataset (see
+            ``irm_lens.importers.read_qa_csv``; split by question id).
+        host: host name for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
+        layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
+        width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
+        loss: "next-token" (answer tokens only, padding ignored, one shift) or "paper" (the
+            original code: every position of EOS-padded ``max_len`` rows, position t predicts t+2).
+        prompt_mode: "chat" (host chat template) or "plain" (the original "question answer" text).
+        l1_alpha: L1 penalty weight on IRM outputs: ``alpha / n_inject * sum|output|`` (0 = off).
+        lr, gamma: Adam learning rate; StepLR decay per epoch.
+        batch_size, grad_accum: rows per forward; forwards per optimizer step.
+        max_len: tokens per row (longer rows are truncated).
+        epochs, max_steps: stop after this many epochs or optimizer steps (None = no cap).
+        eval_every: optimizer steps between validation passes (and checkpoints).
+        patience: stop after this many validation passes without improvement.
+        max_train_rows, max_val_rows: use only the first rows of each split (None = all).
+        seed: IRM initialisation and data order.
+        device, dtype: where the host runs (the IRM trains in fp32).
+    """
+
+    emotion: str = "anger"
+    data: str | None = None
+    host: str | None = None
+    layers: str = "all"
+    width_mult: int = 3
+    depth: int = 5
+    init: Literal["paper", "torch"] = "paper"
+    loss: LossKind = "next-token"
+    prompt_mode: PromptMode = "chat"
+    l1_alpha: float = 0.0
+    lr: float = 1e-4
+    gamma: float = 0.85
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_len: int = 128
+    epochs: int = 15
+    max_steps: int | None = None
+    eval_every: int = 50
+    patience: int = 6
+    max_train_rows: int | None = None
+    max_val_rows: int | None = None
+    seed: int = 42
+    device: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.emotion not in EMOTIONS:
+            raise ValueError(
+                f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
+                f"{list(EMOTIONS)} (or pass data=PATH to a question/answer CSV)."
+            )
+        if self.loss not in ("next-token", "paper"):
+            raise ValueError(f"loss={self.loss!r}; use 'next-token' or 'paper'.")
+        if self.prompt_mode not in ("chat", "plain"):
+            raise ValueError(f"prompt_mode={self.prompt_mode!r}; use 'chat' or 'plain'.")
+        positive = ("batch_size", "grad_accum", "max_len", "epochs", "eval_every", "patience")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.lr <= 0 or not 0 < self.gamma <= 1 or self.l1_alpha < 0:
+            raise ValueError("lr must be > 0, gamma in (0, 1], l1_alpha >= 0.")
+        if self.max_len < 3:
+            raise ValueError("max_len must be at least 3 tokens.")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config.json") -> TrainConfig:
+        try:
+            raw = json.loads(text)
+            return cls(**raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise RunDirError(f"{source}: not a valid irm_lens training config ({exc}).") from exc
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Minutes on 2 CPU cores with the embedded host; enough to make answers visibly angrier.
+    "quick": dict(
+        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=60, eval_every=20,
+        max_val_rows=27, patience=6,
+    ),
+    # The original code's schedule (16 rows per step: 8 per GPU on 2 GPUs).
+    "paper": dict(lr=1e-4, batch_size=8, grad_accum=2, max_len=128, epochs=15, eval_every=100),
+    # Seconds, for the tiny host in tests and smoke runs.
+    "smoke": dict(
+        lr=1e-3, batch_size=4, max_len=48, epochs=1, max_steps=4, eval_every=2,
+        max_train_rows=16, max_val_rows=8, patience=6,
+    ),
+}  # fmt: skip
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A ``TrainConfig`` from a named preset (``quick``, ``paper``, ``smoke``) plus overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}; use one of {list(PRESETS)}.")
+    return TrainConfig(**{**PRESETS[name], **overrides})

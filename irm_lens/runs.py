@@ -1,0 +1,130 @@
+"""Run directories: the saved config, the resumable training state, the metrics table.
+
+``last.safetensors`` holds the IRM, Adam's tensors and (in its JSON header) the counters,
+scheduler, optimizer groups and metrics so far: one file, written atomically, so the state on
+disk is always one consistent step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from irm_lens.config import RunDirError, TrainConfig
+from irm_lens.errors import CheckpointError
+from irm_lens.files import atomic_path, write_text_atomic
+from irm_lens.irm import IRM
+
+RUN_FILES = (
+    "config.json",
+    "irm.safetensors",
+    "last.safetensors",
+    "metrics.csv",
+    "summary.json",
+    "evaluation.csv",
+    "generations.csv",
+)
+_STATE_FORMAT = "irm_lens.train_state"
+METRIC_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s"]
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
+    """Validate the run directory; return True when a saved state should be resumed."""
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise RunDirError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
+        saved = TrainConfig.from_json(config_path.read_text(), str(config_path))
+        if saved != config:
+            diff = {
+                k: (getattr(saved, k), getattr(config, k))
+                for k in dataclasses.asdict(config)
+                if getattr(saved, k) != getattr(config, k)
+            }
+            raise RunDirError(
+                f"{run_dir}: the saved run has a different config (saved, given): {diff}. "
+                "Resume with the saved config (the CLI reads it from the run directory)."
+            )
+        return (run_dir / "last.safetensors").exists()
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if present and not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(present)}). Pass --overwrite to replace "
+            "it, --resume to continue it, or choose another directory."
+        )
+    for name in present:
+        (run_dir / name).unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_path, config.to_json())
+    return False
+
+
+@dataclass
+class Progress:
+    """Where a run is: counters, best validation loss so far, and why it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_val: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped: str = ""
+
+
+def save_state(
+    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any, prog: Progress, metrics: list
+) -> None:
+    tensors = {f"irm.{k}": v.detach().cpu().contiguous() for k, v in irm.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"opt.{idx}.{key}"] = value.detach().cpu().contiguous()
+    meta = {
+        "format": _STATE_FORMAT,
+        "progress": json.dumps(dataclasses.asdict(prog)),
+        "param_groups": json.dumps(opt_state["param_groups"]),
+        "scheduler": json.dumps(sched.state_dict()),
+        "metrics": json.dumps(metrics),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_state(
+    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any
+) -> tuple[Progress, list]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{path}: cannot read the training state ({exc}).") from exc
+    if meta.get("format") != _STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an irm_lens training state.")
+    device = next(irm.parameters()).device
+    irm.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("irm.")})
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    sched.load_state_dict(json.loads(meta["scheduler"]))
+    return Progress(**json.loads(meta["progress"])), json.loads(meta["metrics"])
+
+
+def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
+    frame = pd.DataFrame(metrics, columns=METRIC_COLUMNS)
+    write_text_atomic(path, frame.to_csv(index=False))
