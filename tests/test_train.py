@@ -169,3 +169,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monk
     monkeypatch.setattr(train_module, "batch_loss", real)
     resumed = train(cfg, tmp_path / "run", host=tiny_host, progress=False, resume=True)
     assert resumed.steps == 6
+
+
+def test_early_stopping_on_validation_loss(tiny_host, tmp_path, monkeypatch):
+    import irm_lens.train as train_module
+
+    rising = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    monkeypatch.setattr(train_module, "_val_loss", lambda *args: next(rising))
+    cfg = _smoke(max_steps=None, epochs=10, eval_every=1, patience=2, max_train_rows=8)
+    result = train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    # best at the first evaluation (step 1), then two evaluations without improvement
+    assert (result.stopped, result.steps, result.best_step, result.best_val) == (
+        "early_stop",
+        3,
+        1,
+        1.0,
+    )
