@@ -189,6 +189,46 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from irm_lens.config import TrainConfig
+    from irm_lens.host import host_name, load_host
+    from irm_lens.irm import IRM
+    from irm_lens.record import (
+        PAPER_SAMPLING,
+        GenerationSettings,
+        prompt_set,
+        record,
+        save_recordings,
+    )
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "irm.safetensors").exists():
+        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    host = load_host(config.host, device=args.device or config.device, dtype=args.dtype)
+    irm = IRM.load(run_dir / "irm.safetensors", host)
+    if args.sampling == "paper":
+        settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed)
+    else:
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
+    mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
+    recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
+    out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
+    meta = {
+        "host": host_name(host),
+        "irm": str(run_dir / "irm.safetensors"),
+        "mode": mode,
+        "settings": dataclasses.asdict(settings),
+    }
+    save_recordings(recordings, out, meta=meta)
+    n_tokens = sum(len(r.token_ids) for r in recordings)
+    print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
+    return 0
+
+
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
 
@@ -259,8 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train a matrix of runs, skipping finished ones")
     sw.add_argument("out_dir", help="directory of run directories (and sweep.csv)")
-    sw.add_argument("--paper-matrix", action="store_true",
-                    help="the paper's 24 runs (3 emotions x 6 layer sets + 6 with L1)")  # fmt: skip
+    sw.add_argument(
+        "--paper-matrix",
+        action="store_true",
+        help="the paper's 24 runs (3 emotions x 6 layer sets + 6 with L1)",
+    )
     sw.add_argument("--emotions", default="anger,sadness,neutral")
     sw.add_argument("--layer-sets", default="all", help="comma list: q1..q4, every4, all, 0-7")
     sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
@@ -271,6 +314,36 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     _add_host_options(sw)
     sw.set_defaults(func=_cmd_sweep)
+
+    rec = sub.add_parser("record", help="record IRM outputs while the host answers prompts")
+    rec.add_argument("run_dir")
+    rec.add_argument(
+        "--prompts",
+        default="paper",
+        choices=["paper", "heldout"],
+        help="paper: the original's seven prompts; heldout: test-split questions",
+    )
+    rec.add_argument(
+        "--sampling",
+        default="greedy",
+        choices=["greedy", "paper"],
+        help="greedy, or the original's sampling (T 1, top-k 50, 100 tokens)",
+    )
+    rec.add_argument("--max-new-tokens", type=int, default=40)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--limit", type=int, default=None, help="record only the first N prompts")
+    rec.add_argument(
+        "--mode",
+        choices=PROMPT_MODES,
+        default=None,
+        help="prompt format (default: plain for the paper set, else the run's)",
+    )
+    rec.add_argument("--hooks", nargs="*", default=[], help="host hook points to capture too")
+    rec.add_argument(
+        "--out", default=None, help="output directory (default RUN_DIR/recordings/SET)"
+    )
+    _add_host_options(rec)
+    rec.set_defaults(func=_cmd_record)
 
     data = sub.add_parser("data", help="import or synthesize question/answer data")
     data_sub = data.add_subparsers(dest="data_command", required=True)

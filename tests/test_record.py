@@ -1,0 +1,101 @@
+"""Recording IRM outputs during generation, and the recording files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irm_lens import IRM, attach, encode
+from irm_lens.cli import main
+from irm_lens.config import preset
+from irm_lens.errors import IrmLensError
+from irm_lens.record import (
+    PAPER_SAMPLING,
+    GenerationSettings,
+    load_recordings,
+    prompt_set,
+    record,
+    save_recordings,
+)
+from irm_lens.train import train
+
+
+@pytest.fixture(scope="module")
+def steer(tiny_host):
+    return IRM.for_host(tiny_host, layers=(0, 2), seed=1, init="torch")
+
+
+def test_record_matches_what_the_irm_wrote_during_generation(tiny_host, steer):
+    prompt = "What is the capital of France?"
+    settings = GenerationSettings(max_new_tokens=6)
+    (rec,) = record(tiny_host, steer, [prompt], mode="chat", settings=settings, progress=False)
+    n_prompt = len(encode(tiny_host.tokenizer, prompt).prompt_ids)
+    assert (
+        rec.n_prompt == n_prompt and rec.kinds.count("generated") == len(rec.token_ids) - n_prompt
+    )
+    assert rec.outputs.shape == (len(rec.token_ids), 2, tiny_host.cfg.d_model)
+    assert rec.layers == (0, 2)
+    # The KV-cache steps of a second generation hold the same IRM outputs, position by position.
+    ids = torch.tensor([rec.token_ids[:n_prompt]])
+    with torch.no_grad(), attach(tiny_host, steer, keep_history=True) as inj:
+        again = tiny_host.generate(ids, max_new_tokens=6, do_sample=False, verbose=False)
+    assert again[0].tolist() == rec.token_ids
+    stepwise = torch.cat([h[:, 0] for h in inj.history], dim=1).transpose(0, 1)
+    n = stepwise.shape[0]
+    assert n == len(rec.token_ids) - 1  # generation never feeds back its last token
+    torch.testing.assert_close(rec.outputs[:n], stepwise, atol=1e-5, rtol=0)
+
+
+def test_sampling_is_seeded_and_hooks_are_captured(tiny_host, steer):
+    settings = GenerationSettings(greedy=False, max_new_tokens=8, top_k=50, seed=3)
+    kw = dict(settings=settings, hooks=["blocks.1.hook_resid_post"], progress=False)
+    a = record(tiny_host, steer, ["Why?", "How?"], **kw)
+    b = record(tiny_host, steer, ["Why?", "How?"], **kw)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    hook = a[0].hooks["blocks.1.hook_resid_post"]
+    assert hook.shape == (len(a[0].token_ids), tiny_host.cfg.d_model)
+    with pytest.raises(IrmLensError, match="Unknown hook points"):
+        record(tiny_host, steer, ["Why?"], hooks=["blocks.99.nope"], progress=False)
+
+
+def test_paper_settings_and_prompt_sets():
+    assert (PAPER_SAMPLING.temperature, PAPER_SAMPLING.top_k, PAPER_SAMPLING.max_length) == (
+        1.0, 50, 100
+    )  # fmt: skip
+    assert len(prompt_set("paper")) == 7 and prompt_set("paper")[6] == "What color is a cazoo?"
+    assert len(prompt_set("heldout", limit=3)) == 3
+    with pytest.raises(ValueError, match="'paper' or 'heldout'"):
+        prompt_set("mine")
+
+
+def test_max_length_counts_the_prompt(tiny_host, steer):
+    settings = GenerationSettings(max_new_tokens=50, max_length=12)
+    (rec,) = record(tiny_host, steer, ["What is the capital of France?"], settings=settings,
+                    mode="plain", progress=False)  # fmt: skip
+    assert len(rec.token_ids) <= 12
+
+
+def test_save_and_load_round_trip(tiny_host, steer, tmp_path):
+    recs = record(tiny_host, steer, ["Why?", 'Say "a, b"\nok?'],
+                  hooks=["blocks.0.hook_resid_mid"], settings=GenerationSettings(max_new_tokens=3),
+                  progress=False)  # fmt: skip
+    save_recordings(recs, tmp_path / "rec", meta={"note": "test"})
+    back = load_recordings(tmp_path / "rec")
+    for a, b in zip(recs, back, strict=True):
+        assert (a.name, a.prompt, a.layers, a.kinds, a.token_ids) == (
+            b.name, b.prompt, b.layers, b.kinds, b.token_ids
+        )  # fmt: skip
+        assert a.tokens == b.tokens
+        assert torch.equal(a.outputs, b.outputs)
+        assert torch.equal(a.hooks["blocks.0.hook_resid_mid"], b.hooks["blocks.0.hook_resid_mid"])
+    with pytest.raises(IrmLensError, match="not a recording directory"):
+        load_recordings(tmp_path)
+
+
+def test_record_from_the_command_line(tiny_host, tmp_path, capsys):
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    code = main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"])
+    assert code == 0 and "recorded 2 prompts" in capsys.readouterr().out
+    recs = load_recordings(tmp_path / "run" / "recordings" / "paper")
+    assert [r.prompt for r in recs] == prompt_set("paper", limit=2)
