@@ -1,11 +1,11 @@
 """Recording IRM outputs while the host answers prompts.
 
 For each prompt the host generates with the IRM attached (KV cache; greedy, or sampling with a
-seed), then one forward over the prompt plus the generated tokens captures the IRM output at
-every position, and optionally host activations at any hook points. The IRM is position-wise and
-attention is causal, so that forward reproduces what the IRM wrote step by step during
-generation (a test checks it against the KV-cache steps), including the last generated token,
-which generation itself never feeds back.
+seed). Then block 0 alone is run over the prompt plus the generated tokens: the IRM reads only
+layer 0's residual, attention is causal and the IRM is position-wise, so this reproduces what
+the IRM wrote step by step during generation (a test checks it against the KV-cache steps),
+including the last generated token, which generation itself never feeds back, for about 1/n_layers
+of a forward. With host hook points requested, a full forward captures them instead.
 
 A recording directory holds ``outputs.safetensors`` (``p{i}.irm`` as ``[token, inject, d_model]``
 and ``p{i}.hook.<name>`` as ``[token, ...]``), ``tokens.csv`` (one row per token: prompt index,
@@ -168,7 +168,12 @@ def record(
         ids = torch.tensor([prompt_ids], device=device)
         with torch.no_grad(), attach(host, irm) as inj:
             full = _generate(host, ids, settings, settings.seed + i)
-            _, cache = host.run_with_cache(full, names_filter=list(hooks))
+            captured: dict[str, Tensor] = {}
+            if hooks:
+                _, cache = host.run_with_cache(full, names_filter=list(hooks))
+                captured = {h: cache[h][0].float().cpu().contiguous() for h in hooks}
+            else:  # the IRM reads layer 0 only: one block over the sequence recovers its outputs
+                host(full, stop_at_layer=1)
             outputs = inj.last
         assert outputs is not None  # the forward above ran the IRM
         token_ids = full[0].tolist()
@@ -182,7 +187,7 @@ def record(
                 kinds=["prompt"] * len(prompt_ids)
                 + ["generated"] * (len(token_ids) - len(prompt_ids)),
                 outputs=outputs[:, 0].transpose(0, 1).float().cpu().contiguous(),
-                hooks={h: cache[h][0].float().cpu().contiguous() for h in hooks},
+                hooks=captured,
             )
         )
     return recordings

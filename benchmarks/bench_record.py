@@ -1,0 +1,89 @@
+"""Benchmark: the cost of recording IRM outputs, and of saving them.
+
+(a) ``record`` (generation with the IRM attached, then block 0 over the sequence to recover the
+IRM outputs) vs the same greedy generation with the IRM attached and nothing recorded. Target:
+<= 1.05x. (b) Saving the recordings as one safetensors file + tokens.csv vs the original logger's
+one CSV file per token (d_model x n_inject values each), on the same recordings. Target: >= 200x.
+
+    .venv/bin/python -m benchmarks.bench_record [--prompts 3] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks._timing import interleaved_medians
+from irm_lens import IRM, PAPER_PROMPTS, attach, encode, load_host
+from irm_lens.record import GenerationSettings, record, save_recordings
+
+
+def _original_logger(recordings, directory: Path) -> None:
+    """One CSV per token, as the original logger wrote (rows = residual index, cols = layers)."""
+    for p, rec in enumerate(recordings):
+        for t in range(rec.outputs.shape[0]):
+            np.savetxt(
+                directory / f"prompt{p}_token{t}.csv", rec.outputs[t].T.numpy(), delimiter=","
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    args = parser.parse_args()
+
+    host = load_host(device="cpu")
+    irm = IRM.for_host(host, seed=0)
+    prompts = list(PAPER_PROMPTS[: args.prompts])
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    ids = [torch.tensor([encode(host.tokenizer, p, mode="plain").prompt_ids]) for p in prompts]
+
+    def generate_only() -> None:
+        with torch.no_grad(), attach(host, irm):
+            for x in ids:
+                host.generate(x, max_new_tokens=args.max_new_tokens, do_sample=False, verbose=False)
+
+    def generate_and_record() -> None:
+        record(host, irm, prompts, mode="plain", settings=settings, progress=False)
+
+    gen = interleaved_medians(
+        {"generate": generate_only, "record": generate_and_record}, repeats=args.repeats
+    )
+    recordings = record(host, irm, list(PAPER_PROMPTS), mode="plain", settings=settings,
+                        progress=False)  # fmt: skip
+    n_tokens = sum(r.outputs.shape[0] for r in recordings)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        save_recordings(recordings, root / "ours")
+        ours = time.perf_counter() - start
+        (root / "orig").mkdir()
+        start = time.perf_counter()
+        _original_logger(recordings, root / "orig")
+        original = time.perf_counter() - start
+
+    print(
+        f"(a) {len(prompts)} prompts x {args.max_new_tokens} greedy tokens, {args.repeats} repeats"
+    )
+    print(f"    generate with IRM attached {gen['generate']:.2f} s, record {gen['record']:.2f} s")
+    print(f"    record / generate = {gen['record'] / gen['generate']:.3f}  (target <= 1.05)")
+    shape = tuple(recordings[0].outputs.shape[1:])
+    print(f"(b) 7 prompts, {n_tokens} tokens of {shape} values")
+    print(
+        f"    safetensors + tokens.csv {ours * 1e3:.1f} ms ({ours / n_tokens * 1e3:.3f} ms/token)"
+    )
+    print(
+        f"    one CSV per token {original * 1e3:.0f} ms ({original / n_tokens * 1e3:.2f} ms/token)"
+    )
+    print(f"    speed-up = {original / ours:.0f}x  (target >= 200x)")
+
+
+if __name__ == "__main__":
+    main()
