@@ -229,6 +229,68 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from irm_lens import analysis, plotting
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_text_atomic
+    from irm_lens.record import load_recordings
+
+    out = Path(args.out)
+    dominant_tables = {}
+    for run in map(Path, args.run_dirs):
+        recordings = load_recordings(run / "recordings" / args.recording)
+        layers = recordings[0].layers
+        name = run.name
+        target = out / name
+        masks = [analysis.token_mask(r.kinds) for r in recordings]
+        selected = torch.cat([r.outputs[m] for r, m in zip(recordings, masks, strict=True)])
+        every = torch.cat([r.outputs for r in recordings])
+        kinds = [k for r in recordings for k in r.kinds]
+        heat = analysis.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
+        timing = pd.concat(
+            [analysis.topk_timing(r.outputs, r.kinds, k=args.k).assign(prompt=r.name)
+             for r in recordings], ignore_index=True)  # fmt: skip
+        dominant = analysis.dominant_indices(every)
+        dominant_tables[name] = dominant
+        stats = analysis.striation(every, layers, n_permutations=args.permutations)
+        sparsity = analysis.sparsity_by_layer(every, layers)
+        tables = {"heatmap": heat, "topk_timing": timing, "dominant_indices": dominant,
+                  "striation": pd.DataFrame([stats]), "sparsity": sparsity,
+                  "layer_topk": analysis.layer_topk(every, layers)}  # fmt: skip
+        for key, table in tables.items():
+            write_text_atomic(target / f"{key}.csv", table.to_csv(index=False))
+        first = recordings[0]
+        heat_title = f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
+        k_used = min(args.k, first.outputs.numel())
+        timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
+        figures = {
+            "heatmap": plotting.heatmap_figure(heat, title=heat_title),
+            "topk_timing": plotting.topk_timing_figure(
+                analysis.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
+            ),
+            "dominant_indices": plotting.dominant_indices_figure(
+                dominant, highlight=args.highlight
+            ),
+            "sparsity": plotting.sparsity_figure(sparsity),
+        }
+        for key, fig in figures.items():
+            save_figure(fig, target, key, png=not args.no_png)
+        top = dominant.iloc[0]
+        print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
+              f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
+              f"{len(kinds)} tokens -> {target}")  # fmt: skip
+    if len(dominant_tables) > 1:
+        consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
+        write_text_atomic(out / "consistency.csv", consistency.to_csv(index=False))
+        write_text_atomic(out / "jaccard.csv", pairs.to_csv(index=False))
+        save_figure(
+            plotting.consistency_figure(consistency), out, "consistency", png=not args.no_png
+        )
+    return 0
+
+
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
 
@@ -344,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_host_options(rec)
     rec.set_defaults(func=_cmd_record)
+
+    an = sub.add_parser("analyze", help="tables and figures from recorded IRM outputs")
+    an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    an.add_argument("--out", required=True, help="output directory (one folder per run)")
+    an.add_argument("--recording", default="paper", help="recording set under RUN_DIR/recordings")
+    an.add_argument("--k", type=int, default=1000, help="top-k for the timing histogram")
+    an.add_argument("--permutations", type=int, default=200, help="striation permutation test")
+    an.add_argument("--highlight", type=int, nargs="*", default=[], help="indices to highlight")
+    an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    an.set_defaults(func=_cmd_analyze)
 
     data = sub.add_parser("data", help="import or synthesize question/answer data")
     data_sub = data.add_subparsers(dest="data_command", required=True)

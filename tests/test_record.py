@@ -99,3 +99,29 @@ def test_record_from_the_command_line(tiny_host, tmp_path, capsys):
     assert code == 0 and "recorded 2 prompts" in capsys.readouterr().out
     recs = load_recordings(tmp_path / "run" / "recordings" / "paper")
     assert [r.prompt for r in recs] == prompt_set("paper", limit=2)
+
+
+def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
+    runs = []
+    for emotion in ("anger", "joy"):
+        cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1, emotion=emotion)
+        train(cfg, tmp_path / emotion, host=tiny_host, progress=False)
+        assert (
+            main(["record", str(tmp_path / emotion), "--limit", "2", "--max-new-tokens", "4"]) == 0
+        )
+        runs.append(str(tmp_path / emotion))
+    out = tmp_path / "analysis"
+    assert main(["analyze", *runs, "--out", str(out), "--k", "50", "--permutations", "20",
+                 "--no-png"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "anger: top index" in printed and "joy: top index" in printed
+    names = {p.name for p in (out / "anger").iterdir()}
+    assert {"heatmap.csv", "heatmap.html", "topk_timing.csv", "dominant_indices.csv",
+            "striation.csv", "sparsity.csv", "layer_topk.csv"} <= names  # fmt: skip
+    assert (out / "consistency.csv").exists() and (out / "jaccard.csv").exists()
+    import pandas as pd
+
+    heat = pd.read_csv(out / "anger" / "heatmap.csv")
+    assert len(heat) == 4 * tiny_host.cfg.d_model  # 4 injected layers x d_model
+    with pytest.raises(IrmLensError):
+        load_recordings(tmp_path / "nothing")

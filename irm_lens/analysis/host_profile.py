@@ -1,0 +1,133 @@
+"""The host's own residual-stream profile: massive activations, norm gains, unembedding norms.
+
+These are the facts section 7 of the reference asks about any IRM's dominant index: is it one of
+the host's massive-activation dims (huge values on the first token and the first "." or newline,
+Sun et al. 2024), how strongly does the final norm scale it, and how much does the unembedding
+read from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.inject import resid_post_hook
+from irm_lens.prompts import PromptMode, encode
+
+TOKEN_KINDS = ("first", "delimiter", "other")
+
+
+def token_kinds(tokens: Sequence[str]) -> list[str]:
+    """``first`` for position 0, ``delimiter`` for the first token holding "." or a newline,
+    ``other`` for the rest."""
+    kinds = ["other"] * len(tokens)
+    if tokens:
+        kinds[0] = "first"
+    for pos, text in enumerate(tokens[1:], start=1):
+        if "." in text or "\n" in text:
+            kinds[pos] = "delimiter"
+            break
+    return kinds
+
+
+def residual_profile(
+    host: TransformerBridge, prompts: Sequence[str], *, mode: PromptMode = "plain"
+) -> pd.DataFrame:
+    """Mean |residual| after every layer, per residual index and token kind.
+
+    Returns:
+        Columns ``layer, index, token_kind, mean_abs, max_abs, n_tokens`` (kinds: first,
+        delimiter, other), pooled over ``prompts``.
+    """
+    if not prompts:
+        raise ValueError("residual_profile needs at least one prompt.")
+    n_layers, d_model = host.cfg.n_layers, host.cfg.d_model
+    names = [resid_post_hook(layer) for layer in range(n_layers)]
+    sums = torch.zeros(len(TOKEN_KINDS), n_layers, d_model, dtype=torch.float64)
+    maxes = torch.zeros(len(TOKEN_KINDS), n_layers, d_model, dtype=torch.float64)
+    counts = torch.zeros(len(TOKEN_KINDS), dtype=torch.long)
+    for prompt in prompts:
+        ids = encode(host.tokenizer, prompt, mode=mode).prompt_ids
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
+        tokens = [host.tokenizer.decode([t]) for t in ids]
+        kinds = torch.tensor([TOKEN_KINDS.index(k) for k in token_kinds(tokens)])
+        with torch.no_grad():
+            _, cache = host.run_with_cache(torch.tensor([ids], device=host.W_E.device),
+                                           names_filter=names)  # fmt: skip
+        stacked = torch.stack([cache[n][0] for n in names], dim=1).abs().double().cpu()
+        for k in range(len(TOKEN_KINDS)):
+            sel = stacked[kinds == k]  # [tokens_of_kind, layer, index]
+            if len(sel):
+                sums[k] += sel.sum(0)
+                maxes[k] = torch.maximum(maxes[k], sel.max(0).values)
+                counts[k] += len(sel)
+    frames = []
+    for k, kind in enumerate(TOKEN_KINDS):
+        if counts[k] == 0:
+            continue
+        mean = sums[k] / counts[k]
+        layer, index = torch.meshgrid(torch.arange(n_layers), torch.arange(d_model), indexing="ij")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer.flatten().numpy(),
+                    "index": index.flatten().numpy(),
+                    "token_kind": kind,
+                    "mean_abs": mean.flatten().numpy(),
+                    "max_abs": maxes[k].flatten().numpy(),
+                    "n_tokens": int(counts[k]),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def massive_dims(profile: pd.DataFrame, *, ratio: float = 100.0) -> pd.DataFrame:
+    """Residual indices whose largest |value| is at least ``ratio`` times the median index's.
+
+    Returns:
+        Columns ``index, max_abs, median_max_abs, ratio, layer, token_kind`` (where the maximum
+        occurs), largest first.
+    """
+    per_index = profile.loc[profile.groupby("index")["max_abs"].idxmax()]
+    median = float(per_index["max_abs"].median())
+    out = per_index.assign(median_max_abs=median, ratio=per_index["max_abs"] / median)
+    out = out[out["ratio"] >= ratio].sort_values("max_abs", ascending=False)
+    return out[["index", "max_abs", "median_max_abs", "ratio", "layer", "token_kind"]].reset_index(
+        drop=True
+    )
+
+
+def norm_gains(host: TransformerBridge) -> pd.DataFrame:
+    """Per residual index: the final norm's gain, its rank from the smallest, the mean pre-MLP /
+    pre-attention norm gains over layers, and the norm of the unembedding's row for that index.
+
+    Returns:
+        Columns ``index, final_gain, final_gain_rank, mean_ln1_gain, mean_ln2_gain,
+        unembed_norm, unembed_norm_rank`` (ranks: 1 = smallest gain, 1 = largest unembed norm).
+    """
+    final = getattr(getattr(host, "ln_final", None), "weight", None)
+    if final is None:
+        raise ValueError("This host has no separate final norm with a gain (ln_final.weight).")
+    final = final.detach().float().cpu()
+    ln1 = torch.stack([b.ln1.weight.detach().float().cpu() for b in host.blocks]).mean(0)
+    ln2 = torch.stack([b.ln2.weight.detach().float().cpu() for b in host.blocks]).mean(0)
+    unembed = host.W_U.detach().float().cpu().norm(dim=1)  # [d_model]
+    frame = pd.DataFrame(
+        {
+            "index": range(len(final)),
+            "final_gain": final.numpy(),
+            "mean_ln1_gain": ln1.numpy(),
+            "mean_ln2_gain": ln2.numpy(),
+            "unembed_norm": unembed.numpy(),
+        }
+    )
+    frame["final_gain_rank"] = frame["final_gain"].abs().rank(method="min").astype(int)
+    frame["unembed_norm_rank"] = (
+        frame["unembed_norm"].rank(ascending=False, method="min").astype(int)
+    )
+    return frame

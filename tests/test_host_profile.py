@@ -1,0 +1,70 @@
+"""Host profile: token kinds, massive activations (planted and real), norm gains."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from irm_lens import PAPER_PROMPTS
+from irm_lens.analysis.host_profile import massive_dims, norm_gains, residual_profile, token_kinds
+from irm_lens.inject import write_hook
+
+
+def test_token_kinds():
+    assert token_kinds(["<s>", "Hi", ".", "x", "\n", "."]) == [
+        "first", "other", "delimiter", "other", "other", "other"
+    ]  # fmt: skip
+    assert token_kinds([]) == []
+
+
+def test_massive_dims_on_a_hand_built_profile():
+    profile = pd.DataFrame(
+        {"layer": [0, 0, 0, 1, 1, 1], "index": [0, 1, 2, 0, 1, 2], "token_kind": "first",
+         "mean_abs": 1.0, "max_abs": [1.0, 2.0, 3.0, 1.0, 500.0, 2.0], "n_tokens": 1}
+    )  # fmt: skip
+    found = massive_dims(profile, ratio=100.0)
+    # per-index maxima 1, 500, 3 -> median 3 -> index 1 at 166.7x, at layer 1
+    assert found["index"].tolist() == [1] and found["layer"].tolist() == [1]
+    assert found["ratio"].iloc[0] == pytest.approx(500 / 3)
+
+
+def test_planted_massive_activation_is_found(tiny_host):
+    def plant(x, hook):
+        x = x.clone()
+        x[:, 0, 7] += 1000.0  # first token, residual index 7, from layer 1 on
+        return x
+
+    with tiny_host.hooks(fwd_hooks=[(write_hook(1), plant)]):
+        profile = residual_profile(tiny_host, list(PAPER_PROMPTS[:2]))
+    found = massive_dims(profile, ratio=50.0)
+    assert found["index"].tolist()[0] == 7
+    assert found["token_kind"].iloc[0] == "first"
+    assert set(profile["token_kind"]) <= {"first", "delimiter", "other"}
+    assert len(profile) == profile["token_kind"].nunique() * 4 * 64
+
+
+def test_norm_gains_by_hand(tiny_host):
+    table = norm_gains(tiny_host)
+    final = tiny_host.ln_final.weight.detach()
+    assert table["final_gain"].tolist() == pytest.approx(final.tolist())
+    smallest = int(final.abs().argmin())
+    assert table.loc[table["final_gain_rank"] == 1, "index"].tolist() == [smallest]
+    col = int(tiny_host.W_U.detach().norm(dim=1).argmax())
+    assert table.loc[table["unembed_norm_rank"] == 1, "index"].tolist() == [col]
+
+
+def test_empty_prompt_list_is_an_error(tiny_host):
+    with pytest.raises(ValueError, match="at least one prompt"):
+        residual_profile(tiny_host, [])
+
+
+@pytest.mark.embedded
+def test_embedded_host_massive_dim_507(embedded_host):
+    """Reference section 7: dim 507 is SmolLM2's massive activation with the smallest final gain."""
+    profile = residual_profile(embedded_host, list(PAPER_PROMPTS))
+    found = massive_dims(profile, ratio=20.0)
+    assert found["index"].iloc[0] == 507
+    gains = norm_gains(embedded_host).set_index("index")
+    assert gains.loc[507, "final_gain_rank"] == 1
+    assert torch.tensor(found["max_abs"].iloc[0]) > 1e3
