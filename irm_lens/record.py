@@ -80,18 +80,6 @@ class Recording:
     def n_prompt(self) -> int:
         return self.kinds.count("prompt")
 
-    def token_table(self, prompt_index: int = 0) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "prompt_index": prompt_index,
-                "name": self.name,
-                "position": range(len(self.token_ids)),
-                "token_id": self.token_ids,
-                "token": self.tokens,
-                "kind": self.kinds,
-            }
-        )
-
 
 def prompt_set(name: str, *, emotion: str = "anger", limit: int | None = None) -> list[str]:
     """A named prompt set: ``paper`` (the original's seven prompts) or ``heldout`` (test-split
@@ -212,8 +200,17 @@ def save_recordings(
     }
     with atomic_path(out / "outputs.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": _FORMAT})
-    table = pd.concat([r.token_table(i) for i, r in enumerate(recordings)], ignore_index=True)
-    write_text_atomic(out / "tokens.csv", table.to_csv(index=False))
+    columns: dict[str, list[Any]] = {k: [] for k in ("prompt_index", "name", "position",
+                                                     "token_id", "token", "kind")}  # fmt: skip
+    for i, rec in enumerate(recordings):  # plain lists: a DataFrame per prompt costs more here
+        n = len(rec.token_ids)
+        columns["prompt_index"] += [i] * n
+        columns["name"] += [rec.name] * n
+        columns["position"] += list(range(n))
+        columns["token_id"] += rec.token_ids
+        columns["token"] += rec.tokens
+        columns["kind"] += rec.kinds
+    write_text_atomic(out / "tokens.csv", pd.DataFrame(columns).to_csv(index=False))
     write_text_atomic(out / "recording.json", json.dumps(info, indent=2, default=str))
     return out
 

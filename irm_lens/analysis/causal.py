@@ -1,0 +1,217 @@
+"""How one residual index acts on the host: propagation through the layers and effect on logits.
+
+- ``propagation``: add ``delta`` at residual index ``i`` right after layer ``l``'s attention and
+  measure, at every later layer, how much of it is still at ``i`` (persistence) and how much has
+  leaked into the other indices, for a target index and random controls.
+- ``irm_index_propagation``: the same for the IRM's own output restricted to index ``i``.
+- ``direct_logit_effect``: the tokens index ``i`` promotes and suppresses through the final norm's
+  gain and the unembedding (the host's raw coordinates, RMS scale ignored).
+- ``norm_mediated_effect``: next-token entropy and top-1 probability as ``x_i`` is scaled before
+  the final norm, where a large ``x_i`` with a small gain acts through the RMS denominator as a
+  temperature on every other coordinate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.errors import LayerRangeError
+from irm_lens.inject import attach, resid_post_hook, write_hook
+from irm_lens.irm import IRM
+from irm_lens.types import IRMOutput
+
+
+def _check_index(host: TransformerBridge, index: int) -> None:
+    if not 0 <= index < host.cfg.d_model:
+        raise ValueError(
+            f"index {index} is out of range: residual indices are 0..{host.cfg.d_model - 1}."
+        )
+
+
+def _check_layer(host: TransformerBridge, layer: int) -> None:
+    if not 0 <= layer < host.cfg.n_layers:
+        raise LayerRangeError(
+            f"layer {layer} is out of range: this host has layers 0..{host.cfg.n_layers - 1}."
+        )
+
+
+def _resid_posts(host: TransformerBridge, tokens: Tensor, hooks: list) -> Tensor:
+    names = [resid_post_hook(layer) for layer in range(host.cfg.n_layers)]
+    with torch.no_grad(), host.hooks(fwd_hooks=hooks):
+        _, cache = host.run_with_cache(tokens, names_filter=names)
+    return torch.stack([cache[n] for n in names]).float()  # [layer, batch, pos, d_model]
+
+
+def propagation(
+    host: TransformerBridge,
+    tokens: Tensor,
+    *,
+    index: int,
+    layer: int = 0,
+    delta: float = 10.0,
+    n_random: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Persistence of a residual perturbation at ``index`` (and at random control indices).
+
+    Returns:
+        Columns ``index, kind, layer, persistence, leak``: for each perturbed index (kind
+        ``target`` or ``random``) and each layer from ``layer`` on, ``persistence`` = mean change
+        of the residual at that index / delta, ``leak`` = RMS change over all other indices / delta.
+    """
+    _check_index(host, index)
+    _check_layer(host, layer)
+    d_model = host.cfg.d_model
+    rng = np.random.default_rng(seed)
+    others = [i for i in range(d_model) if i != index]
+    controls = rng.choice(others, size=min(n_random, len(others)), replace=False).tolist()
+    clean = _resid_posts(host, tokens, [])
+    rows = []
+    for kind, i in [("target", index)] + [("random", int(c)) for c in controls]:
+
+        def push(x: Tensor, hook: object, i: int = i) -> Tensor:
+            x = x.clone()
+            x[..., i] += delta
+            return x
+
+        change = (_resid_posts(host, tokens, [(write_hook(layer), push)]) - clean) / delta
+        mask = torch.ones(d_model, dtype=torch.bool)
+        mask[i] = False
+        for later in range(layer, host.cfg.n_layers):
+            rows.append(
+                {
+                    "index": i,
+                    "kind": kind,
+                    "layer": later,
+                    "persistence": float(change[later, ..., i].mean()),
+                    "leak": float(change[later][..., mask].pow(2).mean().sqrt()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def keep_only(index: int) -> Callable[[IRMOutput], IRMOutput]:
+    """An ``attach`` edit keeping only residual index ``index`` of the IRM output."""
+
+    def edit(out: IRMOutput) -> IRMOutput:
+        mask = torch.zeros(out.shape[-1], device=out.device, dtype=out.dtype)
+        mask[index] = 1
+        return out * mask
+
+    return edit
+
+
+def irm_index_propagation(
+    host: TransformerBridge, irm: IRM, tokens: Tensor, *, index: int
+) -> pd.DataFrame:
+    """The IRM's own output at ``index`` alone: how much of it each layer's residual carries.
+
+    Returns:
+        Columns ``layer, injected_rms, carried, leak``: the RMS over positions of the IRM's
+        index-``index`` outputs injected up to that layer, the regression coefficient of the
+        residual's change at ``index`` on that cumulative injection (1 = carried unchanged by the
+        skip path), and the RMS change over all other indices relative to ``injected_rms``.
+    """
+    _check_index(host, index)
+    clean = _resid_posts(host, tokens, [])
+    with torch.no_grad(), attach(host, irm, edit=keep_only(index)) as inj:
+        edited = _resid_posts(host, tokens, [])
+        out = inj.last
+    assert out is not None  # the forward above ran the IRM
+    change = edited - clean  # [layer, batch, pos, d_model]
+    injected = torch.zeros(change.shape[:-1])
+    for slot, layer in enumerate(irm.layers):
+        injected[layer] = out[slot, ..., index].float().cpu()
+    cumulative = injected.cumsum(0)
+    mask = torch.ones(host.cfg.d_model, dtype=torch.bool)
+    mask[index] = False
+    rows = []
+    for layer in range(host.cfg.n_layers):
+        cum = cumulative[layer]
+        energy = float(cum.pow(2).sum())
+        rms = float(cum.pow(2).mean().sqrt())
+        moved = change[layer, ..., index]
+        rows.append(
+            {
+                "layer": layer,
+                "injected_rms": rms,
+                "carried": float((moved * cum).sum()) / energy if energy > 0 else float("nan"),
+                "leak": float(change[layer][..., mask].pow(2).mean().sqrt()) / rms
+                if rms > 0
+                else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def direct_logit_effect(host: TransformerBridge, index: int, *, top: int = 10) -> pd.DataFrame:
+    """Tokens promoted and suppressed by residual index ``index`` through final gain and W_U.
+
+    Returns:
+        Columns ``direction, rank, token_id, token, effect`` (``effect`` = gain_i * W_U[i, t]),
+        ``top`` rows each for ``promoted`` and ``suppressed``.
+    """
+    _check_index(host, index)
+    gain = host.ln_final.weight.detach().float()[index]
+    effect = (gain * host.W_U.detach().float()[index]).cpu()
+    rows = []
+    for direction, values in (("promoted", effect), ("suppressed", -effect)):
+        best = torch.topk(values, k=min(top, len(values)))
+        for rank, (tid, _) in enumerate(zip(best.indices.tolist(), best.values.tolist(),
+                                            strict=True), start=1):  # fmt: skip
+            rows.append(
+                {
+                    "direction": direction,
+                    "rank": rank,
+                    "token_id": tid,
+                    "token": host.tokenizer.decode([tid]),
+                    "effect": float(effect[tid]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def norm_mediated_effect(
+    host: TransformerBridge,
+    tokens: Tensor,
+    *,
+    index: int,
+    scales: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
+) -> pd.DataFrame:
+    """Next-token entropy and top-1 probability when ``x_index`` entering the final norm is scaled.
+
+    Returns:
+        Columns ``scale, entropy, top1_prob, rms`` (means over positions and batch; ``rms`` is
+        the final norm's input RMS, the denominator that acts as a temperature).
+    """
+    _check_index(host, index)
+    last = resid_post_hook(host.cfg.n_layers - 1)
+    rows = []
+    for scale in scales:
+        seen: dict[str, Tensor] = {}
+
+        def rescale(x: Tensor, hook: object, scale: float = scale, seen: dict = seen) -> Tensor:
+            x = x.clone()
+            x[..., index] *= scale
+            seen["rms"] = x.float().pow(2).mean(-1).sqrt()
+            return x
+
+        with torch.no_grad(), host.hooks(fwd_hooks=[(last, rescale)]):
+            logits = host(tokens).float()
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        rows.append(
+            {
+                "scale": float(scale),
+                "entropy": float(entropy.mean()),
+                "top1_prob": float(logp.max(-1).values.exp().mean()),
+                "rms": float(seen["rms"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)

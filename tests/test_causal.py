@@ -1,0 +1,77 @@
+"""Propagation and logit effects of one residual index, on planted and tiny hosts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irm_lens import IRM, encode, load_host
+from irm_lens.analysis.causal import (
+    direct_logit_effect,
+    irm_index_propagation,
+    norm_mediated_effect,
+    propagation,
+)
+from irm_lens.errors import LayerRangeError
+
+
+@pytest.fixture(scope="module")
+def own_host():
+    """A private tiny host whose weights the tests may edit."""
+    return load_host("tiny-random-llama", device="cpu", seed=3)
+
+
+def _tokens(host):
+    return torch.tensor([encode(host.tokenizer, "What is the capital of France?").ids])
+
+
+def test_propagation_carries_the_perturbation_along_the_skip_path(tiny_host):
+    table = propagation(tiny_host, _tokens(tiny_host), index=5, layer=1, delta=1.0, n_random=3)
+    target = table[table["kind"] == "target"].set_index("layer")
+    assert list(target.index) == [1, 2, 3]
+    assert set(table["kind"]) == {"target", "random"} and table["index"].nunique() == 4
+    # the random host's MLPs barely react: most of delta stays at index 5 through the last layer
+    assert target["persistence"].between(0.8, 1.2).all()
+    assert (target["leak"] < 0.2).all()
+
+
+def test_irm_output_at_one_index_is_carried_forward(tiny_host):
+    irm = IRM.for_host(tiny_host, layers=(0, 2), seed=1)  # paper init: small, linear-regime outputs
+    table = irm_index_propagation(tiny_host, irm, _tokens(tiny_host), index=9).set_index("layer")
+    assert table.loc[1, "injected_rms"] == pytest.approx(table.loc[0, "injected_rms"])
+    assert table.loc[2, "injected_rms"] > 0
+    assert table["carried"].between(0.8, 1.2).all()
+
+
+def test_direct_logit_effect_finds_a_planted_token(own_host):
+    with torch.no_grad():
+        own_host.W_U[11, 42] = 50.0
+        own_host.W_U[11, 7] = -50.0
+        own_host.ln_final.weight[11] = 1.0
+    table = direct_logit_effect(own_host, 11, top=3)
+    promoted = table[table["direction"] == "promoted"]
+    suppressed = table[table["direction"] == "suppressed"]
+    assert promoted["token_id"].iloc[0] == 42 and promoted["effect"].iloc[0] == pytest.approx(50.0)
+    assert suppressed["token_id"].iloc[0] == 7 and suppressed["effect"].iloc[0] == pytest.approx(
+        -50.0
+    )
+
+
+def test_norm_mediated_effect_acts_as_a_temperature(own_host):
+    with torch.no_grad():
+        own_host.ln_final.weight[20] = 0.0  # index 20 has no direct effect on the logits
+    tokens = _tokens(own_host)
+    table = norm_mediated_effect(own_host, tokens, index=20, scales=(1.0, 8.0, 64.0))
+    clean = own_host(tokens).float().log_softmax(-1)
+    clean_entropy = float(-(clean.exp() * clean).sum(-1).mean())
+    assert table["entropy"].iloc[0] == pytest.approx(clean_entropy, rel=1e-5)
+    assert table["rms"].is_monotonic_increasing
+    assert table["entropy"].is_monotonic_increasing  # a larger RMS flattens every logit
+    assert table["top1_prob"].is_monotonic_decreasing
+
+
+def test_bad_index_and_layer(tiny_host):
+    with pytest.raises(ValueError, match=r"residual indices are 0\.\.63"):
+        direct_logit_effect(tiny_host, 64)
+    with pytest.raises(LayerRangeError, match=r"0\.\.3"):
+        propagation(tiny_host, _tokens(tiny_host), index=0, layer=4)
