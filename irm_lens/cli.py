@@ -291,6 +291,35 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from irm_lens.analysis.ablation import ablation_study
+    from irm_lens.config import TrainConfig
+    from irm_lens.datasets import load_dataset
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_text_atomic
+    from irm_lens.host import load_host
+    from irm_lens.irm import IRM
+    from irm_lens.plotting import ablation_figure
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "irm.safetensors").exists():
+        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    host = load_host(config.host, device=args.device or config.device, dtype=args.dtype)
+    irm = IRM.load(run_dir / "irm.safetensors", host)
+    rows = load_dataset(config.emotion, split="test")
+    rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
+    table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
+                           mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
+                           generate=not args.no_generate)  # fmt: skip
+    out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
+    write_text_atomic(out / "ablation.csv", table.to_csv(index=False))
+    save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
 
@@ -416,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--highlight", type=int, nargs="*", default=[], help="indices to highlight")
     an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
     an.set_defaults(func=_cmd_analyze)
+
+    ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
+    ab.add_argument("run_dir")
+    ab.add_argument("--index", type=int, required=True, help="residual index to ablate")
+    ab.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
+    ab.add_argument("--max-new-tokens", type=int, default=30)
+    ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
+    ab.add_argument(
+        "--out", default=None, help="output directory (default RUN_DIR/ablation_indexI)"
+    )
+    ab.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    _add_host_options(ab)
+    ab.set_defaults(func=_cmd_ablate)
 
     data = sub.add_parser("data", help="import or synthesize question/answer data")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,12 +74,18 @@ def greedy_answers(
     mode: PromptMode = "chat",
     max_new_tokens: int = 40,
     batch_size: int = 16,
+    intervention: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> list[str]:
-    """Greedy answers to ``questions`` (left-padded batches, KV cache), decoded to text."""
+    """Greedy answers to ``questions`` (left-padded batches, KV cache), decoded to text.
+
+    ``intervention`` (a function returning a context manager, e.g. ``lambda: attach(host, irm,
+    edit=...)``) replaces the plain ``irm`` attachment when given.
+    """
     tok = host.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     answers: list[str] = []
-    with torch.no_grad(), _maybe_attached(host, irm):
+    context = intervention() if intervention is not None else _maybe_attached(host, irm)
+    with torch.no_grad(), context:
         for i in range(0, len(questions), batch_size):
             prompts = [encode(tok, q, mode=mode).prompt_ids for q in questions[i : i + batch_size]]
             width = max(len(p) for p in prompts)

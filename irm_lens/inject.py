@@ -35,7 +35,7 @@ Edit = Callable[[IRMOutput], IRMOutput]
 
 
 def resid_pre_hook(layer: int) -> str:
-    """Hook name of the residual stream entering ``layer``."""
+    """Hook name of the residual stream entering ``layer`` (the block's input: writable)."""
     return f"blocks.{layer}.hook_resid_pre"
 
 

@@ -1,0 +1,198 @@
+"""Ablating one residual index (the paper's "neuron 1512") and scaling the IRM's output.
+
+Conditions, each compared with the IRM as trained (``irm``):
+
+- ``host``: no IRM at all.
+- ``irm_zero`` / ``irm_mean``: index ``i`` of the IRM output set to 0 / to its mean (per
+  injected layer, over the evaluation tokens) at every injected layer.
+- ``resid_zero`` / ``resid_mean``: index ``i`` of the residual stream itself set to 0 / to its
+  mean (per layer) at the input of every block, with the IRM attached.
+- ``scale_<alpha>``: the IRM output multiplied by alpha (the dose-response; alpha 1 is ``irm``).
+
+Effects: NLL of the target emotion's answers, mean KL(irm || condition) of the next-token
+distributions over the answer tokens, and the NRC emotion share and fact retention of greedy
+answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.batches import Batch, collate, encode_rows
+from irm_lens.evaluate import contains_fact, greedy_answers
+from irm_lens.inject import attach, resid_pre_hook
+from irm_lens.irm import IRM
+from irm_lens.lexicon import emotion_profile
+from irm_lens.prompts import PromptMode
+from irm_lens.types import IRMOutput
+
+Intervention = Callable[[], AbstractContextManager[Any]]
+DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def set_index(index: int, values: Tensor) -> Callable[[IRMOutput], IRMOutput]:
+    """An ``attach`` edit setting IRM output index ``index`` to ``values[slot]`` per layer slot."""
+
+    def edit(out: IRMOutput) -> IRMOutput:
+        out = out.clone()
+        out[..., index] = values.to(out.device, out.dtype)[:, None, None]
+        return out
+
+    return edit
+
+
+@contextlib.contextmanager
+def _resid_set(host: TransformerBridge, index: int, values: Tensor) -> Iterator[None]:
+    def setter(layer: int) -> Callable[[Tensor, Any], Tensor]:
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            x[..., index] = values[layer].to(x.device, x.dtype)
+            return x
+
+        return hook
+
+    names = [(resid_pre_hook(layer), setter(layer)) for layer in range(host.cfg.n_layers)]
+    with host.hooks(fwd_hooks=names):
+        yield
+
+
+def _batches(host: TransformerBridge, rows: pd.DataFrame, mode: PromptMode) -> list[Batch]:
+    tok = host.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    examples = encode_rows(tok, rows, mode)
+    return [collate(examples[i : i + 8], pad, 128) for i in range(0, len(examples), 8)]
+
+
+def index_means(
+    host: TransformerBridge, irm: IRM, rows: pd.DataFrame, index: int, mode: PromptMode = "chat"
+) -> tuple[Tensor, Tensor]:
+    """Means of index ``index`` over the rows' real tokens: per injected layer of the IRM output,
+    and per layer of the residual stream entering each block (with the IRM attached)."""
+    names = [resid_pre_hook(layer) for layer in range(host.cfg.n_layers)]
+    irm_sum = torch.zeros(irm.n_inject, dtype=torch.float64)
+    resid_sum = torch.zeros(host.cfg.n_layers, dtype=torch.float64)
+    count = 0
+    for batch in _batches(host, rows, mode):
+        b = batch.to(host.W_E.device)
+        real = b.attention_mask.bool()
+        with torch.no_grad(), attach(host, irm) as inj:
+            _, cache = host.run_with_cache(b.tokens, attention_mask=b.attention_mask,
+                                           names_filter=names)  # fmt: skip
+            assert inj.last is not None
+            irm_sum += inj.last[:, real][..., index].double().sum(-1).cpu()
+        for layer, name in enumerate(names):
+            resid_sum[layer] += cache[name][real][..., index].double().sum().cpu()
+        count += int(real.sum())
+    return (irm_sum / count).float(), (resid_sum / count).float()
+
+
+def conditions(
+    host: TransformerBridge,
+    irm: IRM,
+    index: int,
+    *,
+    irm_means: Tensor,
+    resid_means: Tensor,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+) -> dict[str, Intervention]:
+    """The interventions of the ablation study, by name (see the module docstring)."""
+    zeros_irm, zeros_resid = torch.zeros_like(irm_means), torch.zeros_like(resid_means)
+
+    @contextlib.contextmanager
+    def resid(values: Tensor) -> Iterator[None]:
+        with attach(host, irm), _resid_set(host, index, values):
+            yield
+
+    found: dict[str, Intervention] = {
+        "host": contextlib.nullcontext,
+        "irm": lambda: attach(host, irm),
+        "irm_zero": lambda: attach(host, irm, edit=set_index(index, zeros_irm)),
+        "irm_mean": lambda: attach(host, irm, edit=set_index(index, irm_means)),
+        "resid_zero": lambda: resid(zeros_resid),
+        "resid_mean": lambda: resid(resid_means),
+    }
+    for alpha in alphas:
+        if alpha != 1.0:
+            found[f"scale_{alpha:g}"] = functools.partial(attach, host, irm, scale=float(alpha))
+    return found
+
+
+def ablation_study(
+    host: TransformerBridge,
+    irm: IRM,
+    rows: pd.DataFrame,
+    index: int,
+    *,
+    emotion: str,
+    mode: PromptMode = "chat",
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    max_new_tokens: int = 30,
+    generate: bool = True,
+) -> pd.DataFrame:
+    """Effects of ablating residual index ``index`` and of scaling the IRM, on ``rows``.
+
+    Args:
+        rows: held-out rows (``question``, ``answer`` in the target voice, ``reference``).
+        emotion: the NRC emotion to report (the IRM's target, e.g. ``"anger"``).
+
+    Returns:
+        One row per condition: ``condition, alpha, nll, kl_to_irm, nrc_share, fact_retention,
+        index`` (``alpha`` is the IRM output scale, NaN for ``host``).
+    """
+    if not 0 <= index < host.cfg.d_model:
+        raise ValueError(
+            f"index {index} is out of range: residual indices are 0..{host.cfg.d_model - 1}."
+        )
+    if rows.empty:
+        raise ValueError("ablation_study needs at least one row.")
+    irm_means, resid_means = index_means(host, irm, rows, index, mode)
+    interventions = conditions(host, irm, index, irm_means=irm_means, resid_means=resid_means,
+                               alphas=alphas)  # fmt: skip
+    batches = [b.to(host.W_E.device) for b in _batches(host, rows, mode)]
+    with torch.no_grad(), attach(host, irm):
+        reference = [host(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
+                     for b in batches]  # fmt: skip
+    records = []
+    for name, intervention in interventions.items():
+        nll_sum, kl_sum, count = 0.0, 0.0, 0
+        with torch.no_grad(), intervention():
+            for b, ref in zip(batches, reference, strict=True):
+                logp = host(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
+                mask = b.answer_mask[:, 1:].bool()
+                targets = b.tokens[:, 1:][mask]
+                pred, ref_pred = logp[:, :-1][mask], ref[:, :-1][mask]
+                nll_sum += float(-pred.gather(-1, targets[:, None]).sum())
+                kl_sum += float((ref_pred.exp() * (ref_pred - pred)).sum())
+                count += int(mask.sum())
+        record: dict[str, Any] = {
+            "condition": name,
+            "alpha": {"host": float("nan"), "irm": 1.0}.get(name, 1.0),
+            "nll": nll_sum / count,
+            "kl_to_irm": kl_sum / count,
+            "index": index,
+        }
+        if name.startswith("scale_"):
+            record["alpha"] = float(name.split("_", 1)[1])
+        if generate:
+            texts = greedy_answers(
+                host,
+                rows["question"].tolist(),
+                mode=mode,
+                max_new_tokens=max_new_tokens,
+                intervention=intervention,
+            )
+            profile = emotion_profile(texts).set_index("emotion")
+            record["nrc_share"] = float(profile.loc[emotion, "share"])
+            kept = [contains_fact(t, r) for t, r in zip(texts, rows["reference"], strict=True)]
+            record["fact_retention"] = sum(kept) / len(kept)
+        records.append(record)
+    return pd.DataFrame(records)

@@ -1,0 +1,77 @@
+"""The ablation study of one residual index, on the tiny host."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from irm_lens import IRM, encode, load_dataset
+from irm_lens.analysis.ablation import _resid_set, ablation_study, set_index
+from irm_lens.evaluate import answer_nll
+from irm_lens.inject import resid_mid_hook, write_hook
+
+
+@pytest.fixture(scope="module")
+def steer(tiny_host):
+    return IRM.for_host(tiny_host, seed=1, init="torch")
+
+
+def test_set_index_edit_per_layer_slot():
+    out = torch.ones(2, 1, 3, 4)
+    edited = set_index(2, torch.tensor([5.0, -1.0]))(out)
+    assert torch.all(edited[0, ..., 2] == 5.0) and torch.all(edited[1, ..., 2] == -1.0)
+    assert torch.all(edited[..., [0, 1, 3]] == 1.0) and torch.all(out == 1.0)
+
+
+def test_residual_ablation_reaches_the_stream(tiny_host):
+    tokens = torch.tensor([encode(tiny_host.tokenizer, "What is the capital of France?").ids])
+    values = torch.zeros(tiny_host.cfg.n_layers)
+    with torch.no_grad(), _resid_set(tiny_host, 6, values):
+        _, cache = tiny_host.run_with_cache(tokens, names_filter=[resid_mid_hook(2), write_hook(2)])
+    # x_6 entered block 2 as 0, so after attention it holds only attention's contribution
+    torch.testing.assert_close(cache[resid_mid_hook(2)][..., 6], cache[write_hook(2)][..., 6])
+
+
+def test_ablation_study_conditions(tiny_host, steer):
+    rows = load_dataset("anger", split="test").iloc[:3]
+    table = ablation_study(tiny_host, steer, rows, 5, emotion="anger", max_new_tokens=3)
+    table = table.set_index("condition")
+    assert {"host", "irm", "irm_zero", "irm_mean", "resid_zero", "resid_mean", "scale_0",
+            "scale_0.5", "scale_1.5", "scale_2"} == set(table.index)  # fmt: skip
+    assert table.loc["irm", "kl_to_irm"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["irm_zero", "kl_to_irm"] > 0 and table.loc["resid_zero", "kl_to_irm"] > 0
+    with_irm = answer_nll(tiny_host, rows, irm=steer)
+    alone = answer_nll(tiny_host, rows)
+    assert table.loc["irm", "nll"] == pytest.approx(with_irm, rel=1e-5)
+    assert table.loc["host", "nll"] == pytest.approx(alone, rel=1e-5)
+    assert table.loc["scale_0", "nll"] == pytest.approx(alone, rel=1e-5)  # alpha 0 = IRM off
+    assert table.loc["scale_2", "alpha"] == 2.0 and math.isnan(table.loc["host", "alpha"])
+    assert table["nrc_share"].between(0, 1).all() and table["fact_retention"].between(0, 1).all()
+
+
+def test_bad_index(tiny_host, steer):
+    rows = load_dataset("anger", split="test").iloc[:1]
+    with pytest.raises(ValueError, match=r"0\.\.63"):
+        ablation_study(tiny_host, steer, rows, 64, emotion="anger")
+    with pytest.raises(ValueError, match="at least one row"):
+        ablation_study(tiny_host, steer, rows.iloc[:0], 3, emotion="anger")
+
+
+def test_ablate_from_the_command_line(tiny_host, tmp_path, capsys):
+    from irm_lens.cli import main
+    from irm_lens.config import preset
+    from irm_lens.train import train
+
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    code = main(["ablate", str(tmp_path / "run"), "--index", "3", "--max-rows", "2",
+                 "--max-new-tokens", "2", "--no-png"])  # fmt: skip
+    assert code == 0
+    out = tmp_path / "run" / "ablation_index3"
+    assert {p.name for p in out.iterdir()} == {"ablation.csv", "ablation.html"}
+    assert "resid_zero" in capsys.readouterr().out
+    assert main(["ablate", str(tmp_path / "run"), "--index", "64"]) == 2
+    assert "0..63" in capsys.readouterr().err
+    assert main(["ablate", str(tmp_path / "missing"), "--index", "1"]) == 2
