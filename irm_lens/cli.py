@@ -11,12 +11,18 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from irm_lens.config import TrainConfig
+    from irm_lens.irm import IRM
 
 _HOST_HELP = (
     "host model: omit for the embedded SmolLM2-135M-Instruct, 'tiny-random-llama', a Hugging "
@@ -189,12 +195,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
+def _load_run(
+    run_dir: Path, device: str | None, dtype: str | None
+) -> tuple[TrainConfig, TransformerBridge, IRM]:
+    """The config, host and best IRM of a training run."""
+    from irm_lens.config import TrainConfig
+    from irm_lens.host import load_host
+    from irm_lens.irm import IRM
+
+    if not (run_dir / "irm.safetensors").exists():
+        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    host = load_host(config.host, device=device or config.device, dtype=dtype or config.dtype)
+    return config, host, IRM.load(run_dir / "irm.safetensors", host)
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from irm_lens.config import TrainConfig
-    from irm_lens.host import host_name, load_host
-    from irm_lens.irm import IRM
+    from irm_lens.host import host_name
     from irm_lens.record import (
         PAPER_SAMPLING,
         GenerationSettings,
@@ -204,11 +223,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     )
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "irm.safetensors").exists():
-        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
-    config = TrainConfig.from_json((run_dir / "config.json").read_text())
-    host = load_host(config.host, device=args.device or config.device, dtype=args.dtype)
-    irm = IRM.load(run_dir / "irm.safetensors", host)
+    config, host, irm = _load_run(run_dir, args.device, args.dtype)
     if args.sampling == "paper":
         settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed)
     else:
@@ -293,20 +308,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.analysis.ablation import ablation_study
-    from irm_lens.config import TrainConfig
     from irm_lens.datasets import load_dataset
     from irm_lens.export import save_figure
     from irm_lens.files import write_text_atomic
-    from irm_lens.host import load_host
-    from irm_lens.irm import IRM
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "irm.safetensors").exists():
-        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
-    config = TrainConfig.from_json((run_dir / "config.json").read_text())
-    host = load_host(config.host, device=args.device or config.device, dtype=args.dtype)
-    irm = IRM.load(run_dir / "irm.safetensors", host)
+    config, host, irm = _load_run(run_dir, args.device, args.dtype)
     rows = load_dataset(config.emotion, split="test")
     rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
     table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
