@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows
@@ -137,6 +138,7 @@ def ablation_study(
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     max_new_tokens: int = 30,
     generate: bool = True,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Effects of ablating residual index ``index`` and of scaling the IRM, on ``rows``.
 
@@ -162,7 +164,7 @@ def ablation_study(
         reference = [host(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
                      for b in batches]  # fmt: skip
     records = []
-    for name, intervention in interventions.items():
+    for name, intervention in tqdm(interventions.items(), disable=not progress, desc="ablation"):
         nll_sum, kl_sum, count = 0.0, 0.0, 0
         with torch.no_grad(), intervention():
             for b, ref in zip(batches, reference, strict=True):
