@@ -463,6 +463,7 @@ def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figu
             x=fixed["condition"],
             y=fixed["nll"],
             name="target NLL",
+            showlegend=False,
             marker_color=_BASE_COLOUR,
             customdata=fixed["kl_to_irm"],
             hovertemplate="%{x}<br>NLL %{y:.3f}<br>KL to IRM %{customdata:.3f}<extra></extra>",
@@ -482,6 +483,7 @@ def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figu
         row=1,
         col=2,
     )
-    fig.update_yaxes(title_text="nats per answer token", row=1, col=1)
+    fig.update_yaxes(title_text="target NLL (nats per answer token)", row=1, col=1)
+    fig.update_yaxes(title_text="nats per answer token", row=1, col=2)
     fig.update_xaxes(title_text="IRM output scale alpha", row=1, col=2)
     return _style(fig, title or f"Ablating residual index {index}: effect on the target emotion")
