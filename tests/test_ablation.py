@@ -75,3 +75,23 @@ def test_ablate_from_the_command_line(tiny_host, tmp_path, capsys):
     assert main(["ablate", str(tmp_path / "run"), "--index", "64"]) == 2
     assert "0..63" in capsys.readouterr().err
     assert main(["ablate", str(tmp_path / "missing"), "--index", "1"]) == 2
+
+
+def test_ablation_figure():
+    import pandas as pd
+
+    from irm_lens.plotting import TableError, ablation_figure
+
+    table = pd.DataFrame(
+        {"condition": ["host", "irm", "irm_zero", "scale_0", "scale_2"],
+         "alpha": [float("nan"), 1.0, 1.0, 0.0, 2.0], "nll": [4.0, 2.0, 2.1, 4.0, 3.0],
+         "kl_to_irm": [1.5, 0.0, 0.1, 1.5, 0.9], "index": 507}
+    )  # fmt: skip
+    fig = ablation_figure(table)
+    bars, nll, kl = fig.data
+    assert list(bars.x) == ["host", "irm", "irm_zero"]
+    assert list(nll.x) == [0.0, 1.0, 2.0] and list(nll.y) == [4.0, 2.0, 3.0]
+    assert list(kl.y) == [1.5, 0.0, 0.9]
+    assert "507" in fig.layout.title.text
+    with pytest.raises(TableError, match="kl_to_irm"):
+        ablation_figure(table.drop(columns="kl_to_irm"))
