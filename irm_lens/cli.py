@@ -195,6 +195,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
+    """Refuse a recording made with another IRM than the run's current one."""
+    import json
+
+    meta = json.loads((recording_dir / "recording.json").read_text())
+    irm_path = run_dir / "irm.safetensors"
+    if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != _sha256(irm_path):
+        raise IrmLensError(
+            f"{recording_dir} was recorded with another IRM than {irm_path} (retrained or "
+            f"copied since?). Record again: irm-lens record {run_dir}"
+        )
+
+
 def _load_run(
     run_dir: Path, device: str | None, dtype: str | None
 ) -> tuple[TrainConfig, TransformerBridge, IRM]:
@@ -235,6 +254,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     meta = {
         "host": host_name(host),
         "irm": str(run_dir / "irm.safetensors"),
+        "irm_sha256": _sha256(run_dir / "irm.safetensors"),
         "mode": mode,
         "settings": dataclasses.asdict(settings),
     }
@@ -253,8 +273,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from irm_lens.record import load_recordings
 
     out = Path(args.out)
+    runs = [Path(r) for r in args.run_dirs]
+    for run in runs:  # check every input before writing anything
+        load_recordings(run / "recordings" / args.recording)
+        _check_provenance(run, run / "recordings" / args.recording)
     dominant_tables = {}
-    for run in map(Path, args.run_dirs):
+    for run in runs:
         recordings = load_recordings(run / "recordings" / args.recording)
         layers = recordings[0].layers
         name = run.name

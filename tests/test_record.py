@@ -125,3 +125,14 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
     assert len(heat) == 4 * tiny_host.cfg.d_model  # 4 injected layers x d_model
     with pytest.raises(IrmLensError):
         load_recordings(tmp_path / "nothing")
+
+
+def test_analyze_refuses_a_recording_of_another_irm(tiny_host, tmp_path):
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
+    train(cfg.__class__(**{**cfg.__dict__, "seed": 7}), tmp_path / "run", host=tiny_host,
+          progress=False, overwrite=True)  # fmt: skip
+    code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png"])
+    assert code == 2
+    assert not (tmp_path / "a").exists()  # nothing half-written
