@@ -1,0 +1,69 @@
+"""Benchmark: every recording-based analysis for 24 runs x 7 prompts, from saved recordings.
+
+Recordings at the embedded host's sizes (30 injected layers x 576 indices; 7 prompts of 40
+tokens each: 10 prompt + 30 generated) are written with ``save_recordings``; the timed part
+loads them and computes, per run, the average heat map, top-1000 timing per prompt, the per-layer
+top-100 counts, sparsity, dominant indices and striation (200 permutations), then the dominance
+consistency across runs. Target: under 30 s on 2 cores.
+
+    .venv/bin/python -m benchmarks.bench_analyses [--runs 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from irm_lens import analysis
+from irm_lens.record import Recording, load_recordings, save_recordings
+
+
+def _fake_run(seed: int, n_prompts: int, n_layers: int, d_model: int) -> list[Recording]:
+    gen = torch.Generator().manual_seed(seed)
+    kinds = ["prompt"] * 10 + ["generated"] * 30
+    return [
+        Recording(name=f"p{i}", prompt=f"prompt {i}", layers=tuple(range(n_layers)),
+                  token_ids=list(range(40)), tokens=[f"t{j}" for j in range(40)], kinds=kinds,
+                  outputs=torch.randn(40, n_layers, d_model, generator=gen))
+        for i in range(n_prompts)
+    ]  # fmt: skip
+
+
+def analyze(recordings: list[Recording]) -> torch.Tensor:
+    layers = recordings[0].layers
+    selected = torch.cat([r.outputs[analysis.token_mask(r.kinds)] for r in recordings])
+    every = torch.cat([r.outputs for r in recordings])
+    analysis.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
+    for r in recordings:
+        analysis.topk_timing(r.outputs, r.kinds, k=1000)
+    analysis.layer_topk(every, layers)
+    analysis.sparsity_by_layer(every, layers)
+    analysis.striation(every, layers, n_permutations=200)
+    return analysis.dominant_indices(every)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=24)
+    parser.add_argument("--prompts", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = []
+        for run in range(args.runs):
+            dirs.append(
+                save_recordings(_fake_run(run, args.prompts, 30, 576), Path(tmp) / f"r{run}")
+            )
+        start = time.perf_counter()
+        tables = {d.name: analyze(load_recordings(d)) for d in dirs}
+        analysis.dominance_consistency(tables, k=5)
+        elapsed = time.perf_counter() - start
+    print(f"{args.runs} runs x {args.prompts} prompts (40 tokens x 30 layers x 576 indices each)")
+    print(f"all analyses from saved recordings: {elapsed:.1f} s  (target < 30 s)")
+
+
+if __name__ == "__main__":
+    main()
