@@ -206,6 +206,16 @@ def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     import json
 
     meta = json.loads((recording_dir / "recording.json").read_text())
+    config_path = run_dir / "config.json"
+    if config_path.exists() and "host" in meta:
+        from irm_lens.host import EMBEDDED
+
+        run_host = json.loads(config_path.read_text()).get("host") or EMBEDDED
+        if run_host != meta["host"]:
+            raise IrmLensError(
+                f"{recording_dir} was recorded on host {meta['host']!r}, but {run_dir} trains on "
+                f"{run_host!r}. Record again: irm-lens record {run_dir}"
+            )
     irm_path = run_dir / "irm.safetensors"
     if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != _sha256(irm_path):
         raise IrmLensError(

@@ -144,6 +144,9 @@ def record(
     names = list(names) if names is not None else [f"p{i}" for i in range(len(prompts))]
     if len(names) != len(prompts):
         raise ValueError(f"names has {len(names)} entries for {len(prompts)} prompts.")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty:
+        raise IrmLensError(f"prompts {empty} are empty; give every prompt some text.")
     unknown = [h for h in hooks if h not in host.hook_dict]
     if unknown:
         raise IrmLensError(f"Unknown hook points {unknown}; `irm-lens info` lists the host's.")

@@ -54,6 +54,8 @@ def test_sampling_is_seeded_and_hooks_are_captured(tiny_host, steer):
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     hook = a[0].hooks["blocks.1.hook_resid_post"]
     assert hook.shape == (len(a[0].token_ids), tiny_host.cfg.d_model)
+    with pytest.raises(IrmLensError, match=r"prompts \[1\] are empty"):
+        record(tiny_host, steer, ["Why?", "  "], progress=False)
     with pytest.raises(IrmLensError, match="Unknown hook points"):
         record(tiny_host, steer, ["Why?"], hooks=["blocks.99.nope"], progress=False)
 
@@ -136,3 +138,19 @@ def test_analyze_refuses_a_recording_of_another_irm(tiny_host, tmp_path):
     code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png"])
     assert code == 2
     assert not (tmp_path / "a").exists()  # nothing half-written
+
+
+def test_analyze_refuses_a_recording_from_another_host(tiny_host, tmp_path, capsys):
+    import json
+
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
+    meta_path = tmp_path / "run" / "recordings" / "paper" / "recording.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "host": "meta-llama/Llama-2-7b-chat-hf"}))
+    code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png"])
+    assert (
+        code == 2 and "recorded on host 'meta-llama/Llama-2-7b-chat-hf'" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists()
