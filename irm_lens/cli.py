@@ -274,6 +274,83 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_analyses(
+    run: Path,
+    recordings: list[Any],
+    top: int,
+    stats: dict[str, float],
+    target: Path,
+    args: argparse.Namespace,
+) -> None:
+    """The analyses that need the host: where the IRM's top index sits in the host."""
+    import json
+
+    import pandas as pd
+
+    from irm_lens import analysis, plotting
+    from irm_lens.analysis import causal
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_text_atomic
+    from irm_lens.irm import IRM
+    from irm_lens.prompts import encode
+    from irm_lens.record import GenerationSettings, record
+
+    config, host, irm = _load_run(run, args.device, args.dtype)
+    meta = json.loads((run / "recordings" / args.recording / "recording.json").read_text())
+    mode = meta.get("mode", "plain")
+    prompts = [r.prompt for r in recordings]
+    profile = analysis.residual_profile(host, prompts, mode=mode)
+    massive = analysis.massive_dims(profile, ratio=20.0)
+    gains = analysis.norm_gains(host)
+    tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
+                          device=host.W_E.device)  # fmt: skip
+    untrained = IRM.for_host(host, irm.layers, config.width_mult, config.seed,
+                             depth=config.depth, init=config.init)  # fmt: skip
+    settings = (
+        GenerationSettings(**meta["settings"]) if "settings" in meta else GenerationSettings()
+    )
+    base = record(host, untrained, prompts, mode=mode, settings=settings, progress=False)
+    every = torch.cat([r.outputs for r in recordings])
+    baseline = analysis.striation(every, irm.layers, n_permutations=args.permutations,
+                                  baseline=torch.cat([r.outputs for r in base]))  # fmt: skip
+    tables = {
+        "massive_dims": massive,
+        "norm_gains": gains,
+        "propagation": causal.propagation(host, tokens, index=top),
+        "irm_index_propagation": causal.irm_index_propagation(host, irm, tokens, index=top),
+        "direct_logit_effect": causal.direct_logit_effect(host, top),
+        "norm_mediated_effect": causal.norm_mediated_effect(host, tokens, index=top),
+        "striation_vs_untrained": pd.DataFrame([baseline]),
+    }
+    out = target / "host"
+    for key, table in tables.items():
+        write_text_atomic(out / f"{key}.csv", table.to_csv(index=False))
+    shown = [top, *[int(i) for i in massive["index"].head(2) if int(i) != top]]
+    untrained_stats = {"index_share": baseline["baseline_index_share"], "layer_share": float("nan"),
+                       "resid_share": float("nan")}  # fmt: skip
+    figures = {
+        "propagation": plotting.propagation_figure(tables["propagation"]),
+        "direct_logit_effect": plotting.logit_effect_figure(
+            tables["direct_logit_effect"], index=top
+        ),
+        "norm_mediated_effect": plotting.norm_effect_figure(
+            tables["norm_mediated_effect"], index=top
+        ),
+        "massive_dims": plotting.massive_dims_figure(profile, indices=shown),
+        "striation": plotting.striation_figure({run.name: stats, "untrained IRM": untrained_stats}),
+    }
+    for key, fig in figures.items():
+        save_figure(fig, out, key, png=not args.no_png)
+    gain = gains.set_index("index").loc[top]
+    is_massive = top in set(massive["index"].astype(int))
+    rank = int(gain["final_gain_rank"])
+    print(
+        f"  index {top}: massive-activation dim: {'yes' if is_massive else 'no'} (host's: "
+        f"{massive['index'].head(3).tolist()}); final-norm gain rank {rank} of {len(gains)}; "
+        f"untrained IRM index share {baseline['baseline_index_share']:.2f}"
+    )
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -330,6 +407,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
               f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
               f"{len(kinds)} tokens -> {target}")  # fmt: skip
+        if args.host_analyses:
+            _host_analyses(run, recordings, int(top["index"]), stats, target, args)
     if len(dominant_tables) > 1:
         consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
         write_text_atomic(out / "consistency.csv", consistency.to_csv(index=False))
@@ -486,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--permutations", type=int, default=200, help="striation permutation test")
     an.add_argument("--highlight", type=int, nargs="*", default=[], help="indices to highlight")
     an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    an.add_argument(
+        "--host-analyses",
+        action="store_true",
+        help="also load the host: massive dims, norm gains, propagation and logit effects of the "
+        "top index, striation vs an untrained IRM (slower)",
+    )
+    _add_host_options(an)
     an.set_defaults(func=_cmd_analyze)
 
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")

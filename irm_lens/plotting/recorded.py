@@ -1,4 +1,4 @@
-"""Plotly figures of IRM analyses: a tidy DataFrame in, a ``go.Figure`` out, no file I/O.
+"""Figures of recorded IRM outputs: a tidy DataFrame in, a ``go.Figure`` out, no file I/O.
 
 Every builder checks the columns it needs (``TableError`` names the missing ones), derives its
 numbers (layers, index range, token counts, k, thresholds) from the table, and titles the figure
@@ -443,47 +443,3 @@ def consistency_figure(table: pd.DataFrame, *, title: str | None = None) -> go.F
     fig.update_yaxes(title_text="fraction of runs", range=[0, 1])
     runs = "run" if n_runs == 1 else "runs"
     return _style(fig, title or f"Dominant residual indices across {n_runs} {runs}")
-
-
-ABLATION_COLUMNS = ("condition", "alpha", "nll", "kl_to_irm", "index")
-
-
-def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """The ablation study: target NLL and KL to the IRM run per condition, and the dose-response.
-
-    Left: one bar per ablation condition (NLL; KL in the hover). Right: NLL and KL against the
-    IRM output scale alpha (the ``irm`` run is alpha 1).
-    """
-    _check(table, ABLATION_COLUMNS, "ablation")
-    index = int(_constant(table, "index", "ablation"))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("ablations", "dose-response (IRM scale)"))
-    fixed = table[~table["condition"].str.startswith("scale_")]
-    fig.add_trace(
-        go.Bar(
-            x=fixed["condition"],
-            y=fixed["nll"],
-            name="target NLL",
-            showlegend=False,
-            marker_color=_BASE_COLOUR,
-            customdata=fixed["kl_to_irm"],
-            hovertemplate="%{x}<br>NLL %{y:.3f}<br>KL to IRM %{customdata:.3f}<extra></extra>",
-        ),
-        row=1,
-        col=1,
-    )
-    dose = table[table["condition"].str.startswith("scale_") | (table["condition"] == "irm")]
-    dose = dose.sort_values("alpha")
-    fig.add_trace(
-        go.Scatter(x=dose["alpha"], y=dose["nll"], mode="lines+markers", name="target NLL"),
-        row=1,
-        col=2,
-    )
-    fig.add_trace(
-        go.Scatter(x=dose["alpha"], y=dose["kl_to_irm"], mode="lines+markers", name="KL to IRM"),
-        row=1,
-        col=2,
-    )
-    fig.update_yaxes(title_text="target NLL (nats per answer token)", row=1, col=1)
-    fig.update_yaxes(title_text="nats per answer token", row=1, col=2)
-    fig.update_xaxes(title_text="IRM output scale alpha", row=1, col=2)
-    return _style(fig, title or f"Ablating residual index {index}: effect on the target emotion")

@@ -1,0 +1,74 @@
+"""Figures of the host-side analyses, and `irm-lens analyze --host-analyses` on the tiny host."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from irm_lens.cli import main
+from irm_lens.config import preset
+from irm_lens.plotting import (
+    TableError,
+    logit_effect_figure,
+    massive_dims_figure,
+    norm_effect_figure,
+    propagation_figure,
+    striation_figure,
+)
+from irm_lens.train import train
+
+
+def test_propagation_figure_one_legend_entry_per_kind():
+    table = pd.DataFrame(
+        {"index": [5, 5, 9, 9, 11, 11], "kind": ["target"] * 2 + ["random"] * 4,
+         "layer": [1, 2] * 3, "persistence": [1.0, 0.9, 1.0, 0.5, 1.0, 0.4], "leak": 0.1}
+    )  # fmt: skip
+    fig = propagation_figure(table)
+    assert [t.name for t in fig.data] == ["index 5", "random indices", "random indices"]
+    assert [t.showlegend for t in fig.data] == [True, True, False]
+    assert "index 5" in fig.layout.title.text and "layer 1" in fig.layout.title.text
+
+
+def test_logit_norm_striation_and_profile_figures():
+    logit = pd.DataFrame(
+        {"direction": ["promoted", "suppressed"], "rank": [1, 1], "token_id": [4, 2],
+         "token": [" angry", " calm"], "effect": [2.0, -1.0]}
+    )  # fmt: skip
+    bars = logit_effect_figure(logit, index=7).data[0]
+    assert list(bars.x) == [-1.0, 2.0] and list(bars.y) == ["' calm'", "' angry'"]
+    norm = pd.DataFrame({"scale": [1.0, 8.0], "entropy": [2.0, 3.0], "top1_prob": [0.5, 0.3],
+                         "rms": [1.0, 2.0]})  # fmt: skip
+    fig = norm_effect_figure(norm, index=7)
+    assert [list(t.y) for t in fig.data] == [[2.0, 3.0], [0.5, 0.3]]
+    stats = {"run": {"index_share": 0.6, "layer_share": 0.3, "resid_share": 0.1}}
+    assert [t.y[0] for t in striation_figure(stats).data] == [0.6, 0.3, 0.1]
+    profile = pd.DataFrame({"layer": [0, 0, 1, 1], "index": [0, 1, 0, 1], "token_kind": "first",
+                            "max_abs": [1.0, 3.0, 2.0, 500.0]})  # fmt: skip
+    fig = massive_dims_figure(profile, indices=[1])
+    assert list(fig.data[1].y) == [3.0, 500.0]
+    with pytest.raises(TableError, match="effect"):
+        logit_effect_figure(logit.drop(columns="effect"), index=7)
+    with pytest.raises(ValueError, match="at least one"):
+        striation_figure({})
+
+
+def test_analyze_with_host_analyses(tiny_host, tmp_path, capsys):
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"]) == 0
+    code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png",
+                 "--host-analyses", "--permutations", "10", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    assert "massive-activation dim" in capsys.readouterr().out
+    host_dir = tmp_path / "a" / "run" / "host"
+    for name in (
+        "massive_dims",
+        "norm_gains",
+        "propagation",
+        "irm_index_propagation",
+        "direct_logit_effect",
+        "norm_mediated_effect",
+        "striation_vs_untrained",
+    ):
+        assert (host_dir / f"{name}.csv").exists(), name
+    assert (host_dir / "propagation.html").exists()
