@@ -32,7 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_path, write_text_atomic
-from irm_lens.inject import attach
+from irm_lens.inject import Injection, attach, resid_pre_hook, write_hook
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
 
@@ -116,6 +116,33 @@ def _generate(
     return cast(Tensor, out)
 
 
+def _complete(host: TransformerBridge, irm: IRM, tokens: Tensor, history: list[Tensor]) -> Tensor:
+    """IRM outputs for every position of ``tokens``: the generation's own steps, plus the tail
+    generation never fed back (its last token), from block 0 alone over the sequence."""
+    done = torch.cat(history, dim=2) if history else None
+    covered = 0 if done is None else done.shape[2]
+    if covered == tokens.shape[1]:
+        assert done is not None
+        return done
+    missing = tokens.shape[1] - covered
+    injection = Injection(irm=irm)
+    stash: dict[str, Tensor] = {}
+
+    def keep_pre(x: Tensor, hook: Any) -> None:
+        stash["pre"] = x
+
+    def run_irm(x: Tensor, hook: Any) -> None:
+        stash["out"] = injection.irm_output((stash["pre"] + x)[:, -missing:]).cpu()
+
+    with (
+        torch.no_grad(),
+        host.hooks(fwd_hooks=[(resid_pre_hook(0), keep_pre), (write_hook(0), run_irm)]),
+    ):
+        host(tokens, stop_at_layer=1)
+    tail = stash["out"]
+    return tail if done is None else torch.cat([done, tail], dim=2)
+
+
 def record(
     host: TransformerBridge,
     irm: IRM,
@@ -157,16 +184,16 @@ def record(
                                             disable=not progress, desc="record")):  # fmt: skip
         prompt_ids = encode(tok, prompt, mode=mode).prompt_ids
         ids = torch.tensor([prompt_ids], device=device)
-        with torch.no_grad(), attach(host, irm) as inj:
+        captured: dict[str, Tensor] = {}
+        with torch.no_grad(), attach(host, irm, keep_history=not hooks) as inj:
             full = _generate(host, ids, settings, settings.seed + i)
-            captured: dict[str, Tensor] = {}
-            if hooks:
+            if hooks:  # a full forward captures the hooks and every IRM output at once
                 _, cache = host.run_with_cache(full, names_filter=list(hooks))
                 captured = {h: cache[h][0].float().cpu().contiguous() for h in hooks}
-            else:  # the IRM reads layer 0 only: one block over the sequence recovers its outputs
-                host(full, stop_at_layer=1)
-            outputs = inj.last
-        assert outputs is not None  # the forward above ran the IRM
+                outputs = inj.last
+        if not hooks:
+            outputs = _complete(host, irm, full, inj.history)
+        assert outputs is not None  # the forwards above ran the IRM
         token_ids = full[0].tolist()
         recordings.append(
             Recording(
