@@ -319,6 +319,7 @@ def _host_analyses(
         "propagation": causal.propagation(host, tokens, index=top),
         "irm_index_propagation": causal.irm_index_propagation(host, irm, tokens, index=top),
         "direct_logit_effect": causal.direct_logit_effect(host, top),
+        "index_logit_attribution": causal.index_logit_attribution(host, tokens, index=top),
         "norm_mediated_effect": causal.norm_mediated_effect(host, tokens, index=top),
         "striation_vs_untrained": pd.DataFrame([baseline]),
     }

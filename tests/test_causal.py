@@ -75,3 +75,18 @@ def test_bad_index_and_layer(tiny_host):
         direct_logit_effect(tiny_host, 64)
     with pytest.raises(LayerRangeError, match=r"0\.\.3"):
         propagation(tiny_host, _tokens(tiny_host), index=0, layer=4)
+
+
+def test_index_logit_attribution_by_hand(tiny_host):
+    from irm_lens.analysis.causal import index_logit_attribution
+    from irm_lens.inject import resid_post_hook
+
+    tokens = _tokens(tiny_host)
+    table = index_logit_attribution(tiny_host, tokens, index=4)
+    logits, cache = tiny_host.run_with_cache(tokens)
+    x = cache[resid_post_hook(tiny_host.cfg.n_layers - 1)][0]
+    rms = (x.pow(2).mean(-1) + tiny_host.cfg.eps).sqrt()
+    predicted = logits[0].argmax(-1)
+    by_hand = x[:, 4] / rms * tiny_host.ln_final.weight[4] * tiny_host.W_U[4, predicted]
+    assert table["contribution"].tolist() == pytest.approx(by_hand.tolist(), rel=1e-4, abs=1e-6)
+    assert len(table) == tokens.shape[1]

@@ -12,6 +12,8 @@ then generated tokens), with ``kinds`` (``"prompt"``/``"generated"`` per token) 
     dominance_consistency                 the dominant index across runs, seeds and prompts
     residual_profile, massive_dims        the host's massive-activation dims (needs the host)
     norm_gains                            final/per-layer norm gains and unembedding norms
+    causal.*                              propagation, logit effects (need the host)
+    ablation.ablation_study               ablating one index; dose-response of the IRM scale
 """
 
 from irm_lens.analysis.dominance import dominance_consistency, dominant_indices, index_rank

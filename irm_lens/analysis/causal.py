@@ -215,3 +215,37 @@ def norm_mediated_effect(
             }
         )
     return pd.DataFrame(rows)
+
+
+def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: int) -> pd.DataFrame:
+    """Per position: how much residual index ``index`` adds to the logit of the predicted token.
+
+    Uses TransformerLens's ``ActivationCache.apply_ln_to_stack`` to divide the index's component
+    of the final residual by the final norm's actual RMS scale, then the final gain and the
+    unembedding: the direct (linear, at fixed scale) part of the index's effect.
+
+    Returns:
+        Columns ``position, token, predicted, predicted_logit, contribution, share`` for batch
+        row 0 (``share`` = contribution / predicted logit).
+    """
+    _check_index(host, index)
+    with torch.no_grad():
+        logits, cache = host.run_with_cache(tokens[:1])
+    final = cache[resid_post_hook(host.cfg.n_layers - 1)]
+    component = torch.zeros_like(final)
+    component[..., index] = final[..., index]
+    scaled = cache.apply_ln_to_stack(component[None], layer=None)[0, 0]  # [pos, d_model]
+    predicted = logits[0].argmax(-1)
+    gain = host.ln_final.weight.detach()
+    contribution = scaled[:, index] * gain[index] * host.W_U.detach()[index, predicted]
+    predicted_logit = logits[0].gather(-1, predicted[:, None])[:, 0]
+    return pd.DataFrame(
+        {
+            "position": range(tokens.shape[1]),
+            "token": [host.tokenizer.decode([t]) for t in tokens[0].tolist()],
+            "predicted": [host.tokenizer.decode([t]) for t in predicted.tolist()],
+            "predicted_logit": predicted_logit.float().cpu().numpy(),
+            "contribution": contribution.float().cpu().numpy(),
+            "share": (contribution / predicted_logit).float().cpu().numpy(),
+        }
+    )
