@@ -90,3 +90,13 @@ def test_index_logit_attribution_by_hand(tiny_host):
     by_hand = x[:, 4] / rms * tiny_host.ln_final.weight[4] * tiny_host.W_U[4, predicted]
     assert table["contribution"].tolist() == pytest.approx(by_hand.tolist(), rel=1e-4, abs=1e-6)
     assert len(table) == tokens.shape[1]
+
+
+def test_one_call_entry_points(tiny_host):
+    from irm_lens.analysis import host_profile, logit_attribution
+
+    tokens = _tokens(tiny_host)
+    effects = logit_attribution(tiny_host, tokens, index=2, top=3, scales=(1.0, 2.0))
+    assert set(effects) == {"direct", "per_position", "norm"} and len(effects["norm"]) == 2
+    profile = host_profile(tiny_host, ["Why is the sky blue?"])
+    assert set(profile) == {"residual", "massive", "gains"} and len(profile["gains"]) == 64

@@ -16,8 +16,17 @@ then generated tokens), with ``kinds`` (``"prompt"``/``"generated"`` per token) 
     ablation.ablation_study               ablating one index; dose-response of the IRM scale
 """
 
+from irm_lens.analysis.ablation import ablation_study
+from irm_lens.analysis.causal import (
+    direct_logit_effect,
+    index_logit_attribution,
+    irm_index_propagation,
+    logit_attribution,
+    norm_mediated_effect,
+    propagation,
+)
 from irm_lens.analysis.dominance import dominance_consistency, dominant_indices, index_rank
-from irm_lens.analysis.host_profile import massive_dims, norm_gains, residual_profile
+from irm_lens.analysis.host_profile import host_profile, massive_dims, norm_gains, residual_profile
 from irm_lens.analysis.maps import (
     PAPER_TOKEN_SET,
     TOKEN_SETS,
@@ -33,13 +42,21 @@ __all__ = [
     "PAPER_TOKEN_SET",
     "TOKEN_SETS",
     "Recorded",
+    "ablation_study",
+    "direct_logit_effect",
     "dominance_consistency",
     "dominant_indices",
     "heatmap",
+    "host_profile",
+    "index_logit_attribution",
     "index_rank",
+    "irm_index_propagation",
     "layer_topk",
+    "logit_attribution",
     "massive_dims",
     "norm_gains",
+    "norm_mediated_effect",
+    "propagation",
     "residual_profile",
     "sparsity_by_layer",
     "striation",

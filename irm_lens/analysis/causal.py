@@ -249,3 +249,20 @@ def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: i
             "share": (contribution / predicted_logit).float().cpu().numpy(),
         }
     )
+
+
+def logit_attribution(
+    host: TransformerBridge,
+    tokens: Tensor,
+    *,
+    index: int,
+    top: int = 10,
+    scales: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
+) -> dict[str, pd.DataFrame]:
+    """Index ``index``'s effect on the logits in one call: ``direct`` (``direct_logit_effect``),
+    ``per_position`` (``index_logit_attribution``) and ``norm`` (``norm_mediated_effect``)."""
+    return {
+        "direct": direct_logit_effect(host, index, top=top),
+        "per_position": index_logit_attribution(host, tokens, index=index),
+        "norm": norm_mediated_effect(host, tokens, index=index, scales=scales),
+    }

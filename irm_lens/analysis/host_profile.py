@@ -131,3 +131,20 @@ def norm_gains(host: TransformerBridge) -> pd.DataFrame:
         frame["unembed_norm"].rank(ascending=False, method="min").astype(int)
     )
     return frame
+
+
+def host_profile(
+    host: TransformerBridge,
+    prompts: Sequence[str],
+    *,
+    mode: PromptMode = "plain",
+    ratio: float = 20.0,
+) -> dict[str, pd.DataFrame]:
+    """The host's profile in one call: ``residual`` (``residual_profile``), ``massive``
+    (``massive_dims`` at ``ratio``) and ``gains`` (``norm_gains``)."""
+    residual = residual_profile(host, prompts, mode=mode)
+    return {
+        "residual": residual,
+        "massive": massive_dims(residual, ratio=ratio),
+        "gains": norm_gains(host),
+    }
