@@ -38,6 +38,12 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id rows are padded with: the tokenizer's pad token, else EOS (as the original did)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad)
+
+
 def encode_rows(tokenizer: Any, rows: pd.DataFrame, mode: PromptMode) -> list[Encoded]:
     """Encode each row's ``question`` and ``answer`` (see ``irm_lens.prompts.encode``)."""
     return [

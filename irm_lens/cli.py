@@ -443,10 +443,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
-    from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
+    from irm_lens.importers import read_source, write_qa_csv
 
-    src = Path(args.src)
-    frame, report = read_squad_json(src) if src.suffix == ".json" else read_qa_csv(src)
+    frame, report = read_source(args.src)
     write_qa_csv(frame, args.out)
     print(f"{report}; wrote {args.out}")
     return 0

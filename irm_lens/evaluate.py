@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import collate, encode_rows
+from irm_lens.batches import collate, encode_rows, pad_id
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.files import write_text_atomic
@@ -54,11 +54,11 @@ def answer_nll(
     """Mean per-token NLL of ``rows.answer`` given ``rows.question`` (answer tokens only)."""
     tok = host.tokenizer
     examples = encode_rows(tok, rows, mode)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     total, count = 0.0, 0
     with torch.no_grad(), _maybe_attached(host, irm):
         for i in range(0, len(examples), batch_size):
-            batch = collate(examples[i : i + batch_size], pad_id, max_len).to(host.W_E.device)
+            batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
             logits = host(batch.tokens, attention_mask=batch.attention_mask)
             n = int(batch.answer_mask[:, 1:].sum())
             total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
@@ -82,14 +82,14 @@ def greedy_answers(
     edit=...)``) replaces the plain ``irm`` attachment when given.
     """
     tok = host.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     answers: list[str] = []
     context = intervention() if intervention is not None else _maybe_attached(host, irm)
     with torch.no_grad(), context:
         for i in range(0, len(questions), batch_size):
             prompts = [encode(tok, q, mode=mode).prompt_ids for q in questions[i : i + batch_size]]
             width = max(len(p) for p in prompts)
-            tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+            tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
             mask = torch.zeros_like(tokens)
             for row, ids in enumerate(prompts):  # left padding, as generation needs
                 tokens[row, width - len(ids) :] = torch.tensor(ids)

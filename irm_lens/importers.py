@@ -235,6 +235,11 @@ def read_squad_json(path: PathLike, *, seed: int = SPLIT_SEED) -> tuple[pd.DataF
     return _frame(rows, seed), ImportReport(str(path), read, len(rows), skipped)
 
 
+def read_source(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, ImportReport]:
+    """Question/answer rows from a SQuAD 2.0 JSON file (``.json``) or a question/answer CSV."""
+    return read_squad_json(path) if Path(path).suffix == ".json" else read_qa_csv(path)
+
+
 def write_qa_csv(frame: pd.DataFrame, path: PathLike) -> None:
     """Write ``frame`` as a UTF-8 CSV that :func:`read_qa_csv` reads back, atomically.
 

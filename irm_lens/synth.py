@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.importers import read_qa_csv, read_squad_json, write_qa_csv
+from irm_lens import importers
+from irm_lens.importers import read_qa_csv, write_qa_csv
 from irm_lens.prompts import encode
 
 SAMPLING: dict[str, Any] = dict(temperature=0.9, top_p=0.7, top_k=None, repetition_penalty=1.5)
@@ -31,9 +32,7 @@ INSTRUCTION = (
 
 def read_source(path: str | Path) -> pd.DataFrame:
     """Question/answer rows from a SQuAD 2.0 JSON file or a question/answer CSV."""
-    path = Path(path)
-    frame, _ = read_squad_json(path) if path.suffix == ".json" else read_qa_csv(path)
-    return frame
+    return importers.read_source(path)[0]
 
 
 def rewrite(

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import Batch, collate, encode_rows
+from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.config import LossKind, RunDirError, TrainConfig, preset
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
@@ -143,7 +143,7 @@ def train(
     if device.type == "cpu":
         cap_allocator_cache()
     tok = host.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
 
     source = (
         read_qa_csv(config.data, emotion=config.emotion)[0] if config.data is not None else None
@@ -160,7 +160,7 @@ def train(
     val_ex = encode_rows(tok, rows("val", config.max_val_rows), config.prompt_mode)
     pad_to_max = config.loss == "paper"
     val_batches = [
-        collate(val_ex[i : i + config.batch_size], pad_id, config.max_len, pad_to_max=pad_to_max)
+        collate(val_ex[i : i + config.batch_size], pad, config.max_len, pad_to_max=pad_to_max)
         for i in range(0, len(val_ex), config.batch_size)
     ]
 
@@ -218,7 +218,7 @@ def train(
             losses, n_tokens = [], 0
             for i in range(0, len(group), config.batch_size):
                 batch = collate(
-                    group[i : i + config.batch_size], pad_id, config.max_len, pad_to_max=pad_to_max
+                    group[i : i + config.batch_size], pad, config.max_len, pad_to_max=pad_to_max
                 ).to(device)
                 with attach(host, irm) as inj:
                     logits = host(batch.tokens, attention_mask=batch.attention_mask)

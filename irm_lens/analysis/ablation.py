@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import Batch, collate, encode_rows
+from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.evaluate import contains_fact, greedy_answers
 from irm_lens.inject import attach, resid_pre_hook
 from irm_lens.irm import IRM
@@ -68,7 +68,7 @@ def _resid_set(host: TransformerBridge, index: int, values: Tensor) -> Iterator[
 
 def _batches(host: TransformerBridge, rows: pd.DataFrame, mode: PromptMode) -> list[Batch]:
     tok = host.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     examples = encode_rows(tok, rows, mode)
     return [collate(examples[i : i + 8], pad, 128) for i in range(0, len(examples), 8)]
 
