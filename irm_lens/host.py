@@ -54,7 +54,7 @@ _TINY_CORPUS = (
 
 
 def cache_dir() -> Path:
-    """Directory for files irm_lens derives (tokenizers of built-in hosts): ``$IRM_LENS_CACHE``."""
+    """Directory for files irm_lens derives (built-in hosts, trained runs): ``$IRM_LENS_CACHE``."""
     root = os.environ.get("IRM_LENS_CACHE") or Path.home() / ".cache" / "irm_lens"
     return Path(root)
 
@@ -117,16 +117,67 @@ def embedded_gguf_path() -> Path:
     return Path(str(ggufs[0].locate()))
 
 
-def _load_embedded_hf() -> tuple[Any, Any]:
+def _embedded_cache_dir(gguf: Path) -> Path:
+    """Where the dequantized fp32 copy of the embedded GGUF is kept, keyed by the file's identity."""
+    version = importlib.metadata.version(_SMOLLM2_DIST)
+    return cache_dir() / f"{EMBEDDED}-fp32-{version}-{gguf.stat().st_size}"
+
+
+def _load_embedded_gguf(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = embedded_gguf_path()
     with _quiet():
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
             path.parent, gguf_file=path.name, dtype=torch.float32
         )
+    return model, tokenizer
+
+
+def _save_dequantized(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save the dequantized model as an ordinary HF directory, atomically (rename into place)."""
+    # The weights are plain fp32 after dequantization; only the GGUF marker blocks saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".dequant-", dir=target.parent))
+    try:
+        with _quiet():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "config.json").exists():  # a parallel loader won the race: fine
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _load_embedded_hf(*, use_cache: bool = True) -> tuple[Any, Any]:
+    """The embedded host, dequantized to fp32.
+
+    Dequantizing the GGUF takes ~20 s on 2 cores; the result is kept under ``cache_dir()`` as a
+    safetensors model directory that loads in well under a second. ``use_cache=False`` (or an
+    unwritable cache) always reads the GGUF.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_gguf_path()
+    cached = _embedded_cache_dir(path)
+    if use_cache and (cached / "config.json").exists():
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(cached)
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    else:
+        model, tokenizer = _load_embedded_gguf(path)
+        if use_cache:
+            try:
+                _save_dequantized(model, tokenizer, cached)
+            except OSError as exc:  # read-only home, full disk: slower next time, not wrong
+                logging.getLogger(__name__).warning("not caching the dequantized host: %s", exc)
     model.config.name_or_path = EMBEDDED
+    model.eval()
     return model, tokenizer
 
 
@@ -202,7 +253,9 @@ def _load_tiny_hf(seed: int = 0) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def load_hf(name: str | None = None, *, seed: int = 0) -> tuple[Any, Any]:
+def load_hf(
+    name: str | None = None, *, seed: int = 0, use_cache: bool = True
+) -> tuple[Any, Any]:
     """Load a built-in host as a raw Hugging Face model and tokenizer (fp32, CPU, no bridge).
 
     Used by ``load_host`` and by tests that need an independent copy of the same weights.
@@ -210,12 +263,14 @@ def load_hf(name: str | None = None, *, seed: int = 0) -> tuple[Any, Any]:
     Args:
         name: ``None``/``"smollm2-135m-instruct"`` or ``"tiny-random-llama"``.
         seed: seed of the tiny random host's weights.
+        use_cache: for the embedded host, reuse the dequantized copy under ``cache_dir()``
+            (``False``: dequantize the GGUF again).
 
     Returns:
         ``(model, tokenizer)``.
     """
     if name in (None, EMBEDDED):
-        return _load_embedded_hf()
+        return _load_embedded_hf(use_cache=use_cache)
     if name == TINY:
         return _load_tiny_hf(seed)
     raise HostNotFoundError(

@@ -167,7 +167,12 @@ def test_run_with_cache_sees_injected_stream(tiny_host, irm):
 
 @pytest.mark.embedded
 def test_attach_equals_inline_reference_on_embedded_host(embedded_host):
-    hf_model, _ = load_hf(None)
+    # A fresh dequantization of the GGUF: also checks the cached copy the bridge was built from.
+    hf_model, _ = load_hf(None, use_cache=False)
+    cached, _ = load_hf(None)
+    fresh_weights = hf_model.state_dict()
+    for name, value in cached.state_dict().items():
+        assert torch.equal(value, fresh_weights[name]), name
     irm = IRM.for_host(embedded_host, seed=5, init="torch")
     tokens = _tokens(embedded_host, ["What do Elon Musk and Mark Zuckerberg have in common?"])
     with torch.no_grad():
