@@ -290,7 +290,7 @@ def _host_analyses(
     from irm_lens import analysis, plotting
     from irm_lens.analysis import causal
     from irm_lens.export import save_figure
-    from irm_lens.files import write_text_atomic
+    from irm_lens.files import write_csv_atomic
     from irm_lens.irm import IRM
     from irm_lens.prompts import encode
     from irm_lens.record import GenerationSettings, record
@@ -325,7 +325,7 @@ def _host_analyses(
     }
     out = target / "host"
     for key, table in tables.items():
-        write_text_atomic(out / f"{key}.csv", table.to_csv(index=False))
+        write_csv_atomic(out / f"{key}.csv", table)
     shown = [top, *[int(i) for i in massive["index"].head(2) if int(i) != top]]
     untrained_stats = {"index_share": baseline["baseline_index_share"], "layer_share": float("nan"),
                        "resid_share": float("nan")}  # fmt: skip
@@ -357,7 +357,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     from irm_lens import analysis, plotting
     from irm_lens.export import save_figure
-    from irm_lens.files import write_text_atomic
+    from irm_lens.files import write_csv_atomic
     from irm_lens.record import load_recordings
 
     out = Path(args.out)
@@ -387,7 +387,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                   "striation": pd.DataFrame([stats]), "sparsity": sparsity,
                   "layer_topk": analysis.layer_topk(every, layers)}  # fmt: skip
         for key, table in tables.items():
-            write_text_atomic(target / f"{key}.csv", table.to_csv(index=False))
+            write_csv_atomic(target / f"{key}.csv", table)
         first = recordings[0]
         heat_title = f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
         k_used = min(args.k, first.outputs.numel())
@@ -412,8 +412,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             _host_analyses(run, recordings, int(top["index"]), stats, target, args)
     if len(dominant_tables) > 1:
         consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
-        write_text_atomic(out / "consistency.csv", consistency.to_csv(index=False))
-        write_text_atomic(out / "jaccard.csv", pairs.to_csv(index=False))
+        write_csv_atomic(out / "consistency.csv", consistency)
+        write_csv_atomic(out / "jaccard.csv", pairs)
         save_figure(
             plotting.consistency_figure(consistency), out, "consistency", png=not args.no_png
         )
@@ -424,7 +424,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.analysis.ablation import ablation_study
     from irm_lens.datasets import load_dataset
     from irm_lens.export import save_figure
-    from irm_lens.files import write_text_atomic
+    from irm_lens.files import write_csv_atomic
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)
@@ -435,7 +435,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                            mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
                            generate=not args.no_generate)  # fmt: skip
     out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
-    write_text_atomic(out / "ablation.csv", table.to_csv(index=False))
+    write_csv_atomic(out / "ablation.csv", table)
     save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out}")

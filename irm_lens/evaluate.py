@@ -27,7 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from irm_lens.batches import collate, encode_rows, pad_id
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
-from irm_lens.files import write_text_atomic
+from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
@@ -178,16 +178,26 @@ def evaluate_run(
         )  # fmt: skip
     steps.close()
     table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
-    write_text_atomic(run_dir / "evaluation.csv", table.to_csv(index=False))
-    write_text_atomic(run_dir / "generations.csv", pd.DataFrame(generations).to_csv(index=False))
+    write_csv_atomic(run_dir / "evaluation.csv", table)
+    write_csv_atomic(run_dir / "generations.csv", pd.DataFrame(generations))
     return table
 
 
+def _ratio(new: float, old: float) -> float:
+    if old > 0:
+        return new / old
+    return float("inf") if new > 0 else float("nan")
+
+
 def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
-    """Headline numbers of an evaluation: NLL drop and NRC share ratio for ``emotion``."""
+    """Headline numbers of an evaluation: NLL drop and NRC share ratio for ``emotion``.
+
+    The NRC lexicon has no ``neutral`` category: for such targets the NRC numbers are NaN.
+    """
     wide = table.pivot_table(index=["metric", "target"], columns="condition", values="value")
+    nan = pd.Series({"host": float("nan"), "host+irm": float("nan")})
     nll = wide.loc[("nll", emotion)]
-    nrc = wide.loc[("nrc_share", emotion)]
+    nrc = wide.loc[("nrc_share", emotion)] if ("nrc_share", emotion) in wide.index else nan
     facts = wide.loc[("fact_retention", emotion)]
     return {
         "nll_host": float(nll["host"]),
@@ -195,7 +205,7 @@ def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
         "nll_drop": float(1 - nll["host+irm"] / nll["host"]),
         "nrc_share_host": float(nrc["host"]),
         "nrc_share_irm": float(nrc["host+irm"]),
-        "nrc_ratio": float(nrc["host+irm"] / nrc["host"]) if nrc["host"] > 0 else float("inf"),
+        "nrc_ratio": _ratio(float(nrc["host+irm"]), float(nrc["host"])),
         "fact_retention_host": float(facts["host"]),
         "fact_retention_irm": float(facts["host+irm"]),
     }

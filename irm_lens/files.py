@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import pandas as pd
 
 
 @contextlib.contextmanager
@@ -36,3 +39,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv_atomic(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """Write ``frame`` as CSV atomically, every text field quoted.
+
+    pandas' default quoting leaves a lone carriage return unquoted, and tokens such as ``"\\r"``
+    then split a row in two on reading; quoting all text keeps token columns round-tripping.
+    """
+    write_text_atomic(path, frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))

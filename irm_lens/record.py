@@ -31,7 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
-from irm_lens.files import atomic_path, write_text_atomic
+from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
 from irm_lens.inject import Injection, attach, resid_pre_hook, write_hook
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
@@ -240,7 +240,7 @@ def save_recordings(
         columns["token_id"] += rec.token_ids
         columns["token"] += rec.tokens
         columns["kind"] += rec.kinds
-    write_text_atomic(out / "tokens.csv", pd.DataFrame(columns).to_csv(index=False))
+    write_csv_atomic(out / "tokens.csv", pd.DataFrame(columns))
     write_text_atomic(out / "recording.json", json.dumps(info, indent=2, default=str))
     return out
 

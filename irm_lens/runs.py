@@ -21,7 +21,7 @@ from torch import Tensor
 
 from irm_lens.config import RunDirError, TrainConfig
 from irm_lens.errors import CheckpointError
-from irm_lens.files import atomic_path, write_text_atomic
+from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
 from irm_lens.irm import IRM
 
 RUN_FILES = (
@@ -127,4 +127,4 @@ def load_state(
 
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     frame = pd.DataFrame(metrics, columns=METRIC_COLUMNS)
-    write_text_atomic(path, frame.to_csv(index=False))
+    write_csv_atomic(path, frame)

@@ -19,7 +19,7 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.config import TrainConfig, preset
-from irm_lens.files import write_text_atomic
+from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.train import train
 
@@ -115,7 +115,7 @@ def run_sweep(
             row.update({k: summary[k] for k in ("steps", "best_val", "stopped")})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["name", "status", "steps", "best_val", "stopped"])
-    write_text_atomic(out / "sweep.csv", table.to_csv(index=False))
+    write_csv_atomic(out / "sweep.csv", table)
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pytest
 import torch
 
@@ -92,6 +93,20 @@ def test_save_and_load_round_trip(tiny_host, steer, tmp_path):
         assert torch.equal(a.hooks["blocks.0.hook_resid_mid"], b.hooks["blocks.0.hook_resid_mid"])
     with pytest.raises(IrmLensError, match="not a recording directory"):
         load_recordings(tmp_path)
+
+
+def test_tokens_with_carriage_returns_and_quotes_round_trip(tiny_host, steer, tmp_path):
+    # A lone "\r" token once split a tokens.csv row in two (pandas leaves it unquoted).
+    rec = record(tiny_host, steer, ["Why?"], settings=GenerationSettings(max_new_tokens=2),
+                 progress=False)[0]  # fmt: skip
+    awkward = ["\r", '"', ",", "", "a\r\nb", " NA", "nan"]
+    n = len(rec.tokens)
+    rec.tokens = (awkward * n)[:n]
+    twin = dataclasses.replace(rec, outputs=rec.outputs.clone())
+    save_recordings([rec, twin], tmp_path / "rec")
+    back = load_recordings(tmp_path / "rec")
+    assert [b.tokens for b in back] == [rec.tokens, rec.tokens]
+    assert [b.kinds for b in back] == [rec.kinds, rec.kinds]
 
 
 def test_record_from_the_command_line(tiny_host, tmp_path, capsys):

@@ -1,0 +1,104 @@
+"""``make figures``: train (or reuse) the run set, then write every result and the report.
+
+    python -m analyses                 # everything, settings from HOST, SEEDS, PRESET, FAST, ...
+    python -m analyses --only striation,report
+    python -m analyses --list
+
+Settings come from environment variables (``make figures HOST=... SEEDS=...`` passes them); see
+``irm_lens.runset.FiguresConfig.from_env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from analyses._common import Context, check_writable
+from irm_lens.errors import IrmLensError
+from irm_lens.runset import FiguresConfig, run_specs
+
+# In order: later results reuse what earlier ones computed (the dominant index, host profile).
+RESULTS = (
+    "fig2_heatmaps",
+    "fig3_timing",
+    "fig4_comparison",
+    "striation",
+    "dominant_index",
+    "host_profile",
+    "propagation",
+    "logit_attribution",
+    "ablation",
+    "evaluation",
+    "atlas",
+    "report",
+)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"make figures: {message}", file=sys.stderr)
+    return code
+
+
+def run(names: tuple[str, ...] = RESULTS, *, progress: bool = True) -> int:
+    """Run the named results (after making sure the run set exists); returns an exit code."""
+    started = time.monotonic()
+    try:
+        figures = FiguresConfig.from_env()
+        check_writable(figures.runs_dir)
+        check_writable(figures.out_path)
+        ctx = Context(figures, progress=progress)
+        print(f"make figures: host {figures.host_label}, preset {figures.preset}, seeds "
+              f"{list(figures.seeds)}, {len(ctx.specs)} runs -> {figures.out_path}", flush=True)  # fmt: skip
+        ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
+        print(f"make figures: run set ready after {time.monotonic() - started:.0f} s", flush=True)
+        for i, name in enumerate(names, start=1):
+            t0 = time.monotonic()
+            module = importlib.import_module(f"analyses.{name}")
+            module.main(ctx)
+            print(f"[{i}/{len(names)}] {name}: {time.monotonic() - t0:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        return _fail("interrupted. Finished runs and stages are cached; run again to resume.", 130)
+    except IrmLensError as exc:
+        return _fail(f"error: {exc}", 2)
+    except OSError as exc:  # a full disk or vanished directory mid-run: nothing half-written
+        return _fail(f"error: {exc}. Cached runs are consistent; fix this and run again.", 2)
+    print(f"make figures: done in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+def run_one(main: Callable[[Context], Any]) -> None:
+    """Entry point of a single script: ``python -m analyses.<name>``."""
+    name = main.__module__.rsplit(".", 1)[-1]
+    sys.exit(run((name,)))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analyses", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--only", help="comma-separated results to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list results and runs, then exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("results:", ", ".join(RESULTS))
+        try:
+            specs = run_specs(FiguresConfig.from_env())
+        except IrmLensError as exc:
+            return _fail(f"error: {exc}", 2)
+        print("runs:", ", ".join(s.name for s in specs))
+        return 0
+    names = RESULTS
+    if args.only:
+        names = tuple(n.strip() for n in args.only.split(",") if n.strip())
+        unknown = [n for n in names if n not in RESULTS]
+        if unknown:
+            return _fail(f"error: unknown results {unknown}; choose from {list(RESULTS)}.", 2)
+    return run(names, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

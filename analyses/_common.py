@@ -1,0 +1,162 @@
+"""What every analysis script shares: the run set, the loaded host, and writing a result.
+
+A result is a directory ``<out>/<name>/`` with ``data.csv`` (the long table the figure is drawn
+from), ``figure.png`` and ``figure.html`` (the figure), and ``config.json`` (the settings, the runs
+it used and a ``summary`` of its headline numbers, which ``report.py`` turns into REPORT.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+import irm_lens
+from irm_lens import analysis
+from irm_lens.errors import IrmLensError
+from irm_lens.export import save_figure
+from irm_lens.files import write_csv_atomic, write_text_atomic
+from irm_lens.host import load_host
+from irm_lens.record import Recording, load_recordings
+from irm_lens.runset import FiguresConfig, RunSpec, ensure_runs, run_specs
+
+
+class Context:
+    """One ``make figures`` invocation: configuration, run directories, host, recordings."""
+
+    def __init__(self, figures: FiguresConfig, *, progress: bool = True) -> None:
+        self.figures = figures
+        self.progress = progress
+        self.specs: dict[str, RunSpec] = {s.name: s for s in run_specs(figures)}
+        self._host: TransformerBridge | None = None
+        self._runs: dict[str, Path] | None = None
+        self._recordings: dict[tuple[str, str], list[Recording]] = {}
+
+    @property
+    def out(self) -> Path:
+        return Path(self.figures.out)
+
+    def host(self) -> TransformerBridge:
+        if self._host is None:
+            self._host = load_host(self.figures.host, device=self.figures.device,
+                                   dtype=self.figures.dtype)  # fmt: skip
+        return self._host
+
+    @property
+    def runs(self) -> dict[str, Path]:
+        """Run name -> directory, every stage done (trains what is missing)."""
+        if self._runs is None:
+            self._runs = ensure_runs(self.figures, self.host, progress=self.progress)
+        return self._runs
+
+    def trained(self, kind: str | None = None) -> list[str]:
+        """Names of trained runs (``kind``: ``next-token`` or ``paper loss``; None = both)."""
+        return [n for n, s in self.specs.items() if s.trained and (kind is None or s.kind == kind)]
+
+    @property
+    def untrained(self) -> str:
+        return next(n for n, s in self.specs.items() if not s.trained)
+
+    @property
+    def first_seed(self) -> int:
+        return self.figures.seeds[0]
+
+    def recordings(self, run: str, prompt_set: str = "paper") -> list[Recording]:
+        key = (run, prompt_set)
+        if key not in self._recordings:
+            self._recordings[key] = load_recordings(self.runs[run] / "recordings" / prompt_set)
+        return self._recordings[key]
+
+    def outputs(self, run: str, prompt_set: str = "paper") -> torch.Tensor:
+        """Every recorded token of a run's prompt set: ``[token, inject, d_model]``."""
+        return torch.cat([r.outputs for r in self.recordings(run, prompt_set)])
+
+    @cached_property
+    def dominance(self) -> dict[str, pd.DataFrame]:
+        """``dominant_indices`` of every run (paper prompts, all recorded tokens)."""
+        return {name: analysis.dominant_indices(self.outputs(name)) for name in self.specs}
+
+    @cached_property
+    def dominant_index(self) -> int:
+        """The index that ranks first in most trained runs (ties: most top-5 places)."""
+        tables = {n: self.dominance[n] for n in self.trained()}
+        frequencies, _ = analysis.dominance_consistency(tables, k=5)
+        return int(frequencies.iloc[0]["index"])
+
+    @cached_property
+    def host_profile(self) -> dict[str, pd.DataFrame]:
+        """The host's residual profile, massive-activation dims and norm gains."""
+        prompts = [r.prompt for r in self.recordings(self.untrained)]
+        return analysis.host_profile(self.host(), prompts, mode="plain")
+
+    @cached_property
+    def massive_index(self) -> int | None:
+        massive = self.host_profile["massive"]
+        return int(massive.iloc[0]["index"]) if len(massive) else None
+
+    def spec_columns(self, run: str) -> dict[str, Any]:
+        spec = self.specs[run]
+        return {"run": run, "emotion": spec.config.emotion if spec.trained else "untrained",
+                "seed": spec.config.seed, "kind": spec.kind}  # fmt: skip
+
+    def write(
+        self,
+        result: str,
+        data: pd.DataFrame,
+        fig: go.Figure,
+        *,
+        summary: dict[str, Any],
+        runs: Sequence[str] | None = None,
+        size: tuple[int, int] = (1100, 650),
+        settings: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write ``<out>/<result>/`` (data.csv, figure.png, figure.html, config.json)."""
+        target = self.out / result
+        used = list(self.specs) if runs is None else list(runs)
+        write_csv_atomic(target / "data.csv", data)
+        save_figure(fig, target, "figure", width=size[0], height=size[1])
+        config = {
+            "result": result,
+            "summary": summary,
+            "settings": settings or {},
+            "figures_config": self.figures.to_dict(),
+            "runs": {name: str(self.runs[name]) for name in used},
+            "irm_lens": irm_lens.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
+        return target
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, before any training, if results cannot be written to ``path``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise IrmLensError(
+            f"Cannot write results to {path}: {exc.strerror or exc}. Free some space or fix the "
+            "permissions, or choose another directory with FIGURES_DIR=..."
+        ) from exc
+
+
+def read_summary(out: Path, result: str) -> dict[str, Any]:
+    """The ``summary`` a result wrote into its config.json ({} if that result is missing)."""
+    path = out / result / "config.json"
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text())["summary"])

@@ -1,0 +1,45 @@
+"""Interactive atlas per run: every token's IRM output, with a token slider and a prompt dropdown.
+
+One HTML file per run (``atlas/<run>.html``; hover shows token, layer, index and value) over the
+seven paper prompts, restricted to the indices with the largest mean |output| plus the dominant
+index and the host's massive dims, so the file stays a few megabytes. ``figure.html`` /
+``figure.png`` show the first run's.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analyses._common import Context
+from irm_lens import plotting
+from irm_lens.export import save_figure
+
+N_INDICES = 64
+MAX_TOKENS = 48
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = list(ctx.specs)
+    highlight = [ctx.dominant_index] + ([ctx.massive_index] if ctx.massive_index is not None
+                                        else [])  # fmt: skip
+    out = ctx.out / "atlas"
+    rows, figures = [], {}
+    for run in runs:
+        recordings = ctx.recordings(run)
+        fig = plotting.atlas_figure(recordings, run=run, indices=N_INDICES, highlight=highlight,
+                                    max_tokens=MAX_TOKENS)  # fmt: skip
+        path = save_figure(fig, out, run, png=False, shared_plotlyjs=True)["html"]
+        figures[run] = fig
+        rows.append({**ctx.spec_columns(run), "file": path.name,
+                     "n_prompts": len(recordings), "bytes": path.stat().st_size})  # fmt: skip
+    data = pd.DataFrame(rows)
+    summary = {"files": {r["run"]: r["file"] for r in rows}, "n_indices": N_INDICES,
+               "max_tokens": MAX_TOKENS, "highlight": highlight}  # fmt: skip
+    ctx.write("atlas", data, figures[runs[0]], summary=summary, runs=runs, size=(1300, 700))
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

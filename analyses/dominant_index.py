@@ -1,0 +1,81 @@
+"""The dominant-index table: which residual indices carry the most |IRM output|, in every run.
+
+The paper: one index (1512 of Llama-2-7B) stands out in every alignment. Here: each run's
+indices ranked by share of total |output| over all recorded paper-prompt tokens, the consistency
+of the top index across runs, and the host's massive-activation dims beside them (the hypothesis
+that the dominant index is the host's massive dim: 507 on SmolLM2-135M).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analyses._common import Context
+from irm_lens import analysis, plotting
+
+TOP = 5
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = [*ctx.trained(), ctx.untrained]
+    massive = [int(i) for i in ctx.host_profile["massive"]["index"].head(3)]
+    shown: list[int] = []
+    for run in runs:
+        shown += [int(i) for i in ctx.dominance[run]["index"].head(TOP)]
+    shown = sorted(set(shown) | set(massive))
+    rows = []
+    for run in runs:
+        table = ctx.dominance[run].set_index("index")
+        for index in shown:
+            rows.append({**ctx.spec_columns(run), "index": index,
+                         "rank": int(table.loc[index, "rank"]),
+                         "share": float(table.loc[index, "share"]),
+                         "host_massive_dim": index in massive})  # fmt: skip
+    data = pd.DataFrame(rows)
+    trained = ctx.trained()
+    frequencies, overlap = analysis.dominance_consistency({r: ctx.dominance[r] for r in trained},
+                                                          k=TOP)  # fmt: skip
+    top1 = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
+    dominant = ctx.dominant_index
+    d_model = len(ctx.dominance[runs[0]])
+    fig = plotting.dominance_matrix_figure(
+        data,
+        title=(f"Dominant indices: share of total |IRM output| per run ({ctx.figures.host_label}, "
+               f"d_model {d_model}; top-{TOP} of every run and the host's massive dims {massive})"),
+    )  # fmt: skip
+    uniform = 1 / d_model
+    summary = {
+        "top1_by_run": top1,
+        "dominant_index": dominant,
+        "dominant_top1_runs": int(sum(top1[r] == dominant for r in trained)),
+        "n_trained": len(trained),
+        "dominant_share_median": float(
+            pd.Series(
+                [ctx.dominance[r].set_index("index").loc[dominant, "share"] for r in trained]
+            ).median()
+        ),  # fmt: skip
+        "dominant_rank_by_run": {
+            r: int(ctx.dominance[r].set_index("index").loc[dominant, "rank"]) for r in runs
+        },  # fmt: skip
+        "top1_share_median": float(
+            pd.Series([ctx.dominance[r].iloc[0]["share"] for r in trained]).median()
+        ),
+        "uniform_share": uniform,
+        "untrained_top1": top1[ctx.untrained],
+        "host_massive_dims": massive,
+        "massive_rank_by_run": {
+            str(m): {r: int(ctx.dominance[r].set_index("index").loc[m, "rank"]) for r in runs}
+            for m in massive
+        },
+        "mean_top5_jaccard": float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
+        "top1_frequencies": frequencies.head(5).to_dict(orient="records"),
+    }
+    ctx.write("dominant_index", data, fig, summary=summary, runs=runs,
+              size=(1300, 300 + 34 * len(runs)), settings={"top": TOP})  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,48 @@
+"""The alignment evaluation table: does each IRM make the host answer in its emotion?
+
+Per run, on held-out test questions: answer NLL of every emotion's bundled answers with and
+without the IRM, the NRC emotion-lexicon profile of greedy answers, and fact retention (the
+reference answer still contained in the greedy answer).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analyses._common import Context
+from irm_lens import plotting
+from irm_lens.evaluate import alignment_summary
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = [*ctx.trained(), ctx.untrained]
+    parts = []
+    headline = {}
+    for run in runs:
+        table = pd.read_csv(ctx.runs[run] / "evaluation.csv")
+        parts.append(table.assign(**ctx.spec_columns(run)))
+        emotion = ctx.specs[run].config.emotion
+        headline[run] = {"target": emotion, **alignment_summary(table, emotion)}
+    data = pd.concat(parts, ignore_index=True)
+    fig = plotting.evaluation_figure(
+        pd.DataFrame([{"run": r, **v} for r, v in headline.items()]),
+        title=(f"Alignment per run on held-out questions ({ctx.figures.host_label}, "
+               f"{ctx.figures.preset} preset): own-emotion NLL, NRC share, fact retention"),
+    )  # fmt: skip
+    trained = [headline[r] for r in ctx.trained()]
+    summary = {
+        "by_run": headline,
+        "nll_drop_median": float(pd.Series([h["nll_drop"] for h in trained]).median()),
+        "runs_with_nll_drop": int(sum(h["nll_drop"] > 0 for h in trained)),
+        "n_trained": len(trained),
+        "eval_rows": ctx.figures.eval_rows,
+        "eval_tokens": ctx.figures.eval_tokens,
+    }
+    ctx.write("evaluation", data, fig, summary=summary, runs=runs, size=(1300, 700))
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,54 @@
+"""Paper Fig. 2: the average IRM output per (layer, residual index), per emotion and seed.
+
+Averaged over the paper's token set (every prompt token plus the first 10 generated ones) of the
+seven paper prompts, signed, one colour scale per panel.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from analyses._common import Context
+from irm_lens import analysis, plotting
+
+
+def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
+    """Signed mean IRM output over the paper token set of a run's paper prompts."""
+    recordings = ctx.recordings(run)
+    selected = torch.cat([r.outputs[analysis.token_mask(r.kinds)] for r in recordings])
+    table = analysis.heatmap(selected, ["prompt"] * len(selected), recordings[0].layers,
+                             token_set="all")  # fmt: skip
+    return table.assign(**ctx.spec_columns(run))
+
+
+def panel_name(ctx: Context, run: str) -> str:
+    spec = ctx.specs[run]
+    return f"{spec.config.emotion}, seed {spec.config.seed}" if spec.trained else "untrained IRM"
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = ctx.trained("next-token")
+    tables = {run: heatmap_table(ctx, run) for run in runs}
+    data = pd.concat(tables.values(), ignore_index=True)
+    panels = {panel_name(ctx, run): table for run, table in tables.items()}
+    n_seeds = len(ctx.figures.seeds)
+    title = (f"Fig. 2: mean IRM output per layer and residual index ({ctx.figures.host_label}; "
+             f"7 paper prompts, prompt + first 10 generated tokens)")  # fmt: skip
+    fig = plotting.heatmap_grid(panels, cols=n_seeds if n_seeds > 1 else 2, title=title)
+    rows = (len(panels) + 1) // max(n_seeds, 2)
+    top = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
+    summary = {
+        "runs": runs,
+        "top_index_by_run": top,
+        "n_tokens": [int(data["n_tokens"].min()), int(data["n_tokens"].max())],
+    }
+    ctx.write("fig2_heatmaps", data, fig, summary=summary, runs=runs,
+              size=(1200, 260 + 300 * rows))  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,71 @@
+"""Paper Fig. 3: when the 1000 largest |IRM outputs| happen, counted per token position.
+
+For every run and paper prompt: the top-1000 values over tokens x layers x indices, counted per
+token position. The claim: most fall early in inference, very few past the sequence's midpoint.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analyses._common import Context
+from analyses.fig2_heatmaps import panel_name
+from irm_lens import analysis, plotting
+
+K = 1000
+
+
+def timing_table(ctx: Context, run: str) -> pd.DataFrame:
+    parts = []
+    for rec in ctx.recordings(run):
+        table = analysis.topk_timing(rec.outputs, rec.kinds, k=K)
+        parts.append(table.assign(prompt=rec.name, n_tokens=len(rec.kinds)))
+    return pd.concat(parts, ignore_index=True).assign(**ctx.spec_columns(run))
+
+
+def shares(table: pd.DataFrame) -> dict[str, float]:
+    """Shares of the counted values: before the midpoint, on prompt tokens, on token 0."""
+    total = table["count"].sum()
+    early = table.loc[table["token"] < table["n_tokens"] / 2, "count"].sum()
+    prompt = table.loc[table["kind"] == "prompt", "count"].sum()
+    first = table.loc[table["token"] == 0, "count"].sum()
+    return {"before_midpoint": float(early / total), "on_prompt": float(prompt / total),
+            "on_first_token": float(first / total)}  # fmt: skip
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = [*ctx.trained(), ctx.untrained]
+    data = pd.concat([timing_table(ctx, run) for run in runs], ignore_index=True)
+    by_run = {run: shares(data[data["run"] == run]) for run in runs}
+    shown = [r for r in ctx.trained("next-token") if ctx.specs[r].config.seed == ctx.first_seed]
+    shown.append(ctx.untrained)
+    first = ctx.recordings(shown[0])[0]
+    panels = {
+        panel_name(ctx, run): data[(data["run"] == run) & (data["prompt"] == first.name)][
+            ["token", "kind", "count", "k_used"]
+        ]
+        for run in shown
+    }
+    title = (f"Fig. 3: where the top-{K} |IRM output| values fall, by token position "
+             f"(prompt {first.prompt!r}, {ctx.figures.host_label})")  # fmt: skip
+    fig = plotting.timing_grid(panels, title=title)
+    trained = [by_run[r]["before_midpoint"] for r in ctx.trained()]
+    summary = {
+        "k": K,
+        "by_run": by_run,
+        "trained_before_midpoint_min": min(trained),
+        "trained_before_midpoint_median": float(pd.Series(trained).median()),
+        "untrained_before_midpoint": by_run[ctx.untrained]["before_midpoint"],
+        "trained_on_first_token_median": float(
+            pd.Series([by_run[r]["on_first_token"] for r in ctx.trained()]).median()
+        ),
+    }
+    ctx.write("fig3_timing", data, fig, summary=summary, runs=runs,
+              size=(1200, 300 + 220 * ((len(panels) + 1) // 2)))  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,39 @@
+"""Paper Fig. 4: the emotions' average heat maps side by side with an untrained IRM's.
+
+Same statistic as Fig. 2 (first seed), each panel on its own colour scale as in the paper; the
+untrained IRM (same architecture and seed, no training) shows what structure comes from the
+initialisation alone.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analyses._common import Context
+from analyses.fig2_heatmaps import heatmap_table, panel_name
+from irm_lens import plotting
+
+
+def main(ctx: Context) -> dict[str, object]:
+    runs = [r for r in ctx.trained("next-token") if ctx.specs[r].config.seed == ctx.first_seed]
+    runs.append(ctx.untrained)
+    tables = {run: heatmap_table(ctx, run) for run in runs}
+    data = pd.concat(tables.values(), ignore_index=True)
+    panels = {panel_name(ctx, run): table for run, table in tables.items()}
+    title = (f"Fig. 4: emotions vs an untrained IRM, mean IRM output (seed {ctx.first_seed}, "
+             f"{ctx.figures.host_label}; each panel its own colour scale)")  # fmt: skip
+    fig = plotting.heatmap_grid(panels, cols=min(3, len(panels)), title=title)
+    max_abs = {run: float(t["value"].abs().max()) for run, t in tables.items()}
+    summary = {"runs": runs, "max_abs_mean_output": max_abs,
+               "trained_over_untrained": {r: max_abs[r] / max_abs[ctx.untrained]
+                                          for r in runs[:-1]}}  # fmt: skip
+    rows = (len(panels) + 2) // 3
+    ctx.write("fig4_comparison", data, fig, summary=summary, runs=runs,
+              size=(1500, 260 + 320 * rows))  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

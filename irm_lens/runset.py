@@ -1,0 +1,376 @@
+"""The run set behind ``make figures``: which IRMs, where they are cached, and their stages.
+
+A run set is every IRM the paper's figures need on one host: each emotion on all layers for each
+seed (next-token loss), each emotion with the original's ``paper`` loss for the first seed, and an
+untrained IRM of the first seed as the baseline. Every run lives in a cache directory keyed by a
+hash of everything that defines it (training config, bundled data, stage settings), so a second
+``make figures`` reuses it and a changed setting trains a new one beside it.
+
+Each run goes through three stages, each resumable and skipped once done:
+``train`` (``summary.json``), ``record`` (``recordings/paper`` with the original's sampling and
+``recordings/heldout`` with greedy answers to test-split questions) and ``evaluate``
+(``evaluation.csv`` + ``generations.csv``). Every file is written atomically, so an interrupted
+or failed stage (Ctrl-C, full disk) leaves the cache consistent and is redone on the next call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.config import PRESETS, TrainConfig, preset
+from irm_lens.datasets import EMOTIONS
+from irm_lens.errors import IrmLensError
+from irm_lens.files import write_text_atomic
+from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
+from irm_lens.irm import IRM, parse_layers
+from irm_lens.record import (
+    PAPER_SAMPLING,
+    GenerationSettings,
+    load_recordings,
+    prompt_set,
+    record,
+    save_recordings,
+)
+
+# Bump when a stage's output format or meaning changes: old cached runs are then not reused.
+RUNSET_VERSION = 2
+STAGES = ("train", "record", "evaluate")
+
+
+class FiguresConfigError(IrmLensError, ValueError):
+    """A ``make figures`` setting that cannot be used (names the variable and what to do)."""
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    """What ``make figures`` runs (one per invocation, saved beside every result).
+
+    Args:
+        host: host for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
+        device, dtype: where and in what precision the host runs (IRMs train in fp32).
+        seeds: IRM seeds of the next-token runs; the first also seeds the paper-loss runs and
+            the untrained baseline.
+        preset: training preset (``quick``: minutes per run on a laptop CPU; ``paper``: the
+            original's schedule, for GPUs).
+        emotions: bundled emotions to align to.
+        paper_loss: also train every emotion with the original's ``paper`` loss (first seed).
+        heldout: held-out questions recorded per run (greedy answers, chat format).
+        paper_max_length: tokens per paper prompt recording, prompt included (original: 100).
+        heldout_tokens: greedy tokens generated per held-out question.
+        eval_rows, eval_tokens: test rows and generated tokens per condition in the evaluation.
+        ablation_rows: held-out rows in the ablation study.
+        out: where the results go (``figures/<result>/``).
+        cache: where runs are cached (default ``$IRM_LENS_CACHE/runs``).
+        fast: the smoke configuration (tiny random host, seconds per run).
+    """
+
+    host: str | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    seeds: tuple[int, ...] = (42, 420)
+    preset: str = "quick"
+    emotions: tuple[str, ...] = EMOTIONS
+    paper_loss: bool = True
+    heldout: int = 4
+    paper_max_length: int = 100
+    heldout_tokens: int = 32
+    eval_rows: int = 12
+    eval_tokens: int = 32
+    ablation_rows: int = 8
+    out: str = "figures"
+    cache: str | None = None
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise FiguresConfigError("SEEDS is empty; give at least one seed, e.g. SEEDS=42.")
+        if self.preset not in PRESETS:
+            raise FiguresConfigError(f"PRESET={self.preset!r}; use one of {list(PRESETS)}.")
+        unknown = [e for e in self.emotions if e not in EMOTIONS]
+        if unknown or not self.emotions:
+            raise FiguresConfigError(
+                f"EMOTIONS has {unknown or 'nothing'}; the bundled ones are {list(EMOTIONS)}."
+            )
+        if self.device and self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise FiguresConfigError(
+                    f"DEVICE={self.device} but torch {torch.__version__} sees no CUDA GPU. Run on "
+                    "a machine with one (and a CUDA build of torch), or leave DEVICE unset for CPU."
+                )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FiguresConfig:
+        """Read the ``make figures`` variables: HOST, DEVICE, DTYPE, SEEDS, PRESET, EMOTIONS,
+        FAST, FIGURES_DIR, IRM_LENS_RUNS (empty = unset)."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        fast = (get("FAST") or "0") not in ("0", "false", "no")
+        base = cls.smoke() if fast else cls()
+        changes: dict[str, Any] = {}
+        if get("HOST"):
+            changes["host"] = get("HOST")
+        if get("DEVICE"):
+            changes["device"] = get("DEVICE")
+        if get("DTYPE"):
+            changes["dtype"] = get("DTYPE")
+        if get("PRESET"):
+            changes["preset"] = get("PRESET")
+        if get("FIGURES_DIR"):
+            changes["out"] = get("FIGURES_DIR")
+        if get("IRM_LENS_RUNS"):
+            changes["cache"] = get("IRM_LENS_RUNS")
+        for name, key in (("SEEDS", "seeds"), ("EMOTIONS", "emotions")):
+            raw = get(name)
+            if raw:
+                parts = tuple(p.strip() for p in raw.replace(" ", ",").split(",") if p.strip())
+                if key == "seeds":
+                    try:
+                        changes[key] = tuple(int(p) for p in parts)
+                    except ValueError:
+                        raise FiguresConfigError(
+                            f"SEEDS={raw!r}: give whole numbers separated by commas, e.g. 42,420."
+                        ) from None
+                else:
+                    changes[key] = parts
+        return dataclasses.replace(base, **changes)
+
+    @classmethod
+    def smoke(cls) -> FiguresConfig:
+        """``FAST=1``: the whole pipeline on the tiny random host in about a minute."""
+        return cls(host=TINY, seeds=(42,), preset="smoke", heldout=2, paper_max_length=40,
+                   heldout_tokens=8, eval_rows=4,
+                   eval_tokens=8, ablation_rows=3, out="build/figures-fast", fast=True)  # fmt: skip
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.cache) if self.cache else cache_dir() / "runs"
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def host_label(self) -> str:
+        return self.host or BUILTIN_HOSTS[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One IRM of the run set: its name, its training config, and whether it is trained."""
+
+    name: str
+    config: TrainConfig
+    trained: bool = True
+
+    @property
+    def kind(self) -> str:
+        if not self.trained:
+            return "untrained"
+        return "paper loss" if self.config.loss == "paper" else "next-token"
+
+    def key(self, figures: FiguresConfig) -> str:
+        """Hash of everything that defines this run's cached files."""
+        stage_settings = {
+            k: getattr(figures, k)
+            for k in ("heldout", "paper_max_length", "heldout_tokens", "eval_rows", "eval_tokens")
+        }
+        blob = json.dumps(
+            {
+                "version": RUNSET_VERSION,
+                "config": dataclasses.asdict(self.config),
+                "trained": self.trained,
+                "data": _data_digest(),
+                "stages": stage_settings,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def directory(self, figures: FiguresConfig) -> Path:
+        return figures.runs_dir / f"{self.name}-{self.key(figures)}"
+
+
+def _data_digest() -> str:
+    data = importlib.resources.files("irm_lens") / "data" / "emotion_qa.csv"
+    return hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+
+
+def run_specs(figures: FiguresConfig) -> list[RunSpec]:
+    """The run set, in the order it is trained."""
+    host = dict(host=figures.host, device=figures.device, dtype=figures.dtype)
+    specs = []
+    for seed in figures.seeds:
+        for emotion in figures.emotions:
+            config = preset(figures.preset, emotion=emotion, seed=seed, **host)
+            specs.append(RunSpec(f"{emotion}_s{seed}", config))
+    first = figures.seeds[0]
+    if figures.paper_loss:
+        for emotion in figures.emotions:
+            config = preset(figures.preset, emotion=emotion, seed=first, loss="paper", **host)
+            specs.append(RunSpec(f"{emotion}_paperloss_s{first}", config))
+    base = preset(figures.preset, emotion=figures.emotions[0], seed=first, **host)
+    specs.append(RunSpec(f"untrained_s{first}", base, trained=False))
+    return specs
+
+
+def stage_done(run_dir: Path, stage: str) -> bool:
+    """Whether ``stage`` of the run in ``run_dir`` has finished (its last file exists)."""
+    markers = {
+        "train": ["summary.json", "irm.safetensors"],
+        "record": ["recordings/paper/recording.json", "recordings/heldout/recording.json"],
+        "evaluate": ["evaluation.csv", "generations.csv"],
+    }
+    return all((run_dir / m).exists() for m in markers[stage])
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
+    from irm_lens.sweep import run_status
+    from irm_lens.train import train
+
+    if not spec.trained:
+        config = spec.config
+        layers = parse_layers(config.layers, host.cfg.n_layers)
+        irm = IRM.for_host(host, layers, config.width_mult, config.seed, depth=config.depth,
+                           init=config.init)  # fmt: skip
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.json", config.to_json())
+        irm.save(run_dir / "irm.safetensors")
+        summary = {"steps": 0, "stopped": "untrained", "best_val": None}
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+        return
+    status = run_status(run_dir, spec.config)
+    if status == "conflict":
+        raise IrmLensError(
+            f"{run_dir} holds another run's config; the cache is keyed by config, so it was "
+            "edited by hand. Delete that directory and run again."
+        )
+    result = train(spec.config, run_dir, resume=status == "partial", host=host, progress=progress)
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt(f"training of {spec.name} interrupted; run again to resume")
+
+
+def _record(
+    spec: RunSpec, run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
+) -> None:
+    irm_path = run_dir / "irm.safetensors"
+    irm = IRM.load(irm_path, host)
+    irm.eval()
+    sets: dict[str, tuple[list[str], str, GenerationSettings]] = {
+        # The original recorded BOS + prompt, sampled (T 1, top-k 50) to 100 tokens in all.
+        "paper": (
+            prompt_set("paper"),
+            "plain",
+            dataclasses.replace(PAPER_SAMPLING, max_length=figures.paper_max_length),
+        ),
+        "heldout": (
+            prompt_set("heldout", emotion=spec.config.emotion, limit=figures.heldout),
+            spec.config.prompt_mode,
+            GenerationSettings(max_new_tokens=figures.heldout_tokens),
+        ),
+    }
+    for name, (prompts, mode, settings) in sets.items():
+        target = run_dir / "recordings" / name
+        if (target / "recording.json").exists():
+            continue
+        recordings = record(host, irm, prompts, mode=mode, settings=settings, progress=progress)  # type: ignore[arg-type]
+        meta = {"host": host_name(host), "irm": str(irm_path), "irm_sha256": _file_sha256(irm_path),
+                "mode": mode, "settings": dataclasses.asdict(settings)}  # fmt: skip
+        save_recordings(recordings, target, meta=meta)
+
+
+def _evaluate(
+    run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
+) -> None:
+    from irm_lens.evaluate import evaluate_run
+
+    evaluate_run(run_dir, host=host, max_rows=figures.eval_rows,
+                 max_new_tokens=figures.eval_tokens, progress=progress)  # fmt: skip
+
+
+def ensure_runs(
+    figures: FiguresConfig,
+    host: TransformerBridge | Callable[[], TransformerBridge],
+    *,
+    specs: Sequence[RunSpec] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Train, record and evaluate every run of the set that is not cached yet.
+
+    Args:
+        figures: the configuration.
+        host: the loaded host, or a function loading it (called only if some stage must run).
+        specs: runs to ensure (default ``run_specs(figures)``).
+
+    Returns:
+        Run name -> run directory, in run-set order.
+    """
+    specs = run_specs(figures) if specs is None else specs
+    loaded: list[TransformerBridge] = []
+
+    def get_host() -> TransformerBridge:
+        if not loaded:
+            loaded.append(host() if callable(host) and not isinstance(host, TransformerBridge)
+                          else host)  # type: ignore[arg-type]  # fmt: skip
+        return loaded[0]
+
+    dirs: dict[str, Path] = {}
+    for i, spec in enumerate(specs, start=1):
+        run_dir = spec.directory(figures)
+        dirs[spec.name] = run_dir
+        todo = [s for s in STAGES if not stage_done(run_dir, s)]
+        state = "cached" if not todo else ", ".join(todo)
+        log(f"[run {i}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
+        for stage in todo:
+            started = time.monotonic()
+            if stage == "train":
+                _train(spec, run_dir, get_host(), progress)
+            elif stage == "record":
+                _record(spec, run_dir, get_host(), figures, progress)
+            else:
+                _evaluate(run_dir, get_host(), figures, progress)
+            _note_duration(run_dir, stage, time.monotonic() - started)
+    return dirs
+
+
+def _note_duration(run_dir: Path, stage: str, seconds: float) -> None:
+    """Keep how long each stage took in ``stages.json`` (for the report's cost table)."""
+    path = run_dir / "stages.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[f"{stage}_s"] = round(seconds, 1)
+    write_text_atomic(path, json.dumps(times, indent=2))
+
+
+def stage_seconds(run_dir: Path) -> dict[str, float]:
+    """Seconds each stage of a run took when it ran (empty for runs cached before)."""
+    path = run_dir / "stages.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def load_run_recordings(run_dir: Path, prompt_set_name: str = "paper") -> list[Any]:
+    """The recordings of one stage-complete run (``paper`` or ``heldout``)."""
+    return load_recordings(run_dir / "recordings" / prompt_set_name)
