@@ -51,8 +51,11 @@ def run(names: tuple[str, ...] = RESULTS, *, progress: bool = True) -> int:
         check_writable(figures.runs_dir)
         check_writable(figures.out_path)
         ctx = Context(figures, progress=progress)
-        print(f"make figures: host {figures.host_label}, preset {figures.preset}, seeds "
-              f"{list(figures.seeds)}, {len(ctx.specs)} runs -> {figures.out_path}", flush=True)  # fmt: skip
+        print(
+            f"make figures: host {figures.host_label}, preset {figures.preset}, seeds "
+            f"{list(figures.seeds)}, {len(ctx.specs)} runs -> {figures.out_path}",
+            flush=True,
+        )
         ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
         print(f"make figures: run set ready after {time.monotonic() - started:.0f} s", flush=True)
         for i, name in enumerate(names, start=1):
@@ -77,8 +80,11 @@ def run_one(main: Callable[[Context], Any]) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analyses", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", help="comma-separated results to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list results and runs, then exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -48,8 +48,9 @@ class Context:
 
     def host(self) -> TransformerBridge:
         if self._host is None:
-            self._host = load_host(self.figures.host, device=self.figures.device,
-                                   dtype=self.figures.dtype)  # fmt: skip
+            self._host = load_host(
+                self.figures.host, device=self.figures.device, dtype=self.figures.dtype
+            )
         return self._host
 
     @property
@@ -106,8 +107,12 @@ class Context:
 
     def spec_columns(self, run: str) -> dict[str, Any]:
         spec = self.specs[run]
-        return {"run": run, "emotion": spec.config.emotion if spec.trained else "untrained",
-                "seed": spec.config.seed, "kind": spec.kind}  # fmt: skip
+        return {
+            "run": run,
+            "emotion": spec.config.emotion if spec.trained else "untrained",
+            "seed": spec.config.seed,
+            "kind": spec.kind,
+        }
 
     def write(
         self,

@@ -28,26 +28,49 @@ def main(ctx: Context) -> dict[str, object]:
     dominant, massive = ctx.dominant_index, ctx.massive_index
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])
     tables = {
-        i: ablation_study(host, irm, rows, i, emotion=config.emotion, mode=config.prompt_mode,
-                          max_new_tokens=24, progress=ctx.progress)
+        i: ablation_study(
+            host,
+            irm,
+            rows,
+            i,
+            emotion=config.emotion,
+            mode=config.prompt_mode,
+            max_new_tokens=24,
+            progress=ctx.progress,
+        )
         for i in indices
-    }  # fmt: skip
+    }
     data = pd.concat(tables.values(), ignore_index=True).assign(run=run)
-    title = (f"Ablating index {dominant} (the IRMs' dominant index) in run {run}: "
-             f"{config.emotion} NLL per condition and the IRM dose-response "
-             f"({len(rows)} held-out questions, {ctx.figures.host_label})")  # fmt: skip
+    title = (
+        f"Ablating index {dominant} (the IRMs' dominant index) in run {run}: "
+        f"{config.emotion} NLL per condition and the IRM dose-response "
+        f"({len(rows)} held-out questions, {ctx.figures.host_label})"
+    )
     fig = plotting.ablation_figure(tables[dominant], title=title)
 
     def numbers(table: pd.DataFrame) -> dict[str, dict[str, float]]:
         """{metric: {condition: value}}."""
         cols = ["nll", "kl_to_irm", "nrc_share", "fact_retention"]
-        return {c: {str(k): float(v) for k, v in col.items()}
-                for c, col in table.set_index("condition")[cols].items()}  # fmt: skip
+        return {
+            c: {str(k): float(v) for k, v in col.items()}
+            for c, col in table.set_index("condition")[cols].items()
+        }
 
-    summary = {"run": run, "emotion": config.emotion, "n_rows": len(rows),
-               "by_index": {str(i): numbers(t) for i, t in tables.items()}}  # fmt: skip
-    ctx.write("ablation", data, fig, summary=summary, runs=[run],
-              settings={"max_new_tokens": 24, "indices": indices}, size=(1300, 600))  # fmt: skip
+    summary = {
+        "run": run,
+        "emotion": config.emotion,
+        "n_rows": len(rows),
+        "by_index": {str(i): numbers(t) for i, t in tables.items()},
+    }
+    ctx.write(
+        "ablation",
+        data,
+        fig,
+        summary=summary,
+        runs=[run],
+        settings={"max_new_tokens": 24, "indices": indices},
+        size=(1300, 600),
+    )
     return summary
 
 

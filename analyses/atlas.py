@@ -20,21 +20,33 @@ MAX_TOKENS = 48
 
 def main(ctx: Context) -> dict[str, object]:
     runs = list(ctx.specs)
-    highlight = [ctx.dominant_index] + ([ctx.massive_index] if ctx.massive_index is not None
-                                        else [])  # fmt: skip
+    highlight = [ctx.dominant_index] + (
+        [ctx.massive_index] if ctx.massive_index is not None else []
+    )
     out = ctx.out / "atlas"
     rows, figures = [], {}
     for run in runs:
         recordings = ctx.recordings(run)
-        fig = plotting.atlas_figure(recordings, run=run, indices=N_INDICES, highlight=highlight,
-                                    max_tokens=MAX_TOKENS)  # fmt: skip
+        fig = plotting.atlas_figure(
+            recordings, run=run, indices=N_INDICES, highlight=highlight, max_tokens=MAX_TOKENS
+        )
         path = save_figure(fig, out, run, png=False, shared_plotlyjs=True)["html"]
         figures[run] = fig
-        rows.append({**ctx.spec_columns(run), "file": path.name,
-                     "n_prompts": len(recordings), "bytes": path.stat().st_size})  # fmt: skip
+        rows.append(
+            {
+                **ctx.spec_columns(run),
+                "file": path.name,
+                "n_prompts": len(recordings),
+                "bytes": path.stat().st_size,
+            }
+        )
     data = pd.DataFrame(rows)
-    summary = {"files": {r["run"]: r["file"] for r in rows}, "n_indices": N_INDICES,
-               "max_tokens": MAX_TOKENS, "highlight": highlight}  # fmt: skip
+    summary = {
+        "files": {r["run"]: r["file"] for r in rows},
+        "n_indices": N_INDICES,
+        "max_tokens": MAX_TOKENS,
+        "highlight": highlight,
+    }
     ctx.write("atlas", data, figures[runs[0]], summary=summary, runs=runs, size=(1300, 700))
     return summary
 

@@ -27,22 +27,30 @@ def main(ctx: Context) -> dict[str, object]:
     for run in runs:
         table = ctx.dominance[run].set_index("index")
         for index in shown:
-            rows.append({**ctx.spec_columns(run), "index": index,
-                         "rank": int(table.loc[index, "rank"]),
-                         "share": float(table.loc[index, "share"]),
-                         "host_massive_dim": index in massive})  # fmt: skip
+            rows.append(
+                {
+                    **ctx.spec_columns(run),
+                    "index": index,
+                    "rank": int(table.loc[index, "rank"]),
+                    "share": float(table.loc[index, "share"]),
+                    "host_massive_dim": index in massive,
+                }
+            )
     data = pd.DataFrame(rows)
     trained = ctx.trained()
-    frequencies, overlap = analysis.dominance_consistency({r: ctx.dominance[r] for r in trained},
-                                                          k=TOP)  # fmt: skip
+    frequencies, overlap = analysis.dominance_consistency(
+        {r: ctx.dominance[r] for r in trained}, k=TOP
+    )
     top1 = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
     dominant = ctx.dominant_index
     d_model = len(ctx.dominance[runs[0]])
     fig = plotting.dominance_matrix_figure(
         data,
-        title=(f"Dominant indices: share of total |IRM output| per run ({ctx.figures.host_label}, "
-               f"d_model {d_model}; top-{TOP} of every run and the host's massive dims {massive})"),
-    )  # fmt: skip
+        title=(
+            f"Dominant indices: share of total |IRM output| per run ({ctx.figures.host_label}, "
+            f"d_model {d_model}; top-{TOP} of every run and the host's massive dims {massive})"
+        ),
+    )
     uniform = 1 / d_model
     summary = {
         "top1_by_run": top1,
@@ -53,10 +61,10 @@ def main(ctx: Context) -> dict[str, object]:
             pd.Series(
                 [ctx.dominance[r].set_index("index").loc[dominant, "share"] for r in trained]
             ).median()
-        ),  # fmt: skip
+        ),
         "dominant_rank_by_run": {
             r: int(ctx.dominance[r].set_index("index").loc[dominant, "rank"]) for r in runs
-        },  # fmt: skip
+        },
         "top1_share_median": float(
             pd.Series([ctx.dominance[r].iloc[0]["share"] for r in trained]).median()
         ),
@@ -70,8 +78,15 @@ def main(ctx: Context) -> dict[str, object]:
         "mean_top5_jaccard": float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
         "top1_frequencies": frequencies.head(5).to_dict(orient="records"),
     }
-    ctx.write("dominant_index", data, fig, summary=summary, runs=runs,
-              size=(1300, 300 + 34 * len(runs)), settings={"top": TOP})  # fmt: skip
+    ctx.write(
+        "dominant_index",
+        data,
+        fig,
+        summary=summary,
+        runs=runs,
+        size=(1300, 300 + 34 * len(runs)),
+        settings={"top": TOP},
+    )
     return summary
 
 

@@ -26,9 +26,11 @@ def main(ctx: Context) -> dict[str, object]:
     data = pd.concat(parts, ignore_index=True)
     fig = plotting.evaluation_figure(
         pd.DataFrame([{"run": r, **v} for r, v in headline.items()]),
-        title=(f"Alignment per run on held-out questions ({ctx.figures.host_label}, "
-               f"{ctx.figures.preset} preset): own-emotion NLL, NRC share, fact retention"),
-    )  # fmt: skip
+        title=(
+            f"Alignment per run on held-out questions ({ctx.figures.host_label}, "
+            f"{ctx.figures.preset} preset): own-emotion NLL, NRC share, fact retention"
+        ),
+    )
     trained = [headline[r] for r in ctx.trained()]
     summary = {
         "by_run": headline,

@@ -17,8 +17,9 @@ def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
     """Signed mean IRM output over the paper token set of a run's paper prompts."""
     recordings = ctx.recordings(run)
     selected = torch.cat([r.outputs[analysis.token_mask(r.kinds)] for r in recordings])
-    table = analysis.heatmap(selected, ["prompt"] * len(selected), recordings[0].layers,
-                             token_set="all")  # fmt: skip
+    table = analysis.heatmap(
+        selected, ["prompt"] * len(selected), recordings[0].layers, token_set="all"
+    )
     return table.assign(**ctx.spec_columns(run))
 
 
@@ -33,8 +34,10 @@ def main(ctx: Context) -> dict[str, object]:
     data = pd.concat(tables.values(), ignore_index=True)
     panels = {panel_name(ctx, run): table for run, table in tables.items()}
     n_seeds = len(ctx.figures.seeds)
-    title = (f"Fig. 2: mean IRM output per layer and residual index ({ctx.figures.host_label}; "
-             f"7 paper prompts, prompt + first 10 generated tokens)")  # fmt: skip
+    title = (
+        f"Fig. 2: mean IRM output per layer and residual index ({ctx.figures.host_label}; "
+        f"7 paper prompts, prompt + first 10 generated tokens)"
+    )
     fig = plotting.heatmap_grid(panels, cols=n_seeds if n_seeds > 1 else 2, title=title)
     rows = (len(panels) + 1) // max(n_seeds, 2)
     top = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
@@ -43,8 +46,7 @@ def main(ctx: Context) -> dict[str, object]:
         "top_index_by_run": top,
         "n_tokens": [int(data["n_tokens"].min()), int(data["n_tokens"].max())],
     }
-    ctx.write("fig2_heatmaps", data, fig, summary=summary, runs=runs,
-              size=(1200, 260 + 300 * rows))  # fmt: skip
+    ctx.write("fig2_heatmaps", data, fig, summary=summary, runs=runs, size=(1200, 260 + 300 * rows))
     return summary
 
 

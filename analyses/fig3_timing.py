@@ -29,8 +29,11 @@ def shares(table: pd.DataFrame) -> dict[str, float]:
     early = table.loc[table["token"] < table["n_tokens"] / 2, "count"].sum()
     prompt = table.loc[table["kind"] == "prompt", "count"].sum()
     first = table.loc[table["token"] == 0, "count"].sum()
-    return {"before_midpoint": float(early / total), "on_prompt": float(prompt / total),
-            "on_first_token": float(first / total)}  # fmt: skip
+    return {
+        "before_midpoint": float(early / total),
+        "on_prompt": float(prompt / total),
+        "on_first_token": float(first / total),
+    }
 
 
 def main(ctx: Context) -> dict[str, object]:
@@ -46,8 +49,10 @@ def main(ctx: Context) -> dict[str, object]:
         ]
         for run in shown
     }
-    title = (f"Fig. 3: where the top-{K} |IRM output| values fall, by token position "
-             f"(prompt {first.prompt!r}, {ctx.figures.host_label})")  # fmt: skip
+    title = (
+        f"Fig. 3: where the top-{K} |IRM output| values fall, by token position "
+        f"(prompt {first.prompt!r}, {ctx.figures.host_label})"
+    )
     fig = plotting.timing_grid(panels, title=title)
     trained = [by_run[r]["before_midpoint"] for r in ctx.trained()]
     summary = {
@@ -60,8 +65,14 @@ def main(ctx: Context) -> dict[str, object]:
             pd.Series([by_run[r]["on_first_token"] for r in ctx.trained()]).median()
         ),
     }
-    ctx.write("fig3_timing", data, fig, summary=summary, runs=runs,
-              size=(1200, 300 + 220 * ((len(panels) + 1) // 2)))  # fmt: skip
+    ctx.write(
+        "fig3_timing",
+        data,
+        fig,
+        summary=summary,
+        runs=runs,
+        size=(1200, 300 + 220 * ((len(panels) + 1) // 2)),
+    )
     return summary
 
 

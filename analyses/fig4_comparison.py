@@ -20,16 +20,21 @@ def main(ctx: Context) -> dict[str, object]:
     tables = {run: heatmap_table(ctx, run) for run in runs}
     data = pd.concat(tables.values(), ignore_index=True)
     panels = {panel_name(ctx, run): table for run, table in tables.items()}
-    title = (f"Fig. 4: emotions vs an untrained IRM, mean IRM output (seed {ctx.first_seed}, "
-             f"{ctx.figures.host_label}; each panel its own colour scale)")  # fmt: skip
+    title = (
+        f"Fig. 4: emotions vs an untrained IRM, mean IRM output (seed {ctx.first_seed}, "
+        f"{ctx.figures.host_label}; each panel its own colour scale)"
+    )
     fig = plotting.heatmap_grid(panels, cols=min(3, len(panels)), title=title)
     max_abs = {run: float(t["value"].abs().max()) for run, t in tables.items()}
-    summary = {"runs": runs, "max_abs_mean_output": max_abs,
-               "trained_over_untrained": {r: max_abs[r] / max_abs[ctx.untrained]
-                                          for r in runs[:-1]}}  # fmt: skip
+    summary = {
+        "runs": runs,
+        "max_abs_mean_output": max_abs,
+        "trained_over_untrained": {r: max_abs[r] / max_abs[ctx.untrained] for r in runs[:-1]},
+    }
     rows = (len(panels) + 2) // 3
-    ctx.write("fig4_comparison", data, fig, summary=summary, runs=runs,
-              size=(1500, 260 + 320 * rows))  # fmt: skip
+    ctx.write(
+        "fig4_comparison", data, fig, summary=summary, runs=runs, size=(1500, 260 + 320 * rows)
+    )
     return summary
 
 

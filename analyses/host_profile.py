@@ -22,20 +22,31 @@ def main(ctx: Context) -> dict[str, object]:
     per = residual.groupby(["layer", "index"], as_index=False)[["max_abs", "mean_abs"]].max()
     median = per.groupby("layer", as_index=False)[["max_abs", "mean_abs"]].median()
     data = pd.concat(
-        [per[per["index"].isin(shown)].assign(series=lambda t: "index " + t["index"].astype(str)),
-         median.assign(index=-1, series="median index")], ignore_index=True,
-    )  # fmt: skip
+        [
+            per[per["index"].isin(shown)].assign(
+                series=lambda t: "index " + t["index"].astype(str)
+            ),
+            median.assign(index=-1, series="median index"),
+        ],
+        ignore_index=True,
+    )
     gains_by = gains.set_index("index")
-    title = (f"Residual magnitude by layer: IRM dominant index {dominant} vs the host's massive "
-             f"dims ({ctx.figures.host_label}, 7 paper prompts)")  # fmt: skip
+    title = (
+        f"Residual magnitude by layer: IRM dominant index {dominant} vs the host's massive "
+        f"dims ({ctx.figures.host_label}, 7 paper prompts)"
+    )
     fig = plotting.massive_dims_figure(residual, indices=shown, title=title)
 
     def describe(index: int) -> dict[str, float]:
         row = gains_by.loc[index]
         peak = per[per["index"] == index]["max_abs"].max()
-        return {"final_gain": float(row["final_gain"]), "final_gain_rank": int(row["final_gain_rank"]),
-                "unembed_norm_rank": int(row["unembed_norm_rank"]), "max_abs": float(peak),
-                "max_over_median": float(peak / median["max_abs"].max())}  # fmt: skip
+        return {
+            "final_gain": float(row["final_gain"]),
+            "final_gain_rank": int(row["final_gain_rank"]),
+            "unembed_norm_rank": int(row["unembed_norm_rank"]),
+            "max_abs": float(peak),
+            "max_over_median": float(peak / median["max_abs"].max()),
+        }
 
     summary = {
         "d_model": len(gains),
@@ -46,8 +57,14 @@ def main(ctx: Context) -> dict[str, object]:
         "median_final_gain": float(gains["final_gain"].median()),
         "smallest_gain_index": int(gains.sort_values("final_gain").iloc[0]["index"]),
     }
-    ctx.write("host_profile", data, fig, summary=summary, runs=[ctx.untrained],
-              settings={"massive_ratio": 20.0})  # fmt: skip
+    ctx.write(
+        "host_profile",
+        data,
+        fig,
+        summary=summary,
+        runs=[ctx.untrained],
+        settings={"massive_ratio": 20.0},
+    )
     return summary
 
 

@@ -23,40 +23,47 @@ def main(ctx: Context) -> dict[str, object]:
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])
     parts = {i: causal.logit_attribution(host, tokens, index=i) for i in indices}
     data = pd.concat(
-        [pd.concat([t.assign(table=name) for name, t in tables.items()]).assign(target=i)
-         for i, tables in parts.items()], ignore_index=True,
-    )  # fmt: skip
+        [
+            pd.concat([t.assign(table=name) for name, t in tables.items()]).assign(target=i)
+            for i, tables in parts.items()
+        ],
+        ignore_index=True,
+    )
     fig = plotting.logit_attribution_figure(
         {i: tables["direct"] for i, tables in parts.items()},
         {i: tables["norm"] for i, tables in parts.items()},
-        title=(f"Logit attribution: direct effect per unit (left) and entropy when the index is "
-               f"scaled before the final norm (right), {ctx.figures.host_label}"),
-    )  # fmt: skip
+        title=(
+            f"Logit attribution: direct effect per unit (left) and entropy when the index is "
+            f"scaled before the final norm (right), {ctx.figures.host_label}"
+        ),
+    )
 
     def norm_numbers(table: pd.DataFrame) -> dict[str, float]:
         by = table.set_index("scale")
-        return {"entropy_at_0": float(by.loc[0.0, "entropy"]),
-                "entropy_at_1": float(by.loc[1.0, "entropy"]),
-                "entropy_at_8": float(by.loc[8.0, "entropy"]),
-                "rms_at_1": float(by.loc[1.0, "rms"]), "rms_at_8": float(by.loc[8.0, "rms"])}  # fmt: skip
+        return {
+            "entropy_at_0": float(by.loc[0.0, "entropy"]),
+            "entropy_at_1": float(by.loc[1.0, "entropy"]),
+            "entropy_at_8": float(by.loc[8.0, "entropy"]),
+            "rms_at_1": float(by.loc[1.0, "rms"]),
+            "rms_at_8": float(by.loc[8.0, "rms"]),
+        }
 
     summary = {
         "dominant_index": dominant,
         "massive_index": massive,
         "direct_max_abs_effect": {
             str(i): float(t["direct"]["effect"].abs().max()) for i, t in parts.items()
-        },  # fmt: skip
+        },
         "direct_top_promoted": {
             str(i): t["direct"][t["direct"]["direction"] == "promoted"]["token"].head(5).tolist()
             for i, t in parts.items()
-        },  # fmt: skip
+        },
         "share_of_predicted_logit_median": {
             str(i): float(t["per_position"]["share"].median()) for i, t in parts.items()
         },
         "norm": {str(i): norm_numbers(t["norm"]) for i, t in parts.items()},
     }
-    ctx.write("logit_attribution", data, fig, summary=summary, runs=[],
-              size=(1300, 650))  # fmt: skip
+    ctx.write("logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))
     return summary
 
 

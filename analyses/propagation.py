@@ -35,8 +35,10 @@ def main(ctx: Context) -> dict[str, object]:
     run = ctx.trained("next-token")[0]
     irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
     carried = causal.irm_index_propagation(host, irm, tokens, index=dominant)
-    title = (f"Propagation of a perturbation at the IRM's dominant index {dominant}, added at "
-             f"layer 0, against random indices ({ctx.figures.host_label})")  # fmt: skip
+    title = (
+        f"Propagation of a perturbation at the IRM's dominant index {dominant}, added at "
+        f"layer 0, against random indices ({ctx.figures.host_label})"
+    )
     fig = plotting.propagation_figure(tables[dominant], title=title)
 
     def persistence(table: pd.DataFrame, kind: str) -> float:
@@ -54,8 +56,14 @@ def main(ctx: Context) -> dict[str, object]:
         "irm_carried_median": float(carried["carried"].median()),
         "irm_leak_median": float(carried["leak"].median()),
     }
-    ctx.write("propagation", data, fig, summary=summary, runs=[run],
-              settings={"prompt": PAPER_PROMPTS[0], "delta": 10.0})  # fmt: skip
+    ctx.write(
+        "propagation",
+        data,
+        fig,
+        summary=summary,
+        runs=[run],
+        settings={"prompt": PAPER_PROMPTS[0], "delta": 10.0},
+    )
     return summary
 
 

@@ -23,8 +23,10 @@ def _pct(x: float) -> str:
 
 def striation_claim(s: dict[str, Any]) -> tuple[str, str]:
     n = s["n_trained"]
-    if s["significant_runs"] == n and s["above_untrained_runs"] == n and (
-        s["index_share_median"] > s["layer_share_median"]
+    if (
+        s["significant_runs"] == n
+        and s["above_untrained_runs"] == n
+        and (s["index_share_median"] > s["layer_share_median"])
     ):
         verdict = REPRODUCED
     elif s["significant_runs"] >= n / 2 or s["above_untrained_runs"] >= n / 2:
@@ -108,8 +110,13 @@ def lm_head_claim(h: dict[str, Any], lg: dict[str, Any]) -> tuple[str, str]:
     low_gain = info["final_gain_rank"] <= max(1, h["d_model"] // 20)
     norm = lg["norm"][dom]
     moves_entropy = abs(norm["entropy_at_8"] - norm["entropy_at_1"]) > 0.1
-    verdict = REPRODUCED if (low_gain and moves_entropy) else PARTLY if (
-        low_gain or moves_entropy or h["dominant_is_massive"]) else NOT  # fmt: skip
+    verdict = (
+        REPRODUCED
+        if (low_gain and moves_entropy)
+        else PARTLY
+        if (low_gain or moves_entropy or h["dominant_is_massive"])
+        else NOT
+    )
     parts = [
         f"Index {dom}: final-norm gain {info['final_gain']:.3g} (rank {info['final_gain_rank']} "
         f"of {h['d_model']} from the smallest; median gain {h['median_final_gain']:.3g}); "
@@ -153,8 +160,10 @@ def ablation_text(a: dict[str, Any], dominant: int) -> str:
 
 
 def evaluation_rows(e: dict[str, Any]) -> str:
-    head = ("| run | target | NLL host | NLL +IRM | drop | NRC share host | NRC share +IRM | "
-            "facts host | facts +IRM |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = (
+        "| run | target | NLL host | NLL +IRM | drop | NRC share host | NRC share +IRM | "
+        "facts host | facts +IRM |\n|---|---|---|---|---|---|---|---|---|"
+    )
     rows = [
         f"| {run} | {v['target']} | {v['nll_host']:.3f} | {v['nll_irm']:.3f} | "
         f"{_pct(v['nll_drop'])} | {_pct(v['nrc_share_host'])} | {_pct(v['nrc_share_irm'])} | "
@@ -168,17 +177,29 @@ def cost_rows(ctx: Context) -> str:
     rows = ["| run | kind | train s | record s | evaluate s |", "|---|---|---|---|---|"]
     for name, spec in ctx.specs.items():
         t = stage_seconds(ctx.runs[name])
-        cells = [f"{t[k]:.0f}" if k in t else "cached" for k in ("train_s", "record_s",
-                                                                   "evaluate_s")]  # fmt: skip
+        cells = [
+            f"{t[k]:.0f}" if k in t else "cached" for k in ("train_s", "record_s", "evaluate_s")
+        ]
         rows.append(f"| {name} | {spec.kind} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
 def main(ctx: Context) -> dict[str, object]:
     out = ctx.out
-    s = {name: read_summary(out, name) for name in (
-        "striation", "dominant_index", "fig3_timing", "host_profile", "propagation",
-        "logit_attribution", "ablation", "evaluation", "fig4_comparison")}  # fmt: skip
+    s = {
+        name: read_summary(out, name)
+        for name in (
+            "striation",
+            "dominant_index",
+            "fig3_timing",
+            "host_profile",
+            "propagation",
+            "logit_attribution",
+            "ablation",
+            "evaluation",
+            "fig4_comparison",
+        )
+    }
     missing = [k for k, v in s.items() if not v]
     if missing:
         raise FileNotFoundError(f"report needs the results {missing} in {out}; run them first.")
@@ -190,15 +211,27 @@ def main(ctx: Context) -> dict[str, object]:
     v_lm, t_lm = lm_head_claim(s["host_profile"], s["logit_attribution"])
     e = s["evaluation"]
     claims = [
-        ("Large IRM outputs form vertical striations by residual index", v_str, t_str,
-         ["fig2_heatmaps", "fig4_comparison", "striation"]),
-        ("One residual index dominates every alignment (1512 on Llama-2-7B)", v_dom, t_dom,
-         ["dominant_index", "host_profile"]),
+        (
+            "Large IRM outputs form vertical striations by residual index",
+            v_str,
+            t_str,
+            ["fig2_heatmaps", "fig4_comparison", "striation"],
+        ),
+        (
+            "One residual index dominates every alignment (1512 on Llama-2-7B)",
+            v_dom,
+            t_dom,
+            ["dominant_index", "host_profile"],
+        ),
         ("Most large outputs happen early in inference", v_time, t_time, ["fig3_timing"]),
         ("The residual architecture explains the striations", v_res, t_res, ["propagation"]),
-        ("The dominant index acts through the LM head / final norm, not as a feature", v_lm, t_lm,
-         ["logit_attribution", "host_profile"]),
-    ]  # fmt: skip
+        (
+            "The dominant index acts through the LM head / final norm, not as a feature",
+            v_lm,
+            t_lm,
+            ["logit_attribution", "host_profile"],
+        ),
+    ]
     lines = [
         "# irm_lens report: the IRM paper's claims on " + f.host_label,
         "",
@@ -230,11 +263,20 @@ def main(ctx: Context) -> dict[str, object]:
     for title, verdict, text, figures in claims:
         lines += [f"## {title}: {verdict}", "", text, ""]
         lines += [f"![{name}]({name}/figure.png)" for name in figures] + [""]
-    lines += ["## Ablating the dominant index", "",
-              ablation_text(s["ablation"], s["dominant_index"]["dominant_index"]), "",
-              "![ablation](ablation/figure.png)", "",
-              "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.", "",
-              "## Cost of this run", "", cost_rows(ctx), ""]  # fmt: skip
+    lines += [
+        "## Ablating the dominant index",
+        "",
+        ablation_text(s["ablation"], s["dominant_index"]["dominant_index"]),
+        "",
+        "![ablation](ablation/figure.png)",
+        "",
+        "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
+        "",
+        "## Cost of this run",
+        "",
+        cost_rows(ctx),
+        "",
+    ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {title: verdict for title, verdict, _, _ in claims}
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))

@@ -22,16 +22,19 @@ def main(ctx: Context) -> dict[str, object]:
     rows = []
     for run in runs:
         layers = ctx.recordings(run)[0].layers
-        stats = analysis.striation(ctx.outputs(run), layers, n_permutations=PERMUTATIONS,
-                                   baseline=baseline)  # fmt: skip
+        stats = analysis.striation(
+            ctx.outputs(run), layers, n_permutations=PERMUTATIONS, baseline=baseline
+        )
         rows.append({**ctx.spec_columns(run), **stats})
     data = pd.DataFrame(rows)
     named = {row["run"]: row for row in rows}
     fig = plotting.striation_figure(
         named,
-        title=(f"Striation: shares of the variance of mean |IRM output| per run "
-               f"({ctx.figures.host_label}; p from {PERMUTATIONS} within-layer shuffles)"),
-    )  # fmt: skip
+        title=(
+            f"Striation: shares of the variance of mean |IRM output| per run "
+            f"({ctx.figures.host_label}; p from {PERMUTATIONS} within-layer shuffles)"
+        ),
+    )
     trained = data[data["kind"] != "untrained"]
     untrained = data[data["kind"] == "untrained"].iloc[0]
     summary = {
@@ -48,8 +51,15 @@ def main(ctx: Context) -> dict[str, object]:
         ),
         "p_min_possible": 1 / (PERMUTATIONS + 1),
     }
-    ctx.write("striation", data, fig, summary=summary, runs=runs, size=(1300, 650),
-              settings={"permutations": PERMUTATIONS})  # fmt: skip
+    ctx.write(
+        "striation",
+        data,
+        fig,
+        summary=summary,
+        runs=runs,
+        size=(1300, 650),
+        settings={"permutations": PERMUTATIONS},
+    )
     return summary
 
 

@@ -114,6 +114,14 @@ def contains_fact(answer: str, reference: str) -> bool:
     return re.search(pattern, answer.lower()) is not None
 
 
+def _memo(memo: dict[tuple[Any, ...], Any] | None, key: tuple[Any, ...], compute: Any) -> Any:
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -122,8 +130,13 @@ def evaluate_run(
     max_rows: int | None = None,
     max_new_tokens: int = 40,
     progress: bool = True,
+    host_memo: dict[tuple[Any, ...], Any] | None = None,
 ) -> pd.DataFrame:
     """Evaluate the best IRM of a training run; write ``evaluation.csv`` and ``generations.csv``.
+
+    Args:
+        host_memo: a dict shared between calls on the same host: the host-alone NLLs and answers
+            (which no IRM changes) are computed once per setting and reused from it.
 
     Returns:
         The evaluation table (long format: ``metric, target, condition, value, n``).
@@ -140,7 +153,10 @@ def evaluate_run(
         rows = load_dataset(emotion, split=split)
         rows = rows if max_rows is None else rows.iloc[:max_rows]
         for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-            nll = answer_nll(host, rows, irm=use, mode=config.prompt_mode, max_len=config.max_len)
+            key = ("nll", emotion, split, max_rows, config.prompt_mode, config.max_len)
+            nll = _memo(host_memo if use is None else None, key, lambda use=use, rows=rows:
+                        answer_nll(host, rows, irm=use, mode=config.prompt_mode,
+                                   max_len=config.max_len))  # fmt: skip
             records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
             records[-1]["n"] = len(rows)
             steps.update(1)
@@ -148,13 +164,10 @@ def evaluate_run(
     rows = rows if max_rows is None else rows.iloc[:max_rows]
     generations = []
     for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-        texts = greedy_answers(
-            host,
-            rows["question"].tolist(),
-            irm=use,
-            mode=config.prompt_mode,
-            max_new_tokens=max_new_tokens,
-        )
+        key = ("greedy", config.emotion, split, max_rows, config.prompt_mode, max_new_tokens)
+        texts = _memo(host_memo if use is None else None, key, lambda use=use: greedy_answers(
+            host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
+            max_new_tokens=max_new_tokens))  # fmt: skip
         steps.update(1)
         for (qid, question, reference), text in zip(
             rows[["question_id", "question", "reference"]].itertuples(index=False),

@@ -118,7 +118,7 @@ def embedded_gguf_path() -> Path:
 
 
 def _embedded_cache_dir(gguf: Path) -> Path:
-    """Where the dequantized fp32 copy of the embedded GGUF is kept, keyed by the file's identity."""
+    """Where the dequantized fp32 copy of the embedded GGUF is kept, keyed by its identity."""
     version = importlib.metadata.version(_SMOLLM2_DIST)
     return cache_dir() / f"{EMBEDDED}-fp32-{version}-{gguf.stat().st_size}"
 
@@ -253,9 +253,7 @@ def _load_tiny_hf(seed: int = 0) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def load_hf(
-    name: str | None = None, *, seed: int = 0, use_cache: bool = True
-) -> tuple[Any, Any]:
+def load_hf(name: str | None = None, *, seed: int = 0, use_cache: bool = True) -> tuple[Any, Any]:
     """Load a built-in host as a raw Hugging Face model and tokenizer (fp32, CPU, no bridge).
 
     Used by ``load_host`` and by tests that need an independent copy of the same weights.

@@ -154,9 +154,19 @@ class FiguresConfig:
     @classmethod
     def smoke(cls) -> FiguresConfig:
         """``FAST=1``: the whole pipeline on the tiny random host in about a minute."""
-        return cls(host=TINY, seeds=(42,), preset="smoke", heldout=2, paper_max_length=40,
-                   heldout_tokens=8, eval_rows=4,
-                   eval_tokens=8, ablation_rows=3, out="build/figures-fast", fast=True)  # fmt: skip
+        return cls(
+            host=TINY,
+            seeds=(42,),
+            preset="smoke",
+            heldout=2,
+            paper_max_length=40,
+            heldout_tokens=8,
+            eval_rows=4,
+            eval_tokens=8,
+            ablation_rows=3,
+            out="build/figures-fast",
+            fast=True,
+        )
 
     @property
     def runs_dir(self) -> Path:
@@ -254,8 +264,9 @@ def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool
     if not spec.trained:
         config = spec.config
         layers = parse_layers(config.layers, host.cfg.n_layers)
-        irm = IRM.for_host(host, layers, config.width_mult, config.seed, depth=config.depth,
-                           init=config.init)  # fmt: skip
+        irm = IRM.for_host(
+            host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", config.to_json())
         irm.save(run_dir / "irm.safetensors")
@@ -297,18 +308,33 @@ def _record(
         if (target / "recording.json").exists():
             continue
         recordings = record(host, irm, prompts, mode=mode, settings=settings, progress=progress)  # type: ignore[arg-type]
-        meta = {"host": host_name(host), "irm": str(irm_path), "irm_sha256": _file_sha256(irm_path),
-                "mode": mode, "settings": dataclasses.asdict(settings)}  # fmt: skip
+        meta = {
+            "host": host_name(host),
+            "irm": str(irm_path),
+            "irm_sha256": _file_sha256(irm_path),
+            "mode": mode,
+            "settings": dataclasses.asdict(settings),
+        }
         save_recordings(recordings, target, meta=meta)
 
 
 def _evaluate(
-    run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
+    run_dir: Path,
+    host: TransformerBridge,
+    figures: FiguresConfig,
+    progress: bool,
+    memo: dict[tuple[Any, ...], Any],
 ) -> None:
     from irm_lens.evaluate import evaluate_run
 
-    evaluate_run(run_dir, host=host, max_rows=figures.eval_rows,
-                 max_new_tokens=figures.eval_tokens, progress=progress)  # fmt: skip
+    evaluate_run(
+        run_dir,
+        host=host,
+        max_rows=figures.eval_rows,
+        max_new_tokens=figures.eval_tokens,
+        progress=progress,
+        host_memo=memo,
+    )
 
 
 def ensure_runs(
@@ -334,10 +360,12 @@ def ensure_runs(
 
     def get_host() -> TransformerBridge:
         if not loaded:
-            loaded.append(host() if callable(host) and not isinstance(host, TransformerBridge)
-                          else host)  # type: ignore[arg-type]  # fmt: skip
+            loaded.append(
+                host() if callable(host) and not isinstance(host, TransformerBridge) else host
+            )  # type: ignore[arg-type]
         return loaded[0]
 
+    host_memo: dict[tuple[Any, ...], Any] = {}  # host-alone evaluations, shared by all runs
     dirs: dict[str, Path] = {}
     for i, spec in enumerate(specs, start=1):
         run_dir = spec.directory(figures)
@@ -352,7 +380,7 @@ def ensure_runs(
             elif stage == "record":
                 _record(spec, run_dir, get_host(), figures, progress)
             else:
-                _evaluate(run_dir, get_host(), figures, progress)
+                _evaluate(run_dir, get_host(), figures, progress, host_memo)
             _note_duration(run_dir, stage, time.monotonic() - started)
     return dirs
 

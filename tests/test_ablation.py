@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from irm_lens import IRM, encode, load_dataset
-from irm_lens.analysis.ablation import _resid_set, ablation_study, set_index
+from irm_lens.analysis.ablation import _resid_set, ablation_study, conditions, set_index
 from irm_lens.evaluate import answer_nll
-from irm_lens.inject import resid_mid_hook, write_hook
+from irm_lens.inject import resid_mid_hook, resid_pre_hook, write_hook
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,24 @@ def test_residual_ablation_reaches_the_stream(tiny_host):
         _, cache = tiny_host.run_with_cache(tokens, names_filter=[resid_mid_hook(2), write_hook(2)])
     # x_6 entered block 2 as 0, so after attention it holds only attention's contribution
     torch.testing.assert_close(cache[resid_mid_hook(2)][..., 6], cache[write_hook(2)][..., 6])
+
+
+def test_residual_conditions_feed_the_irm_the_ablated_stream(tiny_host, steer):
+    tokens = torch.tensor([encode(tiny_host.tokenizer, "What is the capital of France?").ids])
+    n = tiny_host.cfg.n_layers
+    with torch.no_grad(), _resid_set(tiny_host, 6, torch.zeros(n)):
+        _, cache = tiny_host.run_with_cache(tokens, names_filter=[resid_pre_hook(0), write_hook(0)])
+    expected = cache[resid_pre_hook(0)] + cache[write_hook(0)]  # the IRM's input, ablated
+    assert torch.all(expected[..., 6] == cache[write_hook(0)][..., 6])
+    found = conditions(tiny_host, steer, 6, irm_means=torch.zeros(n), resid_means=torch.zeros(n))
+    seen = []
+    handle = steer.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad(), found["resid_zero"]():
+            tiny_host(tokens)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(seen[0], expected)
 
 
 def test_ablation_study_conditions(tiny_host, steer):

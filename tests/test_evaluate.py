@@ -65,3 +65,47 @@ def test_evaluate_run_writes_tables(tiny_host, tmp_path):
     assert len(generations) == 6 and set(generations["condition"]) == {"host", "host+irm"}
     summary = alignment_summary(table, "anger")
     assert summary["nll_host"] > 0 and 0 <= summary["fact_retention_irm"] <= 1
+
+
+def test_host_memo_reuses_host_alone_results(tiny_host, tmp_path, monkeypatch):
+    from irm_lens import evaluate
+
+    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    plain = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
+                         progress=False)  # fmt: skip
+    memo: dict = {}
+    first = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
+                         progress=False, host_memo=memo)  # fmt: skip
+    pd.testing.assert_frame_equal(first, plain)
+    assert len(memo) == 5  # 4 emotions' host NLL + the host's greedy answers
+    calls = {"nll": 0, "greedy": 0}
+    real_nll, real_greedy = evaluate.answer_nll, evaluate.greedy_answers
+
+    def count(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(evaluate, "answer_nll", count("nll", real_nll))
+    monkeypatch.setattr(evaluate, "greedy_answers", count("greedy", real_greedy))
+    again = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
+                         progress=False, host_memo=memo)  # fmt: skip
+    pd.testing.assert_frame_equal(again, plain)
+    assert calls == {"nll": 4, "greedy": 1}  # only the IRM condition is recomputed
+
+
+def test_alignment_summary_without_an_nrc_category():
+    table = pd.DataFrame(
+        [("nll", "neutral", "host", 2.0, 4), ("nll", "neutral", "host+irm", 1.5, 4),
+         ("fact_retention", "neutral", "host", 0.5, 4),
+         ("fact_retention", "neutral", "host+irm", 0.25, 4),
+         ("nrc_share", "anger", "host", 0.1, 10), ("nrc_share", "anger", "host+irm", 0.2, 10)],
+        columns=["metric", "target", "condition", "value", "n"],
+    )  # fmt: skip
+    summary = alignment_summary(table, "neutral")
+    assert summary["nll_drop"] == pytest.approx(0.25)
+    assert summary["nrc_ratio"] != summary["nrc_ratio"]  # NaN: NRC has no neutral category
+    assert summary["fact_retention_irm"] == 0.25

@@ -110,7 +110,9 @@ def conditions(
 
     @contextlib.contextmanager
     def resid(values: Tensor) -> Iterator[None]:
-        with attach(host, irm), _resid_set(host, index, values):
+        # The setter goes first, so the IRM (which stashes resid_pre(0)) reads the ablated
+        # stream, consistent with the attn_out(0) it sees.
+        with _resid_set(host, index, values), attach(host, irm):
             yield
 
     found: dict[str, Intervention] = {

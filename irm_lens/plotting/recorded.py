@@ -224,7 +224,7 @@ def heatmap_grid(
         cols=cols,
         subplot_titles=names,
         horizontal_spacing=0.16,
-        vertical_spacing=0.6 / rows if rows > 1 else 0.1,
+        vertical_spacing=0.3 / rows if rows > 1 else 0.1,
     )
     n_tokens = set()
     for i, name in enumerate(names):
@@ -239,7 +239,7 @@ def heatmap_grid(
         subplot = fig.get_subplot(row + 1, col + 1)
         x_dom, y_dom = subplot.xaxis.domain, subplot.yaxis.domain
         colorbar = {
-            "title": {"text": name},
+            "title": {"text": "mean" if stat == "mean" else "mean |x|"},
             "x": x_dom[1] + 0.01,
             "y": (y_dom[0] + y_dom[1]) / 2,
             "len": y_dom[1] - y_dom[0],

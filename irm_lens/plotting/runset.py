@@ -23,8 +23,15 @@ from irm_lens.plotting.recorded import (
 )
 
 DOMINANCE_MATRIX_COLUMNS = ("run", "index", "rank", "share")
-EVALUATION_COLUMNS = ("run", "target", "nll_drop", "nrc_share_host", "nrc_share_irm",
-                      "fact_retention_host", "fact_retention_irm")  # fmt: skip
+EVALUATION_COLUMNS = (
+    "run",
+    "target",
+    "nll_drop",
+    "nrc_share_host",
+    "nrc_share_irm",
+    "fact_retention_host",
+    "fact_retention_irm",
+)
 
 
 def timing_grid(
@@ -42,16 +49,27 @@ def timing_grid(
     }
     cols = min(cols, len(tables))
     rows = math.ceil(len(tables) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(tables),
-                        vertical_spacing=0.5 / rows if rows > 1 else 0.1)  # fmt: skip
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=list(tables),
+        vertical_spacing=0.5 / rows if rows > 1 else 0.1,
+    )
     for i, (name, table) in enumerate(tables.items()):
         row, col = divmod(i, cols)
         for kind, colour in _KIND_COLOURS.items():
             part = table[table["kind"] == kind].sort_values("token")
-            fig.add_bar(x=part["token"], y=part["count"], name=kind, marker_color=colour,
-                        legendgroup=kind, showlegend=i == 0,
-                        hovertemplate=f"{name}<br>{kind} token %{{x}}<br>%{{y}} values"
-                        "<extra></extra>", row=row + 1, col=col + 1)  # fmt: skip
+            fig.add_bar(
+                x=part["token"],
+                y=part["count"],
+                name=kind,
+                marker_color=colour,
+                legendgroup=kind,
+                showlegend=i == 0,
+                hovertemplate=f"{name}<br>{kind} token %{{x}}<br>%{{y}} values<extra></extra>",
+                row=row + 1,
+                col=col + 1,
+            )
         fig.update_xaxes(title_text="token position", row=row + 1, col=col + 1)
         fig.update_yaxes(title_text="of the top k", row=row + 1, col=col + 1)
     fig.update_layout(bargap=0.05, legend_title_text="token kind")
@@ -116,30 +134,59 @@ def logit_attribution_figure(
         raise TableError(
             "logit_attribution_figure needs direct and norm tables for the same indices."
         )
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
-                        subplot_titles=("direct effect per unit (final gain x W_U)",
-                                        "next-token entropy vs scale of the index"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.55, 0.45],
+        subplot_titles=(
+            "direct effect per unit (final gain x W_U)",
+            "next-token entropy vs scale of the index",
+        ),
+    )
     colours = [_HIGHLIGHT_COLOUR, "#1f77b4", "#2ca02c", "#9467bd"]
     for n, (index, table) in enumerate(direct.items()):
-        _check(table, ("direction", "rank", "token", "effect"), "direct logit effect")
+        _check(table, ("direction", "rank", "token", "token_id", "effect"), "direct logit effect")
         rows = table[table["rank"] <= top].sort_values("effect")
-        fig.add_bar(x=rows["effect"], y=[f"{index}: {t!r}" for t in rows["token"]],
-                    orientation="h", name=f"index {index}", legendgroup=str(index),
-                    marker_color=colours[n % len(colours)],
-                    hovertemplate="%{y}<br>%{x:.4f} per unit<extra></extra>", row=1, col=1)  # fmt: skip
+        fig.add_bar(
+            x=rows["effect"],
+            y=[
+                f"{index}: {t!r} #{i}" for t, i in zip(rows["token"], rows["token_id"], strict=True)
+            ],
+            orientation="h",
+            name=f"index {index}",
+            legendgroup=str(index),
+            marker_color=colours[n % len(colours)],
+            hovertemplate="%{y}<br>%{x:.4f} per unit<extra></extra>",
+            row=1,
+            col=1,
+        )
     for n, (index, table) in enumerate(norm.items()):
         _check(table, ("scale", "entropy"), "norm-mediated effect")
         part = table[table["scale"] > 0].sort_values("scale")
-        fig.add_scatter(x=part["scale"], y=part["entropy"], mode="lines+markers",
-                        name=f"index {index}", legendgroup=str(index), showlegend=False,
-                        line={"color": colours[n % len(colours)]},
-                        hovertemplate=f"index {index}<br>scale %{{x}}<br>entropy %{{y:.3f}} nats"
-                        "<extra></extra>", row=1, col=2)  # fmt: skip
+        fig.add_scatter(
+            x=part["scale"],
+            y=part["entropy"],
+            mode="lines+markers",
+            name=f"index {index}",
+            legendgroup=str(index),
+            showlegend=False,
+            line={"color": colours[n % len(colours)]},
+            hovertemplate=f"index {index}<br>scale %{{x}}<br>entropy %{{y:.3f}} nats"
+            "<extra></extra>",
+            row=1,
+            col=2,
+        )
         zero = table[table["scale"] == 0]
         if len(zero):
-            fig.add_hline(y=float(zero["entropy"].iloc[0]), line_dash="dot",
-                          line_color=colours[n % len(colours)], row=1, col=2,
-                          annotation_text=f"{index} zeroed", annotation_position="bottom right")  # fmt: skip
+            fig.add_hline(
+                y=float(zero["entropy"].iloc[0]),
+                line_dash="dot",
+                line_color=colours[n % len(colours)],
+                row=1,
+                col=2,
+                annotation_text=f"{index} zeroed",
+                annotation_position="bottom right",
+            )
     fig.update_xaxes(title_text="logit change per unit of the index", row=1, col=1)
     fig.update_yaxes(type="category", tickfont={"size": 10}, row=1, col=1)
     fig.update_xaxes(
@@ -159,21 +206,43 @@ def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
     """
     _check(table, EVALUATION_COLUMNS, "evaluation")
     runs = table["run"].tolist()
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
-                        subplot_titles=("answer NLL drop with the IRM (own emotion)",
-                                        "NRC share of the target emotion",
-                                        "fact retention"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        horizontal_spacing=0.07,
+        subplot_titles=(
+            "answer NLL drop with the IRM (own emotion)",
+            "NRC share of the target emotion",
+            "fact retention",
+        ),
+    )
     drop = table["nll_drop"].to_numpy(dtype=float) * 100
-    fig.add_bar(x=runs, y=drop, name="NLL drop", showlegend=False,
-                marker_color=np.where(drop >= 0, _HIGHLIGHT_COLOUR, _BASE_COLOUR),
-                hovertemplate="%{x}<br>%{y:.1f} %<extra></extra>", row=1, col=1)  # fmt: skip
+    fig.add_bar(
+        x=runs,
+        y=drop,
+        name="NLL drop",
+        showlegend=False,
+        marker_color=np.where(drop >= 0, _HIGHLIGHT_COLOUR, _BASE_COLOUR),
+        hovertemplate="%{x}<br>%{y:.1f} %<extra></extra>",
+        row=1,
+        col=1,
+    )
     for col, stem in ((2, "nrc_share"), (3, "fact_retention")):
-        for suffix, name, colour in (("host", "host alone", _BASE_COLOUR),
-                                     ("irm", "host + IRM", _HIGHLIGHT_COLOUR)):  # fmt: skip
-            fig.add_bar(x=runs, y=table[f"{stem}_{suffix}"] * 100, name=name, legendgroup=name,
-                        showlegend=col == 2, marker_color=colour,
-                        hovertemplate="%{x}<br>%{y:.1f} %<extra>" + name + "</extra>",
-                        row=1, col=col)  # fmt: skip
+        for suffix, name, colour in (
+            ("host", "host alone", _BASE_COLOUR),
+            ("irm", "host + IRM", _HIGHLIGHT_COLOUR),
+        ):
+            fig.add_bar(
+                x=runs,
+                y=table[f"{stem}_{suffix}"] * 100,
+                name=name,
+                legendgroup=name,
+                showlegend=col == 2,
+                marker_color=colour,
+                hovertemplate="%{x}<br>%{y:.1f} %<extra>" + name + "</extra>",
+                row=1,
+                col=col,
+            )
     fig.update_yaxes(title_text="% (higher: IRM fits the emotion's answers)", row=1, col=1)
     fig.update_yaxes(title_text="% of NRC-tagged words", row=1, col=2)
     fig.update_yaxes(title_text="% of answers keeping the fact", row=1, col=3, range=[0, 100])

@@ -1,0 +1,170 @@
+"""``make figures``: the whole pipeline on the tiny host (FAST=1), its cache, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analyses import report
+from analyses.__main__ import RESULTS
+from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
+
+ROOT = Path(__file__).resolve().parents[1]
+VERDICTS = (report.REPRODUCED, report.PARTLY, report.NOT)
+
+
+def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
+            "IRM_LENS_RUNS": str(tmp / "runs"), **env}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "analyses", "--no-progress", *args], cwd=ROOT,
+                          env=full, capture_output=True, text=True, timeout=900)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("fast")
+    return tmp, _figures(tmp)
+
+
+def test_fast_run_writes_every_result_and_the_report(fast_run):
+    tmp, proc = fast_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp / "figures"
+    specs = run_specs(FiguresConfig.smoke())
+    for result in RESULTS[:-1]:
+        target = out / result
+        data = pd.read_csv(target / "data.csv")
+        assert len(data) > 0, result
+        assert (target / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result
+        assert "plotly" in (target / "figure.html").read_text()[:20000].lower(), result
+        config = json.loads((target / "config.json").read_text())
+        assert config["figures_config"]["fast"] is True and config["summary"], result
+    atlas = sorted(p.stem for p in (out / "atlas").glob("*.html") if p.stem != "figure")
+    assert atlas == sorted(s.name for s in specs)
+    assert (out / "atlas" / "plotly.min.js").stat().st_size > 1_000_000
+    text = (out / "REPORT.md").read_text()
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert len(verdicts) == 5 and set(verdicts.values()) <= set(VERDICTS)
+    for claim, verdict in verdicts.items():
+        assert f"| {claim} | **{verdict}** |" in text
+    # numbers in the report are the ones the results wrote
+    striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
+    assert f"{striation['index_share_median']:.3f}" in text
+    assert "tiny-random-llama" in text
+
+
+def test_second_run_reuses_every_cached_run(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    irm = next((tmp / "runs").glob("anger_s42-*")) / "irm.safetensors"
+    before = irm.stat().st_mtime_ns
+    proc = _figures(tmp, "--only", "striation,report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_lines = [line for line in proc.stdout.splitlines() if line.startswith("[run ")]
+    assert len(run_lines) == len(run_specs(FiguresConfig.smoke()))
+    assert all(": cached" in line for line in run_lines), run_lines
+    assert irm.stat().st_mtime_ns == before
+
+
+def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp / "runs")})
+    spec = run_specs(figures)[1]
+    run_dir = spec.directory(figures)
+    marker = run_dir / "recordings" / "heldout" / "recording.json"
+    marker.unlink()  # as if the process died while recording
+    assert stage_done(run_dir, "train") and not stage_done(run_dir, "record")
+    lines: list[str] = []
+    ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lines.append)
+    assert lines == [f"[run 1/1] {spec.name} ({spec.kind}): record  [{run_dir}]"]
+    assert marker.exists() and stage_done(run_dir, "evaluate")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HOST": "no-such-org/no-such-model"}, "Unknown host 'no-such-org/no-such-model'"),
+        ({"DEVICE": "cuda"}, "DEVICE=cuda but torch"),
+        ({"SEEDS": "42,x"}, "SEEDS='42,x': give whole numbers"),
+        ({"PRESET": "huge"}, "PRESET='huge'; use one of"),
+        ({"EMOTIONS": "anger,fear"}, "EMOTIONS has ['fear']"),
+    ],
+)
+def test_bad_settings_fail_clearly_and_leave_no_runs(tmp_path, env, message):
+    if env.get("DEVICE") == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    proc = _figures(tmp_path, **env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_unwritable_figures_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _figures(tmp_path, FIGURES_DIR=str(blocker / "figures"))
+    assert proc.returncode == 2
+    assert "Cannot write results to" in proc.stderr and "FIGURES_DIR" in proc.stderr
+
+
+def test_make_passes_only_the_variables_given():
+    proc = subprocess.run(["make", "-n", "figures", "FAST=1", "SEEDS=7,8"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    command = proc.stdout.strip().splitlines()[-1]
+    assert "FAST='1'" in proc.stdout and "SEEDS='7,8'" in proc.stdout
+    assert "-m analyses" in command and "HOST=" not in proc.stdout
+
+
+def test_figures_config_from_environment():
+    assert FiguresConfig.from_env({}) == FiguresConfig()
+    cfg = FiguresConfig.from_env({"SEEDS": "1, 2 3", "EMOTIONS": "joy", "HOST": " ", "FAST": "0"})
+    assert cfg.seeds == (1, 2, 3) and cfg.emotions == ("joy",) and cfg.host is None
+    fast = FiguresConfig.from_env({"FAST": "1", "PRESET": "quick"})
+    assert fast.host == "tiny-random-llama" and fast.preset == "quick" and fast.fast
+    names = [s.name for s in run_specs(cfg)]
+    assert names == ["joy_s1", "joy_s2", "joy_s3", "joy_paperloss_s1", "untrained_s1"]
+    with pytest.raises(FiguresConfigError, match="SEEDS is empty"):
+        FiguresConfig(seeds=())
+
+
+def test_cache_key_follows_the_config():
+    base = FiguresConfig()
+    spec = run_specs(base)[0]
+    assert spec.directory(base) == spec.directory(FiguresConfig())
+    other = run_specs(FiguresConfig(preset="paper"))[0]
+    assert other.directory(base) != spec.directory(base)
+    more_rows = FiguresConfig(eval_rows=base.eval_rows + 1)
+    assert spec.directory(more_rows) != spec.directory(base)
+
+
+def _striation(**changes: float) -> dict:
+    base = dict(n_trained=4, significant_runs=4, above_untrained_runs=4, index_share_median=0.5,
+                layer_share_median=0.1, untrained_index_share=0.05, p_min_possible=0.005,
+                cross_layer_corr_median=0.6, untrained_cross_layer_corr=0.0)  # fmt: skip
+    return {**base, **changes}
+
+
+def test_verdict_rules():
+    assert report.striation_claim(_striation())[0] == report.REPRODUCED
+    assert report.striation_claim(_striation(significant_runs=2))[0] == report.PARTLY
+    low = _striation(significant_runs=1, above_untrained_runs=1)
+    assert report.striation_claim(low)[0] == report.NOT
+    timing = dict(k=1000, trained_before_midpoint_median=0.9, trained_before_midpoint_min=0.6,
+                  untrained_before_midpoint=0.5, trained_on_first_token_median=0.3)  # fmt: skip
+    assert report.timing_claim(timing)[0] == report.REPRODUCED
+    timing["trained_before_midpoint_median"] = 0.6
+    assert report.timing_claim(timing)[0] == report.PARTLY
+    timing["trained_before_midpoint_median"] = 0.4
+    verdict, text = report.timing_claim(timing)
+    assert verdict == report.NOT and "40.0 %" in text
