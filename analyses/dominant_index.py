@@ -75,6 +75,10 @@ def main(ctx: Context) -> dict[str, object]:
             str(m): {r: int(ctx.dominance[r].set_index("index").loc[m, "rank"]) for r in runs}
             for m in massive
         },
+        "top1_heldout_by_run": {
+            r: int(analysis.dominant_indices(ctx.outputs(r, "heldout")).iloc[0]["index"])
+            for r in runs
+        },
         "mean_top5_jaccard": float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
         "top1_frequencies": frequencies.head(5).to_dict(orient="records"),
     }

@@ -55,6 +55,10 @@ def dominance_claim(s: dict[str, Any], host: dict[str, Any]) -> tuple[str, str]:
     else:
         verdict = NOT
     ranks = ", ".join(f"{r}: {k}" for r, k in s["dominant_rank_by_run"].items())
+    held = s["dominant_index"]
+    held_hits = sum(
+        top == held for r, top in s["top1_heldout_by_run"].items() if not r.startswith("untrained")
+    )
     massive = s["host_massive_dims"]
     text = (
         f"Most frequent top index: {s['dominant_index']}, ranked first in {hits}/{n} trained runs; "
@@ -62,6 +66,7 @@ def dominance_claim(s: dict[str, Any], host: dict[str, Any]) -> tuple[str, str]:
         f"{_pct(s['uniform_share'])}); median top-1 share {_pct(s['top1_share_median'])}. "
         f"Its rank per run: {ranks}. The untrained IRM's top index: {s['untrained_top1']}. "
         f"Mean Jaccard overlap of the runs' top-5 sets: {s['mean_top5_jaccard']:.2f}. "
+        f"On held-out questions (chat format) the top index is {held} in {held_hits}/{n} runs. "
         f"Host's massive-activation dims: {massive}; "
         f"dominant index is one of them: {'yes' if host.get('dominant_is_massive') else 'no'}."
     )

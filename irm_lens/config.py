@@ -102,10 +102,10 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 1.5 minutes per run on 2 CPU cores with the embedded host (20 steps of 8 rows), so
-    # `make figures` trains its 12 runs in under 20 minutes; measurably aligned, not converged.
+    # About 75 s of training per run on 2 CPU cores with the embedded host (16 steps of 8 rows),
+    # so `make figures` trains its 12 runs in about 15 minutes: measurably aligned, not converged.
     "quick": dict(
-        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=20, eval_every=10,
+        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=16, eval_every=8,
         max_val_rows=16, patience=6,
     ),
     # The original code's schedule (16 rows per step: 8 per GPU on 2 GPUs).

@@ -49,6 +49,11 @@ def resid_post_hook(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+def mlp_post_hook(layer: int) -> str:
+    """Hook name of ``layer``'s MLP neuron activations (the down-projection's input)."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
 def write_hook(layer: int) -> str:
     """Hook name where a delta added to the activation lands in ``layer``'s residual stream."""
     return f"blocks.{layer}.hook_attn_out"

@@ -168,3 +168,29 @@ def test_verdict_rules():
     timing["trained_before_midpoint_median"] = 0.4
     verdict, text = report.timing_claim(timing)
     assert verdict == report.NOT and "40.0 %" in text
+
+
+def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):
+    import errno
+
+    from irm_lens import runset
+
+    figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
+    spec = run_specs(figures)[-1]  # the untrained baseline: no training needed
+    real_save = runset.save_recordings
+
+    def full_disk(recordings, target, meta=None):
+        real_save(recordings, target, meta=meta)  # files land, then the disk "fills"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runset, "save_recordings", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lambda _: None)
+    run_dir = spec.directory(figures)
+    assert stage_done(run_dir, "train") and not stage_done(run_dir, "record")
+    assert not any(p.name.endswith(".tmp") for p in run_dir.rglob("*"))
+    monkeypatch.setattr(runset, "save_recordings", real_save)
+    lines: list[str] = []
+    ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lines.append)
+    assert lines[0].endswith(f"record, evaluate  [{run_dir}]")
+    assert all(stage_done(run_dir, s) for s in ("train", "record", "evaluate"))

@@ -1,0 +1,179 @@
+"""LM-head decoding: read a residual direction, a residual index or an MLP neuron as tokens.
+
+A vector ``v`` written into the residual stream reaches the logits (to first order, at a fixed
+norm scale) as ``(v * g) @ W_U``, with ``g`` the final norm's gain. Decoding a unit = ranking the
+vocabulary by that score: the top tokens are the ones it promotes, the bottom ones those it
+suppresses. An MLP neuron writes its down-projection row ``W_out[layer, neuron]``; a residual
+index ``i`` is the one-hot direction ``e_i``. Clamping a neuron during generation
+(``clamp_neuron``) checks that the decoded tokens really become likelier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from irm_lens.errors import IrmLensError
+from irm_lens.inject import mlp_post_hook
+
+
+class LensError(IrmLensError, ValueError):
+    """A lens asked for something the host does not have (layer, neuron, final norm)."""
+
+
+def decoding_matrix(host: TransformerBridge) -> Float[Tensor, "d_model d_vocab"]:
+    """``diag(g) @ W_U``: the final norm's gain folded into the unembedding.
+
+    Raises:
+        LensError: the host has no separate final norm with a gain (``ln_final.weight``).
+    """
+    gain = getattr(getattr(host, "ln_final", None), "weight", None)
+    if gain is None:
+        raise LensError(
+            f"Host {getattr(host.cfg, 'model_name', '?')!r} has no separate final norm with a "
+            "gain (ln_final.weight), so LM-head decoding through it is undefined. Decode "
+            "through W_U alone with decode_directions(..., through_norm=False)."
+        )
+    return gain.detach().float()[:, None] * host.W_U.detach().float()
+
+
+def _check_layer(host: TransformerBridge, layer: int) -> None:
+    if not 0 <= layer < host.cfg.n_layers:
+        raise LensError(
+            f"layer {layer} is out of range: the host has layers 0..{host.cfg.n_layers - 1}."
+        )
+
+
+def _check_neurons(host: TransformerBridge, neurons: Sequence[int]) -> None:
+    bad = [n for n in neurons if not 0 <= n < host.cfg.d_mlp]
+    if bad:
+        raise LensError(
+            f"neurons {bad} are out of range: MLP layers have neurons 0..{host.cfg.d_mlp - 1}."
+        )
+
+
+def _table(
+    host: TransformerBridge, scores: Tensor, units: Sequence[object], top: int, kind: str
+) -> pd.DataFrame:
+    """Long table of the top promoted and suppressed tokens of each row of ``scores``."""
+    top = min(top, scores.shape[1])
+    high = scores.topk(top, dim=1)
+    low = (-scores).topk(top, dim=1)
+    rows = []
+    for direction, values, ids in (("promoted", high.values, high.indices),
+                                   ("suppressed", -low.values, low.indices)):  # fmt: skip
+        for u, unit in enumerate(units):
+            for rank in range(top):
+                token_id = int(ids[u, rank])
+                rows.append((kind, unit, direction, rank + 1, token_id, float(values[u, rank])))
+    table = pd.DataFrame(rows, columns=["kind", "unit", "direction", "rank", "token_id", "score"])
+    vocab = {int(t): host.tokenizer.decode([int(t)]) for t in table["token_id"].unique()}
+    table.insert(5, "token", table["token_id"].map(vocab))
+    return table
+
+
+def decode_directions(
+    host: TransformerBridge,
+    directions: Float[Tensor, "unit d_model"],
+    *,
+    names: Sequence[object] | None = None,
+    top: int = 10,
+    through_norm: bool = True,
+) -> pd.DataFrame:
+    """Top promoted and suppressed tokens of residual directions.
+
+    Args:
+        directions: one residual-stream vector per row.
+        names: a label per row (default 0..n-1).
+        through_norm: fold the final norm's gain in (else ``W_U`` alone).
+
+    Returns:
+        Columns ``kind, unit, direction, rank, token_id, token, score`` (``direction``:
+        ``promoted`` / ``suppressed``; ``score``: the logit change per unit of the direction).
+    """
+    if directions.ndim != 2 or directions.shape[1] != host.cfg.d_model:
+        raise LensError(
+            f"directions must be [unit, d_model={host.cfg.d_model}], got {list(directions.shape)}."
+        )
+    matrix = decoding_matrix(host) if through_norm else host.W_U.detach().float()
+    scores = directions.float().to(matrix.device) @ matrix
+    names = list(range(len(directions))) if names is None else list(names)
+    return _table(host, scores, names, top, "direction")
+
+
+def decode_index(host: TransformerBridge, index: int, *, top: int = 10) -> pd.DataFrame:
+    """Decode residual index ``index`` (a one-hot direction), e.g. the paper's 1512."""
+    if not 0 <= index < host.cfg.d_model:
+        raise LensError(f"index {index} is out of range 0..{host.cfg.d_model - 1}.")
+    scores = decoding_matrix(host)[index][None]
+    return _table(host, scores, [index], top, "index")
+
+
+def decode_neurons(
+    host: TransformerBridge, layer: int, neurons: Sequence[int] | None = None, *, top: int = 10
+) -> pd.DataFrame:
+    """Decode MLP neurons of one layer through their output weights (down-projection rows).
+
+    Returns:
+        As ``decode_directions``, with ``kind`` ``neuron`` and ``unit`` ``"L{layer}N{neuron}"``.
+    """
+    _check_layer(host, layer)
+    neurons = list(range(host.cfg.d_mlp)) if neurons is None else list(neurons)
+    _check_neurons(host, neurons)
+    w_out = host.W_out[layer].detach().float()[neurons]  # [neuron, d_model]
+    scores = w_out @ decoding_matrix(host).to(w_out.device)
+    return _table(host, scores, [f"L{layer}N{n}" for n in neurons], top, "neuron")
+
+
+def top_tokens_all(
+    host: TransformerBridge, *, top: int = 5, chunk: int = 2048
+) -> tuple[Float[Tensor, "unit top"], Float[Tensor, "unit top"], list[str]]:
+    """Top promoted token ids and scores of every MLP neuron and every residual index, at once.
+
+    Vectorised over units in chunks of ``chunk`` rows (one matrix product each), so a whole
+    model's decoding takes seconds. Units are ordered layer by layer (``L{l}N{n}``), then the
+    residual indices (``R{i}``).
+
+    Returns:
+        ``(token_ids [unit, top], scores [unit, top], unit names)``.
+    """
+    matrix = decoding_matrix(host)
+    n_layers, d_mlp, d_model = host.cfg.n_layers, host.cfg.d_mlp, host.cfg.d_model
+    w_out = host.W_out.detach().float().reshape(n_layers * d_mlp, d_model)
+    ids, values = [], []
+    with torch.no_grad():
+        for start in range(0, len(w_out), chunk):
+            best = (w_out[start : start + chunk] @ matrix).topk(top, dim=1)
+            ids.append(best.indices)
+            values.append(best.values)
+        best = matrix.topk(top, dim=1)  # one-hot residual directions: the rows themselves
+        ids.append(best.indices)
+        values.append(best.values)
+    names = [f"L{layer}N{n}" for layer in range(n_layers) for n in range(d_mlp)]
+    names += [f"R{i}" for i in range(d_model)]
+    return torch.cat(ids), torch.cat(values), names
+
+
+@contextlib.contextmanager
+def clamp_neuron(host: TransformerBridge, layer: int, neuron: int, value: float) -> Iterator[None]:
+    """Within the block, MLP neuron ``neuron`` of ``layer`` is set to ``value`` at every position.
+
+    The activation is clamped at ``blocks.{layer}.mlp.hook_post`` (after the gate, before the
+    down-projection), so the neuron writes ``value * W_out[layer, neuron]`` into the stream.
+    """
+    _check_layer(host, layer)
+    _check_neurons(host, [neuron])
+
+    def clamp(act: Tensor, hook: object) -> Tensor:
+        act = act.clone()
+        act[..., neuron] = value
+        return act
+
+    with host.hooks(fwd_hooks=[(mlp_post_hook(layer), clamp)]):
+        yield
