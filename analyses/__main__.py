@@ -34,6 +34,7 @@ RESULTS = (
     "ablation",
     "evaluation",
     "atlas",
+    "lenses",
     "report",
 )
 

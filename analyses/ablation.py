@@ -10,13 +10,48 @@ Any run and index from the command line: ``irm-lens ablate RUN_DIR --index I``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pandas as pd
 
 from analyses._common import Context
 from irm_lens import plotting
 from irm_lens.analysis.ablation import ablation_study
 from irm_lens.datasets import load_dataset
+from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
+from irm_lens.runset import RUNSET_VERSION
+
+MAX_NEW_TOKENS = 24
+
+
+def cached_study(
+    ctx: Context, run: str, irm: IRM, rows: pd.DataFrame, index: int, *, generate: bool
+) -> pd.DataFrame:
+    """``ablation_study``, kept in the run's cache directory (it is a function of the run)."""
+    config = ctx.specs[run].config
+    key = hashlib.sha256(
+        json.dumps(
+            [RUNSET_VERSION, index, rows["question_id"].tolist(), MAX_NEW_TOKENS, generate]
+        ).encode()
+    ).hexdigest()[:12]
+    path = ctx.runs[run] / "ablation" / f"index{index}-{key}.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    table = ablation_study(
+        ctx.host(),
+        irm,
+        rows,
+        index,
+        emotion=config.emotion,
+        mode=config.prompt_mode,
+        max_new_tokens=MAX_NEW_TOKENS,
+        generate=generate,
+        progress=ctx.progress,
+    )
+    write_csv_atomic(path, table)
+    return table
 
 
 def main(ctx: Context) -> dict[str, object]:
@@ -27,19 +62,7 @@ def main(ctx: Context) -> dict[str, object]:
     rows = load_dataset(config.emotion, split="test").head(ctx.figures.ablation_rows)
     dominant, massive = ctx.dominant_index, ctx.massive_index
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])
-    tables = {
-        i: ablation_study(
-            host,
-            irm,
-            rows,
-            i,
-            emotion=config.emotion,
-            mode=config.prompt_mode,
-            max_new_tokens=24,
-            progress=ctx.progress,
-        )
-        for i in indices
-    }
+    tables = {i: cached_study(ctx, run, irm, rows, i, generate=i == dominant) for i in indices}
     data = pd.concat(tables.values(), ignore_index=True).assign(run=run)
     title = (
         f"Ablating index {dominant} (the IRMs' dominant index) in run {run}: "
@@ -68,7 +91,11 @@ def main(ctx: Context) -> dict[str, object]:
         fig,
         summary=summary,
         runs=[run],
-        settings={"max_new_tokens": 24, "indices": indices},
+        settings={
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "indices": indices,
+            "generated_for": [dominant],
+        },
         size=(1300, 600),
     )
     return summary

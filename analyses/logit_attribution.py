@@ -10,11 +10,21 @@ a large, low-gain dim moves the RMS denominator, not any one logit).
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
 from analyses._common import Context
 from analyses.propagation import prompt_tokens
 from irm_lens import plotting
 from irm_lens.analysis import causal
+from irm_lens.lenses import decoding_matrix
+
+N_RANDOM = 8
+
+
+def norm_shift(table: pd.DataFrame) -> float:
+    """Change of next-token entropy (nats) when the index is scaled x8 instead of x1."""
+    by = table.set_index("scale")["entropy"]
+    return float(by.loc[8.0] - by.loc[1.0])
 
 
 def main(ctx: Context) -> dict[str, object]:
@@ -48,8 +58,23 @@ def main(ctx: Context) -> dict[str, object]:
             "rms_at_8": float(by.loc[8.0, "rms"]),
         }
 
+    # Controls: the same scaling for random indices, and where the index's direct effect ranks.
+    generator = torch.Generator().manual_seed(0)
+    randoms = [
+        int(i)
+        for i in torch.randperm(host.cfg.d_model, generator=generator)[:N_RANDOM]
+        if int(i) not in indices
+    ]
+    random_shift = [norm_shift(causal.norm_mediated_effect(host, tokens, index=i)) for i in randoms]
+    direct_max = decoding_matrix(host).abs().max(dim=1).values
+    direct_rank = {str(i): int((direct_max > direct_max[i]).sum()) + 1 for i in indices}
     summary = {
         "dominant_index": dominant,
+        "d_model": host.cfg.d_model,
+        "entropy_shift_x8": {str(i): norm_shift(t["norm"]) for i, t in parts.items()},
+        "random_indices": randoms,
+        "random_entropy_shift_x8_median": float(pd.Series(random_shift).abs().median()),
+        "direct_effect_rank": direct_rank,
         "massive_index": massive,
         "direct_max_abs_effect": {
             str(i): float(t["direct"]["effect"].abs().max()) for i, t in parts.items()

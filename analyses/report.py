@@ -18,7 +18,7 @@ REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
+    return "n/a" if x != x else f"{100 * x:.1f} %"  # NaN: e.g. NRC has no "neutral" category
 
 
 def striation_claim(s: dict[str, Any]) -> tuple[str, str]:
@@ -86,60 +86,81 @@ def timing_claim(s: dict[str, Any]) -> tuple[str, str]:
 
 
 def residual_claim(p: dict[str, Any], striation_verdict: str) -> tuple[str, str]:
+    """Reproduced: stripes exist, the skip path carries perturbations (random indices keep at
+    least half) and the IRM's own output at the index is carried. Partly: carried, no stripes."""
     dom = str(p["dominant_index"])
     own, rand = p["persistence_median"][dom], p["random_persistence_median"]
-    carried = own >= 0.5
+    carried = rand >= 0.5 and p["irm_carried_median"] >= 0.5
     if carried and striation_verdict == REPRODUCED:
         verdict = REPRODUCED
-    elif carried:
+    elif carried or own >= 0.5:
         verdict = PARTLY
     else:
         verdict = NOT
     others = ", ".join(
         f"index {i}: {v:.2f}" for i, v in p["persistence_median"].items() if i != dom
     )
+    if own > 1.5 * rand:
+        specific = f"index {dom} is amplified relative to random indices"
+    elif own < rand / 1.5:
+        specific = f"index {dom} is carried less than random indices"
+    else:
+        specific = f"index {dom} is carried like a random index"
     text = (
-        f"A perturbation added at layer 0 is still present at the same index in later layers: "
-        f"median persistence {own:.2f} for index {dom}, {rand:.2f} for random indices"
-        f"{'; ' + others if others else ''} (1 = carried unchanged). The first run's own output at "
-        f"index {dom} is carried with a median coefficient {p['irm_carried_median']:.2f} "
-        f"(leak to other indices {p['irm_leak_median']:.2f}). The skip path carries every index "
-        f"alike, so it can align stripes across layers but does not single out one index."
+        f"A perturbation added at layer 0 stays at the same index in later layers: median "
+        f"persistence {own:.2f} for index {dom}, {rand:.2f} for random indices"
+        f"{'; ' + others if others else ''} (1 = carried unchanged; above 1: the host "
+        f"amplifies it). The first run's own output at index {dom} is carried with a median "
+        f"coefficient {p['irm_carried_median']:.2f} (leak to other indices "
+        f"{p['irm_leak_median']:.2f}). So the skip path does align what the IRM writes at one "
+        f"index across layers, which is what the explanation needs; {specific}. This is "
+        f"consistency with the explanation, not a proof of it."
     )
     return verdict, text
 
 
-def lm_head_claim(h: dict[str, Any], lg: dict[str, Any]) -> tuple[str, str]:
+def lm_head_claim(h: dict[str, Any], lg: dict[str, Any], dominated: bool) -> tuple[str, str]:
+    """Reproduced: there is a dominant index, its final-norm gain is in the smallest 5 %, and
+    scaling it moves next-token entropy more than twice as much as scaling random indices.
+    Partly: one of the two mechanisms without a dominant index, or a dominant index with one."""
     dom = str(h["dominant_index"])
     info = h["indices"][dom]
     low_gain = info["final_gain_rank"] <= max(1, h["d_model"] // 20)
+    shift, random_shift = lg["entropy_shift_x8"][dom], lg["random_entropy_shift_x8_median"]
+    norm_lever = abs(shift) > 2 * random_shift
+    if dominated and low_gain and norm_lever:
+        verdict = REPRODUCED
+    elif low_gain or norm_lever:
+        verdict = PARTLY
+    else:
+        verdict = NOT
     norm = lg["norm"][dom]
-    moves_entropy = abs(norm["entropy_at_8"] - norm["entropy_at_1"]) > 0.1
-    verdict = (
-        REPRODUCED
-        if (low_gain and moves_entropy)
-        else PARTLY
-        if (low_gain or moves_entropy or h["dominant_is_massive"])
-        else NOT
-    )
+    share = lg["share_of_predicted_logit_median"][dom]
     parts = [
         f"Index {dom}: final-norm gain {info['final_gain']:.3g} (rank {info['final_gain_rank']} "
         f"of {h['d_model']} from the smallest; median gain {h['median_final_gain']:.3g}); "
-        f"largest |residual| {info['max_over_median']:.1f}x the median index's; largest direct "
-        f"logit effect per unit {lg['direct_max_abs_effect'][dom]:.3g}; median share of the "
-        f"predicted token's logit {lg['share_of_predicted_logit_median'][dom]:.3g}. Scaling it "
-        f"before the final norm x1 -> x8 moves next-token entropy {norm['entropy_at_1']:.3f} -> "
-        f"{norm['entropy_at_8']:.3f} nats (zeroed: {norm['entropy_at_0']:.3f})."
+        f"largest |residual| {info['max_over_median']:.1f}x the median index's; its largest "
+        f"direct logit effect per unit ranks {lg['direct_effect_rank'][dom]} of {h['d_model']}; "
+        f"median share of the predicted token's logit {share:.3g}. "
+        f"Scaling it before the final norm x1 -> x8 moves next-token entropy "
+        f"{norm['entropy_at_1']:.3f} -> {norm['entropy_at_8']:.3f} nats ({shift:+.3f}; zeroed: "
+        f"{norm['entropy_at_0']:.3f}); the median |shift| for {len(lg['random_indices'])} random "
+        f"indices is {random_shift:.3f}."
     ]
     for index, other in lg["norm"].items():
         if index != dom:
             gain = h["indices"][index]
             parts.append(
-                f"For comparison, the host's massive dim {index} (gain rank "
-                f"{gain['final_gain_rank']}, {gain['max_over_median']:.0f}x the median): entropy "
-                f"x1 -> x8 {other['entropy_at_1']:.3f} -> {other['entropy_at_8']:.3f}, zeroed "
+                f"The host's massive dim {index} (gain rank {gain['final_gain_rank']}, "
+                f"{gain['max_over_median']:.0f}x the median index): entropy x1 -> x8 "
+                f"{other['entropy_at_1']:.3f} -> {other['entropy_at_8']:.3f}, zeroed "
                 f"{other['entropy_at_0']:.3f} nats."
             )
+    if not dominated:
+        parts.append(
+            "No index dominates the alignments here, so the claim has no subject on "
+            "this host; the numbers describe the most frequent top index."
+        )
     return verdict, " ".join(parts)
 
 
@@ -162,6 +183,37 @@ def ablation_text(a: dict[str, Any], dominant: int) -> str:
             f"{_pct(table['fact_retention']['host'])}, IRM {_pct(table['fact_retention']['irm'])}."
         )
     return "\n".join(lines)
+
+
+def lens_section(s: dict[str, Any]) -> list[str]:
+    """The neuron-level lenses applied to the dominant index (empty if not run)."""
+    if not s:
+        return []
+    dom = str(s["dominant_index"])
+    tokens = "; ".join(
+        f"index {i}: {', '.join(repr(t) for t in ts)}" for i, ts in s["promoted_tokens"].items()
+    )
+    writes = ", ".join(f"{i}: {v:.1f}x" for i, v in s["subspace_write_max_over_chance"].items())
+    reads = ", ".join(f"{i}: {v:.1f}x" for i, v in s["subspace_read_v_max_over_chance"].items())
+    weights = ", ".join(f"{w:.3f}" for w in s["top_value_neurons_weight_on_dominant"])
+    return [
+        "## Neuron-level lenses on the dominant index",
+        "",
+        f"LM-head decoding (tokens promoted per unit): {tokens}. Largest share of the index in "
+        f"any head's write subspace (W_O), over chance: {writes}; in any head's value-read "
+        f"subspace: {reads}. On the first paper prompt the host predicts "
+        f"{s['predicted_token']!r}; top value units by log-probability attribution: "
+        f"{', '.join(s['top_value_units'])}. The top 10 value neurons' output weight on index "
+        f"{dom}, as a fraction of their norm: {weights} (a random direction: about "
+        f"{s['uniform_weight_share']:.3f}). The top value neuron ranks "
+        f"{s['axg_rank_of_top_value_neuron']} by activation x gradient. Clamping it "
+        f"({s['clamped_neuron']}) to 30 moves the probability of its first decoded token "
+        f"{s['clamp_top_token']!r} from {s['clamp_prob_before']:.4f} to "
+        f"{s['clamp_prob_at_30']:.4f}.",
+        "",
+        "![lenses](lenses/figure.png)",
+        "",
+    ]
 
 
 def evaluation_rows(e: dict[str, Any]) -> str:
@@ -213,7 +265,7 @@ def main(ctx: Context) -> dict[str, object]:
     v_dom, t_dom = dominance_claim(s["dominant_index"], s["host_profile"])
     v_time, t_time = timing_claim(s["fig3_timing"])
     v_res, t_res = residual_claim(s["propagation"], v_str)
-    v_lm, t_lm = lm_head_claim(s["host_profile"], s["logit_attribution"])
+    v_lm, t_lm = lm_head_claim(s["host_profile"], s["logit_attribution"], v_dom != NOT)
     e = s["evaluation"]
     claims = [
         (

@@ -2,6 +2,8 @@
 
 irm-lens info [HOST]
 irm-lens generate --prompt TEXT [--host HOST] [--irm PATH] [--greedy | --temperature T --seed S]
+irm-lens train | evaluate | sweep | record | analyze | ablate | data ...
+irm-lens lens decode | attribute | channels ...   (irm_lens/cli_lens.py)
 """
 
 from __future__ import annotations
@@ -604,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=42)
     _add_host_options(syn)
     syn.set_defaults(func=_cmd_data_synth)
+
+    from irm_lens import cli_lens
+
+    cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
     return parser
 
 

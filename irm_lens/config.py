@@ -102,10 +102,10 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 75 s of training per run on 2 CPU cores with the embedded host (16 steps of 8 rows),
+    # About 65 s of training per run on 2 CPU cores with the embedded host (14 steps of 8 rows),
     # so `make figures` trains its 12 runs in about 15 minutes: measurably aligned, not converged.
     "quick": dict(
-        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=16, eval_every=8,
+        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=14, eval_every=7,
         max_val_rows=16, patience=6,
     ),
     # The original code's schedule (16 rows per step: 8 per GPU on 2 GPUs).

@@ -82,11 +82,11 @@ class FiguresConfig:
     preset: str = "quick"
     emotions: tuple[str, ...] = EMOTIONS
     paper_loss: bool = True
-    heldout: int = 4
+    heldout: int = 3
     paper_max_length: int = 100
-    heldout_tokens: int = 32
+    heldout_tokens: int = 24
     eval_rows: int = 12
-    eval_tokens: int = 32
+    eval_tokens: int = 24
     ablation_rows: int = 8
     out: str = "figures"
     cache: str | None = None

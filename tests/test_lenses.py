@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 import torch
 
@@ -9,11 +12,17 @@ from irm_lens import encode
 from irm_lens.inject import mlp_post_hook
 from irm_lens.lenses import (
     LensError,
+    activation_x_gradient,
     clamp_neuron,
+    composition_scores,
     decode_directions,
     decode_index,
     decode_neurons,
     decoding_matrix,
+    head_svd,
+    index_in_head_subspaces,
+    log_prob_attribution,
+    query_neurons,
     top_tokens_all,
 )
 
@@ -99,3 +108,146 @@ def test_bad_input(tiny_host):
         clamp_neuron(tiny_host, 4, 0, 1),
     ):
         pass
+
+
+def test_host_without_final_norm_gain_is_refused(tiny_host):
+    stub = SimpleNamespace(cfg=tiny_host.cfg, ln_final=None, W_U=tiny_host.W_U)
+    with pytest.raises(LensError, match="no separate final norm"):
+        decoding_matrix(stub)
+
+
+def _prompt(host, text="What is the capital of France?"):
+    return torch.tensor([encode(host.tokenizer, text, mode="plain").prompt_ids])
+
+
+def test_planted_value_neuron_ranks_first(tiny_host):
+    tokens = _prompt(tiny_host)
+    layer, neuron, token = 2, 17, 200
+    _, cache = tiny_host.run_with_cache(tokens, names_filter=[mlp_post_hook(layer)])
+    act = float(cache[mlp_post_hook(layer)][0, -1, neuron])
+    matrix = decoding_matrix(tiny_host)
+    weight = tiny_host.blocks[layer].mlp.out.weight
+    original = weight[:, neuron].clone()
+    try:
+        with torch.no_grad():
+            weight[:, neuron] = (5.0 / act) * matrix[:, token] / matrix[:, token].norm()
+        table = log_prob_attribution(tiny_host, tokens)
+        axg = activation_x_gradient(tiny_host, tokens)
+    finally:
+        with torch.no_grad():
+            weight[:, neuron] = original
+    assert table.attrs["predicted"] == token
+    first = table.iloc[0]
+    assert (first["kind"], first["layer"], first["unit"]) == ("neuron", layer, neuron)
+    assert first["importance"] > 1.0
+    assert (axg.iloc[0]["layer"], axg.iloc[0]["unit"]) == (layer, neuron)
+
+
+def test_activation_x_gradient_matches_finite_differences(tiny_host):
+    tokens = _prompt(tiny_host)
+    table = activation_x_gradient(tiny_host, tokens).set_index(["layer", "unit"])
+    layer, neuron, eps = 3, 5, 1e-2
+    act = float(table.loc[(layer, neuron), "activation"])
+
+    def log_p(value):
+        with torch.no_grad(), clamp_neuron(tiny_host, layer, neuron, value):
+            lp = tiny_host(tokens)[0, -1].double().log_softmax(-1)
+        return lp
+
+    plain = tiny_host(tokens)[0, -1].log_softmax(-1)
+    predicted = int(plain.argmax())
+    grad = (log_p(act + eps)[predicted] - log_p(act - eps)[predicted]) / (2 * eps)
+    assert float(table.loc[(layer, neuron), "axg"]) == pytest.approx(
+        act * float(grad), rel=2e-2, abs=1e-6
+    )
+
+
+def test_query_neurons_come_from_lower_layers(tiny_host):
+    tokens = _prompt(tiny_host)
+    values = log_prob_attribution(tiny_host, tokens)
+    queries = query_neurons(tiny_host, tokens, values, n_values=5, top=10)
+    top_layer = int(values[values["kind"] == "neuron"].head(5)["layer"].max())
+    assert len(queries) == 10 and (queries["layer"] < top_layer).all()
+    assert queries["query_score"].is_monotonic_decreasing
+
+
+def test_prompt_longer_than_the_context_is_refused(tiny_host):
+    tokens = torch.zeros(1, tiny_host.cfg.n_ctx + 1, dtype=torch.long)
+    with pytest.raises(LensError, match="context is"):
+        log_prob_attribution(tiny_host, tokens)
+
+
+def test_head_svd_matches_the_explicit_circuit(tiny_host):
+    table = head_svd(tiny_host, "OV")
+    layer, head = 1, 3
+    gain = tiny_host.blocks[layer].ln1.weight.detach()
+    kv = head // (tiny_host.cfg.n_heads // tiny_host.W_V.shape[1])
+    ov = (gain[:, None] * tiny_host.W_V[layer, kv].detach()) @ tiny_host.W_O[layer, head].detach()
+    expected = torch.linalg.svdvals(ov)[: tiny_host.cfg.d_head]
+    got = table[(table["layer"] == layer) & (table["head"] == head)].sort_values("rank")
+    torch.testing.assert_close(torch.tensor(got["singular_value"].tolist()), expected,
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    assert got["share"].sum() == pytest.approx(1.0)
+
+
+def test_composition_score_by_hand(tiny_host):
+    table = composition_scores(tiny_host, "V")
+    row = table[
+        (table.layer_a == 0) & (table.head_a == 1) & (table.layer_b == 2) & (table.head_b == 2)
+    ]
+    group = tiny_host.cfg.n_heads // tiny_host.W_V.shape[1]
+    g0, g2 = (tiny_host.blocks[i].ln1.weight.detach() for i in (0, 2))
+    ov = (g0[:, None] * tiny_host.W_V[0, 1 // group].detach()) @ tiny_host.W_O[0, 1].detach()
+    reader = g2[:, None] * tiny_host.W_V[2, 2 // group].detach()
+    expected = (ov @ reader).norm() / (ov.norm() * reader.norm())
+    assert float(row["score"].iloc[0]) == pytest.approx(float(expected), rel=1e-4)
+    assert (table["layer_a"] < table["layer_b"]).all()
+
+
+def test_planted_index_in_a_head_write_subspace(tiny_host):
+    layer, head, index = 1, 2, 11
+    o_proj = tiny_host.blocks[layer].attn.o.weight  # [d_model, n_heads * d_head]
+    d_head = tiny_host.cfg.d_head
+    original = o_proj.clone()
+    try:
+        with torch.no_grad():
+            o_proj[:, head * d_head : (head + 1) * d_head] = 0
+            o_proj[index, head * d_head] = 1.0  # row 0 of this head's W_O is e_index
+        assert float(tiny_host.W_O[layer, head, 0, index]) == 1.0
+        table = index_in_head_subspaces(tiny_host, index)
+    finally:
+        with torch.no_grad():
+            o_proj.copy_(original)
+    row = table[(table.layer == layer) & (table.head == head)].iloc[0]
+    assert row["write"] == pytest.approx(1.0, abs=1e-5)
+    assert table["chance"].iloc[0] == pytest.approx(d_head / tiny_host.cfg.d_model)
+    with pytest.raises(LensError, match="index 64 is out of range"):
+        index_in_head_subspaces(tiny_host, 64)
+
+
+def test_lens_command_line(tiny_host, tmp_path, capsys):
+    from irm_lens.cli import main
+
+    host = ["--host", "tiny-random-llama", "--device", "cpu", "--no-png"]
+    assert main(["lens", "decode", "--index", "3", "--out", str(tmp_path / "d"), *host]) == 0
+    decoded = pd.read_csv(tmp_path / "d" / "decode.csv")
+    assert (
+        set(decoded["direction"]) == {"promoted", "suppressed"}
+        and (tmp_path / "d" / "figure.html").exists()
+    )
+    args = ["lens", "decode", "--layer", "1", "--neuron", "4", "--clamp-prompt", "Why?"]
+    assert main([*args, "--out", str(tmp_path / "c"), *host]) == 0
+    clamp = pd.read_csv(tmp_path / "c" / "clamp.csv")
+    assert clamp["clamp"].isna().sum() == 5  # one unclamped row per decoded token (top 5)
+    args = ["lens", "attribute", "--prompt", "What is the capital of France?"]
+    assert main([*args, "--out", str(tmp_path / "a"), *host]) == 0
+    assert {"values.csv", "activation_x_gradient.csv", "queries.csv"} <= {
+        p.name for p in (tmp_path / "a").iterdir()
+    }
+    assert main(["lens", "channels", "--index", "5", "--out", str(tmp_path / "h"), *host]) == 0
+    assert len(pd.read_csv(tmp_path / "h" / "subspaces.csv")) == 4 * tiny_host.cfg.n_heads
+    capsys.readouterr()
+    assert main(["lens", "decode", "--index", "1", "--layer", "1", *host]) == 2
+    assert "either --index" in capsys.readouterr().err
+    assert main(["lens", "decode", "--layer", "9", *host]) == 2
+    assert "layer 9 is out of range" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_config_validation_and_presets():
         TrainConfig(emotion="fear")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
-    assert preset("quick").max_steps == 16
+    assert preset("quick").max_steps == 14
     with pytest.raises(ValueError, match="preset='fast'"):
         preset("fast")
     cfg = preset("smoke", host="tiny-random-llama")

@@ -66,8 +66,10 @@ def _table(
     high = scores.topk(top, dim=1)
     low = (-scores).topk(top, dim=1)
     rows = []
-    for direction, values, ids in (("promoted", high.values, high.indices),
-                                   ("suppressed", -low.values, low.indices)):  # fmt: skip
+    for direction, values, ids in (
+        ("promoted", high.values, high.indices),
+        ("suppressed", -low.values, low.indices),
+    ):
         for u, unit in enumerate(units):
             for rank in range(top):
                 token_id = int(ids[u, rank])
@@ -177,3 +179,43 @@ def clamp_neuron(host: TransformerBridge, layer: int, neuron: int, value: float)
 
     with host.hooks(fwd_hooks=[(mlp_post_hook(layer), clamp)]):
         yield
+
+
+def clamp_effect(
+    host: TransformerBridge,
+    layer: int,
+    neuron: int,
+    tokens: Tensor,
+    *,
+    values: Sequence[float] = (0.0, 5.0, 10.0, 20.0),
+    top: int = 5,
+) -> pd.DataFrame:
+    """Validate a decoding by clamping: the next-token probability of the neuron's top decoded
+    tokens at the last position of ``tokens``, unclamped and with the neuron clamped to each of
+    ``values``.
+
+    Returns:
+        Columns ``clamp`` (NaN = unclamped), ``token_id``, ``token``, ``decoded_rank``, ``prob``.
+    """
+    decoded = decode_neurons(host, layer, [neuron], top=top)
+    promoted = decoded[decoded["direction"] == "promoted"].sort_values("rank")
+    ids = torch.tensor(promoted["token_id"].to_numpy())
+    rows = []
+    for value in [None, *values]:
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            if value is not None:
+                stack.enter_context(clamp_neuron(host, layer, neuron, float(value)))
+            probs = host(tokens)[0, -1].float().softmax(-1)[ids.to(tokens.device)].cpu()
+        for rank, (token_id, token) in enumerate(
+            zip(promoted["token_id"], promoted["token"], strict=True), start=1
+        ):
+            rows.append(
+                (
+                    float("nan") if value is None else float(value),
+                    int(token_id),
+                    token,
+                    rank,
+                    float(probs[rank - 1]),
+                )
+            )
+    return pd.DataFrame(rows, columns=["clamp", "token_id", "token", "decoded_rank", "prob"])

@@ -1,0 +1,129 @@
+"""``irm-lens lens decode|attribute|channels``: the neuron-level lenses from the command line.
+
+irm-lens lens decode --index 507                        # a residual index through the LM head
+irm-lens lens decode --layer 12 --neuron 5 7 --clamp-prompt "I feel"   # neurons, clamp-checked
+irm-lens lens attribute --prompt "The capital of France is"
+irm-lens lens channels --index 507
+Each writes CSV tables and a figure (PNG + HTML) into --out (default lens/<verb>).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from irm_lens.errors import IrmLensError
+
+
+def _host(args: argparse.Namespace) -> Any:
+    from irm_lens.host import load_host
+
+    return load_host(args.host, device=args.device, dtype=args.dtype)
+
+
+def _tokens(host: Any, prompt: str) -> torch.Tensor:
+    from irm_lens.prompts import encode
+
+    if not prompt.strip():
+        raise IrmLensError("--prompt is empty; give the text whose next token to explain.")
+    ids = encode(host.tokenizer, prompt, mode="plain").prompt_ids
+    return torch.tensor([ids], device=host.W_E.device)
+
+
+def _write(out: Path, tables: dict[str, Any], fig: Any, png: bool) -> None:
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic
+
+    for name, table in tables.items():
+        write_csv_atomic(out / f"{name}.csv", table)
+    save_figure(fig, out, "figure", png=png, height=max(650, 60 * len(tables) + 500))
+    print(f"wrote {out}")
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from irm_lens.lenses import clamp_effect, decode_index, decode_neurons
+    from irm_lens.plotting.lenses import decode_figure
+
+    if (args.index is None) == (args.layer is None):
+        raise IrmLensError("give either --index I (a residual index) or --layer L [--neuron N...].")
+    host = _host(args)
+    tables = {}
+    if args.index is not None:
+        table = decode_index(host, args.index, top=args.top)
+    else:
+        table = decode_neurons(host, args.layer, args.neuron, top=args.top)
+        if args.clamp_prompt is not None:
+            if not args.neuron or len(args.neuron) != 1:
+                raise IrmLensError("--clamp-prompt checks one neuron: give exactly one --neuron.")
+            effect = clamp_effect(
+                host, args.layer, args.neuron[0], _tokens(host, args.clamp_prompt)
+            )
+            tables["clamp"] = effect
+            print(effect.to_string(index=False))
+    tables["decode"] = table
+    print(table[table["rank"] <= 5].to_string(index=False))
+    _write(Path(args.out or "lens/decode"), tables, decode_figure(table), not args.no_png)
+    return 0
+
+
+def _attribute(args: argparse.Namespace) -> int:
+    from irm_lens.lenses import activation_x_gradient, log_prob_attribution, query_neurons
+    from irm_lens.plotting.lenses import attribution_figure
+
+    host = _host(args)
+    tokens = _tokens(host, args.prompt)
+    values = log_prob_attribution(host, tokens)
+    baseline = activation_x_gradient(host, tokens)
+    tables = {"values": values, "activation_x_gradient": baseline}
+    if getattr(host.cfg, "gated_mlp", False):
+        tables["queries"] = query_neurons(host, tokens, values, top=args.top)
+    word = host.tokenizer.decode([values.attrs["predicted"]])
+    print(f"predicted next token: {word!r}")
+    print(values.head(args.top).to_string(index=False))
+    fig = attribution_figure(values, baseline, top=args.top,
+                             title=f"Which units write {word!r} after {args.prompt!r}")  # fmt: skip
+    _write(Path(args.out or "lens/attribute"), tables, fig, not args.no_png)
+    return 0
+
+
+def _channels(args: argparse.Namespace) -> int:
+    from irm_lens.lenses import composition_scores, head_svd, index_in_head_subspaces
+    from irm_lens.plotting.lenses import subspace_figure
+
+    host = _host(args)
+    shares = index_in_head_subspaces(host, args.index)
+    tables = {"subspaces": shares, "ov_svd": head_svd(host, "OV"),
+              "composition_v": composition_scores(host, "V").head(200)}  # fmt: skip
+    top = shares.sort_values("write", ascending=False).head(5)
+    print(f"heads writing most into index {args.index} (chance {shares['chance'].iloc[0]:.3f}):")
+    print(top.to_string(index=False))
+    _write(Path(args.out or "lens/channels"), tables, subspace_figure(shares, index=args.index),
+           not args.no_png)  # fmt: skip
+    return 0
+
+
+def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+    """Register ``irm-lens lens ...`` on the main parser's subcommands."""
+    lens = sub.add_parser("lens", help="neuron-level lenses: decode, attribute, channels")
+    verbs = lens.add_subparsers(dest="lens_verb", required=True)
+    dec = verbs.add_parser("decode", help="residual index or MLP neurons through the LM head")
+    dec.add_argument("--index", type=int, help="residual index (e.g. 1512 on Llama-2-7B)")
+    dec.add_argument("--layer", type=int, help="MLP layer of --neuron")
+    dec.add_argument("--neuron", type=int, nargs="*", help="neurons of --layer (default: all)")
+    dec.add_argument("--clamp-prompt", help="clamp the one --neuron on this prompt and report")
+    dec.set_defaults(func=_decode)
+    att = verbs.add_parser("attribute", help="which neurons and heads write the next token")
+    att.add_argument("--prompt", required=True, help="text whose next token to explain")
+    att.set_defaults(func=_attribute)
+    cha = verbs.add_parser("channels", help="a residual index in heads' read/write subspaces")
+    cha.add_argument("--index", type=int, required=True, help="residual index")
+    cha.set_defaults(func=_channels)
+    for p in (dec, att, cha):
+        p.add_argument("--host", default=None, help=host_help)
+        add_host_options(p)
+        p.add_argument("--top", type=int, default=10, help="rows per table shown / kept")
+        p.add_argument("--out", default=None, help="output directory (default lens/<verb>)")
+        p.add_argument("--no-png", action="store_true", help="HTML only")

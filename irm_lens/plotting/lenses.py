@@ -1,0 +1,122 @@
+"""Figures of the neuron-level lenses: decoded tokens, attribution, head subspaces.
+
+A tidy DataFrame in, a ``go.Figure`` out, no file I/O.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from irm_lens.plotting.recorded import _BASE_COLOUR, _HIGHLIGHT_COLOUR, _check, _style
+
+DECODE_COLUMNS = ("unit", "direction", "rank", "token_id", "token", "score")
+ATTRIBUTION_COLUMNS = ("kind", "layer", "unit", "importance")
+SUBSPACE_COLUMNS = ("layer", "head", "write", "read_q", "read_k", "read_v", "chance")
+
+
+def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Promoted (right) and suppressed (left) tokens of each decoded unit, one row per unit."""
+    _check(table, DECODE_COLUMNS, "decoding")
+    units = list(dict.fromkeys(table["unit"]))
+    fig = make_subplots(
+        rows=len(units),
+        cols=1,
+        subplot_titles=[str(u) for u in units],
+        vertical_spacing=0.3 / max(len(units), 1),
+    )
+    for i, unit in enumerate(units, start=1):
+        rows = table[table["unit"] == unit].sort_values("score")
+        labels = [f"{t!r} #{i_}" for t, i_ in zip(rows["token"], rows["token_id"], strict=True)]
+        colours = [
+            _HIGHLIGHT_COLOUR if d == "promoted" else _BASE_COLOUR for d in rows["direction"]
+        ]
+        fig.add_bar(
+            x=rows["score"],
+            y=labels,
+            orientation="h",
+            marker_color=colours,
+            showlegend=False,
+            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+            row=i,
+            col=1,
+        )
+        fig.update_yaxes(type="category", tickfont={"size": 10}, row=i, col=1)
+    fig.update_xaxes(title_text="logit change per unit (final gain x W_U)", row=len(units), col=1)
+    return _style(fig, title or "LM-head decoding: promoted and suppressed tokens")
+
+
+def attribution_figure(
+    table: pd.DataFrame,
+    baseline: pd.DataFrame | None = None,
+    *,
+    top: int = 20,
+    title: str | None = None,
+) -> go.Figure:
+    """The ``top`` units by log-probability importance; with ``baseline`` (activation x
+    gradient), each neuron's rank there in the hover."""
+    _check(table, ATTRIBUTION_COLUMNS, "attribution")
+    rows = table.head(top).iloc[::-1]
+    labels = [
+        f"{k[0].upper()} L{layer}.{unit}"
+        for k, layer, unit in zip(rows["kind"], rows["layer"], rows["unit"], strict=True)
+    ]
+    custom = ["" for _ in labels]
+    if baseline is not None:
+        ranks = baseline.set_index(["layer", "unit"])["rank"]
+        custom = [
+            f"<br>activation x gradient rank {ranks.get((layer, unit), '-')}"
+            if kind == "neuron"
+            else ""
+            for kind, layer, unit in zip(rows["kind"], rows["layer"], rows["unit"], strict=True)
+        ]
+    colours = [_HIGHLIGHT_COLOUR if k == "neuron" else "#1f77b4" for k in rows["kind"]]
+    fig = go.Figure(
+        go.Bar(
+            x=rows["importance"],
+            y=labels,
+            orientation="h",
+            marker_color=colours,
+            customdata=custom,
+            hovertemplate="%{y}: %{x:.3f} nats%{customdata}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="increase of log p(predicted token) (nats)")
+    fig.update_yaxes(title_text="unit (N = MLP neuron, H = attention head)", type="category")
+    predicted = table.attrs.get("predicted")
+    what = f" for token id {predicted}" if predicted is not None else ""
+    return _style(fig, title or f"Log-probability attribution{what}: top {len(rows)} units")
+
+
+def subspace_figure(table: pd.DataFrame, *, index: int, title: str | None = None) -> go.Figure:
+    """Share of residual index ``index`` in each head's write and value-read subspaces."""
+    _check(table, SUBSPACE_COLUMNS, "head subspace")
+    chance = float(table["chance"].iloc[0])
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("written by W_O", "read by W_V (gain-folded)")
+    )
+    for col, key in ((1, "write"), (2, "read_v")):
+        grid = table.pivot(index="layer", columns="head", values=key)
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.to_numpy() / chance,
+                x=grid.columns,
+                y=grid.index,
+                coloraxis="coloraxis",
+                hovertemplate="layer %{y} head %{x}<br>%{z:.2f} x chance<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="head", row=1, col=col)
+        fig.update_yaxes(title_text="layer", row=1, col=col)
+    fig.update_layout(
+        coloraxis={"colorscale": "Viridis", "cmin": 0, "colorbar": {"title": {"text": "x chance"}}}
+    )
+    return _style(
+        fig,
+        title
+        or f"Residual index {index} in heads' subspaces "
+        f"(1 = chance, d_head/d_model = {chance:.3f})",
+    )
