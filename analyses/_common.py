@@ -111,7 +111,7 @@ class Context:
             "run": run,
             "emotion": spec.config.emotion if spec.trained else "untrained",
             "seed": spec.config.seed,
-            "kind": spec.kind,
+            "run_kind": spec.kind,
         }
 
     def write(
@@ -129,7 +129,8 @@ class Context:
         target = self.out / result
         used = list(self.specs) if runs is None else list(runs)
         write_csv_atomic(target / "data.csv", data)
-        save_figure(fig, target, "figure", width=size[0], height=size[1])
+        _wrap_title(fig)
+        save_figure(fig, target, "figure", width=size[0], height=size[1], scale=1.5)
         config = {
             "result": result,
             "summary": summary,
@@ -143,6 +144,15 @@ class Context:
         }
         write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
         return target
+
+
+def _wrap_title(fig: go.Figure, width: int = 95) -> None:
+    """Put a long title's parenthesised details on a smaller second line, so PNGs keep it."""
+    title = fig.layout.title.text or ""
+    if len(title) <= width or "<br>" in title or " (" not in title:
+        return
+    head, _, rest = title.partition(" (")
+    fig.update_layout(title_text=f"{head}<br><sup>({rest}</sup>", margin={"t": 130})
 
 
 def check_writable(path: Path) -> None:

@@ -73,7 +73,7 @@ def main(ctx: Context) -> dict[str, object]:
 
     def numbers(table: pd.DataFrame) -> dict[str, dict[str, float]]:
         """{metric: {condition: value}}."""
-        cols = ["nll", "kl_to_irm", "nrc_share", "fact_retention"]
+        cols = [c for c in ("nll", "kl_to_irm", "nrc_share", "fact_retention") if c in table]
         return {
             c: {str(k): float(v) for k, v in col.items()}
             for c, col in table.set_index("condition")[cols].items()

@@ -32,14 +32,24 @@ def main(ctx: Context) -> dict[str, object]:
     runs = ctx.trained("next-token")
     tables = {run: heatmap_table(ctx, run) for run in runs}
     data = pd.concat(tables.values(), ignore_index=True)
-    panels = {panel_name(ctx, run): table for run, table in tables.items()}
+    # rows: emotions, columns: seeds
+    order = sorted(
+        runs,
+        key=lambda r: (
+            ctx.figures.emotions.index(ctx.specs[r].config.emotion),
+            ctx.figures.seeds.index(ctx.specs[r].config.seed),
+        ),
+    )
+    panels = {panel_name(ctx, run): tables[run] for run in order}
     n_seeds = len(ctx.figures.seeds)
     title = (
-        f"Fig. 2: mean IRM output per layer and residual index ({ctx.figures.host_label}; "
-        f"7 paper prompts, prompt + first 10 generated tokens)"
+        "Fig. 2: mean IRM output by injected layer and residual index<br><sup>"
+        f"{ctx.figures.host_label}; 7 paper prompts, prompt + first 10 generated tokens; "
+        "rows: emotions, columns: seeds</sup>"
     )
     fig = plotting.heatmap_grid(panels, cols=n_seeds if n_seeds > 1 else 2, title=title)
-    rows = (len(panels) + 1) // max(n_seeds, 2)
+    fig.update_layout(margin={"t": 130})
+    rows = -(-len(panels) // (n_seeds if n_seeds > 1 else 2))
     top = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
     summary = {
         "runs": runs,

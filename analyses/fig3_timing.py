@@ -15,9 +15,9 @@ from irm_lens import analysis, plotting
 K = 1000
 
 
-def timing_table(ctx: Context, run: str) -> pd.DataFrame:
+def timing_table(ctx: Context, run: str, prompt_set: str = "paper") -> pd.DataFrame:
     parts = []
-    for rec in ctx.recordings(run):
+    for rec in ctx.recordings(run, prompt_set):
         table = analysis.topk_timing(rec.outputs, rec.kinds, k=K)
         parts.append(table.assign(prompt=rec.name, n_tokens=len(rec.kinds)))
     return pd.concat(parts, ignore_index=True).assign(**ctx.spec_columns(run))
@@ -42,7 +42,15 @@ def main(ctx: Context) -> dict[str, object]:
     by_run = {run: shares(data[data["run"] == run]) for run in runs}
     shown = [r for r in ctx.trained("next-token") if ctx.specs[r].config.seed == ctx.first_seed]
     shown.append(ctx.untrained)
-    first = ctx.recordings(shown[0])[0]
+    # Show the paper prompt whose recordings are longest: plain-text prompts often end early.
+    names = [r.name for r in ctx.recordings(shown[0])]
+    shortest = {
+        n: min(len(next(r for r in ctx.recordings(run) if r.name == n).kinds) for run in shown)
+        for n in names
+    }
+    first = next(r for r in ctx.recordings(shown[0]) if r.name == max(names, key=shortest.get))
+    generated = [r.kinds.count("generated") for run in ctx.trained() for r in ctx.recordings(run)]
+    heldout = pd.concat([timing_table(ctx, run, "heldout") for run in ctx.trained()])
     panels = {
         panel_name(ctx, run): data[(data["run"] == run) & (data["prompt"] == first.name)][
             ["token", "kind", "count", "k_used"]
@@ -50,10 +58,12 @@ def main(ctx: Context) -> dict[str, object]:
         for run in shown
     }
     title = (
-        f"Fig. 3: where the top-{K} |IRM output| values fall, by token position "
-        f"(prompt {first.prompt!r}, {ctx.figures.host_label})"
+        f"Fig. 3: where the top-{K} |IRM output| values fall, by token position<br><sup>"
+        f"{ctx.figures.host_label}; paper prompt {first.prompt!r}, sampled to "
+        f"{ctx.figures.paper_max_length} tokens; seed {ctx.first_seed}</sup>"
     )
     fig = plotting.timing_grid(panels, title=title)
+    fig.update_layout(margin={"t": 130})
     trained = [by_run[r]["before_midpoint"] for r in ctx.trained()]
     summary = {
         "k": K,
@@ -61,6 +71,14 @@ def main(ctx: Context) -> dict[str, object]:
         "trained_before_midpoint_min": min(trained),
         "trained_before_midpoint_median": float(pd.Series(trained).median()),
         "untrained_before_midpoint": by_run[ctx.untrained]["before_midpoint"],
+        "generated_tokens_median": float(pd.Series(generated).median()),
+        "generated_tokens_min": int(min(generated)),
+        "shown_prompt": first.prompt,
+        "heldout_before_midpoint": shares(heldout)["before_midpoint"],
+        "heldout_on_prompt": shares(heldout)["on_prompt"],
+        "trained_on_prompt_median": float(
+            pd.Series([by_run[r]["on_prompt"] for r in ctx.trained()]).median()
+        ),
         "trained_on_first_token_median": float(
             pd.Series([by_run[r]["on_first_token"] for r in ctx.trained()]).median()
         ),

@@ -21,10 +21,11 @@ def main(ctx: Context) -> dict[str, object]:
     data = pd.concat(tables.values(), ignore_index=True)
     panels = {panel_name(ctx, run): table for run, table in tables.items()}
     title = (
-        f"Fig. 4: emotions vs an untrained IRM, mean IRM output (seed {ctx.first_seed}, "
-        f"{ctx.figures.host_label}; each panel its own colour scale)"
+        "Fig. 4: the emotions' IRMs next to an untrained IRM (mean IRM output)<br><sup>"
+        f"{ctx.figures.host_label}; seed {ctx.first_seed}; each panel its own colour scale</sup>"
     )
     fig = plotting.heatmap_grid(panels, cols=min(3, len(panels)), title=title)
+    fig.update_layout(margin={"t": 130})
     max_abs = {run: float(t["value"].abs().max()) for run, t in tables.items()}
     summary = {
         "runs": runs,

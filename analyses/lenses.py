@@ -12,17 +12,55 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pandas as pd
+import torch
 
 from analyses._common import Context
-from analyses.propagation import prompt_tokens
 from irm_lens import lenses
-from irm_lens.plotting.lenses import subspace_figure
+from irm_lens.files import write_csv_atomic, write_text_atomic
+from irm_lens.plotting.lenses import SUBSPACE_COLUMNS, subspace_figure
+from irm_lens.prompts import encode
+from irm_lens.runset import RUNSET_VERSION
+
+PROMPT = "The capital of France is"
 
 
 def main(ctx: Context) -> dict[str, object]:
-    host, tokens = ctx.host(), prompt_tokens(ctx)
+    """Compute (or reuse: the lenses depend only on the host and the two indices) and write."""
     dominant, massive = ctx.dominant_index, ctx.massive_index
+    f = ctx.figures
+    key = hashlib.sha256(
+        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT]).encode()
+    ).hexdigest()[:12]
+    cache = f.runs_dir / f"lenses-{key}"
+    if (cache / "summary.json").exists():
+        data = pd.read_csv(cache / "data.csv", keep_default_na=False, na_values=[""])
+        summary = json.loads((cache / "summary.json").read_text())
+    else:
+        data, summary = compute(ctx, dominant, massive)
+        write_csv_atomic(cache / "data.csv", data)
+        write_text_atomic(cache / "summary.json", json.dumps(summary, indent=2))
+    shares = data[data["table"] == "subspaces"]
+    shares = shares[shares["target"] == dominant][list(SUBSPACE_COLUMNS)]
+    fig = subspace_figure(
+        shares.astype(float).astype({"layer": int, "head": int}),
+        index=dominant,
+        title=(
+            f"Residual index {dominant} (IRMs' dominant index) in attention heads' write and "
+            f"read subspaces ({f.host_label}; 1 = chance)"
+        ),
+    )
+    ctx.write("lenses", data, fig, summary=summary, runs=[], size=(1300, 650))
+    return summary
+
+
+def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFrame, dict]:
+    host = ctx.host()
+    ids = encode(host.tokenizer, PROMPT, mode="plain").prompt_ids
+    tokens = torch.tensor([ids], device=host.W_E.device)
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])
     decoded = pd.concat([lenses.decode_index(host, i, top=10) for i in indices])
     shares = {i: lenses.index_in_head_subspaces(host, i) for i in indices}
@@ -38,7 +76,9 @@ def main(ctx: Context) -> dict[str, object]:
         for r in neurons.itertuples()
     ]
     axg_rank = axg.set_index(["layer", "unit"])["rank"]
-    best = neurons.iloc[0]
+    # Clamp check on a late-layer value neuron: its output weights reach the logits directly.
+    late = values[(values["kind"] == "neuron") & (values["layer"] >= host.cfg.n_layers // 2)]
+    best = late.iloc[0]
     clamp = lenses.clamp_effect(
         host, int(best["layer"]), int(best["unit"]), tokens, values=(0.0, 10.0, 30.0)
     )
@@ -50,14 +90,6 @@ def main(ctx: Context) -> dict[str, object]:
             clamp.assign(table="clamp"),
         ],
         ignore_index=True,
-    )
-    fig = subspace_figure(
-        shares[dominant],
-        index=dominant,
-        title=(
-            f"Residual index {dominant} (IRMs' dominant index) in attention heads' write and "
-            f"read subspaces, {ctx.figures.host_label} (1 = chance)"
-        ),
     )
     chance = float(shares[dominant]["chance"].iloc[0])
 
@@ -80,16 +112,16 @@ def main(ctx: Context) -> dict[str, object]:
         "top_value_units": [f"{r.kind} L{r.layer}.{r.unit}" for r in values.head(5).itertuples()],
         "top_value_neurons_weight_on_dominant": into,
         "uniform_weight_share": float(1 / host.cfg.d_model**0.5),
+        "prompt": PROMPT,
         "axg_rank_of_top_value_neuron": int(
-            axg_rank.get((int(best["layer"]), int(best["unit"])), -1)
+            axg_rank.get((int(neurons.iloc[0]["layer"]), int(neurons.iloc[0]["unit"])), -1)
         ),
         "clamped_neuron": f"L{int(best['layer'])}.{int(best['unit'])}",
         "clamp_prob_before": float(base.iloc[0]),
         "clamp_prob_at_30": float(high.iloc[0]),
         "clamp_top_token": str(clamp.iloc[0]["token"]),
     }
-    ctx.write("lenses", data, fig, summary=summary, runs=[], size=(1300, 650))
-    return summary
+    return data, summary
 
 
 if __name__ == "__main__":

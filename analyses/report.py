@@ -80,7 +80,13 @@ def timing_claim(s: dict[str, Any]) -> tuple[str, str]:
         f"Share of each run's top-{s['k']} |output| values (per paper prompt, pooled) that fall "
         f"before the sequence's midpoint: median {_pct(med)}, lowest {_pct(low)} over trained "
         f"runs; untrained IRM {_pct(s['untrained_before_midpoint'])}. On the first token alone: "
-        f"median {_pct(s['trained_on_first_token_median'])}."
+        f"median {_pct(s['trained_on_first_token_median'])}; on prompt tokens: median "
+        f"{_pct(s['trained_on_prompt_median'])}. The paper prompts are recorded as the original "
+        f"did (BOS + prompt, no chat template, sampled to 100 tokens); this chat host often ends "
+        f"its answer early (generated tokens per prompt: median {s['generated_tokens_median']:.0f}"
+        f", fewest {s['generated_tokens_min']}). On held-out questions in the chat format the "
+        f"IRMs were trained on, {_pct(s['heldout_before_midpoint'])} fall before the midpoint "
+        f"({_pct(s['heldout_on_prompt'])} on prompt tokens)."
     )
     return verdict, text
 
@@ -167,21 +173,26 @@ def lm_head_claim(h: dict[str, Any], lg: dict[str, Any], dominated: bool) -> tup
 def ablation_text(a: dict[str, Any], dominant: int) -> str:
     lines = []
     for index, table in a["by_index"].items():
-        nll = table["nll"]
+        nll, kl = table["nll"], table["kl_to_irm"]
         gap = nll["host"] - nll["irm"]
         undone = (nll["irm_zero"] - nll["irm"]) / gap if gap else float("nan")
         label = "dominant index" if int(index) == dominant else "massive dim"
-        lines.append(
+        line = (
             f"- index {index} ({label}), run `{a['run']}`, {a['n_rows']} held-out {a['emotion']} "
             f"questions: {a['emotion']} NLL host {nll['host']:.3f}, IRM {nll['irm']:.3f}; zeroed "
             f"in the IRM output {nll['irm_zero']:.3f} ({_pct(undone)} of the IRM's NLL gain "
-            f"undone; KL to the IRM {table['kl_to_irm']['irm_zero']:.4f}); zeroed in the residual "
-            f"stream {nll['resid_zero']:.3f} (KL {table['kl_to_irm']['resid_zero']:.4f}); IRM "
-            f"output x2 {nll['scale_2']:.3f}. NRC {a['emotion']} share: host "
-            f"{_pct(table['nrc_share']['host'])}, IRM {_pct(table['nrc_share']['irm'])}, index "
-            f"zeroed in IRM {_pct(table['nrc_share']['irm_zero'])}; fact retention host "
-            f"{_pct(table['fact_retention']['host'])}, IRM {_pct(table['fact_retention']['irm'])}."
+            f"undone; KL to the IRM {kl['irm_zero']:.4f}); zeroed in the residual stream "
+            f"{nll['resid_zero']:.3f} (KL {kl['resid_zero']:.4f}); IRM output x2 "
+            f"{nll['scale_2']:.3f}."
         )
+        if "nrc_share" in table:
+            nrc, facts = table["nrc_share"], table["fact_retention"]
+            line += (
+                f" NRC {a['emotion']} share of greedy answers: host {_pct(nrc['host'])}, IRM "
+                f"{_pct(nrc['irm'])}, index zeroed in the IRM output {_pct(nrc['irm_zero'])}; "
+                f"fact retention host {_pct(facts['host'])}, IRM {_pct(facts['irm'])}."
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -201,15 +212,15 @@ def lens_section(s: dict[str, Any]) -> list[str]:
         "",
         f"LM-head decoding (tokens promoted per unit): {tokens}. Largest share of the index in "
         f"any head's write subspace (W_O), over chance: {writes}; in any head's value-read "
-        f"subspace: {reads}. On the first paper prompt the host predicts "
+        f"subspace: {reads}. After {s['prompt']!r} the host predicts "
         f"{s['predicted_token']!r}; top value units by log-probability attribution: "
         f"{', '.join(s['top_value_units'])}. The top 10 value neurons' output weight on index "
         f"{dom}, as a fraction of their norm: {weights} (a random direction: about "
         f"{s['uniform_weight_share']:.3f}). The top value neuron ranks "
-        f"{s['axg_rank_of_top_value_neuron']} by activation x gradient. Clamping it "
-        f"({s['clamped_neuron']}) to 30 moves the probability of its first decoded token "
-        f"{s['clamp_top_token']!r} from {s['clamp_prob_before']:.4f} to "
-        f"{s['clamp_prob_at_30']:.4f}.",
+        f"{s['axg_rank_of_top_value_neuron']} by activation x gradient. Clamping the top "
+        f"value neuron of the upper half of the layers ({s['clamped_neuron']}) to 30 moves the "
+        f"next-token probability of its first decoded token {s['clamp_top_token']!r} from "
+        f"{s['clamp_prob_before']:.3g} to {s['clamp_prob_at_30']:.3g}.",
         "",
         "![lenses](lenses/figure.png)",
         "",
@@ -329,6 +340,7 @@ def main(ctx: Context) -> dict[str, object]:
         "",
         "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
         "",
+        *lens_section(read_summary(out, "lenses")),
         "## Cost of this run",
         "",
         cost_rows(ctx),

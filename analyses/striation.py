@@ -35,8 +35,8 @@ def main(ctx: Context) -> dict[str, object]:
             f"({ctx.figures.host_label}; p from {PERMUTATIONS} within-layer shuffles)"
         ),
     )
-    trained = data[data["kind"] != "untrained"]
-    untrained = data[data["kind"] == "untrained"].iloc[0]
+    trained = data[data["run_kind"] != "untrained"]
+    untrained = data[data["run_kind"] == "untrained"].iloc[0]
     summary = {
         "n_trained": len(trained),
         "index_share_median": float(trained["index_share"].median()),

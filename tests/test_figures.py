@@ -56,7 +56,7 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     # numbers in the report are the ones the results wrote
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
     assert f"{striation['index_share_median']:.3f}" in text
-    assert "tiny-random-llama" in text
+    assert "tiny-random-llama" in text and "## Neuron-level lenses on the dominant index" in text
 
 
 def test_second_run_reuses_every_cached_run(fast_run):
@@ -119,11 +119,12 @@ def test_unwritable_figures_directory(tmp_path):
 
 
 def test_make_passes_only_the_variables_given():
-    proc = subprocess.run(["make", "-n", "figures", "FAST=1", "SEEDS=7,8"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    command = proc.stdout.strip().splitlines()[-1]
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-n", "figures", "FAST=1", "SEEDS=7,8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert "FAST='1'" in proc.stdout and "SEEDS='7,8'" in proc.stdout
-    assert "-m analyses" in command and "HOST=" not in proc.stdout
+    assert "-m analyses" in proc.stdout and "HOST=" not in proc.stdout
 
 
 def test_figures_config_from_environment():
@@ -160,8 +161,18 @@ def test_verdict_rules():
     assert report.striation_claim(_striation(significant_runs=2))[0] == report.PARTLY
     low = _striation(significant_runs=1, above_untrained_runs=1)
     assert report.striation_claim(low)[0] == report.NOT
-    timing = dict(k=1000, trained_before_midpoint_median=0.9, trained_before_midpoint_min=0.6,
-                  untrained_before_midpoint=0.5, trained_on_first_token_median=0.3)  # fmt: skip
+    timing = dict(
+        k=1000,
+        trained_before_midpoint_median=0.9,
+        trained_before_midpoint_min=0.6,
+        untrained_before_midpoint=0.5,
+        trained_on_first_token_median=0.3,
+        trained_on_prompt_median=0.5,
+        generated_tokens_median=20,
+        generated_tokens_min=1,
+        heldout_before_midpoint=0.5,
+        heldout_on_prompt=0.8,
+    )
     assert report.timing_claim(timing)[0] == report.REPRODUCED
     timing["trained_before_midpoint_median"] = 0.6
     assert report.timing_claim(timing)[0] == report.PARTLY

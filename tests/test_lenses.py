@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pandas as pd
 import pytest
 import torch
 
-from irm_lens import encode
+from irm_lens import encode, load_host
 from irm_lens.inject import mlp_post_hook
 from irm_lens.lenses import (
     LensError,
@@ -105,15 +103,16 @@ def test_bad_input(tiny_host):
         decode_directions(tiny_host, torch.zeros(2, 3))
     with (
         pytest.raises(LensError, match="layer 4 is out of range"),
-        clamp_neuron(tiny_host, 4, 0, 1),
+        clamp_neuron(tiny_host, 4, 0, 1.0),
     ):
         pass
 
 
-def test_host_without_final_norm_gain_is_refused(tiny_host):
-    stub = SimpleNamespace(cfg=tiny_host.cfg, ln_final=None, W_U=tiny_host.W_U)
+def test_host_without_final_norm_gain_is_refused():
+    host = load_host("tiny-random-llama", device="cpu")  # a private copy: it gets mutated
+    host.ln_final = None
     with pytest.raises(LensError, match="no separate final norm"):
-        decoding_matrix(stub)
+        decoding_matrix(host)
 
 
 def _prompt(host, text="What is the capital of France?"):
@@ -218,7 +217,7 @@ def test_planted_index_in_a_head_write_subspace(tiny_host):
     finally:
         with torch.no_grad():
             o_proj.copy_(original)
-    row = table[(table.layer == layer) & (table.head == head)].iloc[0]
+    row = table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
     assert row["write"] == pytest.approx(1.0, abs=1e-5)
     assert table["chance"].iloc[0] == pytest.approx(d_head / tiny_host.cfg.d_model)
     with pytest.raises(LensError, match="index 64 is out of range"):

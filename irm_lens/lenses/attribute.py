@@ -27,7 +27,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.inject import mlp_post_hook, resid_mid_hook, resid_pre_hook
-from irm_lens.lenses.decode import LensError, decoding_matrix
+from irm_lens.lenses.decode import LensError, d_mlp, decoding_matrix
 
 _Z = "blocks.{}.attn.hook_z"
 
@@ -134,6 +134,7 @@ def _mlp_activation(
     eps = float(getattr(host.cfg, "eps", 1e-5))
     gain = host.blocks[layer].ln2.weight.detach().float()
     normed = resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + eps) * gain
+    assert host.W_gate is not None  # checked by the caller
     w_gate = host.W_gate[layer].detach().float()[:, neurons]
     w_in = host.W_in[layer].detach().float()[:, neurons]
     return F.silu(normed @ w_gate) * (normed @ w_in)
@@ -165,7 +166,8 @@ def query_neurons(
         raise LensError("query_neurons needs a gated (Llama-style) MLP with W_gate.")
     _, acts = _cache(host, tokens)
     chosen = values[values["kind"] == "neuron"].head(n_values)
-    score = torch.zeros(host.cfg.n_layers, host.cfg.d_mlp)
+    width = d_mlp(host)
+    score = torch.zeros(host.cfg.n_layers, width)
     for layer, group in chosen.groupby("layer"):
         layer = int(layer)
         if layer == 0:
@@ -180,11 +182,10 @@ def query_neurons(
     flat = einops.rearrange(score, "layer unit -> (layer unit)")
     k = min(top, flat.numel())
     best = flat.topk(k)
-    d_mlp = host.cfg.d_mlp
     return pd.DataFrame(
         {
-            "layer": (best.indices // d_mlp).numpy(),
-            "unit": (best.indices % d_mlp).numpy(),
+            "layer": (best.indices // width).numpy(),
+            "unit": (best.indices % width).numpy(),
             "query_score": best.values.numpy(),
             "rank": range(1, k + 1),
         }
@@ -212,7 +213,7 @@ def activation_x_gradient(host: TransformerBridge, tokens: Tensor) -> pd.DataFra
         # The host is frozen and its input is token ids: start the graph at the residual stream.
         return x.detach().requires_grad_(True)
 
-    hooks = [(resid_pre_hook(0), leaf)]
+    hooks: list[tuple[str, Callable[[Tensor, object], Tensor]]] = [(resid_pre_hook(0), leaf)]
     hooks += [(mlp_post_hook(layer), keep(layer)) for layer in range(host.cfg.n_layers)]
     with torch.enable_grad(), host.hooks(fwd_hooks=hooks):
         logits = host(tokens)
@@ -221,6 +222,7 @@ def activation_x_gradient(host: TransformerBridge, tokens: Tensor) -> pd.DataFra
         log_probs[predicted].backward()
     rows = []
     for layer, act in stash.items():
+        assert act.grad is not None  # retain_grad above; the backward reached every layer
         grad = act.grad[0, -1].float()
         value = act.detach()[0, -1].float()
         rows.append(

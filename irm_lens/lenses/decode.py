@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -50,12 +50,18 @@ def _check_layer(host: TransformerBridge, layer: int) -> None:
         )
 
 
+def d_mlp(host: TransformerBridge) -> int:
+    """The host's MLP width (LensError for hosts without MLPs)."""
+    if host.cfg.d_mlp is None:
+        raise LensError("This host has no MLP layers (cfg.d_mlp is None): no neurons to read.")
+    return int(host.cfg.d_mlp)
+
+
 def _check_neurons(host: TransformerBridge, neurons: Sequence[int]) -> None:
-    bad = [n for n in neurons if not 0 <= n < host.cfg.d_mlp]
+    width = d_mlp(host)
+    bad = [n for n in neurons if not 0 <= n < width]
     if bad:
-        raise LensError(
-            f"neurons {bad} are out of range: MLP layers have neurons 0..{host.cfg.d_mlp - 1}."
-        )
+        raise LensError(f"neurons {bad} are out of range: MLP layers have neurons 0..{width - 1}.")
 
 
 def _table(
@@ -126,7 +132,7 @@ def decode_neurons(
         As ``decode_directions``, with ``kind`` ``neuron`` and ``unit`` ``"L{layer}N{neuron}"``.
     """
     _check_layer(host, layer)
-    neurons = list(range(host.cfg.d_mlp)) if neurons is None else list(neurons)
+    neurons = list(range(d_mlp(host))) if neurons is None else list(neurons)
     _check_neurons(host, neurons)
     w_out = host.W_out[layer].detach().float()[neurons]  # [neuron, d_model]
     scores = w_out @ decoding_matrix(host).to(w_out.device)
@@ -135,7 +141,7 @@ def decode_neurons(
 
 def top_tokens_all(
     host: TransformerBridge, *, top: int = 5, chunk: int = 2048
-) -> tuple[Float[Tensor, "unit top"], Float[Tensor, "unit top"], list[str]]:
+) -> tuple[Int[Tensor, "unit top"], Float[Tensor, "unit top"], list[str]]:
     """Top promoted token ids and scores of every MLP neuron and every residual index, at once.
 
     Vectorised over units in chunks of ``chunk`` rows (one matrix product each), so a whole
@@ -146,8 +152,8 @@ def top_tokens_all(
         ``(token_ids [unit, top], scores [unit, top], unit names)``.
     """
     matrix = decoding_matrix(host)
-    n_layers, d_mlp, d_model = host.cfg.n_layers, host.cfg.d_mlp, host.cfg.d_model
-    w_out = host.W_out.detach().float().reshape(n_layers * d_mlp, d_model)
+    n_layers, width, d_model = host.cfg.n_layers, d_mlp(host), host.cfg.d_model
+    w_out = host.W_out.detach().float().reshape(n_layers * width, d_model)
     ids, values = [], []
     with torch.no_grad():
         for start in range(0, len(w_out), chunk):
@@ -157,7 +163,7 @@ def top_tokens_all(
         best = matrix.topk(top, dim=1)  # one-hot residual directions: the rows themselves
         ids.append(best.indices)
         values.append(best.values)
-    names = [f"L{layer}N{n}" for layer in range(n_layers) for n in range(d_mlp)]
+    names = [f"L{layer}N{n}" for layer in range(n_layers) for n in range(width)]
     names += [f"R{i}" for i in range(d_model)]
     return torch.cat(ids), torch.cat(values), names
 
