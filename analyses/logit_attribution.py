@@ -43,8 +43,9 @@ def main(ctx: Context) -> dict[str, object]:
         {i: tables["direct"] for i, tables in parts.items()},
         {i: tables["norm"] for i, tables in parts.items()},
         title=(
-            f"Logit attribution: direct effect per unit (left) and entropy when the index is "
-            f"scaled before the final norm (right), {ctx.figures.host_label}"
+            "Logit attribution of the dominant index and the host's massive dim<br><sup>"
+            "left: direct effect per unit through final gain and W_U; right: next-token entropy "
+            f"when the index is scaled before the final norm; {ctx.figures.host_label}</sup>"
         ),
     )
 

@@ -189,8 +189,14 @@ def logit_attribution_figure(
             )
     fig.update_xaxes(title_text="logit change per unit of the index", row=1, col=1)
     fig.update_yaxes(type="category", tickfont={"size": 10}, row=1, col=1)
+    scales = sorted({float(x) for t in norm.values() for x in t["scale"] if x > 0})
     fig.update_xaxes(
-        title_text="scale of x[index] entering the final norm", type="log", row=1, col=2
+        title_text="scale of x[index] entering the final norm",
+        type="log",
+        tickvals=scales,
+        ticktext=[f"{x:g}" for x in scales],
+        row=1,
+        col=2,
     )
     fig.update_yaxes(title_text="entropy (nats)", row=1, col=2)
     names = ", ".join(str(i) for i in direct)
