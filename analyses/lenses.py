@@ -26,6 +26,7 @@ from irm_lens.prompts import encode
 from irm_lens.runset import RUNSET_VERSION
 
 PROMPT = "The capital of France is"
+CONCEPT_PROMPT = "My favourite thing about the weekend is"
 
 
 def main(ctx: Context) -> dict[str, object]:
@@ -33,7 +34,7 @@ def main(ctx: Context) -> dict[str, object]:
     dominant, massive = ctx.dominant_index, ctx.massive_index
     f = ctx.figures
     key = hashlib.sha256(
-        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT]).encode()
+        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT, 2]).encode()
     ).hexdigest()[:12]
     cache = f.runs_dir / f"lenses-{key}"
     if (cache / "summary.json").exists():
@@ -82,8 +83,33 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
     clamp = lenses.clamp_effect(
         host, int(best["layer"]), int(best["unit"]), tokens, values=(0.0, 10.0, 30.0)
     )
+    # A coherent concept to validate decoding by clamping: a late neuron decoding to digits.
+    digits = lenses.concept_neurons(
+        host, lambda w: w.strip().isdigit(), top=8, min_hits=8, min_layer=host.cfg.n_layers // 2
+    )
+    concept: dict[str, object] = {"found": len(digits) > 0}
+    concept_table = pd.DataFrame()
+    if len(digits):
+        layer, neuron = int(digits.iloc[0]["layer"]), int(digits.iloc[0]["neuron"])
+        neutral = torch.tensor(
+            [encode(host.tokenizer, CONCEPT_PROMPT, mode="plain").prompt_ids],
+            device=host.W_E.device,
+        )
+        concept_table = lenses.clamp_effect(
+            host, layer, neuron, neutral, values=(0.0, 10.0, 20.0, 40.0), top=8
+        )
+        mass = concept_table.groupby("clamp", dropna=False)["prob"].sum()
+        concept.update(
+            neuron=f"L{layer}.{neuron}",
+            tokens=digits.iloc[0]["tokens"],
+            n_found=len(digits),
+            prompt=CONCEPT_PROMPT,
+            mass_unclamped=float(concept_table.loc[concept_table["clamp"].isna(), "prob"].sum()),
+            mass_by_clamp={f"{k:g}": float(v) for k, v in mass.dropna().items() if k == k},
+        )
     data = pd.concat(
         [
+            concept_table.assign(table="concept_clamp"),
             decoded.assign(table="decode"),
             pd.concat([t.assign(target=i) for i, t in shares.items()]).assign(table="subspaces"),
             values.head(50).assign(table="attribution"),
@@ -120,6 +146,7 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
         "clamp_prob_before": float(base.iloc[0]),
         "clamp_prob_at_30": float(high.iloc[0]),
         "clamp_top_token": str(clamp.iloc[0]["token"]),
+        "concept": concept,
     }
     return data, summary
 

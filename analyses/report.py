@@ -196,6 +196,21 @@ def ablation_text(a: dict[str, Any], dominant: int) -> str:
     return "\n".join(lines)
 
 
+def concept_lines(c: dict[str, Any]) -> list[str]:
+    """The clamp check on a neuron whose decoded tokens form one concept (digits)."""
+    if not c.get("found"):
+        return ["No late-layer neuron decodes to digits only on this host: no concept clamp.", ""]
+    by = ", ".join(f"{k}: {v:.3g}" for k, v in c["mass_by_clamp"].items())
+    return [
+        f"Clamp validation on a concept neuron: {c['n_found']} neurons in the upper half of the "
+        f"layers decode to digits only; the strongest, {c['neuron']}, promotes "
+        f"{c['tokens']!r}. After {c['prompt']!r}, the total next-token probability of its 8 "
+        f"decoded tokens is {c['mass_unclamped']:.3g} unclamped and, with the neuron clamped to "
+        f"each value, {by}.",
+        "",
+    ]
+
+
 def lens_section(s: dict[str, Any]) -> list[str]:
     """The neuron-level lenses applied to the dominant index (empty if not run)."""
     if not s:
@@ -222,6 +237,7 @@ def lens_section(s: dict[str, Any]) -> list[str]:
         f"next-token probability of its first decoded token {s['clamp_top_token']!r} from "
         f"{s['clamp_prob_before']:.3g} to {s['clamp_prob_at_30']:.3g}.",
         "",
+        *concept_lines(s.get("concept", {})),
         "![lenses](lenses/figure.png)",
         "",
     ]

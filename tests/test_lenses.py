@@ -11,8 +11,10 @@ from irm_lens.inject import mlp_post_hook
 from irm_lens.lenses import (
     LensError,
     activation_x_gradient,
+    clamp_effect,
     clamp_neuron,
     composition_scores,
+    concept_neurons,
     decode_directions,
     decode_index,
     decode_neurons,
@@ -250,3 +252,30 @@ def test_lens_command_line(tiny_host, tmp_path, capsys):
     assert "either --index" in capsys.readouterr().err
     assert main(["lens", "decode", "--layer", "9", *host]) == 2
     assert "layer 9 is out of range" in capsys.readouterr().err
+
+
+def test_concept_neurons_finds_a_planted_concept_and_clamping_raises_it(tiny_host):
+    words = [" today", " wonderful", " angry", " sad"]
+    token_ids = [tiny_host.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+    assert all(len(t) == 1 for t in token_ids), token_ids
+    concept = {t[0] for t in token_ids}
+    layer, neuron = 3, 21
+    matrix = decoding_matrix(tiny_host)
+    columns = matrix[:, sorted(concept)]
+    weight = tiny_host.blocks[layer].mlp.out.weight
+    original = weight[:, neuron].clone()
+    tokens = _prompt(tiny_host)
+    try:
+        with torch.no_grad():
+            weight[:, neuron] = 3.0 * (columns / columns.norm(dim=0)).sum(-1)
+        found = concept_neurons(tiny_host, lambda w: w in words, top=4, min_hits=4)
+        effect = clamp_effect(tiny_host, layer, neuron, tokens, values=(0.0, 20.0), top=4)
+    finally:
+        with torch.no_grad():
+            weight[:, neuron] = original
+    assert (found.iloc[0]["layer"], found.iloc[0]["neuron"]) == (layer, neuron)
+    assert set(found.iloc[0]["tokens"].split(" | ")) == set(words)
+    mass = effect.groupby("clamp", dropna=False)["prob"].sum()
+    unclamped = float(effect.loc[effect["clamp"].isna(), "prob"].sum())
+    # the final RMS norm caps what one direction can do on this 64-wide host: ~x1.9 here
+    assert mass.loc[20.0] > 1.5 * mass.loc[0.0] and mass.loc[20.0] > 1.5 * unclamped

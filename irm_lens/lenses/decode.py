@@ -11,7 +11,7 @@ index ``i`` is the one-hot direction ``e_i``. Clamping a neuron during generatio
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -225,3 +225,43 @@ def clamp_effect(
                 )
             )
     return pd.DataFrame(rows, columns=["clamp", "token_id", "token", "decoded_rank", "prob"])
+
+
+def concept_neurons(
+    host: TransformerBridge,
+    is_concept: Callable[[str], bool],
+    *,
+    top: int = 8,
+    min_hits: int | None = None,
+    min_layer: int = 0,
+) -> pd.DataFrame:
+    """MLP neurons whose top decoded tokens belong to one concept (e.g. digits).
+
+    Args:
+        is_concept: token text -> whether it belongs to the concept.
+        top: decoded tokens per neuron that are checked.
+        min_hits: how many of them must belong (default: all ``top``).
+        min_layer: skip layers below this one (late layers write to the logits most directly).
+
+    Returns:
+        Columns ``layer, neuron, hits, top_score, tokens`` (the decoded tokens joined by " | "),
+        best first (most hits, then the largest top score).
+    """
+    min_hits = top if min_hits is None else min_hits
+    ids, scores, _ = top_tokens_all(host, top=top)
+    width = d_mlp(host)
+    vocab: dict[int, str] = {}
+    rows = []
+    for unit in range(min_layer * width, host.cfg.n_layers * width):
+        words = []
+        for token_id in ids[unit].tolist():
+            if token_id not in vocab:
+                vocab[token_id] = host.tokenizer.decode([token_id])
+            words.append(vocab[token_id])
+        hits = sum(bool(is_concept(w)) for w in words)
+        if hits >= min_hits:
+            rows.append(
+                (unit // width, unit % width, hits, float(scores[unit, 0]), " | ".join(words))
+            )
+    table = pd.DataFrame(rows, columns=["layer", "neuron", "hits", "top_score", "tokens"])
+    return table.sort_values(["hits", "top_score"], ascending=False, ignore_index=True)
