@@ -197,15 +197,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
     import json
+
+    from irm_lens.files import sha256_file
 
     meta = json.loads((recording_dir / "recording.json").read_text())
     config_path = run_dir / "config.json"
@@ -219,7 +215,7 @@ def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
                 f"{run_host!r}. Record again: irm-lens record {run_dir}"
             )
     irm_path = run_dir / "irm.safetensors"
-    if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != _sha256(irm_path):
+    if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != sha256_file(irm_path):
         raise IrmLensError(
             f"{recording_dir} was recorded with another IRM than {irm_path} (retrained or "
             f"copied since?). Record again: irm-lens record {run_dir}"
@@ -244,6 +240,7 @@ def _load_run(
 def _cmd_record(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from irm_lens.files import sha256_file
     from irm_lens.host import host_name
     from irm_lens.record import (
         PAPER_SAMPLING,
@@ -266,7 +263,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     meta = {
         "host": host_name(host),
         "irm": str(run_dir / "irm.safetensors"),
-        "irm_sha256": _sha256(run_dir / "irm.safetensors"),
+        "irm_sha256": sha256_file(run_dir / "irm.safetensors"),
         "mode": mode,
         "settings": dataclasses.asdict(settings),
     }

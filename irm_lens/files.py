@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -48,3 +49,8 @@ def write_csv_atomic(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     then split a row in two on reading; quoting all text keeps token columns round-tripping.
     """
     write_text_atomic(path, frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (provenance of recordings: which IRM file made them)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

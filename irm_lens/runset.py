@@ -31,7 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from irm_lens.config import PRESETS, TrainConfig, preset
 from irm_lens.datasets import EMOTIONS
 from irm_lens.errors import IrmLensError
-from irm_lens.files import write_text_atomic
+from irm_lens.files import sha256_file, write_text_atomic
 from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
 from irm_lens.irm import IRM, parse_layers
 from irm_lens.record import (
@@ -253,10 +253,6 @@ def stage_done(run_dir: Path, stage: str) -> bool:
     return all((run_dir / m).exists() for m in markers[stage])
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
     from irm_lens.sweep import run_status
     from irm_lens.train import train
@@ -311,7 +307,7 @@ def _record(
         meta = {
             "host": host_name(host),
             "irm": str(irm_path),
-            "irm_sha256": _file_sha256(irm_path),
+            "irm_sha256": sha256_file(irm_path),
             "mode": mode,
             "settings": dataclasses.asdict(settings),
         }

@@ -32,14 +32,21 @@ from irm_lens.lenses.decode import LensError, d_mlp, decoding_matrix
 _Z = "blocks.{}.attn.hook_z"
 
 
-def _final_log_probs(
-    host: TransformerBridge, resid: Float[Tensor, "unit d_model"], token: int
+def _log_prob_gain(
+    matrix: Float[Tensor, "d_model d_vocab"],
+    eps: float,
+    base: Float[Tensor, " d_model"],
+    contributions: Float[Tensor, "unit d_model"],
+    token: int,
 ) -> Float[Tensor, " unit"]:
-    """log p(token) of residual vectors read through the final RMS norm and W_U."""
-    eps = float(getattr(host.cfg, "eps", 1e-5))
-    normed = resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + eps)
-    logits = normed @ decoding_matrix(host).to(resid.device)
-    return F.log_softmax(logits, dim=-1)[:, token]
+    """log p(token | base + c) - log p(token | base), read through the final RMS norm and
+    ``matrix`` (the gain-folded unembedding), for every contribution ``c``."""
+
+    def log_p(resid: Tensor) -> Tensor:
+        normed = resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + eps)
+        return F.log_softmax(normed @ matrix, dim=-1)[:, token]
+
+    return log_p(base[None] + contributions) - log_p(base[None])
 
 
 def _check_tokens(host: TransformerBridge, tokens: Tensor) -> None:
@@ -86,13 +93,13 @@ def log_prob_attribution(
     _check_tokens(host, tokens)
     logits, acts = _cache(host, tokens)
     predicted = int(logits[0, -1].argmax())
+    matrix = decoding_matrix(host).to(logits.device)  # once, not per layer
+    eps = float(getattr(host.cfg, "eps", 1e-5))
     rows = []
     for layer in range(host.cfg.n_layers):
         act = acts[mlp_post_hook(layer)]
         contrib = act[:, None] * host.W_out[layer].detach().float()
-        base = acts[resid_mid_hook(layer)]
-        gain = _final_log_probs(host, base[None] + contrib, predicted)
-        gain -= _final_log_probs(host, base[None], predicted)
+        gain = _log_prob_gain(matrix, eps, acts[resid_mid_hook(layer)], contrib, predicted)
         rows.append(
             pd.DataFrame(
                 {
@@ -105,9 +112,7 @@ def log_prob_attribution(
             )
         )
         heads = _head_outputs(host, acts[_Z.format(layer)], layer)
-        base = acts[resid_pre_hook(layer)]
-        gain = _final_log_probs(host, base[None] + heads, predicted)
-        gain -= _final_log_probs(host, base[None], predicted)
+        gain = _log_prob_gain(matrix, eps, acts[resid_pre_hook(layer)], heads, predicted)
         rows.append(
             pd.DataFrame(
                 {
