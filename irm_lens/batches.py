@@ -71,3 +71,19 @@ def collate(
         attention[row, : len(seq)] = 1
         answer[row, len(ex.prompt_ids) : len(seq)] = 1
     return Batch(tokens, attention, answer)
+
+
+def left_pad(
+    prompts: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Left-pad prompts for batched generation: ``(tokens, attention_mask)``, every row ending
+    at the last column so that new tokens follow each prompt directly."""
+    if not prompts:
+        raise ValueError("left_pad needs at least one prompt.")
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for row, ids in enumerate(prompts):
+        tokens[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+        mask[row, width - len(ids) :] = 1
+    return tokens, mask

@@ -253,9 +253,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     config, host, irm = _load_run(run_dir, args.device, args.dtype)
     if args.sampling == "paper":
-        settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed)
+        settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed, batch_size=args.batch_size)
     else:
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+        settings = GenerationSettings(
+            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
+        )
     prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
     mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
     recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
@@ -542,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--max-new-tokens", type=int, default=40)
     rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="prompts answered at once (greedy answers do not depend on it; sampled ones do)",
+    )
     rec.add_argument("--limit", type=int, default=None, help="record only the first N prompts")
     rec.add_argument(
         "--mode",

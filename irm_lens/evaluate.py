@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import collate, encode_rows, pad_id
+from irm_lens.batches import collate, encode_rows, left_pad, pad_id
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.files import write_csv_atomic
@@ -88,12 +88,8 @@ def greedy_answers(
     with torch.no_grad(), context:
         for i in range(0, len(questions), batch_size):
             prompts = [encode(tok, q, mode=mode).prompt_ids for q in questions[i : i + batch_size]]
-            width = max(len(p) for p in prompts)
-            tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(tokens)
-            for row, ids in enumerate(prompts):  # left padding, as generation needs
-                tokens[row, width - len(ids) :] = torch.tensor(ids)
-                mask[row, width - len(ids) :] = 1
+            tokens, mask = left_pad(prompts, pad)
+            width = tokens.shape[1]
             device = host.W_E.device
             out = host.generate(
                 tokens.to(device),

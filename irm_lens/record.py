@@ -1,11 +1,13 @@
 """Recording IRM outputs while the host answers prompts.
 
-For each prompt the host generates with the IRM attached (KV cache; greedy, or sampling with a
-seed). Then block 0 alone is run over the prompt plus the generated tokens: the IRM reads only
-layer 0's residual, attention is causal and the IRM is position-wise, so this reproduces what
-the IRM wrote step by step during generation (a test checks it against the KV-cache steps),
-including the last generated token, which generation itself never feeds back, for about 1/n_layers
-of a forward. With host hook points requested, a full forward captures them instead.
+Prompts are answered in left-padded batches with the IRM attached (KV cache; greedy, or sampling
+with a seed per batch); each row is then cut where an unbatched generation would have stopped (its
+own length budget, its first end-of-sequence token), so greedy recordings do not depend on the
+batching. Then block 0 alone is run over each prompt plus its answer: the IRM reads only layer 0's
+residual, attention is causal and the IRM is position-wise, so this reproduces what the IRM wrote
+step by step during generation (a test checks it against the KV-cache steps), including the last
+generated token, which generation itself never feeds back, for about 1/n_layers of a forward.
+With host hook points requested, a full forward per prompt captures them instead.
 
 A recording directory holds ``outputs.safetensors`` (``p{i}.irm`` as ``[token, inject, d_model]``
 and ``p{i}.hook.<name>`` as ``[token, ...]``), ``tokens.csv`` (one row per token: prompt index,
@@ -23,12 +25,13 @@ from typing import Any, cast
 
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.batches import left_pad, pad_id
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
@@ -48,7 +51,9 @@ class GenerationSettings:
         max_new_tokens: tokens to generate at most.
         max_length: if set, total length (prompt included) at most, as the original's 100.
         temperature, top_k: sampling settings.
-        seed: sampling seed (prompt ``i`` uses ``seed + i``).
+        seed: sampling seed (the batch starting at prompt ``i`` uses ``seed + i``).
+        batch_size: prompts answered at once. Greedy answers do not depend on it; sampled ones
+            do (one random stream per batch), so ``batch_size=1`` gives each prompt its own seed.
     """
 
     greedy: bool = True
@@ -57,6 +62,17 @@ class GenerationSettings:
     temperature: float = 1.0
     top_k: int | None = None
     seed: int = 0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+
+    def budget(self, n_prompt: int) -> int:
+        """New tokens a prompt of ``n_prompt`` tokens may get (``max_length`` counts the prompt)."""
+        if self.max_length is None:
+            return self.max_new_tokens
+        return max(0, min(self.max_new_tokens, self.max_length - n_prompt))
 
 
 # The original's recording: HF defaults (T 1.0, top-k 50), 100 tokens including the prompt.
@@ -93,38 +109,65 @@ def prompt_set(name: str, *, emotion: str = "anger", limit: int | None = None) -
     return prompts if limit is None else prompts[:limit]
 
 
-def _generate(
-    host: TransformerBridge, ids: Tensor, settings: GenerationSettings, seed: int
-) -> Tensor:
-    budget = settings.max_new_tokens
-    if settings.max_length is not None:
-        budget = min(budget, settings.max_length - ids.shape[1])
-    if budget <= 0:
-        return ids
+def stop_ids(host: TransformerBridge) -> list[int]:
+    """Token ids that end an answer: the host config's ``eos_token_id``, else the tokenizer's."""
+    eos = getattr(host.cfg, "eos_token_id", None)
+    if eos is None:
+        eos = host.tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
+
+
+def trim_answer(generated: Sequence[int], budget: int, stop: Sequence[int]) -> list[int]:
+    """One batch row's new tokens as an unbatched generation returns them: at most ``budget``,
+    ending with the first stop token when there is one (the rest is the batch's padding)."""
+    kept = list(generated[:budget])
+    for i, token in enumerate(kept):
+        if token in stop:
+            return kept[: i + 1]
+    return kept
+
+
+def _generate_batch(
+    host: TransformerBridge, prompts: list[list[int]], settings: GenerationSettings, seed: int
+) -> list[list[int]]:
+    """Prompt plus answer token ids for each prompt, generated as one left-padded batch."""
+    budgets = [settings.budget(len(p)) for p in prompts]
+    if max(budgets) == 0:
+        return [list(p) for p in prompts]
+    tokens, mask = left_pad(prompts, pad_id(host.tokenizer))
+    width = tokens.shape[1]
+    stop = stop_ids(host)
     kwargs: dict[str, Any] = dict(
-        max_new_tokens=budget, do_sample=not settings.greedy, verbose=False
+        max_new_tokens=max(budgets),
+        do_sample=not settings.greedy,
+        verbose=False,
+        stop_at_eos=bool(stop),
+        eos_token_id=stop or None,
     )
     if not settings.greedy:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k)
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
+    device = host.W_E.device
     try:
-        out = host.generate(ids, **kwargs)
+        out = host.generate(tokens.to(device), attention_mask=mask.to(device), **kwargs)
     finally:
         if not settings.greedy:
             torch.random.set_rng_state(state)
-    return cast(Tensor, out)
+    new = cast(Tensor, out)[:, width:].tolist()
+    return [
+        list(p) + trim_answer(row, budget, stop)
+        for p, row, budget in zip(prompts, new, budgets, strict=True)
+    ]
 
 
-def _complete(host: TransformerBridge, irm: IRM, tokens: Tensor, history: list[Tensor]) -> Tensor:
-    """IRM outputs for every position of ``tokens``: the generation's own steps, plus the tail
-    generation never fed back (its last token), from block 0 alone over the sequence."""
-    done = torch.cat(history, dim=2) if history else None
-    covered = 0 if done is None else done.shape[2]
-    if covered == tokens.shape[1]:
-        assert done is not None
-        return done
-    missing = tokens.shape[1] - covered
+def irm_outputs(
+    host: TransformerBridge, irm: IRM, tokens: Int[Tensor, "1 pos"]
+) -> Float[Tensor, "inject 1 pos d_model"]:
+    """The IRM's output at every position of ``tokens``, from block 0 alone (see the module
+    docstring for why this equals what it wrote during generation)."""
     injection = Injection(irm=irm)
     stash: dict[str, Tensor] = {}
 
@@ -132,15 +175,14 @@ def _complete(host: TransformerBridge, irm: IRM, tokens: Tensor, history: list[T
         stash["pre"] = x
 
     def run_irm(x: Tensor, hook: Any) -> None:
-        stash["out"] = injection.irm_output((stash["pre"] + x)[:, -missing:]).cpu()
+        stash["out"] = injection.irm_output(stash["pre"] + x).cpu()
 
     with (
         torch.no_grad(),
         host.hooks(fwd_hooks=[(resid_pre_hook(0), keep_pre), (write_hook(0), run_irm)]),
     ):
         host(tokens, stop_at_layer=1)
-    tail = stash["out"]
-    return tail if done is None else torch.cat([done, tail], dim=2)
+    return stash["out"]
 
 
 def record(
@@ -179,35 +221,40 @@ def record(
         raise IrmLensError(f"Unknown hook points {unknown}; `irm-lens info` lists the host's.")
     tok = host.tokenizer
     device = host.W_E.device
+    encoded = [encode(tok, prompt, mode=mode).prompt_ids for prompt in prompts]
+    size = settings.batch_size
     recordings = []
-    for i, (name, prompt) in enumerate(tqdm(list(zip(names, prompts, strict=True)),
-                                            disable=not progress, desc="record")):  # fmt: skip
-        prompt_ids = encode(tok, prompt, mode=mode).prompt_ids
-        ids = torch.tensor([prompt_ids], device=device)
-        captured: dict[str, Tensor] = {}
-        with torch.no_grad(), attach(host, irm, keep_history=not hooks) as inj:
-            full = _generate(host, ids, settings, settings.seed + i)
-            if hooks:  # a full forward captures the hooks and every IRM output at once
-                _, cache = host.run_with_cache(full, names_filter=list(hooks))
-                captured = {h: cache[h][0].float().cpu().contiguous() for h in hooks}
-                outputs = inj.last
-        if not hooks:
-            outputs = _complete(host, irm, full, inj.history)
-        assert outputs is not None  # the forwards above ran the IRM
-        token_ids = full[0].tolist()
-        recordings.append(
-            Recording(
-                name=name,
-                prompt=prompt,
-                layers=irm.layers,
-                token_ids=token_ids,
-                tokens=[tok.decode([t]) for t in token_ids],
-                kinds=["prompt"] * len(prompt_ids)
-                + ["generated"] * (len(token_ids) - len(prompt_ids)),
-                outputs=outputs[:, 0].transpose(0, 1).float().cpu().contiguous(),
-                hooks=captured,
-            )
-        )
+    with tqdm(total=len(prompts), disable=not progress, desc="record", unit="prompt") as bar:
+        for first in range(0, len(prompts), size):
+            with torch.no_grad(), attach(host, irm):
+                answered = _generate_batch(
+                    host, encoded[first : first + size], settings, settings.seed + first
+                )
+            for i, token_ids in enumerate(answered, start=first):
+                full = torch.tensor([token_ids], device=device)
+                captured: dict[str, Tensor] = {}
+                if hooks:  # a full forward captures the hooks and every IRM output at once
+                    with torch.no_grad(), attach(host, irm) as inj:
+                        _, cache = host.run_with_cache(full, names_filter=list(hooks))
+                    captured = {h: cache[h][0].float().cpu().contiguous() for h in hooks}
+                    outputs = inj.last
+                else:
+                    outputs = irm_outputs(host, irm, full)
+                assert outputs is not None  # the forwards above ran the IRM
+                n_prompt = len(encoded[i])
+                recordings.append(
+                    Recording(
+                        name=names[i],
+                        prompt=prompts[i],
+                        layers=irm.layers,
+                        token_ids=token_ids,
+                        tokens=[tok.decode([t]) for t in token_ids],
+                        kinds=["prompt"] * n_prompt + ["generated"] * (len(token_ids) - n_prompt),
+                        outputs=outputs[:, 0].transpose(0, 1).float().cpu().contiguous(),
+                        hooks=captured,
+                    )
+                )
+            bar.update(len(answered))
     return recordings
 
 

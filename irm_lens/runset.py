@@ -44,7 +44,7 @@ from irm_lens.record import (
 )
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
-RUNSET_VERSION = 2
+RUNSET_VERSION = 3  # 3: paper and held-out prompts recorded in batches of 8
 STAGES = ("train", "record", "evaluate")
 
 

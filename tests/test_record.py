@@ -18,6 +18,7 @@ from irm_lens.record import (
     prompt_set,
     record,
     save_recordings,
+    trim_answer,
 )
 from irm_lens.train import train
 
@@ -170,3 +171,44 @@ def test_analyze_refuses_a_recording_from_another_host(tiny_host, tmp_path, caps
         code == 2 and "recorded on host 'meta-llama/Llama-2-7b-chat-hf'" in capsys.readouterr().err
     )
     assert not (tmp_path / "a").exists()
+
+
+def test_batched_greedy_answers_equal_one_prompt_at_a_time(tiny_host, steer):
+    prompts = ["Why?", "What is the capital of France, and why is it there?", "Name a colour."]
+    settings = GenerationSettings(max_new_tokens=9, max_length=20, batch_size=3)
+    together = record(tiny_host, steer, prompts, mode="plain", settings=settings, progress=False)
+    single = dataclasses.replace(settings, batch_size=1)
+    alone = record(tiny_host, steer, prompts, mode="plain", settings=single, progress=False)
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    lengths = [len(r.token_ids) for r in together]
+    assert max(lengths) <= 20 and len(set(lengths)) > 1  # each row kept its own budget
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a.outputs, b.outputs, atol=1e-5, rtol=0)
+
+
+def test_a_row_that_ends_early_is_cut_at_its_end_token(tiny_host, steer, monkeypatch):
+    prompts = ["Why?", "Name a colour."]
+    settings = GenerationSettings(max_new_tokens=8, batch_size=2)
+    first = record(tiny_host, steer, prompts, mode="plain", settings=settings, progress=False)
+    n_prompt = first[0].n_prompt
+    stop = first[0].token_ids[n_prompt + 2]  # pretend the third answer token ends the answer
+    monkeypatch.setattr(tiny_host.cfg, "eos_token_id", stop)
+    cut = record(tiny_host, steer, prompts, mode="plain", settings=settings, progress=False)
+    ids = torch.tensor([first[0].token_ids[:n_prompt]])
+    with torch.no_grad(), attach(tiny_host, steer):
+        alone = tiny_host.generate(ids, max_new_tokens=8, do_sample=False, verbose=False,
+                                   eos_token_id=stop)  # fmt: skip
+    assert cut[0].token_ids == alone[0].tolist()
+    assert cut[0].token_ids[-1] == stop and len(cut[0].token_ids) <= n_prompt + 3
+    assert cut[0].outputs.shape[0] == len(cut[0].token_ids)
+
+
+def test_trim_answer_and_batch_size():
+    assert trim_answer([5, 6, 7, 8], budget=3, stop=[9]) == [5, 6, 7]
+    assert trim_answer([5, 9, 9, 9], budget=4, stop=[9]) == [5, 9]
+    assert trim_answer([5, 6, 9], budget=2, stop=[9]) == [5, 6]
+    assert trim_answer([9], budget=0, stop=[9]) == []
+    assert GenerationSettings(max_new_tokens=10, max_length=12).budget(5) == 7
+    assert GenerationSettings(max_new_tokens=10, max_length=4).budget(5) == 0
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        GenerationSettings(batch_size=0)
