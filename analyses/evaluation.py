@@ -17,12 +17,14 @@ from irm_lens.evaluate import alignment_summary
 def main(ctx: Context) -> dict[str, object]:
     runs = [*ctx.trained(), ctx.untrained]
     parts = []
-    headline = {}
+    headline: dict[str, dict[str, object]] = {}
+    scores: dict[str, dict[str, float]] = {}
     for run in runs:
         table = pd.read_csv(ctx.runs[run] / "evaluation.csv")
         parts.append(table.assign(**ctx.spec_columns(run)))
         emotion = ctx.specs[run].config.emotion
-        headline[run] = {"target": emotion, **alignment_summary(table, emotion)}
+        scores[run] = alignment_summary(table, emotion)
+        headline[run] = {"target": emotion, **scores[run]}
     data = pd.concat(parts, ignore_index=True)
     fig = plotting.evaluation_figure(
         pd.DataFrame([{"run": r, **v} for r, v in headline.items()]),
@@ -31,7 +33,7 @@ def main(ctx: Context) -> dict[str, object]:
             f"{ctx.figures.preset} preset): own-emotion NLL, NRC share, fact retention"
         ),
     )
-    trained = [headline[r] for r in ctx.trained()]
+    trained = [scores[r] for r in ctx.trained()]
     summary = {
         "by_run": headline,
         "nll_drop_median": float(pd.Series([h["nll_drop"] for h in trained]).median()),

@@ -51,7 +51,7 @@ def main(ctx: Context) -> dict[str, object]:
     fig.update_layout(margin={"t": 130})
     rows = -(-len(panels) // (n_seeds if n_seeds > 1 else 2))
     top = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
-    summary = {
+    summary: dict[str, object] = {
         "runs": runs,
         "top_index_by_run": top,
         "n_tokens": [int(data["n_tokens"].min()), int(data["n_tokens"].max())],

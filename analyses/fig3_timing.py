@@ -48,7 +48,9 @@ def main(ctx: Context) -> dict[str, object]:
         n: min(len(next(r for r in ctx.recordings(run) if r.name == n).kinds) for run in shown)
         for n in names
     }
-    first = next(r for r in ctx.recordings(shown[0]) if r.name == max(names, key=shortest.get))
+    first = next(
+        r for r in ctx.recordings(shown[0]) if r.name == max(names, key=lambda n: shortest[n])
+    )
     generated = [r.kinds.count("generated") for run in ctx.trained() for r in ctx.recordings(run)]
     heldout = pd.concat([timing_table(ctx, run, "heldout") for run in ctx.trained()])
     panels = {

@@ -27,7 +27,7 @@ def main(ctx: Context) -> dict[str, object]:
     fig = plotting.heatmap_grid(panels, cols=min(3, len(panels)), title=title)
     fig.update_layout(margin={"t": 130})
     max_abs = {run: float(t["value"].abs().max()) for run, t in tables.items()}
-    summary = {
+    summary: dict[str, object] = {
         "runs": runs,
         "max_abs_mean_output": max_abs,
         "trained_over_untrained": {r: max_abs[r] / max_abs[ctx.untrained] for r in runs[:-1]},

@@ -5,7 +5,8 @@
 2. Head subspaces: how much of each index lies in what attention heads write (W_O) and read (W_V),
    against chance (d_head / d_model).
 3. Log-probability attribution on the first paper prompt: the top "value" units for the predicted
-   token, whether they write into the dominant index, and activation x gradient's agreement.
+   token, whether they write into the dominant index, and activation x gradient's agreement; the
+   same read at the final residual's scale (``base="final"``, the units' direct effects).
 4. Clamp validation: the top value neuron clamped high on the prompt, and the probability of its
    own decoded tokens.
 """
@@ -34,7 +35,7 @@ def main(ctx: Context) -> dict[str, object]:
     dominant, massive = ctx.dominant_index, ctx.massive_index
     f = ctx.figures
     key = hashlib.sha256(
-        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT, 2]).encode()
+        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT, 3]).encode()
     ).hexdigest()[:12]
     cache = f.runs_dir / f"lenses-{key}"
     if (cache / "summary.json").exists():
@@ -66,6 +67,7 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
     decoded = pd.concat([lenses.decode_index(host, i, top=10) for i in indices])
     shares = {i: lenses.index_in_head_subspaces(host, i) for i in indices}
     values = lenses.log_prob_attribution(host, tokens)
+    direct = lenses.log_prob_attribution(host, tokens, base="final")
     axg = lenses.activation_x_gradient(host, tokens)
     neurons = values[values["kind"] == "neuron"].head(10)
     w_out = host.W_out.detach().float()
@@ -113,6 +115,7 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
             decoded.assign(table="decode"),
             pd.concat([t.assign(target=i) for i, t in shares.items()]).assign(table="subspaces"),
             values.head(50).assign(table="attribution"),
+            direct.head(50).assign(table="attribution_final"),
             clamp.assign(table="clamp"),
         ],
         ignore_index=True,
@@ -136,6 +139,8 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
         },
         "predicted_token": host.tokenizer.decode([values.attrs["predicted"]]),
         "top_value_units": [f"{r.kind} L{r.layer}.{r.unit}" for r in values.head(5).itertuples()],
+        "top_direct_units": [f"{r.kind} L{r.layer}.{r.unit}" for r in direct.head(5).itertuples()],
+        "direct_top10_layers": [int(x) for x in direct.head(10)["layer"]],
         "top_value_neurons_weight_on_dominant": into,
         "uniform_weight_share": float(1 / host.cfg.d_model**0.5),
         "prompt": PROMPT,

@@ -211,6 +211,18 @@ def concept_lines(c: dict[str, Any]) -> list[str]:
     ]
 
 
+def direct_units(s: dict[str, Any]) -> str:
+    """The attribution read at the final residual's scale (absent from older summaries)."""
+    if "top_direct_units" not in s:
+        return ""
+    return (
+        f" (read at the residual entering each unit's layer, as published; read instead as the "
+        f"drop when a unit is taken out of the final residual, the top units are "
+        f"{', '.join(s['top_direct_units'])}, top 10 in layers "
+        f"{', '.join(str(x) for x in s['direct_top10_layers'])})"
+    )
+
+
 def lens_section(s: dict[str, Any]) -> list[str]:
     """The neuron-level lenses applied to the dominant index (empty if not run)."""
     if not s:
@@ -229,7 +241,9 @@ def lens_section(s: dict[str, Any]) -> list[str]:
         f"any head's write subspace (W_O), over chance: {writes}; in any head's value-read "
         f"subspace: {reads}. After {s['prompt']!r} the host predicts "
         f"{s['predicted_token']!r}; top value units by log-probability attribution: "
-        f"{', '.join(s['top_value_units'])}. The top 10 value neurons' output weight on index "
+        f"{', '.join(s['top_value_units'])}"
+        + direct_units(s)
+        + f". The top 10 value neurons' output weight on index "
         f"{dom}, as a fraction of their norm: {weights} (a random direction: about "
         f"{s['uniform_weight_share']:.3f}). The top value neuron ranks "
         f"{s['axg_rank_of_top_value_neuron']} by activation x gradient. Clamping the top "

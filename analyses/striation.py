@@ -37,7 +37,7 @@ def main(ctx: Context) -> dict[str, object]:
     )
     trained = data[data["run_kind"] != "untrained"]
     untrained = data[data["run_kind"] == "untrained"].iloc[0]
-    summary = {
+    summary: dict[str, object] = {
         "n_trained": len(trained),
         "index_share_median": float(trained["index_share"].median()),
         "layer_share_median": float(trained["layer_share"].median()),

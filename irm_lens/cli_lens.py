@@ -75,7 +75,7 @@ def _attribute(args: argparse.Namespace) -> int:
 
     host = _host(args)
     tokens = _tokens(host, args.prompt)
-    values = log_prob_attribution(host, tokens)
+    values = log_prob_attribution(host, tokens, base=args.base)
     baseline = activation_x_gradient(host, tokens)
     tables = {"values": values, "activation_x_gradient": baseline}
     if getattr(host.cfg, "gated_mlp", False):
@@ -117,6 +117,13 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     dec.set_defaults(func=_decode)
     att = verbs.add_parser("attribute", help="which neurons and heads write the next token")
     att.add_argument("--prompt", required=True, help="text whose next token to explain")
+    att.add_argument(
+        "--base",
+        choices=["layer", "final"],
+        default="layer",
+        help="read a unit at the residual entering its layer (published method) or take it "
+        "out of the final residual (direct effect; no small-norm boost for early layers)",
+    )
     att.set_defaults(func=_attribute)
     cha = verbs.add_parser("channels", help="a residual index in heads' read/write subspaces")
     cha.add_argument("--index", type=int, required=True, help="residual index")

@@ -133,6 +133,7 @@ def test_planted_value_neuron_ranks_first(tiny_host):
         with torch.no_grad():
             weight[:, neuron] = (5.0 / act) * matrix[:, token] / matrix[:, token].norm()
         table = log_prob_attribution(tiny_host, tokens)
+        direct = log_prob_attribution(tiny_host, tokens, base="final")
         axg = activation_x_gradient(tiny_host, tokens)
     finally:
         with torch.no_grad():
@@ -141,7 +142,27 @@ def test_planted_value_neuron_ranks_first(tiny_host):
     first = table.iloc[0]
     assert (first["kind"], first["layer"], first["unit"]) == ("neuron", layer, neuron)
     assert first["importance"] > 1.0
+    assert (direct.iloc[0]["layer"], direct.iloc[0]["unit"]) == (layer, neuron)
     assert (axg.iloc[0]["layer"], axg.iloc[0]["unit"]) == (layer, neuron)
+
+
+def test_final_base_is_the_direct_effect_of_a_last_layer_neuron(tiny_host):
+    # Nothing but the final norm follows the last MLP, so taking a last-layer neuron's
+    # contribution out of the final residual is exactly zeroing that neuron in a real forward.
+    tokens = _prompt(tiny_host)
+    table = log_prob_attribution(tiny_host, tokens, base="final")
+    assert table.attrs["base"] == "final"
+    last, predicted = tiny_host.cfg.n_layers - 1, table.attrs["predicted"]
+    with torch.no_grad():
+        full = tiny_host(tokens)[0, -1].double().log_softmax(-1)[predicted]
+    strongest = table[(table["kind"] == "neuron") & (table["layer"] == last)].head(2)
+    for row in strongest.itertuples():
+        with torch.no_grad(), clamp_neuron(tiny_host, last, int(row.unit), 0.0):
+            ablated = tiny_host(tokens)[0, -1].double().log_softmax(-1)[predicted]
+        assert float(full - ablated) == pytest.approx(row.importance, rel=1e-3, abs=1e-5)
+    assert abs(strongest["importance"].iloc[0]) > 1e-4  # a real effect, not two zeros
+    with pytest.raises(LensError, match="base must be 'layer' or 'final'"):
+        log_prob_attribution(tiny_host, tokens, base="middle")
 
 
 def test_activation_x_gradient_matches_finite_differences(tiny_host):

@@ -12,6 +12,12 @@ down-projection row; a head's ``z @ W_O``). High scores are "value" units. A "qu
 earlier MLP neuron that switches a value neuron on: its score is the drop in the value neuron's
 activation when the query neuron's contribution is taken out of the value layer's input.
 ``activation_x_gradient`` is the usual baseline on the same prompt.
+
+Reading an early unit's contribution through the final norm at the small norm of an early
+residual stream overstates it (the norm divides by a small number): on SmolLM2 the layer-0 neurons
+rank first. ``base="final"`` reads every unit at the final residual's own scale instead, as the
+drop in ``log p(w)`` when the unit's contribution is taken out of the final residual
+(``log p(w | h_L) - log p(w | h_L - c_u)``: the unit's direct effect).
 """
 
 from __future__ import annotations
@@ -59,12 +65,17 @@ def _check_tokens(host: TransformerBridge, tokens: Tensor) -> None:
         )
 
 
+def _final_resid(host: TransformerBridge) -> str:
+    return f"blocks.{host.cfg.n_layers - 1}.hook_resid_post"
+
+
 def _cache(host: TransformerBridge, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     n = host.cfg.n_layers
     names = [h.format(layer) for layer in range(n) for h in (_Z,)]
     names += [
         f(layer) for layer in range(n) for f in (mlp_post_hook, resid_mid_hook, resid_pre_hook)
     ]
+    names.append(_final_resid(host))
     with torch.no_grad():
         logits, cache = host.run_with_cache(tokens, names_filter=names)
     return logits, {k: cache[k][0, -1].float() for k in names}
@@ -77,29 +88,41 @@ def _head_outputs(host: TransformerBridge, z: Tensor, layer: int) -> Float[Tenso
 
 
 def log_prob_attribution(
-    host: TransformerBridge, tokens: Tensor, *, top: int | None = None
+    host: TransformerBridge, tokens: Tensor, *, top: int | None = None, base: str = "layer"
 ) -> pd.DataFrame:
     """Importance of every MLP neuron and attention head for the predicted next token.
 
     Args:
         tokens: one prompt ``[1, pos]``; the prediction at its last position is explained.
         top: keep only the ``top`` units by importance (default: all).
+        base: ``"layer"`` (the published method: the unit's output added to the residual entering
+            its layer) or ``"final"`` (taken out of the final residual: the direct effect, at the
+            scale the final norm really sees).
 
     Returns:
         Columns ``kind`` (``neuron``/``head``), ``layer``, ``unit`` (neuron or head number),
         ``activation`` (neurons; NaN for heads), ``importance`` (nats), ``rank``, and the
         ``predicted`` token id in ``attrs``; sorted by importance, highest first.
     """
+    if base not in ("layer", "final"):
+        raise LensError(f"base must be 'layer' or 'final', got {base!r}.")
     _check_tokens(host, tokens)
     logits, acts = _cache(host, tokens)
     predicted = int(logits[0, -1].argmax())
     matrix = decoding_matrix(host).to(logits.device)  # once, not per layer
     eps = float(getattr(host.cfg, "eps", 1e-5))
+    final = acts[_final_resid(host)]
+
+    def gain_of(entering: Tensor, contributions: Tensor) -> Tensor:
+        if base == "layer":
+            return _log_prob_gain(matrix, eps, entering, contributions, predicted)
+        return -_log_prob_gain(matrix, eps, final, -contributions, predicted)
+
     rows = []
     for layer in range(host.cfg.n_layers):
         act = acts[mlp_post_hook(layer)]
         contrib = act[:, None] * host.W_out[layer].detach().float()
-        gain = _log_prob_gain(matrix, eps, acts[resid_mid_hook(layer)], contrib, predicted)
+        gain = gain_of(acts[resid_mid_hook(layer)], contrib)
         rows.append(
             pd.DataFrame(
                 {
@@ -112,7 +135,7 @@ def log_prob_attribution(
             )
         )
         heads = _head_outputs(host, acts[_Z.format(layer)], layer)
-        gain = _log_prob_gain(matrix, eps, acts[resid_pre_hook(layer)], heads, predicted)
+        gain = gain_of(acts[resid_pre_hook(layer)], heads)
         rows.append(
             pd.DataFrame(
                 {
@@ -129,6 +152,7 @@ def log_prob_attribution(
     table = table.reset_index(drop=True)
     table = table if top is None else table.head(top)
     table.attrs["predicted"] = predicted
+    table.attrs["base"] = base
     return table
 
 
