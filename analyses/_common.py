@@ -8,6 +8,7 @@ it used and a ``summary`` of its headline numbers, which ``report.py`` turns int
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -28,7 +29,13 @@ from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.record import Recording, load_recordings
-from irm_lens.runset import FiguresConfig, RunSpec, ensure_runs, run_specs
+from irm_lens.runset import RUNSET_VERSION, FiguresConfig, RunSpec, ensure_runs, run_specs
+
+
+def cache_key(*parts: object) -> str:
+    """Short hash naming an analysis result kept in the runs cache (ablation study, lenses): the
+    run set's version plus ``parts``, as JSON. Change a part when the result's meaning changes."""
+    return hashlib.sha256(json.dumps([RUNSET_VERSION, *parts]).encode()).hexdigest()[:12]
 
 
 class Context:

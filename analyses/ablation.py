@@ -10,18 +10,14 @@ Any run and index from the command line: ``irm-lens ablate RUN_DIR --index I``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import Context, cache_key
 from irm_lens import plotting
 from irm_lens.analysis.ablation import ablation_study
 from irm_lens.datasets import load_dataset
 from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
-from irm_lens.runset import RUNSET_VERSION
 
 MAX_NEW_TOKENS = 24
 
@@ -31,11 +27,7 @@ def cached_study(
 ) -> pd.DataFrame:
     """``ablation_study``, kept in the run's cache directory (it is a function of the run)."""
     config = ctx.specs[run].config
-    key = hashlib.sha256(
-        json.dumps(
-            [RUNSET_VERSION, index, rows["question_id"].tolist(), MAX_NEW_TOKENS, generate]
-        ).encode()
-    ).hexdigest()[:12]
+    key = cache_key(index, rows["question_id"].tolist(), MAX_NEW_TOKENS, generate)
     path = ctx.runs[run] / "ablation" / f"index{index}-{key}.csv"
     if path.exists():
         return pd.read_csv(path)

@@ -13,18 +13,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pandas as pd
 import torch
 
-from analyses._common import Context
+from analyses._common import Context, cache_key
 from irm_lens import lenses
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.plotting.lenses import SUBSPACE_COLUMNS, subspace_figure
 from irm_lens.prompts import encode
-from irm_lens.runset import RUNSET_VERSION
 
 PROMPT = "The capital of France is"
 CONCEPT_PROMPT = "My favourite thing about the weekend is"
@@ -34,9 +32,7 @@ def main(ctx: Context) -> dict[str, object]:
     """Compute (or reuse: the lenses depend only on the host and the two indices) and write."""
     dominant, massive = ctx.dominant_index, ctx.massive_index
     f = ctx.figures
-    key = hashlib.sha256(
-        json.dumps([RUNSET_VERSION, f.host_label, f.dtype, dominant, massive, PROMPT, 3]).encode()
-    ).hexdigest()[:12]
+    key = cache_key(f.host_label, f.dtype, dominant, massive, PROMPT, 3)
     cache = f.runs_dir / f"lenses-{key}"
     if (cache / "summary.json").exists():
         data = pd.read_csv(cache / "data.csv", keep_default_na=False, na_values=[""])
