@@ -58,7 +58,8 @@ def test_ablation_study_conditions(tiny_host, steer):
     table = table.set_index("condition")
     assert {"host", "irm", "irm_zero", "irm_mean", "resid_zero", "resid_mean", "scale_0",
             "scale_0.5", "scale_1.5", "scale_2"} == set(table.index)  # fmt: skip
-    assert table.loc["irm", "kl_to_irm"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["irm", "kl_to_irm"] == pytest.approx(0.0, abs=1e-12)
+    assert (table["kl_to_irm"].dropna() >= 0).all()
     assert table.loc["irm_zero", "kl_to_irm"] > 0 and table.loc["resid_zero", "kl_to_irm"] > 0
     with_irm = answer_nll(tiny_host, rows, irm=steer)
     alone = answer_nll(tiny_host, rows)

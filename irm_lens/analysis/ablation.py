@@ -162,15 +162,17 @@ def ablation_study(
     interventions = conditions(host, irm, index, irm_means=irm_means, resid_means=resid_means,
                                alphas=alphas)  # fmt: skip
     batches = [b.to(host.W_E.device) for b in _batches(host, rows, mode)]
+    # float64 log-probabilities: in float32 the KL of two near-equal distributions can come out
+    # slightly negative (rounding of sum p (log p - log q)).
     with torch.no_grad(), attach(host, irm):
-        reference = [host(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
+        reference = [host(b.tokens, attention_mask=b.attention_mask).double().log_softmax(-1)
                      for b in batches]  # fmt: skip
     records = []
     for name, intervention in tqdm(interventions.items(), disable=not progress, desc="ablation"):
         nll_sum, kl_sum, count = 0.0, 0.0, 0
         with torch.no_grad(), intervention():
             for b, ref in zip(batches, reference, strict=True):
-                logp = host(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
+                logp = host(b.tokens, attention_mask=b.attention_mask).double().log_softmax(-1)
                 mask = b.answer_mask[:, 1:].bool()
                 targets = b.tokens[:, 1:][mask]
                 pred, ref_pred = logp[:, :-1][mask], ref[:, :-1][mask]

@@ -1,0 +1,338 @@
+"""``irm-lens record | analyze | ablate``: recording a run's IRM outputs and dissecting them.
+
+irm-lens record RUN_DIR [--prompts paper|heldout] [--sampling greedy|paper] [--hooks ...]
+irm-lens analyze RUN_DIR [RUN_DIR ...] --out DIR [--host-analyses]
+irm-lens ablate RUN_DIR --index I
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from irm_lens.errors import IrmLensError
+from irm_lens.prompts import PROMPT_MODES
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from irm_lens.config import TrainConfig
+    from irm_lens.irm import IRM
+
+
+def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
+    """Refuse a recording made with another IRM than the run's current one."""
+    import json
+
+    from irm_lens.files import sha256_file
+
+    meta = json.loads((recording_dir / "recording.json").read_text())
+    config_path = run_dir / "config.json"
+    if config_path.exists() and "host" in meta:
+        from irm_lens.host import EMBEDDED
+
+        run_host = json.loads(config_path.read_text()).get("host") or EMBEDDED
+        if run_host != meta["host"]:
+            raise IrmLensError(
+                f"{recording_dir} was recorded on host {meta['host']!r}, but {run_dir} trains on "
+                f"{run_host!r}. Record again: irm-lens record {run_dir}"
+            )
+    irm_path = run_dir / "irm.safetensors"
+    if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != sha256_file(irm_path):
+        raise IrmLensError(
+            f"{recording_dir} was recorded with another IRM than {irm_path} (retrained or "
+            f"copied since?). Record again: irm-lens record {run_dir}"
+        )
+
+
+def _load_run(
+    run_dir: Path, device: str | None, dtype: str | None
+) -> tuple[TrainConfig, TransformerBridge, IRM]:
+    """The config, host and best IRM of a training run."""
+    from irm_lens.config import TrainConfig
+    from irm_lens.host import load_host
+    from irm_lens.irm import IRM
+
+    if not (run_dir / "irm.safetensors").exists():
+        raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    host = load_host(config.host, device=device or config.device, dtype=dtype or config.dtype)
+    return config, host, IRM.load(run_dir / "irm.safetensors", host)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from irm_lens.files import sha256_file
+    from irm_lens.host import host_name
+    from irm_lens.record import (
+        PAPER_SAMPLING,
+        GenerationSettings,
+        prompt_set,
+        record,
+        save_recordings,
+    )
+
+    run_dir = Path(args.run_dir)
+    config, host, irm = _load_run(run_dir, args.device, args.dtype)
+    if args.sampling == "paper":
+        settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed, batch_size=args.batch_size)
+    else:
+        settings = GenerationSettings(
+            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
+        )
+    prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
+    mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
+    recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
+    out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
+    meta = {
+        "host": host_name(host),
+        "irm": str(run_dir / "irm.safetensors"),
+        "irm_sha256": sha256_file(run_dir / "irm.safetensors"),
+        "mode": mode,
+        "settings": dataclasses.asdict(settings),
+    }
+    save_recordings(recordings, out, meta=meta)
+    n_tokens = sum(len(r.token_ids) for r in recordings)
+    print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
+    return 0
+
+
+def _host_analyses(
+    run: Path,
+    recordings: list[Any],
+    top: int,
+    stats: dict[str, float],
+    target: Path,
+    args: argparse.Namespace,
+) -> None:
+    """The analyses that need the host: where the IRM's top index sits in the host."""
+    import json
+
+    import pandas as pd
+
+    from irm_lens import analysis, plotting
+    from irm_lens.analysis import causal
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic
+    from irm_lens.irm import IRM
+    from irm_lens.prompts import encode
+    from irm_lens.record import GenerationSettings, record
+
+    config, host, irm = _load_run(run, args.device, args.dtype)
+    meta = json.loads((run / "recordings" / args.recording / "recording.json").read_text())
+    mode = meta.get("mode", "plain")
+    prompts = [r.prompt for r in recordings]
+    profile = analysis.residual_profile(host, prompts, mode=mode)
+    massive = analysis.massive_dims(profile, ratio=20.0)
+    gains = analysis.norm_gains(host)
+    tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
+                          device=host.W_E.device)  # fmt: skip
+    untrained = IRM.for_host(host, irm.layers, config.width_mult, config.seed,
+                             depth=config.depth, init=config.init)  # fmt: skip
+    settings = (
+        GenerationSettings(**meta["settings"]) if "settings" in meta else GenerationSettings()
+    )
+    base = record(host, untrained, prompts, mode=mode, settings=settings, progress=False)
+    every = torch.cat([r.outputs for r in recordings])
+    baseline = analysis.striation(every, irm.layers, n_permutations=args.permutations,
+                                  baseline=torch.cat([r.outputs for r in base]))  # fmt: skip
+    tables = {
+        "massive_dims": massive,
+        "norm_gains": gains,
+        "propagation": causal.propagation(host, tokens, index=top),
+        "irm_index_propagation": causal.irm_index_propagation(host, irm, tokens, index=top),
+        "direct_logit_effect": causal.direct_logit_effect(host, top),
+        "index_logit_attribution": causal.index_logit_attribution(host, tokens, index=top),
+        "norm_mediated_effect": causal.norm_mediated_effect(host, tokens, index=top),
+        "striation_vs_untrained": pd.DataFrame([baseline]),
+    }
+    out = target / "host"
+    for key, table in tables.items():
+        write_csv_atomic(out / f"{key}.csv", table)
+    shown = [top, *[int(i) for i in massive["index"].head(2) if int(i) != top]]
+    untrained_stats = {"index_share": baseline["baseline_index_share"], "layer_share": float("nan"),
+                       "resid_share": float("nan")}  # fmt: skip
+    figures = {
+        "propagation": plotting.propagation_figure(tables["propagation"]),
+        "direct_logit_effect": plotting.logit_effect_figure(
+            tables["direct_logit_effect"], index=top
+        ),
+        "norm_mediated_effect": plotting.norm_effect_figure(
+            tables["norm_mediated_effect"], index=top
+        ),
+        "massive_dims": plotting.massive_dims_figure(profile, indices=shown),
+        "striation": plotting.striation_figure({run.name: stats, "untrained IRM": untrained_stats}),
+    }
+    for key, fig in figures.items():
+        save_figure(fig, out, key, png=not args.no_png)
+    gain = gains.set_index("index").loc[top]
+    is_massive = top in set(massive["index"].astype(int))
+    rank = int(gain["final_gain_rank"])
+    print(
+        f"  index {top}: massive-activation dim: {'yes' if is_massive else 'no'} (host's: "
+        f"{massive['index'].head(3).tolist()}); final-norm gain rank {rank} of {len(gains)}; "
+        f"untrained IRM index share {baseline['baseline_index_share']:.2f}"
+    )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from irm_lens import analysis, plotting
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic
+    from irm_lens.record import load_recordings
+
+    out = Path(args.out)
+    runs = [Path(r) for r in args.run_dirs]
+    for run in runs:  # check every input before writing anything
+        load_recordings(run / "recordings" / args.recording)
+        _check_provenance(run, run / "recordings" / args.recording)
+    dominant_tables = {}
+    for run in runs:
+        recordings = load_recordings(run / "recordings" / args.recording)
+        layers = recordings[0].layers
+        name = run.name
+        target = out / name
+        masks = [analysis.token_mask(r.kinds) for r in recordings]
+        selected = torch.cat([r.outputs[m] for r, m in zip(recordings, masks, strict=True)])
+        every = torch.cat([r.outputs for r in recordings])
+        kinds = [k for r in recordings for k in r.kinds]
+        heat = analysis.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
+        timing = pd.concat(
+            [analysis.topk_timing(r.outputs, r.kinds, k=args.k).assign(prompt=r.name)
+             for r in recordings], ignore_index=True)  # fmt: skip
+        dominant = analysis.dominant_indices(every)
+        dominant_tables[name] = dominant
+        stats = analysis.striation(every, layers, n_permutations=args.permutations)
+        sparsity = analysis.sparsity_by_layer(every, layers)
+        tables = {"heatmap": heat, "topk_timing": timing, "dominant_indices": dominant,
+                  "striation": pd.DataFrame([stats]), "sparsity": sparsity,
+                  "layer_topk": analysis.layer_topk(every, layers)}  # fmt: skip
+        for key, table in tables.items():
+            write_csv_atomic(target / f"{key}.csv", table)
+        first = recordings[0]
+        heat_title = f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
+        k_used = min(args.k, first.outputs.numel())
+        timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
+        figures = {
+            "heatmap": plotting.heatmap_figure(heat, title=heat_title),
+            "topk_timing": plotting.topk_timing_figure(
+                analysis.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
+            ),
+            "dominant_indices": plotting.dominant_indices_figure(
+                dominant, highlight=args.highlight
+            ),
+            "sparsity": plotting.sparsity_figure(sparsity),
+        }
+        for key, fig in figures.items():
+            save_figure(fig, target, key, png=not args.no_png)
+        top = dominant.iloc[0]
+        print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
+              f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
+              f"{len(kinds)} tokens -> {target}")  # fmt: skip
+        if args.host_analyses:
+            _host_analyses(run, recordings, int(top["index"]), stats, target, args)
+    if len(dominant_tables) > 1:
+        consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
+        write_csv_atomic(out / "consistency.csv", consistency)
+        write_csv_atomic(out / "jaccard.csv", pairs)
+        save_figure(
+            plotting.consistency_figure(consistency), out, "consistency", png=not args.no_png
+        )
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from irm_lens.analysis.ablation import ablation_study
+    from irm_lens.datasets import load_dataset
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic
+    from irm_lens.plotting import ablation_figure
+
+    run_dir = Path(args.run_dir)
+    config, host, irm = _load_run(run_dir, args.device, args.dtype)
+    rows = load_dataset(config.emotion, split="test")
+    rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
+    table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
+                           mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
+                           generate=not args.no_generate)  # fmt: skip
+    out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
+    write_csv_atomic(out / "ablation.csv", table)
+    save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parsers(sub: Any, add_host_options: Any) -> None:
+    """Register ``record``, ``analyze`` and ``ablate`` on the main parser's subcommands."""
+    rec = sub.add_parser("record", help="record IRM outputs while the host answers prompts")
+    rec.add_argument("run_dir")
+    rec.add_argument(
+        "--prompts",
+        default="paper",
+        choices=["paper", "heldout"],
+        help="paper: the original's seven prompts; heldout: test-split questions",
+    )
+    rec.add_argument(
+        "--sampling",
+        default="greedy",
+        choices=["greedy", "paper"],
+        help="greedy, or the original's sampling (T 1, top-k 50, 100 tokens)",
+    )
+    rec.add_argument("--max-new-tokens", type=int, default=40)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="prompts answered at once (greedy answers do not depend on it; sampled ones do)",
+    )
+    rec.add_argument("--limit", type=int, default=None, help="record only the first N prompts")
+    rec.add_argument(
+        "--mode",
+        choices=PROMPT_MODES,
+        default=None,
+        help="prompt format (default: plain for the paper set, else the run's)",
+    )
+    rec.add_argument("--hooks", nargs="*", default=[], help="host hook points to capture too")
+    rec.add_argument(
+        "--out", default=None, help="output directory (default RUN_DIR/recordings/SET)"
+    )
+    add_host_options(rec)
+    rec.set_defaults(func=_cmd_record)
+
+    an = sub.add_parser("analyze", help="tables and figures from recorded IRM outputs")
+    an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    an.add_argument("--out", required=True, help="output directory (one folder per run)")
+    an.add_argument("--recording", default="paper", help="recording set under RUN_DIR/recordings")
+    an.add_argument("--k", type=int, default=1000, help="top-k for the timing histogram")
+    an.add_argument("--permutations", type=int, default=200, help="striation permutation test")
+    an.add_argument("--highlight", type=int, nargs="*", default=[], help="indices to highlight")
+    an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    an.add_argument(
+        "--host-analyses",
+        action="store_true",
+        help="also load the host: massive dims, norm gains, propagation and logit effects of the "
+        "top index, striation vs an untrained IRM (slower)",
+    )
+    add_host_options(an)
+    an.set_defaults(func=_cmd_analyze)
+
+    ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
+    ab.add_argument("run_dir")
+    ab.add_argument("--index", type=int, required=True, help="residual index to ablate")
+    ab.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
+    ab.add_argument("--max-new-tokens", type=int, default=30)
+    ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
+    ab.add_argument(
+        "--out", default=None, help="output directory (default RUN_DIR/ablation_indexI)"
+    )
+    ab.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    add_host_options(ab)
+    ab.set_defaults(func=_cmd_ablate)
