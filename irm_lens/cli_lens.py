@@ -39,7 +39,8 @@ def _write(out: Path, tables: dict[str, Any], fig: Any, png: bool) -> None:
 
     for name, table in tables.items():
         write_csv_atomic(out / f"{name}.csv", table)
-    save_figure(fig, out, "figure", png=png, height=max(650, 60 * len(tables) + 500))
+    if fig is not None:
+        save_figure(fig, out, "figure", png=png, height=max(650, 60 * len(tables) + 500))
     print(f"wrote {out}")
 
 
@@ -47,8 +48,12 @@ def _decode(args: argparse.Namespace) -> int:
     from irm_lens.lenses import clamp_effect, decode_index, decode_neurons
     from irm_lens.plotting.lenses import decode_figure
 
+    if args.all:
+        return _decode_all(args)
     if (args.index is None) == (args.layer is None):
-        raise IrmLensError("give either --index I (a residual index) or --layer L [--neuron N...].")
+        raise IrmLensError(
+            "give --index I (a residual index), --layer L [--neuron N...], or --all."
+        )
     host = _host(args)
     tables = {}
     if args.index is not None:
@@ -66,6 +71,19 @@ def _decode(args: argparse.Namespace) -> int:
     tables["decode"] = table
     print(table[table["rank"] <= 5].to_string(index=False))
     _write(Path(args.out or "lens/decode"), tables, decode_figure(table), not args.no_png)
+    return 0
+
+
+def _decode_all(args: argparse.Namespace) -> int:
+    from irm_lens.lenses import top_tokens_all, whole_model_table
+
+    if args.index is not None or args.layer is not None or args.clamp_prompt is not None:
+        raise IrmLensError("--all decodes every unit: drop --index, --layer and --clamp-prompt.")
+    host = _host(args)
+    table = whole_model_table(host, top_tokens_all(host, top=args.top, suppressed=True))
+    n_units = table["unit"].nunique()
+    print(f"decoded {n_units} units (every MLP neuron, then every residual index)")
+    _write(Path(args.out or "lens/decode"), {"decode_all": table}, None, False)
     return 0
 
 
@@ -114,6 +132,11 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     dec.add_argument("--layer", type=int, help="MLP layer of --neuron")
     dec.add_argument("--neuron", type=int, nargs="*", help="neurons of --layer (default: all)")
     dec.add_argument("--clamp-prompt", help="clamp the one --neuron on this prompt and report")
+    dec.add_argument(
+        "--all",
+        action="store_true",
+        help="every MLP neuron and residual index at once (decode_all.csv, no figure)",
+    )
     dec.set_defaults(func=_decode)
     att = verbs.add_parser("attribute", help="which neurons and heads write the next token")
     att.add_argument("--prompt", required=True, help="text whose next token to explain")

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,20 @@ from pathlib import Path
 import pandas as pd
 
 
+def _umask_mode() -> int:
+    """Permissions of a new file under the current umask (read, then restored)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. The file gets
+    the permissions a plain ``open`` would give it (the umask's), or keeps those of the file it
+    replaces, not ``mkstemp``'s owner-only 0600.
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
@@ -30,6 +40,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _umask_mode()
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -66,7 +66,9 @@ def test_decode_index_and_directions_agree(tiny_host):
 
 
 def test_top_tokens_all_matches_per_layer_decoding(tiny_host):
-    ids, values, names = top_tokens_all(tiny_host, top=3, chunk=100)
+    ids, values, names, low_ids, low_values = top_tokens_all(
+        tiny_host, top=3, chunk=100, suppressed=True
+    )
     n_neurons = tiny_host.cfg.n_layers * tiny_host.cfg.d_mlp
     assert len(names) == len(ids) == n_neurons + tiny_host.cfg.d_model
     layer, neuron = 3, 40
@@ -75,8 +77,12 @@ def test_top_tokens_all_matches_per_layer_decoding(tiny_host):
     promoted = single[single["direction"] == "promoted"].sort_values("rank")
     assert ids[row].tolist() == promoted["token_id"].tolist()
     torch.testing.assert_close(values[row], torch.tensor(promoted["score"].tolist()))
+    lowest = single[single["direction"] == "suppressed"].sort_values("rank")
+    assert low_ids[row].tolist() == lowest["token_id"].tolist()
+    torch.testing.assert_close(low_values[row], torch.tensor(lowest["score"].tolist()))
     r7 = names.index("R7")
     assert ids[r7].tolist() == decode_index(tiny_host, 7, top=3).head(3)["token_id"].tolist()
+    assert top_tokens_all(tiny_host, top=3).suppressed_ids is None  # only when asked for
 
 
 def test_clamping_a_neuron_writes_value_times_its_output_weights(tiny_host):
@@ -269,8 +275,19 @@ def test_lens_command_line(tiny_host, tmp_path, capsys):
     assert main(["lens", "channels", "--index", "5", "--out", str(tmp_path / "h"), *host]) == 0
     assert len(pd.read_csv(tmp_path / "h" / "subspaces.csv")) == 4 * tiny_host.cfg.n_heads
     capsys.readouterr()
+    args = ["lens", "decode", "--all", "--top", "2", "--out", str(tmp_path / "w")]
+    assert main([*args, *host]) == 0
+    whole = pd.read_csv(tmp_path / "w" / "decode_all.csv", keep_default_na=False)
+    n_units = tiny_host.cfg.n_layers * tiny_host.cfg.d_mlp + tiny_host.cfg.d_model
+    assert len(whole) == n_units * 2 * 2 and whole["unit"].nunique() == n_units
+    single = decode_neurons(tiny_host, 2, [7], top=2).sort_values(["direction", "rank"])
+    mine = whole[whole["unit"] == "L2N7"].sort_values(["direction", "rank"])
+    assert mine["token_id"].tolist() == single["token_id"].tolist()
+    capsys.readouterr()
     assert main(["lens", "decode", "--index", "1", "--layer", "1", *host]) == 2
-    assert "either --index" in capsys.readouterr().err
+    assert "give --index I" in capsys.readouterr().err
+    assert main(["lens", "decode", "--all", "--index", "1", *host]) == 2
+    assert "--all decodes every unit" in capsys.readouterr().err
     assert main(["lens", "decode", "--layer", "9", *host]) == 2
     assert "layer 9 is out of range" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ from irm_lens.lenses.attribute import activation_x_gradient, log_prob_attributio
 from irm_lens.lenses.channels import composition_scores, head_svd, index_in_head_subspaces
 from irm_lens.lenses.decode import (
     LensError,
+    WholeModelDecoding,
     clamp_effect,
     clamp_neuron,
     concept_neurons,
@@ -20,10 +21,12 @@ from irm_lens.lenses.decode import (
     decode_neurons,
     decoding_matrix,
     top_tokens_all,
+    whole_model_table,
 )
 
 __all__ = [
     "LensError",
+    "WholeModelDecoding",
     "activation_x_gradient",
     "clamp_effect",
     "clamp_neuron",
@@ -38,4 +41,5 @@ __all__ = [
     "log_prob_attribution",
     "query_neurons",
     "top_tokens_all",
+    "whole_model_table",
 ]

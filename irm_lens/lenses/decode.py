@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -139,33 +140,83 @@ def decode_neurons(
     return _table(host, scores, [f"L{layer}N{n}" for n in neurons], top, "neuron")
 
 
-def top_tokens_all(
-    host: TransformerBridge, *, top: int = 5, chunk: int = 2048
-) -> tuple[Int[Tensor, "unit top"], Float[Tensor, "unit top"], list[str]]:
-    """Top promoted token ids and scores of every MLP neuron and every residual index, at once.
+class WholeModelDecoding(NamedTuple):
+    """Every unit's top tokens (``top_tokens_all``): rows ordered as ``names``."""
 
-    Vectorised over units in chunks of ``chunk`` rows (one matrix product each), so a whole
-    model's decoding takes seconds. Units are ordered layer by layer (``L{l}N{n}``), then the
-    residual indices (``R{i}``).
+    ids: Int[Tensor, "unit top"]
+    scores: Float[Tensor, "unit top"]
+    names: list[str]
+    suppressed_ids: Int[Tensor, "unit top"] | None = None
+    suppressed_scores: Float[Tensor, "unit top"] | None = None
+
+
+def top_tokens_all(
+    host: TransformerBridge, *, top: int = 5, chunk: int = 2048, suppressed: bool = False
+) -> WholeModelDecoding:
+    """Top promoted (and, with ``suppressed``, most suppressed) tokens of every MLP neuron and
+    every residual index, at once.
+
+    Vectorised over units in chunks of ``chunk`` rows (one matrix product each, both ends of the
+    ranking read off the same product), so a whole model's decoding takes seconds. Units are
+    ordered layer by layer (``L{l}N{n}``), then the residual indices (``R{i}``).
 
     Returns:
-        ``(token_ids [unit, top], scores [unit, top], unit names)``.
+        ``WholeModelDecoding``: token ids and scores ``[unit, top]`` (best first; suppressed:
+        lowest score first), unit names.
     """
     matrix = decoding_matrix(host)
     n_layers, width, d_model = host.cfg.n_layers, d_mlp(host), host.cfg.d_model
     w_out = host.W_out.detach().float().reshape(n_layers * width, d_model)
-    ids, values = [], []
+    parts: dict[str, list[Tensor]] = {"ids": [], "scores": [], "low_ids": [], "low_scores": []}
+
+    def keep(scores: Tensor) -> None:
+        best = scores.topk(top, dim=1)
+        parts["ids"].append(best.indices)
+        parts["scores"].append(best.values)
+        if suppressed:
+            worst = scores.topk(top, dim=1, largest=False)
+            parts["low_ids"].append(worst.indices)
+            parts["low_scores"].append(worst.values)
+
     with torch.no_grad():
         for start in range(0, len(w_out), chunk):
-            best = (w_out[start : start + chunk] @ matrix).topk(top, dim=1)
-            ids.append(best.indices)
-            values.append(best.values)
-        best = matrix.topk(top, dim=1)  # one-hot residual directions: the rows themselves
-        ids.append(best.indices)
-        values.append(best.values)
+            keep(w_out[start : start + chunk] @ matrix)
+        keep(matrix)  # one-hot residual directions: the rows themselves
     names = [f"L{layer}N{n}" for layer in range(n_layers) for n in range(width)]
     names += [f"R{i}" for i in range(d_model)]
-    return torch.cat(ids), torch.cat(values), names
+    return WholeModelDecoding(
+        torch.cat(parts["ids"]),
+        torch.cat(parts["scores"]),
+        names,
+        torch.cat(parts["low_ids"]) if suppressed else None,
+        torch.cat(parts["low_scores"]) if suppressed else None,
+    )
+
+
+def whole_model_table(host: TransformerBridge, decoded: WholeModelDecoding) -> pd.DataFrame:
+    """``top_tokens_all``'s result as one long table, like ``decode_directions``'s: columns
+    ``unit, direction, rank, token_id, token, score``."""
+    parts = [("promoted", decoded.ids, decoded.scores)]
+    if decoded.suppressed_ids is not None and decoded.suppressed_scores is not None:
+        parts.append(("suppressed", decoded.suppressed_ids, decoded.suppressed_scores))
+    frames = []
+    for direction, ids, scores in parts:
+        n_units, top = ids.shape
+        frames.append(
+            pd.DataFrame(
+                {
+                    "unit": [name for name in decoded.names for _ in range(top)],
+                    "direction": direction,
+                    "rank": list(range(1, top + 1)) * n_units,
+                    "token_id": ids.reshape(-1).tolist(),
+                    "score": scores.reshape(-1).tolist(),
+                }
+            )
+        )
+    table = pd.concat(frames, ignore_index=True)
+    vocab = {int(t): host.tokenizer.decode([int(t)]) for t in table["token_id"].unique()}
+    table.insert(4, "token", table["token_id"].map(vocab))
+    return table
 
 
 @contextlib.contextmanager
@@ -248,7 +299,7 @@ def concept_neurons(
         best first (most hits, then the largest top score).
     """
     min_hits = top if min_hits is None else min_hits
-    ids, scores, _ = top_tokens_all(host, top=top)
+    ids, scores, _, _, _ = top_tokens_all(host, top=top)
     width = d_mlp(host)
     vocab: dict[int, str] = {}
     rows = []

@@ -1,0 +1,41 @@
+"""Atomic writes: permissions of the written file, and nothing half-written on failure."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from irm_lens.files import atomic_path, write_text_atomic
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_file_gets_the_umask_permissions_not_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "new.json", "{}")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "new.json") == 0o644  # mkstemp alone would leave 0600
+
+
+def test_replaced_file_keeps_its_permissions(tmp_path):
+    target = tmp_path / "kept.csv"
+    target.write_text("a\n")
+    target.chmod(0o640)
+    write_text_atomic(target, "b\n")
+    assert target.read_text() == "b\n" and _mode(target) == 0o640
+
+
+def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
