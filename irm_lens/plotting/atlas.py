@@ -21,12 +21,12 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from irm_lens.plotting.recorded import TableError
+from irm_lens.plotting._common import TableError
 
 if TYPE_CHECKING:
     from irm_lens.record import Recording
 
-_DIVERGING = "RdBu_r"
+DIVERGING = "RdBu_r"
 _HOVER = (
     "token %{meta}<br>injected layer %{y}<br>residual index %{x}<br>"
     "IRM output %{z:.4g}<extra></extra>"
@@ -176,7 +176,7 @@ def atlas_figure(
     trace = go.Heatmap(
         x=chosen,
         y=layers,
-        colorscale=_DIVERGING,
+        colorscale=DIVERGING,
         colorbar={"title": {"text": "IRM output"}},
         hovertemplate=_HOVER,
         **first,

@@ -11,7 +11,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting.recorded import _BASE_COLOUR, _HIGHLIGHT_COLOUR, _check, _constant, _style
+from irm_lens.plotting._common import (
+    BASE_COLOUR,
+    HIGHLIGHT_COLOUR,
+    check_columns,
+    constant,
+    style,
+)
 
 ABLATION_COLUMNS = ("condition", "alpha", "nll", "kl_to_irm", "index")
 
@@ -22,8 +28,8 @@ def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figu
     Left: one bar per ablation condition (NLL; KL in the hover). Right: NLL and KL against the
     IRM output scale alpha (the ``irm`` run is alpha 1).
     """
-    _check(table, ABLATION_COLUMNS, "ablation")
-    index = int(_constant(table, "index", "ablation"))
+    check_columns(table, ABLATION_COLUMNS, "ablation")
+    index = int(constant(table, "index", "ablation"))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("ablations", "dose-response (IRM scale)"))
     fixed = table[~table["condition"].str.startswith("scale_")]
     fig.add_trace(
@@ -32,7 +38,7 @@ def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figu
             y=fixed["nll"],
             name="target NLL",
             showlegend=False,
-            marker_color=_BASE_COLOUR,
+            marker_color=BASE_COLOUR,
             customdata=fixed["kl_to_irm"],
             hovertemplate="%{x}<br>NLL %{y:.3f}<br>KL to IRM %{customdata:.3f}<extra></extra>",
         ),
@@ -54,7 +60,7 @@ def ablation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figu
     fig.update_yaxes(title_text="target NLL (nats per answer token)", row=1, col=1)
     fig.update_yaxes(title_text="nats per answer token", row=1, col=2)
     fig.update_xaxes(title_text="IRM output scale alpha", row=1, col=2)
-    return _style(fig, title or f"Ablating residual index {index}: effect on the target emotion")
+    return style(fig, title or f"Ablating residual index {index}: effect on the target emotion")
 
 
 PROPAGATION_COLUMNS = ("index", "kind", "layer", "persistence", "leak")
@@ -62,7 +68,7 @@ PROPAGATION_COLUMNS = ("index", "kind", "layer", "persistence", "leak")
 
 def propagation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Persistence of a residual perturbation by layer: the target index against random ones."""
-    _check(table, PROPAGATION_COLUMNS, "propagation")
+    check_columns(table, PROPAGATION_COLUMNS, "propagation")
     fig = go.Figure()
     shown: set[str] = set()
     for (index, kind), rows in table.groupby(["index", "kind"], sort=False):
@@ -75,7 +81,7 @@ def propagation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.F
                 name=f"index {index}" if target else "random indices",
                 legendgroup=str(kind),
                 showlegend=kind not in shown,
-                line={"color": _HIGHLIGHT_COLOUR if target else _BASE_COLOUR,
+                line={"color": HIGHLIGHT_COLOUR if target else BASE_COLOUR,
                       "width": 3 if target else 1},
                 customdata=rows["leak"],
                 hovertemplate="layer %{x}<br>persistence %{y:.3f}<br>leak %{customdata:.3f}"
@@ -88,7 +94,7 @@ def propagation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.F
     target = table.loc[table["kind"] == "target", "index"]
     label = int(target.iloc[0]) if len(target) else "?"
     start = int(table["layer"].min())
-    return _style(
+    return style(
         fig, title or f"Propagation of a perturbation at index {label} added at layer {start}"
     )
 
@@ -98,16 +104,16 @@ LOGIT_COLUMNS = ("direction", "rank", "token_id", "token", "effect")
 
 def logit_effect_figure(table: pd.DataFrame, *, index: int, title: str | None = None) -> go.Figure:
     """Tokens a residual index promotes and suppresses through the final gain and unembedding."""
-    _check(table, LOGIT_COLUMNS, "direct logit effect")
+    check_columns(table, LOGIT_COLUMNS, "direct logit effect")
     rows = table.sort_values("effect")
-    colours = [_HIGHLIGHT_COLOUR if d == "promoted" else _BASE_COLOUR for d in rows["direction"]]
+    colours = [HIGHLIGHT_COLOUR if d == "promoted" else BASE_COLOUR for d in rows["direction"]]
     fig = go.Figure(
         go.Bar(x=rows["effect"], y=[repr(t) for t in rows["token"]], orientation="h",
                marker_color=colours, hovertemplate="%{y}: %{x:.4f}<extra></extra>")
     )  # fmt: skip
     fig.update_xaxes(title_text="logit change per unit of the index (final gain x W_U)")
     fig.update_yaxes(title_text="token", type="category")
-    return _style(fig, title or f"Direct logit effect of residual index {index}")
+    return style(fig, title or f"Direct logit effect of residual index {index}")
 
 
 NORM_COLUMNS = ("scale", "entropy", "top1_prob", "rms")
@@ -115,7 +121,7 @@ NORM_COLUMNS = ("scale", "entropy", "top1_prob", "rms")
 
 def norm_effect_figure(table: pd.DataFrame, *, index: int, title: str | None = None) -> go.Figure:
     """Next-token entropy and top-1 probability as the index entering the final norm is scaled."""
-    _check(table, NORM_COLUMNS, "norm-mediated effect")
+    check_columns(table, NORM_COLUMNS, "norm-mediated effect")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=table["scale"], y=table["entropy"], mode="lines+markers",
                              name="entropy (nats)"), secondary_y=False)  # fmt: skip
@@ -124,7 +130,7 @@ def norm_effect_figure(table: pd.DataFrame, *, index: int, title: str | None = N
     fig.update_xaxes(title_text=f"scale of x[{index}] before the final norm", type="log")
     fig.update_yaxes(title_text="next-token entropy (nats)", secondary_y=False)
     fig.update_yaxes(title_text="top-1 probability", secondary_y=True, range=[0, 1])
-    return _style(fig, title or f"Norm-mediated effect of residual index {index}")
+    return style(fig, title or f"Norm-mediated effect of residual index {index}")
 
 
 def striation_figure(
@@ -141,7 +147,7 @@ def striation_figure(
         fig.add_trace(go.Bar(x=names, y=[stats[n][key] for n in names], name=label))
     fig.update_layout(barmode="stack")
     fig.update_yaxes(title_text="share of the variance of mean |IRM output|", range=[0, 1])
-    return _style(fig, title or "Striation: where the variance of |IRM output| lies")
+    return style(fig, title or "Striation: where the variance of |IRM output| lies")
 
 
 def massive_dims_figure(
@@ -149,15 +155,15 @@ def massive_dims_figure(
 ) -> go.Figure:
     """Largest |residual| by layer for chosen indices (e.g. the IRM's top index and the host's
     massive-activation dims) against the median index."""
-    _check(profile, ("layer", "index", "max_abs"), "residual profile")
+    check_columns(profile, ("layer", "index", "max_abs"), "residual profile")
     per = profile.groupby(["layer", "index"], as_index=False)["max_abs"].max()
     median = per.groupby("layer")["max_abs"].median()
     fig = go.Figure(go.Scatter(x=median.index, y=median.values, name="median index",
-                               line={"color": _BASE_COLOUR, "dash": "dash"}))  # fmt: skip
+                               line={"color": BASE_COLOUR, "dash": "dash"}))  # fmt: skip
     for index in indices:
         rows = per[per["index"] == index]
         fig.add_trace(go.Scatter(x=rows["layer"], y=rows["max_abs"], mode="lines+markers",
                                  name=f"index {index}"))  # fmt: skip
     fig.update_xaxes(title_text="layer (residual stream after it)")
     fig.update_yaxes(title_text="max |residual|", type="log")
-    return _style(fig, title or "Residual magnitude by layer: chosen indices vs the median index")
+    return style(fig, title or "Residual magnitude by layer: chosen indices vs the median index")

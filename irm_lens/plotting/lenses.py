@@ -9,7 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting.recorded import _BASE_COLOUR, _HIGHLIGHT_COLOUR, _check, _style
+from irm_lens.plotting._common import (
+    BASE_COLOUR,
+    HIGHLIGHT_COLOUR,
+    check_columns,
+    style,
+)
 
 DECODE_COLUMNS = ("unit", "direction", "rank", "token_id", "token", "score")
 ATTRIBUTION_COLUMNS = ("kind", "layer", "unit", "importance")
@@ -18,7 +23,7 @@ SUBSPACE_COLUMNS = ("layer", "head", "write", "read_q", "read_k", "read_v", "cha
 
 def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Promoted (right) and suppressed (left) tokens of each decoded unit, one row per unit."""
-    _check(table, DECODE_COLUMNS, "decoding")
+    check_columns(table, DECODE_COLUMNS, "decoding")
     units = list(dict.fromkeys(table["unit"]))
     fig = make_subplots(
         rows=len(units),
@@ -29,9 +34,7 @@ def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure
     for i, unit in enumerate(units, start=1):
         rows = table[table["unit"] == unit].sort_values("score")
         labels = [f"{t!r} #{i_}" for t, i_ in zip(rows["token"], rows["token_id"], strict=True)]
-        colours = [
-            _HIGHLIGHT_COLOUR if d == "promoted" else _BASE_COLOUR for d in rows["direction"]
-        ]
+        colours = [HIGHLIGHT_COLOUR if d == "promoted" else BASE_COLOUR for d in rows["direction"]]
         fig.add_bar(
             x=rows["score"],
             y=labels,
@@ -44,7 +47,7 @@ def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure
         )
         fig.update_yaxes(type="category", tickfont={"size": 10}, row=i, col=1)
     fig.update_xaxes(title_text="logit change per unit (final gain x W_U)", row=len(units), col=1)
-    return _style(fig, title or "LM-head decoding: promoted and suppressed tokens")
+    return style(fig, title or "LM-head decoding: promoted and suppressed tokens")
 
 
 def attribution_figure(
@@ -56,7 +59,7 @@ def attribution_figure(
 ) -> go.Figure:
     """The ``top`` units by log-probability importance; with ``baseline`` (activation x
     gradient), each neuron's rank there in the hover."""
-    _check(table, ATTRIBUTION_COLUMNS, "attribution")
+    check_columns(table, ATTRIBUTION_COLUMNS, "attribution")
     rows = table.head(top).iloc[::-1]
     labels = [
         f"{k[0].upper()} L{layer}.{unit}"
@@ -71,7 +74,7 @@ def attribution_figure(
             else ""
             for kind, layer, unit in zip(rows["kind"], rows["layer"], rows["unit"], strict=True)
         ]
-    colours = [_HIGHLIGHT_COLOUR if k == "neuron" else "#1f77b4" for k in rows["kind"]]
+    colours = [HIGHLIGHT_COLOUR if k == "neuron" else "#1f77b4" for k in rows["kind"]]
     fig = go.Figure(
         go.Bar(
             x=rows["importance"],
@@ -86,12 +89,12 @@ def attribution_figure(
     fig.update_yaxes(title_text="unit (N = MLP neuron, H = attention head)", type="category")
     predicted = table.attrs.get("predicted")
     what = f" for token id {predicted}" if predicted is not None else ""
-    return _style(fig, title or f"Log-probability attribution{what}: top {len(rows)} units")
+    return style(fig, title or f"Log-probability attribution{what}: top {len(rows)} units")
 
 
 def subspace_figure(table: pd.DataFrame, *, index: int, title: str | None = None) -> go.Figure:
     """Share of residual index ``index`` in each head's write and value-read subspaces."""
-    _check(table, SUBSPACE_COLUMNS, "head subspace")
+    check_columns(table, SUBSPACE_COLUMNS, "head subspace")
     chance = float(table["chance"].iloc[0])
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("written by W_O", "read by W_V (gain-folded)")
@@ -114,7 +117,7 @@ def subspace_figure(table: pd.DataFrame, *, index: int, title: str | None = None
     fig.update_layout(
         coloraxis={"colorscale": "Viridis", "cmin": 0, "colorbar": {"title": {"text": "x chance"}}}
     )
-    return _style(
+    return style(
         fig,
         title
         or f"Residual index {index} in heads' subspaces "

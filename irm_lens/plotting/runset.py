@@ -11,16 +11,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting.recorded import (
-    _BASE_COLOUR,
-    _HIGHLIGHT_COLOUR,
-    _KIND_COLOURS,
-    TOPK_TIMING_COLUMNS,
+from irm_lens.plotting._common import (
+    BASE_COLOUR,
+    HIGHLIGHT_COLOUR,
+    KIND_COLOURS,
     TableError,
-    _check,
-    _constant,
-    _style,
+    check_columns,
+    constant,
+    style,
 )
+from irm_lens.plotting.recorded import TOPK_TIMING_COLUMNS
 
 DOMINANCE_MATRIX_COLUMNS = ("run", "index", "rank", "share")
 EVALUATION_COLUMNS = (
@@ -45,7 +45,7 @@ def timing_grid(
     if not tables:
         raise TableError("timing_grid needs at least one table.")
     ks = {
-        int(_constant(_checked_timing(t, n), "k_used", f"{n!r} timing")) for n, t in tables.items()
+        int(constant(_checked_timing(t, n), "k_used", f"{n!r} timing")) for n, t in tables.items()
     }
     cols = min(cols, len(tables))
     rows = math.ceil(len(tables) / cols)
@@ -57,7 +57,7 @@ def timing_grid(
     )
     for i, (name, table) in enumerate(tables.items()):
         row, col = divmod(i, cols)
-        for kind, colour in _KIND_COLOURS.items():
+        for kind, colour in KIND_COLOURS.items():
             part = table[table["kind"] == kind].sort_values("token")
             fig.add_bar(
                 x=part["token"],
@@ -74,11 +74,11 @@ def timing_grid(
         fig.update_yaxes(title_text="of the top k", row=row + 1, col=col + 1)
     fig.update_layout(bargap=0.05, legend_title_text="token kind")
     k = ks.pop() if len(ks) == 1 else "k"
-    return _style(fig, title or f"Top-{k} |IRM output| values by token position")
+    return style(fig, title or f"Top-{k} |IRM output| values by token position")
 
 
 def _checked_timing(table: pd.DataFrame, name: str) -> pd.DataFrame:
-    _check(table, TOPK_TIMING_COLUMNS, f"{name!r} timing")
+    check_columns(table, TOPK_TIMING_COLUMNS, f"{name!r} timing")
     return table
 
 
@@ -89,7 +89,7 @@ def dominance_matrix_figure(table: pd.DataFrame, *, title: str | None = None) ->
         table: columns ``run, index, rank, share`` (one row per run and shown index); runs keep
             their order of first appearance.
     """
-    _check(table, DOMINANCE_MATRIX_COLUMNS, "dominance matrix")
+    check_columns(table, DOMINANCE_MATRIX_COLUMNS, "dominance matrix")
     runs = list(dict.fromkeys(table["run"]))
     indices = sorted(table["index"].astype(int).unique())
     share = table.pivot(index="run", columns="index", values="share").reindex(runs)[indices]
@@ -113,7 +113,7 @@ def dominance_matrix_figure(table: pd.DataFrame, *, title: str | None = None) ->
     )
     fig.update_xaxes(title_text="residual index (cell text: its rank in the run)", type="category")
     fig.update_yaxes(title_text="run", autorange="reversed", type="category")
-    return _style(fig, title or "Share of |IRM output| per residual index and run")
+    return style(fig, title or "Share of |IRM output| per residual index and run")
 
 
 def logit_attribution_figure(
@@ -143,9 +143,11 @@ def logit_attribution_figure(
             "next-token entropy vs scale of the index",
         ),
     )
-    colours = [_HIGHLIGHT_COLOUR, "#1f77b4", "#2ca02c", "#9467bd"]
+    colours = [HIGHLIGHT_COLOUR, "#1f77b4", "#2ca02c", "#9467bd"]
     for n, (index, table) in enumerate(direct.items()):
-        _check(table, ("direction", "rank", "token", "token_id", "effect"), "direct logit effect")
+        check_columns(
+            table, ("direction", "rank", "token", "token_id", "effect"), "direct logit effect"
+        )
         rows = table[table["rank"] <= top].sort_values("effect")
         fig.add_bar(
             x=rows["effect"],
@@ -161,7 +163,7 @@ def logit_attribution_figure(
             col=1,
         )
     for n, (index, table) in enumerate(norm.items()):
-        _check(table, ("scale", "entropy"), "norm-mediated effect")
+        check_columns(table, ("scale", "entropy"), "norm-mediated effect")
         part = table[table["scale"] > 0].sort_values("scale")
         fig.add_scatter(
             x=part["scale"],
@@ -200,7 +202,7 @@ def logit_attribution_figure(
     )
     fig.update_yaxes(title_text="entropy (nats)", row=1, col=2)
     names = ", ".join(str(i) for i in direct)
-    return _style(fig, title or f"Logit attribution of residual indices {names}")
+    return style(fig, title or f"Logit attribution of residual indices {names}")
 
 
 def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
@@ -210,7 +212,7 @@ def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
     Args:
         table: one row per run with ``EVALUATION_COLUMNS`` (shares and retention in [0, 1]).
     """
-    _check(table, EVALUATION_COLUMNS, "evaluation")
+    check_columns(table, EVALUATION_COLUMNS, "evaluation")
     runs = table["run"].tolist()
     fig = make_subplots(
         rows=1,
@@ -228,15 +230,15 @@ def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
         y=drop,
         name="NLL drop",
         showlegend=False,
-        marker_color=np.where(drop >= 0, _HIGHLIGHT_COLOUR, _BASE_COLOUR),
+        marker_color=np.where(drop >= 0, HIGHLIGHT_COLOUR, BASE_COLOUR),
         hovertemplate="%{x}<br>%{y:.1f} %<extra></extra>",
         row=1,
         col=1,
     )
     for col, stem in ((2, "nrc_share"), (3, "fact_retention")):
         for suffix, name, colour in (
-            ("host", "host alone", _BASE_COLOUR),
-            ("irm", "host + IRM", _HIGHLIGHT_COLOUR),
+            ("host", "host alone", BASE_COLOUR),
+            ("irm", "host + IRM", HIGHLIGHT_COLOUR),
         ):
             fig.add_bar(
                 x=runs,
@@ -254,4 +256,4 @@ def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
     fig.update_yaxes(title_text="% of answers keeping the fact", row=1, col=3, range=[0, 100])
     fig.update_xaxes(tickangle=45)
     fig.update_layout(barmode="group")
-    return _style(fig, title or "Alignment per run")
+    return style(fig, title or "Alignment per run")
