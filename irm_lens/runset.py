@@ -123,19 +123,9 @@ class FiguresConfig:
 
         fast = (get("FAST") or "0") not in ("0", "false", "no")
         base = cls.smoke() if fast else cls()
-        changes: dict[str, Any] = {}
-        if get("HOST"):
-            changes["host"] = get("HOST")
-        if get("DEVICE"):
-            changes["device"] = get("DEVICE")
-        if get("DTYPE"):
-            changes["dtype"] = get("DTYPE")
-        if get("PRESET"):
-            changes["preset"] = get("PRESET")
-        if get("FIGURES_DIR"):
-            changes["out"] = get("FIGURES_DIR")
-        if get("IRM_LENS_RUNS"):
-            changes["cache"] = get("IRM_LENS_RUNS")
+        plain = {"HOST": "host", "DEVICE": "device", "DTYPE": "dtype", "PRESET": "preset",
+                 "FIGURES_DIR": "out", "IRM_LENS_RUNS": "cache"}  # fmt: skip
+        changes: dict[str, Any] = {key: get(var) for var, key in plain.items() if get(var)}
         for name, key in (("SEEDS", "seeds"), ("EMOTIONS", "emotions")):
             raw = get(name)
             if raw:

@@ -23,6 +23,7 @@ drop in ``log p(w)`` when the unit's contribution is taken out of the final resi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import einops
 import pandas as pd
@@ -118,35 +119,25 @@ def log_prob_attribution(
             return _log_prob_gain(matrix, eps, entering, contributions, predicted)
         return -_log_prob_gain(matrix, eps, final, -contributions, predicted)
 
+    def frame(kind: str, layer: int, gain: Tensor, activation: Any) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "kind": kind,
+                "layer": layer,
+                "unit": range(len(gain)),
+                "activation": activation,
+                "importance": gain.cpu().numpy(),
+            }
+        )
+
     rows = []
     for layer in range(host.cfg.n_layers):
         act = acts[mlp_post_hook(layer)]
         contrib = act[:, None] * host.W_out[layer].detach().float()
         gain = gain_of(acts[resid_mid_hook(layer)], contrib)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "kind": "neuron",
-                    "layer": layer,
-                    "unit": range(len(act)),
-                    "activation": act.cpu().numpy(),
-                    "importance": gain.cpu().numpy(),
-                }
-            )
-        )
+        rows.append(frame("neuron", layer, gain, act.cpu().numpy()))
         heads = _head_outputs(host, acts[_Z.format(layer)], layer)
-        gain = gain_of(acts[resid_pre_hook(layer)], heads)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "kind": "head",
-                    "layer": layer,
-                    "unit": range(len(heads)),
-                    "activation": float("nan"),
-                    "importance": gain.cpu().numpy(),
-                }
-            )
-        )
+        rows.append(frame("head", layer, gain_of(acts[resid_pre_hook(layer)], heads), float("nan")))
     table = pd.concat(rows, ignore_index=True).sort_values("importance", ascending=False)
     table["rank"] = range(1, len(table) + 1)
     table = table.reset_index(drop=True)
