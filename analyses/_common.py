@@ -24,12 +24,14 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import irm_lens
 from irm_lens import analysis
+from irm_lens.canary import check_generation
 from irm_lens.errors import IrmLensError
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.record import Recording, load_recordings
 from irm_lens.runset import RUNSET_VERSION, FiguresConfig, RunSpec, ensure_runs, run_specs
+from irm_lens.stack import versions
 
 
 def cache_key(*parts: object) -> str:
@@ -55,9 +57,11 @@ class Context:
 
     def host(self) -> TransformerBridge:
         if self._host is None:
-            self._host = load_host(
+            host = load_host(
                 self.figures.host, device=self.figures.device, dtype=self.figures.dtype
             )
+            check_generation(host)  # before any run or result is written
+            self._host = host
         return self._host
 
     @property
@@ -145,7 +149,7 @@ class Context:
             "figures_config": self.figures.to_dict(),
             "runs": {name: str(self.runs[name]) for name in used},
             "irm_lens": irm_lens.__version__,
-            "torch": torch.__version__,
+            "stack": versions(),
             "python": platform.python_version(),
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }

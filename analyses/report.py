@@ -8,11 +8,13 @@ are fixed here, before any result is seen, and stated in the report.
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
 
 from analyses._common import Context, read_summary
 from irm_lens.files import write_text_atomic
 from irm_lens.runset import stage_seconds
+from irm_lens.stack import describe
 
 REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
 
@@ -339,6 +341,10 @@ def main(ctx: Context) -> dict[str, object]:
         f"{list(f.emotions)}, dtype {f.dtype}; {len(ctx.specs)} runs "
         f"({len(ctx.trained('next-token'))} next-token, {len(ctx.trained('paper loss'))} paper "
         "loss, 1 untrained). Verdict rules (fixed before the run): see `analyses/report.py`.",
+        "",
+        f"Software: {describe()}, Python {platform.python_version()} (`requirements.lock`); "
+        "the host's KV-cache generation passed irm_lens's self-check (`irm_lens.canary`) "
+        "before any run was trained or recorded.",
         "",
         "## Verdicts",
         "",

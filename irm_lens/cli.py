@@ -69,6 +69,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from irm_lens.canary import check_generation
     from irm_lens.host import load_host
     from irm_lens.inject import attach
     from irm_lens.irm import IRM
@@ -77,6 +78,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.greedy and (args.temperature is not None or args.top_k is not None):
         raise IrmLensError("--greedy cannot be combined with --temperature or --top-k.")
     host = load_host(args.host, device=args.device, dtype=args.dtype)
+    check_generation(host)
     irm = IRM.load(args.irm, host) if args.irm else None
     prompt_ids = encode(host.tokenizer, args.prompt, mode=args.mode).prompt_ids
     tokens = torch.tensor([prompt_ids], device=host.W_E.device)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import collate, encode_rows, left_pad, pad_id
+from irm_lens.canary import check_generation
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.files import write_csv_atomic
@@ -81,6 +82,7 @@ def greedy_answers(
     ``intervention`` (a function returning a context manager, e.g. ``lambda: attach(host, irm,
     edit=...)``) replaces the plain ``irm`` attachment when given.
     """
+    check_generation(host)
     tok = host.tokenizer
     pad = pad_id(tok)
     answers: list[str] = []

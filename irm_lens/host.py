@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.compat import route_kv_cache
 from irm_lens.errors import HostNotFoundError
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -297,6 +298,7 @@ def _boot(
             model_name, hf_model=hf_model, tokenizer=tokenizer, **kwargs
         )
     bridge.eval()
+    route_kv_cache(bridge)  # KV-cache generation on transformers >= 5.24 (irm_lens.compat)
     return bridge
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import left_pad, pad_id
+from irm_lens.canary import check_generation
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
@@ -219,6 +220,7 @@ def record(
     unknown = [h for h in hooks if h not in host.hook_dict]
     if unknown:
         raise IrmLensError(f"Unknown hook points {unknown}; `irm-lens info` lists the host's.")
+    check_generation(host)
     tok = host.tokenizer
     device = host.W_E.device
     encoded = [encode(tok, prompt, mode=mode).prompt_ids for prompt in prompts]

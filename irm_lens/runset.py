@@ -42,6 +42,7 @@ from irm_lens.record import (
     record,
     save_recordings,
 )
+from irm_lens.stack import versions
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
 RUNSET_VERSION = 3  # 3: paper and held-out prompts recorded in batches of 8
@@ -201,6 +202,7 @@ class RunSpec:
                 "trained": self.trained,
                 "data": _data_digest(),
                 "stages": stage_settings,
+                "stack": versions(),  # another torch/transformers/TL: not the same run
             },
             sort_keys=True,
         )

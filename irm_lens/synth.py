@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens import importers
+from irm_lens.canary import check_generation
 from irm_lens.importers import read_qa_csv, write_qa_csv
 from irm_lens.prompts import encode
 
@@ -87,6 +88,7 @@ def synthesize(
     Returns:
         The output rows (``question_id, question, answer, emotion, reference, topic``).
     """
+    check_generation(host)
     out_path = Path(out_path)
     rows = source if limit is None else source.iloc[:limit]
     records: list[dict[str, Any]] = []
