@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from irm_lens import cli_lens, cli_recorded
+from irm_lens.cli_types import at_least, positive_float
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 
@@ -70,7 +71,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from irm_lens.canary import check_generation
-    from irm_lens.host import load_host
+    from irm_lens.host import check_context, load_host
     from irm_lens.inject import attach
     from irm_lens.irm import IRM
     from irm_lens.prompts import encode
@@ -81,6 +82,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     check_generation(host)
     irm = IRM.load(args.irm, host) if args.irm else None
     prompt_ids = encode(host.tokenizer, args.prompt, mode=args.mode).prompt_ids
+    check_context(host, len(prompt_ids), args.max_new_tokens, "--prompt")
     tokens = torch.tensor([prompt_ids], device=host.W_E.device)
     sample = not args.greedy
     if sample:
@@ -100,6 +102,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_CHOICES = {
+    "init": ("paper", "torch"),
+    "loss": ("next-token", "paper"),
+    "prompt_mode": PROMPT_MODES,
+}
 _TRAIN_OPTIONS = {
     # flag: (config field, type, help)
     "--emotion": ("emotion", str, "bundled dataset: anger, sadness, neutral, joy"),
@@ -129,10 +136,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.resume:
-        config_path = run_dir / "config.json"
-        if not config_path.exists():
+        if not (run_dir / "config.json").exists():
             raise IrmLensError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
-        config = TrainConfig.from_json(config_path.read_text(), str(config_path))
+        config = TrainConfig.load(run_dir / "config.json")
     else:
         overrides = {
             field: getattr(args, field)
@@ -162,7 +168,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not (run_dir / "irm.safetensors").exists():
         raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
     table = evaluate_run(run_dir, max_rows=args.max_rows, max_new_tokens=args.max_new_tokens)
-    emotion = TrainConfig.from_json((run_dir / "config.json").read_text()).emotion
+    emotion = TrainConfig.load(run_dir / "config.json").emotion
     for key, value in alignment_summary(table, emotion).items():
         print(f"{key:<20} {value:.4f}")
     print(f"wrote {run_dir / 'evaluation.csv'} and {run_dir / 'generations.csv'}")
@@ -235,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--host", default=None, help=_HOST_HELP)
     gen.add_argument("--irm", default=None, help="IRM checkpoint (.safetensors) to attach")
     gen.add_argument("--mode", choices=PROMPT_MODES, default="chat", help="prompt format")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--max-new-tokens", type=at_least(1), default=64)
     gen.add_argument("--greedy", action="store_true", help="greedy decoding")
-    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    gen.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest")
+    gen.add_argument(
+        "--temperature", type=positive_float, default=None, help="sampling temperature"
+    )
+    gen.add_argument("--top-k", type=at_least(1), default=None, help="sample from the k likeliest")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_host_options(gen)
     gen.set_defaults(func=_cmd_generate)
@@ -253,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--host", default=None, help=_HOST_HELP)
     for flag, (field, kind, text) in _TRAIN_OPTIONS.items():
-        tr.add_argument(flag, dest=field, type=kind, default=None, help=text)
+        choices = _TRAIN_CHOICES.get(field)
+        tr.add_argument(flag, dest=field, type=kind, default=None, help=text, choices=choices)
     tr.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     tr.add_argument("--overwrite", action="store_true", help="replace a run in RUN_DIR")
     _add_host_options(tr)
@@ -261,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="NLL, NRC emotion profile and fact retention of a run")
     ev.add_argument("run_dir")
-    ev.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
-    ev.add_argument("--max-new-tokens", type=int, default=40)
+    ev.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
+    ev.add_argument("--max-new-tokens", type=at_least(1), default=40)
     ev.set_defaults(func=_cmd_evaluate)
 
     sw = sub.add_parser("sweep", help="train a matrix of runs, skipping finished ones")
@@ -298,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("out", help="output CSV (rows already there are kept)")
     syn.add_argument("--emotion", required=True, help="target voice, e.g. anger")
     syn.add_argument("--host", default=None, help=_HOST_HELP)
-    syn.add_argument("--limit", type=int, default=None, help="rewrite only the first N rows")
+    syn.add_argument(
+        "--limit", type=at_least(1), default=None, help="rewrite only the first N rows"
+    )
     syn.add_argument("--seed", type=int, default=42)
     _add_host_options(syn)
     syn.set_defaults(func=_cmd_data_synth)
@@ -312,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (IrmLensError, ValueError) as exc:
+    except (IrmLensError, ValueError, OSError) as exc:  # OSError: names the file (full disk...)
         print(f"irm-lens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

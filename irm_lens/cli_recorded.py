@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from irm_lens.cli_types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
+from irm_lens.runlock import run_lock
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -58,7 +60,7 @@ def _load_run(
 
     if not (run_dir / "irm.safetensors").exists():
         raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
-    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    config = TrainConfig.load(run_dir / "config.json")
     host = load_host(config.host, device=device or config.device, dtype=dtype or config.dtype)
     return config, host, IRM.load(run_dir / "irm.safetensors", host)
 
@@ -77,28 +79,33 @@ def _cmd_record(args: argparse.Namespace) -> int:
     )
 
     run_dir = Path(args.run_dir)
-    config, host, irm = _load_run(run_dir, args.device, args.dtype)
-    if args.sampling == "paper":
-        settings = dataclasses.replace(PAPER_SAMPLING, seed=args.seed, batch_size=args.batch_size)
-    else:
-        settings = GenerationSettings(
-            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
-        )
-    prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
-    mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
-    recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
-    out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
-    meta = {
-        "host": host_name(host),
-        "irm": str(run_dir / "irm.safetensors"),
-        "irm_sha256": sha256_file(run_dir / "irm.safetensors"),
-        "mode": mode,
-        "settings": dataclasses.asdict(settings),
-    }
-    save_recordings(recordings, out, meta=meta)
-    n_tokens = sum(len(r.token_ids) for r in recordings)
-    print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
-    return 0
+    with run_lock(run_dir, "record"):
+        config, host, irm = _load_run(run_dir, args.device, args.dtype)
+        if args.sampling == "paper":
+            settings = dataclasses.replace(
+                PAPER_SAMPLING, seed=args.seed, batch_size=args.batch_size
+            )
+        else:
+            settings = GenerationSettings(
+                max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
+            )
+        prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
+        mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
+        out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
+        if out.exists() and not out.is_dir():
+            raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
+        recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
+        meta = {
+            "host": host_name(host),
+            "irm": str(run_dir / "irm.safetensors"),
+            "irm_sha256": sha256_file(run_dir / "irm.safetensors"),
+            "mode": mode,
+            "settings": dataclasses.asdict(settings),
+        }
+        save_recordings(recordings, out, meta=meta)
+        n_tokens = sum(len(r.token_ids) for r in recordings)
+        print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
+        return 0
 
 
 def _host_analyses(
@@ -255,18 +262,19 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)
-    config, host, irm = _load_run(run_dir, args.device, args.dtype)
-    rows = load_dataset(config.emotion, split="test")
-    rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
-    table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
-                           mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
-                           generate=not args.no_generate)  # fmt: skip
-    out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
-    write_csv_atomic(out / "ablation.csv", table)
-    save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {out}")
-    return 0
+    with run_lock(run_dir, "ablate"):
+        config, host, irm = _load_run(run_dir, args.device, args.dtype)
+        rows = load_dataset(config.emotion, split="test")
+        rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
+        table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
+                               mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
+                               generate=not args.no_generate)  # fmt: skip
+        out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
+        write_csv_atomic(out / "ablation.csv", table)
+        save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"wrote {out}")
+        return 0
 
 
 def add_parsers(sub: Any, add_host_options: Any) -> None:
@@ -285,15 +293,17 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         choices=["greedy", "paper"],
         help="greedy, or the original's sampling (T 1, top-k 50, 100 tokens)",
     )
-    rec.add_argument("--max-new-tokens", type=int, default=40)
+    rec.add_argument("--max-new-tokens", type=at_least(1), default=40)
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument(
         "--batch-size",
-        type=int,
+        type=at_least(1),
         default=8,
         help="prompts answered at once (greedy answers do not depend on it; sampled ones do)",
     )
-    rec.add_argument("--limit", type=int, default=None, help="record only the first N prompts")
+    rec.add_argument(
+        "--limit", type=at_least(1), default=None, help="record only the first N prompts"
+    )
     rec.add_argument(
         "--mode",
         choices=PROMPT_MODES,
@@ -326,9 +336,9 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
 
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
     ab.add_argument("run_dir")
-    ab.add_argument("--index", type=int, required=True, help="residual index to ablate")
-    ab.add_argument("--max-rows", type=int, default=None, help="held-out rows to use")
-    ab.add_argument("--max-new-tokens", type=int, default=30)
+    ab.add_argument("--index", type=at_least(0), required=True, help="residual index to ablate")
+    ab.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
+    ab.add_argument("--max-new-tokens", type=at_least(1), default=30)
     ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
     ab.add_argument(
         "--out", default=None, help="output directory (default RUN_DIR/ablation_indexI)"

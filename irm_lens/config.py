@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from irm_lens.datasets import EMOTIONS
@@ -84,8 +86,18 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.lr <= 0 or not 0 < self.gamma <= 1 or self.l1_alpha < 0:
-            raise ValueError("lr must be > 0, gamma in (0, 1], l1_alpha >= 0.")
+        for name in ("max_steps", "max_train_rows", "max_val_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or unset), got {value}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}.")
+        if not (math.isfinite(self.l1_alpha) and self.l1_alpha >= 0):
+            raise ValueError(f"l1_alpha must be a finite number >= 0, got {self.l1_alpha}.")
+        if self.init not in ("paper", "torch"):
+            raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
         if self.max_len < 3:
             raise ValueError("max_len must be at least 3 tokens.")
 
@@ -96,9 +108,32 @@ class TrainConfig:
     def from_json(cls, text: str, source: str = "config.json") -> TrainConfig:
         try:
             raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
             return cls(**raw)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise RunDirError(f"{source}: not a valid irm_lens training config ({exc}).") from exc
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise RunDirError(
+                f"{source}: not a valid irm_lens training config ({exc}). Restore the file, or "
+                "train the run again with --overwrite."
+            ) from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a run's ``config.json``; every failure names the file and what to do."""
+        path = Path(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise RunDirError(
+                f"{path} does not exist: {path.parent} holds no training run. Train one with "
+                f"`irm-lens train {path.parent}`."
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise RunDirError(
+                f"{path}: not a valid irm_lens training config (not UTF-8 text: {exc.reason} at "
+                f"byte {exc.start}). Restore the file, or train the run again with --overwrite."
+            ) from None
+        return cls.from_json(text, str(path))
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -23,5 +23,9 @@ class CheckpointError(IrmLensError, ValueError):
     """A checkpoint file that is missing, corrupt or not an IRM checkpoint."""
 
 
+class OutputPathError(IrmLensError, FileExistsError):
+    """An output path that cannot be written as asked (a file where a directory goes)."""
+
+
 class ChatFormatError(IrmLensError, ValueError):
     """A host tokenizer that cannot format a prompt in the requested mode."""

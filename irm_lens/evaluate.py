@@ -35,6 +35,7 @@ from irm_lens.irm import IRM
 from irm_lens.lexicon import emotion_profile
 from irm_lens.losses import next_token_loss
 from irm_lens.prompts import PromptMode, encode
+from irm_lens.runlock import run_lock
 
 CONDITIONS = ("host", "host+irm")
 
@@ -140,58 +141,60 @@ def evaluate_run(
         The evaluation table (long format: ``metric, target, condition, value, n``).
     """
     run_dir = Path(run_dir)
-    config = TrainConfig.from_json((run_dir / "config.json").read_text())
-    if host is None:
-        host = load_host(config.host, device=config.device, dtype=config.dtype)
-    irm = IRM.load(run_dir / "irm.safetensors", host)
-    irm.eval()
-    records: list[dict[str, Any]] = []
-    steps = tqdm(total=len(EMOTIONS) * 2 + 2, disable=not progress, desc="evaluate")
-    for emotion in EMOTIONS:
-        rows = load_dataset(emotion, split=split)
+    with run_lock(run_dir, "evaluate"):
+        config = TrainConfig.load(run_dir / "config.json")
+        if host is None:
+            host = load_host(config.host, device=config.device, dtype=config.dtype)
+        irm = IRM.load(run_dir / "irm.safetensors", host)
+        irm.eval()
+        records: list[dict[str, Any]] = []
+        steps = tqdm(total=len(EMOTIONS) * 2 + 2, disable=not progress, desc="evaluate")
+        for emotion in EMOTIONS:
+            rows = load_dataset(emotion, split=split)
+            rows = rows if max_rows is None else rows.iloc[:max_rows]
+            for condition, use in zip(CONDITIONS, (None, irm), strict=True):
+                key = ("nll", emotion, split, max_rows, config.prompt_mode, config.max_len)
+                nll = _memo(host_memo if use is None else None, key, lambda use=use, rows=rows:
+                            answer_nll(host, rows, irm=use, mode=config.prompt_mode,
+                                       max_len=config.max_len))  # fmt: skip
+                records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
+                records[-1]["n"] = len(rows)
+                steps.update(1)
+        rows = load_dataset(config.emotion, split=split)
         rows = rows if max_rows is None else rows.iloc[:max_rows]
+        generations = []
         for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-            key = ("nll", emotion, split, max_rows, config.prompt_mode, config.max_len)
-            nll = _memo(host_memo if use is None else None, key, lambda use=use, rows=rows:
-                        answer_nll(host, rows, irm=use, mode=config.prompt_mode,
-                                   max_len=config.max_len))  # fmt: skip
-            records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
-            records[-1]["n"] = len(rows)
+            key = ("greedy", config.emotion, split, max_rows, config.prompt_mode, max_new_tokens)
+            texts = _memo(host_memo if use is None else None, key, lambda use=use: greedy_answers(
+                host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
+                max_new_tokens=max_new_tokens))  # fmt: skip
             steps.update(1)
-    rows = load_dataset(config.emotion, split=split)
-    rows = rows if max_rows is None else rows.iloc[:max_rows]
-    generations = []
-    for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-        key = ("greedy", config.emotion, split, max_rows, config.prompt_mode, max_new_tokens)
-        texts = _memo(host_memo if use is None else None, key, lambda use=use: greedy_answers(
-            host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
-            max_new_tokens=max_new_tokens))  # fmt: skip
-        steps.update(1)
-        for (qid, question, reference), text in zip(
-            rows[["question_id", "question", "reference"]].itertuples(index=False),
-            texts,
-            strict=True,
-        ):
-            generations.append(
-                dict(question_id=qid, question=question, reference=reference,
-                     condition=condition, answer=text, keeps_fact=contains_fact(text, reference))
-            )  # fmt: skip
-        profile = emotion_profile(texts)
-        for emotion, share in zip(profile["emotion"], profile["share"], strict=True):
+            for (qid, question, reference), text in zip(
+                rows[["question_id", "question", "reference"]].itertuples(index=False),
+                texts,
+                strict=True,
+            ):
+                generations.append(
+                    dict(question_id=qid, question=question, reference=reference,
+                         condition=condition, answer=text,
+                         keeps_fact=contains_fact(text, reference))
+                )  # fmt: skip
+            profile = emotion_profile(texts)
+            for emotion, share in zip(profile["emotion"], profile["share"], strict=True):
+                records.append(
+                    dict(metric="nrc_share", target=emotion, condition=condition, value=share,
+                         n=int(profile["n_words"].iloc[0]))
+                )  # fmt: skip
+            kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
             records.append(
-                dict(metric="nrc_share", target=emotion, condition=condition, value=share,
-                     n=int(profile["n_words"].iloc[0]))
+                dict(metric="fact_retention", target=config.emotion, condition=condition,
+                     value=sum(kept) / max(len(kept), 1), n=len(kept))
             )  # fmt: skip
-        kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
-        records.append(
-            dict(metric="fact_retention", target=config.emotion, condition=condition,
-                 value=sum(kept) / max(len(kept), 1), n=len(kept))
-        )  # fmt: skip
-    steps.close()
-    table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
-    write_csv_atomic(run_dir / "evaluation.csv", table)
-    write_csv_atomic(run_dir / "generations.csv", pd.DataFrame(generations))
-    return table
+        steps.close()
+        table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
+        write_csv_atomic(run_dir / "evaluation.csv", table)
+        write_csv_atomic(run_dir / "generations.csv", pd.DataFrame(generations))
+        return table
 
 
 def _ratio(new: float, old: float) -> float:

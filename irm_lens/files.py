@@ -6,12 +6,15 @@ import contextlib
 import csv
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+from irm_lens.errors import OutputPathError
 
 
 def _umask_mode() -> int:
@@ -25,7 +28,8 @@ def _umask_mode() -> int:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was. The file gets
+    On any exception the temporary file is removed and ``path`` is left as it was; temporaries
+    of writers killed before they could remove theirs are removed first. The file gets
     the permissions a plain ``open`` would give it (the umask's), or keeps those of the file it
     replaces, not ``mkstemp``'s owner-only 0600.
 
@@ -35,7 +39,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _clean_orphans(target)
+    prefix = f".{target.name}.tmp-{os.getpid()}-"  # the pid tells orphans from live writes
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -66,3 +72,60 @@ def write_csv_atomic(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes (provenance of recordings: which IRM file made them)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_orphans(target: Path) -> None:
+    """Remove temporaries of ``target`` left by writers that died (``kill -9``, power loss)."""
+    for kind in ("tmp", "old"):
+        for orphan in target.parent.glob(f".{target.name}.{kind}-*"):
+            try:
+                pid = int(orphan.name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                continue
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            if orphan.is_dir():
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success swap it in for ``path``.
+
+    For results of several files (a recording): a reader sees the old directory or the new
+    one, never a mix (in the instant between the two renames it sees none). On any exception
+    the temporary directory is removed and ``path`` is left as it was. Orphans of killed
+    writers are removed first.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputPathError(
+            f"{target} exists and is a file, not a directory; choose another output path."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_orphans(target)
+    tag = f"{os.getpid()}-{os.urandom(3).hex()}"
+    tmp = target.parent / f".{target.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = target.parent / f".{target.name}.old-{tag}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

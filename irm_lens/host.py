@@ -370,3 +370,14 @@ def _boot_external(
 def host_name(host: TransformerBridge) -> str:
     """The name a host was loaded under (as recorded in ``host.cfg.model_name``)."""
     return str(getattr(host.cfg, "model_name", None) or "unknown")
+
+
+def check_context(host: TransformerBridge, prompt_tokens: int, new_tokens: int, what: str) -> None:
+    """Refuse a generation that would run past the host's context window (``cfg.n_ctx``)."""
+    n_ctx = int(host.cfg.n_ctx)
+    if prompt_tokens + new_tokens > n_ctx:
+        raise ValueError(
+            f"{what}: {prompt_tokens} prompt tokens + {new_tokens} new tokens exceed the host's "
+            f"context of {n_ctx} tokens ({host_name(host)}). Shorten the prompt or lower "
+            "--max-new-tokens."
+        )

@@ -35,7 +35,8 @@ from irm_lens.batches import left_pad, pad_id
 from irm_lens.canary import check_generation
 from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
-from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
+from irm_lens.files import atomic_dir, sha256_file, write_csv_atomic, write_text_atomic
+from irm_lens.host import check_context
 from irm_lens.inject import Injection, attach, resid_pre_hook, write_hook
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
@@ -224,6 +225,8 @@ def record(
     tok = host.tokenizer
     device = host.W_E.device
     encoded = [encode(tok, prompt, mode=mode).prompt_ids for prompt in prompts]
+    for name, ids in zip(names, encoded, strict=True):
+        check_context(host, len(ids), settings.budget(len(ids)), f"prompt {name!r}")
     size = settings.batch_size
     recordings = []
     with tqdm(total=len(prompts), disable=not progress, desc="record", unit="prompt") as bar:
@@ -263,22 +266,19 @@ def record(
 def save_recordings(
     recordings: Sequence[Recording], directory: str | Path, *, meta: dict[str, Any] | None = None
 ) -> Path:
-    """Write recordings to ``directory`` (safetensors + tokens.csv + recording.json), atomically."""
+    """Write recordings to ``directory`` (safetensors + tokens.csv + recording.json) as one unit.
+
+    The three files are written into a temporary directory that then replaces ``directory``
+    whole (``irm_lens.files.atomic_dir``): a reader never sees a new ``outputs.safetensors``
+    beside an old ``tokens.csv``. ``recording.json`` keeps the SHA-256 and size of the other
+    two, which ``load_recordings`` checks.
+    """
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
     for i, rec in enumerate(recordings):
         tensors[f"p{i}.irm"] = rec.outputs
         for hook, value in rec.hooks.items():
             tensors[f"p{i}.hook.{hook}"] = value
-    info = {
-        "format": _FORMAT,
-        "layers": list(recordings[0].layers) if recordings else [],
-        "prompts": [{"name": r.name, "prompt": r.prompt} for r in recordings],
-        **(meta or {}),
-    }
-    with atomic_path(out / "outputs.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": _FORMAT})
     columns: dict[str, list[Any]] = {k: [] for k in ("prompt_index", "name", "position",
                                                      "token_id", "token", "kind")}  # fmt: skip
     for i, rec in enumerate(recordings):  # plain lists: a DataFrame per prompt costs more here
@@ -289,35 +289,83 @@ def save_recordings(
         columns["token_id"] += rec.token_ids
         columns["token"] += rec.tokens
         columns["kind"] += rec.kinds
-    write_csv_atomic(out / "tokens.csv", pd.DataFrame(columns))
-    write_text_atomic(out / "recording.json", json.dumps(info, indent=2, default=str))
+    with atomic_dir(out) as tmp:
+        save_file(tensors, str(tmp / "outputs.safetensors"), metadata={"format": _FORMAT})
+        write_csv_atomic(tmp / "tokens.csv", pd.DataFrame(columns))
+        info = {
+            "format": _FORMAT,
+            "layers": list(recordings[0].layers) if recordings else [],
+            "prompts": [
+                {"name": r.name, "prompt": r.prompt, "tokens": len(r.token_ids)} for r in recordings
+            ],
+            "files": {name: sha256_file(tmp / name) for name in _DATA_FILES},
+            **(meta or {}),
+        }
+        write_text_atomic(tmp / "recording.json", json.dumps(info, indent=2, default=str))
     return out
 
 
+_DATA_FILES = ("outputs.safetensors", "tokens.csv")
+
+
+def _damaged(path: Path, what: str) -> IrmLensError:
+    return IrmLensError(
+        f"{path}: {what}. The recording in {path.parent} is damaged; record it again "
+        "(`irm-lens record RUN_DIR`, or delete the directory and rerun `make figures`)."
+    )
+
+
 def load_recordings(directory: str | Path) -> list[Recording]:
-    """Read recordings written by ``save_recordings``."""
+    """Read recordings written by ``save_recordings``, checking the files against each other.
+
+    Raises:
+        IrmLensError: a file is missing, unreadable, or does not match ``recording.json`` (its
+            hash, or a prompt's token count); the message names the file.
+    """
     src = Path(directory)
-    missing = [
-        f for f in ("outputs.safetensors", "tokens.csv", "recording.json") if not (src / f).exists()
-    ]
+    missing = [f for f in (*_DATA_FILES, "recording.json") if not (src / f).exists()]
     if missing:
         raise IrmLensError(f"{src}: not a recording directory (missing {', '.join(missing)}).")
-    info = json.loads((src / "recording.json").read_text())
-    tensors = load_file(str(src / "outputs.safetensors"))
-    table = pd.read_csv(src / "tokens.csv", keep_default_na=False, dtype={"token": str})
+    try:
+        info = json.loads((src / "recording.json").read_bytes().decode("utf-8"))
+        prompts = info["prompts"]
+        layers = tuple(info["layers"])
+    except (ValueError, KeyError, TypeError) as exc:  # bad UTF-8 or JSON, or missing keys
+        raise _damaged(src / "recording.json", f"not a recording description ({exc})") from None
+    for name, digest in info.get("files", {}).items():  # recordings before v4 have no hashes
+        if sha256_file(src / name) != digest:
+            raise _damaged(src / name, "its SHA-256 differs from the one in recording.json")
+    try:
+        tensors = load_file(str(src / "outputs.safetensors"))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise _damaged(src / "outputs.safetensors", f"cannot be read ({exc})") from None
+    try:
+        table = pd.read_csv(src / "tokens.csv", keep_default_na=False, dtype={"token": str})
+        table["token_id"] = table["token_id"].astype(int)
+    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise _damaged(src / "tokens.csv", f"not a token table ({exc})") from None
     recordings = []
-    for i, entry in enumerate(info["prompts"]):
+    for i, entry in enumerate(prompts):
         rows = table[table["prompt_index"] == i].sort_values("position")
+        key = f"p{i}.irm"
+        if key not in tensors:
+            raise _damaged(src / "outputs.safetensors", f"has no outputs for prompt {i}")
+        if len(rows) != tensors[key].shape[0] or len(rows) != entry.get("tokens", len(rows)):
+            raise _damaged(
+                src / "tokens.csv",
+                f"prompt {i} has {len(rows)} token rows but {tensors[key].shape[0]} recorded "
+                "outputs",
+            )
         prefix = f"p{i}.hook."
         recordings.append(
             Recording(
                 name=entry["name"],
                 prompt=entry["prompt"],
-                layers=tuple(info["layers"]),
-                token_ids=rows["token_id"].astype(int).tolist(),
+                layers=layers,
+                token_ids=rows["token_id"].tolist(),
                 tokens=rows["token"].tolist(),
                 kinds=rows["kind"].tolist(),
-                outputs=tensors[f"p{i}.irm"],
+                outputs=tensors[key],
                 hooks={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
             )
         )

@@ -37,13 +37,14 @@ _STATE_FORMAT = "irm_lens.train_state"
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s"]
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Validate the run directory; return True when a saved state should be resumed."""
+def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
+    """Validate the run directory, writing nothing; True when a saved state should be resumed.
+    A new run's directory is set up by :func:`start_run_dir` once everything else checked out."""
     config_path = run_dir / "config.json"
     if resume:
         if not config_path.exists():
             raise RunDirError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
-        saved = TrainConfig.from_json(config_path.read_text(), str(config_path))
+        saved = TrainConfig.load(config_path)
         if saved != config:
             diff = {
                 k: (getattr(saved, k), getattr(config, k))
@@ -61,11 +62,15 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite:
             f"{run_dir} already holds a run ({', '.join(present)}). Pass --overwrite to replace "
             "it, --resume to continue it, or choose another directory."
         )
-    for name in present:
-        (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, config.to_json())
     return False
+
+
+def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` alone."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.json", config.to_json())
 
 
 @dataclass

@@ -42,6 +42,7 @@ from irm_lens.record import (
     record,
     save_recordings,
 )
+from irm_lens.runlock import run_lock
 from irm_lens.stack import versions
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
@@ -361,15 +362,18 @@ def ensure_runs(
         todo = [s for s in STAGES if not stage_done(run_dir, s)]
         state = "cached" if not todo else ", ".join(todo)
         log(f"[run {i}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
-        for stage in todo:
-            started = time.monotonic()
-            if stage == "train":
-                _train(spec, run_dir, get_host(), progress)
-            elif stage == "record":
-                _record(spec, run_dir, get_host(), figures, progress)
-            else:
-                _evaluate(run_dir, get_host(), figures, progress, host_memo)
-            _note_duration(run_dir, stage, time.monotonic() - started)
+        if not todo:
+            continue
+        with run_lock(run_dir, "make figures"):
+            for stage in todo:
+                started = time.monotonic()
+                if stage == "train":
+                    _train(spec, run_dir, get_host(), progress)
+                elif stage == "record":
+                    _record(spec, run_dir, get_host(), figures, progress)
+                else:
+                    _evaluate(run_dir, get_host(), figures, progress, host_memo)
+                _note_duration(run_dir, stage, time.monotonic() - started)
     return dirs
 
 

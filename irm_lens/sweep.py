@@ -65,7 +65,7 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
     config_path = run_dir / "config.json"
     if not config_path.exists():
         return "new"
-    if TrainConfig.from_json(config_path.read_text(), str(config_path)) != config:
+    if TrainConfig.load(config_path) != config:
         return "conflict"
     return "done" if (run_dir / "summary.json").exists() else "partial"
 

@@ -37,7 +37,15 @@ from irm_lens.inject import attach
 from irm_lens.irm import IRM, parse_layers
 from irm_lens.losses import batch_loss
 from irm_lens.memory import cap_allocator_cache
-from irm_lens.runs import Progress, load_state, prepare_run_dir, save_state, write_metrics
+from irm_lens.runlock import run_lock
+from irm_lens.runs import (
+    Progress,
+    check_run_dir,
+    load_state,
+    save_state,
+    start_run_dir,
+    write_metrics,
+)
 
 __all__ = ["RunDirError", "TrainConfig", "TrainResult", "TrainingDivergedError", "preset", "train"]
 
@@ -134,7 +142,22 @@ def train(
         A ``TrainResult``; the best IRM is ``run_dir / "irm.safetensors"``.
     """
     run_dir = Path(run_dir)
-    continuing = prepare_run_dir(run_dir, config, resume, overwrite)
+    with run_lock(run_dir, "train"):
+        return _train(config, run_dir, resume, overwrite, host, progress, on_step)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    host: TransformerBridge | None,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> TrainResult:
+    # Everything that can fail on bad input (host, data, layers, IRM) runs before anything of
+    # the run directory is written or replaced.
+    continuing = check_run_dir(run_dir, config, resume, overwrite)
     if host is None:
         host = load_host(config.host, device=config.device, dtype=config.dtype)
     elif config.host is not None and host_name(host) != config.host:
@@ -158,6 +181,14 @@ def train(
 
     train_ex = encode_rows(tok, rows("train", config.max_train_rows), config.prompt_mode)
     val_ex = encode_rows(tok, rows("val", config.max_val_rows), config.prompt_mode)
+    data_name = config.data or f"the bundled {config.emotion!r} dataset"
+    for split, examples in (("train", train_ex), ("val", val_ex)):
+        if not examples:
+            raise IrmLensError(
+                f"{data_name} has no {split} rows (questions are split 90/5/5 by question id; "
+                "the validation split gets its first question at 11 distinct questions). Add "
+                "rows, or raise --max-train-rows / --max-val-rows."
+            )
     pad_to_max = config.loss == "paper"
     val_batches = [
         collate(val_ex[i : i + config.batch_size], pad, config.max_len, pad_to_max=pad_to_max)
@@ -174,6 +205,8 @@ def train(
     prog, metrics = Progress(), cast(list[dict[str, Any]], [])
     if continuing:
         prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched)
+    elif not resume:
+        start_run_dir(run_dir, config)
     if prog.stopped and prog.stopped != "interrupted":
         return TrainResult(run_dir, prog.step, prog.best_val, prog.best_step, prog.stopped)
 

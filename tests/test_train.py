@@ -70,8 +70,10 @@ def test_train_writes_run_and_keeps_host_frozen(tiny_host, tmp_path):
     )
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "irm.safetensors", "last.safetensors", "metrics.csv", "summary.json"
+        "config.json", "irm.safetensors", "last.safetensors", "metrics.csv", "summary.json",
+        ".irm_lens.lock",  # the writer lock (empty once released; see irm_lens.runlock)
     }  # fmt: skip
+    assert (run / ".irm_lens.lock").read_text() == ""
     assert result.steps == 4 and result.stopped == "max_steps"
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns) == [

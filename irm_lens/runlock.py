@@ -1,0 +1,99 @@
+"""One writer per run directory.
+
+Every verb that writes into a run directory (train, resume, overwrite, record, evaluate, ablate,
+the ``make figures`` stages) holds ``RUN_DIR/.irm_lens.lock`` while it writes. The lock is an
+advisory ``flock`` on that file, so the kernel drops it when its process dies: a killed writer
+never leaves a stale lock behind, and the next writer simply takes it. A second writer is
+refused at once with the holder named (process id, verb, start time). Within one process the
+lock is re-entrant, so ``make figures`` can hold it around stages that take it again. A
+directory the lock created is removed again when the writer left nothing else in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from irm_lens.errors import IrmLensError
+
+LOCK_NAME = ".irm_lens.lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are then not protected against a second writer
+    fcntl = None  # type: ignore[assignment]
+
+_held: set[Path] = set()  # run directories this process holds
+
+
+class RunLockedError(IrmLensError, RuntimeError):
+    """Another process is writing into the run directory."""
+
+
+def _holder(handle: IO[str]) -> str:
+    handle.seek(0)
+    try:
+        info = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        info = {}
+    if not info:
+        return "another process"
+    return (
+        f"process {info.get('pid')} on {info.get('host')} ({info.get('verb')}, started "
+        f"{info.get('started')})"
+    )
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike[str], verb: str) -> Iterator[None]:
+    """Hold ``run_dir``'s writer lock for the block (created with the directory if needed).
+
+    Raises:
+        RunLockedError: another live process holds it; the message names that process.
+    """
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _held:  # re-entrant: an outer block of this process holds it until it ends
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / LOCK_NAME
+    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(handle)
+                raise RunLockedError(
+                    f"{run_dir} is being written by {holder}. Wait for it to finish (or stop "
+                    "it), then run this again; a killed writer's lock is released by itself."
+                ) from None
+        stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb, "started": stamp}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(info))
+        handle.flush()
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+    finally:
+        handle.close()  # closing drops the flock
+        if created:  # a writer that wrote nothing leaves nothing behind
+            with contextlib.suppress(OSError):
+                if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+                    lock_path.unlink()
+                    run_dir.rmdir()

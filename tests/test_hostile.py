@@ -1,0 +1,289 @@
+"""Hostile input and concurrency (issue 16), on the tiny host: two writers, failed starts,
+empty data, arguments at their edges, damaged run files. Each case must end in a clear error
+(exit code 2, the file or option named) and leave what was there untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from irm_lens.cli import main
+from irm_lens.runlock import LOCK_NAME, RunLockedError, run_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+S = ["--host", "tiny-random-llama", "--preset", "smoke", "--device", "cpu"]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("hostile") / "run"
+    assert main(["train", str(run), *S, "--max-steps", "2"]) == 0
+    return run
+
+
+def _wait_for(predicate, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, capsys):
+    run = tmp_path / "c"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "irm_lens.cli", "train", str(run), *S,
+         "--epochs", "50", "--max-steps", "150", "--eval-every", "50"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lock = run / LOCK_NAME
+        _wait_for(lambda: lock.exists() and str(first.pid) in lock.read_text())
+        _wait_for(lambda: (run / "irm.safetensors").exists(), seconds=300)
+        config_before = (run / "config.json").read_bytes()
+        second = ["train", str(run), *S, "--seed", "2", "--emotion", "joy", "--overwrite"]
+        for argv in (second, ["train", str(run), "--resume"], ["evaluate", str(run)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert f"process {first.pid}" in err and "(train, started" in err, (argv, err)
+        assert (run / "config.json").read_bytes() == config_before
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert str(first.pid) in (run / LOCK_NAME).read_text()  # the dead writer's stamp stays
+    # ... but the kernel dropped its lock: the next writer takes it over.
+    assert main(["train", str(run), "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 150
+
+
+def test_run_lock_is_reentrant_in_one_process_and_refuses_another(tmp_path):
+    run = tmp_path / "r"
+    with run_lock(run, "outer"), run_lock(run, "inner"):
+        holder = json.loads((run / LOCK_NAME).read_text())
+        assert holder["verb"] == "outer" and holder["pid"] == os.getpid()
+        code = (
+            "import sys; from irm_lens.runlock import run_lock\n"
+            f"with run_lock({str(run)!r}, 'probe'): pass\n"
+        )
+        probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert probe.returncode != 0 and RunLockedError.__name__ in probe.stderr
+        assert f"process {os.getpid()}" in probe.stderr
+    assert not run.exists()  # created by the lock, nothing written: removed again
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--layers", "40-50"], "40"),
+        (["--host", "no/such-model-here"], "no/such-model-here"),
+        (["--dtype", "float7"], "float7"),
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--max-train-rows", "0"], "max_train_rows must be at least 1"),
+        (["--data", "missing.csv"], "missing.csv"),
+    ],
+)
+def test_a_failed_start_leaves_no_phantom_run(tmp_path, capsys, bad, message):
+    run = tmp_path / "x"
+    assert main(["train", str(run), *S, *bad]) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()
+    assert main(["train", str(run), *S, "--max-steps", "1"]) == 0  # the retry is not refused
+
+
+def test_a_failed_overwrite_keeps_the_good_run(finished, capsys):
+    before = _snapshot(finished)
+    assert main(["train", str(finished), *S, "--overwrite", "--layers", "40-50"]) == 2
+    assert _snapshot(finished) == before
+
+
+def _qa_csv(path: Path, n_questions: int) -> Path:
+    lines = ["question,answer"]
+    lines += [
+        f'"What is item {i}?","It is item number {i}, I am furious."' for i in range(n_questions)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("n", "split"), [(0, "train"), (1, "val"), (8, "val")])
+def test_too_little_data_is_refused_with_the_file_named(tmp_path, capsys, n, split):
+    data = _qa_csv(tmp_path / "d.csv", n)
+    run = tmp_path / "x"
+    code = main(["train", str(run), *S, "--data", str(data), "--emotion", "custom"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(data) in err and (f"no {split} rows" in err or "no rows" in err)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["generate", "--prompt", "Hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["generate", "--prompt", "Hi", "--top-k", "0"], "--top-k"),
+        (["generate", "--prompt", "Hi", "--temperature", "-1"], "--temperature"),
+        (["generate", "--prompt", "Hi", "--temperature", "nan"], "--temperature"),
+        (["record", "r", "--max-new-tokens", "-3"], "--max-new-tokens"),
+        (["record", "r", "--batch-size", "0"], "--batch-size"),
+        (["evaluate", "r", "--max-rows", "0"], "--max-rows"),
+        (["ablate", "r", "--index", "-1"], "--index"),
+        (["train", "r", "--init", "zeros"], "--init"),
+        (["train", "r", "--loss", "l2"], "--loss"),
+    ],
+)
+def test_numbers_at_their_edges_are_refused_by_name(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_a_prompt_beyond_the_context_is_refused(capsys):
+    long_prompt = "What is the capital of France? " * 300
+    argv = ["generate", "--host", "tiny-random-llama", "--device", "cpu", "--greedy"]
+    assert main([*argv, "--prompt", long_prompt]) == 2
+    err = capsys.readouterr().err
+    assert "exceed the host's context of 256 tokens" in err and "--prompt" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"\xff\xfe\x00garbage", "not UTF-8"), (b'{"emotion": "anger", "lay', "Unterminated")],
+)
+def test_a_damaged_config_is_named_by_every_verb(finished, tmp_path, capsys, content, message):
+    run = tmp_path / "damaged"
+    run.mkdir()
+    for name in ("irm.safetensors", "last.safetensors", "summary.json", "metrics.csv"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (run / "config.json").write_bytes(content)
+    for argv in (
+        ["evaluate", str(run)],
+        ["train", str(run), "--resume"],
+        ["record", str(run)],
+        ["ablate", str(run), "--index", "1"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert str(run / "config.json") in err and message in err, (argv, err)
+        assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------- recordings
+
+
+@pytest.fixture(scope="module")
+def recordings(tiny_host):
+    import torch
+
+    from irm_lens import IRM
+    from irm_lens.record import GenerationSettings, record
+
+    irm = IRM.for_host(tiny_host, seed=1, init="torch")
+    with torch.no_grad():
+        return record(
+            tiny_host, irm, ["Why?", "What is the capital of France?"], mode="plain",
+            settings=GenerationSettings(max_new_tokens=4), progress=False,
+        )  # fmt: skip
+
+
+def test_a_recording_is_swapped_in_whole_and_a_failed_save_keeps_the_old(
+    recordings, tmp_path, monkeypatch
+):
+    from irm_lens import record as record_module
+    from irm_lens.record import load_recordings, save_recordings
+
+    target = tmp_path / "rec"
+    save_recordings(recordings, target, meta={"run": "first"})
+    before = _snapshot(target)
+    info = json.loads((target / "recording.json").read_text())
+    assert set(info["files"]) == {"outputs.safetensors", "tokens.csv"}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(record_module, "write_text_atomic", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_recordings(recordings[:1], target, meta={"run": "second"})
+    assert _snapshot(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]  # no temporaries left
+    assert len(load_recordings(target)) == 2
+
+
+@pytest.mark.parametrize(
+    "damage, file, message",
+    [
+        ("truncate", "outputs.safetensors", "SHA-256 differs"),
+        ("swap", "tokens.csv", "SHA-256 differs"),
+        ("garbage", "recording.json", "not a recording description"),
+        ("unhashed-truncate", "outputs.safetensors", "cannot be read"),
+        ("unhashed-rows", "tokens.csv", "token rows"),
+    ],
+)
+def test_a_damaged_recording_names_its_file(recordings, tmp_path, damage, file, message):
+    from irm_lens.errors import IrmLensError
+    from irm_lens.record import load_recordings, save_recordings
+
+    target = save_recordings(recordings, tmp_path / "rec")
+    other = save_recordings(recordings[:1], tmp_path / "other")
+    if damage.startswith("unhashed"):  # a recording from before hashes were kept
+        info = json.loads((target / "recording.json").read_text())
+        del info["files"]
+        (target / "recording.json").write_text(json.dumps(info))
+    path = target / file
+    if damage.endswith("truncate"):
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "swap":
+        path.write_bytes((other / file).read_bytes())
+    elif damage == "garbage":
+        path.write_bytes(b"\xff{not json")
+    else:  # drop the last token row
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:-1]))
+    with pytest.raises(IrmLensError) as caught:
+        load_recordings(target)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+    assert "record it again" in str(caught.value)
+
+
+def test_orphans_of_dead_writers_are_removed(tmp_path):
+    from irm_lens.files import atomic_dir, write_text_atomic
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    (tmp_path / f".rec.tmp-{dead}-abc123").mkdir()
+    (tmp_path / f".rec.old-{dead}-abc123").mkdir()
+    (tmp_path / f".metrics.csv.tmp-{dead}-x1y2z3ab").write_text("half")
+    live = tmp_path / f".rec.tmp-{os.getpid()}-def456"
+    live.mkdir()
+    with atomic_dir(tmp_path / "rec") as tmp:
+        (tmp / "a.txt").write_text("a")
+    write_text_atomic(tmp_path / "metrics.csv", "step\n")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [live.name, "metrics.csv", "rec"]
+
+
+def test_record_into_an_existing_file_is_refused_before_any_work(finished, tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    assert main(["record", str(finished), "--out", str(target), "--limit", "1"]) == 2
+    assert f"--out {target} is a file" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
