@@ -70,6 +70,8 @@ class HostFingerprint:
         # Cosine, not equality: the same host in bf16 or another quantization still matches.
         if torch.nn.functional.cosine_similarity(a, b, dim=0) < 0.99:
             return "same shapes but different embedding weights"
+        if self.name != other.name:
+            return f"host name {self.name!r} vs {other.name!r}"
         return None
 
 
@@ -266,10 +268,14 @@ class IRM(nn.Module):
         host: TransformerBridge | None = None,
         *,
         device: str | torch.device | None = None,
+        allow_unverified_host: bool = False,
     ) -> IRM:
         """Load an IRM checkpoint written by ``save``; with ``host``, refuse a mismatched host.
 
-        The IRM lands on ``device``, else on the host's device, else on the CPU.
+        Every field of the saved host fingerprint is compared (name, shapes, embedding probe).
+        A checkpoint without a fingerprint is refused with ``host`` given, unless
+        ``allow_unverified_host`` says you know it fits. The IRM lands on ``device``, else on
+        the host's device, else on the CPU.
         """
         path = Path(path)
         config = read_config(path)
@@ -285,6 +291,12 @@ class IRM(nn.Module):
                 f"{path}: tensors do not match the IRM config in its header ({exc})."
             ) from exc
         if host is not None:
+            if config.host is None and not allow_unverified_host:
+                raise HostMismatchError(
+                    f"{path} carries no host fingerprint, so irm_lens cannot tell which host it "
+                    "was trained for. If you know it fits this host, load it with "
+                    "IRM.load(path, host, allow_unverified_host=True)."
+                )
             irm.check_host(host)
         target = device if device is not None else (host.W_E.device if host is not None else "cpu")
         return irm.to(target)

@@ -22,7 +22,7 @@ from torch import Tensor
 from irm_lens.config import RunDirError, TrainConfig
 from irm_lens.errors import CheckpointError
 from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
-from irm_lens.irm import IRM
+from irm_lens.irm import IRM, HostFingerprint
 
 RUN_FILES = (
     "config.json",
@@ -87,8 +87,15 @@ class Progress:
 
 
 def save_state(
-    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any, prog: Progress, metrics: list
+    path: Path,
+    irm: IRM,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    prog: Progress,
+    metrics: list,
+    host: dict[str, Any] | None = None,
 ) -> None:
+    """Write the resumable state; ``host`` (``host_identity``) is checked on resume."""
     tensors = {f"irm.{k}": v.detach().cpu().contiguous() for k, v in irm.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, state in opt_state["state"].items():
@@ -100,14 +107,40 @@ def save_state(
         "param_groups": json.dumps(opt_state["param_groups"]),
         "scheduler": json.dumps(sched.state_dict()),
         "metrics": json.dumps(metrics),
+        "host": json.dumps(host),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def host_identity(host: Any) -> dict[str, Any]:
+    """What the training state remembers of its host: the fingerprint IRM checkpoints keep
+    (name, shapes, embedding probe) and the sum of every weight (any changed weight shows)."""
+    total = sum(float(p.detach().double().sum()) for p in host.parameters())
+    return {"fingerprint": dataclasses.asdict(HostFingerprint.of(host)), "weights_sum": total}
+
+
+def _host_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    fingerprint = HostFingerprint(
+        **{**saved["fingerprint"], "embed_probe": tuple(saved["fingerprint"]["embed_probe"])}
+    )
+    now = HostFingerprint(
+        **{**current["fingerprint"], "embed_probe": tuple(current["fingerprint"]["embed_probe"])}
+    )
+    diff = fingerprint.mismatch(now)
+    if diff:
+        return diff
+    a, b = saved["weights_sum"], current["weights_sum"]
+    if abs(a - b) > 1e-6 * max(1.0, abs(a)):
+        return f"same name and shapes but other weights (weight sum {a:.6g} vs {b:.6g})"
+    return None
+
+
 def load_state(
-    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any
+    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any, host: dict[str, Any] | None = None
 ) -> tuple[Progress, list]:
+    """Restore a state written by ``save_state``; refuse it when ``host`` (``host_identity`` of
+    the host loaded now) differs from the host it was trained on."""
     from safetensors import safe_open
 
     try:
@@ -118,6 +151,15 @@ def load_state(
         raise CheckpointError(f"{path}: cannot read the training state ({exc}).") from exc
     if meta.get("format") != _STATE_FORMAT:
         raise CheckpointError(f"{path}: not an irm_lens training state.")
+    saved_host = json.loads(meta.get("host") or "null")
+    if host is not None and saved_host is not None:
+        change = _host_change(saved_host, host)
+        if change:
+            raise CheckpointError(
+                f"{path} was trained on host {saved_host['fingerprint']['name']!r}, but the host "
+                f"loaded now differs ({change}). Resume with the host it was trained on, or "
+                "start the run again with --overwrite."
+            )
     device = next(irm.parameters()).device
     irm.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("irm.")})
     state: dict[int, dict[str, Tensor]] = {}

@@ -41,6 +41,7 @@ from irm_lens.runlock import run_lock
 from irm_lens.runs import (
     Progress,
     check_run_dir,
+    host_identity,
     load_state,
     save_state,
     start_run_dir,
@@ -203,8 +204,9 @@ def _train(
     opt = torch.optim.Adam(irm.parameters(), lr=config.lr, fused=_fused_ok(device))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=config.gamma)
     prog, metrics = Progress(), cast(list[dict[str, Any]], [])
+    identity = host_identity(host)
     if continuing:
-        prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched)
+        prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched, identity)
     elif not resume:
         start_run_dir(run_dir, config)
     if prog.stopped and prog.stopped != "interrupted":
@@ -221,7 +223,7 @@ def _train(
     prog.stopped = ""
 
     def checkpoint() -> None:
-        save_state(run_dir / "last.safetensors", irm, opt, sched, prog, metrics)
+        save_state(run_dir / "last.safetensors", irm, opt, sched, prog, metrics, identity)
         write_metrics(run_dir / "metrics.csv", metrics)
 
     def evaluate(row: dict[str, Any]) -> None:

@@ -287,3 +287,52 @@ def test_record_into_an_existing_file_is_refused_before_any_work(finished, tmp_p
     assert main(["record", str(finished), "--out", str(target), "--limit", "1"]) == 2
     assert f"--out {target} is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------------------------------- hosts
+
+
+def _rewrite_irm_header(path: Path, change) -> None:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    config = json.loads(header["__metadata__"]["irm_config"])
+    change(config)
+    header["__metadata__"]["irm_config"] = json.dumps(config)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n :])
+
+
+def test_irm_loading_compares_the_host_name_and_needs_a_fingerprint(tiny_host, tmp_path):
+    from irm_lens import IRM, HostMismatchError
+
+    path = IRM.for_host(tiny_host).save(tmp_path / "irm.safetensors")
+    _rewrite_irm_header(path, lambda c: c["host"].update(name="meta-llama/Llama-2-7b-chat-hf"))
+    with pytest.raises(HostMismatchError, match="host name 'meta-llama/Llama-2-7b-chat-hf'"):
+        IRM.load(path, tiny_host)
+    _rewrite_irm_header(path, lambda c: c.update(host=None))
+    with pytest.raises(HostMismatchError, match="no host fingerprint.*allow_unverified_host"):
+        IRM.load(path, tiny_host)
+    assert IRM.load(path, tiny_host, allow_unverified_host=True).n_inject == 4
+
+
+def test_resume_refuses_a_host_with_other_weights(tiny_host, tmp_path):
+    import torch
+
+    from irm_lens import load_host
+    from irm_lens.errors import CheckpointError
+    from irm_lens.train import preset, train
+
+    config = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=2)
+    run = tmp_path / "run"
+    train(config, run, host=tiny_host, progress=False)
+    other_seed = load_host("tiny-random-llama", device="cpu", seed=1)
+    with pytest.raises(CheckpointError, match="different embedding weights"):
+        train(config, run, resume=True, host=other_seed, progress=False)
+    edited = load_host("tiny-random-llama", device="cpu")
+    with torch.no_grad():
+        next(p for n, p in edited.named_parameters() if "mlp" in n).add_(0.01)
+    with pytest.raises(CheckpointError, match="other weights.*--overwrite"):
+        train(config, run, resume=True, host=edited, progress=False)
+    assert train(config, run, resume=True, host=tiny_host, progress=False).steps == 2
