@@ -312,7 +312,7 @@ def test_irm_loading_compares_the_host_name_and_needs_a_fingerprint(tiny_host, t
     with pytest.raises(HostMismatchError, match="host name 'meta-llama/Llama-2-7b-chat-hf'"):
         IRM.load(path, tiny_host)
     _rewrite_irm_header(path, lambda c: c.update(host=None))
-    with pytest.raises(HostMismatchError, match="no host fingerprint.*allow_unverified_host"):
+    with pytest.raises(HostMismatchError, match=r"no host fingerprint.*allow_unverified_host"):
         IRM.load(path, tiny_host)
     assert IRM.load(path, tiny_host, allow_unverified_host=True).n_inject == 4
 
@@ -333,6 +333,6 @@ def test_resume_refuses_a_host_with_other_weights(tiny_host, tmp_path):
     edited = load_host("tiny-random-llama", device="cpu")
     with torch.no_grad():
         next(p for n, p in edited.named_parameters() if "mlp" in n).add_(0.01)
-    with pytest.raises(CheckpointError, match="other weights.*--overwrite"):
+    with pytest.raises(CheckpointError, match=r"other weights.*--overwrite"):
         train(config, run, resume=True, host=edited, progress=False)
     assert train(config, run, resume=True, host=tiny_host, progress=False).steps == 2
