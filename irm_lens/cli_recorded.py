@@ -89,7 +89,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
             settings = GenerationSettings(
                 max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
             )
-        prompts = prompt_set(args.prompts, emotion=config.emotion, limit=args.limit)
+        if args.prompts == "heldout":  # the run's own test split (a custom-data run's too)
+            prompts = config.rows("test")["question"].tolist()[: args.limit]
+        else:
+            prompts = prompt_set(args.prompts, limit=args.limit)
         mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
         out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
         if out.exists() and not out.is_dir():
@@ -256,7 +259,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.analysis.ablation import ablation_study
-    from irm_lens.datasets import load_dataset
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic
     from irm_lens.plotting import ablation_figure
@@ -264,7 +266,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     with run_lock(run_dir, "ablate"):
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
-        rows = load_dataset(config.emotion, split="test")
+        rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
         table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
                                mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,

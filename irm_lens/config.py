@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from irm_lens.datasets import EMOTIONS
+import pandas as pd
+
+from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
 
@@ -100,6 +102,16 @@ class TrainConfig:
             raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
         if self.max_len < 3:
             raise ValueError("max_len must be at least 3 tokens.")
+
+    def rows(self, split: str | None = None) -> pd.DataFrame:
+        """The question/answer rows of this run (one ``split``, or all): the bundled dataset
+        ``emotion``, or the rows of ``data`` split 90/5/5 by question id."""
+        if self.data is None:
+            return load_dataset(self.emotion, split=split)
+        from irm_lens.importers import read_qa_csv
+
+        frame = read_qa_csv(self.data, emotion=self.emotion)[0]
+        return frame if split is None else frame[frame["split"] == split]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -28,6 +28,7 @@ from irm_lens.batches import collate, encode_rows, left_pad, pad_id
 from irm_lens.canary import check_generation
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
+from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.inject import attach
@@ -143,28 +144,38 @@ def evaluate_run(
     run_dir = Path(run_dir)
     with run_lock(run_dir, "evaluate"):
         config = TrainConfig.load(run_dir / "config.json")
+        # Every bundled voice, and the run's own rows (for a custom-data run, its own split).
+        targets = {emotion: load_dataset(emotion, split=split) for emotion in EMOTIONS}
+        targets[config.emotion] = config.rows(split)
+        if targets[config.emotion].empty:
+            raise IrmLensError(
+                f"{config.data}: no {split!r} rows to evaluate on (questions are split 90/5/5 "
+                "by question id: add distinct questions)."
+            )
         if host is None:
             host = load_host(config.host, device=config.device, dtype=config.dtype)
         irm = IRM.load(run_dir / "irm.safetensors", host)
         irm.eval()
         records: list[dict[str, Any]] = []
-        steps = tqdm(total=len(EMOTIONS) * 2 + 2, disable=not progress, desc="evaluate")
-        for emotion in EMOTIONS:
-            rows = load_dataset(emotion, split=split)
+        steps = tqdm(total=len(targets) * 2 + 2, disable=not progress, desc="evaluate")
+        for emotion, rows in targets.items():
             rows = rows if max_rows is None else rows.iloc[:max_rows]
+            source = config.data if emotion == config.emotion else None
             for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-                key = ("nll", emotion, split, max_rows, config.prompt_mode, config.max_len)
+                key = ("nll", emotion, source, split, max_rows, config.prompt_mode,
+                       config.max_len)  # fmt: skip
                 nll = _memo(host_memo if use is None else None, key, lambda use=use, rows=rows:
                             answer_nll(host, rows, irm=use, mode=config.prompt_mode,
                                        max_len=config.max_len))  # fmt: skip
                 records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
                 records[-1]["n"] = len(rows)
                 steps.update(1)
-        rows = load_dataset(config.emotion, split=split)
+        rows = targets[config.emotion]
         rows = rows if max_rows is None else rows.iloc[:max_rows]
         generations = []
         for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-            key = ("greedy", config.emotion, split, max_rows, config.prompt_mode, max_new_tokens)
+            key = ("greedy", config.emotion, config.data, split, max_rows, config.prompt_mode,
+                   max_new_tokens)  # fmt: skip
             texts = _memo(host_memo if use is None else None, key, lambda use=use: greedy_answers(
                 host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
                 max_new_tokens=max_new_tokens))  # fmt: skip

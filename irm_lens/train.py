@@ -28,11 +28,9 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.config import LossKind, RunDirError, TrainConfig, preset
-from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import write_text_atomic
 from irm_lens.host import host_name, load_host
-from irm_lens.importers import read_qa_csv
 from irm_lens.inject import attach
 from irm_lens.irm import IRM, parse_layers
 from irm_lens.losses import batch_loss
@@ -169,15 +167,10 @@ def _train(
     tok = host.tokenizer
     pad = pad_id(tok)
 
-    source = (
-        read_qa_csv(config.data, emotion=config.emotion)[0] if config.data is not None else None
-    )
+    every = config.rows()
 
     def rows(split: str, cap: int | None) -> pd.DataFrame:
-        if source is None:
-            frame = load_dataset(config.emotion, split=split)
-        else:
-            frame = source[source["split"] == split]
+        frame = every[every["split"] == split]
         return frame if cap is None else frame.iloc[:cap]
 
     train_ex = encode_rows(tok, rows("train", config.max_train_rows), config.prompt_mode)

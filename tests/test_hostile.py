@@ -336,3 +336,23 @@ def test_resume_refuses_a_host_with_other_weights(tiny_host, tmp_path):
     with pytest.raises(CheckpointError, match=r"other weights.*--overwrite"):
         train(config, run, resume=True, host=edited, progress=False)
     assert train(config, run, resume=True, host=tiny_host, progress=False).steps == 2
+
+
+def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_path, capsys):
+    from irm_lens.config import TrainConfig
+
+    data = _qa_csv(tmp_path / "d.csv", 40)
+    run = tmp_path / "custom"
+    assert main(["train", str(run), *S, "--data", str(data), "--emotion", "fury"]) == 0
+    test_questions = TrainConfig.load(run / "config.json").rows("test")["question"].tolist()
+    assert test_questions and all(q.startswith("What is item") for q in test_questions)
+    assert main(["evaluate", str(run), "--max-new-tokens", "3"]) == 0
+    table = (run / "generations.csv").read_text()
+    assert all(q in table for q in test_questions)
+    assert main(["record", str(run), "--prompts", "heldout", "--max-new-tokens", "3"]) == 0
+    info = json.loads((run / "recordings" / "heldout" / "recording.json").read_text())
+    assert [p["prompt"] for p in info["prompts"]] == test_questions
+    out = tmp_path / "ablation"
+    argv = ["ablate", str(run), "--index", "1", "--max-new-tokens", "3", "--out", str(out)]
+    assert main([*argv, "--no-png"]) == 0, capsys.readouterr().err
+    assert (out / "ablation.csv").exists()

@@ -197,7 +197,8 @@ def ablation_study(
                 intervention=intervention,
             )
             profile = emotion_profile(texts).set_index("emotion")
-            record["nrc_share"] = float(profile.loc[emotion, "share"])
+            # NaN for a voice the NRC lexicon has no category for (neutral, a custom label).
+            record["nrc_share"] = float(profile["share"].get(emotion, float("nan")))
             kept = [contains_fact(t, r) for t, r in zip(texts, rows["reference"], strict=True)]
             record["fact_retention"] = sum(kept) / len(kept)
         records.append(record)
