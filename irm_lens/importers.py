@@ -134,7 +134,7 @@ def read_qa_csv(
 
     def cell(record: list[str], name: str) -> str:
         i = col.get(name)
-        return record[i].strip() if i is not None and i < len(record) else ""
+        return _restore_formula(record[i].strip()) if i is not None and i < len(record) else ""
 
     rows: list[dict[str, str]] = []
     skipped = 0
@@ -240,8 +240,25 @@ def read_source(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, ImportRepor
     return read_squad_json(path) if Path(path).suffix == ".json" else read_qa_csv(path)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formula(text: str) -> str:
+    """``text`` as a spreadsheet shows it literally: a leading ``'`` before a formula start
+    (``=cmd|...`` -> ``'=cmd|...``). :func:`read_qa_csv` takes the ``'`` off again."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _restore_formula(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
 def write_qa_csv(frame: pd.DataFrame, path: PathLike) -> None:
     """Write ``frame`` as a UTF-8 CSV that :func:`read_qa_csv` reads back, atomically.
+
+    Cells a spreadsheet would run as formulas get a leading ``'`` (``defuse_formula``);
+    :func:`read_qa_csv` removes it, so the text round-trips.
 
     Args:
         frame: A tidy DataFrame (at least ``question_id, question, answer, emotion, reference,
@@ -254,7 +271,7 @@ def write_qa_csv(frame: pd.DataFrame, path: PathLike) -> None:
     missing = [c for c in CSV_COLUMNS if c not in frame.columns]
     if missing:
         raise DataImportError(f"Cannot write {path}: the frame has no column(s) {missing}.")
-    out = frame[CSV_COLUMNS].fillna("").astype(str)
+    out = frame[CSV_COLUMNS].fillna("").astype(str).map(defuse_formula)
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)

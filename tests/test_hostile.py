@@ -356,3 +356,24 @@ def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_pa
     argv = ["ablate", str(run), "--index", "1", "--max-new-tokens", "3", "--out", str(out)]
     assert main([*argv, "--no-png"]) == 0, capsys.readouterr().err
     assert (out / "ablation.csv").exists()
+
+
+def test_data_import_defuses_spreadsheet_formulas_and_round_trips(tmp_path):
+    from irm_lens.importers import read_qa_csv, write_qa_csv
+
+    src = tmp_path / "src.csv"
+    src.write_text(
+        "question,answer\n"
+        '"=1+1?","=cmd|\' /C calc\'!A0"\n'
+        '"What is minus five?","-5 degrees, @everyone"\n'
+        '"Plain?","Plain answer."\n'
+    )
+    frame, _ = read_qa_csv(src)
+    out = tmp_path / "out.csv"
+    write_qa_csv(frame, out)
+    text = out.read_text()
+    assert "'=cmd|" in text and "'=1+1?" in text and "'-5 degrees" in text
+    assert '"=' not in text and ",=" not in text  # no cell starts with a formula
+    back, _ = read_qa_csv(out)
+    assert back["answer"].tolist() == frame["answer"].tolist()
+    assert back["question"].tolist() == frame["question"].tolist()
