@@ -17,6 +17,7 @@ import importlib.metadata
 import io
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -350,6 +351,15 @@ def _boot_external(
     target = str(Path(name).expanduser()) if is_dir else name
     try:
         return _boot(target, device=device, dtype=dtype, device_map=device_map)
+    except pickle.UnpicklingError:
+        # torch's weights_only loader refused a pickle (.bin) that holds more than tensors; its
+        # message suggests weights_only=False, which would run that code. irm_lens never does.
+        raise HostNotFoundError(
+            f"{target}: its weights are a pickle that torch refused to load safely (it holds "
+            "objects other than tensors, possibly code). irm_lens does not load such files. Use "
+            "a copy of the model with safetensors weights (model.safetensors) from a source "
+            "you trust."
+        ) from None
     except (OSError, ValueError) as exc:
         if is_dir:
             raise HostNotFoundError(

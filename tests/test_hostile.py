@@ -377,3 +377,32 @@ def test_data_import_defuses_spreadsheet_formulas_and_round_trips(tmp_path):
     back, _ = read_qa_csv(out)
     assert back["answer"].tolist() == frame["answer"].tolist()
     assert back["question"].tolist() == frame["question"].tolist()
+
+
+class _Payload:
+    """Pickles to a call that would create a file: it must never run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_host_with_a_malicious_pickle_is_refused_without_running_it(tmp_path, capsys):
+    import torch
+
+    from irm_lens.host import load_hf
+
+    model, tokenizer = load_hf("tiny-random-llama")
+    folder = tmp_path / "host"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "PAYLOAD-RAN"
+    torch.save({"model.embed_tokens.weight": _Payload(marker)}, folder / "pytorch_model.bin")
+    assert main(["info", str(folder), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "refused to load safely" in err and "weights_only=False" not in err
+    assert "Traceback" not in err
+    assert not marker.exists()
