@@ -27,22 +27,24 @@ if TYPE_CHECKING:
 
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
-    import json
-
+    from irm_lens.config import TrainConfig
     from irm_lens.files import sha256_file
+    from irm_lens.host import EMBEDDED
+    from irm_lens.irm import IRM
+    from irm_lens.record import read_recording_info
 
-    meta = json.loads((recording_dir / "recording.json").read_text())
+    meta = read_recording_info(recording_dir)
     config_path = run_dir / "config.json"
     if config_path.exists() and "host" in meta:
-        from irm_lens.host import EMBEDDED
-
-        run_host = json.loads(config_path.read_text()).get("host") or EMBEDDED
+        run_host = TrainConfig.load(config_path).host or EMBEDDED
         if run_host != meta["host"]:
             raise IrmLensError(
                 f"{recording_dir} was recorded on host {meta['host']!r}, but {run_dir} trains on "
                 f"{run_host!r}. Record again: irm-lens record {run_dir}"
             )
     irm_path = run_dir / "irm.safetensors"
+    if irm_path.exists():
+        IRM.load(irm_path)  # a damaged checkpoint is named as such, not as "another IRM"
     if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != sha256_file(irm_path):
         raise IrmLensError(
             f"{recording_dir} was recorded with another IRM than {irm_path} (retrained or "

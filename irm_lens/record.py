@@ -315,6 +315,22 @@ def _damaged(path: Path, what: str) -> IrmLensError:
     )
 
 
+def read_recording_info(directory: str | Path) -> dict[str, Any]:
+    """A recording's ``recording.json`` (prompts, layers, provenance), checked for its keys."""
+    path = Path(directory) / "recording.json"
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(info, dict) or not {"prompts", "layers"} <= set(info):
+            raise ValueError("no 'prompts' and 'layers'")
+    except FileNotFoundError:
+        raise IrmLensError(
+            f"{path.parent}: not a recording directory (no recording.json)."
+        ) from None
+    except ValueError as exc:  # bad UTF-8 or JSON, or missing keys
+        raise _damaged(path, f"not a recording description ({exc})") from None
+    return info
+
+
 def load_recordings(directory: str | Path) -> list[Recording]:
     """Read recordings written by ``save_recordings``, checking the files against each other.
 
@@ -326,12 +342,8 @@ def load_recordings(directory: str | Path) -> list[Recording]:
     missing = [f for f in (*_DATA_FILES, "recording.json") if not (src / f).exists()]
     if missing:
         raise IrmLensError(f"{src}: not a recording directory (missing {', '.join(missing)}).")
-    try:
-        info = json.loads((src / "recording.json").read_bytes().decode("utf-8"))
-        prompts = info["prompts"]
-        layers = tuple(info["layers"])
-    except (ValueError, KeyError, TypeError) as exc:  # bad UTF-8 or JSON, or missing keys
-        raise _damaged(src / "recording.json", f"not a recording description ({exc})") from None
+    info = read_recording_info(src)
+    prompts, layers = info["prompts"], tuple(info["layers"])
     for name, digest in info.get("files", {}).items():  # recordings before v4 have no hashes
         if sha256_file(src / name) != digest:
             raise _damaged(src / name, "its SHA-256 differs from the one in recording.json")

@@ -28,7 +28,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.config import LossKind, RunDirError, TrainConfig, preset
-from irm_lens.errors import IrmLensError
+from irm_lens.errors import CheckpointError, IrmLensError
 from irm_lens.files import write_text_atomic
 from irm_lens.host import host_name, load_host
 from irm_lens.inject import attach
@@ -202,7 +202,14 @@ def _train(
         prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched, identity)
     elif not resume:
         start_run_dir(run_dir, config)
-    if prog.stopped and prog.stopped != "interrupted":
+    if prog.stopped and prog.stopped != "interrupted":  # finished: check what it points at
+        try:
+            IRM.load(run_dir / "irm.safetensors", host)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{run_dir} finished training, but its best IRM cannot be used: {exc} Train the "
+                "run again with --overwrite."
+            ) from None
         return TrainResult(run_dir, prog.step, prog.best_val, prog.best_step, prog.stopped)
 
     rows_per_step = config.batch_size * config.grad_accum

@@ -406,3 +406,20 @@ def test_a_host_with_a_malicious_pickle_is_refused_without_running_it(tmp_path, 
     assert "refused to load safely" in err and "weights_only=False" not in err
     assert "Traceback" not in err
     assert not marker.exists()
+
+
+def test_a_corrupt_best_irm_is_named_by_resume_and_analyze(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    irm = run / "irm.safetensors"
+    irm.write_bytes(irm.read_bytes()[:-64])  # truncated: the header still parses
+    capsys.readouterr()
+    assert main(["train", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(irm) in err and "--overwrite" in err
+    assert main(["analyze", str(run), "--no-png", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert str(irm) in err and "another IRM" not in err
