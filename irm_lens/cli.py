@@ -135,6 +135,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from irm_lens.train import TrainConfig, preset, train
 
     run_dir = Path(args.run_dir)
+    given = [
+        flag for flag, (field, _, _) in _TRAIN_OPTIONS.items() if getattr(args, field) is not None
+    ]
+    given += [
+        f"--{k}" for k in ("preset", "host", "device", "dtype") if getattr(args, k) is not None
+    ]
+    if args.resume and (given or args.overwrite):
+        raise IrmLensError(
+            f"--resume continues the run saved in {run_dir / 'config.json'}; "
+            f"{', '.join(given) or '--overwrite'} cannot apply to it. Drop them, or start a new "
+            "run (another directory, or --overwrite without --resume)."
+        )
     if args.resume:
         if not (run_dir / "config.json").exists():
             raise IrmLensError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
@@ -148,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for key in ("host", "device", "dtype"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        config = preset(args.preset, **overrides)
+        config = preset(args.preset or "quick", **overrides)
     result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     if result.stopped == "interrupted":
         print(f"interrupted after step {result.steps}; resume: irm-lens train {run_dir} --resume")
@@ -255,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("run_dir", help="run directory (config.json, irm.safetensors, metrics.csv)")
     tr.add_argument(
         "--preset",
-        default="quick",
+        default=None,
         choices=["quick", "paper", "smoke"],
         help="quick: minutes on a CPU (default); paper: the original's schedule",
     )

@@ -99,6 +99,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
         if out.exists() and not out.is_dir():
             raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
+        if (out / "recording.json").exists() and not args.overwrite:
+            raise IrmLensError(
+                f"{out} already holds a recording. Pass --overwrite to replace it (the new one "
+                "is swapped in whole once finished), or choose another --out."
+            )
         recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
         meta = {
             "host": host_name(host),
@@ -307,6 +312,9 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     )
     rec.add_argument(
         "--limit", type=at_least(1), default=None, help="record only the first N prompts"
+    )
+    rec.add_argument(
+        "--overwrite", action="store_true", help="replace a recording already at the output"
     )
     rec.add_argument(
         "--mode",

@@ -423,3 +423,24 @@ def test_a_corrupt_best_irm_is_named_by_resume_and_analyze(finished, tmp_path, c
     assert main(["analyze", str(run), "--no-png", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert str(irm) in err and "another IRM" not in err
+
+
+def test_options_that_cannot_apply_to_resume_are_refused(finished, capsys):
+    before = _snapshot(finished)
+    for extra in (["--max-steps", "100"], ["--preset", "paper"], ["--host", "x"], ["--overwrite"]):
+        assert main(["train", str(finished), "--resume", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert "cannot apply" in err and extra[0] in err, extra
+    assert _snapshot(finished) == before
+
+
+def test_a_recording_is_not_replaced_by_less_without_overwrite(finished, tmp_path, capsys):
+    out = tmp_path / "rec"
+    record = ["record", str(finished), "--max-new-tokens", "2", "--out", str(out)]
+    assert main([*record, "--limit", "2"]) == 0
+    before = _snapshot(out)
+    assert main([*record, "--limit", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    assert main([*record, "--limit", "1", "--overwrite"]) == 0
+    assert len(json.loads((out / "recording.json").read_text())["prompts"]) == 1

@@ -110,7 +110,7 @@ def test_train_killed_anywhere_then_resumed_ends_as_an_uninterrupted_run(tmp_pat
 def test_record_killed_anywhere_then_rerun_ends_as_an_uninterrupted_recording(tmp_path):
     run = tmp_path / "run"
     assert _cli("train", str(run), *S, "--max-steps", "2").returncode == 0
-    record = ["record", str(run), "--max-new-tokens", "24", "--batch-size", "1"]
+    record = ["record", str(run), "--max-new-tokens", "24", "--batch-size", "1", "--overwrite"]
     assert _cli(*record).returncode == 0
     target = run / "recordings" / "paper"
     expected = _contents(target)
