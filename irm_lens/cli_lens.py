@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from irm_lens.cli_types import at_least
 from irm_lens.errors import IrmLensError
 
 
@@ -128,9 +129,11 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     lens = sub.add_parser("lens", help="neuron-level lenses: decode, attribute, channels")
     verbs = lens.add_subparsers(dest="lens_verb", required=True)
     dec = verbs.add_parser("decode", help="residual index or MLP neurons through the LM head")
-    dec.add_argument("--index", type=int, help="residual index (e.g. 1512 on Llama-2-7B)")
-    dec.add_argument("--layer", type=int, help="MLP layer of --neuron")
-    dec.add_argument("--neuron", type=int, nargs="*", help="neurons of --layer (default: all)")
+    dec.add_argument("--index", type=at_least(0), help="residual index (e.g. 1512 on Llama-2-7B)")
+    dec.add_argument("--layer", type=at_least(0), help="MLP layer of --neuron")
+    dec.add_argument(
+        "--neuron", type=at_least(0), nargs="*", help="neurons of --layer (default: all)"
+    )
     dec.add_argument("--clamp-prompt", help="clamp the one --neuron on this prompt and report")
     dec.add_argument(
         "--all",
@@ -149,11 +152,11 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     )
     att.set_defaults(func=_attribute)
     cha = verbs.add_parser("channels", help="a residual index in heads' read/write subspaces")
-    cha.add_argument("--index", type=int, required=True, help="residual index")
+    cha.add_argument("--index", type=at_least(0), required=True, help="residual index")
     cha.set_defaults(func=_channels)
     for p in (dec, att, cha):
         p.add_argument("--host", default=None, help=host_help)
         add_host_options(p)
-        p.add_argument("--top", type=int, default=10, help="rows per table shown / kept")
+        p.add_argument("--top", type=at_least(1), default=10, help="rows per table shown / kept")
         p.add_argument("--out", default=None, help="output directory (default lens/<verb>)")
         p.add_argument("--no-png", action="store_true", help="HTML only")

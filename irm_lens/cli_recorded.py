@@ -333,9 +333,13 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     an.add_argument("--out", required=True, help="output directory (one folder per run)")
     an.add_argument("--recording", default="paper", help="recording set under RUN_DIR/recordings")
-    an.add_argument("--k", type=int, default=1000, help="top-k for the timing histogram")
-    an.add_argument("--permutations", type=int, default=200, help="striation permutation test")
-    an.add_argument("--highlight", type=int, nargs="*", default=[], help="indices to highlight")
+    an.add_argument("--k", type=at_least(1), default=1000, help="top-k for the timing histogram")
+    an.add_argument(
+        "--permutations", type=at_least(1), default=200, help="striation permutation test"
+    )
+    an.add_argument(
+        "--highlight", type=at_least(0), nargs="*", default=[], help="indices to highlight"
+    )
     an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
     an.add_argument(
         "--host-analyses",

@@ -444,3 +444,25 @@ def test_a_recording_is_not_replaced_by_less_without_overwrite(finished, tmp_pat
     assert _snapshot(out) == before
     assert main([*record, "--limit", "1", "--overwrite"]) == 0
     assert len(json.loads((out / "recording.json").read_text())["prompts"]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["lens", "decode", "--index", "-1"], "--index"),
+        (["lens", "decode", "--layer", "-2", "--neuron", "1"], "--layer"),
+        (["lens", "channels", "--index", "-5"], "--index"),
+        (["lens", "decode", "--index", "3", "--top", "0"], "--top"),
+        (["analyze", "r", "--out", "o", "--k", "0"], "--k"),
+        (["analyze", "r", "--out", "o", "--permutations", "0"], "--permutations"),
+    ],
+)
+def test_lens_and_analyze_numbers_at_their_edges(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
+def test_an_index_beyond_the_residual_is_refused_by_ablate(finished, capsys):
+    assert main(["ablate", str(finished), "--index", "64", "--no-generate"]) == 2
+    assert "64" in capsys.readouterr().err
