@@ -200,12 +200,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from irm_lens import analysis, plotting
-    from irm_lens.export import save_figure
-    from irm_lens.files import write_csv_atomic
+    from irm_lens.export import require_browser, save_figure
+    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic
     from irm_lens.record import load_recordings
 
     out = Path(args.out)
     runs = [Path(r) for r in args.run_dirs]
+    if not args.no_png:
+        require_browser()
     for run in runs:  # check every input before writing anything
         load_recordings(run / "recordings" / args.recording)
         _check_provenance(run, run / "recordings" / args.recording)
@@ -214,7 +216,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         recordings = load_recordings(run / "recordings" / args.recording)
         layers = recordings[0].layers
         name = run.name
-        target = out / name
         masks = [analysis.token_mask(r.kinds) for r in recordings]
         selected = torch.cat([r.outputs[m] for r, m in zip(recordings, masks, strict=True)])
         every = torch.cat([r.outputs for r in recordings])
@@ -230,30 +231,34 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         tables = {"heatmap": heat, "topk_timing": timing, "dominant_indices": dominant,
                   "striation": pd.DataFrame([stats]), "sparsity": sparsity,
                   "layer_topk": analysis.layer_topk(every, layers)}  # fmt: skip
-        for key, table in tables.items():
-            write_csv_atomic(target / f"{key}.csv", table)
-        first = recordings[0]
-        heat_title = f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
-        k_used = min(args.k, first.outputs.numel())
-        timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
-        figures = {
-            "heatmap": plotting.heatmap_figure(heat, title=heat_title),
-            "topk_timing": plotting.topk_timing_figure(
-                analysis.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
-            ),
-            "dominant_indices": plotting.dominant_indices_figure(
-                dominant, highlight=args.highlight
-            ),
-            "sparsity": plotting.sparsity_figure(sparsity),
-        }
-        for key, fig in figures.items():
-            save_figure(fig, target, key, png=not args.no_png)
         top = dominant.iloc[0]
+        # One unit per run: a reader sees the old folder or the new one, never a mix.
+        with atomic_dir(out / name, replaceable=RESULT_SUFFIXES) as target:
+            for key, table in tables.items():
+                write_csv_atomic(target / f"{key}.csv", table)
+            first = recordings[0]
+            heat_title = (
+                f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
+            )
+            k_used = min(args.k, first.outputs.numel())
+            timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
+            figures = {
+                "heatmap": plotting.heatmap_figure(heat, title=heat_title),
+                "topk_timing": plotting.topk_timing_figure(
+                    analysis.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
+                ),
+                "dominant_indices": plotting.dominant_indices_figure(
+                    dominant, highlight=args.highlight
+                ),
+                "sparsity": plotting.sparsity_figure(sparsity),
+            }
+            for key, fig in figures.items():
+                save_figure(fig, target, key, png=not args.no_png)
+            if args.host_analyses:
+                _host_analyses(run, recordings, int(top["index"]), stats, target, args)
         print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
               f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
-              f"{len(kinds)} tokens -> {target}")  # fmt: skip
-        if args.host_analyses:
-            _host_analyses(run, recordings, int(top["index"]), stats, target, args)
+              f"{len(kinds)} tokens -> {out / name}")  # fmt: skip
     if len(dominant_tables) > 1:
         consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
         write_csv_atomic(out / "consistency.csv", consistency)
@@ -266,21 +271,24 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.analysis.ablation import ablation_study
-    from irm_lens.export import save_figure
-    from irm_lens.files import write_csv_atomic
+    from irm_lens.export import require_browser, save_figure
+    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)
-    with run_lock(run_dir, "ablate"):
+    if not args.no_png:
+        require_browser()
+    out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
+    # The output is one unit, checked (not a run directory by mistake) before the work.
+    with run_lock(run_dir, "ablate"), atomic_dir(out, replaceable=RESULT_SUFFIXES) as tmp:
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
         rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
         table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
                                mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
                                generate=not args.no_generate)  # fmt: skip
-        out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
-        write_csv_atomic(out / "ablation.csv", table)
-        save_figure(ablation_figure(table), out, "ablation", png=not args.no_png)
+        write_csv_atomic(tmp / "ablation.csv", table)
+        save_figure(ablation_figure(table), tmp, "ablation", png=not args.no_png)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"wrote {out}")
         return 0

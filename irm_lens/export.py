@@ -38,6 +38,17 @@ def find_browser() -> str | None:
     return None
 
 
+def require_browser(option: str = "--no-png") -> None:
+    """Refuse PNG output before any work when no browser can render it (``option`` skips PNGs)."""
+    if find_browser() is None:
+        raise ExportError(
+            "PNG export needs a Chromium-family browser for kaleido, and none was found (looked "
+            f"for $BROWSER_PATH and {', '.join(_BROWSERS)} on PATH). Install one (`apt-get "
+            f"install chromium`, or `make browser`), set BROWSER_PATH, or pass {option} for "
+            "interactive HTML only."
+        )
+
+
 def save_figure(
     fig: go.Figure,
     directory: str | os.PathLike[str],

@@ -100,20 +100,39 @@ def _clean_orphans(target: Path) -> None:
                 orphan.unlink(missing_ok=True)
 
 
+RESULT_SUFFIXES = frozenset({".csv", ".png", ".html", ".js"})
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike[str], *, replaceable: frozenset[str] | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path``; on success swap it in for ``path``.
 
     For results of several files (a recording): a reader sees the old directory or the new
     one, never a mix (in the instant between the two renames it sees none). On any exception
     the temporary directory is removed and ``path`` is left as it was. Orphans of killed
-    writers are removed first.
+    writers are removed first. With ``replaceable`` (file suffixes, e.g. ``RESULT_SUFFIXES``),
+    an existing ``path`` holding any other kind of file is refused, not replaced: an output
+    directory pointed at a run directory by mistake is never swapped away.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise OutputPathError(
             f"{target} exists and is a file, not a directory; choose another output path."
         )
+    if replaceable is not None and target.exists():
+        foreign = sorted(
+            str(p.relative_to(target))
+            for p in target.rglob("*")
+            if p.is_file() and p.suffix not in replaceable
+        )
+        if foreign:
+            raise OutputPathError(
+                f"{target} holds files that are not results ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); it would be replaced whole. Choose a "
+                "new or empty output directory."
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(target)
     tag = f"{os.getpid()}-{os.urandom(3).hex()}"

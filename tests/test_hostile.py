@@ -466,3 +466,31 @@ def test_lens_and_analyze_numbers_at_their_edges(capsys, argv, option):
 def test_an_index_beyond_the_residual_is_refused_by_ablate(finished, capsys):
     assert main(["ablate", str(finished), "--index", "64", "--no-generate"]) == 2
     assert "64" in capsys.readouterr().err
+
+
+def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    run = tmp_path / "anger"
+    shutil.copytree(finished, run)
+    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "2"]) == 0
+    before = _snapshot(run)
+    # --out pointed at the run's own parent: the per-run folder would be the run itself.
+    assert main(["analyze", str(run), "--no-png", "--out", str(tmp_path)]) == 2
+    assert "not results" in capsys.readouterr().err
+    ablate = ["ablate", str(run), "--index", "1", "--no-generate", "--no-png"]
+    assert main([*ablate, "--out", str(run)]) == 2
+    assert "not results" in capsys.readouterr().err
+    assert _snapshot(run) == before
+    out = tmp_path / "analysis"
+    for _ in range(2):  # a rerun replaces the folder whole
+        assert main(["analyze", str(run), "--no-png", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["anger"]
+    assert main([*ablate, "--out", str(out / "ablation")]) == 0
+    assert (out / "ablation" / "ablation.csv").exists()
+    from irm_lens import export
+
+    monkeypatch.setattr(export, "find_browser", lambda: None)
+    assert main(["analyze", str(run), "--out", str(tmp_path / "png")]) == 2
+    assert "--no-png" in capsys.readouterr().err
+    assert not (tmp_path / "png").exists()
