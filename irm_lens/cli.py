@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -187,8 +188,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split(text: str, kind: type) -> list[Any]:
-    return [kind(x) for x in text.split(",") if x.strip()]
+def _split(text: str, kind: type, option: str) -> list[Any]:
+    """A comma-separated option as a list; an empty list or a bad item names the option."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        values = [kind(x) for x in items]
+    except ValueError:
+        what = {int: "whole number", float: "number"}.get(kind, kind.__name__)
+        raise IrmLensError(f"{option} {text!r}: each item must be a {what}.") from None
+    if not values:
+        raise IrmLensError(f"{option} is empty; give at least one value.")
+    if kind is float and any(not math.isfinite(v) or v < 0 for v in values):
+        raise IrmLensError(f"{option} {text!r}: values must be finite and >= 0.")
+    return values
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -199,11 +211,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         configs = paper_matrix(args.preset, **host_opts)
     else:
         configs = matrix(
-            emotions=_split(args.emotions, str),
-            layer_sets=_split(args.layer_sets, str),
-            l1=_split(args.l1, float),
-            seeds=_split(args.seeds, int),
-            losses=_split(args.losses, str),
+            emotions=_split(args.emotions, str, "--emotions"),
+            layer_sets=_split(args.layer_sets, str, "--layer-sets"),
+            l1=_split(args.l1, float, "--l1"),
+            seeds=_split(args.seeds, int, "--seeds"),
+            losses=_split(args.losses, str, "--losses"),
             preset_name=args.preset,
             **host_opts,
         )

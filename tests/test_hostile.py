@@ -494,3 +494,16 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
     assert main(["analyze", str(run), "--out", str(tmp_path / "png")]) == 2
     assert "--no-png" in capsys.readouterr().err
     assert not (tmp_path / "png").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--seeds", "1,x", "each item must be a whole number"), ("--l1", "nan", "finite"),
+     ("--emotions", " , ", "is empty"), ("--l1", "-1", "finite and >= 0")],
+)  # fmt: skip
+def test_sweep_lists_name_the_option(tmp_path, capsys, option, value, message):
+    argv = ["sweep", str(tmp_path / "s"), "--host", "tiny-random-llama", "--dry-run"]
+    assert main([*argv, option, value]) == 2
+    err = capsys.readouterr().err
+    assert option in err and message in err
+    assert not (tmp_path / "s").exists()
