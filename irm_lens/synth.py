@@ -20,6 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens import importers
 from irm_lens.canary import check_generation
+from irm_lens.host import check_context
 from irm_lens.importers import read_qa_csv, write_qa_csv
 from irm_lens.prompts import encode
 
@@ -47,7 +48,9 @@ def rewrite(
 ) -> str:
     """One rewrite of ``answer`` in ``emotion``'s voice, sampled with the paper's settings."""
     prompt = INSTRUCTION.format(emotion=emotion, question=question, answer=answer)
-    ids = torch.tensor([encode(host.tokenizer, prompt).prompt_ids], device=host.W_E.device)
+    prompt_ids = encode(host.tokenizer, prompt).prompt_ids
+    check_context(host, len(prompt_ids), max_new_tokens, f"the rewrite of {question[:60]!r}")
+    ids = torch.tensor([prompt_ids], device=host.W_E.device)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

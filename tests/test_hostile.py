@@ -507,3 +507,13 @@ def test_sweep_lists_name_the_option(tmp_path, capsys, option, value, message):
     err = capsys.readouterr().err
     assert option in err and message in err
     assert not (tmp_path / "s").exists()
+
+
+def test_data_synth_refuses_a_row_beyond_the_context(tmp_path, capsys):
+    src = tmp_path / "src.csv"
+    src.write_text('question,answer\n"Why?","' + "very long answer " * 200 + '"\n')
+    out = tmp_path / "out.csv"
+    argv = ["data", "synth", str(src), str(out), "--emotion", "anger"]
+    assert main([*argv, "--host", "tiny-random-llama", "--device", "cpu"]) == 2
+    assert "exceed the host's context" in capsys.readouterr().err
+    assert not out.exists()
