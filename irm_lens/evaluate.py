@@ -203,8 +203,12 @@ def evaluate_run(
             )  # fmt: skip
         steps.close()
         table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
-        write_csv_atomic(run_dir / "evaluation.csv", table)
+        # The two files are one result: the old pair goes first and evaluation.csv, written
+        # last, marks the new pair complete, so a kill in between never leaves a mix.
+        for name in ("evaluation.csv", "generations.csv"):
+            (run_dir / name).unlink(missing_ok=True)
         write_csv_atomic(run_dir / "generations.csv", pd.DataFrame(generations))
+        write_csv_atomic(run_dir / "evaluation.csv", table)
         return table
 
 

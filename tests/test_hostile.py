@@ -517,3 +517,25 @@ def test_data_synth_refuses_a_row_beyond_the_context(tmp_path, capsys):
     assert main([*argv, "--host", "tiny-random-llama", "--device", "cpu"]) == 2
     assert "exceed the host's context" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluation_pair_is_never_a_mix(finished, tmp_path, monkeypatch):
+    import shutil
+
+    from irm_lens import evaluate as evaluate_module
+    from irm_lens.runset import stage_done
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["evaluate", str(run), "--max-rows", "2", "--max-new-tokens", "2"]) == 0
+    real = evaluate_module.write_csv_atomic
+
+    def killed_before_the_marker(path, frame):
+        if Path(path).name == "evaluation.csv":
+            raise KeyboardInterrupt  # as if killed between the two files
+        real(path, frame)
+
+    monkeypatch.setattr(evaluate_module, "write_csv_atomic", killed_before_the_marker)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_module.evaluate_run(run, max_rows=1, max_new_tokens=3, progress=False)
+    assert not (run / "evaluation.csv").exists() and not stage_done(run, "evaluate")
