@@ -56,6 +56,11 @@ class HostFingerprint:
             host_name(host), cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_heads, tuple(probe)
         )
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> HostFingerprint:
+        """The inverse of ``dataclasses.asdict`` (JSON turns the probe into a list)."""
+        return cls(**{**raw, "embed_probe": tuple(raw["embed_probe"])})
+
     def mismatch(self, other: HostFingerprint) -> str | None:
         """A sentence saying how ``other`` differs from this host, or None when it is the same."""
         shapes = ("n_layers", "d_model", "d_vocab", "n_heads")
@@ -135,8 +140,7 @@ class IRMConfig:
         host = raw.pop("host", None)
         raw["layers"] = tuple(raw["layers"])
         if host is not None:
-            host["embed_probe"] = tuple(host["embed_probe"])
-            raw["host"] = HostFingerprint(**host)
+            raw["host"] = HostFingerprint.from_dict(host)
         return cls(**raw)
 
 

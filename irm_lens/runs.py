@@ -121,13 +121,8 @@ def host_identity(host: Any) -> dict[str, Any]:
 
 
 def _host_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    fingerprint = HostFingerprint(
-        **{**saved["fingerprint"], "embed_probe": tuple(saved["fingerprint"]["embed_probe"])}
-    )
-    now = HostFingerprint(
-        **{**current["fingerprint"], "embed_probe": tuple(current["fingerprint"]["embed_probe"])}
-    )
-    diff = fingerprint.mismatch(now)
+    then, now = (HostFingerprint.from_dict(h["fingerprint"]) for h in (saved, current))
+    diff = then.mismatch(now)
     if diff:
         return diff
     a, b = saved["weights_sum"], current["weights_sum"]
