@@ -6,6 +6,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -84,10 +85,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_orphans(target: Path) -> None:
-    """Remove temporaries of ``target`` left by writers that died (``kill -9``, power loss)."""
+def _clean_orphans(target: Path, name: str | None = None) -> None:
+    """Remove temporaries of ``target`` (of every file in the folder ``target`` when ``name``
+    is ``"*"``) left by writers that died (``kill -9``, power loss); their names carry the pid."""
+    folder, name = (target, name) if name is not None else (target.parent, target.name)
     for kind in ("tmp", "old"):
-        for orphan in target.parent.glob(f".{target.name}.{kind}-*"):
+        for orphan in folder.glob(f".{name}.{kind}-*"):
             try:
                 pid = int(orphan.name.rsplit("-", 2)[-2])
             except (ValueError, IndexError):
@@ -98,6 +101,20 @@ def _clean_orphans(target: Path) -> None:
                 shutil.rmtree(orphan, ignore_errors=True)
             else:
                 orphan.unlink(missing_ok=True)
+
+
+# safetensors' save_file writes through a ".tmpXXXXXX" file beside its target (no pid in it).
+_LIBRARY_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9_]{6}")
+
+
+def clean_temporaries(folder: Path) -> None:
+    """Remove every temporary that killed writers left in ``folder``: ours (by dead pid) and
+    safetensors' ``.tmpXXXXXX`` files. The latter carry no pid, so call this only while holding
+    ``folder``'s writer lock (``irm_lens.runlock``), when no one else can be saving there."""
+    _clean_orphans(folder, "*")
+    for orphan in folder.glob(".tmp*"):
+        if orphan.is_file() and _LIBRARY_TEMPORARY.fullmatch(orphan.name):
+            orphan.unlink(missing_ok=True)
 
 
 RESULT_SUFFIXES = frozenset({".csv", ".png", ".html", ".js"})

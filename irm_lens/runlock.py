@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from irm_lens.errors import IrmLensError
+from irm_lens.files import clean_temporaries
 
 LOCK_NAME = ".irm_lens.lock"
 
@@ -83,6 +84,7 @@ def run_lock(run_dir: str | os.PathLike[str], verb: str) -> Iterator[None]:
         handle.write(json.dumps(info))
         handle.flush()
         _held.add(key)
+        clean_temporaries(run_dir)  # no other writer can be saving here now
         try:
             yield
         finally:

@@ -539,3 +539,18 @@ def test_evaluation_pair_is_never_a_mix(finished, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         evaluate_module.evaluate_run(run, max_rows=1, max_new_tokens=3, progress=False)
     assert not (run / "evaluation.csv").exists() and not stage_done(run, "evaluate")
+
+
+def test_the_writer_lock_removes_safetensors_temporaries_of_killed_writers(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".tmpIHXScA").write_bytes(b"half a safetensors file")  # as save_file leaves them
+    (run / ".tmpnotes.txt").write_text("not one of them")
+    dead = 2**22 + 777  # above the default pid_max: no such process
+    (run / f".irm.safetensors.tmp-{dead}-abcd1234").write_bytes(b"half")
+    (run / f".summary.json.tmp-{os.getpid()}-abcd1234").write_text("live writer (this one)")
+    with run_lock(run, "probe"):
+        pass
+    assert sorted(p.name for p in run.iterdir()) == [
+        LOCK_NAME, f".summary.json.tmp-{os.getpid()}-abcd1234", ".tmpnotes.txt"
+    ]  # fmt: skip

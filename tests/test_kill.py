@@ -104,7 +104,7 @@ def test_train_killed_anywhere_then_resumed_ends_as_an_uninterrupted_run(tmp_pat
         done = _cli(*again)
         assert done.returncode == 0, done.stderr
         assert _contents(run) == expected, f"attempt {attempt}"
-        assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+        assert not [p for p in run.iterdir() if p.name.startswith(".tmp") or ".tmp-" in p.name]
 
 
 def test_record_killed_anywhere_then_rerun_ends_as_an_uninterrupted_recording(tmp_path):
