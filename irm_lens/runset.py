@@ -362,8 +362,6 @@ def ensure_runs(
         todo = [s for s in STAGES if not stage_done(run_dir, s)]
         state = "cached" if not todo else ", ".join(todo)
         log(f"[run {i}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
-        if not todo and not run_dir.exists():
-            continue
         with run_lock(run_dir, "make figures"):  # also clears what killed writers left
             for stage in todo:
                 started = time.monotonic()
