@@ -127,8 +127,6 @@ def _host_analyses(
     args: argparse.Namespace,
 ) -> None:
     """The analyses that need the host: where the IRM's top index sits in the host."""
-    import json
-
     import pandas as pd
 
     from irm_lens import analysis, plotting
@@ -137,10 +135,10 @@ def _host_analyses(
     from irm_lens.files import write_csv_atomic
     from irm_lens.irm import IRM
     from irm_lens.prompts import encode
-    from irm_lens.record import GenerationSettings, record
+    from irm_lens.record import GenerationSettings, read_recording_info, record
 
     config, host, irm = _load_run(run, args.device, args.dtype)
-    meta = json.loads((run / "recordings" / args.recording / "recording.json").read_text())
+    meta = read_recording_info(run / "recordings" / args.recording)
     mode = meta.get("mode", "plain")
     prompts = [r.prompt for r in recordings]
     profile = analysis.residual_profile(host, prompts, mode=mode)

@@ -113,10 +113,12 @@ def save_state(
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def host_identity(host: Any) -> dict[str, Any]:
+def host_identity(host: Any, param_sums: Tensor) -> dict[str, Any]:
     """What the training state remembers of its host: the fingerprint IRM checkpoints keep
-    (name, shapes, embedding probe) and the sum of every weight (any changed weight shows)."""
-    total = sum(float(p.detach().double().sum()) for p in host.parameters())
+    (name, shapes, embedding probe) and the sum of every weight (any changed weight shows).
+    ``param_sums``: each parameter's sum in float64 (training computes them to check the host
+    stays frozen)."""
+    total = float(param_sums.sum())
     return {"fingerprint": dataclasses.asdict(HostFingerprint.of(host)), "weights_sum": total}
 
 

@@ -197,7 +197,8 @@ def _train(
     opt = torch.optim.Adam(irm.parameters(), lr=config.lr, fused=_fused_ok(device))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=config.gamma)
     prog, metrics = Progress(), cast(list[dict[str, Any]], [])
-    identity = host_identity(host)
+    before = _host_fingerprint(host)  # per-parameter sums: frozen check and resume identity
+    identity = host_identity(host, before)
     if continuing:
         prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched, identity)
     elif not resume:
@@ -217,7 +218,6 @@ def _train(
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    before = _host_fingerprint(host)
     stop = _StopRequest()
     bar = tqdm(total=total, initial=prog.step, disable=not progress, desc=f"IRM {config.emotion}")
     prog.stopped = ""
