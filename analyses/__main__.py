@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from analyses._common import Context, check_writable
+from irm_lens.distributed import launched
 from irm_lens.errors import IrmLensError
 from irm_lens.runset import FiguresConfig, run_specs
 
@@ -60,6 +61,10 @@ def run(names: tuple[str, ...] = RESULTS, *, progress: bool = True) -> int:
         ctx.host()  # loads the host and checks its generation before anything is written
         ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
         print(f"make figures: run set ready after {time.monotonic() - started:.0f} s", flush=True)
+        world = launched()
+        if not world.is_main:  # under torchrun the ranks share the runs; rank 0 writes results
+            print(f"make figures: rank {world.rank} done; rank 0 writes the results", flush=True)
+            return 0
         for i, name in enumerate(names, start=1):
             t0 = time.monotonic()
             module = importlib.import_module(f"analyses.{name}")

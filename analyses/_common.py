@@ -25,6 +25,7 @@ from transformer_lens.model_bridge import TransformerBridge
 import irm_lens
 from irm_lens import analysis
 from irm_lens.canary import check_generation
+from irm_lens.distributed import launched, rank_device
 from irm_lens.errors import IrmLensError
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
@@ -57,9 +58,8 @@ class Context:
 
     def host(self) -> TransformerBridge:
         if self._host is None:
-            host = load_host(
-                self.figures.host, device=self.figures.device, dtype=self.figures.dtype
-            )
+            device = rank_device(self.figures.device, launched())  # cuda:<local rank>
+            host = load_host(self.figures.host, device=device, dtype=self.figures.dtype)
             check_generation(host)  # before any run or result is written
             self._host = host
         return self._host

@@ -21,6 +21,7 @@ import torch
 
 from irm_lens import cli_lens, cli_recorded
 from irm_lens.cli_types import at_least, positive_float
+from irm_lens.distributed import PARALLEL_MODES, launched
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 
@@ -162,7 +163,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         config = preset(args.preset or "quick", **overrides)
-    result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    result = train(
+        config,
+        run_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        parallel=args.parallel,
+        checkpoint_host=args.checkpoint_host,
+    )
+    if not launched().is_main:
+        return 0  # rank 0 reports
     if result.stopped == "interrupted":
         print(f"interrupted after step {result.steps}; resume: irm-lens train {run_dir} --resume")
         return 130
@@ -204,7 +214,7 @@ def _split(text: str, kind: type, option: str) -> list[Any]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from irm_lens.sweep import describe, matrix, paper_matrix, run_sweep
+    from irm_lens.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
 
     host_opts = {k: getattr(args, k) for k in ("host", "device", "dtype") if getattr(args, k)}
     if args.paper_matrix:
@@ -219,12 +229,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             preset_name=args.preset,
             **host_opts,
         )
-    print(f"{len(configs)} runs into {args.out_dir}:")
-    print(describe(configs))
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as exc:
+        raise IrmLensError(str(exc)) from None
+    main = launched().is_main
+    if main:
+        mine = configs[shard[0] :: shard[1]]
+        share = "" if shard[1] == 1 else f" (shard {args.shard}: {len(mine)} of {len(configs)})"
+        print(f"{len(configs)} runs into {args.out_dir}{share}:")
+        print(describe(mine))
     if args.dry_run:
         return 0
-    table = run_sweep(configs, args.out_dir)
-    print(table.to_string(index=False))
+    table = run_sweep(configs, args.out_dir, shard=shard, wait=not args.no_wait)
+    if main:
+        print(table.to_string(index=False))
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
@@ -289,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument(flag, dest=field, type=kind, default=None, help=text, choices=choices)
     tr.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     tr.add_argument("--overwrite", action="store_true", help="replace a run in RUN_DIR")
+    tr.add_argument(
+        "--parallel",
+        default="auto",
+        choices=PARALLEL_MODES,
+        help="under torchrun: ddp (auto's choice) replicates the IRM, fsdp shards it and its "
+        "Adam state; none trains in this process alone",
+    )
+    tr.add_argument(
+        "--checkpoint-host",
+        action="store_true",
+        help="recompute the host's blocks in the backward pass (less memory, ~1 more forward)",
+    )
     _add_host_options(tr)
     tr.set_defaults(func=_cmd_train)
 
@@ -313,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--preset", default="quick", choices=["quick", "paper", "smoke"])
     sw.add_argument("--host", default=None, help=_HOST_HELP)
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    sw.add_argument(
+        "--shard",
+        default="0/1",
+        help="i/n: train runs i, i+n, ... only (one task of a cluster array, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
+    )
+    sw.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="pass by runs another worker is training instead of waiting for them",
+    )
     _add_host_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 

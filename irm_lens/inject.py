@@ -65,6 +65,7 @@ class Injection:
 
     Attributes:
         irm: the attached IRM.
+        call: the module run in its place (a ``DistributedDataParallel`` wrapper of ``irm``).
         scale: multiplier on the IRM output before it is added (1.0 = as trained).
         edit: optional function applied to the (scaled) IRM output before injection, e.g. to
             ablate one residual index; it must return a tensor of the same shape.
@@ -75,6 +76,7 @@ class Injection:
     """
 
     irm: IRM
+    call: torch.nn.Module | None = None
     scale: float = 1.0
     edit: Edit | None = None
     keep_history: bool = False
@@ -94,7 +96,8 @@ class Injection:
     def irm_output(self, resid_mid0: Residual) -> IRMOutput:
         """The IRM output as this injection adds it (scale and edit applied)."""
         param = next(self.irm.parameters())
-        out = self.irm(resid_mid0.to(device=param.device, dtype=param.dtype))
+        run = self.irm if self.call is None else self.call
+        out = run(resid_mid0.to(device=param.device, dtype=param.dtype))
         if self.scale != 1.0:
             out = out * self.scale
         if self.edit is not None:
@@ -144,6 +147,7 @@ def attach(
     scale: float = 1.0,
     edit: Edit | None = None,
     keep_history: bool = False,
+    call: torch.nn.Module | None = None,
 ) -> Iterator[Injection]:
     """Attach ``irm`` to ``host`` for the duration of a ``with`` block.
 
@@ -158,6 +162,7 @@ def attach(
         scale: multiplier on the IRM output (dose-response; 0 turns the IRM off).
         edit: optional function of the IRM output ``[inject, batch, pos, d_model]``.
         keep_history: keep a CPU copy of every forward's IRM output in ``injection.history``.
+        call: run this module instead of ``irm`` (a DDP wrapper of it: distributed training).
 
     Yields:
         The ``Injection``; ``injection.last`` holds the latest forward's IRM output.
@@ -168,7 +173,7 @@ def attach(
         ...     out = inj.last  # [inject, batch, pos, d_model]
     """
     irm.check_host(host)
-    injection = Injection(irm=irm, scale=scale, edit=edit, keep_history=keep_history)
+    injection = Injection(irm=irm, call=call, scale=scale, edit=edit, keep_history=keep_history)
     try:
         with host.hooks(fwd_hooks=injection.hooks()):
             yield injection

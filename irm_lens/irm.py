@@ -21,7 +21,7 @@ import einops
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.errors import CheckpointError, HostMismatchError, LayerRangeError
@@ -256,10 +256,15 @@ class IRM(nn.Module):
                 f"0..{theirs.n_layers - 1}."
             )
 
-    def save(self, path: str | Path) -> Path:
-        """Write weights and config (JSON in the header) to one safetensors file, atomically."""
+    def save(self, path: str | Path, state: dict[str, Tensor] | None = None) -> Path:
+        """Write weights and config (JSON in the header) to one safetensors file, atomically.
+
+        ``state``: the weights to write instead of ``self.state_dict()`` (the gathered full
+        weights of an IRM sharded with FSDP).
+        """
         path = Path(path)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        weights = self.state_dict() if state is None else state
+        tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         meta = {"format": _FORMAT, "irm_config": self.config.to_json()}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)

@@ -16,7 +16,8 @@ import datetime
 import json
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -99,3 +100,42 @@ def run_lock(run_dir: str | os.PathLike[str], verb: str) -> Iterator[None]:
                 if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
                     lock_path.unlink()
                     run_dir.rmdir()
+
+
+def claim_each(
+    run_dirs: Sequence[Path],
+    verb: str,
+    work: Callable[[int], None],
+    *,
+    first: int = 0,
+    wait: bool = True,
+    poll_s: float = 5.0,
+) -> list[int]:
+    """Call ``work(i)`` for each run directory while holding its lock; workers share a list.
+
+    Several processes (the ranks of a torchrun job, the tasks of a cluster array) can walk the
+    same runs: each run is worked on by whoever takes its lock first, and the others pass it by.
+    With ``wait`` they come back to the runs they passed until each was free once, so a worker
+    returns only when every run was finished by someone; a run whose worker was killed is then
+    taken over (``work`` should resume what it finds). ``first`` rotates the starting run, so
+    that workers start on different runs.
+
+    Returns:
+        The indices passed by because another process held them (empty when ``wait``).
+    """
+    pending = list(range(len(run_dirs)))
+    if pending:
+        shift = first % len(pending)
+        pending = pending[shift:] + pending[:shift]
+    while True:
+        held = []
+        for index in pending:
+            try:
+                with run_lock(run_dirs[index], verb):
+                    work(index)
+            except RunLockedError:
+                held.append(index)
+        if not held or not wait:
+            return held
+        time.sleep(poll_s)
+        pending = held

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from irm_lens.config import RunDirError, TrainConfig
 from irm_lens.errors import CheckpointError
 from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
-from irm_lens.irm import IRM, HostFingerprint
+from irm_lens.irm import HostFingerprint
 
 RUN_FILES = (
     "config.json",
@@ -88,16 +87,16 @@ class Progress:
 
 def save_state(
     path: Path,
-    irm: IRM,
-    opt: torch.optim.Optimizer,
+    irm_state: dict[str, Tensor],
+    opt_state: dict[str, Any],
     sched: Any,
     prog: Progress,
     metrics: list,
     host: dict[str, Any] | None = None,
 ) -> None:
-    """Write the resumable state; ``host`` (``host_identity``) is checked on resume."""
-    tensors = {f"irm.{k}": v.detach().cpu().contiguous() for k, v in irm.state_dict().items()}
-    opt_state = opt.state_dict()
+    """Write the resumable state: the IRM's weights and Adam's ``state_dict()`` (full, keyed by
+    parameter index); ``host`` (``host_identity``) is checked on resume."""
+    tensors = {f"irm.{k}": v.detach().cpu().contiguous() for k, v in irm_state.items()}
     for idx, state in opt_state["state"].items():
         for key, value in state.items():
             tensors[f"opt.{idx}.{key}"] = value.detach().cpu().contiguous()
@@ -133,10 +132,19 @@ def _host_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     return None
 
 
-def load_state(
-    path: Path, irm: IRM, opt: torch.optim.Optimizer, sched: Any, host: dict[str, Any] | None = None
-) -> tuple[Progress, list]:
-    """Restore a state written by ``save_state``; refuse it when ``host`` (``host_identity`` of
+@dataclass
+class SavedState:
+    """A training state as read back: full IRM weights and Adam state (one-process format)."""
+
+    irm: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    progress: Progress
+    metrics: list
+
+
+def read_state(path: Path, host: dict[str, Any] | None = None) -> SavedState:
+    """Read a state written by ``save_state``; refuse it when ``host`` (``host_identity`` of
     the host loaded now) differs from the host it was trained on."""
     from safetensors import safe_open
 
@@ -157,16 +165,18 @@ def load_state(
                 f"loaded now differs ({change}). Resume with the host it was trained on, or "
                 "start the run again with --overwrite."
             )
-    device = next(irm.parameters()).device
-    irm.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("irm.")})
     state: dict[int, dict[str, Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
             _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    sched.load_state_dict(json.loads(meta["scheduler"]))
-    return Progress(**json.loads(meta["progress"])), json.loads(meta["metrics"])
+            state.setdefault(int(idx), {})[name] = value
+    return SavedState(
+        irm={k[4:]: v for k, v in tensors.items() if k.startswith("irm.")},
+        optimizer={"state": state, "param_groups": json.loads(meta["param_groups"])},
+        scheduler=json.loads(meta["scheduler"]),
+        progress=Progress(**json.loads(meta["progress"])),
+        metrics=json.loads(meta["metrics"]),
+    )
 
 
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:

@@ -30,10 +30,11 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.config import PRESETS, TrainConfig, preset
 from irm_lens.datasets import EMOTIONS
+from irm_lens.distributed import launched
 from irm_lens.errors import IrmLensError
 from irm_lens.files import sha256_file, write_text_atomic
 from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
-from irm_lens.irm import IRM, parse_layers
+from irm_lens.irm import IRM
 from irm_lens.record import (
     PAPER_SAMPLING,
     GenerationSettings,
@@ -42,7 +43,7 @@ from irm_lens.record import (
     record,
     save_recordings,
 )
-from irm_lens.runlock import run_lock
+from irm_lens.runlock import claim_each
 from irm_lens.stack import versions
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
@@ -248,14 +249,11 @@ def stage_done(run_dir: Path, stage: str) -> bool:
 
 def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
     from irm_lens.sweep import run_status
-    from irm_lens.train import train
+    from irm_lens.train import build_irm, train
 
     if not spec.trained:
         config = spec.config
-        layers = parse_layers(config.layers, host.cfg.n_layers)
-        irm = IRM.for_host(
-            host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
-        )
+        irm = build_irm(host, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", config.to_json())
         irm.save(run_dir / "irm.safetensors")
@@ -268,7 +266,8 @@ def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool
             f"{run_dir} holds another run's config; the cache is keyed by config, so it was "
             "edited by hand. Delete that directory and run again."
         )
-    result = train(spec.config, run_dir, resume=status == "partial", host=host, progress=progress)
+    result = train(spec.config, run_dir, resume=status == "partial", host=host,
+                   progress=progress, parallel="none")  # fmt: skip
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(f"training of {spec.name} interrupted; run again to resume")
 
@@ -333,13 +332,18 @@ def ensure_runs(
     specs: Sequence[RunSpec] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    poll_s: float = 5.0,
 ) -> dict[str, Path]:
     """Train, record and evaluate every run of the set that is not cached yet.
+
+    Started by ``torchrun``, every rank runs this: each takes whole runs (by their locks) and
+    returns once all are finished, so rank 0 can go on to the analyses.
 
     Args:
         figures: the configuration.
         host: the loaded host, or a function loading it (called only if some stage must run).
         specs: runs to ensure (default ``run_specs(figures)``).
+        poll_s: seconds between looks at runs another process is working on.
 
     Returns:
         Run name -> run directory, in run-set order.
@@ -355,23 +359,30 @@ def ensure_runs(
         return loaded[0]
 
     host_memo: dict[tuple[Any, ...], Any] = {}  # host-alone evaluations, shared by all runs
-    dirs: dict[str, Path] = {}
-    for i, spec in enumerate(specs, start=1):
-        run_dir = spec.directory(figures)
-        dirs[spec.name] = run_dir
+    dirs = {spec.name: spec.directory(figures) for spec in specs}
+    world = launched()  # under torchrun each rank takes whole runs; the ranks share the list
+    who = f"rank {world.rank}: " if world.parallel else ""
+
+    def work(i: int) -> None:
+        spec = specs[i]
+        run_dir = dirs[spec.name]
         todo = [s for s in STAGES if not stage_done(run_dir, s)]
         state = "cached" if not todo else ", ".join(todo)
-        log(f"[run {i}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
-        with run_lock(run_dir, "make figures"):  # also clears what killed writers left
-            for stage in todo:
-                started = time.monotonic()
-                if stage == "train":
-                    _train(spec, run_dir, get_host(), progress)
-                elif stage == "record":
-                    _record(spec, run_dir, get_host(), figures, progress)
-                else:
-                    _evaluate(run_dir, get_host(), figures, progress, host_memo)
-                _note_duration(run_dir, stage, time.monotonic() - started)
+        if todo or not world.parallel:
+            log(f"{who}[run {i + 1}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
+        for stage in todo:  # under the run's lock, which also clears what killed writers left
+            started = time.monotonic()
+            if stage == "train":
+                _train(spec, run_dir, get_host(), progress)
+            elif stage == "record":
+                _record(spec, run_dir, get_host(), figures, progress)
+            else:
+                _evaluate(run_dir, get_host(), figures, progress, host_memo)
+            _note_duration(run_dir, stage, time.monotonic() - started)
+
+    # Another process (a rank of this job, a second `make figures`) working on a run: come back
+    # to it until it is finished; a run left half done by a killed worker is taken over.
+    claim_each(list(dirs.values()), "make figures", work, first=world.rank, poll_s=poll_s)
     return dirs
 
 

@@ -1,4 +1,4 @@
-"""Sweeps: a matrix of training runs, run one after another, skipping finished ones.
+"""Sweeps: a matrix of training runs, skipping finished ones, shared by any number of workers.
 
 The matrix is emotions x layer sets x L1 (off/on) x seeds x losses. ``paper_matrix`` reproduces
 the paper's 24 analysed runs: anger, sadness, neutral on each of six layer sets (quarters, every
@@ -19,8 +19,10 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.config import TrainConfig, preset
+from irm_lens.distributed import launched, rank_device
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
+from irm_lens.runlock import claim_each
 from irm_lens.train import train
 
 PAPER_EMOTIONS = ("anger", "sadness", "neutral")
@@ -70,52 +72,87 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
     return "done" if (run_dir / "summary.json").exists() else "partial"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (a SLURM array task's share: runs i, i + n, ...) as ``(i, n)``, checked."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: give it as i/n, e.g. 0/4 (zero-based).") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n (e.g. $SLURM_ARRAY_TASK_ID/4).")
+    return i, n
+
+
 def run_sweep(
     configs: Sequence[TrainConfig],
     out_dir: str | Path,
     *,
     host: TransformerBridge | None = None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    wait: bool = True,
+    poll_s: float = 5.0,
 ) -> pd.DataFrame:
     """Train every config into ``out_dir/<run_name>``; skip finished runs, resume partial ones.
 
+    Any number of workers may run the same sweep at once: the ranks of a ``torchrun`` job
+    (each trains whole runs on its own device) and the tasks of a cluster array (``shard=(i,
+    n)`` takes runs ``i, i + n, ...``). A run is trained by the worker that takes its lock; the
+    others pass it by and, with ``wait``, come back until it is finished, taking over a run
+    whose worker was killed (it resumes from the last checkpoint).
+
     Returns:
-        One row per run: ``name, status, steps, best_val, stopped`` (also written to
-        ``out_dir/sweep.csv``). A run whose directory holds a different config is skipped with
-        status ``conflict`` and never overwritten.
+        One row per run of this shard: ``name, status, steps, best_val, stopped``; status is
+        ``trained`` (here), ``done`` (before), ``interrupted``, ``conflict`` (the directory holds
+        another config; never overwritten), ``locked`` (another worker holds it; without
+        ``wait``) or ``new`` / ``partial`` (not reached). Rank 0 (of one shard) writes it to
+        ``out_dir/sweep.csv`` (``sweep-shard<i>of<n>.csv`` for a shard).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hosts = {(c.host, c.device, c.dtype) for c in configs}
-    if host is None and configs:
-        if len(hosts) != 1:
-            raise ValueError(
-                f"A sweep runs on one host; these configs name {sorted(map(str, hosts))}."
-            )
-        name, device, dtype = hosts.pop()
-        host = load_host(name, device=device, dtype=dtype)
+    world = launched()
+    index, count = shard
+    mine = [c for k, c in enumerate(configs) if k % count == index]
+    hosts = {(c.host, c.device, c.dtype) for c in mine}
+    if host is None and len(hosts) > 1:
+        raise ValueError(f"A sweep runs on one host; these configs name {sorted(map(str, hosts))}.")
+    loaded: list[TransformerBridge] = [] if host is None else [host]
+
+    def get_host() -> TransformerBridge:
+        if not loaded:
+            name, device, dtype = next(iter(hosts))
+            loaded.append(load_host(name, device=rank_device(device, world), dtype=dtype))
+        return loaded[0]
+
+    dirs = [out / run_name(c) for c in mine]
+    outcome: dict[int, str] = {}
+
+    def work(k: int) -> None:
+        if "interrupted" in outcome.values():
+            return
+        status = run_status(dirs[k], mine[k])
+        if status not in ("new", "partial"):
+            return
+        if progress:
+            who = f"rank {world.rank}: " if world.parallel else ""
+            print(f"{who}[{k + 1}/{len(mine)}] {dirs[k].name} ({status})", flush=True)
+        result = train(mine[k], dirs[k], resume=status == "partial", host=get_host(),
+                       progress=progress and not world.parallel, parallel="none")  # fmt: skip
+        outcome[k] = "interrupted" if result.stopped == "interrupted" else "trained"
+
+    held = claim_each(dirs, "sweep", work, first=world.rank, wait=wait, poll_s=poll_s)
     rows = []
-    for index, config in enumerate(configs, start=1):
-        name = run_name(config)
-        run_dir = out / name
-        status = run_status(run_dir, config)
-        row: dict[str, Any] = {"name": name, "status": status}
-        if status in ("new", "partial"):
-            if progress:
-                print(f"[{index}/{len(configs)}] {name} ({status})", flush=True)
-            result = train(
-                config, run_dir, resume=status == "partial", host=host, progress=progress
-            )
-            row["status"] = "interrupted" if result.stopped == "interrupted" else "trained"
-            if result.stopped == "interrupted":
-                rows.append({**row, "steps": result.steps})
-                break
+    for k, (config, run_dir) in enumerate(zip(mine, dirs, strict=True)):
+        status = outcome.get(k) or ("locked" if k in held else run_status(run_dir, config))
+        row: dict[str, Any] = {"name": run_dir.name, "status": status}
         if (run_dir / "summary.json").exists():
             summary = json.loads((run_dir / "summary.json").read_text())
-            row.update({k: summary[k] for k in ("steps", "best_val", "stopped")})
+            row.update({key: summary[key] for key in ("steps", "best_val", "stopped")})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["name", "status", "steps", "best_val", "stopped"])
-    write_csv_atomic(out / "sweep.csv", table)
+    if world.is_main:
+        name = "sweep.csv" if count == 1 else f"sweep-shard{index}of{count}.csv"
+        write_csv_atomic(out / name, table)
     return table
 
 

@@ -10,6 +10,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -27,20 +28,32 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows, pad_id
-from irm_lens.config import LossKind, RunDirError, TrainConfig, preset
+from irm_lens.config import RunDirError, TrainConfig, preset
+from irm_lens.distributed import (
+    Parallel,
+    ParallelMode,
+    World,
+    agree,
+    all_sum,
+    launched,
+    process_group,
+    rank_device,
+    shard_rows,
+)
 from irm_lens.errors import CheckpointError, IrmLensError
 from irm_lens.files import write_text_atomic
 from irm_lens.host import host_name, load_host
 from irm_lens.inject import attach
 from irm_lens.irm import IRM, parse_layers
-from irm_lens.losses import batch_loss
-from irm_lens.memory import cap_allocator_cache
+from irm_lens.losses import loss_sum, loss_terms
+from irm_lens.memory import cap_allocator_cache, checkpoint_blocks
+from irm_lens.prompts import Encoded
 from irm_lens.runlock import run_lock
 from irm_lens.runs import (
     Progress,
     check_run_dir,
     host_identity,
-    load_state,
+    read_state,
     save_state,
     start_run_dir,
     write_metrics,
@@ -102,18 +115,18 @@ def _host_fingerprint(host: TransformerBridge) -> Tensor:
     return torch.stack([p.detach().double().sum() for p in host.parameters()]).cpu()
 
 
-def _val_loss(
-    host: TransformerBridge, irm: IRM, batches: list[Batch], kind: LossKind, device: Any
-) -> float:
-    total, weight = 0.0, 0
-    with torch.no_grad(), attach(host, irm):
-        for batch in batches:
-            b = batch.to(device)
-            loss = batch_loss(host(b.tokens, attention_mask=b.attention_mask), b, kind)
-            n = b.tokens.shape[0]
-            total += float(loss) * n
-            weight += n
-    return total / max(weight, 1)
+def build_irm(host: TransformerBridge, config: TrainConfig) -> IRM:
+    """The untrained IRM ``config`` describes, on ``host``'s device."""
+    layers = parse_layers(config.layers, host.cfg.n_layers)
+    return IRM.for_host(
+        host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
+    )
+
+
+def _device_of(device: str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train(
@@ -125,6 +138,8 @@ def train(
     host: TransformerBridge | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    parallel: ParallelMode = "auto",
+    checkpoint_host: bool = False,
 ) -> TrainResult:
     """Train an IRM as ``config`` says, writing the run to ``run_dir``.
 
@@ -136,189 +151,280 @@ def train(
         host: an already-loaded host matching ``config.host`` (saves reloading it).
         progress: show a progress bar with loss and tokens/s.
         on_step: called with the step number after each optimizer step.
+        parallel: ``auto`` (DDP when started by torchrun, else one process), ``none`` (this
+            process alone, also under torchrun), ``ddp`` or ``fsdp`` (``irm_lens.distributed``).
+        checkpoint_host: recompute the host's blocks (after block 0) in the backward pass
+            instead of keeping their activations: less memory, about one more forward of time.
 
     Returns:
         A ``TrainResult``; the best IRM is ``run_dir / "irm.safetensors"``.
     """
     run_dir = Path(run_dir)
-    with run_lock(run_dir, "train"):
-        return _train(config, run_dir, resume, overwrite, host, progress, on_step)
-
-
-def _train(
-    config: TrainConfig,
-    run_dir: Path,
-    resume: bool,
-    overwrite: bool,
-    host: TransformerBridge | None,
-    progress: bool,
-    on_step: Callable[[int], None] | None,
-) -> TrainResult:
-    # Everything that can fail on bad input (host, data, layers, IRM) runs before anything of
-    # the run directory is written or replaced.
-    continuing = check_run_dir(run_dir, config, resume, overwrite)
-    if host is None:
-        host = load_host(config.host, device=config.device, dtype=config.dtype)
-    elif config.host is not None and host_name(host) != config.host:
-        raise ValueError(f"host {host_name(host)!r} does not match config.host {config.host!r}.")
-    device = host.W_E.device
-    if device.type == "cpu":
-        cap_allocator_cache()
-    tok = host.tokenizer
-    pad = pad_id(tok)
-
-    every = config.rows()
-
-    def rows(split: str, cap: int | None) -> pd.DataFrame:
-        frame = every[every["split"] == split]
-        return frame if cap is None else frame.iloc[:cap]
-
-    train_ex = encode_rows(tok, rows("train", config.max_train_rows), config.prompt_mode)
-    val_ex = encode_rows(tok, rows("val", config.max_val_rows), config.prompt_mode)
-    data_name = config.data or f"the bundled {config.emotion!r} dataset"
-    for split, examples in (("train", train_ex), ("val", val_ex)):
-        if not examples:
-            raise IrmLensError(
-                f"{data_name} has no {split} rows (questions are split 90/5/5 by question id; "
-                "the validation split gets its first question at 11 distinct questions). Add "
-                "rows, or raise --max-train-rows / --max-val-rows."
-            )
-    pad_to_max = config.loss == "paper"
-    val_batches = [
-        collate(val_ex[i : i + config.batch_size], pad, config.max_len, pad_to_max=pad_to_max)
-        for i in range(0, len(val_ex), config.batch_size)
-    ]
-
-    layers = parse_layers(config.layers, host.cfg.n_layers)
-    irm = IRM.for_host(
-        host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
-    )
-    irm.train()
-    opt = torch.optim.Adam(irm.parameters(), lr=config.lr, fused=_fused_ok(device))
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=config.gamma)
-    prog, metrics = Progress(), cast(list[dict[str, Any]], [])
-    before = _host_fingerprint(host)  # per-parameter sums: frozen check and resume identity
-    identity = host_identity(host, before)
-    if continuing:
-        prog, metrics = load_state(run_dir / "last.safetensors", irm, opt, sched, identity)
-    elif not resume:
-        start_run_dir(run_dir, config)
-    if prog.stopped and prog.stopped != "interrupted":  # finished: check what it points at
+    world = World() if parallel == "none" else launched()
+    device = rank_device(config.device, world)
+    with process_group(world, _device_of(device)), contextlib.ExitStack() as stack:
+        trainer, error = None, None
         try:
-            IRM.load(run_dir / "irm.safetensors", host)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{run_dir} finished training, but its best IRM cannot be used: {exc} Train the "
-                "run again with --overwrite."
-            ) from None
-        return TrainResult(run_dir, prog.step, prog.best_val, prog.best_step, prog.stopped)
+            if world.is_main:
+                stack.enter_context(run_lock(run_dir, "train"))
+            trainer = _Trainer(config, run_dir, host, world, device, parallel, resume, overwrite)
+        except Exception as exc:  # shared with the other ranks before it is raised
+            error = exc
+        agree(world, _device_of(device), error, "setup")
+        assert trainer is not None
+        if checkpoint_host:
+            stack.enter_context(checkpoint_blocks(trainer.host, skip=(0,)))
+        return trainer.run(progress, on_step)
 
-    rows_per_step = config.batch_size * config.grad_accum
-    steps_per_epoch = max(1, len(train_ex) // rows_per_step)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    stop = _StopRequest()
-    bar = tqdm(total=total, initial=prog.step, disable=not progress, desc=f"IRM {config.emotion}")
-    prog.stopped = ""
 
-    def checkpoint() -> None:
-        save_state(run_dir / "last.safetensors", irm, opt, sched, prog, metrics, identity)
-        write_metrics(run_dir / "metrics.csv", metrics)
+class _Trainer:
+    """One run's training: data, IRM, optimizer and progress, and the steps that move them."""
 
-    def evaluate(row: dict[str, Any]) -> None:
-        val = _val_loss(host, irm, val_batches, config.loss, device)
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        host: TransformerBridge | None,
+        world: World,
+        device: str | None,
+        parallel: ParallelMode,
+        resume: bool,
+        overwrite: bool,
+    ) -> None:
+        # Everything that can fail on bad input (host, data, layers, IRM) runs before anything of
+        # the run directory is written or replaced.
+        self.config, self.run_dir, self.world = config, run_dir, world
+        continuing = check_run_dir(run_dir, config, resume, overwrite)
+        if host is None:
+            host = load_host(config.host, device=device, dtype=config.dtype)
+        elif config.host is not None and host_name(host) != config.host:
+            raise ValueError(
+                f"host {host_name(host)!r} does not match config.host {config.host!r}."
+            )
+        self.host, self.device = host, host.W_E.device
+        if self.device.type == "cpu":
+            cap_allocator_cache()
+        self.pad = pad_id(host.tokenizer)
+        self.train_ex, val_ex = self._examples()
+        self.val_batches = [self._collate(val_ex[i : i + config.batch_size])
+                            for i in range(0, len(val_ex), config.batch_size)]  # fmt: skip
+        self.irm = build_irm(host, config)
+        self.irm.train()
+        self.parallel = Parallel(self.irm, world, parallel)
+        fused = _fused_ok(self.device) and self.parallel.mode != "fsdp"
+        self.opt = torch.optim.Adam(self.irm.parameters(), lr=config.lr, fused=fused)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=config.gamma)
+        self.prog, self.metrics = Progress(), cast(list[dict[str, Any]], [])
+        self.before = _host_fingerprint(host)  # per-parameter sums: frozen check and identity
+        self.identity = host_identity(host, self.before)
+        if continuing:
+            saved = read_state(run_dir / "last.safetensors", self.identity)
+            self.parallel.load(saved.irm, saved.optimizer, self.opt)
+            self.sched.load_state_dict(saved.scheduler)
+            self.prog, self.metrics = saved.progress, saved.metrics
+        elif not resume and world.is_main:
+            start_run_dir(run_dir, config)
+        rows = config.batch_size * config.grad_accum
+        self.rows_per_step = rows
+        self.steps_per_epoch = max(1, len(self.train_ex) // rows)
+        total = self.steps_per_epoch * config.epochs
+        self.total = total if config.max_steps is None else min(total, config.max_steps)
+
+    def _examples(self) -> tuple[list[Encoded], list[Encoded]]:
+        config, every = self.config, self.config.rows()
+
+        def rows(split: str, cap: int | None) -> pd.DataFrame:
+            frame = every[every["split"] == split]
+            return frame if cap is None else frame.iloc[:cap]
+
+        tok = self.host.tokenizer
+        train_ex = encode_rows(tok, rows("train", config.max_train_rows), config.prompt_mode)
+        val_ex = encode_rows(tok, rows("val", config.max_val_rows), config.prompt_mode)
+        data_name = config.data or f"the bundled {config.emotion!r} dataset"
+        for split, examples in (("train", train_ex), ("val", val_ex)):
+            if not examples:
+                raise IrmLensError(
+                    f"{data_name} has no {split} rows (questions are split 90/5/5 by question "
+                    "id; the validation split gets its first question at 11 distinct "
+                    "questions). Add rows, or raise --max-train-rows / --max-val-rows."
+                )
+        return train_ex, val_ex
+
+    def _collate(self, examples: list[Encoded]) -> Batch:
+        pad_to_max = self.config.loss == "paper"
+        return collate(examples, self.pad, self.config.max_len, pad_to_max=pad_to_max)
+
+    def _mine(self, examples: list[Encoded]) -> tuple[Batch, Batch, float]:
+        """The whole batch (for its size), this rank's share of it, and the share's weight."""
+        mine, weight = shard_rows(examples, self.world)
+        return self._collate(examples), self._collate(mine).to(self.device), weight
+
+    # ------------------------------------------------------------------------------ steps
+
+    def run(self, progress: bool, on_step: Callable[[int], None] | None) -> TrainResult:
+        prog = self.prog
+        if prog.stopped and prog.stopped != "interrupted":  # finished: check what it points at
+            self._check_finished()
+            return self._result()
+        stop = _StopRequest()
+        show = progress and self.world.is_main
+        bar = tqdm(total=self.total, initial=prog.step, disable=not show,
+                   desc=f"IRM {self.config.emotion}")  # fmt: skip
+        prog.stopped = ""
+        with _graceful_sigint(stop):
+            while not prog.stopped:
+                if prog.step >= self.total:
+                    max_steps = self.config.max_steps
+                    capped = max_steps is not None and prog.step >= max_steps
+                    prog.stopped = "max_steps" if capped else "epochs"
+                    break
+                row = self._step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", best_val=f"{prog.best_val:.3f}",
+                                tok_s=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+                if on_step is not None:
+                    on_step(prog.step)
+                # Ctrl-C reaches each rank on its own: stop when any rank was asked to
+                asked = all_sum([float(stop.requested)], self.world, self.device)[0]
+                if asked and not prog.stopped:
+                    prog.stopped = "interrupted"
+                last_step = prog.step >= self.total
+                if prog.step % self.config.eval_every == 0 or prog.stopped or last_step:
+                    self._checkpoint()
+        bar.close()
+        return self._finish()
+
+    def _step(self) -> dict[str, Any]:
+        """One optimizer step over ``batch_size x grad_accum`` rows, shared among the ranks."""
+        config, prog = self.config, self.prog
+        order = torch.randperm(
+            len(self.train_ex),
+            generator=torch.Generator().manual_seed(config.seed * 1009 + prog.epoch),
+        ).tolist()
+        start = prog.batch_in_epoch * self.rows_per_step
+        group = [self.train_ex[i] for i in order[start : start + self.rows_per_step]]
+        chunks = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
+        began = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        partial, tokens, finite = [], 0, True
+        for k, chunk in enumerate(chunks):
+            whole, batch, weight = self._mine(chunk)
+            terms = max(loss_terms(whole, config.loss), 1)
+            # DDP and FSDP average gradients over ranks: scale each rank's share up by the world
+            scale = weight * self.world.size / config.grad_accum
+            with (
+                self.parallel.gradient_sync(k == len(chunks) - 1),
+                attach(self.host, self.irm, call=self.parallel.module) as inj,
+            ):
+                logits = self.host(batch.tokens, attention_mask=batch.attention_mask)
+                share = loss_sum(logits, batch, config.loss) / terms
+                objective = share
+                if config.l1_alpha > 0 and inj.last is not None:
+                    penalty = inj.last.abs().sum() * (config.l1_alpha / self.irm.n_inject)
+                    objective = share + penalty
+                (objective * scale).backward()
+            partial.append(float(share.detach()) * weight)
+            finite = finite and bool(torch.isfinite(objective.detach()))
+            tokens += int(batch.n_real_tokens * weight)
+        shared = all_sum([*partial, float(tokens), float(not finite)], self.world, self.device)
+        losses, n_tokens = shared[: len(chunks)], shared[len(chunks)]
+        if shared[len(chunks) + 1]:
+            self._diverged(losses)
+        self.opt.step()
+        prog.step += 1
+        prog.batch_in_epoch += 1
+        row: dict[str, Any] = {
+            "step": prog.step,
+            "epoch": prog.epoch,
+            "train_loss": sum(losses) / len(losses),
+            "val_loss": None,
+            "lr": self.opt.param_groups[0]["lr"],
+            "tokens_per_s": n_tokens / (time.perf_counter() - began),
+        }
+        if prog.batch_in_epoch >= self.steps_per_epoch:
+            prog.epoch += 1
+            prog.batch_in_epoch = 0
+            self.sched.step()
+        if prog.step % config.eval_every == 0 or prog.step >= self.total:
+            self._evaluate(row)
+            if prog.bad_evals >= config.patience:
+                prog.stopped = "early_stop"
+        self.metrics.append(row)
+        return row
+
+    def _diverged(self, losses: list[float]) -> None:
+        run_dir = self.run_dir
+        raise TrainingDivergedError(
+            f"Non-finite loss ({losses}) at step {self.prog.step + 1} of {run_dir}; stopped. The "
+            f"last good state is kept in {run_dir / 'last.safetensors'} and the best IRM in "
+            f"{run_dir / 'irm.safetensors'}. Lower --lr (now {self.config.lr}) or --l1."
+        )
+
+    def _val_loss(self) -> float:
+        """Mean validation loss over rows (each batch's mean weighted by its rows)."""
+        means, sizes = [], []
+        with torch.no_grad(), attach(self.host, self.irm, call=self.parallel.module):
+            for whole in self.val_batches:
+                mine, weight = shard_rows(range(whole.tokens.shape[0]), self.world)
+                parts = (whole.tokens, whole.attention_mask, whole.answer_mask)
+                batch = Batch(*(t[mine] for t in parts)).to(self.device)
+                logits = self.host(batch.tokens, attention_mask=batch.attention_mask)
+                terms = max(loss_terms(whole, self.config.loss), 1)
+                means.append(float(loss_sum(logits, batch, self.config.loss) / terms) * weight)
+                sizes.append(whole.tokens.shape[0])
+        means = all_sum(means, self.world, self.device)
+        return sum(m * n for m, n in zip(means, sizes, strict=True)) / max(sum(sizes), 1)
+
+    def _evaluate(self, row: dict[str, Any]) -> None:
+        prog = self.prog
+        val = self._val_loss()
         row["val_loss"] = val
         if val < prog.best_val:
             prog.best_val, prog.best_step, prog.bad_evals = val, prog.step, 0
-            irm.save(run_dir / "irm.safetensors")
+            state = self.parallel.irm_state()  # a collective under FSDP
+            if self.world.is_main:
+                self.irm.save(self.run_dir / "irm.safetensors", state)
         else:
             prog.bad_evals += 1
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val:.3f}")
 
-    with _graceful_sigint(stop):
-        while not prog.stopped:
-            if prog.step >= total:
-                capped = config.max_steps is not None and prog.step >= config.max_steps
-                prog.stopped = "max_steps" if capped else "epochs"
-                break
-            order = torch.randperm(
-                len(train_ex),
-                generator=torch.Generator().manual_seed(config.seed * 1009 + prog.epoch),
-            ).tolist()
-            start = prog.batch_in_epoch * rows_per_step
-            group = [train_ex[i] for i in order[start : start + rows_per_step]]
-            began = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            losses, n_tokens = [], 0
-            for i in range(0, len(group), config.batch_size):
-                batch = collate(
-                    group[i : i + config.batch_size], pad, config.max_len, pad_to_max=pad_to_max
-                ).to(device)
-                with attach(host, irm) as inj:
-                    logits = host(batch.tokens, attention_mask=batch.attention_mask)
-                    loss = batch_loss(logits, batch, config.loss)
-                    objective = loss
-                    if config.l1_alpha > 0 and inj.last is not None:
-                        penalty = inj.last.abs().sum() * (config.l1_alpha / irm.n_inject)
-                        objective = loss + penalty
-                if not torch.isfinite(objective):
-                    raise TrainingDivergedError(
-                        f"Non-finite loss ({float(objective.detach())}) at step {prog.step + 1} "
-                        f"of {run_dir}; stopped. The last good state is kept in "
-                        f"{run_dir / 'last.safetensors'} and the best IRM in "
-                        f"{run_dir / 'irm.safetensors'}. Lower --lr (now {config.lr}) or --l1."
-                    )
-                (objective / config.grad_accum).backward()
-                losses.append(float(loss.detach()))
-                n_tokens += batch.n_real_tokens
-            opt.step()
-            prog.step += 1
-            prog.batch_in_epoch += 1
-            row: dict[str, Any] = {
-                "step": prog.step,
-                "epoch": prog.epoch,
-                "train_loss": sum(losses) / len(losses),
-                "val_loss": None,
-                "lr": opt.param_groups[0]["lr"],
-                "tokens_per_s": n_tokens / (time.perf_counter() - began),
+    def _checkpoint(self) -> None:
+        irm_state = self.parallel.irm_state()  # collectives under FSDP: every rank takes part
+        opt_state = self.parallel.optimizer_state(self.opt)
+        if self.world.is_main:
+            path = self.run_dir / "last.safetensors"
+            save_state(path, irm_state, opt_state, self.sched, self.prog, self.metrics,
+                       self.identity)  # fmt: skip
+            write_metrics(self.run_dir / "metrics.csv", self.metrics)
+
+    def _check_finished(self) -> None:
+        try:
+            IRM.load(self.run_dir / "irm.safetensors", self.host)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{self.run_dir} finished training, but its best IRM cannot be used: {exc} Train "
+                "the run again with --overwrite."
+            ) from None
+
+    def _result(self) -> TrainResult:
+        p = self.prog
+        return TrainResult(self.run_dir, p.step, p.best_val, p.best_step, p.stopped)
+
+    def _finish(self) -> TrainResult:
+        if self.prog.stopped != "interrupted":
+            self._checkpoint()
+        host = self.host
+        after = _host_fingerprint(host)
+        grads = any(p.grad is not None for p in host.parameters())
+        if not torch.equal(self.before, after) or grads:
+            raise RuntimeError("The host changed during IRM training: it must stay frozen.")
+        result = self._result()
+        if self.prog.stopped != "interrupted" and self.world.is_main:
+            summary = {
+                **dataclasses.asdict(result),
+                "run_dir": str(self.run_dir),
+                "host": host_name(host),
+                "layers": list(self.irm.layers),
+                "irm_params": self.irm.n_params(),
             }
-            if prog.batch_in_epoch >= steps_per_epoch:
-                prog.epoch += 1
-                prog.batch_in_epoch = 0
-                sched.step()
-            last_step = prog.step >= total
-            if prog.step % config.eval_every == 0 or last_step:
-                evaluate(row)
-                if prog.bad_evals >= config.patience:
-                    prog.stopped = "early_stop"
-            metrics.append(row)
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{row['train_loss']:.3f}",
-                best_val=f"{prog.best_val:.3f}",
-                tok_s=f"{row['tokens_per_s']:.0f}",
-            )
-            if on_step is not None:
-                on_step(prog.step)
-            if stop.requested and not prog.stopped:
-                prog.stopped = "interrupted"
-            if prog.step % config.eval_every == 0 or prog.stopped or last_step:
-                checkpoint()
-    bar.close()
-    if prog.stopped != "interrupted":
-        checkpoint()
-    after = _host_fingerprint(host)
-    if not torch.equal(before, after) or any(p.grad is not None for p in host.parameters()):
-        raise RuntimeError("The host changed during IRM training: it must stay frozen.")
-    result = TrainResult(run_dir, prog.step, prog.best_val, prog.best_step, prog.stopped)
-    if prog.stopped != "interrupted":
-        summary = {
-            **dataclasses.asdict(result),
-            "run_dir": str(run_dir),
-            "host": host_name(host),
-            "layers": list(layers),
-            "irm_params": irm.n_params(),
-        }
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
-    return result
+            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return result

@@ -152,7 +152,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monk
     from irm_lens.train import TrainingDivergedError
 
     cfg = _smoke(max_steps=6, eval_every=2, epochs=3)
-    real = train_module.batch_loss
+    real = train_module.loss_sum
     calls = {"n": 0}
 
     def poisoned(logits, batch, kind):
@@ -163,12 +163,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monk
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(train_module, "batch_loss", poisoned)
+    monkeypatch.setattr(train_module, "loss_sum", poisoned)
     with pytest.raises(TrainingDivergedError, match=r"step 3 .*last\.safetensors"):
         train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     state = load_file(str(tmp_path / "run" / "last.safetensors"))
     assert all(torch.isfinite(v).all() for v in state.values())
-    monkeypatch.setattr(train_module, "batch_loss", real)
+    monkeypatch.setattr(train_module, "loss_sum", real)
     resumed = train(cfg, tmp_path / "run", host=tiny_host, progress=False, resume=True)
     assert resumed.steps == 6
 
@@ -177,7 +177,7 @@ def test_early_stopping_on_validation_loss(tiny_host, tmp_path, monkeypatch):
     import irm_lens.train as train_module
 
     rising = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    monkeypatch.setattr(train_module, "_val_loss", lambda *args: next(rising))
+    monkeypatch.setattr(train_module._Trainer, "_val_loss", lambda self: next(rising))
     cfg = _smoke(max_steps=None, epochs=10, eval_every=1, patience=2, max_train_rows=8)
     result = train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     # best at the first evaluation (step 1), then two evaluations without improvement
