@@ -247,6 +247,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from irm_lens.irm import parse_layers
+    from irm_lens.plan import PlanInputs, host_shape, plan_table
+
+    shape = host_shape(args.host)
+    layers = parse_layers(args.layers, shape.n_layers)
+    inputs = PlanInputs(shape, len(layers), args.batch_size, args.max_len, args.dtype,
+                        args.width_mult)  # fmt: skip
+    table, advice = plan_table(inputs, args.procs, args.device_gib)
+    print(
+        f"{shape.name}: {shape.n_params / 1e9:.3g} B parameters, {shape.n_layers} layers; IRM "
+        f"on {len(layers)} layers; {args.batch_size} rows x {args.max_len} tokens per step; "
+        f"host {args.dtype}, IRM and Adam fp32. GiB per rank:"
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"recommended: {advice}")
+    return 0
+
+
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from irm_lens.importers import read_source, write_qa_csv
 
@@ -381,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=_cmd_data_synth)
 
     cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
+
+    pl = sub.add_parser(
+        "plan", help="memory per process to train an IRM: one process, DDP, FSDP (no training)"
+    )
+    pl.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
+    pl.add_argument("--layers", default="all", help="injected layers: all, every4, q1..q4, 0-7")
+    pl.add_argument("--batch-size", type=at_least(1), default=8, help="rows per optimizer step")
+    pl.add_argument("--max-len", type=at_least(2), default=128, help="tokens per row")
+    pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    pl.add_argument("--width-mult", type=at_least(1), default=3)
+    pl.add_argument("--procs", type=at_least(1), default=2, help="processes (GPUs) to plan for")
+    pl.add_argument("--device-gib", type=positive_float, default=None,
+                    help="memory of one device in GiB, for a recommendation")  # fmt: skip
+    pl.set_defaults(func=_cmd_plan)
     return parser
 
 

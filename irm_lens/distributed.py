@@ -177,13 +177,19 @@ class Parallel:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device] if device.type == "cuda" else None
-            self.module = DistributedDataParallel(irm, device_ids=ids)
+            # gradients live in DDP's buckets: no second copy of them
+            self.module = DistributedDataParallel(irm, device_ids=ids, gradient_as_bucket_view=True)
         elif mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
             # The IRM returns a view ([inject, batch, pos, d_model] of one Linear's output);
             # nothing edits it in place, which is what FSDP's warning is about.
             warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* view tensor")
+            # One FSDP group per Linear: only one layer's full weights (and full gradient) exist
+            # at a time, gathered for its forward and again for its backward.
+            for layer in irm.modules():
+                if isinstance(layer, nn.Linear):
+                    fully_shard(layer)
             fully_shard(irm)
 
     @property
