@@ -67,3 +67,64 @@ def test_training_step_on_gpu(cuda_host, tmp_path):
     path = irm.save(tmp_path / "irm.safetensors")
     cpu_irm = IRM.load(path, device="cpu")
     assert next(cpu_irm.parameters()).device.type == "cpu"
+
+
+# --------------------------------------------------------------------- distributed and memory
+
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+_GPU_OPTS = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cuda",
+             "--batch-size", "4", "--grad-accum", "2", "--max-steps", "6", "--eval-every", "2",
+             "--epochs", "50"]  # fmt: skip
+
+
+def _gpu_torchrun(n, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    irm_lens = str(Path(sys.executable).with_name("irm-lens"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           str(n), "--no-python", irm_lens, *args]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@TWO_GPUS
+@pytest.mark.parametrize("extra", [[], ["--parallel", "fsdp"], ["--dtype", "bfloat16"]])
+def test_nccl_two_gpus_train_the_same_irm_as_one(tmp_path, extra):
+    from safetensors.torch import load_file
+
+    from irm_lens.cli import main as cli_main
+
+    assert cli_main(["train", str(tmp_path / "one"), *_GPU_OPTS, *extra]) == 0
+    done = _gpu_torchrun(2, "train", str(tmp_path / "two"), *_GPU_OPTS, *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "irm.safetensors"))
+    b = load_file(str(tmp_path / "two" / "irm.safetensors"))
+    tolerance = 1e-2 if "bfloat16" in extra else 1e-4  # GPU reductions are not bit-stable
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= tolerance
+
+
+@pytest.mark.parametrize("checkpoint_host", [False, True])
+def test_plan_estimate_against_peak_cuda_memory(tmp_path, checkpoint_host):
+    """The plan's one-process total vs the peak CUDA allocation of real training steps on the
+    embedded host in bf16 (prints both: the numbers for benchmarks/RESULTS.md)."""
+    from irm_lens.config import preset
+    from irm_lens.plan import HostShape, PlanInputs, rank_bytes
+    from irm_lens.train import train
+
+    host = load_host(device="cuda", dtype="bfloat16")
+    config = preset("quick", device="cuda", dtype="bfloat16", max_steps=3, eval_every=3)
+    torch.cuda.reset_peak_memory_stats()
+    train(config, tmp_path / "run", host=host, progress=False, parallel="none",
+          checkpoint_host=checkpoint_host)  # fmt: skip
+    peak = torch.cuda.max_memory_allocated()
+    inputs = PlanInputs(HostShape.of(host), n_inject=host.cfg.n_layers,
+                        batch=config.batch_size, seq=config.max_len, dtype="bfloat16")  # fmt: skip
+    estimate = sum(rank_bytes(inputs, "one", checkpoint_host=checkpoint_host).values())
+    print(
+        f"checkpoint_host={checkpoint_host}: peak {peak / 2**30:.3f} GiB, "
+        f"estimate {estimate / 2**30:.3f} GiB, ratio {estimate / peak:.2f}"
+    )
+    assert 0.7 <= estimate / peak <= 1.5
