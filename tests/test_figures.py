@@ -205,3 +205,22 @@ def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, 
     ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lines.append)
     assert lines[0].endswith(f"record, evaluate  [{run_dir}]")
     assert all(stage_done(run_dir, s) for s in ("train", "record", "evaluate"))
+
+
+def test_torchrun_ranks_share_the_run_set_and_rank_0_writes(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    redo = [next((tmp / "runs").glob(f"{name}_s42-*")) for name in ("anger", "sadness")]
+    for run_dir in redo:
+        (run_dir / "evaluation.csv").unlink()
+    full = {**os.environ, "FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
+            "IRM_LENS_RUNS": str(tmp / "runs"), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "analyses", "--no-progress", "--only", "striation"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for run_dir in redo:  # each redone once, by one rank
+        assert proc.stdout.count(f"{run_dir.name.rsplit('-', 1)[0]} (next-token): evaluate") == 1
+        assert (run_dir / "evaluation.csv").exists()
+    assert "rank 1 done; rank 0 writes the results" in proc.stdout
+    assert proc.stdout.count("striation:") == 1  # the results are written once, by rank 0
