@@ -172,6 +172,11 @@ def train(
             error = exc
         agree(world, _device_of(device), error, "setup")
         assert trainer is not None
+        try:  # only now that every rank is ready may rank 0 replace what the directory held
+            trainer.start_run_dir()
+        except Exception as exc:
+            error = exc
+        agree(world, _device_of(device), error, "starting the run directory")
         if checkpoint_host:
             stack.enter_context(checkpoint_blocks(trainer.host, skip=(0,)))
         return trainer.run(progress, on_step)
@@ -222,13 +227,17 @@ class _Trainer:
             self.parallel.load(saved.irm, saved.optimizer, self.opt)
             self.sched.load_state_dict(saved.scheduler)
             self.prog, self.metrics = saved.progress, saved.metrics
-        elif not resume and world.is_main:
-            start_run_dir(run_dir, config)
+        self.fresh = not continuing and not resume
         rows = config.batch_size * config.grad_accum
         self.rows_per_step = rows
         self.steps_per_epoch = max(1, len(self.train_ex) // rows)
         total = self.steps_per_epoch * config.epochs
         self.total = total if config.max_steps is None else min(total, config.max_steps)
+
+    def start_run_dir(self) -> None:
+        """A new run replaces what its directory held (rank 0 writes)."""
+        if self.fresh and self.world.is_main:
+            start_run_dir(self.run_dir, self.config)
 
     def _examples(self) -> tuple[list[Encoded], list[Encoded]]:
         config, every = self.config, self.config.rows()
