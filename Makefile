@@ -99,14 +99,18 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_train_throughput
 	$(PY) -m benchmarks.bench_record
 	$(PY) -m benchmarks.bench_analyses
+	$(PY) -m benchmarks.bench_distributed
 
 # The paper's figures and REPORT.md (analyses/, results in figures/). Variables (see README):
 #   HOST= DEVICE= DTYPE= SEEDS= PRESET= EMOTIONS=   the run set (default: embedded host, quick)
 #   FAST=1                                          smoke run on the tiny random host (~1 min)
 #   FIGURES_DIR=                                    where results go (default figures/)
+#   PROCS=N                                         N torchrun workers share the run set
 FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR
+FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \
+  --nproc-per-node $(PROCS) -m analyses,$(PY) -m analyses)
 figures: $(STAMP)
 	$(foreach v,$(FIGURE_VARS),$(if $(filter command line,$(origin $(v))),$(v)='$($(v))')) \
-	  $(PY) -m analyses
+	  $(FIGURES_RUN)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

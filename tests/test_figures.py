@@ -26,6 +26,18 @@ def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
                           env=full, capture_output=True, text=True, timeout=900)  # fmt: skip
 
 
+def _figures_here(tmp: Path, monkeypatch, capsys, **env: str) -> tuple[int, str]:
+    """``python -m analyses`` in this process (for runs that fail before any work)."""
+    from analyses.__main__ import cli
+
+    settings = {"FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
+                "IRM_LENS_RUNS": str(tmp / "runs"), **env}  # fmt: skip
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    code = cli(["--no-progress"])
+    return code, capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("fast")
@@ -97,25 +109,26 @@ def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
         ({"EMOTIONS": "anger,fear"}, "EMOTIONS has ['fear']"),
     ],
 )
-def test_bad_settings_fail_clearly_and_leave_no_runs(tmp_path, env, message):
+def test_bad_settings_fail_clearly_and_leave_no_runs(tmp_path, monkeypatch, capsys, env, message):
     if env.get("DEVICE") == "cuda":
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    proc = _figures(tmp_path, **env)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    code, stderr = _figures_here(tmp_path, monkeypatch, capsys, **env)
+    assert code == 2, stderr[-2000:]  # (an uncaught exception would fail the test itself)
+    assert message in stderr
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_unwritable_figures_directory(tmp_path):
+def test_unwritable_figures_directory(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    proc = _figures(tmp_path, FIGURES_DIR=str(blocker / "figures"))
-    assert proc.returncode == 2
-    assert "Cannot write results to" in proc.stderr and "FIGURES_DIR" in proc.stderr
+    code, stderr = _figures_here(tmp_path, monkeypatch, capsys,
+                                 FIGURES_DIR=str(blocker / "figures"))  # fmt: skip
+    assert code == 2
+    assert "Cannot write results to" in stderr and "FIGURES_DIR" in stderr
 
 
 def test_make_passes_only_the_variables_given():
