@@ -71,9 +71,9 @@ def launched() -> World:
 
 
 def rank_device(device: str | None, world: World) -> str | None:
-    """Each rank's device: ``cuda`` becomes ``cuda:<local rank>``; anything else is kept."""
-    if world.parallel and device is not None and device == "cuda":
-        return f"cuda:{world.local_rank}"
+    """Each rank's device: ``cuda`` (or ``cuda:K``) becomes ``cuda:<local rank>``; others kept."""
+    if world.parallel and device is not None and device.startswith("cuda"):
+        return f"cuda:{world.local_rank}"  # also for cuda:0: one GPU per rank
     if world.parallel and device is None and torch.cuda.is_available():
         return f"cuda:{world.local_rank}"
     return device
