@@ -8,6 +8,7 @@ it used and a ``summary`` of its headline numbers, which ``report.py`` turns int
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -68,7 +69,8 @@ class Context:
     def runs(self) -> dict[str, Path]:
         """Run name -> directory, every stage done (trains what is missing)."""
         if self._runs is None:
-            self._runs = ensure_runs(self.figures, self.host, progress=self.progress)
+            log = functools.partial(print, flush=True)
+            self._runs = ensure_runs(self.figures, self.host, progress=self.progress, log=log)
         return self._runs
 
     def trained(self, kind: str | None = None) -> list[str]:

@@ -273,6 +273,20 @@ def evaluation_rows(e: dict[str, Any]) -> str:
     return "\n".join([head, *rows])
 
 
+def specificity_rows(e: dict[str, Any]) -> str:
+    head = (
+        "| run | target | questions | own-voice NLL drop | other voices' drop | specificity "
+        "[95 % CI] | verdict |\n|---|---|---|---|---|---|---|"
+    )
+    rows = [
+        f"| {run} | {v['emotion']} | {v['n_questions']} | {_pct(v['own_drop'])} | "
+        f"{_pct(v['other_drop'])} | {_pct(v['specificity'])} [{_pct(v['low'])}, "
+        f"{_pct(v['high'])}] | {v['verdict']} |"
+        for run, v in e["specificity"].items()
+    ]
+    return "\n".join([head, *rows])
+
+
 def cost_rows(ctx: Context) -> str:
     rows = ["| run | kind | train s | record s | evaluate s |", "|---|---|---|---|---|"]
     for name, spec in ctx.specs.items():
@@ -362,6 +376,15 @@ def main(ctx: Context) -> dict[str, object]:
         evaluation_rows(e),
         "",
         "![alignment](evaluation/figure.png)",
+        "",
+        "**Specificity** (`irm_lens.analysis.alignment`): each IRM's relative NLL drop on its own "
+        "voice's answers minus the mean drop on the other voices' parallel answers, over every "
+        f"question not trained on ({' + '.join(e['heldout_splits'])} splits), with a percentile "
+        "bootstrap 95 % CI over questions. A run is *aligned* when the CI excludes 0: "
+        f"{len(e['aligned_runs'])}/{e['n_trained']} trained runs "
+        f"({', '.join(e['aligned_runs']) or 'none'}). The untrained IRM is the control.",
+        "",
+        specificity_rows(e),
         "",
     ]
     for title, verdict, text, figures in claims:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from irm_lens.cli_types import at_least, positive_float
 from irm_lens.distributed import PARALLEL_MODES, launched
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
+from irm_lens.seeding import seeded
 
 if TYPE_CHECKING:
     pass
@@ -62,7 +64,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("device / dtype", f"{cfg.device} / {cfg.dtype}"),
         ("chat template", "yes" if getattr(host.tokenizer, "chat_template", None) else "no"),
         ("IRM reads", f"{READ_HOOK} (= {resid_pre_hook(0)} + {write_hook(0)})"),
-        ("IRM writes", f"blocks.{{l}}.hook_attn_out, l in 0..{cfg.n_layers - 1}"),
+        ("IRM writes", f"{write_hook(0)} ... {write_hook(cfg.n_layers - 1)} (added to)"),
         ("hook points", len(host.hook_dict)),
     ]
     width = max(len(k) for k, _ in rows)
@@ -87,8 +89,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     check_context(host, len(prompt_ids), args.max_new_tokens, "--prompt")
     tokens = torch.tensor([prompt_ids], device=host.W_E.device)
     sample = not args.greedy
-    if sample:
-        torch.manual_seed(args.seed)
     kwargs = dict(
         max_new_tokens=args.max_new_tokens,
         do_sample=sample,
@@ -96,7 +96,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         verbose=False,
     )
-    with torch.no_grad(), contextlib.ExitStack() as stack:
+    with torch.no_grad(), seeded(args.seed if sample else None), contextlib.ExitStack() as stack:
         if irm is not None:
             stack.enter_context(attach(host, irm))
         out = cast(torch.Tensor, host.generate(tokens, **kwargs))
@@ -241,7 +241,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(describe(mine))
     if args.dry_run:
         return 0
-    table = run_sweep(configs, args.out_dir, shard=shard, wait=not args.no_wait)
+    log = functools.partial(print, flush=True)
+    table = run_sweep(configs, args.out_dir, shard=shard, wait=not args.no_wait, log=log)
     if main:
         print(table.to_string(index=False))
     return 130 if (table["status"] == "interrupted").any() else 0
@@ -286,13 +287,8 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="irm-lens",
-        description="Injectable Realignment Models on TransformerLens: train, record, dissect.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_inspect_parsers(sub: Any) -> None:
+    """``info`` and ``generate``."""
     info = sub.add_parser("info", help="describe a host: sizes, hook points the IRM uses")
     info.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
     _add_host_options(info)
@@ -313,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_options(gen)
     gen.set_defaults(func=_cmd_generate)
 
+
+def _add_train_parser(sub: Any) -> None:
+    """``train``."""
     tr = sub.add_parser("train", help="train an IRM on a bundled emotion dataset")
     tr.add_argument("run_dir", help="run directory (config.json, irm.safetensors, metrics.csv)")
     tr.add_argument(
@@ -342,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_options(tr)
     tr.set_defaults(func=_cmd_train)
 
+
+def _add_run_parsers(sub: Any) -> None:
+    """``evaluate`` and ``sweep``."""
     ev = sub.add_parser("evaluate", help="NLL, NRC emotion profile and fact retention of a run")
     ev.add_argument("run_dir")
     ev.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
@@ -377,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 
-    cli_recorded.add_parsers(sub, _add_host_options)  # record, analyze, ablate
 
+def _add_data_parsers(sub: Any) -> None:
+    """``data import`` and ``data synth``."""
     data = sub.add_parser("data", help="import or synthesize question/answer data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="SQuAD 2.0 JSON or the original's CSV -> our CSV")
@@ -399,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_options(syn)
     syn.set_defaults(func=_cmd_data_synth)
 
-    cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
 
+def _add_plan_parser(sub: Any) -> None:
+    """``plan``."""
     pl = sub.add_parser(
         "plan", help="memory per process to train an IRM: one process, DDP, FSDP (no training)"
     )
@@ -414,6 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--device-gib", type=positive_float, default=None,
                     help="memory of one device in GiB, for a recommendation")  # fmt: skip
     pl.set_defaults(func=_cmd_plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="irm-lens",
+        description="Injectable Realignment Models on TransformerLens: train, record, dissect.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_inspect_parsers(sub)
+    _add_train_parser(sub)
+    _add_run_parsers(sub)
+    cli_recorded.add_parsers(sub, _add_host_options)  # record, analyze, ablate
+    _add_data_parsers(sub)
+    cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
+    _add_plan_parser(sub)
     return parser
 
 

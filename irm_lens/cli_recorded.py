@@ -133,9 +133,9 @@ def _host_analyses(
     from irm_lens.analysis import causal
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic
+    from irm_lens.irm import IRM
     from irm_lens.prompts import encode
     from irm_lens.record import GenerationSettings, read_recording_info, record
-    from irm_lens.train import build_irm
 
     config, host, irm = _load_run(run, args.device, args.dtype)
     meta = read_recording_info(run / "recordings" / args.recording)
@@ -146,7 +146,7 @@ def _host_analyses(
     gains = analysis.norm_gains(host)
     tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
                           device=host.W_E.device)  # fmt: skip
-    untrained = build_irm(host, config)
+    untrained = IRM.from_train_config(host, config)
     settings = (
         GenerationSettings(**meta["settings"]) if "settings" in meta else GenerationSettings()
     )

@@ -16,6 +16,7 @@ import contextlib
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -67,6 +68,35 @@ def answer_nll(
             total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
             count += n
     return total / max(count, 1)
+
+
+def answer_nll_table(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    *,
+    irm: IRM | None = None,
+    mode: PromptMode = "chat",
+    batch_size: int = 8,
+    max_len: int = 128,
+) -> pd.DataFrame:
+    """Per row: ``question_id``, ``nll_sum`` (summed NLL of the answer tokens given the
+    question) and ``n_tokens`` (how many), for bootstrapping over questions."""
+    tok = host.tokenizer
+    examples = encode_rows(tok, rows, mode)
+    pad = pad_id(tok)
+    sums: list[float] = []
+    counts: list[int] = []
+    with torch.no_grad(), _maybe_attached(host, irm):
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
+            logits = host(batch.tokens, attention_mask=batch.attention_mask)
+            logp = logits[:, :-1].float().log_softmax(-1)
+            nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
+            mask = batch.answer_mask[:, 1:].bool()
+            sums += (nll * mask).sum(1).tolist()
+            counts += mask.sum(1).tolist()
+    ids = rows["question_id"].tolist()
+    return pd.DataFrame({"question_id": ids, "nll_sum": sums, "n_tokens": counts})
 
 
 def greedy_answers(
@@ -122,6 +152,84 @@ def _memo(memo: dict[tuple[Any, ...], Any] | None, key: tuple[Any, ...], compute
     return memo[key]
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every measure of one ``evaluate_run`` shares."""
+
+    host: TransformerBridge
+    irm: IRM
+    config: TrainConfig
+    split: str
+    max_rows: int | None
+    max_new_tokens: int
+    memo: dict[tuple[Any, ...], Any] | None
+    steps: Any  # the progress bar
+
+    def host_memo(self, use: IRM | None) -> dict[tuple[Any, ...], Any] | None:
+        """The memo for host-alone results (``use`` None); IRM results are never memoised."""
+        return self.memo if use is None else None
+
+
+def _nll_records(setting: _Setting, targets: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """Answer NLL of every voice's rows, host alone and with the IRM."""
+    config, records = setting.config, []
+    for emotion, rows in targets.items():
+        rows = rows if setting.max_rows is None else rows.iloc[: setting.max_rows]
+        source = config.data if emotion == config.emotion else None
+        for condition, use in zip(CONDITIONS, (None, setting.irm), strict=True):
+            key = ("nll", emotion, source, setting.split, setting.max_rows, config.prompt_mode,
+                   config.max_len)  # fmt: skip
+            nll = _memo(setting.host_memo(use), key, lambda use=use, rows=rows:
+                        answer_nll(setting.host, rows, irm=use, mode=config.prompt_mode,
+                                   max_len=config.max_len))  # fmt: skip
+            records.append(dict(metric="nll", target=emotion, condition=condition, value=nll,
+                                n=len(rows)))  # fmt: skip
+            setting.steps.update(1)
+    return records
+
+
+def _generations(setting: _Setting, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Greedy answers to the run's own questions, host alone and with the IRM."""
+    config, generations = setting.config, []
+    for condition, use in zip(CONDITIONS, (None, setting.irm), strict=True):
+        key = ("greedy", config.emotion, config.data, setting.split, setting.max_rows,
+               config.prompt_mode, setting.max_new_tokens)  # fmt: skip
+        texts = _memo(setting.host_memo(use), key, lambda use=use: greedy_answers(
+            setting.host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
+            max_new_tokens=setting.max_new_tokens))  # fmt: skip
+        setting.steps.update(1)
+        for (qid, question, reference), text in zip(
+            rows[["question_id", "question", "reference"]].itertuples(index=False),
+            texts,
+            strict=True,
+        ):
+            generations.append(
+                dict(question_id=qid, question=question, reference=reference,
+                     condition=condition, answer=text,
+                     keeps_fact=contains_fact(text, reference))
+            )  # fmt: skip
+    return generations
+
+
+def _answer_records(generations: list[dict[str, Any]], emotion: str) -> list[dict[str, Any]]:
+    """NRC emotion shares and fact retention of the greedy answers, per condition."""
+    records: list[dict[str, Any]] = []
+    for condition in CONDITIONS:
+        texts = [g["answer"] for g in generations if g["condition"] == condition]
+        profile = emotion_profile(texts)
+        for target, share in zip(profile["emotion"], profile["share"], strict=True):
+            records.append(
+                dict(metric="nrc_share", target=target, condition=condition, value=share,
+                     n=int(profile["n_words"].iloc[0]))
+            )  # fmt: skip
+        kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
+        records.append(
+            dict(metric="fact_retention", target=emotion, condition=condition,
+                 value=sum(kept) / max(len(kept), 1), n=len(kept))
+        )  # fmt: skip
+    return records
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -156,51 +264,12 @@ def evaluate_run(
             host = load_host(config.host, device=config.device, dtype=config.dtype)
         irm = IRM.load(run_dir / "irm.safetensors", host)
         irm.eval()
-        records: list[dict[str, Any]] = []
         steps = tqdm(total=len(targets) * 2 + 2, disable=not progress, desc="evaluate")
-        for emotion, rows in targets.items():
-            rows = rows if max_rows is None else rows.iloc[:max_rows]
-            source = config.data if emotion == config.emotion else None
-            for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-                key = ("nll", emotion, source, split, max_rows, config.prompt_mode,
-                       config.max_len)  # fmt: skip
-                nll = _memo(host_memo if use is None else None, key, lambda use=use, rows=rows:
-                            answer_nll(host, rows, irm=use, mode=config.prompt_mode,
-                                       max_len=config.max_len))  # fmt: skip
-                records.append(dict(metric="nll", target=emotion, condition=condition, value=nll))
-                records[-1]["n"] = len(rows)
-                steps.update(1)
-        rows = targets[config.emotion]
-        rows = rows if max_rows is None else rows.iloc[:max_rows]
-        generations = []
-        for condition, use in zip(CONDITIONS, (None, irm), strict=True):
-            key = ("greedy", config.emotion, config.data, split, max_rows, config.prompt_mode,
-                   max_new_tokens)  # fmt: skip
-            texts = _memo(host_memo if use is None else None, key, lambda use=use: greedy_answers(
-                host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
-                max_new_tokens=max_new_tokens))  # fmt: skip
-            steps.update(1)
-            for (qid, question, reference), text in zip(
-                rows[["question_id", "question", "reference"]].itertuples(index=False),
-                texts,
-                strict=True,
-            ):
-                generations.append(
-                    dict(question_id=qid, question=question, reference=reference,
-                         condition=condition, answer=text,
-                         keeps_fact=contains_fact(text, reference))
-                )  # fmt: skip
-            profile = emotion_profile(texts)
-            for emotion, share in zip(profile["emotion"], profile["share"], strict=True):
-                records.append(
-                    dict(metric="nrc_share", target=emotion, condition=condition, value=share,
-                         n=int(profile["n_words"].iloc[0]))
-                )  # fmt: skip
-            kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
-            records.append(
-                dict(metric="fact_retention", target=config.emotion, condition=condition,
-                     value=sum(kept) / max(len(kept), 1), n=len(kept))
-            )  # fmt: skip
+        setting = _Setting(host, irm, config, split, max_rows, max_new_tokens, host_memo, steps)
+        records = _nll_records(setting, targets)
+        own = targets[config.emotion]
+        generations = _generations(setting, own if max_rows is None else own.iloc[:max_rows])
+        records += _answer_records(generations, config.emotion)
         steps.close()
         table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
         # The two files are one result: the old pair goes first and evaluation.csv, written

@@ -29,6 +29,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.compat import route_kv_cache
 from irm_lens.errors import HostNotFoundError
+from irm_lens.seeding import seeded
 
 EMBEDDED = "smollm2-135m-instruct"
 TINY = "tiny-random-llama"
@@ -242,8 +243,7 @@ def _load_tiny_hf(seed: int = 0) -> tuple[Any, Any]:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = LlamaForCausalLM(config)
         # Non-unit norm gains, so tests notice a norm applied in the wrong place.
         with torch.no_grad():

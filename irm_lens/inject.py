@@ -16,7 +16,7 @@ Where to read and write on a TransformerLens 4.x ``TransformerBridge``:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,11 @@ def resid_post_hook(layer: int) -> str:
 def mlp_post_hook(layer: int) -> str:
     """Hook name of ``layer``'s MLP neuron activations (the down-projection's input)."""
     return f"blocks.{layer}.mlp.hook_post"
+
+
+def attn_z_hook(layer: int) -> str:
+    """Hook name of ``layer``'s per-head attention results before the output projection."""
+    return f"blocks.{layer}.attn.hook_z"
 
 
 def write_hook(layer: int) -> str:
@@ -193,12 +198,89 @@ def active_hook_names(host: TransformerBridge) -> list[str]:
     return sorted(set(names))
 
 
-def zero_index(index: int) -> Edit:
-    """An ``edit`` that zeroes residual index ``index`` of the IRM output at every layer."""
+# ----------------------------------------------------------------------- the vocabulary of edits
+#
+# Two kinds of intervention, used by every analysis, lens and ablation:
+# - IRM-output edits (``Edit``, passed to ``attach(..., edit=...)``): functions of the IRM's
+#   output ``[inject, batch, pos, d_model]``;
+# - host patches (``patch(host, points, fn)``): a scoped rewrite of host activations at hook
+#   points, ``fn(activation, layer)`` receiving a copy it may change in place.
+
+Patch = Callable[[Tensor, int], Tensor]
+
+
+def layer_of(hook_name: str) -> int:
+    """The layer a ``blocks.{layer}....`` hook name belongs to."""
+    return int(hook_name.split(".")[1])
+
+
+@contextlib.contextmanager
+def patch(host: TransformerBridge, points: Sequence[str], fn: Patch) -> Iterator[None]:
+    """Within the block, each activation at ``points`` is replaced by ``fn(copy, layer)``.
+
+    The copy is the activation cloned (so ``fn`` may write into it); ``layer`` comes from the hook
+    name. Hooks are removed on exit, also when the block raises.
+    """
+
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        return fn(x.clone(), layer_of(hook.name))
+
+    with host.hooks(fwd_hooks=[(name, hook) for name in points]):
+        yield
+
+
+def set_at(index: int, value: float | Tensor | Callable[[int], float | Tensor]) -> Patch:
+    """A patch setting channel ``index`` of the activation to ``value`` (or ``value(layer)``)."""
+
+    def fn(x: Tensor, layer: int) -> Tensor:
+        v = value(layer) if callable(value) else value
+        x[..., index] = v.to(x.device, x.dtype) if isinstance(v, Tensor) else v
+        return x
+
+    return fn
+
+
+def add_at(index: int, delta: float) -> Patch:
+    """A patch adding ``delta`` to channel ``index`` of the activation."""
+
+    def fn(x: Tensor, layer: int) -> Tensor:
+        x[..., index] += delta
+        return x
+
+    return fn
+
+
+def edit_index(index: int, fn: Callable[[Tensor], Tensor]) -> Edit:
+    """An IRM-output edit replacing residual index ``index`` (its ``[inject, batch, pos]`` slice)
+    by ``fn(slice)``; the other indices pass unchanged."""
 
     def edit(out: IRMOutput) -> IRMOutput:
-        mask = torch.ones(out.shape[-1], device=out.device, dtype=out.dtype)
-        mask[index] = 0
+        out = out.clone()
+        out[..., index] = fn(out[..., index])
+        return out
+
+    return edit
+
+
+def zero_index(index: int) -> Edit:
+    """An ``edit`` that zeroes residual index ``index`` of the IRM output at every layer."""
+    return edit_index(index, torch.zeros_like)
+
+
+def keep_index(index: int) -> Edit:
+    """An ``edit`` keeping only residual index ``index`` of the IRM output (others zeroed)."""
+
+    def edit(out: IRMOutput) -> IRMOutput:
+        mask = torch.zeros(out.shape[-1], device=out.device, dtype=out.dtype)
+        mask[index] = 1
         return out * mask
 
     return edit
+
+
+def set_index(index: int, values: Tensor) -> Edit:
+    """An ``edit`` setting residual index ``index`` to ``values[slot]`` in each injected layer's
+    slot (``values``: one number per injected layer)."""
+    return edit_index(
+        index, lambda col: values.to(col.device, col.dtype)[:, None, None].expand_as(col)
+    )

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import einops
 import torch
@@ -27,7 +27,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from irm_lens.errors import CheckpointError, HostMismatchError, LayerRangeError
 from irm_lens.files import atomic_path
 from irm_lens.host import host_name
+from irm_lens.seeding import seeded
 from irm_lens.types import IRMOutput, Residual
+
+if TYPE_CHECKING:
+    from irm_lens.config import TrainConfig
 
 LAYOUT_VERSION = 1  # 1 = layer-fastest flat output, as the original view(b, s, d, L)
 FLAT_TO_LAYERS = "batch pos (d_model inject) -> inject batch pos d_model"
@@ -215,10 +219,17 @@ class IRM(nn.Module):
             n_host_layers=n_layers,
             host=HostFingerprint.of(host),
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):  # built on the CPU, so the same weights on every device
             irm = cls(config)
         return irm.to(host.W_E.device)
+
+    @classmethod
+    def from_train_config(cls, host: TransformerBridge, config: TrainConfig) -> IRM:
+        """The untrained IRM a training config describes (layers, width, depth, init, seed)."""
+        layers = parse_layers(config.layers, host.cfg.n_layers)
+        return cls.for_host(
+            host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
+        )
 
     def forward(self, resid: Residual) -> IRMOutput:
         if resid.shape[-1] != self.config.d_model:

@@ -37,9 +37,10 @@ from irm_lens.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_dir, sha256_file, write_csv_atomic, write_text_atomic
 from irm_lens.host import check_context
-from irm_lens.inject import Injection, attach, resid_pre_hook, write_hook
+from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
+from irm_lens.seeding import seeded
 
 _FORMAT = "irm_lens.recording"
 
@@ -150,14 +151,9 @@ def _generate_batch(
     )
     if not settings.greedy:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k)
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
     device = host.W_E.device
-    try:
+    with seeded(None if settings.greedy else seed):
         out = host.generate(tokens.to(device), attention_mask=mask.to(device), **kwargs)
-    finally:
-        if not settings.greedy:
-            torch.random.set_rng_state(state)
     new = cast(Tensor, out)[:, width:].tolist()
     return [
         list(p) + trim_answer(row, budget, stop)
@@ -170,21 +166,10 @@ def irm_outputs(
 ) -> Float[Tensor, "inject 1 pos d_model"]:
     """The IRM's output at every position of ``tokens``, from block 0 alone (see the module
     docstring for why this equals what it wrote during generation)."""
-    injection = Injection(irm=irm)
-    stash: dict[str, Tensor] = {}
-
-    def keep_pre(x: Tensor, hook: Any) -> None:
-        stash["pre"] = x
-
-    def run_irm(x: Tensor, hook: Any) -> None:
-        stash["out"] = injection.irm_output(stash["pre"] + x).cpu()
-
-    with (
-        torch.no_grad(),
-        host.hooks(fwd_hooks=[(resid_pre_hook(0), keep_pre), (write_hook(0), run_irm)]),
-    ):
+    with torch.no_grad(), attach(host, irm) as injection:
         host(tokens, stop_at_layer=1)
-    return stash["out"]
+    assert injection.last is not None
+    return injection.last.cpu()
 
 
 def record(

@@ -249,11 +249,11 @@ def stage_done(run_dir: Path, stage: str) -> bool:
 
 def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
     from irm_lens.sweep import run_status
-    from irm_lens.train import build_irm, train
+    from irm_lens.train import train
 
     if not spec.trained:
         config = spec.config
-        irm = build_irm(host, config)
+        irm = IRM.from_train_config(host, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", config.to_json())
         irm.save(run_dir / "irm.safetensors")
@@ -331,7 +331,7 @@ def ensure_runs(
     *,
     specs: Sequence[RunSpec] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     poll_s: float = 5.0,
 ) -> dict[str, Path]:
     """Train, record and evaluate every run of the set that is not cached yet.
@@ -343,6 +343,7 @@ def ensure_runs(
         figures: the configuration.
         host: the loaded host, or a function loading it (called only if some stage must run).
         specs: runs to ensure (default ``run_specs(figures)``).
+        log: receives a line per run (``make figures`` passes ``print``).
         poll_s: seconds between looks at runs another process is working on.
 
     Returns:
@@ -368,7 +369,7 @@ def ensure_runs(
         run_dir = dirs[spec.name]
         todo = [s for s in STAGES if not stage_done(run_dir, s)]
         state = "cached" if not todo else ", ".join(todo)
-        if todo or not world.parallel:
+        if log is not None and (todo or not world.parallel):
             log(f"{who}[run {i + 1}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
         for stage in todo:  # under the run's lock, which also clears what killed writers left
             started = time.monotonic()

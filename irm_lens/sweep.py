@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ def run_sweep(
     shard: tuple[int, int] = (0, 1),
     wait: bool = True,
     poll_s: float = 5.0,
+    log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Train every config into ``out_dir/<run_name>``; skip finished runs, resume partial ones.
 
@@ -99,7 +100,8 @@ def run_sweep(
     (each trains whole runs on its own device) and the tasks of a cluster array (``shard=(i,
     n)`` takes runs ``i, i + n, ...``). A run is trained by the worker that takes its lock; the
     others pass it by and, with ``wait``, come back until it is finished, taking over a run
-    whose worker was killed (it resumes from the last checkpoint).
+    whose worker was killed (it resumes from the last checkpoint). ``log`` receives a line per
+    run this worker trains (the CLI passes ``print``).
 
     Returns:
         One row per run of this shard: ``name, status, steps, best_val, stopped``; status is
@@ -133,9 +135,9 @@ def run_sweep(
         status = run_status(dirs[k], mine[k])
         if status not in ("new", "partial"):
             return
-        if progress:
+        if log is not None:
             who = f"rank {world.rank}: " if world.parallel else ""
-            print(f"{who}[{k + 1}/{len(mine)}] {dirs[k].name} ({status})", flush=True)
+            log(f"{who}[{k + 1}/{len(mine)}] {dirs[k].name} ({status})")
         result = train(mine[k], dirs[k], resume=status == "partial", host=get_host(),
                        progress=progress and not world.parallel, parallel="none")  # fmt: skip
         outcome[k] = "interrupted" if result.stopped == "interrupted" else "trained"

@@ -23,6 +23,7 @@ from irm_lens.canary import check_generation
 from irm_lens.host import check_context
 from irm_lens.importers import read_qa_csv, write_qa_csv
 from irm_lens.prompts import encode
+from irm_lens.seeding import seeded
 
 SAMPLING: dict[str, Any] = dict(temperature=0.9, top_p=0.7, top_k=None, repetition_penalty=1.5)
 INSTRUCTION = (
@@ -51,15 +52,10 @@ def rewrite(
     prompt_ids = encode(host.tokenizer, prompt).prompt_ids
     check_context(host, len(prompt_ids), max_new_tokens, f"the rewrite of {question[:60]!r}")
     ids = torch.tensor([prompt_ids], device=host.W_E.device)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        with torch.no_grad():
-            out = host.generate(
-                ids, max_new_tokens=max_new_tokens, do_sample=True, verbose=False, **SAMPLING
-            )
-    finally:
-        torch.random.set_rng_state(generator_state)
+    with seeded(seed), torch.no_grad():
+        out = host.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=True, verbose=False, **SAMPLING
+        )
     text = host.tokenizer.decode(
         cast(torch.Tensor, out)[0, ids.shape[1] :], skip_special_tokens=True
     )

@@ -44,7 +44,7 @@ from irm_lens.errors import CheckpointError, IrmLensError
 from irm_lens.files import write_text_atomic
 from irm_lens.host import host_name, load_host
 from irm_lens.inject import attach
-from irm_lens.irm import IRM, parse_layers
+from irm_lens.irm import IRM
 from irm_lens.losses import loss_sum, loss_terms
 from irm_lens.memory import cap_allocator_cache, checkpoint_blocks
 from irm_lens.prompts import Encoded
@@ -113,14 +113,6 @@ def _fused_ok(device: torch.device) -> bool:
 
 def _host_fingerprint(host: TransformerBridge) -> Tensor:
     return torch.stack([p.detach().double().sum() for p in host.parameters()]).cpu()
-
-
-def build_irm(host: TransformerBridge, config: TrainConfig) -> IRM:
-    """The untrained IRM ``config`` describes, on ``host``'s device."""
-    layers = parse_layers(config.layers, host.cfg.n_layers)
-    return IRM.for_host(
-        host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
-    )
 
 
 def _device_of(device: str | None) -> torch.device:
@@ -213,7 +205,7 @@ class _Trainer:
         self.train_ex, val_ex = self._examples()
         self.val_batches = [self._collate(val_ex[i : i + config.batch_size])
                             for i in range(0, len(val_ex), config.batch_size)]  # fmt: skip
-        self.irm = build_irm(host, config)
+        self.irm = IRM.from_train_config(host, config)
         self.irm.train()
         self.parallel = Parallel(self.irm, world, parallel)
         fused = _fused_ok(self.device) and self.parallel.mode != "fsdp"

@@ -9,6 +9,8 @@ import torch
 from irm_lens import IRM, encode
 from irm_lens.evaluate import (
     alignment_summary,
+    answer_nll,
+    answer_nll_table,
     contains_fact,
     evaluate_run,
     greedy_answers,
@@ -109,3 +111,23 @@ def test_alignment_summary_without_an_nrc_category():
     assert summary["nll_drop"] == pytest.approx(0.25)
     assert summary["nrc_ratio"] != summary["nrc_ratio"]  # NaN: NRC has no neutral category
     assert summary["fact_retention_irm"] == 0.25
+
+
+def test_per_question_nll_adds_up_to_the_mean(tiny_host):
+    from irm_lens.datasets import load_dataset
+
+    rows = load_dataset("anger", split="test").head(10)
+    irm = IRM.for_host(tiny_host, seed=1, init="torch")
+    for use in (None, irm):
+        table = answer_nll_table(tiny_host, rows, irm=use, max_len=64)
+        assert table["question_id"].tolist() == rows["question_id"].tolist()
+        # a row whose answer the 64-token cut removes counts no tokens (and adds nothing)
+        assert (table["n_tokens"] >= 0).all() and table["n_tokens"].sum() > 100
+        assert (table.loc[table["n_tokens"] == 0, "nll_sum"] == 0).all()
+        mean = table["nll_sum"].sum() / table["n_tokens"].sum()
+        assert mean == pytest.approx(answer_nll(tiny_host, rows, irm=use, max_len=64), rel=1e-5)
+    # one question alone gives the same numbers as inside a batch (padding does not leak)
+    alone = answer_nll_table(tiny_host, rows.iloc[4:5], max_len=64)
+    batched = answer_nll_table(tiny_host, rows, max_len=64)
+    assert alone["n_tokens"].iloc[0] == batched["n_tokens"].iloc[4] > 0
+    assert alone["nll_sum"].iloc[0] == pytest.approx(batched["nll_sum"].iloc[4], rel=1e-4)

@@ -69,6 +69,13 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
     assert f"{striation['index_share_median']:.3f}" in text
     assert "tiny-random-llama" in text and "## Neuron-level lenses on the dominant index" in text
+    # every run's specificity, with its CI and a verdict, in the summary and the report
+    evaluation = json.loads((out / "evaluation" / "config.json").read_text())["summary"]
+    assert set(evaluation["specificity"]) == {s.name for s in specs}
+    for run, spec in evaluation["specificity"].items():
+        assert spec["verdict"] in ("aligned", "not aligned", "not tested"), run
+        assert f"| {run} | {spec['emotion']} | {spec['n_questions']} |" in text
+    assert "**Specificity**" in text
 
 
 def test_second_run_reuses_every_cached_run(fast_run):

@@ -30,40 +30,19 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.evaluate import contains_fact, greedy_answers
-from irm_lens.inject import attach, resid_pre_hook
+from irm_lens.inject import attach, patch, resid_pre_hook, set_at, set_index
 from irm_lens.irm import IRM
 from irm_lens.lexicon import emotion_profile
 from irm_lens.prompts import PromptMode
-from irm_lens.types import IRMOutput
 
 Intervention = Callable[[], AbstractContextManager[Any]]
 DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
-def set_index(index: int, values: Tensor) -> Callable[[IRMOutput], IRMOutput]:
-    """An ``attach`` edit setting IRM output index ``index`` to ``values[slot]`` per layer slot."""
-
-    def edit(out: IRMOutput) -> IRMOutput:
-        out = out.clone()
-        out[..., index] = values.to(out.device, out.dtype)[:, None, None]
-        return out
-
-    return edit
-
-
-@contextlib.contextmanager
-def _resid_set(host: TransformerBridge, index: int, values: Tensor) -> Iterator[None]:
-    def setter(layer: int) -> Callable[[Tensor, Any], Tensor]:
-        def hook(x: Tensor, hook: Any) -> Tensor:
-            x = x.clone()
-            x[..., index] = values[layer].to(x.device, x.dtype)
-            return x
-
-        return hook
-
-    names = [(resid_pre_hook(layer), setter(layer)) for layer in range(host.cfg.n_layers)]
-    with host.hooks(fwd_hooks=names):
-        yield
+def _resid_set(host: TransformerBridge, index: int, values: Tensor) -> AbstractContextManager[None]:
+    """Residual index ``index`` entering every layer set to ``values[layer]``."""
+    points = [resid_pre_hook(layer) for layer in range(host.cfg.n_layers)]
+    return patch(host, points, set_at(index, lambda layer: values[layer]))
 
 
 def _batches(host: TransformerBridge, rows: pd.DataFrame, mode: PromptMode) -> list[Batch]:

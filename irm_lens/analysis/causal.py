@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,9 +25,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.errors import LayerRangeError
-from irm_lens.inject import attach, resid_post_hook, write_hook
+from irm_lens.inject import add_at, attach, keep_index, patch, resid_post_hook, write_hook
 from irm_lens.irm import IRM
-from irm_lens.types import IRMOutput
 
 
 def _check_index(host: TransformerBridge, index: int) -> None:
@@ -41,9 +43,11 @@ def _check_layer(host: TransformerBridge, layer: int) -> None:
         )
 
 
-def _resid_posts(host: TransformerBridge, tokens: Tensor, hooks: list) -> Tensor:
+def _resid_posts(
+    host: TransformerBridge, tokens: Tensor, intervention: AbstractContextManager[Any] | None = None
+) -> Tensor:
     names = [resid_post_hook(layer) for layer in range(host.cfg.n_layers)]
-    with torch.no_grad(), host.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), intervention or contextlib.nullcontext():
         _, cache = host.run_with_cache(tokens, names_filter=names)
     return torch.stack([cache[n] for n in names]).float()  # [layer, batch, pos, d_model]
 
@@ -71,16 +75,11 @@ def propagation(
     rng = np.random.default_rng(seed)
     others = [i for i in range(d_model) if i != index]
     controls = rng.choice(others, size=min(n_random, len(others)), replace=False).tolist()
-    clean = _resid_posts(host, tokens, [])
+    clean = _resid_posts(host, tokens)
     rows = []
     for kind, i in [("target", index)] + [("random", int(c)) for c in controls]:
-
-        def push(x: Tensor, hook: object, i: int = i) -> Tensor:
-            x = x.clone()
-            x[..., i] += delta
-            return x
-
-        change = (_resid_posts(host, tokens, [(write_hook(layer), push)]) - clean) / delta
+        pushed = patch(host, [write_hook(layer)], add_at(i, delta))
+        change = (_resid_posts(host, tokens, pushed) - clean) / delta
         mask = torch.ones(d_model, dtype=torch.bool)
         mask[i] = False
         for later in range(layer, host.cfg.n_layers):
@@ -96,17 +95,6 @@ def propagation(
     return pd.DataFrame(rows)
 
 
-def keep_only(index: int) -> Callable[[IRMOutput], IRMOutput]:
-    """An ``attach`` edit keeping only residual index ``index`` of the IRM output."""
-
-    def edit(out: IRMOutput) -> IRMOutput:
-        mask = torch.zeros(out.shape[-1], device=out.device, dtype=out.dtype)
-        mask[index] = 1
-        return out * mask
-
-    return edit
-
-
 def irm_index_propagation(
     host: TransformerBridge, irm: IRM, tokens: Tensor, *, index: int
 ) -> pd.DataFrame:
@@ -119,9 +107,9 @@ def irm_index_propagation(
         skip path), and the RMS change over all other indices relative to ``injected_rms``.
     """
     _check_index(host, index)
-    clean = _resid_posts(host, tokens, [])
-    with torch.no_grad(), attach(host, irm, edit=keep_only(index)) as inj:
-        edited = _resid_posts(host, tokens, [])
+    clean = _resid_posts(host, tokens)
+    with torch.no_grad(), attach(host, irm, edit=keep_index(index)) as inj:
+        edited = _resid_posts(host, tokens)
         out = inj.last
     assert out is not None  # the forward above ran the IRM
     change = edited - clean  # [layer, batch, pos, d_model]
@@ -196,13 +184,12 @@ def norm_mediated_effect(
     for scale in scales:
         seen: dict[str, Tensor] = {}
 
-        def rescale(x: Tensor, hook: object, scale: float = scale, seen: dict = seen) -> Tensor:
-            x = x.clone()
+        def rescale(x: Tensor, layer: int, scale: float = scale, seen: dict = seen) -> Tensor:
             x[..., index] *= scale
             seen["rms"] = x.float().pow(2).mean(-1).sqrt()
             return x
 
-        with torch.no_grad(), host.hooks(fwd_hooks=[(last, rescale)]):
+        with torch.no_grad(), patch(host, [last], rescale):
             logits = host(tokens).float()
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)

@@ -33,10 +33,14 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.inject import mlp_post_hook, resid_mid_hook, resid_pre_hook
+from irm_lens.inject import (
+    attn_z_hook,
+    mlp_post_hook,
+    resid_mid_hook,
+    resid_post_hook,
+    resid_pre_hook,
+)
 from irm_lens.lenses.decode import LensError, d_mlp, decoding_matrix
-
-_Z = "blocks.{}.attn.hook_z"
 
 
 def _log_prob_gain(
@@ -67,12 +71,12 @@ def _check_tokens(host: TransformerBridge, tokens: Tensor) -> None:
 
 
 def _final_resid(host: TransformerBridge) -> str:
-    return f"blocks.{host.cfg.n_layers - 1}.hook_resid_post"
+    return resid_post_hook(host.cfg.n_layers - 1)
 
 
 def _cache(host: TransformerBridge, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     n = host.cfg.n_layers
-    names = [h.format(layer) for layer in range(n) for h in (_Z,)]
+    names = [attn_z_hook(layer) for layer in range(n)]
     names += [
         f(layer) for layer in range(n) for f in (mlp_post_hook, resid_mid_hook, resid_pre_hook)
     ]
@@ -136,7 +140,7 @@ def log_prob_attribution(
         contrib = act[:, None] * host.W_out[layer].detach().float()
         gain = gain_of(acts[resid_mid_hook(layer)], contrib)
         rows.append(frame("neuron", layer, gain, act.cpu().numpy()))
-        heads = _head_outputs(host, acts[_Z.format(layer)], layer)
+        heads = _head_outputs(host, acts[attn_z_hook(layer)], layer)
         rows.append(frame("head", layer, gain_of(acts[resid_pre_hook(layer)], heads), float("nan")))
     table = pd.concat(rows, ignore_index=True).sort_values("importance", ascending=False)
     table["rank"] = range(1, len(table) + 1)

@@ -21,7 +21,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.errors import IrmLensError
-from irm_lens.inject import mlp_post_hook
+from irm_lens.inject import mlp_post_hook, patch, set_at
 
 
 class LensError(IrmLensError, ValueError):
@@ -229,12 +229,7 @@ def clamp_neuron(host: TransformerBridge, layer: int, neuron: int, value: float)
     _check_layer(host, layer)
     _check_neurons(host, [neuron])
 
-    def clamp(act: Tensor, hook: object) -> Tensor:
-        act = act.clone()
-        act[..., neuron] = value
-        return act
-
-    with host.hooks(fwd_hooks=[(mlp_post_hook(layer), clamp)]):
+    with patch(host, [mlp_post_hook(layer)], set_at(neuron, value)):
         yield
 
 

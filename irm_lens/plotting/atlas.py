@@ -101,6 +101,33 @@ def _check(recordings: Sequence[Recording], max_tokens: int | None) -> None:
         raise TableError(f"max_tokens must be >= 1 or None, got {max_tokens}.")
 
 
+def _prompt_slider(
+    rec: Recording, n: int, columns: torch.Tensor, *, first: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One prompt's first frame (restyle arguments) and its token slider (first n tokens)."""
+    z = rec.outputs[:n][:, :, columns].float().numpy().astype(np.float32)
+    top = float(np.abs(z).max()) or 1.0  # an all-zero prompt still needs a colour range
+    restyles: list[dict[str, Any]] = [
+        {"z": [_typed(z[k])], "meta": [f"{_label(k, rec.tokens[k])} ({rec.kinds[k]})"]}
+        for k in range(n)
+    ]
+    steps = [
+        {"method": "restyle", "label": _label(k, rec.tokens[k]), "args": [restyles[k], [0]]}
+        for k in range(n)
+    ]
+    slider = {
+        "visible": first,
+        "active": 0,
+        "steps": steps,
+        "currentvalue": {"prefix": f"{rec.name} token ", "font": {"size": 14}},
+        "font": {"size": 10},  # plotly thins step labels that would overlap
+        "pad": {"t": 40},
+        "len": 1.0,
+        "x": 0.0,
+    }
+    return {**restyles[0], "zmin": [-top], "zmax": [top]}, slider
+
+
 def atlas_figure(
     recordings: Sequence[Recording],
     *,
@@ -132,7 +159,6 @@ def atlas_figure(
     """
     _check(recordings, max_tokens)
     chosen, shown = _choose(recordings, indices, highlight)
-    columns = torch.tensor(chosen)
     layers = list(recordings[0].layers)
     sliders: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []
@@ -141,29 +167,9 @@ def atlas_figure(
     for rec in recordings:
         n = len(rec.tokens) if max_tokens is None else min(len(rec.tokens), max_tokens)
         truncated |= n < len(rec.tokens)
-        z = rec.outputs[:n][:, :, columns].float().numpy().astype(np.float32)
-        top = float(np.abs(z).max()) or 1.0  # an all-zero prompt still needs a colour range
-        restyles: list[dict[str, Any]] = [
-            {"z": [_typed(z[k])], "meta": [f"{_label(k, rec.tokens[k])} ({rec.kinds[k]})"]}
-            for k in range(n)
-        ]
-        steps = [
-            {"method": "restyle", "label": _label(k, rec.tokens[k]), "args": [restyles[k], [0]]}
-            for k in range(n)
-        ]
-        starts.append({**restyles[0], "zmin": [-top], "zmax": [top]})
-        sliders.append(
-            {
-                "visible": not sliders,
-                "active": 0,
-                "steps": steps,
-                "currentvalue": {"prefix": f"{rec.name} token ", "font": {"size": 14}},
-                "font": {"size": 10},  # plotly thins step labels that would overlap
-                "pad": {"t": 40},
-                "len": 1.0,
-                "x": 0.0,
-            }
-        )
+        start, slider = _prompt_slider(rec, n, torch.tensor(chosen), first=not sliders)
+        starts.append(start)
+        sliders.append(slider)
         prompt = rec.prompt if len(rec.prompt) <= 40 else rec.prompt[:40] + "…"
         labels.append(_text(f"{rec.name}: {prompt}"))
     # Every prompt's slider is in the layout once; a dropdown entry shows its own at token 0.

@@ -116,6 +116,35 @@ def dominance_matrix_figure(table: pd.DataFrame, *, title: str | None = None) ->
     return style(fig, title or "Share of |IRM output| per residual index and run")
 
 
+def _add_entropy_curve(fig: go.Figure, index: int, table: pd.DataFrame, colour: str) -> None:
+    """Entropy against the index's scale (right panel), and the zeroed index's level."""
+    check_columns(table, ("scale", "entropy"), "norm-mediated effect")
+    part = table[table["scale"] > 0].sort_values("scale")
+    fig.add_scatter(
+        x=part["scale"],
+        y=part["entropy"],
+        mode="lines+markers",
+        name=f"index {index}",
+        legendgroup=str(index),
+        showlegend=False,
+        line={"color": colour},
+        hovertemplate=f"index {index}<br>scale %{{x}}<br>entropy %{{y:.3f}} nats<extra></extra>",
+        row=1,
+        col=2,
+    )
+    zero = table[table["scale"] == 0]
+    if len(zero):
+        fig.add_hline(
+            y=float(zero["entropy"].iloc[0]),
+            line_dash="dot",
+            line_color=colour,
+            row=1,
+            col=2,
+            annotation_text=f"{index} zeroed",
+            annotation_position="bottom right",
+        )
+
+
 def logit_attribution_figure(
     direct: Mapping[int, pd.DataFrame],
     norm: Mapping[int, pd.DataFrame],
@@ -163,32 +192,7 @@ def logit_attribution_figure(
             col=1,
         )
     for n, (index, table) in enumerate(norm.items()):
-        check_columns(table, ("scale", "entropy"), "norm-mediated effect")
-        part = table[table["scale"] > 0].sort_values("scale")
-        fig.add_scatter(
-            x=part["scale"],
-            y=part["entropy"],
-            mode="lines+markers",
-            name=f"index {index}",
-            legendgroup=str(index),
-            showlegend=False,
-            line={"color": colours[n % len(colours)]},
-            hovertemplate=f"index {index}<br>scale %{{x}}<br>entropy %{{y:.3f}} nats"
-            "<extra></extra>",
-            row=1,
-            col=2,
-        )
-        zero = table[table["scale"] == 0]
-        if len(zero):
-            fig.add_hline(
-                y=float(zero["entropy"].iloc[0]),
-                line_dash="dot",
-                line_color=colours[n % len(colours)],
-                row=1,
-                col=2,
-                annotation_text=f"{index} zeroed",
-                annotation_position="bottom right",
-            )
+        _add_entropy_curve(fig, index, table, colours[n % len(colours)])
     fig.update_xaxes(title_text="logit change per unit of the index", row=1, col=1)
     fig.update_yaxes(type="category", tickfont={"size": 10}, row=1, col=1)
     scales = sorted({float(x) for t in norm.values() for x in t["scale"] if x > 0})

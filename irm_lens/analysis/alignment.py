@@ -1,0 +1,104 @@
+"""Is an IRM aligned to its emotion, specifically? Specificity with a bootstrap CI over questions.
+
+The bundled answers are parallel: every held-out question has an answer in every voice (anger,
+sadness, joy, neutral). For one IRM, the relative NLL drop of a voice's answers is
+``1 - NLL(host + IRM) / NLL(host)`` over a set of questions (token-weighted means). The IRM's
+*specificity* is its own voice's drop minus the mean drop of the other voices: an IRM that only
+made the host likelier to say anything (or that broke it evenly) scores about 0; one that moved
+the host towards its voice scores above 0. The 95 % CI resamples questions (paired: one question
+brings its answers in every voice), so it says whether 12-27 questions can tell.
+
+Verdicts: ``aligned`` when the CI's lower end is above 0, ``not aligned`` when its upper end is
+at or below 0 or the CI straddles 0, ``not tested`` when there are too few questions to
+resample (fewer than ``MIN_QUESTIONS``) or no other voice to compare with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALIGNED, NOT_ALIGNED, NOT_TESTED = "aligned", "not aligned", "not tested"
+MIN_QUESTIONS = 5
+COLUMNS = ("question_id", "target", "condition", "nll_sum", "n_tokens")
+
+
+@dataclass(frozen=True)
+class Specificity:
+    """One IRM's specificity to ``emotion``: the estimate, its 95 % CI and the verdict."""
+
+    emotion: str
+    own_drop: float
+    other_drop: float
+    specificity: float
+    low: float
+    high: float
+    n_questions: int
+    verdict: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _drops(sums: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Relative NLL drop per voice from per-question sums ``[question, voice, condition]``."""
+    nll = sums.sum(0) / tokens.sum(0)  # [voice, condition]: token-weighted means
+    return 1.0 - nll[:, 1] / nll[:, 0]
+
+
+def specificity(
+    nll: pd.DataFrame,
+    emotion: str,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    host: str = "host",
+    irm: str = "host+irm",
+) -> Specificity:
+    """Specificity of an IRM to ``emotion`` from per-question answer NLLs.
+
+    Args:
+        nll: one row per question, voice (``target``) and condition: ``question_id, target,
+            condition, nll_sum, n_tokens`` (summed NLL of the answer tokens and their count).
+            Only questions present for every voice and both conditions are used.
+        emotion: the IRM's own voice (one of the ``target`` values).
+        n_resamples, seed: the percentile bootstrap over questions.
+        host, irm: the condition labels without and with the IRM.
+    """
+    missing = [c for c in COLUMNS if c not in nll.columns]
+    if missing:
+        raise ValueError(f"specificity: the NLL table lacks columns {missing}.")
+    if emotion not in set(nll["target"]):
+        raise ValueError(f"specificity: no answers in the IRM's voice {emotion!r}.")
+    voices = [emotion, *sorted(set(nll["target"]) - {emotion})]
+    cube = nll.pivot_table(index="question_id", columns=["target", "condition"],
+                           values=["nll_sum", "n_tokens"], aggfunc="sum")  # fmt: skip
+    wanted = [(v, c) for v in voices for c in (host, irm)]
+    cube = cube.dropna()
+    present = all((k, v, c) in cube.columns for k in ("nll_sum", "n_tokens") for v, c in wanted)
+    n = len(cube) if present else 0
+    if n == 0:
+        return Specificity(emotion, *(float("nan"),) * 5, 0, NOT_TESTED)
+    shape = (n, len(voices), 2)
+    sums = cube["nll_sum"][wanted].to_numpy(float).reshape(shape)
+    tokens = cube["n_tokens"][wanted].to_numpy(float).reshape(shape)
+
+    def score(idx: np.ndarray) -> float:
+        drops = _drops(sums[idx], tokens[idx])
+        return float(drops[0] - drops[1:].mean())
+
+    everyone = np.arange(n)
+    drops = _drops(sums, tokens)
+    own, others = float(drops[0]), float(drops[1:].mean()) if len(voices) > 1 else float("nan")
+    if len(voices) < 2 or n < MIN_QUESTIONS:
+        est = own - others if len(voices) > 1 else float("nan")
+        return Specificity(emotion, own, others, est, float("nan"), float("nan"), n, NOT_TESTED)
+    result = stats.bootstrap((everyone,), lambda i: score(i.astype(int)), n_resamples=n_resamples,
+                             method="percentile", vectorized=False,
+                             random_state=np.random.default_rng(seed))  # fmt: skip
+    low, high = (float(x) for x in result.confidence_interval)
+    verdict = ALIGNED if low > 0 else NOT_ALIGNED
+    return Specificity(emotion, own, others, score(everyone), low, high, n, verdict)
