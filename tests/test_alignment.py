@@ -64,3 +64,10 @@ def test_bad_tables_are_refused():
         specificity(pd.DataFrame({"question_id": [1]}), "anger")
     with pytest.raises(ValueError, match="no answers in the IRM's voice 'fear'"):
         specificity(_table({"anger": 0.1}), "fear")
+
+
+def test_an_irm_that_breaks_the_host_is_not_aligned_even_if_specific():
+    # every voice gets less likely, its own voice least: specific, but not a learned alignment
+    result = specificity(_table({"anger": -0.5, "joy": -1.2, "neutral": -1.0}, noise=0.02), "anger")
+    assert result.low > 0 and result.own_high < 0
+    assert result.verdict == NOT_ALIGNED

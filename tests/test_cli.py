@@ -12,7 +12,8 @@ from irm_lens.cli import main
 def test_info(capsys, tiny_host):
     assert main(["info", "tiny-random-llama", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "n_layers" in out and " 4" in out
+    table = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    assert table["n_layers"].strip() == "4" and table["d_model"].strip() == "64"
     assert "blocks.0.hook_resid_mid" in out and "hook_attn_out" in out
 
 

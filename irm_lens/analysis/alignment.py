@@ -8,9 +8,11 @@ made the host likelier to say anything (or that broke it evenly) scores about 0;
 the host towards its voice scores above 0. The 95 % CI resamples questions (paired: one question
 brings its answers in every voice), so it says whether 12-27 questions can tell.
 
-Verdicts: ``aligned`` when the CI's lower end is above 0, ``not aligned`` when its upper end is
-at or below 0 or the CI straddles 0, ``not tested`` when there are too few questions to
-resample (fewer than ``MIN_QUESTIONS``) or no other voice to compare with.
+Verdicts: ``aligned`` when both CIs exclude 0 from below: the specificity's (the IRM favours its
+own voice over the others) and the own-voice drop's (it made its own voice likelier at all; an
+IRM that breaks the host raises every voice's NLL, its own less, and is *not* aligned).
+``not aligned`` otherwise; ``not tested`` when there are too few questions to resample (fewer
+than ``MIN_QUESTIONS``) or no other voice to compare with.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ COLUMNS = ("question_id", "target", "condition", "nll_sum", "n_tokens")
 
 @dataclass(frozen=True)
 class Specificity:
-    """One IRM's specificity to ``emotion``: the estimate, its 95 % CI and the verdict."""
+    """One IRM's specificity to ``emotion``: the estimate and its 95 % CI, the own-voice drop's
+    95 % CI, and the verdict."""
 
     emotion: str
     own_drop: float
@@ -36,6 +39,8 @@ class Specificity:
     specificity: float
     low: float
     high: float
+    own_low: float
+    own_high: float
     n_questions: int
     verdict: str
 
@@ -81,24 +86,27 @@ def specificity(
     present = all((k, v, c) in cube.columns for k in ("nll_sum", "n_tokens") for v, c in wanted)
     n = len(cube) if present else 0
     if n == 0:
-        return Specificity(emotion, *(float("nan"),) * 5, 0, NOT_TESTED)
+        return Specificity(emotion, *(float("nan"),) * 7, 0, NOT_TESTED)
     shape = (n, len(voices), 2)
     sums = cube["nll_sum"][wanted].to_numpy(float).reshape(shape)
     tokens = cube["n_tokens"][wanted].to_numpy(float).reshape(shape)
 
-    def score(idx: np.ndarray) -> float:
+    def scores(idx: np.ndarray) -> np.ndarray:
         drops = _drops(sums[idx], tokens[idx])
-        return float(drops[0] - drops[1:].mean())
+        return np.array([drops[0] - drops[1:].mean(), drops[0]])
 
-    everyone = np.arange(n)
+    nan = float("nan")
     drops = _drops(sums, tokens)
-    own, others = float(drops[0]), float(drops[1:].mean()) if len(voices) > 1 else float("nan")
-    if len(voices) < 2 or n < MIN_QUESTIONS:
-        est = own - others if len(voices) > 1 else float("nan")
-        return Specificity(emotion, own, others, est, float("nan"), float("nan"), n, NOT_TESTED)
-    result = stats.bootstrap((everyone,), lambda i: score(i.astype(int)), n_resamples=n_resamples,
-                             method="percentile", vectorized=False,
+    own = float(drops[0])
+    if len(voices) < 2:
+        return Specificity(emotion, own, nan, nan, nan, nan, nan, nan, n, NOT_TESTED)
+    others = float(drops[1:].mean())
+    if n < MIN_QUESTIONS:
+        return Specificity(emotion, own, others, own - others, nan, nan, nan, nan, n, NOT_TESTED)
+    result = stats.bootstrap((np.arange(n),), lambda i: scores(i.astype(int)),
+                             n_resamples=n_resamples, method="percentile", vectorized=False,
                              random_state=np.random.default_rng(seed))  # fmt: skip
-    low, high = (float(x) for x in result.confidence_interval)
-    verdict = ALIGNED if low > 0 else NOT_ALIGNED
-    return Specificity(emotion, own, others, score(everyone), low, high, n, verdict)
+    (low, own_low), (high, own_high) = result.confidence_interval
+    verdict = ALIGNED if low > 0 and own_low > 0 else NOT_ALIGNED
+    return Specificity(emotion, own, others, own - others, float(low), float(high),
+                       float(own_low), float(own_high), n, verdict)  # fmt: skip
