@@ -61,14 +61,33 @@ def test_analyze_with_host_analyses(tiny_host, tmp_path, capsys):
     assert code == 0
     assert "massive-activation dim" in capsys.readouterr().out
     host_dir = tmp_path / "a" / "run" / "host"
-    for name in (
-        "massive_dims",
-        "norm_gains",
-        "propagation",
-        "irm_index_propagation",
-        "direct_logit_effect",
-        "norm_mediated_effect",
-        "striation_vs_untrained",
-    ):
-        assert (host_dir / f"{name}.csv").exists(), name
-    assert (host_dir / "propagation.html").exists()
+
+    def read(name: str) -> pd.DataFrame:
+        return pd.read_csv(host_dir / f"{name}.csv")
+
+    d_model, n_layers = tiny_host.cfg.d_model, tiny_host.cfg.n_layers
+    gains = read("norm_gains")  # one row per residual index, ranks a permutation
+    assert gains["index"].tolist() == list(range(d_model))
+    assert sorted(gains["final_gain_rank"]) == list(range(1, d_model + 1))
+    massive = read("massive_dims")  # the tiny random host has no massive dimension
+    assert list(massive.columns) == ["index", "max_abs", "median_max_abs", "ratio", "layer",
+                                     "token_kind"] and (massive["ratio"] >= 20).all()  # fmt: skip
+    push = read("propagation")  # the skip path carries a pushed index to every later layer
+    target = push[push["kind"] == "target"]
+    assert target["layer"].tolist() == list(range(n_layers))
+    assert target["persistence"].between(0.5, 1.5).all() and (push["leak"] >= 0).all()
+    assert set(push["kind"]) == {"target", "random"}
+    carried = read("irm_index_propagation")
+    assert carried["layer"].tolist() == list(range(n_layers))
+    assert (carried["injected_rms"].diff().dropna() >= 0).all()  # cumulative injections grow
+    direct = read("direct_logit_effect")
+    promoted = direct[direct["direction"] == "promoted"]["effect"]
+    suppressed = direct[direct["direction"] == "suppressed"]["effect"]
+    assert len(promoted) == len(suppressed) > 0 and promoted.min() > suppressed.max()
+    scaled = read("norm_mediated_effect")
+    assert scaled["scale"].tolist() == sorted(scaled["scale"]) and (scaled["entropy"] > 0).all()
+    versus = read("striation_vs_untrained")
+    assert len(versus) == 1 and int(versus["n_permutations"].iloc[0]) == 10
+    shares = versus[["index_share", "layer_share", "resid_share"]].iloc[0].sum()
+    assert shares == pytest.approx(1.0, abs=1e-6)
+    assert "plotly" in (host_dir / "propagation.html").read_text()[:20000].lower()
