@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +22,11 @@ from typing import Any, cast
 
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import collate, encode_rows, left_pad, pad_id
+from irm_lens.batches import Batch, collate, encode_rows, left_pad, pad_id
 from irm_lens.canary import check_generation
 from irm_lens.config import TrainConfig
 from irm_lens.datasets import EMOTIONS, load_dataset
@@ -56,18 +57,31 @@ def answer_nll(
     max_len: int = 128,
 ) -> float:
     """Mean per-token NLL of ``rows.answer`` given ``rows.question`` (answer tokens only)."""
+    total, count = 0.0, 0
+    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
+        n = int(batch.answer_mask[:, 1:].sum())
+        total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def _answer_forwards(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    irm: IRM | None,
+    mode: PromptMode,
+    batch_size: int,
+    max_len: int,
+) -> Iterator[tuple[Batch, Tensor]]:
+    """Each batch of question/answer rows and the host's logits on it (the IRM attached if
+    given; no gradients)."""
     tok = host.tokenizer
     examples = encode_rows(tok, rows, mode)
     pad = pad_id(tok)
-    total, count = 0.0, 0
     with torch.no_grad(), _maybe_attached(host, irm):
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
-            logits = host(batch.tokens, attention_mask=batch.attention_mask)
-            n = int(batch.answer_mask[:, 1:].sum())
-            total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
-            count += n
-    return total / max(count, 1)
+            yield batch, host(batch.tokens, attention_mask=batch.attention_mask)
 
 
 def answer_nll_table(
@@ -81,20 +95,14 @@ def answer_nll_table(
 ) -> pd.DataFrame:
     """Per row: ``question_id``, ``nll_sum`` (summed NLL of the answer tokens given the
     question) and ``n_tokens`` (how many), for bootstrapping over questions."""
-    tok = host.tokenizer
-    examples = encode_rows(tok, rows, mode)
-    pad = pad_id(tok)
     sums: list[float] = []
     counts: list[int] = []
-    with torch.no_grad(), _maybe_attached(host, irm):
-        for i in range(0, len(examples), batch_size):
-            batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
-            logits = host(batch.tokens, attention_mask=batch.attention_mask)
-            logp = logits[:, :-1].float().log_softmax(-1)
-            nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
-            mask = batch.answer_mask[:, 1:].bool()
-            sums += (nll * mask).sum(1).tolist()
-            counts += mask.sum(1).tolist()
+    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
+        logp = logits[:, :-1].float().log_softmax(-1)
+        nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
+        mask = batch.answer_mask[:, 1:].bool()
+        sums += (nll * mask).sum(1).tolist()
+        counts += mask.sum(1).tolist()
     ids = rows["question_id"].tolist()
     return pd.DataFrame({"question_id": ids, "nll_sum": sums, "n_tokens": counts})
 
