@@ -257,8 +257,11 @@ class _Trainer:
 
     def _mine(self, examples: list[Encoded]) -> tuple[Batch, Batch, float]:
         """The whole batch (for its size), this rank's share of it, and the share's weight."""
+        whole = self._collate(examples)
+        if not self.world.parallel:  # one process: its share is the batch
+            return whole, whole.to(self.device), 1.0
         mine, weight = shard_rows(examples, self.world)
-        return self._collate(examples), self._collate(mine).to(self.device), weight
+        return whole, self._collate(mine).to(self.device), weight
 
     # ------------------------------------------------------------------------------ steps
 
