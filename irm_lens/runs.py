@@ -64,6 +64,16 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: b
     return False
 
 
+def run_status(run_dir: Path, config: TrainConfig) -> str:
+    """``done``, ``partial`` (resumable), ``new``, or ``conflict`` (a different run is there)."""
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return "new"
+    if TrainConfig.load(config_path) != config:
+        return "conflict"
+    return "done" if (run_dir / "summary.json").exists() else "partial"
+
+
 def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
     """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` alone."""
     for name in RUN_FILES:

@@ -44,6 +44,7 @@ from irm_lens.record import (
     save_recordings,
 )
 from irm_lens.runlock import claim_each
+from irm_lens.runs import run_status
 from irm_lens.stack import versions
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
@@ -248,7 +249,6 @@ def stage_done(run_dir: Path, stage: str) -> bool:
 
 
 def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
-    from irm_lens.sweep import run_status
     from irm_lens.train import train
 
     if not spec.trained:

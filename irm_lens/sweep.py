@@ -23,6 +23,7 @@ from irm_lens.distributed import launched, rank_device
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.runlock import claim_each
+from irm_lens.runs import run_status
 from irm_lens.train import train
 
 PAPER_EMOTIONS = ("anger", "sadness", "neutral")
@@ -60,16 +61,6 @@ def paper_matrix(preset_name: str = "paper", **overrides: Any) -> list[TrainConf
     regularised = matrix(emotions=PAPER_EMOTIONS, layer_sets=("q1", "all"), l1=(PAPER_L1,),
                          preset_name=preset_name, **overrides)  # fmt: skip
     return base + regularised
-
-
-def run_status(run_dir: Path, config: TrainConfig) -> str:
-    """``done``, ``partial`` (resumable), ``new``, or ``conflict`` (a different run is there)."""
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        return "new"
-    if TrainConfig.load(config_path) != config:
-        return "conflict"
-    return "done" if (run_dir / "summary.json").exists() else "partial"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
