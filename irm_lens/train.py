@@ -255,13 +255,14 @@ class _Trainer:
         pad_to_max = self.config.loss == "paper"
         return collate(examples, self.pad, self.config.max_len, pad_to_max=pad_to_max)
 
-    def _mine(self, examples: list[Encoded]) -> tuple[Batch, Batch, float]:
-        """The whole batch (for its size), this rank's share of it, and the share's weight."""
-        whole = self._collate(examples)
-        if not self.world.parallel:  # one process: its share is the batch
-            return whole, whole.to(self.device), 1.0
-        mine, weight = shard_rows(examples, self.world)
-        return whole, self._collate(mine).to(self.device), weight
+    def _share(self, whole: Batch) -> tuple[Batch, float]:
+        """This rank's rows of a collated batch (``rank::size``, see ``shard_rows``), on the
+        device, and their weight; one process takes the whole batch."""
+        if not self.world.parallel:
+            return whole.to(self.device), 1.0
+        rows, weight = shard_rows(range(whole.tokens.shape[0]), self.world)
+        parts = (whole.tokens, whole.attention_mask, whole.answer_mask)
+        return Batch(*(t[rows] for t in parts)).to(self.device), weight
 
     # ------------------------------------------------------------------------------ steps
 
@@ -312,7 +313,8 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         partial, tokens, finite = [], 0, True
         for k, chunk in enumerate(chunks):
-            whole, batch, weight = self._mine(chunk)
+            whole = self._collate(chunk)
+            batch, weight = self._share(whole)
             terms = max(loss_terms(whole, config.loss), 1)
             # DDP and FSDP average gradients over ranks: scale each rank's share up by the world
             scale = weight * self.world.size / config.grad_accum
@@ -369,9 +371,7 @@ class _Trainer:
         means, sizes = [], []
         with torch.no_grad(), attach(self.host, self.irm, call=self.parallel.module):
             for whole in self.val_batches:
-                mine, weight = shard_rows(range(whole.tokens.shape[0]), self.world)
-                parts = (whole.tokens, whole.attention_mask, whole.answer_mask)
-                batch = Batch(*(t[mine] for t in parts)).to(self.device)
+                batch, weight = self._share(whole)
                 logits = self.host(batch.tokens, attention_mask=batch.attention_mask)
                 terms = max(loss_terms(whole, self.config.loss), 1)
                 means.append(float(loss_sum(logits, batch, self.config.loss) / terms) * weight)
