@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from irm_lens import cli_lens, cli_recorded
+from irm_lens import cli_lens, cli_profile, cli_recorded
 from irm_lens.cli_types import at_least, positive_float
 from irm_lens.distributed import PARALLEL_MODES, launched
 from irm_lens.errors import IrmLensError
@@ -433,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parsers(sub)
     cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
     _add_plan_parser(sub)
+    cli_profile.add_parser(sub, _HOST_HELP, _add_host_options)
     return parser
 
 

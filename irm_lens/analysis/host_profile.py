@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.inject import resid_post_hook
@@ -39,8 +40,9 @@ def residual_profile(
     """Mean |residual| after every layer, per residual index and token kind.
 
     Returns:
-        Columns ``layer, index, token_kind, mean_abs, max_abs, n_tokens`` (kinds: first,
-        delimiter, other), pooled over ``prompts``.
+        Columns ``layer, index, token_kind, mean_abs, max_abs, n_tokens, layer_median_abs``
+        (kinds: first, delimiter, other), pooled over ``prompts``; ``layer_median_abs`` is the
+        median |value| over every token and index of that layer (all kinds).
     """
     if not prompts:
         raise ValueError("residual_profile needs at least one prompt.")
@@ -49,6 +51,7 @@ def residual_profile(
     sums = torch.zeros(len(TOKEN_KINDS), n_layers, d_model, dtype=torch.float64)
     maxes = torch.zeros(len(TOKEN_KINDS), n_layers, d_model, dtype=torch.float64)
     counts = torch.zeros(len(TOKEN_KINDS), dtype=torch.long)
+    every: list[Tensor] = []  # [tokens, layer, index] per prompt, for the per-layer median
     for prompt in prompts:
         ids = encode(host.tokenizer, prompt, mode=mode).prompt_ids
         if not ids:
@@ -59,12 +62,14 @@ def residual_profile(
             _, cache = host.run_with_cache(torch.tensor([ids], device=host.W_E.device),
                                            names_filter=names)  # fmt: skip
         stacked = torch.stack([cache[n][0] for n in names], dim=1).abs().double().cpu()
+        every.append(stacked.float())
         for k in range(len(TOKEN_KINDS)):
             sel = stacked[kinds == k]  # [tokens_of_kind, layer, index]
             if len(sel):
                 sums[k] += sel.sum(0)
                 maxes[k] = torch.maximum(maxes[k], sel.max(0).values)
                 counts[k] += len(sel)
+    layer_median = torch.cat(every).transpose(0, 1).flatten(1).median(dim=1).values.double()
     frames = []
     for k, kind in enumerate(TOKEN_KINDS):
         if counts[k] == 0:
@@ -80,6 +85,7 @@ def residual_profile(
                     "mean_abs": mean.flatten().numpy(),
                     "max_abs": maxes[k].flatten().numpy(),
                     "n_tokens": int(counts[k]),
+                    "layer_median_abs": layer_median[layer.flatten()].numpy(),
                 }
             )
         )

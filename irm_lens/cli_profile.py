@@ -1,0 +1,135 @@
+"""``irm-lens profile HOST --index I``: one residual index of a host, no IRM and no training.
+
+irm-lens profile --index 507                                  # the embedded host
+irm-lens profile /models/Llama-2-7b-chat-hf --index 1512      # the paper's question, on a GPU
+Writes gains.csv, magnitude.csv, massive.csv, lever_rms.csv, lever_entropy.csv, summary.json and
+a figure (PNG + HTML) into --out (default profile/index-<I>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from irm_lens.cli_types import at_least
+from irm_lens.errors import IrmLensError
+
+
+def _prompts(path: str | None) -> list[str]:
+    from irm_lens.prompts import PAPER_PROMPTS
+
+    if path is None:
+        return list(PAPER_PROMPTS)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise IrmLensError(f"--prompts {path}: cannot read it ({exc.strerror or exc}).") from exc
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise IrmLensError(f"--prompts {path}: no prompts in it; write one prompt per line.")
+    return prompts
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise IrmLensError(f"--scales {text!r}: give comma-separated numbers, e.g. 0,2.") from None
+    if not scales or any(s == 1.0 for s in scales):
+        raise IrmLensError(f"--scales {text!r}: give one or more factors other than 1 (e.g. 0,2).")
+    return scales
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from irm_lens.analysis.index_profile import index_profile
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic, write_text_atomic
+    from irm_lens.host import load_host
+    from irm_lens.plotting.profile import index_profile_figure
+
+    prompts, scales = _prompts(args.prompts), _scales(args.scales)
+    host = load_host(args.host, device=args.device, dtype=args.dtype)
+    result = index_profile(
+        host,
+        prompts,
+        args.index,
+        n_controls=args.controls,
+        scales=scales,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out or f"profile/index-{args.index}")
+    for name, table in result.tables().items():
+        write_csv_atomic(out / f"{name}.csv", table)
+    write_text_atomic(out / "summary.json", json.dumps(result.summary(), indent=2))
+    fig = index_profile_figure(
+        result.index,
+        result.magnitude,
+        result.gains,
+        result.lever_rms,
+        result.lever_entropy,
+        title=f"{result.host}, residual index {result.index}",
+    )
+    save_figure(fig, out, "figure", png=not args.no_png, width=1300, height=900)
+    print(_describe(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _describe(result: Any) -> str:
+    f = result.facts
+    massive = (
+        ", ".join(
+            f"{int(r['index'])} ({r['max_abs']:.0f}, x{r['times_median']:.0f} median)"
+            for _, r in result.massive.head(5).iterrows()
+        )
+        or "none"
+    )
+    lines = [
+        f"host {result.host}, residual index {f.index} (controls {list(result.controls)})",
+        f"  final-norm gain {f.final_gain:.4g} (rank {f.final_gain_rank} from the smallest |gain|;"
+        f" median {f.median_final_gain:.4g})",
+        f"  unembedding row norm {f.unembed_norm:.4g} "
+        f"(rank {f.unembed_norm_rank} from the largest)",
+        f"  peak |residual| {f.peak_abs:.4g} at layer {f.peak_layer} on the {f.peak_token_kind} "
+        f"token, {f.peak_over_median:.3g}x that layer's median index",
+        f"  massive-activation dims (|a| > 100 and > 1000x median): {massive}; "
+        f"this index {'is' if f.massive else 'is not'} one",
+    ]
+    for scale, ratio in f.final_rms_effect.items():
+        lines.append(
+            f"  scaled x{scale}: final-norm RMS change {ratio:.3g}x the controls'; "
+            f"entropy change vs controls {f.entropy_effect[scale]:+.3g} nats"
+        )
+    return "\n".join(lines)
+
+
+def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+    """``profile``."""
+    pr = sub.add_parser(
+        "profile",
+        help="one residual index of a host: gains, magnitudes, "
+        "massive activations, the norm lever (no training)",
+    )
+    pr.add_argument("host", nargs="?", default=None, help=host_help)
+    pr.add_argument("--index", type=at_least(0), required=True, help="the residual index")
+    pr.add_argument(
+        "--prompts",
+        default=None,
+        help="text file, one prompt per line (default: the paper's 7 prompts)",
+    )
+    pr.add_argument(
+        "--controls",
+        type=at_least(1),
+        default=8,
+        help="control indices matched on mean |residual| (default 8)",
+    )
+    pr.add_argument("--scales", default="0,2", help="factors for the norm lever (default 0,2)")
+    pr.add_argument("--seed", type=int, default=0, help="draws the control indices")
+    pr.add_argument("--out", default=None, help="output directory (default profile/index-I)")
+    pr.add_argument("--no-png", action="store_true", help="HTML figure only")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_host_options(pr)
+    pr.set_defaults(func=_cmd_profile)
