@@ -29,6 +29,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.compat import route_kv_cache
 from irm_lens.errors import HostNotFoundError
+from irm_lens.rotate import random_rotation, rotate_residual_basis, split_rotated
 from irm_lens.seeding import seeded
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -323,6 +324,10 @@ def load_host(
             (excludes ``device``).
         seed: weights seed of the tiny random host.
 
+    A name ending in ``+rotated`` (``+rotated<seed>``) loads that host with its residual stream
+    in a random orthogonal basis and its norm gains folded (``irm_lens.rotate``): the same logits,
+    no privileged residual coordinates.
+
     Returns:
         The host as a ``TransformerBridge`` with all parameters frozen (``requires_grad=False``).
 
@@ -333,7 +338,11 @@ def load_host(
     """
     torch_dtype = _resolve_dtype(dtype)
     dev = None if device_map is not None else _resolve_device(device)
-    if name in (None, EMBEDDED, TINY):
+    base, rotation_seed = split_rotated(name)
+    if rotation_seed is not None:
+        bridge = _boot_rotated(str(name), base, rotation_seed, device=dev, dtype=torch_dtype,
+                               seed=seed)  # fmt: skip
+    elif name in (None, EMBEDDED, TINY):
         hf_model, tokenizer = load_hf(name, seed=seed)
         label = EMBEDDED if name is None else name
         bridge = _boot(label, hf_model, tokenizer, device=dev, dtype=torch_dtype)
@@ -342,6 +351,38 @@ def load_host(
     for param in bridge.parameters():
         param.requires_grad_(False)
     return bridge
+
+
+def _boot_rotated(
+    name: str, base: str | None, rotation_seed: int, *, device: torch.device | None,
+    dtype: torch.dtype, seed: int,
+) -> TransformerBridge:  # fmt: skip
+    if base in (None, EMBEDDED, TINY):
+        hf_model, tokenizer = load_hf(base, seed=seed)
+    else:
+        hf_model, tokenizer = _load_external_hf(base)
+    if dtype == torch.float64:  # rotate the float64 weights, not float32 ones cast afterwards
+        hf_model = hf_model.to(torch.float64)
+    d_model = hf_model.get_input_embeddings().weight.shape[1]
+    rotate_residual_basis(hf_model, random_rotation(d_model, rotation_seed))
+    return _boot(name, hf_model, tokenizer, device=device, dtype=dtype)
+
+
+def _load_external_hf(name: str) -> tuple[Any, Any]:
+    """An external host as a raw fp32 Hugging Face model on the CPU, to edit before booting."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    try:
+        with _quiet():
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(target)
+    except (OSError, ValueError) as exc:
+        raise HostNotFoundError(
+            f"Could not load the host {name!r} to rotate it: {exc}. Give a built-in host or a "
+            "local Hugging Face model directory."
+        ) from exc
+    return model.eval(), tokenizer
 
 
 def _boot_external(
