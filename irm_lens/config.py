@@ -16,6 +16,7 @@ from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
 
 LossKind = Literal["next-token", "paper"]
+OptimizerKind = Literal["adam", "sgd"]
 
 
 class RunDirError(IrmLensError, FileExistsError):
@@ -38,7 +39,10 @@ class TrainConfig:
             original code: every position of EOS-padded ``max_len`` rows, position t predicts t+2).
         prompt_mode: "chat" (host chat template) or "plain" (the original "question answer" text).
         l1_alpha: L1 penalty weight on IRM outputs: ``alpha / n_inject * sum|output|`` (0 = off).
-        lr, gamma: Adam learning rate; StepLR decay per epoch.
+        lr, gamma: learning rate; StepLR decay per epoch.
+        optimizer: "adam" (the original's; per-coordinate steps) or "sgd" (SGD with momentum
+            0.9: rotation-equivariant, the control for Adam's per-coordinate updates; it needs
+            a far larger ``lr``).
         batch_size, grad_accum: rows per forward; forwards per optimizer step.
         max_len: tokens per row (longer rows are truncated).
         epochs, max_steps: stop after this many epochs or optimizer steps (None = no cap).
@@ -61,6 +65,7 @@ class TrainConfig:
     l1_alpha: float = 0.0
     lr: float = 1e-4
     gamma: float = 0.85
+    optimizer: OptimizerKind = "adam"
     batch_size: int = 8
     grad_accum: int = 1
     max_len: int = 128
@@ -98,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}.")
         if not (math.isfinite(self.l1_alpha) and self.l1_alpha >= 0):
             raise ValueError(f"l1_alpha must be a finite number >= 0, got {self.l1_alpha}.")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer={self.optimizer!r}; use 'adam' or 'sgd'.")
         if self.init not in ("paper", "torch"):
             raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
         if self.max_len < 3:

@@ -201,7 +201,7 @@ class RunSpec:
         blob = json.dumps(
             {
                 "version": RUNSET_VERSION,
-                "config": dataclasses.asdict(self.config),
+                "config": _keyed_config(self.config),
                 "trained": self.trained,
                 "data": _data_digest(),
                 "stages": stage_settings,
@@ -213,6 +213,16 @@ class RunSpec:
 
     def directory(self, figures: FiguresConfig) -> Path:
         return figures.runs_dir / f"{self.name}-{self.key(figures)}"
+
+
+# Config fields added after RUNSET_VERSION 3 enter a run's key only when they differ from the
+# value every earlier run had, so adding a field does not throw away the cached runs.
+_LATER_FIELDS = {"optimizer": "adam"}
+
+
+def _keyed_config(config: TrainConfig) -> dict[str, Any]:
+    fields = dataclasses.asdict(config)
+    return {k: v for k, v in fields.items() if _LATER_FIELDS.get(k, object()) != v}
 
 
 def _data_digest() -> str:

@@ -111,6 +111,13 @@ def _fused_ok(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
+def _optimizer(config: TrainConfig, params: Any, *, fused: bool) -> torch.optim.Optimizer:
+    """Adam (fused where supported), or SGD with momentum 0.9 for ``optimizer="sgd"``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=config.lr, fused=fused)
+
+
 def _host_fingerprint(host: TransformerBridge) -> Tensor:
     return torch.stack([p.detach().double().sum() for p in host.parameters()]).cpu()
 
@@ -209,7 +216,7 @@ class _Trainer:
         self.irm.train()
         self.parallel = Parallel(self.irm, world, parallel)
         fused = _fused_ok(self.device) and self.parallel.mode != "fsdp"
-        self.opt = torch.optim.Adam(self.irm.parameters(), lr=config.lr, fused=fused)
+        self.opt = _optimizer(config, self.irm.parameters(), fused=fused)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=config.gamma)
         self.prog, self.metrics = Progress(), cast(list[dict[str, Any]], [])
         self.before = _host_fingerprint(host)  # per-parameter sums: frozen check and identity

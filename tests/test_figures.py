@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from analyses import report
 from analyses.__main__ import RESULTS
+from irm_lens import runset
 from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +169,10 @@ def test_cache_key_follows_the_config():
     assert other.directory(base) != spec.directory(base)
     more_rows = FiguresConfig(eval_rows=base.eval_rows + 1)
     assert spec.directory(more_rows) != spec.directory(base)
+    # A field added later keys a run only when set, so earlier runs keep their cache.
+    sgd = dataclasses.replace(spec, config=dataclasses.replace(spec.config, optimizer="sgd"))
+    assert sgd.directory(base) != spec.directory(base)
+    assert "optimizer" not in runset._keyed_config(spec.config)
 
 
 def _striation(**changes: float) -> dict:

@@ -114,10 +114,12 @@ def test_existing_run_needs_overwrite_or_resume(tiny_host, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
 
 
-@pytest.mark.parametrize("loss", ["next-token", "paper"])
-def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss):
+@pytest.mark.parametrize(
+    ("loss", "optimizer"), [("next-token", "adam"), ("paper", "adam"), ("next-token", "sgd")]
+)
+def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss, optimizer):
     cfg = _smoke(max_steps=6, eval_every=2, grad_accum=2, batch_size=2, loss=loss, epochs=3,
-                 max_train_rows=8)  # fmt: skip
+                 max_train_rows=8, optimizer=optimizer)  # fmt: skip
     straight = train(cfg, tmp_path / "a", host=tiny_host, progress=False)
 
     def ctrl_c(step: int) -> None:
@@ -133,6 +135,10 @@ def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss):
         a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
+    moments = {k.rsplit(".", 1)[-1] for k in a if k.startswith("opt.")}
+    assert moments == (
+        {"momentum_buffer"} if optimizer == "sgd" else {"exp_avg", "exp_avg_sq", "step"}
+    )
     cols = ["step", "epoch", "train_loss", "val_loss", "lr"]
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "a" / "metrics.csv")[cols],
