@@ -106,7 +106,8 @@ bench: $(STAMP)
 #   FAST=1                                          smoke run on the tiny random host (~1 min)
 #   FIGURES_DIR=                                    where results go (default figures/)
 #   PROCS=N                                         N torchrun workers share the run set
-FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR
+#   TIER=mechanism                                  what makes one index dominate (issue 13)
+FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR TIER
 FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \
   --nproc-per-node $(PROCS) -m analyses,$(PY) -m analyses)
 figures: $(STAMP)

@@ -3,6 +3,7 @@
     python -m analyses                 # everything, settings from HOST, SEEDS, PRESET, FAST, ...
     python -m analyses --only striation,report
     python -m analyses --list
+    TIER=mechanism python -m analyses  # what makes one index dominate: profile, rotated host, SGD
 
 Settings come from environment variables (``make figures HOST=... SEEDS=...`` passes them); see
 ``irm_lens.runset.FiguresConfig.from_env``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +40,11 @@ RESULTS = (
     "lenses",
     "report",
 )
+# The heavier experiments of issue 13, run apart: `make figures TIER=mechanism` (it trains the
+# first seed's runs again on the rotated-basis host and with SGD: about 25 minutes on 2 CPU cores).
+MECHANISM = ("index_profile", "rotation", "report")
+TIERS = {"default": RESULTS, "mechanism": MECHANISM}
+KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM))
 
 
 def _fail(message: str, code: int) -> int:
@@ -45,10 +52,20 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def run(names: tuple[str, ...] = RESULTS, *, progress: bool = True) -> int:
-    """Run the named results (after making sure the run set exists); returns an exit code."""
+def tier_results(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The results of the tier named by ``TIER`` (default: the paper's figures)."""
+    tier = (os.environ if env is None else env).get("TIER", "").strip() or "default"
+    if tier not in TIERS:
+        raise IrmLensError(f"TIER={tier!r}; use one of {list(TIERS)}.")
+    return TIERS[tier]
+
+
+def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
+    """Run the named results (default: the ``TIER``'s) after making sure the run set exists;
+    returns an exit code."""
     started = time.monotonic()
     try:
+        names = tier_results() if names is None else names
         figures = FiguresConfig.from_env()
         check_writable(figures.runs_dir)
         check_writable(figures.out_path)
@@ -97,19 +114,20 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.list:
-        print("results:", ", ".join(RESULTS))
+        for tier, results in TIERS.items():
+            print(f"results (TIER={tier}):", ", ".join(results))
         try:
             specs = run_specs(FiguresConfig.from_env())
         except IrmLensError as exc:
             return _fail(f"error: {exc}", 2)
         print("runs:", ", ".join(s.name for s in specs))
         return 0
-    names = RESULTS
+    names = None
     if args.only:
         names = tuple(n.strip() for n in args.only.split(",") if n.strip())
-        unknown = [n for n in names if n not in RESULTS]
+        unknown = [n for n in names if n not in KNOWN]
         if unknown:
-            return _fail(f"error: unknown results {unknown}; choose from {list(RESULTS)}.", 2)
+            return _fail(f"error: unknown results {unknown}; choose from {list(KNOWN)}.", 2)
     return run(names, progress=not args.no_progress)
 
 

@@ -7,6 +7,7 @@ it used and a ``summary`` of its headline numbers, which ``report.py`` turns int
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -26,11 +27,14 @@ from transformer_lens.model_bridge import TransformerBridge
 import irm_lens
 from irm_lens import analysis
 from irm_lens.canary import check_generation
+from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.distributed import launched, rank_device
 from irm_lens.errors import IrmLensError
+from irm_lens.evaluate import answer_nll_table
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
+from irm_lens.irm import IRM
 from irm_lens.record import Recording, load_recordings
 from irm_lens.runset import RUNSET_VERSION, FiguresConfig, RunSpec, ensure_runs, run_specs
 from irm_lens.stack import versions
@@ -45,10 +49,17 @@ def cache_key(*parts: object) -> str:
 class Context:
     """One ``make figures`` invocation: configuration, run directories, host, recordings."""
 
-    def __init__(self, figures: FiguresConfig, *, progress: bool = True) -> None:
+    def __init__(
+        self,
+        figures: FiguresConfig,
+        *,
+        progress: bool = True,
+        specs: Sequence[RunSpec] | None = None,
+    ) -> None:
         self.figures = figures
         self.progress = progress
-        self.specs: dict[str, RunSpec] = {s.name: s for s in run_specs(figures)}
+        chosen = run_specs(figures) if specs is None else specs
+        self.specs: dict[str, RunSpec] = {s.name: s for s in chosen}
         self._host: TransformerBridge | None = None
         self._runs: dict[str, Path] | None = None
         self._recordings: dict[tuple[str, str], list[Recording]] = {}
@@ -70,8 +81,26 @@ class Context:
         """Run name -> directory, every stage done (trains what is missing)."""
         if self._runs is None:
             log = functools.partial(print, flush=True)
-            self._runs = ensure_runs(self.figures, self.host, progress=self.progress, log=log)
+            self._runs = ensure_runs(self.figures, self.host, specs=list(self.specs.values()),
+                                     progress=self.progress, log=log)  # fmt: skip
         return self._runs
+
+    def variant(self, label: str = "", *, host: str | None = None, **training: Any) -> Context:
+        """The first seed's next-token runs and untrained baseline again, on another ``host``
+        and/or with ``training`` changes to every run's config (e.g. ``optimizer="sgd"``);
+        ``label`` goes into the run names (``anger_rotated_s42``)."""
+        seed = self.first_seed
+        figures = dataclasses.replace(self.figures, host=host or self.figures.host,
+                                      seeds=(seed,), paper_loss=False)  # fmt: skip
+        specs = [
+            dataclasses.replace(
+                s,
+                name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if label else s.name,
+                config=dataclasses.replace(s.config, **training),
+            )
+            for s in run_specs(figures)
+        ]
+        return Context(figures, progress=self.progress, specs=specs)
 
     def trained(self, kind: str | None = None) -> list[str]:
         """Names of trained runs (``kind``: ``next-token`` or ``paper loss``; None = both)."""
@@ -157,6 +186,40 @@ class Context:
         }
         write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
         return target
+
+
+HELDOUT_SPLITS = ("val", "test")
+
+
+def heldout(voice: str) -> pd.DataFrame:
+    """Every question of ``voice`` not trained on: the val and test splits."""
+    parts = [load_dataset(voice, split=split) for split in HELDOUT_SPLITS]
+    return pd.concat(parts, ignore_index=True)
+
+
+def nll_by_question(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """Per held-out question, voice and condition: summed answer NLL and token count (kept in
+    the run's cache directory; the host-alone part is shared by all runs through ``memo``)."""
+    config = ctx.specs[run].config
+    key = cache_key("nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len)
+    path = ctx.runs[run] / "specificity" / f"nll-{key}.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    host = ctx.host()
+    irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
+    settings = dict(mode=config.prompt_mode, max_len=config.max_len)
+    parts = []
+    for voice in EMOTIONS:
+        rows = heldout(voice)
+        base_key = (voice, config.prompt_mode, config.max_len)
+        if base_key not in memo:
+            memo[base_key] = answer_nll_table(host, rows, **settings)  # type: ignore[arg-type]
+        with_irm = answer_nll_table(host, rows, irm=irm, **settings)  # type: ignore[arg-type]
+        for condition, table in (("host", memo[base_key]), ("host+irm", with_irm)):
+            parts.append(table.assign(target=voice, condition=condition))
+    table = pd.concat(parts, ignore_index=True)
+    write_csv_atomic(path, table)
+    return table
 
 
 def _wrap_title(fig: go.Figure, width: int = 95) -> None:

@@ -13,46 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from analyses._common import Context, cache_key
+from analyses._common import HELDOUT_SPLITS, Context, nll_by_question
 from irm_lens import plotting
 from irm_lens.analysis.alignment import specificity
-from irm_lens.datasets import EMOTIONS, load_dataset
-from irm_lens.evaluate import alignment_summary, answer_nll_table
-from irm_lens.files import write_csv_atomic
-from irm_lens.irm import IRM
-
-HELDOUT_SPLITS = ("val", "test")
-
-
-def heldout(voice: str) -> pd.DataFrame:
-    """Every question of ``voice`` not trained on: the val and test splits."""
-    parts = [load_dataset(voice, split=split) for split in HELDOUT_SPLITS]
-    return pd.concat(parts, ignore_index=True)
-
-
-def nll_by_question(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
-    """Per held-out question, voice and condition: summed answer NLL and token count (kept in
-    the run's cache directory; the host-alone part is shared by all runs through ``memo``)."""
-    config = ctx.specs[run].config
-    key = cache_key("nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len)
-    path = ctx.runs[run] / "specificity" / f"nll-{key}.csv"
-    if path.exists():
-        return pd.read_csv(path)
-    host = ctx.host()
-    irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
-    settings = dict(mode=config.prompt_mode, max_len=config.max_len)
-    parts = []
-    for voice in EMOTIONS:
-        rows = heldout(voice)
-        base_key = (voice, config.prompt_mode, config.max_len)
-        if base_key not in memo:
-            memo[base_key] = answer_nll_table(host, rows, **settings)  # type: ignore[arg-type]
-        with_irm = answer_nll_table(host, rows, irm=irm, **settings)  # type: ignore[arg-type]
-        for condition, table in (("host", memo[base_key]), ("host+irm", with_irm)):
-            parts.append(table.assign(target=voice, condition=condition))
-    table = pd.concat(parts, ignore_index=True)
-    write_csv_atomic(path, table)
-    return table
+from irm_lens.evaluate import alignment_summary
 
 
 def main(ctx: Context) -> dict[str, object]:

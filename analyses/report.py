@@ -12,6 +12,7 @@ import platform
 from typing import Any
 
 from analyses._common import Context, read_summary
+from analyses._report_mechanism import mechanism_section, mechanism_verdicts
 from irm_lens.files import write_text_atomic
 from irm_lens.runset import stage_seconds
 from irm_lens.stack import describe
@@ -403,6 +404,7 @@ def main(ctx: Context) -> dict[str, object]:
         "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
         "",
         *lens_section(read_summary(out, "lenses")),
+        *mechanism_section(read_summary(out, "rotation"), read_summary(out, "index_profile")),
         "## Cost of this run",
         "",
         cost_rows(ctx),
@@ -410,6 +412,7 @@ def main(ctx: Context) -> dict[str, object]:
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {title: verdict for title, verdict, _, _ in claims}
+    summary.update(mechanism_verdicts(read_summary(out, "rotation")))
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     return summary
 

@@ -14,7 +14,9 @@ import pytest
 
 from analyses import report
 from analyses.__main__ import RESULTS
+from analyses._report_mechanism import mechanism_verdicts
 from irm_lens import runset
+from irm_lens.analysis.basis import BASIS_VERDICTS, OPTIMIZER_VERDICTS
 from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +66,12 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert (out / "atlas" / "plotly.min.js").stat().st_size > 1_000_000
     text = (out / "REPORT.md").read_text()
     verdicts = json.loads((out / "verdicts.json").read_text())
-    assert len(verdicts) == 5 and set(verdicts.values()) <= set(VERDICTS)
-    for claim, verdict in verdicts.items():
+    paper_claims = {k: v for k, v in verdicts.items() if k not in mechanism_verdicts({})}
+    assert len(paper_claims) == 5 and set(paper_claims.values()) <= set(VERDICTS)
+    for claim, verdict in paper_claims.items():
         assert f"| {claim} | **{verdict}** |" in text
+    assert set(verdicts.values()) - set(paper_claims.values()) <= {"not run"}
+    assert "Not run here: `make figures TIER=mechanism`" in text
     # numbers in the report are the ones the results wrote
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
     assert f"{striation['index_share_median']:.3f}" in text
@@ -91,6 +96,33 @@ def test_second_run_reuses_every_cached_run(fast_run):
     assert len(run_lines) == len(run_specs(FiguresConfig.smoke()))
     assert all(": cached" in line for line in run_lines), run_lines
     assert irm.stat().st_mtime_ns == before
+
+
+def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    proc = _figures(tmp, TIER="mechanism")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp / "figures"
+    for result in ("index_profile", "rotation"):
+        assert (out / result / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result
+        assert len(pd.read_csv(out / result / "data.csv")) > 0, result
+    rotation = json.loads((out / "rotation" / "config.json").read_text())["summary"]
+    assert rotation["basis"]["verdict"] in BASIS_VERDICTS
+    assert rotation["optimizer"]["verdict"] in OPTIMIZER_VERDICTS
+    runs = {r["run"] for r in rotation["by_run"]}
+    assert {"anger_rotated_s42", "untrained_sgd_s42", "anger_s42"} <= runs
+    rotated_dir = next((tmp / "runs").glob("anger_rotated_s42-*"))
+    host = json.loads((rotated_dir / "config.json").read_text())["host"]
+    assert host == "tiny-random-llama+rotated0"
+    sgd_dir = next((tmp / "runs").glob("anger_sgd_s42-*"))
+    assert json.loads((sgd_dir / "config.json").read_text())["optimizer"] == "sgd"
+    text = (out / "REPORT.md").read_text()
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    basis_claim = next(iter(mechanism_verdicts({})))
+    assert verdicts[basis_claim] == rotation["basis"]["verdict"]
+    assert f"**Where the dominant coordinate comes from: {rotation['basis']['verdict']}.**" in text
+    assert "| rotated host, Adam | anger_rotated_s42 |" in text
 
 
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):

@@ -1,0 +1,111 @@
+"""Whose coordinate is the dominant index? A rotated-basis host and an SGD control (issue 13).
+
+The first seed's next-token runs are trained again twice: on the host with its residual stream
+in a random orthogonal basis (``<host>+rotated``, the same function), and on the original host
+with SGD and momentum instead of Adam. Each run's dominance ratio (top index share x d_model,
+bootstrap CI over the paper prompts) is read in the host's basis and in the rotated one, against
+the untrained IRM of the same setting, and only aligned runs (specificity CI above 0) count.
+``irm_lens.analysis.basis`` holds the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+import torch
+
+from analyses._common import Context, nll_by_question
+from irm_lens.analysis.alignment import specificity
+from irm_lens.analysis.basis import (
+    MARGIN,
+    MIN_RUNS,
+    basis_verdict,
+    dominance_ratio,
+    optimizer_verdict,
+)
+from irm_lens.plotting.basis import basis_figure
+from irm_lens.rotate import random_rotation
+
+ROTATION_SEED = 0
+# SGD's step size: its first update's RMS over all IRM weights, times the growth momentum 0.9
+# gives over 14 steps, matches Adam's (lr 1e-3 per weight). Measured on the embedded host's first
+# anger and neutral batch: gradient RMS 4.7e-4 and 5.1e-4, so lr = 14e-3 / (70.6 x 5e-4) ~ 0.4.
+SGD: dict[str, Any] = {"optimizer": "sgd", "lr": 0.4}
+SETTINGS = ("original host, Adam", "rotated host, Adam", "original host, SGD")
+
+
+def _rows(ctx: Context, setting: str, bases: dict[str, torch.Tensor | None]) -> list[dict]:
+    memo: dict[Any, pd.DataFrame] = {}
+    rows = []
+    for run, spec in ctx.specs.items():
+        if spec.trained and spec.kind != "next-token":
+            continue
+        if spec.trained:
+            verdict = specificity(nll_by_question(ctx, run, memo), spec.config.emotion)
+            aligned, spec_value = verdict.verdict == "aligned", verdict.specificity
+        else:
+            aligned, spec_value = False, float("nan")
+        outputs = [r.outputs for r in ctx.recordings(run)]
+        for basis, matrix in bases.items():
+            d = dominance_ratio(outputs, matrix, seed=ctx.first_seed)
+            rows.append({"setting": setting, "basis": basis, "run": run,
+                         "emotion": spec.config.emotion if spec.trained else "untrained",
+                         "trained": spec.trained, "aligned": aligned,
+                         "specificity": spec_value, **dataclasses.asdict(d)})  # fmt: skip
+    return rows
+
+
+def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], float]:
+    """Aligned runs' ratios and the untrained control's, for one setting read in one basis."""
+    at = data[(data["setting"] == setting) & (data["basis"] == basis)]
+    control = float(at[~at["trained"]]["ratio"].iloc[0])
+    return [float(r) for r in at[at["trained"] & at["aligned"]]["ratio"]], control
+
+
+def main(ctx: Context) -> dict[str, object]:
+    host = ctx.figures.host_label
+    rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}")
+    sgd = ctx.variant("sgd", **SGD)
+    r = random_rotation(ctx.host().cfg.d_model, ROTATION_SEED).float()
+    first = ctx.variant()  # the main set's first-seed runs (cached: nothing trains)
+    data = pd.DataFrame(
+        _rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
+        + _rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})
+        + _rows(sgd, SETTINGS[2], {"host basis": None})
+    )
+    original = _ratios(data, SETTINGS[0], "host basis")
+    basis = basis_verdict(*original, *_ratios(data, SETTINGS[1], "rotated basis"),
+                          *_ratios(data, SETTINGS[1], "host basis"))  # fmt: skip
+    optimizer = optimizer_verdict(*original, *_ratios(data, SETTINGS[2], "host basis"))
+    fig = basis_figure(data, title=(
+        f"Dominance ratio of each IRM: original vs rotated-basis host, Adam vs SGD ({host}, "
+        f"seed {ctx.first_seed}; hollow = not aligned, diamond = untrained control)"))  # fmt: skip
+    trained = data[data["trained"]]
+    summary = {
+        "basis": dataclasses.asdict(basis),
+        "optimizer": dataclasses.asdict(optimizer),
+        "margin": MARGIN,
+        "min_runs": MIN_RUNS,
+        "sgd": SGD,
+        "rotation_seed": ROTATION_SEED,
+        "aligned": {
+            s: sorted(
+                trained[(trained["setting"] == s) & trained["aligned"]]["run"].unique().tolist()
+            )
+            for s in SETTINGS
+        },
+        "by_run": data.to_dict(orient="records"),
+    }
+    runs = [*first.runs.values(), *rotated.runs.values(), *sgd.runs.values()]
+    ctx.write("rotation", data, fig, summary=summary, runs=[], size=(1300, 700),
+              settings={"rotation_seed": ROTATION_SEED, "sgd": SGD,
+                        "run_dirs": [str(p) for p in runs]})  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,154 @@
+"""Whose coordinate is the dominant index: the host's residual basis, or the IRM and its optimizer?
+
+An IRM trained on a rotated-basis host (``irm_lens.rotate``: same function, no privileged
+coordinates) writes in the rotated basis. Its outputs can be read in that basis (``own``: where
+Adam's per-coordinate steps act) or rotated back into the original host's basis (``back``: where
+the host's norm gains and massive activations live). If one coordinate dominates in ``back`` but
+not in ``own``, the host's basis made it; if it dominates in ``own`` but not in ``back``, the IRM
+or its optimizer did. An IRM trained with SGD (rotation-equivariant) on the original host splits
+the second case: dominance without Adam's per-coordinate steps is not Adam's.
+
+Dominance is measured as the **dominance ratio**: the top index's share of total |output| times
+``d_model`` (1 = every index alike), with a bootstrap 95 % CI over prompts, and always against
+the untrained IRM of the same host read in the same basis (the control: a random MLP's outputs
+have a top index too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MARGIN = 1.5
+"""A trained IRM's dominance ratio must be this many times its untrained control's to count."""
+MIN_RUNS = 2
+"""Aligned runs a comparison needs on each side."""
+
+
+@dataclass(frozen=True)
+class Dominance:
+    """One run's dominance in one basis."""
+
+    top1: int
+    ratio: float
+    low: float
+    high: float
+
+
+def dominance_ratio(
+    outputs: Sequence[Tensor], basis: Tensor | None = None, *, n_boot: int = 1000, seed: int = 0
+) -> Dominance:
+    """The top index's share of total |output| times ``d_model``, with a bootstrap 95 % CI.
+
+    Args:
+        outputs: one ``[token, inject, d_model]`` tensor per prompt.
+        basis: ``[d_model, d_model]``; outputs are read as ``outputs @ basis`` (None: as they are).
+        n_boot: bootstrap resamples of the prompts.
+    """
+    if not outputs:
+        raise ValueError("dominance_ratio needs the outputs of at least one prompt.")
+    per_prompt = []
+    for out in outputs:
+        values = out.double() if basis is None else out.double() @ basis.double()
+        per_prompt.append(values.abs().sum(dim=(0, 1)))
+    sums = torch.stack(per_prompt).numpy()  # [prompt, d_model]
+    d_model = sums.shape[1]
+
+    def ratio(rows: np.ndarray) -> float:
+        total = rows.sum(axis=0)
+        return float(total.max() / total.sum() * d_model)
+
+    rng = np.random.default_rng(seed)
+    draws = [ratio(sums[rng.integers(0, len(sums), len(sums))]) for _ in range(n_boot)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Dominance(int(sums.sum(axis=0).argmax()), ratio(sums), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rule's outcome: the verdict, why, and the effect sizes it was decided on."""
+
+    verdict: str
+    reason: str
+    effects: dict[str, float]
+
+
+def _effect(ratios: Sequence[float], control: float) -> float:
+    return float(np.median(ratios) / control) if len(ratios) else float("nan")
+
+
+BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", "not tested")
+
+
+def basis_verdict(
+    original: Sequence[float],
+    original_control: float,
+    rotated_own: Sequence[float],
+    rotated_own_control: float,
+    rotated_back: Sequence[float],
+    rotated_back_control: float,
+    *,
+    margin: float = MARGIN,
+    min_runs: int = MIN_RUNS,
+) -> Verdict:
+    """Decide where the dominant coordinate comes from (``BASIS_VERDICTS``).
+
+    Each list holds the dominance ratios of aligned runs; each control is the untrained IRM's
+    ratio on the same host in the same basis. An effect is a median ratio over its control.
+    """
+    effects = {
+        "original": _effect(original, original_control),
+        "rotated_own": _effect(rotated_own, rotated_own_control),
+        "rotated_back": _effect(rotated_back, rotated_back_control),
+    }
+    if len(original) < min_runs or len(rotated_own) < min_runs:
+        reason = (f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
+                  f"original and {len(rotated_own)} on the rotated host")  # fmt: skip
+        return Verdict("not tested", reason, effects)
+    if effects["original"] < margin:
+        reason = (f"no index dominates on the original host beyond the untrained IRM "
+                  f"({effects['original']:.2f}x < {margin}x): nothing to explain")  # fmt: skip
+        return Verdict("not tested", reason, effects)
+    own, back = effects["rotated_own"] >= margin, effects["rotated_back"] >= margin
+    verdict = {(False, True): "host basis", (True, False): "IRM or optimizer",
+               (True, True): "both", (False, False): "neither"}[(own, back)]  # fmt: skip
+    reason = (f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its control "
+              f"in the IRM's own basis and {effects['rotated_back']:.2f}x in the original host's "
+              f"basis (threshold {margin}x; original host {effects['original']:.2f}x)")  # fmt: skip
+    return Verdict(verdict, reason, effects)
+
+
+OPTIMIZER_VERDICTS = ("dominance without Adam", "Adam needed", "not tested")
+
+
+def optimizer_verdict(
+    adam: Sequence[float],
+    adam_control: float,
+    sgd: Sequence[float],
+    sgd_control: float,
+    *,
+    margin: float = MARGIN,
+    min_runs: int = MIN_RUNS,
+) -> Verdict:
+    """Is Adam's per-coordinate update needed for the dominance (``OPTIMIZER_VERDICTS``)?
+
+    ``adam``/``sgd``: dominance ratios of aligned runs on the original host; controls as in
+    ``basis_verdict``.
+    """
+    effects = {"adam": _effect(adam, adam_control), "sgd": _effect(sgd, sgd_control)}
+    if len(adam) < min_runs or len(sgd) < min_runs:
+        reason = (f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and "
+                  f"{len(sgd)} SGD")  # fmt: skip
+        return Verdict("not tested", reason, effects)
+    if effects["adam"] < margin:
+        reason = (f"no index dominates under Adam beyond the untrained IRM "
+                  f"({effects['adam']:.2f}x < {margin}x): nothing to explain")  # fmt: skip
+        return Verdict("not tested", reason, effects)
+    verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"
+    reason = (f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
+              f"{effects['adam']:.2f}x under Adam (threshold {margin}x)")  # fmt: skip
+    return Verdict(verdict, reason, effects)

@@ -1,0 +1,75 @@
+"""Dominance ratios and the basis / optimizer verdicts on hand-built inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irm_lens.analysis.basis import (
+    BASIS_VERDICTS,
+    OPTIMIZER_VERDICTS,
+    basis_verdict,
+    dominance_ratio,
+    optimizer_verdict,
+)
+
+
+def test_dominance_ratio_known_answers():
+    uniform = [torch.ones(3, 2, 8), torch.ones(4, 2, 8)]
+    flat = dominance_ratio(uniform)
+    assert flat.ratio == pytest.approx(1.0) and flat.low == pytest.approx(1.0)
+    spiked = [torch.zeros(3, 2, 8) for _ in range(4)]
+    for out in spiked:
+        out[..., 3] = -2.0  # the sign does not matter: |output|
+    one = dominance_ratio(spiked)
+    assert (one.top1, one.ratio) == (3, pytest.approx(8.0))
+    half = [torch.ones(5, 1, 4)]
+    half[0][..., 1] = 3.0  # share 3/6 of 4 indices: ratio 2
+    assert dominance_ratio(half).ratio == pytest.approx(2.0)
+    swap = torch.eye(8)[[1, 2, 3, 0, 4, 5, 6, 7]]  # row 3 is e_0: index 3 becomes index 0
+    assert dominance_ratio(spiked, swap).top1 == 0
+
+
+def test_dominance_ratio_ci_covers_the_estimate_and_needs_prompts():
+    gen = torch.Generator().manual_seed(0)
+    outs = [torch.rand(6, 2, 16, generator=gen) for _ in range(7)]
+    for k, out in enumerate(outs):
+        out[..., 5] += k  # prompts disagree: a real interval
+    d = dominance_ratio(outs, n_boot=300)
+    assert d.low <= d.ratio <= d.high and d.low < d.high
+    with pytest.raises(ValueError, match="at least one prompt"):
+        dominance_ratio([])
+
+
+@pytest.mark.parametrize(
+    ("own", "back", "expected"),
+    [
+        (1.0, 3.0, "host basis"),
+        (3.0, 1.0, "IRM or optimizer"),
+        (3.0, 3.0, "both"),
+        (1.0, 1.0, "neither"),
+    ],
+)
+def test_basis_verdicts(own, back, expected):
+    v = basis_verdict([4.0, 5.0], 2.0, [own * 2, own * 2], 2.0, [back, back], 1.0)
+    assert v.verdict == expected
+    assert v.effects["original"] == pytest.approx(2.25)
+
+
+def test_basis_not_tested_without_runs_or_without_dominance():
+    few = basis_verdict([4.0], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
+    assert few.verdict == "not tested" and "aligned runs" in few.reason
+    flat = basis_verdict([2.1, 2.2], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
+    assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
+    reached = {"host basis", "IRM or optimizer", "both", "neither", few.verdict}
+    assert reached == set(BASIS_VERDICTS)
+
+
+def test_optimizer_verdicts_all_reachable():
+    assert optimizer_verdict([4.0, 4.0], 1.0, [3.0, 3.0], 1.0).verdict == "dominance without Adam"
+    assert optimizer_verdict([4.0, 4.0], 1.0, [1.2, 1.2], 1.0).verdict == "Adam needed"
+    unaligned = optimizer_verdict([4.0, 4.0], 1.0, [3.0], 1.0)
+    assert unaligned.verdict == "not tested" and "1 SGD" in unaligned.reason
+    flat = optimizer_verdict([1.1, 1.2], 1.0, [3.0, 3.0], 1.0)
+    assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
+    assert {"dominance without Adam", "Adam needed", "not tested"} == set(OPTIMIZER_VERDICTS)
