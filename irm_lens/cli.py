@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from irm_lens import cli_lens, cli_profile, cli_recorded
-from irm_lens.cli_types import at_least, positive_float
+from irm_lens.cli_types import at_least, index_list, positive_float
 from irm_lens.distributed import PARALLEL_MODES, launched
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
@@ -108,6 +108,7 @@ _TRAIN_CHOICES = {
     "init": ("paper", "torch"),
     "loss": ("next-token", "paper"),
     "prompt_mode": PROMPT_MODES,
+    "optimizer": ("adam", "sgd"),
 }
 _TRAIN_OPTIONS = {
     # flag: (config field, type, help)
@@ -131,6 +132,7 @@ _TRAIN_OPTIONS = {
     "--width-mult": ("width_mult", int, "IRM hidden width multiplier"),
     "--init": ("init", str, "IRM init: paper or torch"),
     "--seed": ("seed", int, "seed of IRM init and data order"),
+    "--mask": ("masked", index_list, "residual indices held at 0 in the IRM's output: 270,507"),
 }
 
 

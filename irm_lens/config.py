@@ -35,6 +35,7 @@ class TrainConfig:
         host: host name for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
         layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
         width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
+        masked: residual indices the IRM's output is held at 0 in (masked retraining).
         loss: "next-token" (answer tokens only, padding ignored, one shift) or "paper" (the
             original code: every position of EOS-padded ``max_len`` rows, position t predicts t+2).
         prompt_mode: "chat" (host chat template) or "plain" (the original "question answer" text).
@@ -60,6 +61,7 @@ class TrainConfig:
     width_mult: int = 3
     depth: int = 5
     init: Literal["paper", "torch"] = "paper"
+    masked: tuple[int, ...] = ()
     loss: LossKind = "next-token"
     prompt_mode: PromptMode = "chat"
     l1_alpha: float = 0.0
@@ -80,6 +82,8 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if any(not isinstance(i, int) or i < 0 for i in self.masked):
+            raise ValueError(f"masked {list(self.masked)}: give residual indices (ints >= 0).")
         if self.data is None and self.emotion not in EMOTIONS:
             raise ValueError(
                 f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
@@ -129,6 +133,8 @@ class TrainConfig:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            if isinstance(raw.get("masked"), list):
+                raw["masked"] = tuple(raw["masked"])
             return cls(**raw)
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise RunDirError(

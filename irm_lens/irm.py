@@ -96,6 +96,8 @@ class IRMConfig:
         init: ``"paper"`` (weights N(0, 0.02^2), zero biases) or ``"torch"`` (torch defaults).
         n_host_layers: how many layers the host has (to validate ``layers``).
         host: fingerprint of the host, or None when built without one.
+        masked: residual indices whose output is held at 0 in every layer (masked retraining:
+            what does an IRM do without its dominant index?).
     """
 
     d_model: int
@@ -106,8 +108,16 @@ class IRMConfig:
     n_host_layers: int | None = None
     host: HostFingerprint | None = None
     layout_version: int = LAYOUT_VERSION
+    masked: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "masked", tuple(int(i) for i in self.masked))
+        bad = [i for i in self.masked if not 0 <= i < self.d_model]
+        if bad or len(set(self.masked)) != len(self.masked):
+            raise ValueError(
+                f"masked {list(self.masked)}: give distinct residual indices in "
+                f"0..{self.d_model - 1}."
+            )
         if self.d_model <= 0 or self.width_mult <= 0:
             raise ValueError(f"d_model and width_mult must be positive, got {self}.")
         if self.depth < 2:
@@ -143,6 +153,7 @@ class IRMConfig:
         raw = json.loads(text)
         host = raw.pop("host", None)
         raw["layers"] = tuple(raw["layers"])
+        raw["masked"] = tuple(raw.get("masked", ()))
         if host is not None:
             raw["host"] = HostFingerprint.from_dict(host)
         return cls(**raw)
@@ -173,6 +184,12 @@ class IRM(nn.Module):
             if i < config.depth - 1:
                 modules.append(nn.ReLU())
         self.net = nn.Sequential(*modules)
+        keep = None
+        if config.masked:
+            keep = torch.ones(config.d_model)
+            keep[list(config.masked)] = 0.0
+        self.keep: Tensor | None
+        self.register_buffer("keep", keep, persistent=False)  # not saved: rebuilt from config
         if config.init == "paper":
             for module in self.net:
                 if isinstance(module, nn.Linear):
@@ -197,6 +214,7 @@ class IRM(nn.Module):
         *,
         depth: int = 5,
         init: InitScheme = "paper",
+        masked: Sequence[int] = (),
     ) -> IRM:
         """An IRM sized for ``host`` (default: inject into every layer), on the host's device.
 
@@ -207,6 +225,7 @@ class IRM(nn.Module):
             seed: initialisation seed (the global RNG is left untouched).
             depth: number of Linear layers (paper: 5).
             init: ``"paper"`` or ``"torch"``.
+            masked: residual indices held at 0 (``IRMConfig.masked``).
         """
         n_layers = host.cfg.n_layers
         chosen = tuple(range(n_layers)) if layers is None else tuple(int(x) for x in layers)
@@ -218,6 +237,7 @@ class IRM(nn.Module):
             init=init,
             n_host_layers=n_layers,
             host=HostFingerprint.of(host),
+            masked=tuple(masked),
         )
         with seeded(seed):  # built on the CPU, so the same weights on every device
             irm = cls(config)
@@ -225,11 +245,11 @@ class IRM(nn.Module):
 
     @classmethod
     def from_train_config(cls, host: TransformerBridge, config: TrainConfig) -> IRM:
-        """The untrained IRM a training config describes (layers, width, depth, init, seed)."""
+        """The untrained IRM a training config describes (layers, width, depth, init, seed,
+        masked indices)."""
         layers = parse_layers(config.layers, host.cfg.n_layers)
-        return cls.for_host(
-            host, layers, config.width_mult, config.seed, depth=config.depth, init=config.init
-        )
+        return cls.for_host(host, layers, config.width_mult, config.seed, depth=config.depth,
+                            init=config.init, masked=config.masked)  # fmt: skip
 
     def forward(self, resid: Residual) -> IRMOutput:
         if resid.shape[-1] != self.config.d_model:
@@ -238,7 +258,8 @@ class IRM(nn.Module):
                 f"{resid.shape[-1]}: it was built for another host."
             )
         flat = self.net(resid)
-        return einops.rearrange(flat, FLAT_TO_LAYERS, inject=self.n_inject)
+        out = einops.rearrange(flat, FLAT_TO_LAYERS, inject=self.n_inject)
+        return out if self.keep is None else out * self.keep
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -217,7 +217,7 @@ class RunSpec:
 
 # Config fields added after RUNSET_VERSION 3 enter a run's key only when they differ from the
 # value every earlier run had, so adding a field does not throw away the cached runs.
-_LATER_FIELDS = {"optimizer": "adam"}
+_LATER_FIELDS: dict[str, Any] = {"optimizer": "adam", "masked": ()}
 
 
 def _keyed_config(config: TrainConfig) -> dict[str, Any]:

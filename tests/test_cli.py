@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from irm_lens import IRM
 from irm_lens.cli import main
 
@@ -68,3 +70,16 @@ def test_train_resume_and_evaluate_from_the_command_line(capsys, tmp_path):
     assert main(["evaluate", run, "--max-rows", "2", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "nll_drop" in out and "evaluation.csv" in out
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [("a,b", "comma-separated whole numbers"), ("-3", "indices >= 0")],
+)
+def test_train_mask_option_refuses_bad_indices(capsys, tmp_path, mask, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path / "run"), "--host", "tiny-random-llama", "--mask", mask])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mask" in err and message in err
+    assert not (tmp_path / "run").exists()

@@ -96,3 +96,32 @@ def test_bad_layers_name_the_valid_range(layers, match):
 def test_for_host_rejects_out_of_range_layer(tiny_host):
     with pytest.raises(LayerRangeError, match=r"layers 0\.\.3"):
         IRM.for_host(tiny_host, layers=[1, 9])
+
+
+def test_masked_indices_are_zero_in_every_layer_and_survive_save_and_load(tiny_host, tmp_path):
+    irm = IRM.for_host(tiny_host, seed=1, init="torch", masked=(3, 60))
+    out = irm(torch.randn(2, 5, tiny_host.cfg.d_model))
+    assert torch.equal(out[..., [3, 60]], torch.zeros_like(out[..., [3, 60]]))
+    assert bool((out[..., 4] != 0).all())
+    assert "keep" not in irm.state_dict()  # rebuilt from the config, not stored
+    back = IRM.load(irm.save(tmp_path / "irm.safetensors"), tiny_host)
+    assert back.config.masked == (3, 60)
+    x = torch.randn(1, 3, tiny_host.cfg.d_model)
+    assert torch.equal(back(x), irm(x))
+    with pytest.raises(ValueError, match=r"masked \[64\]"):
+        IRM.for_host(tiny_host, masked=(64,))
+    with pytest.raises(ValueError, match="distinct"):
+        IRM.for_host(tiny_host, masked=(2, 2))
+
+
+def test_training_with_a_mask_keeps_the_index_at_zero(tiny_host, tmp_path):
+    from irm_lens.config import preset
+    from irm_lens.train import train
+
+    cfg = preset("smoke", masked=(7,))
+    assert type(cfg).from_json(cfg.to_json()) == cfg  # JSON's list reads back as the tuple
+    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    irm = IRM.load(tmp_path / "run" / "irm.safetensors", tiny_host)
+    out = irm(torch.randn(1, 4, tiny_host.cfg.d_model))
+    assert irm.config.masked == (7,) and float(out[..., 7].abs().max()) == 0.0
+    assert float(out.abs().max()) > 0
