@@ -26,6 +26,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import irm_lens
 from irm_lens import analysis
+from irm_lens.analysis.alignment import specificity
+from irm_lens.analysis.basis import dominance_ratio
 from irm_lens.canary import check_generation
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.distributed import launched, rank_device
@@ -220,6 +222,34 @@ def nll_by_question(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd
     table = pd.concat(parts, ignore_index=True)
     write_csv_atomic(path, table)
     return table
+
+
+def dominance_rows(
+    ctx: Context, setting: str, bases: dict[str, torch.Tensor | None]
+) -> list[dict[str, Any]]:
+    """Per next-token run and untrained baseline of ``ctx``, and per basis to read its outputs
+    in (``outputs @ matrix``; None = as recorded): alignment (specificity) and the dominance
+    ratio on the paper prompts (``analysis.basis.dominance_ratio``)."""
+    memo: dict[Any, pd.DataFrame] = {}
+    rows = []
+    for run, spec in ctx.specs.items():
+        if spec.trained and spec.kind != "next-token":
+            continue
+        if spec.trained:
+            verdict = specificity(nll_by_question(ctx, run, memo), spec.config.emotion)
+            aligned, spec_value = verdict.verdict == "aligned", verdict.specificity
+            spec_ci = (verdict.low, verdict.high)
+        else:
+            aligned, spec_value, spec_ci = False, float("nan"), (float("nan"), float("nan"))
+        outputs = [r.outputs for r in ctx.recordings(run)]
+        for basis, matrix in bases.items():
+            d = dominance_ratio(outputs, matrix, seed=ctx.first_seed)
+            rows.append({"setting": setting, "basis": basis, "run": run,
+                         "emotion": spec.config.emotion if spec.trained else "untrained",
+                         "trained": spec.trained, "aligned": aligned,
+                         "specificity": spec_value, "specificity_low": spec_ci[0],
+                         "specificity_high": spec_ci[1], **dataclasses.asdict(d)})  # fmt: skip
+    return rows
 
 
 def _wrap_title(fig: go.Figure, width: int = 95) -> None:

@@ -35,10 +35,48 @@ def _run_rows(by_run: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def mechanism_section(rotation: dict[str, Any], profile: dict[str, Any]) -> list[str]:
+def _masked_lines(m: dict[str, Any]) -> list[str]:
+    v = m["verdict"]
+    rows = [
+        "| mask | run | specificity [95 % CI] | aligned | top index (rank before) | "
+        "dominance ratio [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in m["by_run"]:
+        if not r["trained"]:
+            continue
+        rows.append(
+            f"| {r['setting']} | {r['run']} | {100 * r['specificity']:.1f} % "
+            f"[{100 * r['specificity_low']:.1f}, {100 * r['specificity_high']:.1f}] | "
+            f"{'yes' if r['aligned'] else 'no'} | {r['top1']} ({r['top1_rank_unmasked']}) | "
+            f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}] |"
+        )
+    subs = ", ".join(
+        f"{run}: {s['index']} (final-gain rank {s['final_gain_rank']}, peak "
+        f"{s['peak_over_median']:.2g}x the median index)"
+        for run, s in m["substitutes"].items()
+    )
+    return [
+        f"**Masked retraining** (`analyses/masked.py`). The {m['k']} indices most often in the "
+        f"runs' top {m['k']} ({m['masked_top']}) held at 0 in the IRM's output, and as the "
+        f"control {m['k']} random indices ({m['masked_random']}); same seed, data and budget.",
+        "",
+        f"- **Are the dominant indices needed: {v['verdict']}.** {v['reason']}.",
+        f"- New top index with the top {m['k']} masked (the substitute): {subs}.",
+        "",
+        *rows,
+        "",
+        "![masked](masked/figure.png)",
+        "",
+    ]
+
+
+def mechanism_section(
+    rotation: dict[str, Any], profile: dict[str, Any], masked: dict[str, Any] | None = None
+) -> list[str]:
     """The section's lines (a pointer to the tier when its results are missing)."""
     lines = ["## What makes one index dominate (issue 13)", ""]
-    if not rotation and not profile:
+    if not rotation and not profile and not masked:
         return [
             *lines,
             "Not run here: `make figures TIER=mechanism` profiles the dominant index, trains the "
@@ -82,12 +120,19 @@ def mechanism_section(rotation: dict[str, Any], profile: dict[str, Any]) -> list
             "![rotation](rotation/figure.png)",
             "",
         ]
+    if masked:
+        lines += _masked_lines(masked)
     return lines
 
 
-def mechanism_verdicts(rotation: dict[str, Any]) -> dict[str, str]:
+def mechanism_verdicts(
+    rotation: dict[str, Any], masked: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Entries for verdicts.json."""
     return {
+        "The IRMs need their dominant indices (masked retraining)": (masked or {})
+        .get("verdict", {})
+        .get("verdict", NOT_RUN),
         "Where the dominant coordinate comes from (rotated-basis host)": rotation.get(
             "basis", {}
         ).get("verdict", NOT_RUN),

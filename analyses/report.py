@@ -404,7 +404,11 @@ def main(ctx: Context) -> dict[str, object]:
         "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
         "",
         *lens_section(read_summary(out, "lenses")),
-        *mechanism_section(read_summary(out, "rotation"), read_summary(out, "index_profile")),
+        *mechanism_section(
+            read_summary(out, "rotation"),
+            read_summary(out, "index_profile"),
+            read_summary(out, "masked"),
+        ),
         "## Cost of this run",
         "",
         cost_rows(ctx),
@@ -412,7 +416,7 @@ def main(ctx: Context) -> dict[str, object]:
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {title: verdict for title, verdict, _, _ in claims}
-    summary.update(mechanism_verdicts(read_summary(out, "rotation")))
+    summary.update(mechanism_verdicts(read_summary(out, "rotation"), read_summary(out, "masked")))
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     return summary
 

@@ -14,15 +14,12 @@ import dataclasses
 from typing import Any
 
 import pandas as pd
-import torch
 
-from analyses._common import Context, nll_by_question
-from irm_lens.analysis.alignment import specificity
+from analyses._common import Context, dominance_rows
 from irm_lens.analysis.basis import (
     MARGIN,
     MIN_RUNS,
     basis_verdict,
-    dominance_ratio,
     optimizer_verdict,
 )
 from irm_lens.plotting.basis import basis_figure
@@ -34,27 +31,6 @@ ROTATION_SEED = 0
 # anger and neutral batch: gradient RMS 4.7e-4 and 5.1e-4, so lr = 14e-3 / (70.6 x 5e-4) ~ 0.4.
 SGD: dict[str, Any] = {"optimizer": "sgd", "lr": 0.4}
 SETTINGS = ("original host, Adam", "rotated host, Adam", "original host, SGD")
-
-
-def _rows(ctx: Context, setting: str, bases: dict[str, torch.Tensor | None]) -> list[dict]:
-    memo: dict[Any, pd.DataFrame] = {}
-    rows = []
-    for run, spec in ctx.specs.items():
-        if spec.trained and spec.kind != "next-token":
-            continue
-        if spec.trained:
-            verdict = specificity(nll_by_question(ctx, run, memo), spec.config.emotion)
-            aligned, spec_value = verdict.verdict == "aligned", verdict.specificity
-        else:
-            aligned, spec_value = False, float("nan")
-        outputs = [r.outputs for r in ctx.recordings(run)]
-        for basis, matrix in bases.items():
-            d = dominance_ratio(outputs, matrix, seed=ctx.first_seed)
-            rows.append({"setting": setting, "basis": basis, "run": run,
-                         "emotion": spec.config.emotion if spec.trained else "untrained",
-                         "trained": spec.trained, "aligned": aligned,
-                         "specificity": spec_value, **dataclasses.asdict(d)})  # fmt: skip
-    return rows
 
 
 def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], float]:
@@ -71,9 +47,9 @@ def main(ctx: Context) -> dict[str, object]:
     r = random_rotation(ctx.host().cfg.d_model, ROTATION_SEED).float()
     first = ctx.variant()  # the main set's first-seed runs (cached: nothing trains)
     data = pd.DataFrame(
-        _rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
-        + _rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})
-        + _rows(sgd, SETTINGS[2], {"host basis": None})
+        dominance_rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
+        + dominance_rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})
+        + dominance_rows(sgd, SETTINGS[2], {"host basis": None})
     )
     original = _ratios(data, SETTINGS[0], "host basis")
     basis = basis_verdict(*original, *_ratios(data, SETTINGS[1], "rotated basis"),

@@ -7,9 +7,11 @@ import torch
 
 from irm_lens.analysis.basis import (
     BASIS_VERDICTS,
+    MASKING_VERDICTS,
     OPTIMIZER_VERDICTS,
     basis_verdict,
     dominance_ratio,
+    masking_verdict,
     optimizer_verdict,
 )
 
@@ -73,3 +75,23 @@ def test_optimizer_verdicts_all_reachable():
     flat = optimizer_verdict([1.1, 1.2], 1.0, [3.0, 3.0], 1.0)
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
     assert {"dominance without Adam", "Adam needed", "not tested"} == set(OPTIMIZER_VERDICTS)
+
+
+def test_masking_verdicts_all_reachable():
+    base = [0.20, 0.25, 0.30, 0.15]
+    needed = masking_verdict(base, [0.05, 0.1, 0.1, 0.05], [0.19, 0.24, 0.3, 0.15],
+                             dominance_effect=3.0, n_aligned=4)  # fmt: skip
+    assert needed.verdict == "needed for alignment"
+    assert needed.effects["loss_top"] == pytest.approx(0.15)
+    kept = masking_verdict(base, [0.19, 0.24, 0.29, 0.14], [0.19, 0.24, 0.3, 0.15],
+                           dominance_effect=3.0, n_aligned=4)  # fmt: skip
+    assert kept.verdict == "substituted"
+    # a loss no bigger than twice the random mask's is not the dominant indices' doing
+    both = masking_verdict(base, [0.1] * 4, [0.12, 0.17, 0.22, 0.07], dominance_effect=3.0,
+                           n_aligned=4)  # fmt: skip
+    assert both.verdict == "substituted"
+    flat = masking_verdict(base, base, base, dominance_effect=1.2, n_aligned=4)
+    assert flat.verdict == "not tested" and "do not dominate" in flat.reason
+    few = masking_verdict(base, base, base, dominance_effect=3.0, n_aligned=1)
+    assert few.verdict == "not tested"
+    assert {"needed for alignment", "substituted", "not tested"} == set(MASKING_VERDICTS)

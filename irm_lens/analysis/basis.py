@@ -152,3 +152,53 @@ def optimizer_verdict(
     reason = (f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
               f"{effects['adam']:.2f}x under Adam (threshold {margin}x)")  # fmt: skip
     return Verdict(verdict, reason, effects)
+
+
+MASKING_VERDICTS = ("needed for alignment", "substituted", "not tested")
+MIN_LOSS = 0.02
+"""Specificity (a fraction) masking must cost before it counts as a loss: 2 points."""
+
+
+def masking_verdict(
+    unmasked: Sequence[float],
+    masked_top: Sequence[float],
+    masked_random: Sequence[float],
+    *,
+    dominance_effect: float,
+    n_aligned: int,
+    margin: float = MARGIN,
+    min_runs: int = MIN_RUNS,
+    min_loss: float = MIN_LOSS,
+) -> Verdict:
+    """Do the IRMs need their dominant indices (``MASKING_VERDICTS``)?
+
+    Args:
+        unmasked, masked_top, masked_random: specificity per emotion (same order) of the runs
+            without a mask, with the dominant indices masked, and with as many random indices
+            masked (the control).
+        dominance_effect: the unmasked runs' dominance ratio over the untrained control's.
+        n_aligned: aligned unmasked runs.
+
+    The loss of a mask is the median over emotions of (unmasked - masked) specificity; the
+    dominant indices are *needed* when theirs is at least ``min_loss`` and twice the random
+    mask's, else they were *substituted*.
+    """
+    top = [u - m for u, m in zip(unmasked, masked_top, strict=True)]
+    rand = [u - m for u, m in zip(unmasked, masked_random, strict=True)]
+    effects = {
+        "loss_top": float(np.median(top)) if top else float("nan"),
+        "loss_random": float(np.median(rand)) if rand else float("nan"),
+        "dominance_effect": dominance_effect,
+    }
+    if n_aligned < min_runs:
+        return Verdict("not tested", f"needs {min_runs} aligned unmasked runs; got {n_aligned}",
+                       effects)  # fmt: skip
+    if dominance_effect < margin:
+        reason = (f"the masked indices do not dominate ({dominance_effect:.2f}x the untrained "
+                  f"control < {margin}x): masking them tests nothing special")  # fmt: skip
+        return Verdict("not tested", reason, effects)
+    needed = effects["loss_top"] >= max(min_loss, 2 * effects["loss_random"])
+    reason = (f"masking them costs {100 * effects['loss_top']:.1f} points of specificity "
+              f"(median over emotions), masking as many random indices "
+              f"{100 * effects['loss_random']:.1f}")  # fmt: skip
+    return Verdict("needed for alignment" if needed else "substituted", reason, effects)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from irm_lens.plotting._common import check_columns, style
 
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 BASIS_COLUMNS = ("setting", "basis", "run", "emotion", "ratio", "low", "high", "aligned", "trained")
 
 
@@ -43,3 +45,39 @@ def basis_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     fig.update_yaxes(type="log", title_text="dominance ratio (top index share x d_model)")
     fig.update_xaxes(title_text="")
     return style(fig, title or "Dominance ratio by host, optimizer and basis")
+
+
+MASKING_COLUMNS = ("setting", "emotion", "specificity", "specificity_low", "specificity_high",
+                   "ratio", "low", "high", "top1", "trained")  # fmt: skip
+
+
+def masking_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Left: each run's specificity (95 % CI) per emotion, one colour per mask setting. Right:
+    its dominance ratio (95 % CI) and top index (hover), untrained controls as diamonds."""
+    check_columns(table, MASKING_COLUMNS, "masked retraining")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "specificity (own-voice NLL drop minus the others')",
+        "dominance ratio (top index share x d_model)"))  # fmt: skip
+    for k, (setting, rows) in enumerate(table.groupby("setting", sort=False)):
+        colour = PALETTE[k % len(PALETTE)]
+        trained = rows[rows["trained"]]
+        fig.add_trace(go.Scatter(
+            x=trained["emotion"], y=100 * trained["specificity"], mode="markers", name=setting,
+            legendgroup=setting, marker={"color": colour, "size": 11},
+            error_y={"type": "data", "symmetric": False,
+                     "array": 100 * (trained["specificity_high"] - trained["specificity"]),
+                     "arrayminus": 100 * (trained["specificity"] - trained["specificity_low"])},
+        ), 1, 1)  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=rows["emotion"], y=rows["ratio"], mode="markers", name=setting, showlegend=False,
+            legendgroup=setting, customdata=rows[["top1"]],
+            marker={"color": colour, "size": 11,
+                    "symbol": ["circle" if t else "diamond" for t in rows["trained"]]},
+            error_y={"type": "data", "symmetric": False, "array": rows["high"] - rows["ratio"],
+                     "arrayminus": rows["ratio"] - rows["low"]},
+            hovertemplate="%{x}<br>ratio %{y:.2f}<br>top index %{customdata[0]}<extra></extra>",
+        ), 1, 2)  # fmt: skip
+    fig.add_hline(y=0, line_dash="dot", row=1, col=1)
+    fig.update_yaxes(title_text="specificity (points)", row=1, col=1)
+    fig.update_yaxes(title_text="dominance ratio", type="log", row=1, col=2)
+    return style(fig, title or "Masked retraining")
