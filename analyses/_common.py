@@ -27,7 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 import irm_lens
 from irm_lens import analysis
 from irm_lens.analysis.alignment import specificity
-from irm_lens.analysis.basis import dominance_ratio
+from irm_lens.analysis.mechanism import dominance_ratio
 from irm_lens.canary import check_generation
 from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.distributed import launched, rank_device
@@ -87,13 +87,22 @@ class Context:
                                      progress=self.progress, log=log)  # fmt: skip
         return self._runs
 
-    def variant(self, label: str = "", *, host: str | None = None, **training: Any) -> Context:
-        """The first seed's next-token runs and untrained baseline again, on another ``host``
-        and/or with ``training`` changes to every run's config (e.g. ``optimizer="sgd"``);
-        ``label`` goes into the run names (``anger_rotated_s42``)."""
+    def variant(
+        self,
+        label: str = "",
+        *,
+        host: str | None = None,
+        emotions: tuple[str, ...] | None = None,
+        **training: Any,
+    ) -> Context:
+        """The first seed's next-token runs (of ``emotions``; default all) and untrained
+        baseline again, on another ``host`` and/or with ``training`` changes to every run's
+        config (e.g. ``optimizer="sgd"``); ``label`` goes into the run names
+        (``anger_rotated_s42``)."""
         seed = self.first_seed
         figures = dataclasses.replace(self.figures, host=host or self.figures.host,
-                                      seeds=(seed,), paper_loss=False)  # fmt: skip
+                                      seeds=(seed,), paper_loss=False,
+                                      emotions=emotions or self.figures.emotions)  # fmt: skip
         specs = [
             dataclasses.replace(
                 s,
@@ -229,7 +238,7 @@ def dominance_rows(
 ) -> list[dict[str, Any]]:
     """Per next-token run and untrained baseline of ``ctx``, and per basis to read its outputs
     in (``outputs @ matrix``; None = as recorded): alignment (specificity) and the dominance
-    ratio on the paper prompts (``analysis.basis.dominance_ratio``)."""
+    ratio on the paper prompts (``analysis.mechanism.dominance_ratio``)."""
     memo: dict[Any, pd.DataFrame] = {}
     rows = []
     for run, spec in ctx.specs.items():

@@ -71,12 +71,42 @@ def _masked_lines(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _matrix_lines(m: dict[str, Any]) -> list[str]:
+    same, early = m["same_index"], m["early_layers"]
+    by_set: dict[str, list[str]] = {}
+    for r in m["by_run"]:
+        if r["trained"]:
+            mark = "" if r["aligned"] else " (not aligned)"
+            by_set.setdefault(r["layer_set"], []).append(
+                f"{r['emotion']} {r['top1']}{mark}, |out| {r['mean_abs_output']:.3g}"
+            )
+    return [
+        f"**The paper's run matrix** (`analyses/matrix.py`): {', '.join(m['emotions'])} on the "
+        "original's layer sets scaled to this host (q1..q4 = quarters of the layers, every 4th, "
+        f"all) and all layers with L1 (alpha {m['l1']['l1_alpha']:g} / n_inject on the sum of "
+        "|outputs|). Aligned runs only count.",
+        "",
+        f"- **The same index dominates across layer sets: {same['verdict']}.** {same['reason']}.",
+        f"- **Earlier layer sets get larger outputs: {early['verdict']}.** {early['reason']}.",
+        "",
+        "| layer set | top index and mean abs output per run |",
+        "|---|---|",
+        *[f"| {name} | {'; '.join(items)} |" for name, items in by_set.items()],
+        "",
+        "![matrix](matrix/figure.png)",
+        "",
+    ]
+
+
 def mechanism_section(
-    rotation: dict[str, Any], profile: dict[str, Any], masked: dict[str, Any] | None = None
+    rotation: dict[str, Any],
+    profile: dict[str, Any],
+    masked: dict[str, Any] | None = None,
+    matrix: dict[str, Any] | None = None,
 ) -> list[str]:
     """The section's lines (a pointer to the tier when its results are missing)."""
     lines = ["## What makes one index dominate (issue 13)", ""]
-    if not rotation and not profile and not masked:
+    if not rotation and not profile and not masked and not matrix:
         return [
             *lines,
             "Not run here: `make figures TIER=mechanism` profiles the dominant index, trains the "
@@ -103,7 +133,7 @@ def mechanism_section(
         b, o = rotation["basis"], rotation["optimizer"]
         lines += [
             "**Rotated-basis host and SGD control** (`irm_lens.rotate`, "
-            "`irm_lens.analysis.basis`). The rotated host computes the same logits (tested: "
+            "`irm_lens.analysis.mechanism`). The rotated host computes the same logits (tested: "
             "within 1e-4 in float64) with its norm gains folded and no massive dims. Dominance "
             "ratio = top index's share of total |output| x d_model (1 = uniform), bootstrap "
             "95 % CI over the 7 paper prompts, each against the untrained IRM of the same "
@@ -122,14 +152,25 @@ def mechanism_section(
         ]
     if masked:
         lines += _masked_lines(masked)
+    if matrix:
+        lines += _matrix_lines(matrix)
     return lines
 
 
 def mechanism_verdicts(
-    rotation: dict[str, Any], masked: dict[str, Any] | None = None
+    rotation: dict[str, Any],
+    masked: dict[str, Any] | None = None,
+    matrix: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Entries for verdicts.json."""
+    grid = matrix or {}
     return {
+        "The same index dominates across the paper's layer sets": grid.get("same_index", {}).get(
+            "verdict", NOT_RUN
+        ),
+        "Earlier layer sets get larger IRM outputs": grid.get("early_layers", {}).get(
+            "verdict", NOT_RUN
+        ),
         "The IRMs need their dominant indices (masked retraining)": (masked or {})
         .get("verdict", {})
         .get("verdict", NOT_RUN),

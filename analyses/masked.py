@@ -3,7 +3,7 @@
 The ``K`` indices that are most often in the trained runs' top ``K`` are masked out of the IRM's
 output (``TrainConfig.masked``), and, as the control, ``K`` random indices outside them. Per run:
 alignment (specificity with its CI), the new top index (a substitute?) and what the host profile
-says about it; ``irm_lens.analysis.basis.masking_verdict`` decides.
+says about it; ``irm_lens.analysis.mechanism.masking_verdict`` decides.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pandas as pd
 
 from analyses._common import Context, dominance_rows
 from irm_lens import analysis
-from irm_lens.analysis.basis import MARGIN, MIN_LOSS, masking_verdict
-from irm_lens.plotting.basis import masking_figure
+from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, masking_verdict
+from irm_lens.plotting.mechanism import masking_figure
 
 K = 5
 SETTINGS = ("no mask", f"top {K} masked", f"{K} random masked")

@@ -408,6 +408,7 @@ def main(ctx: Context) -> dict[str, object]:
             read_summary(out, "rotation"),
             read_summary(out, "index_profile"),
             read_summary(out, "masked"),
+            read_summary(out, "matrix"),
         ),
         "## Cost of this run",
         "",
@@ -416,7 +417,8 @@ def main(ctx: Context) -> dict[str, object]:
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {title: verdict for title, verdict, _, _ in claims}
-    summary.update(mechanism_verdicts(read_summary(out, "rotation"), read_summary(out, "masked")))
+    mechanism = [read_summary(out, name) for name in ("rotation", "masked", "matrix")]
+    summary.update(mechanism_verdicts(*mechanism))
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     return summary
 

@@ -5,7 +5,7 @@ in a random orthogonal basis (``<host>+rotated``, the same function), and on the
 with SGD and momentum instead of Adam. Each run's dominance ratio (top index share x d_model,
 bootstrap CI over the paper prompts) is read in the host's basis and in the rotated one, against
 the untrained IRM of the same setting, and only aligned runs (specificity CI above 0) count.
-``irm_lens.analysis.basis`` holds the rules.
+``irm_lens.analysis.mechanism`` holds the rules.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import pandas as pd
 
 from analyses._common import Context, dominance_rows
-from irm_lens.analysis.basis import (
+from irm_lens.analysis.mechanism import (
     MARGIN,
     MIN_RUNS,
     basis_verdict,
     optimizer_verdict,
 )
-from irm_lens.plotting.basis import basis_figure
+from irm_lens.plotting.mechanism import basis_figure
 from irm_lens.rotate import random_rotation
 
 ROTATION_SEED = 0

@@ -16,7 +16,7 @@ from analyses import report
 from analyses.__main__ import RESULTS
 from analyses._report_mechanism import mechanism_verdicts
 from irm_lens import runset
-from irm_lens.analysis.basis import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
+from irm_lens.analysis.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
 from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     proc = _figures(tmp, TIER="mechanism")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp / "figures"
-    for result in ("index_profile", "rotation", "masked"):
+    for result in ("index_profile", "rotation", "masked", "matrix"):
         assert (out / result / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result
         assert len(pd.read_csv(out / result / "data.csv")) > 0, result
     rotation = json.loads((out / "rotation" / "config.json").read_text())["summary"]
@@ -129,6 +129,16 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     masked_dir = next((tmp / "runs").glob("anger_masktop_s42-*"))
     assert json.loads((masked_dir / "config.json").read_text())["masked"] == masked["masked_top"]
     assert f"**Are the dominant indices needed: {masked['verdict']['verdict']}.**" in text
+    matrix = json.loads((out / "matrix" / "config.json").read_text())["summary"]
+    sets = {r["layer_set"] for r in matrix["by_run"]}
+    assert sets == {"q1", "q2", "q3", "q4", "every4", "all", "all + L1"}
+    q1_dir = next((tmp / "runs").glob("anger_layersq1_s42-*"))
+    assert json.loads((q1_dir / "config.json").read_text())["layers"] == "q1"
+    for claim in mechanism_verdicts({}, {}, {}):
+        assert verdicts[claim] != "not run", claim  # every mechanism result ran
+    assert (
+        f"**Earlier layer sets get larger outputs: {matrix['early_layers']['verdict']}.**" in text
+    )
 
 
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):

@@ -1,4 +1,5 @@
-"""Whose coordinate is the dominant index: the host's residual basis, or the IRM and its optimizer?
+"""The mechanism experiments' statistics and verdict rules: dominance ratios, where the dominant
+coordinate comes from (rotated host, SGD), masked retraining and the layer-set matrix.
 
 An IRM trained on a rotated-basis host (``irm_lens.rotate``: same function, no privileged
 coordinates) writes in the rotated basis. Its outputs can be read in that basis (``own``: where
@@ -16,7 +17,8 @@ have a top index too).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,3 +204,51 @@ def masking_verdict(
               f"(median over emotions), masking as many random indices "
               f"{100 * effects['loss_random']:.1f}")  # fmt: skip
     return Verdict("needed for alignment" if needed else "substituted", reason, effects)
+
+
+REPRODUCED, PARTLY, NOT, NOT_TESTED = (
+    "reproduced",
+    "partly reproduced",
+    "not reproduced",
+    "not tested",
+)
+SAME_INDEX_SHARES = (0.75, 0.4)
+"""Share of aligned runs whose top index is the modal one: reproduced at the first, partly at the
+second (chance: two random top indices of d_model = 576 coincide 0.2 % of the time)."""
+
+
+def same_index_verdict(top1: Mapping[str, Sequence[int]], *, min_runs: int = 4) -> Verdict:
+    """Does the same index dominate across layer sets? ``top1``: layer set -> top index of each
+    aligned run trained on it."""
+    every = [int(i) for ids in top1.values() for i in ids]
+    sets = [name for name, ids in top1.items() if len(ids)]
+    if len(every) < min_runs or len(sets) < 3:
+        return Verdict(NOT_TESTED, f"needs {min_runs} aligned runs over 3 layer sets; got "
+                       f"{len(every)} over {len(sets)}", {})  # fmt: skip
+    values, counts = np.unique(every, return_counts=True)
+    modal, share = int(values[counts.argmax()]), float(counts.max() / len(every))
+    spans = sum(modal in ids for ids in top1.values())
+    effects = {"modal_index": float(modal), "modal_share": share, "layer_sets_with_it": spans}
+    high, low = SAME_INDEX_SHARES
+    verdict = REPRODUCED if share >= high and spans >= 3 else PARTLY if share >= low else NOT
+    reason = (f"index {modal} is the top index of {counts.max()}/{len(every)} aligned runs "
+              f"({100 * share:.0f} %), in {spans} of {len(sets)} layer sets")  # fmt: skip
+    return Verdict(verdict, reason, effects)
+
+
+def early_layers_verdict(magnitude: Mapping[str, Sequence[float]]) -> Verdict:
+    """Do earlier layer sets get larger outputs? ``magnitude``: ``q1``..``q4`` -> mean |output|
+    of each aligned run injecting into that quarter. Reproduced when the medians fall from q1 to
+    q4 at every step; partly when q1's is the largest; not reproduced otherwise."""
+    quarters = ("q1", "q2", "q3", "q4")
+    if any(not len(magnitude.get(q, ())) for q in quarters):
+        missing = [q for q in quarters if not len(magnitude.get(q, ()))]
+        return Verdict(NOT_TESTED, f"no aligned run injecting into {missing}", {})
+    medians = [float(np.median(magnitude[q])) for q in quarters]
+    effects = {f"{q}_median": m for q, m in zip(quarters, medians, strict=True)}
+    effects["q1_over_q4"] = medians[0] / medians[3]
+    falling = all(a > b for a, b in itertools.pairwise(medians))
+    verdict = REPRODUCED if falling else PARTLY if medians[0] == max(medians) else NOT
+    reason = ("median mean |output| q1..q4: " + ", ".join(f"{m:.3g}" for m in medians)
+              + f" (q1/q4 {effects['q1_over_q4']:.2f})")  # fmt: skip
+    return Verdict(verdict, reason, effects)

@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from irm_lens.analysis.basis import (
+from irm_lens.analysis.mechanism import (
     BASIS_VERDICTS,
     MASKING_VERDICTS,
+    NOT,
+    NOT_TESTED,
     OPTIMIZER_VERDICTS,
+    PARTLY,
+    REPRODUCED,
     basis_verdict,
     dominance_ratio,
+    early_layers_verdict,
     masking_verdict,
     optimizer_verdict,
+    same_index_verdict,
 )
 
 
@@ -95,3 +101,25 @@ def test_masking_verdicts_all_reachable():
     few = masking_verdict(base, base, base, dominance_effect=3.0, n_aligned=1)
     assert few.verdict == "not tested"
     assert {"needed for alignment", "substituted", "not tested"} == set(MASKING_VERDICTS)
+
+
+def test_same_index_verdicts_all_reachable():
+    sets = {"q1": [7, 7], "q2": [7, 7], "q3": [7, 9], "all": [7]}
+    assert same_index_verdict(sets).verdict == REPRODUCED  # 6/7 runs, 4 sets
+    half = {"q1": [7, 7], "q2": [7, 2], "q3": [3, 4]}
+    partly = same_index_verdict(half)
+    assert partly.verdict == PARTLY and partly.effects["modal_share"] == pytest.approx(3 / 6)
+    spread = {"q1": [1, 2], "q2": [3, 4], "q3": [5, 6]}
+    assert same_index_verdict(spread).verdict == NOT
+    assert same_index_verdict({"q1": [1, 1], "q2": [1, 1]}).verdict == NOT_TESTED
+
+
+def test_early_layers_verdicts_all_reachable():
+    falling = {"q1": [4.0, 5.0], "q2": [3.0], "q3": [2.0], "q4": [1.0]}
+    done = early_layers_verdict(falling)
+    assert done.verdict == REPRODUCED and done.effects["q1_over_q4"] == pytest.approx(4.5)
+    bumpy = {"q1": [4.0], "q2": [2.0], "q3": [3.0], "q4": [1.0]}
+    assert early_layers_verdict(bumpy).verdict == PARTLY
+    rising = {"q1": [1.0], "q2": [2.0], "q3": [3.0], "q4": [4.0]}
+    assert early_layers_verdict(rising).verdict == NOT
+    assert early_layers_verdict({**rising, "q3": []}).verdict == NOT_TESTED

@@ -1,4 +1,4 @@
-"""The figure of ``analysis.basis``: dominance ratios per run, host, optimizer and basis."""
+"""The figure of ``analysis.mechanism``: dominance ratios per run, host, optimizer and basis."""
 
 from __future__ import annotations
 
@@ -81,3 +81,31 @@ def masking_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figur
     fig.update_yaxes(title_text="specificity (points)", row=1, col=1)
     fig.update_yaxes(title_text="dominance ratio", type="log", row=1, col=2)
     return style(fig, title or "Masked retraining")
+
+
+MATRIX_COLUMNS = ("layer_set", "emotion", "top1", "ratio", "aligned", "trained", "mean_abs_output")
+
+
+def matrix_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Left: each trained run's top index (text) by layer set and emotion, coloured by its
+    dominance ratio (hollow: not aligned). Right: mean |output| per layer set, one point per run,
+    untrained controls as diamonds."""
+    check_columns(table, MATRIX_COLUMNS, "run matrix")
+    titles = ("top index per run (colour: dominance ratio)", "mean |IRM output| per layer set")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], subplot_titles=titles)
+    trained = table[table["trained"]]
+    fig.add_trace(go.Scatter(
+        x=trained["layer_set"], y=trained["emotion"], mode="markers+text", text=trained["top1"],
+        textposition="top center", showlegend=False,
+        marker={"size": 18, "color": trained["ratio"], "colorscale": "Viridis", "showscale": True,
+                "colorbar": {"title": "ratio", "x": 0.5},
+                "symbol": ["circle" if a else "circle-open" for a in trained["aligned"]]},
+    ), 1, 1)  # fmt: skip
+    for k, (emotion, rows) in enumerate(table.groupby("emotion", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=rows["layer_set"], y=rows["mean_abs_output"], mode="markers", name=str(emotion),
+            marker={"size": 10, "color": PALETTE[k % len(PALETTE)],
+                    "symbol": "diamond" if emotion == "untrained" else "circle"},
+        ), 1, 2)  # fmt: skip
+    fig.update_yaxes(type="log", title_text="mean |output|", row=1, col=2)
+    return style(fig, title or "The paper's run matrix")
