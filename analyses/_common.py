@@ -48,6 +48,10 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps([RUNSET_VERSION, *parts]).encode()).hexdigest()[:12]
 
 
+IRM_FIELDS = ("layers", "width_mult", "depth", "init", "masked", "seed")
+"""Training-config fields that change an untrained IRM."""
+
+
 class Context:
     """One ``make figures`` invocation: configuration, run directories, host, recordings."""
 
@@ -103,14 +107,19 @@ class Context:
         figures = dataclasses.replace(self.figures, host=host or self.figures.host,
                                       seeds=(seed,), paper_loss=False,
                                       emotions=emotions or self.figures.emotions)  # fmt: skip
-        specs = [
-            dataclasses.replace(
+        specs = []
+        for s in run_specs(figures):
+            # An untrained IRM is the same under any optimizer or loss: only what builds it
+            # changes it, so the other changes keep it on the main set's cached baseline.
+            changes = training if s.trained else {
+                k: v for k, v in training.items() if k in IRM_FIELDS
+            }  # fmt: skip
+            renamed = label and (s.trained or changes or host)
+            specs.append(dataclasses.replace(
                 s,
-                name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if label else s.name,
-                config=dataclasses.replace(s.config, **training),
-            )
-            for s in run_specs(figures)
-        ]
+                name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if renamed else s.name,
+                config=dataclasses.replace(s.config, **changes),
+            ))  # fmt: skip
         return Context(figures, progress=self.progress, specs=specs)
 
     def trained(self, kind: str | None = None) -> list[str]:
