@@ -53,6 +53,16 @@ def _band(
     )
 
 
+def _pair(
+    fig: go.Figure, rows: pd.DataFrame, own: tuple[str, str], median: tuple[str, str],
+    dash: str, col: int,
+) -> None:  # fmt: skip
+    """The index's values (red) and the median index's (grey) against layer, in row 1."""
+    for (column, name), colour in ((own, HIGHLIGHT_COLOUR), (median, BASE_COLOUR)):
+        fig.add_trace(go.Scatter(x=rows["layer"], y=rows[column], name=name,
+                                 line={"color": colour, "dash": dash}), 1, col)  # fmt: skip
+
+
 def index_profile_figure(
     index: int,
     magnitude: pd.DataFrame,
@@ -89,51 +99,14 @@ def index_profile_figure(
     )
     mine = magnitude[magnitude["index"] == index]
     for kind, rows in mine.groupby("token_kind"):
-        dash = KIND_DASH.get(str(kind), "solid")
-        fig.add_trace(
-            go.Scatter(
-                x=rows["layer"],
-                y=rows["max_abs"],
-                name=f"{index}, {kind}",
-                line={"color": HIGHLIGHT_COLOUR, "dash": dash},
-            ),
-            1,
-            1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=rows["layer"],
-                y=rows["median_max_abs"],
-                name=f"median, {kind}",
-                line={"color": BASE_COLOUR, "dash": dash},
-            ),
-            1,
-            1,
-        )
+        _pair(fig, rows, ("max_abs", f"{index}, {kind}"), ("median_max_abs", f"median, {kind}"),
+              KIND_DASH.get(str(kind), "solid"), 1)  # fmt: skip
     fig.update_yaxes(type="log", title_text="max |residual|", row=1, col=1)
     own = gains[(gains["index"] == index) & (gains["norm"] != "final")]
     for norm, dash in (("ln1", "solid"), ("ln2", "dash")):
         rows = own[own["norm"] == norm]
-        fig.add_trace(
-            go.Scatter(
-                x=rows["layer"],
-                y=rows["gain"],
-                name=f"{norm} gain at {index}",
-                line={"color": HIGHLIGHT_COLOUR, "dash": dash},
-            ),
-            1,
-            2,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=rows["layer"],
-                y=rows["median_gain"],
-                name=f"{norm} median",
-                line={"color": BASE_COLOUR, "dash": dash},
-            ),
-            1,
-            2,
-        )
+        _pair(fig, rows, ("gain", f"{norm} gain at {index}"), ("median_gain", f"{norm} median"),
+              dash, 2)  # fmt: skip
     final = gains[(gains["index"] == index) & (gains["norm"] == "final")]
     fig.add_trace(
         go.Scatter(
