@@ -18,6 +18,10 @@ def _profile_line(role: str, p: dict[str, Any]) -> str:
     )
 
 
+def _effects(effects: dict[str, float]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in effects.items())
+
+
 def _run_rows(by_run: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| setting | run | aligned (specificity) | read in | top index | "
@@ -139,11 +143,15 @@ def mechanism_section(
             "95 % CI over the 7 paper prompts, each against the untrained IRM of the same "
             f"setting read in the same basis; a trained IRM counts when its ratio is at least "
             f"{rotation['margin']}x its control's (median over aligned runs, at least "
-            f"{rotation['min_runs']} per side). SGD: momentum 0.9, lr {rotation['sgd']['lr']} "
-            "(matched to Adam's total step size over the budget).",
+            f"{rotation['min_runs']} per side). SGD: momentum 0.9, lr {rotation['sgd_lrs'][0]:g} "
+            "(matched to Adam's total step size over the budget) and, added after that one broke "
+            f"the host, lr {rotation['sgd_lrs'][1]:g}; the verdict uses lr "
+            f"{rotation['sgd_lr_used']:g} (more aligned runs).",
             "",
-            f"- **Where the dominant coordinate comes from: {b['verdict']}.** {b['reason']}.",
-            f"- **Does it need Adam's per-coordinate steps: {o['verdict']}.** {o['reason']}.",
+            f"- **Where the dominant coordinate comes from: {b['verdict']}.** {b['reason']}. "
+            f"Effects (median ratio over its control): {_effects(b['effects'])}.",
+            f"- **Does it need Adam's per-coordinate steps: {o['verdict']}.** {o['reason']}. "
+            f"Effects: {_effects(o['effects'])}.",
             "",
             *_run_rows(rotation["by_run"]),
             "",

@@ -112,6 +112,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     assert rotation["optimizer"]["verdict"] in OPTIMIZER_VERDICTS
     runs = {r["run"] for r in rotation["by_run"]}
     assert {"anger_rotated_s42", "untrained_rotated_s42", "anger_sgd_s42", "anger_s42"} <= runs
+    assert "anger_sgdlow_s42" in runs and rotation["sgd_lr_used"] in rotation["sgd_lrs"]
     assert "untrained_sgd_s42" not in runs  # the same untrained IRM: the main set's baseline
     rotated_dir = next((tmp / "runs").glob("anger_rotated_s42-*"))
     host = json.loads((rotated_dir / "config.json").read_text())["host"]
