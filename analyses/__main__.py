@@ -42,7 +42,7 @@ RESULTS = (
 )
 # The heavier experiments of issue 13, run apart: `make figures TIER=mechanism` (it trains the
 # first seed's runs again on the rotated-basis host, with SGD, with masked indices, on the paper's
-# layer sets and with L1: about 90 minutes on 2 CPU cores).
+# layer sets and with L1: 75 minutes on 2 CPU cores, measured).
 MECHANISM = ("index_profile", "rotation", "masked", "matrix", "report")
 TIERS = {"default": RESULTS, "mechanism": MECHANISM}
 KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM))
