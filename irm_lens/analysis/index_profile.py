@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.analysis.host_profile import TOKEN_KINDS, residual_profile, token_kinds
+from irm_lens.host import host_name
 from irm_lens.inject import patch, resid_mid_hook, resid_post_hook, resid_pre_hook
 from irm_lens.prompts import PromptMode, encode
 
@@ -355,7 +356,7 @@ def index_profile(
     )
     facts = _facts(host, residual, gains, massive, index, lever_rms, lever_entropy, scales)
     return IndexProfile(
-        host=str(getattr(host.cfg, "model_name", "") or "unknown"),
+        host=host_name(host),
         index=index,
         controls=tuple(controls),
         scales=tuple(float(s) for s in scales),
