@@ -38,6 +38,7 @@ from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.irm import IRM
 from irm_lens.record import Recording, load_recordings
+from irm_lens.runs import snapshot_path
 from irm_lens.runset import RUNSET_VERSION, FiguresConfig, RunSpec, ensure_runs, run_specs
 from irm_lens.stack import versions
 
@@ -121,6 +122,12 @@ class Context:
                 config=dataclasses.replace(s.config, **changes),
             ))  # fmt: skip
         return Context(figures, progress=self.progress, specs=specs)
+
+    def subset(self, specs: Sequence[RunSpec]) -> Context:
+        """Other runs under the same configuration, sharing this context's loaded host."""
+        other = Context(self.figures, progress=self.progress, specs=specs)
+        other._host = self._host
+        return other
 
     def trained(self, kind: str | None = None) -> list[str]:
         """Names of trained runs (``kind``: ``next-token`` or ``paper loss``; None = both)."""
@@ -217,16 +224,22 @@ def heldout(voice: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def nll_by_question(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+def nll_by_question(
+    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], *, step: int | None = None
+) -> pd.DataFrame:
     """Per held-out question, voice and condition: summed answer NLL and token count (kept in
-    the run's cache directory; the host-alone part is shared by all runs through ``memo``)."""
+    the run's cache directory; the host-alone part is shared by all runs through ``memo``).
+    ``step``: the run's IRM as saved after that many steps (``TrainConfig.snapshots``) instead
+    of its best one."""
     config = ctx.specs[run].config
     key = cache_key("nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len)
-    path = ctx.runs[run] / "specificity" / f"nll-{key}.csv"
+    name = f"nll-{key}.csv" if step is None else f"nll-{key}-step{step}.csv"
+    path = ctx.runs[run] / "specificity" / name
     if path.exists():
         return pd.read_csv(path)
     host = ctx.host()
-    irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
+    best = ctx.runs[run] / "irm.safetensors"
+    irm = IRM.load(best if step is None else snapshot_path(ctx.runs[run], step), host)
     settings = dict(mode=config.prompt_mode, max_len=config.max_len)
     parts = []
     for voice in EMOTIONS:

@@ -36,6 +36,8 @@ class TrainConfig:
         layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
         width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
         masked: residual indices the IRM's output is held at 0 in (masked retraining).
+        snapshots: optimizer steps after which the IRM is also saved, as
+            ``snapshots/step-<N>.safetensors`` (0: the initial IRM); a training trajectory.
         loss: "next-token" (answer tokens only, padding ignored, one shift) or "paper" (the
             original code: every position of EOS-padded ``max_len`` rows, position t predicts t+2).
         prompt_mode: "chat" (host chat template) or "plain" (the original "question answer" text).
@@ -62,6 +64,7 @@ class TrainConfig:
     depth: int = 5
     init: Literal["paper", "torch"] = "paper"
     masked: tuple[int, ...] = ()
+    snapshots: tuple[int, ...] = ()
     loss: LossKind = "next-token"
     prompt_mode: PromptMode = "chat"
     l1_alpha: float = 0.0
@@ -84,6 +87,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if any(not isinstance(i, int) or i < 0 for i in self.masked):
             raise ValueError(f"masked {list(self.masked)}: give residual indices (ints >= 0).")
+        if any(not isinstance(i, int) or i < 0 for i in self.snapshots):
+            raise ValueError(f"snapshots {list(self.snapshots)}: give optimizer steps (ints >= 0).")
         if self.data is None and self.emotion not in EMOTIONS:
             raise ValueError(
                 f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
@@ -133,8 +138,9 @@ class TrainConfig:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
-            if isinstance(raw.get("masked"), list):
-                raw["masked"] = tuple(raw["masked"])
+            for key in ("masked", "snapshots"):
+                if isinstance(raw.get(key), list):
+                    raw[key] = tuple(raw[key])
             return cls(**raw)
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise RunDirError(
@@ -176,6 +182,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_train_rows=16, max_val_rows=8, patience=6,
     ),
 }  # fmt: skip
+
+
+# The original code's loss as it ran: plain "question answer" text after BOS, rows EOS-padded to
+# 128 tokens, every position predicting the token two ahead, lr 1e-4, 16 rows per optimizer step
+# (8 per GPU on 2 GPUs), StepLR per epoch. Applied over a preset's step budget.
+# ``epochs`` is the original's 15 so that a preset's ``max_steps`` (not one short epoch of its
+# larger batches) sets the budget.
+FAITHFUL_PAPER_LOSS: dict[str, Any] = dict(
+    loss="paper", prompt_mode="plain", lr=1e-4, batch_size=8, grad_accum=2, max_len=128,
+    epochs=15,
+)  # fmt: skip
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

@@ -192,3 +192,8 @@ def read_state(path: Path, host: dict[str, Any] | None = None) -> SavedState:
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     frame = pd.DataFrame(metrics, columns=METRIC_COLUMNS)
     write_csv_atomic(path, frame)
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """Where a run keeps its IRM as it was after ``step`` optimizer steps (``snapshots``)."""
+    return Path(run_dir) / "snapshots" / f"step-{step:06d}.safetensors"

@@ -28,7 +28,7 @@ from typing import Any
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.config import PRESETS, TrainConfig, preset
+from irm_lens.config import FAITHFUL_PAPER_LOSS, PRESETS, TrainConfig, preset
 from irm_lens.datasets import EMOTIONS
 from irm_lens.distributed import launched
 from irm_lens.errors import IrmLensError
@@ -68,7 +68,8 @@ class FiguresConfig:
         preset: training preset (``quick``: minutes per run on a laptop CPU; ``paper``: the
             original's schedule, for GPUs).
         emotions: bundled emotions to align to.
-        paper_loss: also train every emotion with the original's ``paper`` loss (first seed).
+        paper_loss: also train every emotion with the original's loss as it ran (first seed;
+            ``config.FAITHFUL_PAPER_LOSS`` over the preset's step budget).
         heldout: held-out questions recorded per run (greedy answers, chat format).
         paper_max_length: tokens per paper prompt recording, prompt included (original: 100).
         heldout_tokens: greedy tokens generated per held-out question.
@@ -217,7 +218,7 @@ class RunSpec:
 
 # Config fields added after RUNSET_VERSION 3 enter a run's key only when they differ from the
 # value every earlier run had, so adding a field does not throw away the cached runs.
-_LATER_FIELDS: dict[str, Any] = {"optimizer": "adam", "masked": ()}
+_LATER_FIELDS: dict[str, Any] = {"optimizer": "adam", "masked": (), "snapshots": ()}
 
 
 def _keyed_config(config: TrainConfig) -> dict[str, Any]:
@@ -241,7 +242,8 @@ def run_specs(figures: FiguresConfig) -> list[RunSpec]:
     first = figures.seeds[0]
     if figures.paper_loss:
         for emotion in figures.emotions:
-            config = preset(figures.preset, emotion=emotion, seed=first, loss="paper", **host)
+            config = preset(figures.preset, emotion=emotion, seed=first,
+                            **{**FAITHFUL_PAPER_LOSS, **host})  # fmt: skip
             specs.append(RunSpec(f"{emotion}_paperloss_s{first}", config))
     base = preset(figures.preset, emotion=figures.emotions[0], seed=first, **host)
     specs.append(RunSpec(f"untrained_s{first}", base, trained=False))

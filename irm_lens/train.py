@@ -55,6 +55,7 @@ from irm_lens.runs import (
     host_identity,
     read_state,
     save_state,
+    snapshot_path,
     start_run_dir,
     write_metrics,
 )
@@ -283,6 +284,7 @@ class _Trainer:
         bar = tqdm(total=self.total, initial=prog.step, disable=not show,
                    desc=f"IRM {self.config.emotion}")  # fmt: skip
         prog.stopped = ""
+        self._snapshot()  # step 0: the initial IRM, when asked for
         with _graceful_sigint(stop):
             while not prog.stopped:
                 if prog.step >= self.total:
@@ -294,6 +296,7 @@ class _Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", best_val=f"{prog.best_val:.3f}",
                                 tok_s=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+                self._snapshot()
                 if on_step is not None:
                     on_step(prog.step)
                 # Ctrl-C reaches each rank on its own: stop when any rank was asked to
@@ -397,6 +400,17 @@ class _Trainer:
                 self.irm.save(self.run_dir / "irm.safetensors", state)
         else:
             prog.bad_evals += 1
+
+    def _snapshot(self) -> None:
+        """Save the IRM as it is now when ``config.snapshots`` asks for this step."""
+        step = self.prog.step
+        path = snapshot_path(self.run_dir, step)
+        if step not in self.config.snapshots:
+            return
+        state = self.parallel.irm_state()  # a collective under FSDP
+        if self.world.is_main:
+            path.parent.mkdir(exist_ok=True)
+            self.irm.save(path, state)
 
     def _checkpoint(self) -> None:
         irm_state = self.parallel.irm_state()  # collectives under FSDP: every rank takes part

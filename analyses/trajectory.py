@@ -1,0 +1,177 @@
+"""The long tier: IRMs trained far longer, measured at a schedule of steps (``TIER=long``).
+
+Anger, sadness, joy and neutral (next-token loss) and anger with the original's loss as it ran
+(``config.FAITHFUL_PAPER_LOSS``), first seed, each trained up to ``SCHEDULE[-1]`` optimizer
+steps (4 epochs of the quick preset's rows) or until validation loss stops improving, the IRM
+saved after every step of ``SCHEDULE`` (step 0 is the untrained IRM: each run's own control).
+Per snapshot: specificity with its 95 % CI on every held-out question, and the shape of its
+outputs on the own-voice held-out rows (top index, dominance ratio with its CI, index share of
+variance, cross-layer correlation).
+``irm_lens.analysis.trajectory.choose_budget`` picks ``make figures``'s default budget from it.
+
+Each run's measures are written as soon as it is finished (``data.csv`` grows run by run), so a
+tier stopped part way leaves the finished runs' results; run it again to go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from einops import rearrange
+
+from analyses._common import Context, cache_key, heldout, nll_by_question
+from irm_lens.analysis.alignment import specificity
+from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape
+from irm_lens.config import FAITHFUL_PAPER_LOSS, preset
+from irm_lens.files import write_csv_atomic
+from irm_lens.irm import IRM
+from irm_lens.plotting.trajectory import trajectory_figure
+from irm_lens.prompts import encode
+from irm_lens.record import irm_outputs
+from irm_lens.runs import snapshot_path
+from irm_lens.runset import RunSpec, stage_seconds
+
+NEEDS_RUN_SET = False  # trains its own runs; the default run set need not exist
+
+SCHEDULE = (0, 14, 30, 60, 120, 240)
+SMOKE_SCHEDULE = (0, 2, 4)
+EMOTIONS = ("anger", "sadness", "joy", "neutral")
+# Validation every 20 steps; stop after 6 passes (120 steps) without improvement.
+LONG = dict(eval_every=20, patience=6, epochs=15)
+SMOKE_LONG = dict(eval_every=2, patience=6, epochs=15)
+# The cold `make figures` default tier minus its training, in minutes on 2 CPU cores (measured
+# in the fifth session: 31 min cold, of which 14 min trained the 13 runs at 14 steps).
+FIXED_MIN = 17.0
+LIMIT_MIN = 60.0
+
+
+def long_specs(ctx: Context) -> list[RunSpec]:
+    """The tier's runs, in the order they are trained."""
+    figures = ctx.figures
+    schedule = SMOKE_SCHEDULE if figures.fast else SCHEDULE
+    extra = {**(SMOKE_LONG if figures.fast else LONG), "max_steps": schedule[-1],
+             "snapshots": schedule, "seed": ctx.first_seed, "host": figures.host,
+             "device": figures.device, "dtype": figures.dtype}  # fmt: skip
+    emotions = [e for e in EMOTIONS if e in figures.emotions]
+    specs = []
+    for emotion in emotions:
+        config = preset(figures.preset, emotion=emotion, **extra)
+        specs.append(RunSpec(f"{emotion}_long_s{ctx.first_seed}", config))
+    # the original's loss, faithfully, for the first emotion; last, as it is the slowest
+    paper = preset(figures.preset, emotion=emotions[0], **{**extra, **FAITHFUL_PAPER_LOSS})
+    specs.append(RunSpec(f"{emotions[0]}_paperloss_long_s{ctx.first_seed}", paper))
+    return specs
+
+
+def _outputs(host: Any, irm: IRM, rows: pd.DataFrame, mode: str, max_len: int) -> list[Any]:
+    """The IRM's outputs at every token of each held-out row (question and own-voice answer)."""
+    result = []
+    for question, answer in zip(rows["question"], rows["answer"], strict=True):
+        ids = encode(host.tokenizer, question, answer, mode=mode).ids[:max_len]  # type: ignore[arg-type]
+        out = irm_outputs(host, irm, torch.tensor([ids], device=host.W_E.device))
+        result.append(rearrange(out, "inject 1 pos d -> pos inject d"))
+    return result
+
+
+def run_measures(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """One row per saved snapshot of ``run`` (cached in its run directory)."""
+    spec, run_dir = ctx.specs[run], ctx.runs[run]
+    config = spec.config
+    path = run_dir / "trajectory" / f"measures-{cache_key('trajectory', 1)}.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    host = ctx.host()
+    own_rows = heldout(config.emotion)
+    rows = []
+    for step in config.snapshots:
+        if not snapshot_path(run_dir, step).exists():  # stopped early: no later snapshots
+            continue
+        irm = IRM.load(snapshot_path(run_dir, step), host)
+        irm.eval()
+        verdict = specificity(nll_by_question(ctx, run, memo, step=step), config.emotion)
+        outputs = _outputs(host, irm, own_rows, config.prompt_mode, config.max_len)
+        shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
+        rows.append({"run": run, "emotion": config.emotion, "kind": spec.kind, "step": step,
+                     "verdict": verdict.verdict, "specificity": verdict.specificity,
+                     "specificity_low": verdict.low, "specificity_high": verdict.high,
+                     "own_drop": verdict.own_drop, "own_low": verdict.own_low,
+                     "own_high": verdict.own_high, "n_questions": verdict.n_questions,
+                     **dataclasses.asdict(shape)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    write_csv_atomic(path, table)
+    return table
+
+
+def _losses(ctx: Context, run: str) -> pd.DataFrame:
+    metrics = pd.read_csv(ctx.runs[run] / "metrics.csv")
+    return metrics[["step", "val_loss"]].assign(run=run)
+
+
+def _seconds_per_step(ctx: Context, run: str) -> float:
+    steps = int(pd.read_csv(ctx.runs[run] / "metrics.csv")["step"].max())
+    return stage_seconds(ctx.runs[run]).get("train_s", float("nan")) / max(steps, 1)
+
+
+def main(ctx: Context) -> dict[str, object]:
+    specs = long_specs(ctx)
+    memo: dict[Any, pd.DataFrame] = {}
+    tables, losses, cost = [], [], {}
+    summary: dict[str, object] = {}
+    for i, spec in enumerate(specs):  # one run at a time: its results are written before the
+        done = ctx.subset(specs[: i + 1])  # next one trains (the earlier ones are cached)
+        tables.append(run_measures(done, spec.name, memo))
+        losses.append(_losses(done, spec.name))
+        cost[spec.name] = _seconds_per_step(done, spec.name)
+        table, curves = pd.concat(tables, ignore_index=True), pd.concat(losses, ignore_index=True)
+        summary = _write(done, table, curves, cost, finished=i + 1 == len(specs))
+    return summary
+
+
+def _per_step_minutes(ctx: Context, cost: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Measured training seconds per step by loss kind, and the minutes one more step of every
+    run adds to the default tier (2 seeds x the emotions next-token, the emotions with the
+    original's loss)."""
+    rates = {kind: _median([c for run, c in cost.items() if ctx.specs[run].kind == kind])
+             for kind in ("next-token", "paper loss")}  # fmt: skip
+    if math.isnan(rates["paper loss"]):  # not measured yet: its rows are ~2.7x as many tokens
+        rates["paper loss"] = rates["next-token"] * 2.7
+    n_emotions = len(ctx.figures.emotions)
+    seconds = len(ctx.figures.seeds) * n_emotions * rates["next-token"]
+    return rates, (seconds + n_emotions * rates["paper loss"]) / 60
+
+
+def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[str, float],
+           *, finished: bool) -> dict[str, object]:  # fmt: skip
+    emotions = [s.config.emotion for s in ctx.specs.values() if s.kind == "next-token"]
+    rates, per_step_min = _per_step_minutes(ctx, cost)
+    schedule = sorted(int(s) for s in table["step"].unique())
+    max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,
+                                   per_step_min=per_step_min)  # fmt: skip
+    budget = choose_budget(table, emotions, max_step=max_step)
+    summary: dict[str, object] = {
+        "runs": list(ctx.specs), "finished": finished, "schedule": schedule,
+        "budget_step": budget.step, "budget_reason": budget.reason,
+        "aligned_by_step": budget.aligned_by_step, "n_emotions": budget.n_emotions,
+        "seconds_per_step": rates, "minutes_per_budget_step": per_step_min,
+        "max_step_within_limit": max_step, "limit_min": LIMIT_MIN, "fixed_min": FIXED_MIN,
+    }  # fmt: skip
+    ctx.write("trajectory", table, trajectory_figure(table, losses), summary=summary,
+              size=(1300, 850))  # fmt: skip
+    write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)
+    return summary
+
+
+def _median(values: list[float]) -> float:
+    clean = [v for v in values if not math.isnan(v)]
+    return float(np.median(clean)) if clean else float("nan")
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

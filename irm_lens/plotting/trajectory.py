@@ -1,0 +1,79 @@
+"""The figure of ``analysis.trajectory``: alignment, dominance and striation against steps."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from irm_lens.plotting._common import check_columns, style
+
+PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
+COLUMNS = ("run", "step", "verdict", "specificity", "specificity_low", "specificity_high",
+           "top_index", "dominance", "dominance_low", "dominance_high", "index_share",
+           "cross_layer_corr")  # fmt: skip
+LOSS_COLUMNS = ("run", "step", "val_loss")
+
+
+def trajectory_figure(
+    table: pd.DataFrame, losses: pd.DataFrame, *, title: str | None = None
+) -> go.Figure:
+    """Four panels against optimizer steps (categorical x: the snapshot schedule), one colour
+    per run: specificity with its 95 % CI (hollow markers: not aligned), the dominance ratio
+    with its CI and the top index written at each point, the striation statistics (index share
+    of variance solid, cross-layer correlation dotted), and the validation loss."""
+    check_columns(table, COLUMNS, "trajectory")
+    check_columns(losses, LOSS_COLUMNS, "validation losses")
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.09, vertical_spacing=0.16,
+                        subplot_titles=(
+                            "specificity (own-voice NLL drop minus the others'), 95 % CI",
+                            "dominance ratio (top index share x d_model), 95 % CI; top index",
+                            "striation: index share of variance (solid), cross-layer corr (dots)",
+                            "validation loss"))  # fmt: skip
+    steps = sorted(int(s) for s in table["step"].unique())
+    order = [str(s) for s in steps]
+    for i, (run, rows) in enumerate(table.sort_values("step").groupby("run", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        x = rows["step"].astype(int).astype(str)
+        aligned = rows["verdict"] == "aligned"
+        symbols = ["circle" if a else "circle-open" for a in aligned]
+        line = {"color": color}
+        fig.add_trace(go.Scatter(x=x, y=rows["specificity"], name=run, legendgroup=run,
+                                 mode="lines+markers", line=line,
+                                 marker={"symbol": symbols, "size": 9}), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=rows["specificity_low"], mode="lines", line={
+            "color": color, "width": 0.5, "dash": "dot"}, legendgroup=run, showlegend=False,
+            hoverinfo="skip"), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=rows["specificity_high"], mode="lines", line={
+            "color": color, "width": 0.5, "dash": "dot"}, legendgroup=run, showlegend=False,
+            hoverinfo="skip"), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=x, y=rows["dominance"], mode="lines+markers+text", line=line, legendgroup=run,
+            showlegend=False, text=rows["top_index"].astype(int).astype(str),
+            textposition="top center", textfont={"size": 9, "color": color},
+            error_y={"type": "data", "symmetric": False,
+                     "array": rows["dominance_high"] - rows["dominance"],
+                     "arrayminus": rows["dominance"] - rows["dominance_low"]},
+        ), row=1, col=2)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=rows["index_share"], mode="lines+markers", line=line,
+                                 legendgroup=run, showlegend=False), row=2, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=rows["cross_layer_corr"], mode="lines+markers",
+                                 line={"color": color, "dash": "dot"}, legendgroup=run,
+                                 showlegend=False), row=2, col=1)  # fmt: skip
+        curve = losses[losses["run"] == run].dropna(subset=["val_loss"])
+        fig.add_trace(go.Scatter(x=curve["step"], y=curve["val_loss"], mode="lines+markers",
+                                 line=line, marker={"size": 4}, legendgroup=run,
+                                 showlegend=False), row=2, col=2)  # fmt: skip
+    fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2,
+                  annotation_text="uniform")  # fmt: skip
+    for col in (1, 2):
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                         title_text="optimizer steps (snapshot; 0 = untrained)", row=1, col=col)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                     title_text="optimizer steps", row=2, col=1)  # fmt: skip
+    fig.update_xaxes(title_text="optimizer steps", row=2, col=2)
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(title_text="NLL per predicted token", row=2, col=2)
+    return style(fig, title or "Training trajectory: alignment, dominance and striation")
