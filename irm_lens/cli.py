@@ -133,8 +133,11 @@ _TRAIN_OPTIONS = {
     "--init": ("init", str, "IRM init: paper or torch"),
     "--seed": ("seed", int, "seed of IRM init and data order"),
     "--mask": ("masked", index_list, "residual indices held at 0 in the IRM's output: 270,507"),
-    "--snapshots": ("snapshots", index_list,
-                    "also save the IRM after these steps (snapshots/step-N): 0,14,60"),
+    "--snapshots": (
+        "snapshots",
+        index_list,
+        "also save the IRM after these steps (snapshots/step-N): 0,14,60",
+    ),
 }
 
 

@@ -143,6 +143,35 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     )
 
 
+def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    proc = _figures(tmp, TIER="long")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run set ready" not in proc.stdout  # the long tier trains only its own runs
+    out = tmp / "figures" / "trajectory"
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = pd.read_csv(out / "data.csv")
+    runs = ["anger_long_s42", "sadness_long_s42", "joy_long_s42", "neutral_long_s42",
+            "anger_paperloss_long_s42"]  # fmt: skip
+    assert list(data["run"].unique()) == runs
+    assert sorted(data["step"].unique()) == [0, 2, 4]
+    assert set(data.loc[data["run"] == runs[-1], "kind"]) == {"paper loss"}
+    untrained = data[data["step"] == 0]
+    assert (untrained["specificity"].abs() < 1e-4).all()  # step 0: the IRM before training
+    assert data["verdict"].isin(["aligned", "not aligned", "not tested"]).all()
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["finished"] is True and summary["schedule"] == [0, 2, 4]
+    assert summary["n_emotions"] == 4 and set(summary["aligned_by_step"]) == {"2", "4"}
+    steps = [s for s, n in summary["aligned_by_step"].items() if n == 4]
+    assert summary["budget_step"] == (int(min(steps)) if steps else None)
+    assert set(pd.read_csv(out / "losses.csv")["run"]) == set(runs)
+    paper_dir = next((tmp / "runs").glob("anger_paperloss_long_s42-*"))
+    config = json.loads((paper_dir / "config.json").read_text())
+    assert (config["prompt_mode"], config["lr"], config["grad_accum"]) == ("plain", 1e-4, 2)
+    assert len(list((paper_dir / "snapshots").glob("step-*.safetensors"))) == 3
+
+
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
     tmp, first = fast_run
     assert first.returncode == 0

@@ -68,8 +68,14 @@ def trajectory_figure(
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2,
                   annotation_text="uniform")  # fmt: skip
     for col in (1, 2):
-        fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
-                         title_text="optimizer steps (snapshot; 0 = untrained)", row=1, col=col)
+        fig.update_xaxes(
+            type="category",
+            categoryorder="array",
+            categoryarray=order,
+            title_text="optimizer steps (snapshot; 0 = untrained)",
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                      title_text="optimizer steps", row=2, col=1)  # fmt: skip
     fig.update_xaxes(title_text="optimizer steps", row=2, col=2)
