@@ -26,7 +26,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import irm_lens
 from irm_lens import analysis
-from irm_lens.analysis.alignment import specificity
+from irm_lens.analysis.alignment import ALIGNED, Specificity, specificity
 from irm_lens.analysis.mechanism import dominance_ratio
 from irm_lens.canary import check_generation
 from irm_lens.datasets import EMOTIONS, load_dataset
@@ -48,6 +48,9 @@ def cache_key(*parts: object) -> str:
     run set's version plus ``parts``, as JSON. Change a part when the result's meaning changes."""
     return hashlib.sha256(json.dumps([RUNSET_VERSION, *parts]).encode()).hexdigest()[:12]
 
+
+KINDS = ("next-token", "paper loss")
+"""The loss kinds of trained runs: reported apart in every table and verdict."""
 
 IRM_FIELDS = ("layers", "width_mult", "depth", "init", "masked", "seed")
 """Training-config fields that change an untrained IRM."""
@@ -122,6 +125,19 @@ class Context:
                 config=dataclasses.replace(s.config, **changes),
             ))  # fmt: skip
         return Context(figures, progress=self.progress, specs=specs)
+
+    @cached_property
+    def alignment(self) -> dict[str, Specificity]:
+        """Every run's specificity to its emotion on all held-out questions, with its CI and
+        verdict (``analysis.alignment``; cached in the run directories)."""
+        memo: dict[Any, pd.DataFrame] = {}
+        return {run: specificity(nll_by_question(self, run, memo), spec.config.emotion)
+                for run, spec in self.specs.items()}  # fmt: skip
+
+    def aligned(self, kind: str) -> list[str]:
+        """Trained runs of ``kind`` (``next-token`` or ``paper loss``) that are aligned: only
+        these enter the mechanistic verdicts."""
+        return [r for r in self.trained(kind) if self.alignment[r].verdict == ALIGNED]
 
     def subset(self, specs: Sequence[RunSpec]) -> Context:
         """Other runs under the same configuration, sharing this context's loaded host."""
@@ -261,14 +277,13 @@ def dominance_rows(
     """Per next-token run and untrained baseline of ``ctx``, and per basis to read its outputs
     in (``outputs @ matrix``; None = as recorded): alignment (specificity) and the dominance
     ratio on the paper prompts (``analysis.mechanism.dominance_ratio``)."""
-    memo: dict[Any, pd.DataFrame] = {}
     rows = []
     for run, spec in ctx.specs.items():
         if spec.trained and spec.kind != "next-token":
             continue
         if spec.trained:
-            verdict = specificity(nll_by_question(ctx, run, memo), spec.config.emotion)
-            aligned, spec_value = verdict.verdict == "aligned", verdict.specificity
+            verdict = ctx.alignment[run]
+            aligned, spec_value = verdict.verdict == ALIGNED, verdict.specificity
             spec_ci = (verdict.low, verdict.high)
         else:
             aligned, spec_value, spec_ci = False, float("nan"), (float("nan"), float("nan"))

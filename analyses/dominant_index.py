@@ -8,10 +8,13 @@ that the dominant index is the host's massive dim: 507 on SmolLM2-135M).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import KINDS, Context
 from irm_lens import analysis, plotting
+from irm_lens.analysis.verdicts import consistency_rule, dominant_rule
 
 TOP = 5
 
@@ -81,6 +84,7 @@ def main(ctx: Context) -> dict[str, object]:
         },
         "mean_top5_jaccard": float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
         "top1_frequencies": frequencies.head(5).to_dict(orient="records"),
+        "rules": {kind: _rules(ctx, kind, d_model) for kind in KINDS},
     }
     ctx.write(
         "dominant_index",
@@ -92,6 +96,20 @@ def main(ctx: Context) -> dict[str, object]:
         settings={"top": TOP},
     )
     return summary
+
+
+def _rules(ctx: Context, kind: str, d_model: int) -> dict[str, object]:
+    """Consistency (the same index across runs) and dominance (one index far above uniform)
+    over the aligned runs of one loss kind, apart."""
+    runs = ctx.aligned(kind)
+    top_sets = [[int(i) for i in ctx.dominance[r]["index"].head(TOP)] for r in runs]
+    ratios = [float(ctx.dominance[r].iloc[0]["share"]) * d_model for r in runs]
+    control = float(ctx.dominance[ctx.untrained].iloc[0]["share"]) * d_model
+    return {
+        "aligned_runs": runs,
+        "consistency": dataclasses.asdict(consistency_rule(top_sets, d_model)),
+        "dominance": dataclasses.asdict(dominant_rule(ratios, control)),
+    }
 
 
 if __name__ == "__main__":

@@ -9,13 +9,10 @@ every question not trained on (val + test), with a bootstrap 95 % CI over questi
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
-from analyses._common import HELDOUT_SPLITS, Context, nll_by_question
+from analyses._common import HELDOUT_SPLITS, Context
 from irm_lens import plotting
-from irm_lens.analysis.alignment import specificity
 from irm_lens.evaluate import alignment_summary
 
 
@@ -39,11 +36,7 @@ def main(ctx: Context) -> dict[str, object]:
         ),
     )
     trained = [scores[r] for r in ctx.trained()]
-    memo: dict[Any, pd.DataFrame] = {}
-    specific = {
-        run: specificity(nll_by_question(ctx, run, memo), ctx.specs[run].config.emotion).to_dict()
-        for run in runs
-    }
+    specific = {run: ctx.alignment[run].to_dict() for run in runs}
     summary = {
         "specificity": specific,
         "aligned_runs": [r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],

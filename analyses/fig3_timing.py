@@ -1,16 +1,22 @@
 """Paper Fig. 3: when the 1000 largest |IRM outputs| happen, counted per token position.
 
 For every run and paper prompt: the top-1000 values over tokens x layers x indices, counted per
-token position. The claim: most fall early in inference, very few past the sequence's midpoint.
+token position, in sequence order and in the order the original drew its histogram (its token
+files natural-sorted by name: the prompt's last token, the generated tokens, then the prompt from
+BOS). The claim: most fall early in inference, very few past the sequence's midpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import KINDS, Context
 from analyses.fig2_heatmaps import panel_name
 from irm_lens import analysis, plotting
+from irm_lens.analysis.timing import file_order
+from irm_lens.analysis.verdicts import timing_rule
 
 K = 1000
 
@@ -19,18 +25,28 @@ def timing_table(ctx: Context, run: str, prompt_set: str = "paper") -> pd.DataFr
     parts = []
     for rec in ctx.recordings(run, prompt_set):
         table = analysis.topk_timing(rec.outputs, rec.kinds, k=K)
-        parts.append(table.assign(prompt=rec.name, n_tokens=len(rec.kinds)))
+        position = file_order(rec.kinds.count("prompt"), len(rec.kinds))
+        parts.append(
+            table.assign(
+                prompt=rec.name,
+                n_tokens=len(rec.kinds),
+                file_position=position[table["token"].to_numpy()],
+            )
+        )
     return pd.concat(parts, ignore_index=True).assign(**ctx.spec_columns(run))
 
 
 def shares(table: pd.DataFrame) -> dict[str, float]:
-    """Shares of the counted values: before the midpoint, on prompt tokens, on token 0."""
+    """Shares of the counted values: before the midpoint (in sequence order and in the
+    original's file order, ``analysis.file_order``), on prompt tokens, on token 0."""
     total = table["count"].sum()
     early = table.loc[table["token"] < table["n_tokens"] / 2, "count"].sum()
     prompt = table.loc[table["kind"] == "prompt", "count"].sum()
     first = table.loc[table["token"] == 0, "count"].sum()
+    file_early = table.loc[table["file_position"] < table["n_tokens"] / 2, "count"].sum()
     return {
         "before_midpoint": float(early / total),
+        "before_midpoint_file_order": float(file_early / total),
         "on_prompt": float(prompt / total),
         "on_first_token": float(first / total),
     }
@@ -53,12 +69,13 @@ def main(ctx: Context) -> dict[str, object]:
     )
     generated = [r.kinds.count("generated") for run in ctx.trained() for r in ctx.recordings(run)]
     heldout = pd.concat([timing_table(ctx, run, "heldout") for run in ctx.trained()])
-    panels = {
-        panel_name(ctx, run): data[(data["run"] == run) & (data["prompt"] == first.name)][
-            ["token", "kind", "count", "k_used"]
-        ]
-        for run in shown
-    }
+    panels = {}
+    for run in shown:  # each run in sequence order, then as the original drew it
+        rows = data[(data["run"] == run) & (data["prompt"] == first.name)]
+        panels[panel_name(ctx, run)] = rows[["token", "kind", "count", "k_used"]]
+        in_file_order = rows.assign(token=rows["file_position"]).sort_values("token")
+        panels[f"{panel_name(ctx, run)}, original's order"] = in_file_order[
+            ["token", "kind", "count", "k_used"]]  # fmt: skip
     title = (
         f"Fig. 3: where the top-{K} |IRM output| values fall, by token position<br><sup>"
         f"{ctx.figures.host_label}; paper prompt {first.prompt!r}, sampled to "
@@ -84,7 +101,18 @@ def main(ctx: Context) -> dict[str, object]:
         "trained_on_first_token_median": float(
             pd.Series([by_run[r]["on_first_token"] for r in ctx.trained()]).median()
         ),
-    }
+        "trained_before_midpoint_file_order_median": float(
+            pd.Series([by_run[r]["before_midpoint_file_order"] for r in ctx.trained()]).median()
+        ),
+        "untrained_before_midpoint_file_order":
+            by_run[ctx.untrained]["before_midpoint_file_order"],
+        "rules": {kind: dataclasses.asdict(timing_rule(
+            [by_run[r]["before_midpoint"] for r in ctx.aligned(kind)],
+            by_run[ctx.untrained]["before_midpoint"],
+            [by_run[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
+            by_run[ctx.untrained]["before_midpoint_file_order"],
+        )) for kind in KINDS},
+    }  # fmt: skip
     ctx.write(
         "fig3_timing",
         data,

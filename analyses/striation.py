@@ -8,10 +8,13 @@ share for the untrained IRM of the same seed (the control for structure from the
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import KINDS, Context
 from irm_lens import analysis, plotting
+from irm_lens.analysis.verdicts import striation_rule
 
 PERMUTATIONS = 200
 
@@ -25,7 +28,8 @@ def main(ctx: Context) -> dict[str, object]:
         stats = analysis.striation(
             ctx.outputs(run), layers, n_permutations=PERMUTATIONS, baseline=baseline
         )
-        rows.append({**ctx.spec_columns(run), **stats})
+        aligned = run in ctx.aligned(ctx.specs[run].kind) if ctx.specs[run].trained else False
+        rows.append({**ctx.spec_columns(run), "aligned": aligned, **stats})
     data = pd.DataFrame(rows)
     named = {row["run"]: row for row in rows}
     fig = plotting.striation_figure(
@@ -50,7 +54,13 @@ def main(ctx: Context) -> dict[str, object]:
             (trained["index_share"] > float(untrained["index_share"])).sum()
         ),
         "p_min_possible": 1 / (PERMUTATIONS + 1),
-    }
+        # the verdict rule over aligned runs only, one per loss kind
+        "rules": {kind: dataclasses.asdict(striation_rule(
+            trained.loc[trained["run"].isin(ctx.aligned(kind)), "index_share"].tolist(),
+            trained.loc[trained["run"].isin(ctx.aligned(kind)), "cross_layer_corr"].tolist(),
+            float(untrained["index_share"]), float(untrained["cross_layer_corr"]),
+        )) for kind in KINDS},
+    }  # fmt: skip
     ctx.write(
         "striation",
         data,

@@ -286,3 +286,35 @@ def test_dominance_consistency_by_hand() -> None:
         dominance_consistency(tables, k=5)
     with pytest.raises(ValueError, match="tables is empty"):
         dominance_consistency({}, k=2)
+
+
+def _original_names(n_prompt: int, n_tokens: int) -> list[str]:
+    """The CSV names the original's ``tensor_logger.write_csv`` gives tokens 0..n-1."""
+    names = []
+    for token_number in range(1, n_tokens + 1):
+        if n_prompt <= token_number:
+            names.append(f"generated_token_{token_number - n_prompt + 1}.csv")
+        else:
+            names.append(f"prompt_token_{token_number}.csv")
+    return names
+
+
+@pytest.mark.parametrize(("n_prompt", "n_tokens"), [(3, 6), (9, 25), (1, 4), (12, 12)])
+def test_file_order_is_the_originals_natural_sort(n_prompt, n_tokens):
+    import re
+
+    from irm_lens.analysis.timing import file_order
+
+    names = _original_names(n_prompt, n_tokens)
+    natural = sorted(names, key=lambda n: (n.split("_")[0], int(re.findall(r"\d+", n)[0])))
+    expected = [natural.index(name) for name in names]  # where each token lands on the x-axis
+    assert file_order(n_prompt, n_tokens).tolist() == expected
+    if n_prompt > 1 and n_tokens > n_prompt:  # BOS comes after every generated token
+        assert file_order(n_prompt, n_tokens)[0] == n_tokens - n_prompt + 1
+
+
+def test_file_order_checks_its_arguments():
+    from irm_lens.analysis.timing import file_order
+
+    with pytest.raises(ValueError, match="n_prompt"):
+        file_order(0, 5)

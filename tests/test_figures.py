@@ -16,11 +16,12 @@ from analyses import report
 from analyses.__main__ import RESULTS
 from analyses._report_mechanism import mechanism_verdicts
 from irm_lens import runset
+from irm_lens.analysis import verdicts
 from irm_lens.analysis.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
 from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
-VERDICTS = (report.REPRODUCED, report.PARTLY, report.NOT)
+VERDICTS = verdicts.VERDICTS
 
 
 def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -65,12 +66,15 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert atlas == sorted(s.name for s in specs)
     assert (out / "atlas" / "plotly.min.js").stat().st_size > 1_000_000
     text = (out / "REPORT.md").read_text()
-    verdicts = json.loads((out / "verdicts.json").read_text())
-    paper_claims = {k: v for k, v in verdicts.items() if k not in mechanism_verdicts({})}
-    assert len(paper_claims) == 5 and set(paper_claims.values()) <= set(VERDICTS)
+    written = json.loads((out / "verdicts.json").read_text())
+    original = written.pop(report.ORIGINAL_LOSS)
+    paper_claims = {k: v for k, v in written.items() if k not in mechanism_verdicts({})}
+    assert len(paper_claims) == 6 and set(paper_claims.values()) <= set(VERDICTS)
+    assert set(original) == set(paper_claims) and set(original.values()) <= set(VERDICTS)
     for claim, verdict in paper_claims.items():
-        assert f"| {claim} | **{verdict}** |" in text
-    assert set(verdicts.values()) - set(paper_claims.values()) <= {"not run"}
+        assert f"| {claim} | **{verdict}** | {original[claim]} |" in text
+    assert set(written.values()) - set(paper_claims.values()) <= {"not run"}
+    assert "### How the verdicts are decided" in text
     assert "Not run here: `make figures TIER=mechanism`" in text
     # numbers in the report are the ones the results wrote
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
@@ -120,9 +124,9 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     sgd_dir = next((tmp / "runs").glob("anger_sgd_s42-*"))
     assert json.loads((sgd_dir / "config.json").read_text())["optimizer"] == "sgd"
     text = (out / "REPORT.md").read_text()
-    verdicts = json.loads((out / "verdicts.json").read_text())
+    written = json.loads((out / "verdicts.json").read_text())
     basis_claim = next(iter(mechanism_verdicts({})))
-    assert verdicts[basis_claim] == rotation["basis"]["verdict"]
+    assert written[basis_claim] == rotation["basis"]["verdict"]
     assert f"**Where the dominant coordinate comes from: {rotation['basis']['verdict']}.**" in text
     assert "| rotated host, Adam | anger_rotated_s42 |" in text
     masked = json.loads((out / "masked" / "config.json").read_text())["summary"]
@@ -137,7 +141,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     q1_dir = next((tmp / "runs").glob("anger_layersq1_s42-*"))
     assert json.loads((q1_dir / "config.json").read_text())["layers"] == "q1"
     for claim in mechanism_verdicts({}, {}, {}):
-        assert verdicts[claim] != "not run", claim  # every mechanism result ran
+        assert written[claim] != "not run", claim  # every mechanism result ran
     assert (
         f"**Earlier layer sets get larger outputs: {matrix['early_layers']['verdict']}.**" in text
     )
@@ -254,36 +258,52 @@ def test_cache_key_follows_the_config():
     assert "optimizer" not in runset._keyed_config(spec.config)
 
 
-def _striation(**changes: float) -> dict:
-    base = dict(n_trained=4, significant_runs=4, above_untrained_runs=4, index_share_median=0.5,
-                layer_share_median=0.1, untrained_index_share=0.05, p_min_possible=0.005,
-                cross_layer_corr_median=0.6, untrained_cross_layer_corr=0.0)  # fmt: skip
-    return {**base, **changes}
+def _rule(verdict: str) -> dict:
+    return {"verdict": verdict, "reason": f"because {verdict}", "effects": {}}
 
 
-def test_verdict_rules():
-    assert report.striation_claim(_striation())[0] == report.REPRODUCED
-    assert report.striation_claim(_striation(significant_runs=2))[0] == report.PARTLY
-    low = _striation(significant_runs=1, above_untrained_runs=1)
-    assert report.striation_claim(low)[0] == report.NOT
-    timing = dict(
-        k=1000,
-        trained_before_midpoint_median=0.9,
-        trained_before_midpoint_min=0.6,
-        untrained_before_midpoint=0.5,
-        trained_on_first_token_median=0.3,
-        trained_on_prompt_median=0.5,
-        generated_tokens_median=20,
-        generated_tokens_min=1,
-        heldout_before_midpoint=0.5,
-        heldout_on_prompt=0.8,
-    )
-    assert report.timing_claim(timing)[0] == report.REPRODUCED
-    timing["trained_before_midpoint_median"] = 0.6
-    assert report.timing_claim(timing)[0] == report.PARTLY
-    timing["trained_before_midpoint_median"] = 0.4
-    verdict, text = report.timing_claim(timing)
-    assert verdict == report.NOT and "40.0 %" in text
+PROPAGATION = dict(dominant_index=7, persistence_median={"7": 1.0}, random_persistence_median=1.0,
+                   irm_carried_median=0.99, irm_leak_median=0.01)  # fmt: skip
+
+
+def test_report_claims_take_each_kinds_rule():
+    striation = {"n_trained": 4, "index_share_median": 0.15, "layer_share_median": 0.07,
+                 "untrained_index_share": 0.03, "significant_runs": 4, "p_min_possible": 0.005,
+                 "cross_layer_corr_median": 0.13, "untrained_cross_layer_corr": 0.0,
+                 "rules": {"next-token": _rule(verdicts.PARTLY),
+                           "paper loss": _rule(verdicts.NOT_TESTED)}}  # fmt: skip
+    rules, text = report.striation_claim(striation)
+    assert rules["next-token"]["verdict"] == verdicts.PARTLY
+    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED and "0.150" in text
+    # the residual control decides; without it: not tested, saying why
+    rules, _ = report.residual_claim(PROPAGATION, {}, striation["rules"])
+    assert rules["next-token"] == {
+        "verdict": verdicts.NOT_TESTED,
+        "effects": {},
+        "reason": "the rotated-injection control was not run",
+    }
+    assert rules["paper loss"]["reason"] == "no stripes to explain"
+    control = {"control_share": 0.03, "shares": {
+        "next-token": {"delta": [0.2, 0.25], "output": [0.03, 0.04]},
+        "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]}}}  # fmt: skip
+    rules, _ = report.residual_claim(PROPAGATION, control, striation["rules"])
+    assert rules["next-token"]["verdict"] == verdicts.REPRODUCED
+    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED  # no stripes there
+    host = {
+        "dominant_index": 7,
+        "d_model": 16,
+        "median_final_gain": 1.0,
+        "indices": {"7": {"final_gain": 0.5, "final_gain_rank": 1, "max_over_median": 3.0}},
+    }
+    logits = {"entropy_shift_x8": {"7": 0.5}, "random_entropy_shift_x8_median": 0.1,
+              "random_indices": [1, 2]}  # fmt: skip
+    dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
+    mediation = {"lever_percentile": 0.99, "by_kind": {
+        "next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}}}  # fmt: skip
+    rules, text = report.lm_head_claim(host, logits, mediation, dominance)
+    assert rules["next-token"]["verdict"] == verdicts.REPRODUCED and "+0.500 nats" in text
+    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED
+    assert "no subject" in rules["paper loss"]["reason"]
 
 
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):

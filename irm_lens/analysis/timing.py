@@ -47,6 +47,20 @@ def topk_timing(outputs: Recorded, kinds: Sequence[str], k: int = 1000) -> pd.Da
     )
 
 
+def file_order(n_prompt: int, n_tokens: int) -> np.ndarray:
+    """Where each token (in sequence order) stands on the original code's timing histogram.
+
+    The original writes one CSV per token and plots them in natural-sorted file-name order. Its
+    names count prompt tokens from 1 but call the prompt's last token ``generated_token_1``
+    (``tensor_logger.write_csv``), so the order is: the prompt's last token, the generated
+    tokens, then the prompt from BOS up to its second-to-last token. That is a rotation of the
+    sequence by ``n_prompt - 1``.
+    """
+    if not 1 <= n_prompt <= n_tokens:
+        raise ValueError(f"need 1 <= n_prompt <= n_tokens, got {n_prompt} and {n_tokens}.")
+    return (np.arange(n_tokens) - (n_prompt - 1)) % n_tokens
+
+
 def layer_topk(outputs: Recorded, layers: Sequence[int], k: int = 100) -> pd.DataFrame:
     """Count the ``k`` largest ``|outputs|`` (tokens x layers x indices) per injected layer.
 
