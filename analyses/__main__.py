@@ -34,6 +34,8 @@ RESULTS = (
     "host_profile",
     "propagation",
     "logit_attribution",
+    "residual_control",
+    "mediation",
     "ablation",
     "evaluation",
     "atlas",

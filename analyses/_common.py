@@ -52,7 +52,7 @@ def cache_key(*parts: object) -> str:
 KINDS = ("next-token", "paper loss")
 """The loss kinds of trained runs: reported apart in every table and verdict."""
 
-IRM_FIELDS = ("layers", "width_mult", "depth", "init", "masked", "seed")
+IRM_FIELDS = ("layers", "width_mult", "depth", "init", "masked", "rotated_output", "seed")
 """Training-config fields that change an untrained IRM."""
 
 

@@ -173,6 +173,18 @@ def lm_head_claim(
         f"by {shift:+.3f} nats; the median |shift| of {len(lg['random_indices'])} random "
         f"indices is {random_shift:.3f}."
     )
+    if mediation:
+        massive = mediation["massive_index"]
+        text += (
+            f" Against all {h['d_model']} indices (x8 before the final norm, at the first "
+            f"answer position of {mediation['n_positions']} held-out questions), index "
+            f"{mediation['dominant_index']}'s entropy lever beats "
+            f"{_pct(mediation['lever_percentile'])} of them (its mean |change| "
+            f"{mediation['lever_dominant']:.3g} nats, median index {mediation['lever_median']:.3g}"
+            f"; strongest levers {mediation['lever_top_indices']}"
+            + (f"; the massive dim {massive} beats {_pct(mediation['lever_massive_percentile'])}"
+               if massive is not None else "") + ")."
+        )  # fmt: skip
     return rules, text
 
 
@@ -336,9 +348,10 @@ def main(ctx: Context) -> dict[str, object]:
         ("One residual index dominates every alignment (1512 on Llama-2-7B)", r_dom, "",
          ["host_profile"]),
         ("Most large outputs happen early in inference", r_time, t_time, ["fig3_timing"]),
-        ("The residual architecture explains the striations", r_res, t_res, ["propagation"]),
+        ("The residual architecture explains the striations", r_res, t_res,
+         ["propagation", "residual_control"]),
         ("The dominant index acts through the LM head / final norm, not as a feature", r_lm,
-         t_lm, ["logit_attribution", "host_profile"]),
+         t_lm, ["mediation", "logit_attribution", "host_profile"]),
     ]  # fmt: skip
     lines = [
         "# irm_lens report: the IRM paper's claims on " + f.host_label,

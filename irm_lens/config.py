@@ -36,6 +36,9 @@ class TrainConfig:
         layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
         width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
         masked: residual indices the IRM's output is held at 0 in (masked retraining).
+        rotated_output: seed of a fixed random rotation per layer applied to the IRM's output
+            before it is injected (``IRMConfig.rotated_output``; the residual-explanation
+            control); None = off.
         snapshots: optimizer steps after which the IRM is also saved, as
             ``snapshots/step-<N>.safetensors`` (0: the initial IRM); a training trajectory.
         loss: "next-token" (answer tokens only, padding ignored, one shift) or "paper" (the
@@ -65,6 +68,7 @@ class TrainConfig:
     init: Literal["paper", "torch"] = "paper"
     masked: tuple[int, ...] = ()
     snapshots: tuple[int, ...] = ()
+    rotated_output: int | None = None
     loss: LossKind = "next-token"
     prompt_mode: PromptMode = "chat"
     l1_alpha: float = 0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from irm_lens.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
-from irm_lens.inject import attach
+from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
 from irm_lens.lexicon import emotion_profile
 from irm_lens.losses import next_token_loss
@@ -95,16 +96,64 @@ def answer_nll_table(
 ) -> pd.DataFrame:
     """Per row: ``question_id``, ``nll_sum`` (summed NLL of the answer tokens given the
     question) and ``n_tokens`` (how many), for bootstrapping over questions."""
-    sums: list[float] = []
-    counts: list[int] = []
-    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
-        logp = logits[:, :-1].float().log_softmax(-1)
-        nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
-        mask = batch.answer_mask[:, 1:].bool()
-        sums += (nll * mask).sum(1).tolist()
-        counts += mask.sum(1).tolist()
+    parts = [
+        _answer_sums(b, lg)
+        for b, lg in _answer_forwards(host, rows, irm, mode, batch_size, max_len)
+    ]
+    return _nll_rows(rows, parts)
+
+
+def _answer_sums(batch: Batch, logits: Tensor) -> tuple[list[float], list[int]]:
+    """Per row of ``batch``: summed NLL of its answer tokens, and how many there are."""
+    logp = logits[:, :-1].float().log_softmax(-1)
+    nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
+    mask = batch.answer_mask[:, 1:].bool()
+    return (nll * mask).sum(1).tolist(), mask.sum(1).tolist()
+
+
+def _nll_rows(rows: pd.DataFrame, parts: list[tuple[list[float], list[int]]]) -> pd.DataFrame:
+    sums = [x for part, _ in parts for x in part]
+    counts = [n for _, part in parts for n in part]
     ids = rows["question_id"].tolist()
     return pd.DataFrame({"question_id": ids, "nll_sum": sums, "n_tokens": counts})
+
+
+def _const(value: Tensor) -> Callable[[Tensor, int], Tensor]:
+    return lambda x, layer: value
+
+
+def frozen_scale_nll_table(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    irm: IRM,
+    *,
+    mode: PromptMode = "chat",
+    batch_size: int = 8,
+    max_len: int = 128,
+) -> pd.DataFrame:
+    """``answer_nll_table`` with the IRM attached but the final norm's scale (its input RMS,
+    a temperature on every logit) held at the value it has without the IRM: what is left of
+    the IRM's effect when it cannot act through that scale (LM-head mediation)."""
+    parts: list[tuple[list[float], list[int]]] = []
+    seen: dict[str, Tensor] = {}
+
+    def keep(x: Tensor, layer: int) -> Tensor:
+        seen["scale"] = x
+        return x
+
+    pad = pad_id(host.tokenizer)
+    examples = encode_rows(host.tokenizer, rows, mode)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the bridge warns that an edited scale rebuilds the norm's output: that is the point
+        warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
+            with patch(host, [FINAL_SCALE_HOOK], keep):
+                host(batch.tokens, attention_mask=batch.attention_mask)
+            with attach(host, irm), patch(host, [FINAL_SCALE_HOOK], _const(seen["scale"])):
+                logits = host(batch.tokens, attention_mask=batch.attention_mask)
+            parts.append(_answer_sums(batch, logits))
+    return _nll_rows(rows, parts)
 
 
 def greedy_answers(

@@ -59,6 +59,11 @@ def attn_z_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+FINAL_SCALE_HOOK = "ln_final.hook_scale"
+"""The final norm's scale, ``sqrt(mean(x^2) + eps)`` per position (writable: the norm divides by
+what the hook returns)."""
+
+
 def write_hook(layer: int) -> str:
     """Hook name where a delta added to the activation lands in ``layer``'s residual stream."""
     return f"blocks.{layer}.hook_attn_out"
@@ -210,8 +215,10 @@ Patch = Callable[[Tensor, int], Tensor]
 
 
 def layer_of(hook_name: str) -> int:
-    """The layer a ``blocks.{layer}....`` hook name belongs to."""
-    return int(hook_name.split(".")[1])
+    """The layer a ``blocks.{layer}....`` hook name belongs to (-1 outside the blocks, e.g. the
+    final norm)."""
+    parts = hook_name.split(".")
+    return int(parts[1]) if parts[0] == "blocks" else -1
 
 
 @contextlib.contextmanager

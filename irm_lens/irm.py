@@ -27,6 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from irm_lens.errors import CheckpointError, HostMismatchError, LayerRangeError
 from irm_lens.files import atomic_path
 from irm_lens.host import host_name
+from irm_lens.rotate import random_rotation
 from irm_lens.seeding import seeded
 from irm_lens.types import IRMOutput, Residual
 
@@ -98,6 +99,10 @@ class IRMConfig:
         host: fingerprint of the host, or None when built without one.
         masked: residual indices whose output is held at 0 in every layer (masked retraining:
             what does an IRM do without its dominant index?).
+        rotated_output: seed of a fixed random orthogonal ``R_l`` per injected layer: the IRM
+            writes ``R_l v_l`` instead of its output ``v_l`` (the control of the residual
+            explanation: do stripes form in the residual basis whatever basis the IRM writes
+            in?). ``IRM.unrotate`` gives ``v_l`` back. None: no rotation.
     """
 
     d_model: int
@@ -109,6 +114,7 @@ class IRMConfig:
     host: HostFingerprint | None = None
     layout_version: int = LAYOUT_VERSION
     masked: tuple[int, ...] = ()
+    rotated_output: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "masked", tuple(int(i) for i in self.masked))
@@ -190,6 +196,13 @@ class IRM(nn.Module):
             keep[list(config.masked)] = 0.0
         self.keep: Tensor | None
         self.register_buffer("keep", keep, persistent=False)  # not saved: rebuilt from config
+        rotations = None
+        if config.rotated_output is not None:
+            rotations = torch.stack([
+                random_rotation(config.d_model, config.rotated_output * 100_003 + slot).float()
+                for slot in range(config.n_inject)])  # fmt: skip
+        self.rotations: Tensor | None
+        self.register_buffer("rotations", rotations, persistent=False)
         if config.init == "paper":
             for module in self.net:
                 if isinstance(module, nn.Linear):
@@ -215,6 +228,7 @@ class IRM(nn.Module):
         depth: int = 5,
         init: InitScheme = "paper",
         masked: Sequence[int] = (),
+        rotated_output: int | None = None,
     ) -> IRM:
         """An IRM sized for ``host`` (default: inject into every layer), on the host's device.
 
@@ -226,6 +240,7 @@ class IRM(nn.Module):
             depth: number of Linear layers (paper: 5).
             init: ``"paper"`` or ``"torch"``.
             masked: residual indices held at 0 (``IRMConfig.masked``).
+            rotated_output: seed of the per-layer output rotations (``IRMConfig``).
         """
         n_layers = host.cfg.n_layers
         chosen = tuple(range(n_layers)) if layers is None else tuple(int(x) for x in layers)
@@ -238,6 +253,7 @@ class IRM(nn.Module):
             n_host_layers=n_layers,
             host=HostFingerprint.of(host),
             masked=tuple(masked),
+            rotated_output=rotated_output,
         )
         with seeded(seed):  # built on the CPU, so the same weights on every device
             irm = cls(config)
@@ -249,7 +265,8 @@ class IRM(nn.Module):
         masked indices)."""
         layers = parse_layers(config.layers, host.cfg.n_layers)
         return cls.for_host(host, layers, config.width_mult, config.seed, depth=config.depth,
-                            init=config.init, masked=config.masked)  # fmt: skip
+                            init=config.init, masked=config.masked,
+                            rotated_output=config.rotated_output)  # fmt: skip
 
     def forward(self, resid: Residual) -> IRMOutput:
         if resid.shape[-1] != self.config.d_model:
@@ -259,7 +276,18 @@ class IRM(nn.Module):
             )
         flat = self.net(resid)
         out = einops.rearrange(flat, FLAT_TO_LAYERS, inject=self.n_inject)
-        return out if self.keep is None else out * self.keep
+        out = out if self.keep is None else out * self.keep
+        if self.rotations is not None:  # delta_l = R_l v_l
+            out = einops.einsum(self.rotations, out, "i e d, i b p d -> i b p e")
+        return out
+
+    def unrotate(self, written: Tensor) -> Tensor:
+        """The IRM's own outputs ``v_l`` from what it wrote (``[..., inject, d_model]``
+        recordings, ``token inject d_model``); unchanged for an IRM without ``rotated_output``."""
+        if self.rotations is None:
+            return written
+        return einops.einsum(self.rotations.to(written.dtype), written,
+                             "i e d, ... i e -> ... i d")  # fmt: skip
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

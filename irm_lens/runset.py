@@ -218,7 +218,12 @@ class RunSpec:
 
 # Config fields added after RUNSET_VERSION 3 enter a run's key only when they differ from the
 # value every earlier run had, so adding a field does not throw away the cached runs.
-_LATER_FIELDS: dict[str, Any] = {"optimizer": "adam", "masked": (), "snapshots": ()}
+_LATER_FIELDS: dict[str, Any] = {
+    "optimizer": "adam",
+    "masked": (),
+    "snapshots": (),
+    "rotated_output": None,
+}
 
 
 def _keyed_config(config: TrainConfig) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -253,3 +254,37 @@ def logit_attribution(
         "per_position": index_logit_attribution(host, tokens, index=index),
         "norm": norm_mediated_effect(host, tokens, index=index, scales=scales),
     }
+
+
+def final_logits(host: TransformerBridge, final: Tensor) -> Tensor:
+    """The host's logits from final residuals ``[..., d_model]``: RMS norm (with its eps), gain,
+    unembedding; equal to the host's own output at those positions."""
+    x = final.float()
+    scale = (x.pow(2).mean(-1, keepdim=True) + host.cfg.eps).sqrt()
+    gain = host.ln_final.weight.detach().float()
+    return (x / scale * gain) @ host.W_U.detach().float() + host.b_U.detach().float()
+
+
+def entropy_lever(
+    host: TransformerBridge, final: Float[Tensor, "n d_model"], *, scale: float = 8.0,
+    chunk: int = 16,
+) -> np.ndarray:  # fmt: skip
+    """Per residual index: the mean |change| of next-token entropy (nats) over ``final``'s
+    positions when that index of the final residual is multiplied by ``scale`` before the final
+    norm. Every index, so any one index's lever can be ranked against all of them."""
+    x = final.detach().float()
+    d_model = x.shape[-1]
+
+    def entropy(logits: Tensor) -> Tensor:
+        logp = logits.log_softmax(-1)
+        return -(logp.exp() * logp).sum(-1)
+
+    with torch.no_grad():
+        base = entropy(final_logits(host, x))  # [n]
+        shifts = []
+        for start in range(0, d_model, chunk):
+            idx = torch.arange(start, min(start + chunk, d_model), device=x.device)
+            scaled = x.expand(len(idx), *x.shape).clone()  # [chunk, n, d]
+            scaled[torch.arange(len(idx)), :, idx] *= scale
+            shifts.append((entropy(final_logits(host, scaled)) - base).abs().mean(-1))
+    return torch.cat(shifts).cpu().numpy()

@@ -109,3 +109,26 @@ def matrix_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure
         ), 1, 2)  # fmt: skip
     fig.update_yaxes(type="log", title_text="mean |output|", row=1, col=2)
     return style(fig, title or "The paper's run matrix")
+
+
+CONTROL_COLUMNS = ("emotion", "reading", "index_share", "aligned")
+
+
+def residual_control_figure(
+    table: pd.DataFrame, control_share: float, *, title: str | None = None
+) -> go.Figure:
+    """Index share of the variance of mean |output| per emotion and reading (the plain IRM's
+    outputs; the rotated-injection IRM's written deltas ``R_l v_l`` and its own outputs
+    ``v_l``), hollow where the run is not aligned; the untrained IRM's share as a line."""
+    check_columns(table, CONTROL_COLUMNS, "residual control")
+    fig = go.Figure()
+    for i, (reading, rows) in enumerate(table.groupby("reading", sort=False)):
+        fig.add_trace(go.Bar(
+            x=rows["emotion"], y=rows["index_share"], name=reading,
+            marker={"color": PALETTE[i % len(PALETTE)],
+                    "pattern": {"shape": ["" if a else "/" for a in rows["aligned"]]}},
+        ))  # fmt: skip
+    fig.add_hline(y=control_share, line_dash="dot", annotation_text="untrained IRM")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="index share of variance (mean |output| map)")
+    return style(fig, title or "Residual explanation: stripes under a rotated injection")

@@ -1,0 +1,128 @@
+"""LM-head mediation: how much of each IRM's effect goes through the final norm's scale, and how
+strong a lever the dominant index is against every index of the residual stream.
+
+Per aligned run (next-token and the original's loss apart): the relative NLL drop of its own
+voice's held-out answers with the IRM, and the same with the final norm's scale (its input RMS)
+held at the host-alone value (``evaluate.frozen_scale_nll_table``). The share that disappears
+when the scale is frozen went through it. The lever: the mean |change| of next-token entropy when
+one index of the final residual is scaled x8 before the final norm, for all ``d_model`` indices,
+at the first answer position of every held-out question (``analysis.causal.entropy_lever``);
+the dominant index's percentile among them. ``analysis.verdicts.lm_head_rule`` decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from analyses._common import KINDS, Context, cache_key, heldout, nll_by_question
+from irm_lens.analysis.causal import entropy_lever
+from irm_lens.evaluate import frozen_scale_nll_table
+from irm_lens.files import write_csv_atomic
+from irm_lens.inject import resid_post_hook
+from irm_lens.irm import IRM
+from irm_lens.plotting._common import style
+from irm_lens.prompts import encode
+
+
+def _drop(table: pd.DataFrame) -> float:
+    return 1.0 - float(table["nll_sum"].sum()) / float(table["n_tokens"].sum())
+
+
+def run_gains(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> dict[str, float]:
+    """The run's relative NLL drop on its own voice, with the final norm's scale free and
+    frozen (the frozen table is cached in the run directory)."""
+    config = ctx.specs[run].config
+    nll = nll_by_question(ctx, run, memo)
+    own = nll[nll["target"] == config.emotion]
+    host_nll = own[own["condition"] == "host"]
+    key = cache_key("frozen_scale", config.prompt_mode, config.max_len)
+    path = ctx.runs[run] / "specificity" / f"frozen-{key}.csv"
+    if path.exists():
+        frozen = pd.read_csv(path)
+    else:
+        irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
+        frozen = frozen_scale_nll_table(ctx.host(), heldout(config.emotion), irm,
+                                        mode=config.prompt_mode, max_len=config.max_len)  # type: ignore[arg-type]  # fmt: skip
+        write_csv_atomic(path, frozen)
+    base = float(host_nll["nll_sum"].sum())
+    with_irm = float(own.loc[own["condition"] == "host+irm", "nll_sum"].sum())
+    return {"gain": 1.0 - with_irm / base,
+            "frozen_gain": 1.0 - float(frozen["nll_sum"].sum()) / base}  # fmt: skip
+
+
+def final_residuals(ctx: Context) -> torch.Tensor:
+    """The host's final residual at the last prompt position of every held-out question."""
+    host = ctx.host()
+    last = resid_post_hook(host.cfg.n_layers - 1)
+    rows = []
+    for question in heldout("neutral")["question"]:
+        ids = encode(host.tokenizer, question, mode="chat").ids
+        with torch.no_grad():
+            _, cache = host.run_with_cache(torch.tensor([ids], device=host.W_E.device),
+                                           names_filter=[last])  # fmt: skip
+        rows.append(cache[last][0, -1])
+    return torch.stack(rows)
+
+
+def main(ctx: Context) -> dict[str, object]:
+    memo: dict[Any, pd.DataFrame] = {}
+    rows = []
+    for kind in KINDS:
+        for run in ctx.trained(kind):
+            gains = run_gains(ctx, run, memo) if run in ctx.aligned(kind) else {}
+            rows.append({**ctx.spec_columns(run), "aligned": run in ctx.aligned(kind),
+                         "gain": gains.get("gain", np.nan),
+                         "frozen_gain": gains.get("frozen_gain", np.nan)})  # fmt: skip
+    data = pd.DataFrame(rows)
+    lever = entropy_lever(ctx.host(), final_residuals(ctx))
+    dominant = ctx.dominant_index
+    percentile = float((lever < lever[dominant]).mean())
+    massive = ctx.massive_index
+    by_kind = {}
+    for kind in KINDS:
+        kept = data[(data["run_kind"] == kind) & data["aligned"]]
+        by_kind[kind] = {"runs": kept["run"].tolist(), "gains": kept["gain"].tolist(),
+                         "frozen_gains": kept["frozen_gain"].tolist()}  # fmt: skip
+    summary: dict[str, object] = {
+        "dominant_index": dominant, "lever_percentile": percentile,
+        "lever_dominant": float(lever[dominant]), "lever_median": float(np.median(lever)),
+        "lever_top_indices": [int(i) for i in np.argsort(-lever)[:5]],
+        "massive_index": massive,
+        "lever_massive_percentile": None if massive is None else float(
+            (lever < lever[massive]).mean()),
+        "by_kind": by_kind, "n_positions": len(heldout("neutral")),
+    }  # fmt: skip
+    fig = _figure(data, lever, dominant, massive)
+    ctx.write("mediation", data, fig, summary=summary,
+              runs=[*ctx.trained(), ctx.untrained])  # fmt: skip
+    return summary
+
+
+def _figure(data: pd.DataFrame, lever: np.ndarray, dominant: int, massive: int | None) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "own-voice NLL drop: final norm's scale free vs frozen (aligned runs)",
+        "entropy lever of every index (x8 before the final norm)"))  # fmt: skip
+    kept = data[data["aligned"]]
+    for column, label in (("gain", "scale free"), ("frozen_gain", "scale frozen at no-IRM")):
+        fig.add_trace(go.Bar(x=kept["run"], y=kept[column], name=label), row=1, col=1)
+    fig.add_trace(go.Histogram(x=lever, nbinsx=60, name="all indices", marker_color="#7f7f7f"),
+                  row=1, col=2)  # fmt: skip
+    marks = [(dominant, "dominant"), *([(massive, "massive")] if massive is not None else [])]
+    for index, label in marks:
+        fig.add_vline(x=float(lever[index]), line_dash="dot", row=1, col=2,
+                      annotation_text=f"{label} {index}")  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="mean |entropy change| (nats)", row=1, col=2)
+    return style(fig, "LM-head mediation")
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)
