@@ -128,26 +128,27 @@ def main(ctx: Context) -> dict[str, object]:
         losses.append(_losses(done, spec.name))
         cost[spec.name] = _seconds_per_step(done, spec.name)
         table, curves = pd.concat(tables, ignore_index=True), pd.concat(losses, ignore_index=True)
-        summary = _write(done, table, curves, cost, finished=i + 1 == len(specs))
+        emotions = [s.config.emotion for s in specs if s.kind == "next-token"]
+        summary = _write(done, table, curves, cost, emotions, finished=i + 1 == len(specs))
     return summary
 
 
 def _per_step_minutes(ctx: Context, cost: dict[str, float]) -> tuple[dict[str, float], float]:
     """Measured training seconds per step by loss kind, and the minutes one more step of every
-    run adds to the default tier (2 seeds x the emotions next-token, the emotions with the
-    original's loss)."""
+    run adds to the default tier (next-token: each seed's emotions and the first seed's again
+    for ``residual_control``; the emotions with the original's loss)."""
     rates = {kind: _median([c for run, c in cost.items() if ctx.specs[run].kind == kind])
              for kind in ("next-token", "paper loss")}  # fmt: skip
     if math.isnan(rates["paper loss"]):  # not measured yet: its rows are ~2.7x as many tokens
         rates["paper loss"] = rates["next-token"] * 2.7
     n_emotions = len(ctx.figures.emotions)
-    seconds = len(ctx.figures.seeds) * n_emotions * rates["next-token"]
+    seconds = (len(ctx.figures.seeds) + 1) * n_emotions * rates["next-token"]
     return rates, (seconds + n_emotions * rates["paper loss"]) / 60
 
 
 def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[str, float],
-           *, finished: bool) -> dict[str, object]:  # fmt: skip
-    emotions = [s.config.emotion for s in ctx.specs.values() if s.kind == "next-token"]
+           emotions: list[str], *, finished: bool) -> dict[str, object]:  # fmt: skip
+    """Write the result so far; the budget needs every emotion of the tier (``emotions``)."""
     rates, per_step_min = _per_step_minutes(ctx, cost)
     schedule = sorted(int(s) for s in table["step"].unique())
     max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,

@@ -40,6 +40,21 @@ def _torchrun(n: int, *args: str) -> list[str]:
             "--nproc-per-node", str(n), "--no-python", IRM_LENS, *args]  # fmt: skip
 
 
+def _run(cmd: list[str], timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    """Run a torchrun job in its own process group: on a hang, every rank is killed (not only
+    the launcher) and the test fails with what the ranks printed."""
+    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        pytest.fail(f"torchrun hung for {timeout} s: {' '.join(cmd[3:])}\n--- stdout ---\n"
+                    f"{out[-3000:]}\n--- stderr ---\n{err[-6000:]}")  # fmt: skip
+    return subprocess.CompletedProcess(cmd, job.returncode, out, err)
+
+
 def _max_diff(a: Path, b: Path) -> float:
     x, y = load_file(str(a)), load_file(str(b))
     assert sorted(x) == sorted(y)
@@ -61,7 +76,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 def test_two_processes_train_the_same_irm_as_one(reference, tmp_path, extra):
     run = tmp_path / "run"
     cmd = _torchrun(2, "train", str(run), *OPTS, "--max-steps", "6", *extra)
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = _run(cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done: 6 steps") == 1  # rank 0 alone reports
     one = reference[6]
@@ -227,8 +242,7 @@ def test_torchrun_ranks_share_a_sweep(tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", str(out), "--emotions", "anger,joy,sadness", "--layer-sets", "q1",
             "--preset", "smoke", "--host", "tiny-random-llama", "--device", "cpu"]  # fmt: skip
-    done = subprocess.run(_torchrun(2, *args), env=_env(), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = _run(_torchrun(2, *args))
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout
     names = [d.name for d in out.iterdir() if d.is_dir()]
