@@ -172,10 +172,21 @@ class Context:
         """``dominant_indices`` of every run (paper prompts, all recorded tokens)."""
         return {name: analysis.dominant_indices(self.outputs(name)) for name in self.specs}
 
+    @property
+    def headline(self) -> list[str]:
+        """The runs the report's medians are over: the aligned next-token runs (the trained
+        next-token runs when none is aligned, so that the analyses still have a subject; the
+        summaries then say so with ``headline_aligned``)."""
+        return self.aligned("next-token") or self.trained("next-token") or self.trained()
+
+    @property
+    def headline_aligned(self) -> bool:
+        return bool(self.aligned("next-token"))
+
     @cached_property
     def dominant_index(self) -> int:
-        """The index that ranks first in most trained runs (ties: most top-5 places)."""
-        tables = {n: self.dominance[n] for n in self.trained()}
+        """The index that ranks first in most headline runs (ties: most top-5 places)."""
+        tables = {n: self.dominance[n] for n in self.headline}
         frequencies, _ = analysis.dominance_consistency(tables, k=5)
         return int(frequencies.iloc[0]["index"])
 

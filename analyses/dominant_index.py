@@ -40,7 +40,7 @@ def main(ctx: Context) -> dict[str, object]:
                 }
             )
     data = pd.DataFrame(rows)
-    trained = ctx.trained()
+    trained = ctx.headline  # medians and counts over the aligned next-token runs
     frequencies, overlap = analysis.dominance_consistency(
         {r: ctx.dominance[r] for r in trained}, k=TOP
     )
@@ -59,7 +59,9 @@ def main(ctx: Context) -> dict[str, object]:
         "top1_by_run": top1,
         "dominant_index": dominant,
         "dominant_top1_runs": int(sum(top1[r] == dominant for r in trained)),
-        "n_trained": len(trained),
+        "n_trained": len(ctx.trained()),
+        "n_headline": len(trained),
+        "headline_aligned": ctx.headline_aligned,
         "dominant_share_median": float(
             pd.Series(
                 [ctx.dominance[r].set_index("index").loc[dominant, "share"] for r in trained]

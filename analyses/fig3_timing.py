@@ -83,7 +83,8 @@ def main(ctx: Context) -> dict[str, object]:
     )
     fig = plotting.timing_grid(panels, title=title)
     fig.update_layout(margin={"t": 130})
-    trained = [by_run[r]["before_midpoint"] for r in ctx.trained()]
+    headline = ctx.headline  # medians over the aligned next-token runs
+    trained = [by_run[r]["before_midpoint"] for r in headline]
     summary = {
         "k": K,
         "by_run": by_run,
@@ -96,14 +97,16 @@ def main(ctx: Context) -> dict[str, object]:
         "heldout_before_midpoint": shares(heldout)["before_midpoint"],
         "heldout_on_prompt": shares(heldout)["on_prompt"],
         "trained_on_prompt_median": float(
-            pd.Series([by_run[r]["on_prompt"] for r in ctx.trained()]).median()
+            pd.Series([by_run[r]["on_prompt"] for r in headline]).median()
         ),
         "trained_on_first_token_median": float(
-            pd.Series([by_run[r]["on_first_token"] for r in ctx.trained()]).median()
+            pd.Series([by_run[r]["on_first_token"] for r in headline]).median()
         ),
         "trained_before_midpoint_file_order_median": float(
-            pd.Series([by_run[r]["before_midpoint_file_order"] for r in ctx.trained()]).median()
+            pd.Series([by_run[r]["before_midpoint_file_order"] for r in headline]).median()
         ),
+        "n_headline": len(headline),
+        "headline_aligned": ctx.headline_aligned,
         "untrained_before_midpoint_file_order":
             by_run[ctx.untrained]["before_midpoint_file_order"],
         "rules": {kind: dataclasses.asdict(timing_rule(

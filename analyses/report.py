@@ -53,6 +53,13 @@ def rules_account() -> list[str]:
     ]
 
 
+def _over(s: dict[str, Any]) -> str:
+    """Which runs a summary's medians are over."""
+    n = s["n_headline"]
+    return f"the {n} aligned next-token runs" if s["headline_aligned"] else (
+        f"the {n} next-token runs (none is aligned)")  # fmt: skip
+
+
 def _rules(s: dict[str, Any]) -> Rules:
     return {kind: s["rules"][kind] for kind in KINDS}
 
@@ -62,9 +69,9 @@ def _pct(x: float) -> str:
 
 
 def striation_claim(s: dict[str, Any]) -> tuple[Rules, str]:
-    n = s["n_trained"]
+    n = s["n_headline"]
     text = (
-        f"Index share of the variance of mean |output| (median over all {n} trained runs) "
+        f"Index share of the variance of mean |output| (median over {_over(s)}) "
         f"{s['index_share_median']:.3f} vs layer share {s['layer_share_median']:.3f}; "
         f"untrained IRM {s['untrained_index_share']:.3f}; permutation p < 0.01 in "
         f"{s['significant_runs']}/{n} runs (the smallest possible p is {s['p_min_possible']:.4f}, "
@@ -77,7 +84,7 @@ def striation_claim(s: dict[str, Any]) -> tuple[Rules, str]:
 
 def dominance_claims(s: dict[str, Any], host: dict[str, Any]) -> tuple[Rules, Rules, str]:
     """Consistency (the same index in every run) and dominance (far above uniform), apart."""
-    n, hits = s["n_trained"], s["dominant_top1_runs"]
+    hits = s["dominant_top1_runs"]
     ranks = ", ".join(f"{r}: {k}" for r, k in s["dominant_rank_by_run"].items())
     held = s["dominant_index"]
     held_hits = sum(
@@ -85,13 +92,14 @@ def dominance_claims(s: dict[str, Any], host: dict[str, Any]) -> tuple[Rules, Ru
     )
     massive = s["host_massive_dims"]
     text = (
-        f"Most frequent top index over all {n} trained runs: {s['dominant_index']}, ranked first "
-        f"in {hits}; its median share of total |output| {_pct(s['dominant_share_median'])} "
+        f"Most frequent top index over {_over(s)}: {s['dominant_index']}, ranked first in "
+        f"{hits}; its median share of total |output| {_pct(s['dominant_share_median'])} "
         f"(uniform: {_pct(s['uniform_share'])}); median top-1 share "
         f"{_pct(s['top1_share_median'])}. Its rank per run: {ranks}. The untrained IRM's top "
         f"index: {s['untrained_top1']}. On held-out questions (chat format) the top index is "
-        f"{held} in {held_hits}/{n} runs. Host's massive-activation dims: {massive}; dominant "
-        f"index is one of them: {'yes' if host.get('dominant_is_massive') else 'no'}."
+        f"{held} in {held_hits}/{s['n_trained']} trained runs. Host's massive-activation dims: "
+        f"{massive}; dominant index is one of them: "
+        f"{'yes' if host.get('dominant_is_massive') else 'no'}."
     )
     consistency = {k: r["consistency"] for k, r in s["rules"].items()}
     dominance = {k: r["dominance"] for k, r in s["rules"].items()}
@@ -102,7 +110,7 @@ def timing_claim(s: dict[str, Any]) -> tuple[Rules, str]:
     med = s["trained_before_midpoint_median"]
     text = (
         f"Share of each run's top-{s['k']} |output| values (per paper prompt, pooled) that fall "
-        f"before the sequence's midpoint, over all trained runs: median {_pct(med)} in sequence "
+        f"before the sequence's midpoint, over {_over(s)}: median {_pct(med)} in sequence "
         f"order, {_pct(s['trained_before_midpoint_file_order_median'])} in the order the "
         f"original drew its histogram (token files natural-sorted by name: the prompt's last "
         f"token, the generated tokens, then the prompt from BOS); untrained IRM "

@@ -39,10 +39,13 @@ def main(ctx: Context) -> dict[str, object]:
             f"({ctx.figures.host_label}; p from {PERMUTATIONS} within-layer shuffles)"
         ),
     )
-    trained = data[data["run_kind"] != "untrained"]
+    trained = data[data["run"].isin(ctx.headline)]  # the medians: aligned next-token runs
+    every = data[data["run_kind"] != "untrained"]
     untrained = data[data["run_kind"] == "untrained"].iloc[0]
     summary: dict[str, object] = {
-        "n_trained": len(trained),
+        "n_trained": len(every),
+        "n_headline": len(trained),
+        "headline_aligned": ctx.headline_aligned,
         "index_share_median": float(trained["index_share"].median()),
         "layer_share_median": float(trained["layer_share"].median()),
         "index_over_layer_runs": int((trained["index_share"] > trained["layer_share"]).sum()),
@@ -56,8 +59,8 @@ def main(ctx: Context) -> dict[str, object]:
         "p_min_possible": 1 / (PERMUTATIONS + 1),
         # the verdict rule over aligned runs only, one per loss kind
         "rules": {kind: dataclasses.asdict(striation_rule(
-            trained.loc[trained["run"].isin(ctx.aligned(kind)), "index_share"].tolist(),
-            trained.loc[trained["run"].isin(ctx.aligned(kind)), "cross_layer_corr"].tolist(),
+            every.loc[every["run"].isin(ctx.aligned(kind)), "index_share"].tolist(),
+            every.loc[every["run"].isin(ctx.aligned(kind)), "cross_layer_corr"].tolist(),
             float(untrained["index_share"]), float(untrained["cross_layer_corr"]),
         )) for kind in KINDS},
     }  # fmt: skip

@@ -267,7 +267,8 @@ PROPAGATION = dict(dominant_index=7, persistence_median={"7": 1.0}, random_persi
 
 
 def test_report_claims_take_each_kinds_rule():
-    striation = {"n_trained": 4, "index_share_median": 0.15, "layer_share_median": 0.07,
+    striation = {"n_headline": 4, "headline_aligned": True, "index_share_median": 0.15,
+                 "layer_share_median": 0.07,
                  "untrained_index_share": 0.03, "significant_runs": 4, "p_min_possible": 0.005,
                  "cross_layer_corr_median": 0.13, "untrained_cross_layer_corr": 0.0,
                  "rules": {"next-token": _rule(verdicts.PARTLY),
@@ -275,6 +276,7 @@ def test_report_claims_take_each_kinds_rule():
     rules, text = report.striation_claim(striation)
     assert rules["next-token"]["verdict"] == verdicts.PARTLY
     assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED and "0.150" in text
+    assert "median over the 4 aligned next-token runs" in text
     # the residual control decides; without it: not tested, saying why
     rules, _ = report.residual_claim(PROPAGATION, {}, striation["rules"])
     assert rules["next-token"] == {
@@ -298,10 +300,13 @@ def test_report_claims_take_each_kinds_rule():
     logits = {"entropy_shift_x8": {"7": 0.5}, "random_entropy_shift_x8_median": 0.1,
               "random_indices": [1, 2]}  # fmt: skip
     dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
-    mediation = {"lever_percentile": 0.99, "by_kind": {
+    mediation = {"lever_percentile": 0.99, "massive_index": None, "n_positions": 54,
+                 "dominant_index": 7, "lever_dominant": 0.5, "lever_median": 0.01,
+                 "lever_top_indices": [7, 2], "by_kind": {
         "next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}}}  # fmt: skip
     rules, text = report.lm_head_claim(host, logits, mediation, dominance)
     assert rules["next-token"]["verdict"] == verdicts.REPRODUCED and "+0.500 nats" in text
+    assert "entropy lever beats 99.0 % of them" in text
     assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED
     assert "no subject" in rules["paper loss"]["reason"]
 
