@@ -44,8 +44,12 @@ def main(ctx: Context) -> dict[str, object]:
     def persistence(table: pd.DataFrame, kind: str) -> float:
         return float(table.loc[table["kind"] == kind, "persistence"].median())
 
+    target = tables[dominant][tables[dominant]["kind"] == "target"]
     summary = {
         "dominant_index": dominant,
+        "positions": "after the first (medians)",
+        # a push 10x smaller moves the index by the same amount per unit: the linear regime
+        "linearity_median": float((target["persistence_small"] / target["persistence"]).median()),
         "persistence_median": {str(i): persistence(t, "target") for i, t in tables.items()},
         "random_persistence_median": persistence(tables[dominant], "random"),
         "final_layer_persistence": {
@@ -62,7 +66,7 @@ def main(ctx: Context) -> dict[str, object]:
         fig,
         summary=summary,
         runs=[run],
-        settings={"prompt": PAPER_PROMPTS[0], "delta": 10.0},
+        settings={"prompt": PAPER_PROMPTS[0], "delta": 10.0, "small": 0.1},
     )
     return summary
 

@@ -149,7 +149,9 @@ def residual_claim(
     text = (
         f"A perturbation added at layer 0 stays at the same index in later layers: median "
         f"persistence {own:.2f} for index {dom}, {rand:.2f} for random indices (1 = carried "
-        f"unchanged). The first run's own output at index {dom} is carried with a median "
+        f"unchanged; positions after the first; a push 10x smaller moves it "
+        f"{p['linearity_median']:.2f}x as much per unit). The first run's own output at index "
+        f"{dom} is carried with a median "
         f"coefficient {p['irm_carried_median']:.2f} (leak to other indices "
         f"{p['irm_leak_median']:.2f}). Both hold by construction of the skip path, so they "
         f"cannot test the explanation; the control that can fail injects each layer's output "

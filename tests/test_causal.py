@@ -33,6 +33,8 @@ def test_propagation_carries_the_perturbation_along_the_skip_path(tiny_host):
     # the random host's MLPs barely react: most of delta stays at index 5 through the last layer
     assert target["persistence"].between(0.8, 1.2).all()
     assert (target["leak"] < 0.2).all()
+    # linear regime: a push 10x smaller moves the index by the same amount per unit
+    assert (target["persistence_small"] / target["persistence"]).between(0.9, 1.1).all()
 
 
 def test_irm_output_at_one_index_is_carried_forward(tiny_host):

@@ -263,6 +263,7 @@ def _rule(verdict: str) -> dict:
 
 
 PROPAGATION = dict(dominant_index=7, persistence_median={"7": 1.0}, random_persistence_median=1.0,
+                   linearity_median=1.0,
                    irm_carried_median=0.99, irm_leak_median=0.01)  # fmt: skip
 
 

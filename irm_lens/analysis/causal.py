@@ -60,15 +60,22 @@ def propagation(
     index: int,
     layer: int = 0,
     delta: float = 10.0,
+    small: float = 0.1,
     n_random: int = 8,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Persistence of a residual perturbation at ``index`` (and at random control indices).
 
+    Positions after the first only (the first token's residual carries the host's massive
+    activations, where a push of any size is negligible or saturates the norms), medians over
+    them; the push is also made ``small`` times as large, as a linearity check.
+
     Returns:
-        Columns ``index, kind, layer, persistence, leak``: for each perturbed index (kind
-        ``target`` or ``random``) and each layer from ``layer`` on, ``persistence`` = mean change
-        of the residual at that index / delta, ``leak`` = RMS change over all other indices / delta.
+        Columns ``index, kind, layer, persistence, persistence_small, leak``: for each perturbed
+        index (kind ``target`` or ``random``) and each layer from ``layer`` on, ``persistence`` =
+        median change of the residual at that index / ``delta``, ``persistence_small`` = the
+        same for a push of ``delta * small`` (equal to ``persistence`` where the host reacts
+        linearly), ``leak`` = RMS change over all other indices / ``delta``.
     """
     _check_index(host, index)
     _check_layer(host, layer)
@@ -76,23 +83,27 @@ def propagation(
     rng = np.random.default_rng(seed)
     others = [i for i in range(d_model) if i != index]
     controls = rng.choice(others, size=min(n_random, len(others)), replace=False).tolist()
-    clean = _resid_posts(host, tokens)
+    positions = slice(1, None) if tokens.shape[1] > 1 else slice(None)
+    clean = _resid_posts(host, tokens)[:, :, positions]
+
+    def change(i: int, size: float) -> Tensor:
+        pushed = patch(host, [write_hook(layer)], add_at(i, size))
+        return (_resid_posts(host, tokens, pushed)[:, :, positions] - clean) / size
+
     rows = []
     for kind, i in [("target", index)] + [("random", int(c)) for c in controls]:
-        pushed = patch(host, [write_hook(layer)], add_at(i, delta))
-        change = (_resid_posts(host, tokens, pushed) - clean) / delta
+        large, little = change(i, delta), change(i, delta * small)
         mask = torch.ones(d_model, dtype=torch.bool)
         mask[i] = False
         for later in range(layer, host.cfg.n_layers):
-            rows.append(
-                {
-                    "index": i,
-                    "kind": kind,
-                    "layer": later,
-                    "persistence": float(change[later, ..., i].mean()),
-                    "leak": float(change[later][..., mask].pow(2).mean().sqrt()),
-                }
-            )
+            rows.append({
+                "index": i,
+                "kind": kind,
+                "layer": later,
+                "persistence": float(large[later, ..., i].median()),
+                "persistence_small": float(little[later, ..., i].median()),
+                "leak": float(large[later][..., mask].pow(2).mean().sqrt()),
+            })  # fmt: skip
     return pd.DataFrame(rows)
 
 
