@@ -87,6 +87,9 @@ def main(ctx: Context) -> dict[str, object]:
         "share_of_predicted_logit_median": {
             str(i): float(t["per_position"]["share"].median()) for i, t in parts.items()
         },
+        "centred_share_of_predicted_logit_median": {
+            str(i): float(t["per_position"]["centred_share"].median()) for i, t in parts.items()
+        },
         "norm": {str(i): norm_numbers(t["norm"]) for i, t in parts.items()},
     }
     ctx.write("logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))

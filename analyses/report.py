@@ -181,7 +181,9 @@ def lm_head_claim(
         f"{h['median_final_gain']:.3g}); largest |residual| {info['max_over_median']:.1f}x the "
         f"median index's. Scaling it before the final norm x1 -> x8 moves next-token entropy "
         f"by {shift:+.3f} nats; the median |shift| of {len(lg['random_indices'])} random "
-        f"indices is {random_shift:.3f}."
+        f"indices is {random_shift:.3f}. Its direct share of the predicted token's logit, both "
+        f"centred on their mean over the vocabulary: median "
+        f"{lg['centred_share_of_predicted_logit_median'][dom]:.3g}."
     )
     if mediation:
         massive = mediation["massive_index"]

@@ -92,6 +92,14 @@ def test_index_logit_attribution_by_hand(tiny_host):
     by_hand = x[:, 4] / rms * tiny_host.ln_final.weight[4] * tiny_host.W_U[4, predicted]
     assert table["contribution"].tolist() == pytest.approx(by_hand.tolist(), rel=1e-4, abs=1e-6)
     assert len(table) == tokens.shape[1]
+    # centred: the index's contribution to the predicted token minus its mean over the vocab
+    row = tiny_host.W_U[4]
+    centred = x[:, 4] / rms * tiny_host.ln_final.weight[4] * (row[predicted] - row.mean())
+    assert table["centred_contribution"].tolist() == pytest.approx(centred.tolist(), rel=1e-4,
+                                                                   abs=1e-6)  # fmt: skip
+    top = logits[0].max(-1).values - logits[0].mean(-1)
+    assert table["centred_share"].tolist() == pytest.approx((centred / top).tolist(), rel=1e-3,
+                                                            abs=1e-6)  # fmt: skip
 
 
 def test_one_call_entry_points(tiny_host):

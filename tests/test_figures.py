@@ -299,6 +299,7 @@ def test_report_claims_take_each_kinds_rule():
         "indices": {"7": {"final_gain": 0.5, "final_gain_rank": 1, "max_over_median": 3.0}},
     }
     logits = {"entropy_shift_x8": {"7": 0.5}, "random_entropy_shift_x8_median": 0.1,
+              "centred_share_of_predicted_logit_median": {"7": 0.02},
               "random_indices": [1, 2]}  # fmt: skip
     dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
     mediation = {"lever_percentile": 0.99, "massive_index": None, "n_positions": 54,

@@ -224,8 +224,11 @@ def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: i
     unembedding: the direct (linear, at fixed scale) part of the index's effect.
 
     Returns:
-        Columns ``position, token, predicted, predicted_logit, contribution, share`` for batch
-        row 0 (``share`` = contribution / predicted logit).
+        Columns ``position, token, predicted, predicted_logit, contribution, share,
+        centred_contribution, centred_share`` for batch row 0 (``share`` = contribution /
+        predicted logit; the centred ones subtract the mean over the vocabulary from the
+        unembedding row and from the logits, so an offset common to every token, which changes
+        no probability, does not count).
     """
     _check_index(host, index)
     with torch.no_grad():
@@ -236,8 +239,12 @@ def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: i
     scaled = cache.apply_ln_to_stack(component[None], layer=None)[0, 0]  # [pos, d_model]
     predicted = logits[0].argmax(-1)
     gain = host.ln_final.weight.detach()
-    contribution = scaled[:, index] * gain[index] * host.W_U.detach()[index, predicted]
+    row = host.W_U.detach()[index]
+    contribution = scaled[:, index] * gain[index] * row[predicted]
     predicted_logit = logits[0].gather(-1, predicted[:, None])[:, 0]
+    # centred on the mean over the vocabulary: a logit's offset does not change any probability
+    centred = scaled[:, index] * gain[index] * (row[predicted] - row.mean())
+    centred_logit = predicted_logit - logits[0].mean(-1)
     return pd.DataFrame(
         {
             "position": range(tokens.shape[1]),
@@ -246,6 +253,8 @@ def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: i
             "predicted_logit": predicted_logit.float().cpu().numpy(),
             "contribution": contribution.float().cpu().numpy(),
             "share": (contribution / predicted_logit).float().cpu().numpy(),
+            "centred_contribution": centred.float().cpu().numpy(),
+            "centred_share": (centred / centred_logit).float().cpu().numpy(),
         }
     )
 
