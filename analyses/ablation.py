@@ -4,22 +4,50 @@ On held-out anger questions with the first-seed anger IRM attached: the dominant
 mean-ablated in the IRM output and in the residual stream itself, and the IRM output scaled
 (dose-response). Effects: anger NLL, KL to the unablated IRM, NRC anger share, fact retention.
 The paper's reading predicts that removing the dominant index from the IRM output undoes much of
-the alignment; a massive-activation dim should matter to the host itself, IRM or not.
+the alignment; a massive-activation dim should matter to the host itself, IRM or not. And per
+aligned next-token run: its own top index zeroed in its output against random indices of
+matched magnitude (among its next 20 largest).
 Any run and index from the command line: ``irm-lens ablate RUN_DIR --index I``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from analyses._common import Context, cache_key
 from irm_lens import plotting
-from irm_lens.analysis.ablation import ablation_study
+from irm_lens.analysis.ablation import ablation_study, own_index_ablation
 from irm_lens.datasets import load_dataset
 from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
 
 MAX_NEW_TOKENS = 24
+N_CONTROLS = 5
+"""Controls per run for its own top index: random indices among its next 20 largest outputs."""
+
+
+def own_top(ctx: Context, run: str) -> dict[str, object]:
+    """The run's own top index zeroed in its output vs ``N_CONTROLS`` indices of matched
+    magnitude (random among ranks 2-21 of its |output| shares), on its held-out test rows."""
+    config = ctx.specs[run].config
+    ranked = [int(i) for i in ctx.dominance[run]["index"]]
+    rng = np.random.default_rng(ctx.first_seed)
+    controls = sorted(int(i) for i in rng.choice(ranked[1:21], size=N_CONTROLS, replace=False))
+    rows = load_dataset(config.emotion, split="test").head(ctx.figures.ablation_rows)
+    key = cache_key("own_top", ranked[0], controls, rows["question_id"].tolist())
+    path = ctx.runs[run] / "ablation" / f"own-top-{key}.csv"
+    if path.exists():
+        table = pd.read_csv(path)
+    else:
+        irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
+        table = own_index_ablation(ctx.host(), irm, rows, ranked[0], controls,
+                                   mode=config.prompt_mode)  # fmt: skip
+        write_csv_atomic(path, table)
+    top = float(table.loc[table["condition"] == "top", "undone"].iloc[0])
+    control = float(table.loc[table["condition"] == "control", "undone"].median())
+    return {"index": ranked[0], "undone": top, "controls": controls,
+            "controls_undone_median": control}  # fmt: skip
 
 
 def cached_study(
@@ -71,12 +99,17 @@ def main(ctx: Context) -> dict[str, object]:
             for c, col in table.set_index("condition")[cols].items()
         }
 
+    own = {r: own_top(ctx, r) for r in ctx.headline}
     summary = {
         "run": run,
         "emotion": config.emotion,
         "n_rows": len(rows),
         "by_index": {str(i): numbers(t) for i, t in tables.items()},
-    }
+        "own_top": own,
+        "own_top_undone_median": float(np.median([o["undone"] for o in own.values()])),
+        "own_controls_undone_median": float(
+            np.median([o["controls_undone_median"] for o in own.values()])),
+    }  # fmt: skip
     ctx.write(
         "ablation",
         data,

@@ -223,6 +223,18 @@ def ablation_text(a: dict[str, Any], dominant: int) -> str:
                 f"fact retention host {_pct(facts['host'])}, IRM {_pct(facts['irm'])}."
             )
         lines.append(line)
+    if "own_top" in a:
+        each = "; ".join(
+            f"{run}: index {o['index']} {_pct(o['undone'])} (controls "
+            f"{_pct(o['controls_undone_median'])})"
+            for run, o in a["own_top"].items()
+        )
+        lines.append(
+            f"- each aligned next-token run's own top index zeroed in its output undoes a median "
+            f"{_pct(a['own_top_undone_median'])} of its NLL gain on {a['n_rows']} held-out "
+            f"questions, against {_pct(a['own_controls_undone_median'])} for random indices of "
+            f"matched magnitude (5 among its next 20 largest): {each}."
+        )  # fmt: skip
     return "\n".join(lines)
 
 

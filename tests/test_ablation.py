@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -114,3 +115,20 @@ def test_ablation_figure():
     assert "507" in fig.layout.title.text
     with pytest.raises(TableError, match="kl_to_irm"):
         ablation_figure(table.drop(columns="kl_to_irm"))
+
+
+def test_own_index_ablation_against_controls(tiny_host):
+    from irm_lens.analysis.ablation import own_index_ablation
+
+    irm = IRM.for_host(tiny_host, seed=1, init="torch", masked=(3,))  # writes nothing at 3
+    rows = pd.DataFrame({"question": ["Why?", "How so?"], "answer": ["Because.", "Like that."]})
+    table = own_index_ablation(tiny_host, irm, rows, 5, [3, 5], mode="plain")
+    assert table["condition"].tolist() == ["host", "irm", "top", "control", "control"]
+    by = table.set_index(["condition", "index"])["undone"]
+    assert by[("host", -1)] == 1.0 and by[("irm", -1)] == 0.0
+    assert by[("control", 3)] == pytest.approx(0.0, abs=1e-9)  # zeroing nothing undoes nothing
+    assert by[("control", 5)] == pytest.approx(by[("top", 5)])
+    assert by[("top", 5)] != 0.0
+    nll = table.set_index("condition")["nll"]
+    gain = nll["host"] - nll["irm"]
+    assert by[("top", 5)] == pytest.approx((table["nll"].iloc[2] - nll["irm"]) / gain)

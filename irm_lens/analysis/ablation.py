@@ -30,7 +30,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.evaluate import contains_fact, greedy_answers
-from irm_lens.inject import attach, patch, resid_pre_hook, set_at, set_index
+from irm_lens.inject import attach, patch, resid_pre_hook, set_at, set_index, zero_index
 from irm_lens.irm import IRM
 from irm_lens.lexicon import emotion_profile
 from irm_lens.prompts import PromptMode
@@ -181,4 +181,46 @@ def ablation_study(
             kept = [contains_fact(t, r) for t, r in zip(texts, rows["reference"], strict=True)]
             record["fact_retention"] = sum(kept) / len(kept)
         records.append(record)
+    return pd.DataFrame(records)
+
+
+def own_index_ablation(
+    host: TransformerBridge,
+    irm: IRM,
+    rows: pd.DataFrame,
+    index: int,
+    controls: Sequence[int],
+    *,
+    mode: PromptMode = "chat",
+) -> pd.DataFrame:
+    """An IRM's own top ``index`` zeroed in its output, against ``controls`` zeroed the same way
+    (e.g. indices of the next largest outputs: matched magnitude).
+
+    Returns:
+        One row per condition: ``condition`` (``host``, ``irm``, ``top`` or ``control``),
+        ``index``, ``nll`` (answer tokens of ``rows``) and ``undone``: the share of the IRM's NLL
+        gain that zeroing the index takes away (0 = none, 1 = all of it).
+    """
+    batches = [b.to(host.W_E.device) for b in _batches(host, rows, mode)]
+
+    def nll(intervention: Intervention) -> float:
+        total, count = 0.0, 0
+        with torch.no_grad(), intervention():
+            for b in batches:
+                logp = host(b.tokens, attention_mask=b.attention_mask).double().log_softmax(-1)
+                mask = b.answer_mask[:, 1:].bool()
+                total += float(-logp[:, :-1][mask].gather(-1, b.tokens[:, 1:][mask][:, None]).sum())
+                count += int(mask.sum())
+        return total / count
+
+    base, trained = nll(contextlib.nullcontext), nll(lambda: attach(host, irm))
+    gain = base - trained
+    records: list[dict[str, Any]] = [
+        {"condition": "host", "index": -1, "nll": base, "undone": 1.0},
+        {"condition": "irm", "index": -1, "nll": trained, "undone": 0.0},
+    ]
+    for kind, i in [("top", index)] + [("control", int(c)) for c in controls]:
+        value = nll(functools.partial(attach, host, irm, edit=zero_index(i)))
+        undone = (value - trained) / gain if gain else float("nan")
+        records.append({"condition": kind, "index": i, "nll": value, "undone": undone})
     return pd.DataFrame(records)
