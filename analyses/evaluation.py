@@ -13,7 +13,18 @@ import pandas as pd
 
 from analyses._common import HELDOUT_SPLITS, Context
 from irm_lens import plotting
+from irm_lens.datasets import load_dataset
 from irm_lens.evaluate import alignment_summary
+from irm_lens.lexicon import emotion_profile
+
+
+def reference_share(emotion: str, rows: int) -> dict[str, float]:
+    """The NRC share of ``emotion`` in the bank's own answers in that voice to the same test
+    questions the IRMs answer: the lexicon's ceiling on this bank (NaN for ``neutral``, which
+    the lexicon has no category for)."""
+    answers = load_dataset(emotion, split="test").head(rows)["answer"].tolist()
+    profile = emotion_profile(answers).set_index("emotion")["share"]
+    return {"nrc_share_reference": float(profile.get(emotion, float("nan")))}
 
 
 def main(ctx: Context) -> dict[str, object]:
@@ -25,7 +36,8 @@ def main(ctx: Context) -> dict[str, object]:
         table = pd.read_csv(ctx.runs[run] / "evaluation.csv")
         parts.append(table.assign(**ctx.spec_columns(run)))
         emotion = ctx.specs[run].config.emotion
-        scores[run] = alignment_summary(table, emotion)
+        scores[run] = {**alignment_summary(table, emotion),
+                       **reference_share(emotion, ctx.figures.eval_rows)}  # fmt: skip
         headline[run] = {"target": emotion, **scores[run]}
     data = pd.concat(parts, ignore_index=True)
     fig = plotting.evaluation_figure(
