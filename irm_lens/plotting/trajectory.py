@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from irm_lens.analysis.verdicts import DOMINANT
 from irm_lens.plotting._common import check_columns, style
 
 PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
@@ -67,6 +68,8 @@ def trajectory_figure(
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2,
                   annotation_text="uniform")  # fmt: skip
+    fig.add_hline(y=DOMINANT, line_dash="dash", line_color="grey", row=1, col=2,
+                  annotation_text=f"dominant ({DOMINANT:g}x, the verdict's threshold)")  # fmt: skip
     for col in (1, 2):
         fig.update_xaxes(
             type="category",
