@@ -216,7 +216,7 @@ class Context:
         data: pd.DataFrame,
         fig: go.Figure,
         *,
-        summary: dict[str, Any],
+        summary: dict[str, Any] | Any,
         runs: Sequence[str] | None = None,
         size: tuple[int, int] = (1100, 650),
         settings: dict[str, Any] | None = None,
@@ -227,6 +227,8 @@ class Context:
         write_csv_atomic(target / "data.csv", data)
         _wrap_title(fig)
         save_figure(fig, target, "figure", width=size[0], height=size[1], scale=1.5)
+        if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
+            summary = dataclasses.asdict(summary)  # a typed summary (analyses._summaries)
         config = {
             "result": result,
             "summary": summary,

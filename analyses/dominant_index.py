@@ -8,18 +8,18 @@ that the dominant index is the host's massive dim: 507 on SmolLM2-135M).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from analyses._common import KINDS, Context
+from analyses._summaries import DominanceSummary
 from irm_lens import analysis, plotting
+from irm_lens.analysis.mechanism import Verdict
 from irm_lens.analysis.verdicts import consistency_rule, dominant_rule
 
 TOP = 5
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> DominanceSummary:
     runs = [*ctx.trained(), ctx.untrained]
     massive = [int(i) for i in ctx.host_profile["massive"]["index"].head(3)]
     shown: list[int] = []
@@ -55,39 +55,42 @@ def main(ctx: Context) -> dict[str, object]:
         ),
     )
     uniform = 1 / d_model
-    summary = {
-        "top1_by_run": top1,
-        "dominant_index": dominant,
-        "dominant_top1_runs": int(sum(top1[r] == dominant for r in trained)),
-        "n_trained": len(ctx.trained()),
-        "n_headline": len(trained),
-        "headline_aligned": ctx.headline_aligned,
-        "dominant_share_median": float(
+    rules = {kind: _rules(ctx, kind, d_model) for kind in KINDS}
+    summary = DominanceSummary(
+        top1_by_run=top1,
+        dominant_index=dominant,
+        dominant_top1_runs=int(sum(top1[r] == dominant for r in trained)),
+        n_trained=len(ctx.trained()),
+        n_headline=len(trained),
+        headline_aligned=ctx.headline_aligned,
+        dominant_share_median=float(
             pd.Series(
                 [ctx.dominance[r].set_index("index").loc[dominant, "share"] for r in trained]
             ).median()
         ),
-        "dominant_rank_by_run": {
+        dominant_rank_by_run={
             r: int(ctx.dominance[r].set_index("index").loc[dominant, "rank"]) for r in runs
         },
-        "top1_share_median": float(
+        top1_share_median=float(
             pd.Series([ctx.dominance[r].iloc[0]["share"] for r in trained]).median()
         ),
-        "uniform_share": uniform,
-        "untrained_top1": top1[ctx.untrained],
-        "host_massive_dims": massive,
-        "massive_rank_by_run": {
+        uniform_share=uniform,
+        untrained_top1=top1[ctx.untrained],
+        host_massive_dims=massive,
+        massive_rank_by_run={
             str(m): {r: int(ctx.dominance[r].set_index("index").loc[m, "rank"]) for r in runs}
             for m in massive
         },
-        "top1_heldout_by_run": {
+        top1_heldout_by_run={
             r: int(analysis.dominant_indices(ctx.outputs(r, "heldout")).iloc[0]["index"])
             for r in runs
         },
-        "mean_top5_jaccard": float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
-        "top1_frequencies": frequencies.head(5).to_dict(orient="records"),
-        "rules": {kind: _rules(ctx, kind, d_model) for kind in KINDS},
-    }
+        mean_top5_jaccard=float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),
+        top1_frequencies=frequencies.head(5).to_dict(orient="records"),
+        aligned_runs={kind: ctx.aligned(kind) for kind in KINDS},
+        consistency_rules={kind: rules[kind][0] for kind in KINDS},
+        dominance_rules={kind: rules[kind][1] for kind in KINDS},
+    )  # fmt: skip
     ctx.write(
         "dominant_index",
         data,
@@ -100,18 +103,14 @@ def main(ctx: Context) -> dict[str, object]:
     return summary
 
 
-def _rules(ctx: Context, kind: str, d_model: int) -> dict[str, object]:
+def _rules(ctx: Context, kind: str, d_model: int) -> tuple[Verdict, Verdict]:
     """Consistency (the same index across runs) and dominance (one index far above uniform)
     over the aligned runs of one loss kind, apart."""
     runs = ctx.aligned(kind)
     top_sets = [[int(i) for i in ctx.dominance[r]["index"].head(TOP)] for r in runs]
     ratios = [float(ctx.dominance[r].iloc[0]["share"]) * d_model for r in runs]
     control = float(ctx.dominance[ctx.untrained].iloc[0]["share"]) * d_model
-    return {
-        "aligned_runs": runs,
-        "consistency": dataclasses.asdict(consistency_rule(top_sets, d_model)),
-        "dominance": dataclasses.asdict(dominant_rule(ratios, control)),
-    }
+    return consistency_rule(top_sets, d_model), dominant_rule(ratios, control)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ BOS). The claim: most fall early in inference, very few past the sequence's midp
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from analyses._common import KINDS, Context
+from analyses._summaries import TimingSummary
 from analyses.fig2_heatmaps import panel_name
 from irm_lens import analysis, plotting
 from irm_lens.analysis.timing import file_order
@@ -52,7 +51,7 @@ def shares(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> TimingSummary:
     runs = [*ctx.trained(), ctx.untrained]
     data = pd.concat([timing_table(ctx, run) for run in runs], ignore_index=True)
     by_run = {run: shares(data[data["run"] == run]) for run in runs}
@@ -85,37 +84,37 @@ def main(ctx: Context) -> dict[str, object]:
     fig.update_layout(margin={"t": 130})
     headline = ctx.headline  # medians over the aligned next-token runs
     trained = [by_run[r]["before_midpoint"] for r in headline]
-    summary = {
-        "k": K,
-        "by_run": by_run,
-        "trained_before_midpoint_min": min(trained),
-        "trained_before_midpoint_median": float(pd.Series(trained).median()),
-        "untrained_before_midpoint": by_run[ctx.untrained]["before_midpoint"],
-        "generated_tokens_median": float(pd.Series(generated).median()),
-        "generated_tokens_min": int(min(generated)),
-        "shown_prompt": first.prompt,
-        "heldout_before_midpoint": shares(heldout)["before_midpoint"],
-        "heldout_on_prompt": shares(heldout)["on_prompt"],
-        "trained_on_prompt_median": float(
+    summary = TimingSummary(
+        k=K,
+        by_run=by_run,
+        trained_before_midpoint_min=min(trained),
+        trained_before_midpoint_median=float(pd.Series(trained).median()),
+        untrained_before_midpoint=by_run[ctx.untrained]["before_midpoint"],
+        generated_tokens_median=float(pd.Series(generated).median()),
+        generated_tokens_min=int(min(generated)),
+        shown_prompt=first.prompt,
+        heldout_before_midpoint=shares(heldout)["before_midpoint"],
+        heldout_on_prompt=shares(heldout)["on_prompt"],
+        trained_on_prompt_median=float(
             pd.Series([by_run[r]["on_prompt"] for r in headline]).median()
         ),
-        "trained_on_first_token_median": float(
+        trained_on_first_token_median=float(
             pd.Series([by_run[r]["on_first_token"] for r in headline]).median()
         ),
-        "trained_before_midpoint_file_order_median": float(
+        trained_before_midpoint_file_order_median=float(
             pd.Series([by_run[r]["before_midpoint_file_order"] for r in headline]).median()
         ),
-        "n_headline": len(headline),
-        "headline_aligned": ctx.headline_aligned,
-        "untrained_before_midpoint_file_order":
+        n_headline=len(headline),
+        headline_aligned=ctx.headline_aligned,
+        untrained_before_midpoint_file_order=
             by_run[ctx.untrained]["before_midpoint_file_order"],
-        "rules": {kind: dataclasses.asdict(timing_rule(
+        rules={kind: timing_rule(
             [by_run[r]["before_midpoint"] for r in ctx.aligned(kind)],
             by_run[ctx.untrained]["before_midpoint"],
             [by_run[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
             by_run[ctx.untrained]["before_midpoint_file_order"],
-        )) for kind in KINDS},
-    }  # fmt: skip
+        ) for kind in KINDS},
+    )  # fmt: skip
     ctx.write(
         "fig3_timing",
         data,

@@ -21,6 +21,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from analyses._common import KINDS, Context, cache_key, heldout, nll_by_question
+from analyses._summaries import MediationSummary
 from irm_lens.analysis.causal import entropy_lever
 from irm_lens.evaluate import frozen_scale_nll_table
 from irm_lens.files import write_csv_atomic
@@ -70,7 +71,7 @@ def final_residuals(ctx: Context) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> MediationSummary:
     memo: dict[Any, pd.DataFrame] = {}
     rows = []
     for kind in KINDS:
@@ -89,15 +90,15 @@ def main(ctx: Context) -> dict[str, object]:
         kept = data[(data["run_kind"] == kind) & data["aligned"]]
         by_kind[kind] = {"runs": kept["run"].tolist(), "gains": kept["gain"].tolist(),
                          "frozen_gains": kept["frozen_gain"].tolist()}  # fmt: skip
-    summary: dict[str, object] = {
-        "dominant_index": dominant, "lever_percentile": percentile,
-        "lever_dominant": float(lever[dominant]), "lever_median": float(np.median(lever)),
-        "lever_top_indices": [int(i) for i in np.argsort(-lever)[:5]],
-        "massive_index": massive,
-        "lever_massive_percentile": None if massive is None else float(
+    summary = MediationSummary(
+        dominant_index=dominant, lever_percentile=percentile,
+        lever_dominant=float(lever[dominant]), lever_median=float(np.median(lever)),
+        lever_top_indices=[int(i) for i in np.argsort(-lever)[:5]],
+        massive_index=massive,
+        lever_massive_percentile=None if massive is None else float(
             (lever < lever[massive]).mean()),
-        "by_kind": by_kind, "n_positions": len(heldout("neutral")),
-    }  # fmt: skip
+        by_kind=by_kind, n_positions=len(heldout("neutral")),
+    )  # fmt: skip
     fig = _figure(data, lever, dominant, massive)
     ctx.write("mediation", data, fig, summary=summary,
               runs=[*ctx.trained(), ctx.untrained])  # fmt: skip

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from analyses._common import Context
+from analyses._summaries import PropagationSummary
 from irm_lens import plotting
 from irm_lens.analysis import causal
 from irm_lens.irm import IRM
@@ -26,7 +27,7 @@ def prompt_tokens(ctx: Context) -> torch.Tensor:
     return torch.tensor([ids], device=host.W_E.device)
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> PropagationSummary:
     host, tokens = ctx.host(), prompt_tokens(ctx)
     dominant, massive = ctx.dominant_index, ctx.massive_index
     targets = [dominant] + ([massive] if massive is not None and massive != dominant else [])
@@ -45,21 +46,21 @@ def main(ctx: Context) -> dict[str, object]:
         return float(table.loc[table["kind"] == kind, "persistence"].median())
 
     target = tables[dominant][tables[dominant]["kind"] == "target"]
-    summary = {
-        "dominant_index": dominant,
-        "positions": "after the first (medians)",
+    summary = PropagationSummary(
+        dominant_index=dominant,
+        positions="after the first (medians)",
         # a push 10x smaller moves the index by the same amount per unit: the linear regime
-        "linearity_median": float((target["persistence_small"] / target["persistence"]).median()),
-        "persistence_median": {str(i): persistence(t, "target") for i, t in tables.items()},
-        "random_persistence_median": persistence(tables[dominant], "random"),
-        "final_layer_persistence": {
+        linearity_median=float((target["persistence_small"] / target["persistence"]).median()),
+        persistence_median={str(i): persistence(t, "target") for i, t in tables.items()},
+        random_persistence_median=persistence(tables[dominant], "random"),
+        final_layer_persistence={
             str(i): float(t[t["kind"] == "target"].sort_values("layer")["persistence"].iloc[-1])
             for i, t in tables.items()
         },
-        "irm_run": run,
-        "irm_carried_median": float(carried["carried"].median()),
-        "irm_leak_median": float(carried["leak"].median()),
-    }
+        irm_run=run,
+        irm_carried_median=float(carried["carried"].median()),
+        irm_leak_median=float(carried["leak"].median()),
+    )  # fmt: skip
     ctx.write(
         "propagation",
         data,

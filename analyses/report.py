@@ -7,13 +7,23 @@ are fixed here, before any result is seen, and stated in the report.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 from typing import Any
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_mechanism import mechanism_section, mechanism_verdicts
+from analyses._summaries import (
+    DominanceSummary,
+    MediationSummary,
+    PropagationSummary,
+    ResidualControlSummary,
+    Rules,
+    StriationSummary,
+    TimingSummary,
+    read_typed,
+)
+from irm_lens.analysis.mechanism import Verdict
 from irm_lens.analysis.verdicts import (
     NOT_TESTED,
     PARTLY,
@@ -24,10 +34,6 @@ from irm_lens.analysis.verdicts import (
 from irm_lens.files import write_text_atomic
 from irm_lens.runset import stage_seconds
 from irm_lens.stack import describe
-
-Rules = dict[str, dict[str, Any]]
-"""A claim's verdict per loss kind: ``analysis.mechanism.Verdict`` as a dict."""
-
 
 KIND_LABEL = {"next-token": "Next-token runs", "paper loss": "Original's loss"}
 ORIGINAL_LOSS = "original's loss (paper-loss runs)"
@@ -53,107 +59,96 @@ def rules_account() -> list[str]:
     ]
 
 
-def _over(s: dict[str, Any]) -> str:
+def _over(s: StriationSummary | DominanceSummary | TimingSummary) -> str:
     """Which runs a summary's medians are over."""
-    n = s["n_headline"]
-    return f"the {n} aligned next-token runs" if s["headline_aligned"] else (
+    n = s.n_headline
+    return f"the {n} aligned next-token runs" if s.headline_aligned else (
         f"the {n} next-token runs (none is aligned)")  # fmt: skip
-
-
-def _rules(s: dict[str, Any]) -> Rules:
-    return {kind: s["rules"][kind] for kind in KINDS}
 
 
 def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f} %"  # NaN: e.g. NRC has no "neutral" category
 
 
-def striation_claim(s: dict[str, Any]) -> tuple[Rules, str]:
-    n = s["n_headline"]
+def striation_claim(s: StriationSummary) -> tuple[Rules, str]:
     text = (
         f"Index share of the variance of mean |output| (median over {_over(s)}) "
-        f"{s['index_share_median']:.3f} vs layer share {s['layer_share_median']:.3f}; "
-        f"untrained IRM {s['untrained_index_share']:.3f}; permutation p < 0.01 in "
-        f"{s['significant_runs']}/{n} runs (the smallest possible p is {s['p_min_possible']:.4f}, "
-        f"which any cross-layer alignment reaches with this many indices: p alone decides "
-        f"nothing). Cross-layer correlation of index profiles: median "
-        f"{s['cross_layer_corr_median']:.3f} (untrained {s['untrained_cross_layer_corr']:.3f})."
+        f"{s.index_share_median:.3f} vs layer share {s.layer_share_median:.3f}; untrained IRM "
+        f"{s.untrained_index_share:.3f}; permutation p < 0.01 in {s.significant_runs}/"
+        f"{s.n_headline} runs (the smallest possible p is {s.p_min_possible:.4f}, which any "
+        f"cross-layer alignment reaches with this many indices: p alone decides nothing). "
+        f"Cross-layer correlation of index profiles: median {s.cross_layer_corr_median:.3f} "
+        f"(untrained {s.untrained_cross_layer_corr:.3f})."
     )
-    return _rules(s), text
+    return s.rules, text
 
 
-def dominance_claims(s: dict[str, Any], host: dict[str, Any]) -> tuple[Rules, Rules, str]:
+def dominance_claims(s: DominanceSummary, host: dict[str, Any]) -> tuple[Rules, Rules, str]:
     """Consistency (the same index in every run) and dominance (far above uniform), apart."""
-    hits = s["dominant_top1_runs"]
-    ranks = ", ".join(f"{r}: {k}" for r, k in s["dominant_rank_by_run"].items())
-    held = s["dominant_index"]
+    ranks = ", ".join(f"{r}: {k}" for r, k in s.dominant_rank_by_run.items())
+    held = s.dominant_index
     held_hits = sum(
-        top == held for r, top in s["top1_heldout_by_run"].items() if not r.startswith("untrained")
+        top == held for r, top in s.top1_heldout_by_run.items() if not r.startswith("untrained")
     )
-    massive = s["host_massive_dims"]
     text = (
-        f"Most frequent top index over {_over(s)}: {s['dominant_index']}, ranked first in "
-        f"{hits}; its median share of total |output| {_pct(s['dominant_share_median'])} "
-        f"(uniform: {_pct(s['uniform_share'])}); median top-1 share "
-        f"{_pct(s['top1_share_median'])}. Its rank per run: {ranks}. The untrained IRM's top "
-        f"index: {s['untrained_top1']}. On held-out questions (chat format) the top index is "
-        f"{held} in {held_hits}/{s['n_trained']} trained runs. Host's massive-activation dims: "
-        f"{massive}; dominant index is one of them: "
+        f"Most frequent top index over {_over(s)}: {s.dominant_index}, ranked first in "
+        f"{s.dominant_top1_runs}; its median share of total |output| "
+        f"{_pct(s.dominant_share_median)} (uniform: {_pct(s.uniform_share)}); median top-1 "
+        f"share {_pct(s.top1_share_median)}. Its rank per run: {ranks}. The untrained IRM's "
+        f"top index: {s.untrained_top1}. On held-out questions (chat format) the top index is "
+        f"{held} in {held_hits}/{s.n_trained} trained runs. Host's massive-activation dims: "
+        f"{s.host_massive_dims}; dominant index is one of them: "
         f"{'yes' if host.get('dominant_is_massive') else 'no'}."
     )
-    consistency = {k: r["consistency"] for k, r in s["rules"].items()}
-    dominance = {k: r["dominance"] for k, r in s["rules"].items()}
-    return consistency, dominance, text
+    return s.consistency_rules, s.dominance_rules, text
 
 
-def timing_claim(s: dict[str, Any]) -> tuple[Rules, str]:
-    med = s["trained_before_midpoint_median"]
+def timing_claim(s: TimingSummary) -> tuple[Rules, str]:
     text = (
-        f"Share of each run's top-{s['k']} |output| values (per paper prompt, pooled) that fall "
-        f"before the sequence's midpoint, over {_over(s)}: median {_pct(med)} in sequence "
-        f"order, {_pct(s['trained_before_midpoint_file_order_median'])} in the order the "
-        f"original drew its histogram (token files natural-sorted by name: the prompt's last "
-        f"token, the generated tokens, then the prompt from BOS); untrained IRM "
-        f"{_pct(s['untrained_before_midpoint'])} and "
-        f"{_pct(s['untrained_before_midpoint_file_order'])}. On the first token alone: median "
-        f"{_pct(s['trained_on_first_token_median'])}; on prompt tokens: median "
-        f"{_pct(s['trained_on_prompt_median'])}. The paper prompts are recorded as the original "
-        f"did (BOS + prompt, no chat template, sampled to 100 tokens); this chat host often ends "
-        f"its answer early (generated tokens per prompt: median {s['generated_tokens_median']:.0f}"
-        f", fewest {s['generated_tokens_min']}). On held-out questions in the chat format the "
-        f"IRMs were trained on, {_pct(s['heldout_before_midpoint'])} fall before the midpoint "
-        f"({_pct(s['heldout_on_prompt'])} on prompt tokens)."
+        f"Share of each run's top-{s.k} |output| values (per paper prompt, pooled) that fall "
+        f"before the sequence's midpoint, over {_over(s)}: median "
+        f"{_pct(s.trained_before_midpoint_median)} in sequence order, "
+        f"{_pct(s.trained_before_midpoint_file_order_median)} in the order the original drew "
+        f"its histogram (token files natural-sorted by name: the prompt's last token, the "
+        f"generated tokens, then the prompt from BOS); untrained IRM "
+        f"{_pct(s.untrained_before_midpoint)} and {_pct(s.untrained_before_midpoint_file_order)}"
+        f". On the first token alone: median {_pct(s.trained_on_first_token_median)}; on prompt "
+        f"tokens: median {_pct(s.trained_on_prompt_median)}. The paper prompts are recorded as "
+        f"the original did (BOS + prompt, no chat template, sampled to 100 tokens); this chat "
+        f"host often ends its answer early (generated tokens per prompt: median "
+        f"{s.generated_tokens_median:.0f}, fewest {s.generated_tokens_min}). On held-out "
+        f"questions in the chat format the IRMs were trained on, "
+        f"{_pct(s.heldout_before_midpoint)} fall before the midpoint "
+        f"({_pct(s.heldout_on_prompt)} on prompt tokens)."
     )
-    return _rules(s), text
+    return s.rules, text
 
 
 def residual_claim(
-    p: dict[str, Any], control: dict[str, Any], striation: Rules
+    p: PropagationSummary, control: ResidualControlSummary | None, striation: Rules
 ) -> tuple[Rules, str]:
     """The rotated-injection control decides (``analysis.verdicts.residual_rule``); the
     propagation numbers describe the skip path, which carries any perturbation by construction."""
-    dom = str(p["dominant_index"])
-    own, rand = p["persistence_median"][dom], p["random_persistence_median"]
+    dom = str(p.dominant_index)
+    own, rand = p.persistence_median[dom], p.random_persistence_median
     rules: Rules = {}
     for kind in KINDS:
-        striated = striation[kind]["verdict"] in (REPRODUCED, PARTLY)
-        shares = control.get("shares", {}).get(kind)
-        if shares is None:
+        striated = striation[kind].verdict in (REPRODUCED, PARTLY)
+        shares = None if control is None else control.shares.get(kind)
+        if control is None or shares is None:
             why = "the rotated-injection control was not run" if striated else (
                 "no stripes to explain")  # fmt: skip
-            rules[kind] = {"verdict": NOT_TESTED, "reason": why, "effects": {}}
+            rules[kind] = Verdict(NOT_TESTED, why, {})
             continue
-        verdict = residual_rule(shares["delta"], shares["output"], control["control_share"],
-                                striated=striated)  # fmt: skip
-        rules[kind] = dataclasses.asdict(verdict)
+        rules[kind] = residual_rule(shares["delta"], shares["output"], control.control_share,
+                                    striated=striated)  # fmt: skip
     text = (
         f"A perturbation added at layer 0 stays at the same index in later layers: median "
         f"persistence {own:.2f} for index {dom}, {rand:.2f} for random indices (1 = carried "
         f"unchanged; positions after the first; a push 10x smaller moves it "
-        f"{p['linearity_median']:.2f}x as much per unit). The first run's own output at index "
-        f"{dom} is carried with a median "
-        f"coefficient {p['irm_carried_median']:.2f} (leak to other indices "
-        f"{p['irm_leak_median']:.2f}). Both hold by construction of the skip path, so they "
+        f"{p.linearity_median:.2f}x as much per unit). The first run's own output at index "
+        f"{dom} is carried with a median coefficient {p.irm_carried_median:.2f} (leak to other "
+        f"indices {p.irm_leak_median:.2f}). Both hold by construction of the skip path, so they "
         f"cannot test the explanation; the control that can fail injects each layer's output "
         f"through a fixed random rotation (`residual_control`)."
     )
@@ -161,7 +156,7 @@ def residual_claim(
 
 
 def lm_head_claim(
-    h: dict[str, Any], lg: dict[str, Any], mediation: dict[str, Any], dominance: Rules
+    h: dict[str, Any], lg: dict[str, Any], mediation: MediationSummary | None, dominance: Rules
 ) -> tuple[Rules, str]:
     """Mediation through the final norm's scale and the index's entropy lever against every
     index (``analysis.verdicts.lm_head_rule``); not tested when no index dominates."""
@@ -169,11 +164,10 @@ def lm_head_claim(
     info = h["indices"][dom]
     rules: Rules = {}
     for kind in KINDS:
-        runs = mediation.get("by_kind", {}).get(kind, {})
-        verdict = lm_head_rule(runs.get("gains", []), runs.get("frozen_gains", []),
-                               mediation.get("lever_percentile", float("nan")),
-                               dominated=dominance[kind]["verdict"] == REPRODUCED)  # fmt: skip
-        rules[kind] = dataclasses.asdict(verdict)
+        runs = {} if mediation is None else mediation.by_kind.get(kind, {})
+        lever = float("nan") if mediation is None else mediation.lever_percentile
+        rules[kind] = lm_head_rule(runs.get("gains", []), runs.get("frozen_gains", []), lever,
+                                   dominated=dominance[kind].verdict == REPRODUCED)  # fmt: skip
     shift, random_shift = lg["entropy_shift_x8"][dom], lg["random_entropy_shift_x8_median"]
     text = (
         f"Index {dom} (the most frequent top index): final-norm gain {info['final_gain']:.3g} "
@@ -185,18 +179,18 @@ def lm_head_claim(
         f"centred on their mean over the vocabulary: median "
         f"{lg['centred_share_of_predicted_logit_median'][dom]:.3g}."
     )
-    if mediation:
-        massive = mediation["massive_index"]
+    if mediation is not None:
+        m = mediation
+        massive = (f"; the massive dim {m.massive_index} beats "
+                   f"{_pct(m.lever_massive_percentile or float('nan'))}"
+                   if m.massive_index is not None else "")  # fmt: skip
         text += (
             f" Against all {h['d_model']} indices (x8 before the final norm, at the first "
-            f"answer position of {mediation['n_positions']} held-out questions), index "
-            f"{mediation['dominant_index']}'s entropy lever beats "
-            f"{_pct(mediation['lever_percentile'])} of them (its mean |change| "
-            f"{mediation['lever_dominant']:.3g} nats, median index {mediation['lever_median']:.3g}"
-            f"; strongest levers {mediation['lever_top_indices']}"
-            + (f"; the massive dim {massive} beats {_pct(mediation['lever_massive_percentile'])}"
-               if massive is not None else "") + ")."
-        )  # fmt: skip
+            f"answer position of {m.n_positions} held-out questions), index {m.dominant_index}'s "
+            f"entropy lever beats {_pct(m.lever_percentile)} of them (its mean |change| "
+            f"{m.lever_dominant:.3g} nats, median index {m.lever_median:.3g}; strongest levers "
+            f"{m.lever_top_indices}{massive})."
+        )
     return rules, text
 
 
@@ -344,28 +338,26 @@ def main(ctx: Context) -> dict[str, object]:
     out = ctx.out
     s = {
         name: read_summary(out, name)
-        for name in (
-            "striation",
-            "dominant_index",
-            "fig3_timing",
-            "host_profile",
-            "propagation",
-            "logit_attribution",
-            "ablation",
-            "evaluation",
-            "fig4_comparison",
-        )
-    }
-    missing = [k for k, v in s.items() if not v]
-    if missing:
+        for name in ("host_profile", "logit_attribution", "ablation", "evaluation",
+                     "fig4_comparison")
+    }  # fmt: skip
+    striation = read_typed(out, "striation", StriationSummary)
+    dominance = read_typed(out, "dominant_index", DominanceSummary)
+    timing = read_typed(out, "fig3_timing", TimingSummary)
+    propagation = read_typed(out, "propagation", PropagationSummary)
+    typed = {"striation": striation, "dominant_index": dominance, "fig3_timing": timing,
+             "propagation": propagation}  # fmt: skip
+    missing = [k for k, v in {**s, **typed}.items() if not v]
+    if missing or not (striation and dominance and timing and propagation):
         raise FileNotFoundError(f"report needs the results {missing} in {out}; run them first.")
     f = ctx.figures
-    r_str, t_str = striation_claim(s["striation"])
-    r_con, r_dom, t_dom = dominance_claims(s["dominant_index"], s["host_profile"])
-    r_time, t_time = timing_claim(s["fig3_timing"])
-    r_res, t_res = residual_claim(s["propagation"], read_summary(out, "residual_control"), r_str)
+    r_str, t_str = striation_claim(striation)
+    r_con, r_dom, t_dom = dominance_claims(dominance, s["host_profile"])
+    r_time, t_time = timing_claim(timing)
+    control = read_typed(out, "residual_control", ResidualControlSummary)
+    r_res, t_res = residual_claim(propagation, control, r_str)
     r_lm, t_lm = lm_head_claim(s["host_profile"], s["logit_attribution"],
-                               read_summary(out, "mediation"), r_dom)  # fmt: skip
+                               read_typed(out, "mediation", MediationSummary), r_dom)  # fmt: skip
     e = s["evaluation"]
     claims: list[tuple[str, Rules, str, list[str]]] = [
         ("Large IRM outputs form vertical striations by residual index", r_str, t_str,
@@ -401,7 +393,7 @@ def main(ctx: Context) -> dict[str, object]:
         "| claim | next-token runs | original's loss |",
         "|---|---|---|",
         *[
-            f"| {title} | **{rules['next-token']['verdict']}** | {rules['paper loss']['verdict']} |"
+            f"| {title} | **{rules['next-token'].verdict}** | {rules['paper loss'].verdict} |"
             for title, rules, _, _ in claims
         ],
         "",
@@ -434,15 +426,15 @@ def main(ctx: Context) -> dict[str, object]:
         "",
     ]
     for title, rules, text, figures in claims:
-        lines += [f"## {title}: {rules['next-token']['verdict']}", ""]
-        lines += [f"- {KIND_LABEL[k]}: **{r['verdict']}**: {r['reason']}." for k, r in
+        lines += [f"## {title}: {rules['next-token'].verdict}", ""]
+        lines += [f"- {KIND_LABEL[k]}: **{r.verdict}**: {r.reason}." for k, r in
                   rules.items()] + [""]  # fmt: skip
         lines += [text, ""] if text else []
         lines += [f"![{name}]({name}/figure.png)" for name in figures] + [""]
     lines += [
         "## Ablating the dominant index",
         "",
-        ablation_text(s["ablation"], s["dominant_index"]["dominant_index"]),
+        ablation_text(s["ablation"], dominance.dominant_index),
         "",
         "![ablation](ablation/figure.png)",
         "",
@@ -461,8 +453,8 @@ def main(ctx: Context) -> dict[str, object]:
         "",
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
-    summary: dict[str, object] = {t: r["next-token"]["verdict"] for t, r, _, _ in claims}
-    summary[ORIGINAL_LOSS] = {t: r["paper loss"]["verdict"] for t, r, _, _ in claims}
+    summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
+    summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
     mechanism = [read_summary(out, name) for name in ("rotation", "masked", "matrix")]
     summary.update(mechanism_verdicts(*mechanism))
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from analyses._common import Context
+from analyses._summaries import ResidualControlSummary
 from irm_lens import analysis
 from irm_lens.irm import IRM
 from irm_lens.plotting.mechanism import residual_control_figure
@@ -27,7 +28,7 @@ def _share(outputs: torch.Tensor, layers: Sequence[int]) -> float:
     return float(analysis.striation(outputs, layers, n_permutations=0)["index_share"])
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> ResidualControlSummary:
     plain = ctx.variant()
     rotated = ctx.variant("rotinject", rotated_output=ctx.first_seed)
     rows = []
@@ -49,13 +50,13 @@ def main(ctx: Context) -> dict[str, object]:
     data = pd.DataFrame(rows)
     control = _share(ctx.outputs(ctx.untrained), ctx.recordings(ctx.untrained)[0].layers)
     kept = data[data["aligned"]]
-    summary: dict[str, object] = {
-        "control_share": control,
-        "shares": {"next-token": {
+    summary = ResidualControlSummary(
+        control_share=control,
+        shares={"next-token": {
             "delta": kept.loc[kept["reading"] == READINGS[1], "index_share"].tolist(),
             "output": kept.loc[kept["reading"] == READINGS[2], "index_share"].tolist()}},
-        "by_run": rows,
-    }  # fmt: skip
+        by_run=rows,
+    )  # fmt: skip
     fig = residual_control_figure(data, control, title=(
         f"Residual explanation control ({ctx.figures.host_label}): index share of mean |output| "
         f"variance; rotated injection writes R_l v_l (hatched: not aligned)"))  # fmt: skip

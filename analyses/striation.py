@@ -8,18 +8,17 @@ share for the untrained IRM of the same seed (the control for structure from the
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from analyses._common import KINDS, Context
+from analyses._summaries import StriationSummary
 from irm_lens import analysis, plotting
 from irm_lens.analysis.verdicts import striation_rule
 
 PERMUTATIONS = 200
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> StriationSummary:
     runs = [*ctx.trained(), ctx.untrained]
     baseline = ctx.outputs(ctx.untrained)
     rows = []
@@ -42,28 +41,28 @@ def main(ctx: Context) -> dict[str, object]:
     trained = data[data["run"].isin(ctx.headline)]  # the medians: aligned next-token runs
     every = data[data["run_kind"] != "untrained"]
     untrained = data[data["run_kind"] == "untrained"].iloc[0]
-    summary: dict[str, object] = {
-        "n_trained": len(every),
-        "n_headline": len(trained),
-        "headline_aligned": ctx.headline_aligned,
-        "index_share_median": float(trained["index_share"].median()),
-        "layer_share_median": float(trained["layer_share"].median()),
-        "index_over_layer_runs": int((trained["index_share"] > trained["layer_share"]).sum()),
-        "significant_runs": int((trained["p_value"] < 0.01).sum()),
-        "cross_layer_corr_median": float(trained["cross_layer_corr"].median()),
-        "untrained_index_share": float(untrained["index_share"]),
-        "untrained_cross_layer_corr": float(untrained["cross_layer_corr"]),
-        "above_untrained_runs": int(
+    summary = StriationSummary(
+        n_trained=len(every),
+        n_headline=len(trained),
+        headline_aligned=ctx.headline_aligned,
+        index_share_median=float(trained["index_share"].median()),
+        layer_share_median=float(trained["layer_share"].median()),
+        index_over_layer_runs=int((trained["index_share"] > trained["layer_share"]).sum()),
+        significant_runs=int((trained["p_value"] < 0.01).sum()),
+        cross_layer_corr_median=float(trained["cross_layer_corr"].median()),
+        untrained_index_share=float(untrained["index_share"]),
+        untrained_cross_layer_corr=float(untrained["cross_layer_corr"]),
+        above_untrained_runs=int(
             (trained["index_share"] > float(untrained["index_share"])).sum()
         ),
-        "p_min_possible": 1 / (PERMUTATIONS + 1),
+        p_min_possible=1 / (PERMUTATIONS + 1),
         # the verdict rule over aligned runs only, one per loss kind
-        "rules": {kind: dataclasses.asdict(striation_rule(
+        rules={kind: striation_rule(
             every.loc[every["run"].isin(ctx.aligned(kind)), "index_share"].tolist(),
             every.loc[every["run"].isin(ctx.aligned(kind)), "cross_layer_corr"].tolist(),
             float(untrained["index_share"]), float(untrained["cross_layer_corr"]),
-        )) for kind in KINDS},
-    }  # fmt: skip
+        ) for kind in KINDS},
+    )  # fmt: skip
     ctx.write(
         "striation",
         data,

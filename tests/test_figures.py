@@ -15,9 +15,23 @@ import pytest
 from analyses import report
 from analyses.__main__ import RESULTS
 from analyses._report_mechanism import mechanism_verdicts
+from analyses._summaries import (
+    MediationSummary,
+    PropagationSummary,
+    ResidualControlSummary,
+    StriationSummary,
+    from_dict,
+    read_typed,
+)
 from irm_lens import runset
 from irm_lens.analysis import verdicts
-from irm_lens.analysis.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
+from irm_lens.analysis.mechanism import (
+    BASIS_VERDICTS,
+    MASKING_VERDICTS,
+    OPTIMIZER_VERDICTS,
+    Verdict,
+)
+from irm_lens.errors import IrmLensError
 from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,40 +272,42 @@ def test_cache_key_follows_the_config():
     assert "optimizer" not in runset._keyed_config(spec.config)
 
 
-def _rule(verdict: str) -> dict:
-    return {"verdict": verdict, "reason": f"because {verdict}", "effects": {}}
+def _rule(verdict: str) -> Verdict:
+    return Verdict(verdict, f"because {verdict}", {})
 
 
-PROPAGATION = dict(dominant_index=7, persistence_median={"7": 1.0}, random_persistence_median=1.0,
-                   linearity_median=1.0,
-                   irm_carried_median=0.99, irm_leak_median=0.01)  # fmt: skip
+PROPAGATION = PropagationSummary(
+    dominant_index=7, positions="after the first", linearity_median=1.0,
+    persistence_median={"7": 1.0}, random_persistence_median=1.0,
+    final_layer_persistence={"7": 1.0}, irm_run="anger_s42", irm_carried_median=0.99,
+    irm_leak_median=0.01,
+)  # fmt: skip
 
 
 def test_report_claims_take_each_kinds_rule():
-    striation = {"n_headline": 4, "headline_aligned": True, "index_share_median": 0.15,
-                 "layer_share_median": 0.07,
-                 "untrained_index_share": 0.03, "significant_runs": 4, "p_min_possible": 0.005,
-                 "cross_layer_corr_median": 0.13, "untrained_cross_layer_corr": 0.0,
-                 "rules": {"next-token": _rule(verdicts.PARTLY),
-                           "paper loss": _rule(verdicts.NOT_TESTED)}}  # fmt: skip
+    striation = StriationSummary(
+        n_trained=8, n_headline=4, headline_aligned=True, index_share_median=0.15,
+        layer_share_median=0.07, index_over_layer_runs=4, significant_runs=4,
+        cross_layer_corr_median=0.13, untrained_index_share=0.03, untrained_cross_layer_corr=0.0,
+        above_untrained_runs=4, p_min_possible=0.005,
+        rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
+    )  # fmt: skip
     rules, text = report.striation_claim(striation)
-    assert rules["next-token"]["verdict"] == verdicts.PARTLY
-    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED and "0.150" in text
+    assert rules["next-token"].verdict == verdicts.PARTLY
+    assert rules["paper loss"].verdict == verdicts.NOT_TESTED and "0.150" in text
     assert "median over the 4 aligned next-token runs" in text
     # the residual control decides; without it: not tested, saying why
-    rules, _ = report.residual_claim(PROPAGATION, {}, striation["rules"])
-    assert rules["next-token"] == {
-        "verdict": verdicts.NOT_TESTED,
-        "effects": {},
-        "reason": "the rotated-injection control was not run",
-    }
-    assert rules["paper loss"]["reason"] == "no stripes to explain"
-    control = {"control_share": 0.03, "shares": {
+    rules, _ = report.residual_claim(PROPAGATION, None, striation.rules)
+    assert rules["next-token"] == Verdict(
+        verdicts.NOT_TESTED, "the rotated-injection control was not run", {}
+    )
+    assert rules["paper loss"].reason == "no stripes to explain"
+    control = ResidualControlSummary(control_share=0.03, by_run=[], shares={
         "next-token": {"delta": [0.2, 0.25], "output": [0.03, 0.04]},
-        "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]}}}  # fmt: skip
-    rules, _ = report.residual_claim(PROPAGATION, control, striation["rules"])
-    assert rules["next-token"]["verdict"] == verdicts.REPRODUCED
-    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED  # no stripes there
+        "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]}})  # fmt: skip
+    rules, _ = report.residual_claim(PROPAGATION, control, striation.rules)
+    assert rules["next-token"].verdict == verdicts.REPRODUCED
+    assert rules["paper loss"].verdict == verdicts.NOT_TESTED  # no stripes there
     host = {
         "dominant_index": 7,
         "d_model": 16,
@@ -302,15 +318,41 @@ def test_report_claims_take_each_kinds_rule():
               "centred_share_of_predicted_logit_median": {"7": 0.02},
               "random_indices": [1, 2]}  # fmt: skip
     dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
-    mediation = {"lever_percentile": 0.99, "massive_index": None, "n_positions": 54,
-                 "dominant_index": 7, "lever_dominant": 0.5, "lever_median": 0.01,
-                 "lever_top_indices": [7, 2], "by_kind": {
-        "next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}}}  # fmt: skip
+    mediation = MediationSummary(
+        dominant_index=7, lever_percentile=0.99, lever_dominant=0.5, lever_median=0.01,
+        lever_top_indices=[7, 2], massive_index=None, lever_massive_percentile=None,
+        n_positions=54,
+        by_kind={"next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}},
+    )  # fmt: skip
     rules, text = report.lm_head_claim(host, logits, mediation, dominance)
-    assert rules["next-token"]["verdict"] == verdicts.REPRODUCED and "+0.500 nats" in text
+    assert rules["next-token"].verdict == verdicts.REPRODUCED and "+0.500 nats" in text
     assert "entropy lever beats 99.0 % of them" in text
-    assert rules["paper loss"]["verdict"] == verdicts.NOT_TESTED
-    assert "no subject" in rules["paper loss"]["reason"]
+    assert rules["paper loss"].verdict == verdicts.NOT_TESTED
+    assert "no subject" in rules["paper loss"].reason
+
+
+def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
+    target = tmp_path / "propagation"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps({"summary": dataclasses.asdict(PROPAGATION)}))
+    assert read_typed(tmp_path, "propagation", PropagationSummary) == PROPAGATION
+    assert read_typed(tmp_path, "striation", StriationSummary) is None  # not run
+    old = dataclasses.asdict(PROPAGATION)
+    del old["linearity_median"]
+    (target / "config.json").write_text(json.dumps({"summary": old}))
+    with pytest.raises(IrmLensError, match=r"propagation/config.json: the summary lacks "
+                       r"\['linearity_median'\]"):  # fmt: skip
+        read_typed(tmp_path, "propagation", PropagationSummary)
+    rules = {"next-token": dataclasses.asdict(_rule(verdicts.PARTLY))}
+    summary = from_dict(StriationSummary, {**dataclasses.asdict(
+        report_striation := StriationSummary(
+            n_trained=1, n_headline=1, headline_aligned=False, index_share_median=0.1,
+            layer_share_median=0.1, index_over_layer_runs=0, significant_runs=0,
+            cross_layer_corr_median=0.0, untrained_index_share=0.0,
+            untrained_cross_layer_corr=0.0, above_untrained_runs=0, p_min_possible=0.1,
+            rules={})), "rules": rules}, "test")  # fmt: skip
+    assert summary.rules["next-token"] == _rule(verdicts.PARTLY)  # rebuilt as a Verdict
+    assert report_striation.rules == {}
 
 
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):
