@@ -85,6 +85,7 @@ def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
         modules = [importlib.import_module(f"analyses.{name}") for name in names]
         if any(getattr(m, "NEEDS_RUN_SET", True) for m in modules):
             ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
+            ctx.timings["run set"] = time.monotonic() - started
             print(f"make figures: run set ready after {time.monotonic() - started:.0f} s",
                   flush=True)  # fmt: skip
         world = launched()
@@ -94,7 +95,8 @@ def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
         for i, (name, module) in enumerate(zip(names, modules, strict=True), start=1):
             t0 = time.monotonic()
             module.main(ctx)
-            print(f"[{i}/{len(names)}] {name}: {time.monotonic() - t0:.1f} s", flush=True)
+            ctx.timings[name] = time.monotonic() - t0
+            print(f"[{i}/{len(names)}] {name}: {ctx.timings[name]:.1f} s", flush=True)
     except KeyboardInterrupt:
         return _fail("interrupted. Finished runs and stages are cached; run again to resume.", 130)
     except IrmLensError as exc:

@@ -73,6 +73,7 @@ class Context:
         self._host: TransformerBridge | None = None
         self._runs: dict[str, Path] | None = None
         self._recordings: dict[tuple[str, str], list[Recording]] = {}
+        self.timings: dict[str, float] = {}  # seconds per step of this invocation (the report)
 
     @property
     def out(self) -> Path:

@@ -323,6 +323,20 @@ def specificity_rows(e: dict[str, Any]) -> str:
     return "\n".join([head, *rows])
 
 
+def timing_lines(ctx: Context) -> list[str]:
+    """Wall-clock seconds of this invocation's steps (empty when the report runs alone)."""
+    if not ctx.timings:
+        return []
+    steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in ctx.timings.items())
+    total = sum(ctx.timings.values())
+    return [
+        f"This invocation, before the report: {total / 60:.1f} min ({steps}); with a cold "
+        "cache, that is the cost of `make figures` after `make install`. Per run and stage "
+        '(when it ran; "cached" where it ran before stages were timed):',
+        "",
+    ]
+
+
 def cost_rows(ctx: Context) -> str:
     rows = ["| run | kind | train s | record s | evaluate s |", "|---|---|---|---|---|"]
     for name, spec in ctx.specs.items():
@@ -449,6 +463,7 @@ def main(ctx: Context) -> dict[str, object]:
         ),
         "## Cost of this run",
         "",
+        *timing_lines(ctx),
         cost_rows(ctx),
         "",
     ]

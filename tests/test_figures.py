@@ -89,6 +89,7 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
         assert f"| {claim} | **{verdict}** | {original[claim]} |" in text
     assert set(written.values()) - set(paper_claims.values()) <= {"not run"}
     assert "### How the verdicts are decided" in text
+    assert "This invocation, before the report:" in text and "run set" in text
     assert "Not run here: `make figures TIER=mechanism`" in text
     # numbers in the report are the ones the results wrote
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
