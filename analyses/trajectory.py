@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from einops import rearrange
 
-from analyses._common import Context, cache_key, heldout, nll_by_question
+from analyses._common import Context, cache_key, heldout, nll_by_question, read_summary
 from irm_lens.analysis.alignment import specificity
 from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape
 from irm_lens.config import FAITHFUL_PAPER_LOSS, preset
@@ -119,25 +119,55 @@ def _seconds_per_step(ctx: Context, run: str) -> float:
 
 def main(ctx: Context) -> dict[str, object]:
     specs = long_specs(ctx)
+    kinds = {s.name: s.kind for s in specs}
+    emotions = [s.config.emotion for s in specs if s.kind == "next-token"]
+    tables, losses, cost = _written(ctx, specs)  # runs an earlier invocation measured
     memo: dict[Any, pd.DataFrame] = {}
-    tables, losses, cost = [], [], {}
     summary: dict[str, object] = {}
-    for i, spec in enumerate(specs):  # one run at a time: its results are written before the
-        done = ctx.subset(specs[: i + 1])  # next one trains (the earlier ones are cached)
-        tables.append(run_measures(done, spec.name, memo))
+    measured: list[RunSpec] = []
+    for spec in specs:  # one run at a time: its results are written before the next trains
+        if spec.name in cost:
+            continue
+        measured.append(spec)
+        done = ctx.subset(measured)  # trains this run; the ones before it are cached
+        tables.append(run_measures(done, spec.name, memo).assign(key=spec.key(ctx.figures)))
         losses.append(_losses(done, spec.name))
         cost[spec.name] = _seconds_per_step(done, spec.name)
-        table, curves = pd.concat(tables, ignore_index=True), pd.concat(losses, ignore_index=True)
-        emotions = [s.config.emotion for s in specs if s.kind == "next-token"]
-        summary = _write(done, table, curves, cost, emotions, finished=i + 1 == len(specs))
+        summary = _write(done, pd.concat(tables, ignore_index=True),
+                         pd.concat(losses, ignore_index=True), cost, kinds, emotions)  # fmt: skip
+    if not measured:  # everything was measured before: rewrite from what was kept
+        summary = _write(ctx.subset([]), pd.concat(tables, ignore_index=True),
+                         pd.concat(losses, ignore_index=True), cost, kinds, emotions)  # fmt: skip
     return summary
 
 
-def _per_step_minutes(ctx: Context, cost: dict[str, float]) -> tuple[dict[str, float], float]:
+def _written(
+    ctx: Context, specs: list[RunSpec]
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], dict[str, float]]:
+    """The rows, validation losses and training seconds per step of runs the result already
+    holds (committed by an earlier session: the run cache need not survive), kept only where
+    the run's key (its config, data and library versions) is still the same."""
+    target = ctx.out / "trajectory"
+    if not (target / "data.csv").exists() or not (target / "losses.csv").exists():
+        return [], [], {}
+    data, curves = pd.read_csv(target / "data.csv"), pd.read_csv(target / "losses.csv")
+    seconds = read_summary(ctx.out, "trajectory").get("seconds_by_run", {})
+    if "key" not in data:
+        return [], [], {}
+    keys = {s.name: s.key(ctx.figures) for s in specs}
+    kept = data[data["key"] == data["run"].map(keys)]
+    runs = [r for r in kept["run"].unique() if r in seconds]
+    return ([kept[kept["run"].isin(runs)]], [curves[curves["run"].isin(runs)]],
+            {r: float(seconds[r]) for r in runs})  # fmt: skip
+
+
+def _per_step_minutes(
+    ctx: Context, cost: dict[str, float], kinds: dict[str, str]
+) -> tuple[dict[str, float], float]:
     """Measured training seconds per step by loss kind, and the minutes one more step of every
     run adds to the default tier (next-token: each seed's emotions and the first seed's again
     for ``residual_control``; the emotions with the original's loss)."""
-    rates = {kind: _median([c for run, c in cost.items() if ctx.specs[run].kind == kind])
+    rates = {kind: _median([c for run, c in cost.items() if kinds[run] == kind])
              for kind in ("next-token", "paper loss")}  # fmt: skip
     if math.isnan(rates["paper loss"]):  # not measured yet: its rows are ~2.7x as many tokens
         rates["paper loss"] = rates["next-token"] * 2.7
@@ -147,22 +177,25 @@ def _per_step_minutes(ctx: Context, cost: dict[str, float]) -> tuple[dict[str, f
 
 
 def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[str, float],
-           emotions: list[str], *, finished: bool) -> dict[str, object]:  # fmt: skip
+           kinds: dict[str, str], emotions: list[str]) -> dict[str, object]:  # fmt: skip
     """Write the result so far; the budget needs every emotion of the tier (``emotions``)."""
-    rates, per_step_min = _per_step_minutes(ctx, cost)
+    rates, per_step_min = _per_step_minutes(ctx, cost, kinds)
     schedule = sorted(int(s) for s in table["step"].unique())
     max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,
                                    per_step_min=per_step_min)  # fmt: skip
     budget = choose_budget(table, emotions, max_step=max_step)
+    order = [r for r in kinds if r in cost]
     summary: dict[str, object] = {
-        "runs": list(ctx.specs), "finished": finished, "schedule": schedule,
+        "runs": order, "finished": len(order) == len(kinds), "schedule": schedule,
         "budget_step": budget.step, "budget_reason": budget.reason,
         "aligned_by_step": budget.aligned_by_step, "n_emotions": budget.n_emotions,
-        "seconds_per_step": rates, "minutes_per_budget_step": per_step_min,
+        "seconds_per_step": rates, "seconds_by_run": cost,
+        "minutes_per_budget_step": per_step_min,
         "max_step_within_limit": max_step, "limit_min": LIMIT_MIN, "fixed_min": FIXED_MIN,
     }  # fmt: skip
+    table = table.set_index("run").loc[order].reset_index()  # the tier's run order
     ctx.write("trajectory", table, trajectory_figure(table, losses), summary=summary,
-              size=(1300, 850))  # fmt: skip
+              runs=list(ctx.specs), size=(1300, 850))  # fmt: skip
     write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)
     return summary
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,15 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     config = json.loads((paper_dir / "config.json").read_text())
     assert (config["prompt_mode"], config["lr"], config["grad_accum"]) == ("plain", 1e-4, 2)
     assert len(list((paper_dir / "snapshots").glob("step-*.safetensors"))) == 3
+    # the committed result is the cache of record: without the runs, nothing is trained again
+    for run_dir in (tmp / "runs").glob("*_long_s42-*"):
+        shutil.rmtree(run_dir)
+    again = _figures(tmp, TIER="long")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[run " not in again.stdout and not list((tmp / "runs").glob("*_long_s42-*"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
+    assert json.loads((out / "config.json").read_text())["summary"]["budget_step"] == (
+        summary["budget_step"])  # fmt: skip
 
 
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
