@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_mechanism import mechanism_section, mechanism_verdicts
@@ -28,8 +31,10 @@ from irm_lens.analysis.verdicts import (
     NOT_TESTED,
     PARTLY,
     REPRODUCED,
+    dominant_rule,
     lm_head_rule,
     residual_rule,
+    striation_rule,
 )
 from irm_lens.files import write_text_atomic
 from irm_lens.runset import stage_seconds
@@ -323,6 +328,56 @@ def specificity_rows(e: dict[str, Any]) -> str:
     return "\n".join([head, *rows])
 
 
+def trajectory_section(out: Path) -> list[str]:
+    """The long tier's trajectory and the budget it chose, with the dominance and striation
+    rules applied to the last snapshot of its aligned next-token runs ("not run" if absent)."""
+    t = read_summary(out, "trajectory")
+    title = "## Training budget: the trajectory (`make figures TIER=long`)"
+    if not t:
+        return [title, "", "Not run here: `make figures TIER=long`.", ""]
+    data = pd.read_csv(out / "trajectory" / "data.csv")
+    rows = [
+        f"| {r.run} | {r.step} | {_pct(r.specificity)} [{_pct(r.specificity_low)}, "
+        f"{_pct(r.specificity_high)}] | {r.verdict} | {r.top_index} | {r.dominance:.2f} "
+        f"[{r.dominance_low:.2f}, {r.dominance_high:.2f}] | {r.index_share:.3f} | "
+        f"{r.cross_layer_corr:.3f} |"
+        for r in data.itertuples()
+    ]
+    last = data[data["step"] == data["step"].max()]
+    kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
+    start = data[data["step"] == 0]
+    dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
+    stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
+                             float(start["index_share"].median()),
+                             float(start["cross_layer_corr"].median()))  # fmt: skip
+    budget = t["budget_step"]
+    chosen = f"**{budget} steps**" if budget is not None else "**none**"
+    return [
+        title,
+        "",
+        f"IRMs trained up to {max(t['schedule'])} steps ({', '.join(t['runs'])}; "
+        f"{'all runs finished' if t['finished'] else 'not all runs finished yet'}), each "
+        f"measured at steps {t['schedule']} (step 0 is the untrained IRM, each run's control). "
+        f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t['budget_reason']} "
+        f"(aligned emotions per step: {t['aligned_by_step']}; measured training cost "
+        f"{t['minutes_per_budget_step']:.2f} min per step of the whole default run set on top "
+        f"of about {t['fixed_min']:.0f} min that do not depend on it, so a 60-minute cold "
+        f"`make figures` allows steps <= {t['max_step_within_limit']}).",
+        "",
+        f"At step {int(last['step'].max())}, over its aligned next-token runs, against the "
+        f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
+        f"striation **{stripes.verdict}** ({stripes.reason}).",
+        "",
+        "| run | step | specificity [95 % CI] | verdict | top index | dominance ratio [95 % CI] "
+        "| index share | cross-layer corr |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "![trajectory](trajectory/figure.png)",
+        "",
+    ]
+
+
 def timing_lines(ctx: Context) -> list[str]:
     """Wall-clock seconds of this invocation's steps (empty when the report runs alone)."""
     if not ctx.timings:
@@ -455,6 +510,7 @@ def main(ctx: Context) -> dict[str, object]:
         "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
         "",
         *lens_section(read_summary(out, "lenses")),
+        *trajectory_section(out),
         *mechanism_section(
             read_summary(out, "rotation"),
             read_summary(out, "index_profile"),

@@ -92,6 +92,7 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert "### How the verdicts are decided" in text
     assert "This invocation, before the report:" in text and "run set" in text
     assert "Not run here: `make figures TIER=mechanism`" in text
+    assert "Not run here: `make figures TIER=long`" in text
     # numbers in the report are the ones the results wrote
     striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
     assert f"{striation['index_share_median']:.3f}" in text
@@ -199,6 +200,12 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
     assert json.loads((out / "config.json").read_text())["summary"]["budget_step"] == (
         summary["budget_step"])  # fmt: skip
+    # the report cites it
+    report_run = _figures(tmp, "--only", "report")
+    assert report_run.returncode == 0, report_run.stderr[-3000:]
+    text = (tmp / "figures" / "REPORT.md").read_text()
+    assert "## Training budget: the trajectory (`make figures TIER=long`)" in text
+    assert "| anger_long_s42 | 2 |" in text and "| anger_paperloss_long_s42 | 4 |" in text
 
 
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
