@@ -138,6 +138,11 @@ _TRAIN_OPTIONS = {
         index_list,
         "also save the IRM after these steps (snapshots/step-N): 0,14,60",
     ),
+    "--rotate-output": (
+        "rotated_output",
+        int,
+        "inject R_l v_l through a fixed random rotation per layer (this seed): a control",
+    ),
 }
 
 
