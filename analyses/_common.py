@@ -125,7 +125,10 @@ class Context:
                 name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if renamed else s.name,
                 config=dataclasses.replace(s.config, **changes),
             ))  # fmt: skip
-        return Context(figures, progress=self.progress, specs=specs)
+        other = Context(figures, progress=self.progress, specs=specs)
+        if figures.host == self.figures.host:  # the same host: share the loaded one
+            other._host = self._host
+        return other
 
     @cached_property
     def alignment(self) -> dict[str, Specificity]:
