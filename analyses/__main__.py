@@ -22,7 +22,7 @@ from typing import Any
 from analyses._common import Context, check_writable
 from irm_lens.distributed import launched
 from irm_lens.errors import IrmLensError
-from irm_lens.runset import FiguresConfig, run_specs
+from irm_lens.runset import FiguresConfig, run_specs, stage_done
 
 # In order: later results reuse what earlier ones computed (the dominant index, host profile).
 RESULTS = (
@@ -84,6 +84,9 @@ def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
         ctx.host()  # loads the host and checks its generation before anything is written
         modules = [importlib.import_module(f"analyses.{name}") for name in names]
         if any(getattr(m, "NEEDS_RUN_SET", True) for m in modules):
+            ctx.cold = not any(
+                stage_done(s.directory(figures), "train") for s in run_specs(figures)
+            )
             ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
             ctx.timings["run set"] = time.monotonic() - started
             print(f"make figures: run set ready after {time.monotonic() - started:.0f} s",

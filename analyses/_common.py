@@ -74,6 +74,7 @@ class Context:
         self._runs: dict[str, Path] | None = None
         self._recordings: dict[tuple[str, str], list[Recording]] = {}
         self.timings: dict[str, float] = {}  # seconds per step of this invocation (the report)
+        self.cold = False  # whether this invocation found none of its runs cached
 
     @property
     def out(self) -> Path:

@@ -7,12 +7,14 @@ are fixed here, before any result is seen, and stated in the report.
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_mechanism import mechanism_section, mechanism_verdicts
@@ -378,18 +380,32 @@ def trajectory_section(out: Path) -> list[str]:
     ]
 
 
+COSTS = "costs.json"
+"""Where the last cold invocation's wall-clock seconds per step are kept beside the report."""
+
+
 def timing_lines(ctx: Context) -> list[str]:
-    """Wall-clock seconds of this invocation's steps (empty when the report runs alone)."""
-    if not ctx.timings:
-        return []
-    steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in ctx.timings.items())
-    total = sum(ctx.timings.values())
-    return [
-        f"This invocation, before the report: {total / 60:.1f} min ({steps}); with a cold "
-        "cache, that is the cost of `make figures` after `make install`. Per run and stage "
-        '(when it ran; "cached" where it ran before stages were timed):',
-        "",
-    ]
+    """The wall-clock cost of a cold ``make figures`` (kept in ``costs.json`` by the last
+    invocation that found nothing cached), and of this invocation when it was not cold."""
+    path = ctx.out / COSTS
+    if ctx.cold and ctx.timings:
+        record = {"timings": ctx.timings, "threads": torch.get_num_threads(),
+                  "written": datetime.date.today().isoformat()}  # fmt: skip
+        write_text_atomic(path, json.dumps(record, indent=2))
+    lines = []
+    if path.exists():
+        cold = json.loads(path.read_text())
+        steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in cold["timings"].items())
+        total = sum(cold["timings"].values())
+        lines.append(
+            f"A cold `make figures` (nothing cached; {cold['written']}, {cold['threads']} CPU "
+            f"threads), before the report: **{total / 60:.1f} min** ({steps}); add about 1.5 "
+            f"min of `make install` on a fresh clone."
+        )
+    if ctx.timings and not ctx.cold:
+        total = sum(ctx.timings.values())
+        lines.append(f"This invocation (partly cached): {total / 60:.1f} min.")
+    return [*lines, "", "Per run and stage (when it ran):", ""] if lines else []
 
 
 def cost_rows(ctx: Context) -> str:

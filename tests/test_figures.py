@@ -90,7 +90,9 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
         assert f"| {claim} | **{verdict}** | {original[claim]} |" in text
     assert set(written.values()) - set(paper_claims.values()) <= {"not run"}
     assert "### How the verdicts are decided" in text
-    assert "This invocation, before the report:" in text and "run set" in text
+    assert "A cold `make figures` (nothing cached;" in text and "run set" in text
+    cold = json.loads((out / "costs.json").read_text())
+    assert set(cold["timings"]) == {"run set", *RESULTS[:-1]}
     assert "Not run here: `make figures TIER=mechanism`" in text
     assert "Not run here: `make figures TIER=long`" in text
     # numbers in the report are the ones the results wrote
@@ -117,6 +119,10 @@ def test_second_run_reuses_every_cached_run(fast_run):
     assert len(run_lines) == len(run_specs(FiguresConfig.smoke()))
     assert all(": cached" in line for line in run_lines), run_lines
     assert irm.stat().st_mtime_ns == before
+    cold = json.loads((tmp / "figures" / "costs.json").read_text())  # the cold cost is kept
+    assert "fig2_heatmaps" in cold["timings"]
+    text = (tmp / "figures" / "REPORT.md").read_text()
+    assert "A cold `make figures`" in text and "This invocation (partly cached)" in text
 
 
 def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
