@@ -107,19 +107,29 @@ def main(ctx: Context) -> MediationSummary:
 
 def _figure(data: pd.DataFrame, lever: np.ndarray, dominant: int, massive: int | None) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "own-voice NLL drop: final norm's scale free vs frozen (aligned runs)",
+        "own-voice NLL drop, final-norm scale free vs frozen",
         "entropy lever of every index (x8 before the final norm)"))  # fmt: skip
     kept = data[data["aligned"]]
     for column, label in (("gain", "scale free"), ("frozen_gain", "scale frozen at no-IRM")):
         fig.add_trace(go.Bar(x=kept["run"], y=kept[column], name=label), row=1, col=1)
-    fig.add_trace(go.Histogram(x=lever, nbinsx=60, name="all indices", marker_color="#7f7f7f"),
-                  row=1, col=2)  # fmt: skip
-    marks = [(dominant, "dominant"), *([(massive, "massive")] if massive is not None else [])]
-    for index, label in marks:
-        fig.add_vline(x=float(lever[index]), line_dash="dot", row=1, col=2,
-                      annotation_text=f"{label} {index}")  # fmt: skip
-    fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_xaxes(type="log", title_text="mean |entropy change| (nats)", row=1, col=2)
+    order = np.argsort(-lever)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(1, len(lever) + 1)
+    fig.add_trace(go.Scatter(x=rank[order], y=lever[order], mode="lines", name="all indices",
+                             line={"color": "#7f7f7f"}, customdata=order,
+                             hovertemplate="index %{customdata}<br>rank %{x}<br>%{y:.3g} nats"
+                                           "<extra></extra>"), row=1, col=2)  # fmt: skip
+    marks = [(dominant, "dominant", "#d62728")]
+    if massive is not None:
+        marks.append((massive, "massive", "#1f77b4"))
+    for index, label, color in marks:
+        fig.add_trace(go.Scatter(x=[rank[index]], y=[lever[index]], mode="markers+text",
+                                 marker={"size": 11, "color": color}, name=f"{label} {index}",
+                                 text=[f"{label} {index}"], textposition="top right"),
+                      row=1, col=2)  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", title_text="relative NLL drop (aligned runs)", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="mean |entropy change| (nats)", dtick=1, row=1, col=2)
+    fig.update_xaxes(title_text="rank among all indices", row=1, col=2)
     return style(fig, "LM-head mediation")
 
 
