@@ -157,7 +157,10 @@ def residual_claim(
         f"{dom} is carried with a median coefficient {p.irm_carried_median:.2f} (leak to other "
         f"indices {p.irm_leak_median:.2f}). Both hold by construction of the skip path, so they "
         f"cannot test the explanation; the control that can fail injects each layer's output "
-        f"through a fixed random rotation (`residual_control`)."
+        f"through a fixed random rotation (`residual_control`). That control separates the "
+        f"host's residual basis from the IRM's own coordinates; it does not by itself separate "
+        f"the skip path from other properties tied to that basis (the norm gains), which the "
+        f"rotated-basis host of the mechanism tier addresses."
     )
     return rules, text
 
