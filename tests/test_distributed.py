@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ OPTS = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cpu", "
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    # Gloo on the loopback device: the host name may resolve to an address the sandbox cannot reach.
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", GLOO_SOCKET_IFNAME="lo")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return env
@@ -40,19 +43,40 @@ def _torchrun(n: int, *args: str) -> list[str]:
             "--nproc-per-node", str(n), "--no-python", IRM_LENS, *args]  # fmt: skip
 
 
-def _run(cmd: list[str], timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    """Run a torchrun job in its own process group: on a hang, every rank is killed (not only
-    the launcher) and the test fails with what the ranks printed."""
-    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True)  # fmt: skip
-    try:
-        out, err = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
-        pytest.fail(f"torchrun hung for {timeout} s: {' '.join(cmd[3:])}\n--- stdout ---\n"
-                    f"{out[-3000:]}\n--- stderr ---\n{err[-6000:]}")  # fmt: skip
-    return subprocess.CompletedProcess(cmd, job.returncode, out, err)
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`. torchrun starts each rank in a session of its own, so killing
+    the launcher's process group would leave the ranks running."""
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_tree(job: subprocess.Popen) -> None:
+    for pid in [*_descendants(job.pid), job.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    job.wait(timeout=30)
+
+
+def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run a torchrun job with its output in files (a rank that outlives the launcher cannot
+    hold a pipe open); on a hang every rank is killed and the test fails with what they printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path, err_path = Path(tmp, "out"), Path(tmp, "err")
+        with out_path.open("w") as out, err_path.open("w") as err:
+            job = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=err, text=True)
+            try:
+                job.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_tree(job)
+                pytest.fail(f"torchrun hung for {timeout} s: {' '.join(cmd[3:])}\n--- stdout ---\n"
+                            f"{out_path.read_text()[-3000:]}\n--- stderr ---\n"
+                            f"{err_path.read_text()[-6000:]}")  # fmt: skip
+        return subprocess.CompletedProcess(cmd, job.returncode, out_path.read_text(),
+                                           err_path.read_text())  # fmt: skip
 
 
 def _max_diff(a: Path, b: Path) -> float:
@@ -124,18 +148,24 @@ def _saved_step(path: Path) -> int:
 def test_a_killed_rank_stops_the_job_and_the_run_resumes_in_one_process(reference, tmp_path):
     run = tmp_path / "run"
     cmd = _torchrun(2, "train", str(run), *OPTS, "--max-steps", "60")
-    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = (tmp_path / "torchrun.log").open("w")
+    job = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    ranks: dict[int | None, int] = {}
     try:
         deadline = time.monotonic() + 240
         while _saved_step(run / "last.safetensors") < 4:
             assert job.poll() is None and time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.02)
-        ranks = {_rank_of(pid): pid for pid in _children(job.pid)}
+        ranks.update({_rank_of(pid): pid for pid in _children(job.pid)})
         os.kill(ranks[1], signal.SIGKILL)
         job.wait(timeout=120)
     finally:
         if job.poll() is None:
-            job.kill()
+            _kill_tree(job)
+        for pid in ranks.values():  # a rank the launcher left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
     assert job.returncode != 0
     stopped_at = _saved_step(run / "last.safetensors")
     assert 4 <= stopped_at < 60 and not (run / "summary.json").exists()
