@@ -1,6 +1,7 @@
 # irm_lens: the one entry point for people and CI.
 #   make install       .venv from requirements.lock (exact versions), Chromium for PNG export
 #   make test          the test suite (installs first when needed)
+#   make test-fast     the suite without the slow and embedded-host tests (inner loop)
 #   make check         lint + type check + tests: exactly what CI runs
 #   make lock          regenerate requirements.lock: newest versions pyproject.toml allows
 #   make check-latest  fast tests in a scratch venv of the newest allowed versions (drift)
@@ -25,7 +26,7 @@ PYTEST_ARGS ?=
 # Fast tests for check-latest: no embedded host, no notebook.
 FAST_TESTS ?= -m "not embedded" -q -x -p no:cacheprovider
 
-.PHONY: install test check lint format typecheck bench clean figures lock check-latest latest-venv browser
+.PHONY: install test test-fast check lint format typecheck bench clean figures lock check-latest latest-venv browser
 
 install: $(STAMP)
 
@@ -77,8 +78,13 @@ browser:
 	  echo "WARNING: no Chromium found and cannot apt-get install it; PNG export will fail (HTML still works)"; \
 	fi
 
+# Everything CI must run (the slowest tests are listed at the end).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+
+# The inner loop: no tests marked slow (torchrun, kill -9, the figures pipeline) or embedded.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not embedded" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check irm_lens tests benchmarks analyses

@@ -6,7 +6,7 @@
     TIER=mechanism python -m analyses  # what makes one index dominate: profile, rotated host, SGD
 
 Settings come from environment variables (``make figures HOST=... SEEDS=...`` passes them); see
-``irm_lens.runset.FiguresConfig.from_env``.
+``analyses._runset.FiguresConfig.from_env``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from analyses._common import Context, check_writable
-from irm_lens.distributed import launched
+from analyses._runset import FiguresConfig, run_specs, stage_done
 from irm_lens.errors import IrmLensError
-from irm_lens.runset import FiguresConfig, run_specs, stage_done
+from irm_lens.training.distributed import launched
 
 # In order: later results reuse what earlier ones computed (the dominant index, host profile).
 RESULTS = (

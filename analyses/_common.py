@@ -8,12 +8,9 @@ it used and a ``summary`` of its headline numbers, which ``report.py`` turns int
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
-import hashlib
 import json
 import os
-import platform
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -24,30 +21,31 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-import irm_lens
-from irm_lens import analysis
+from analyses._runset import (
+    FiguresConfig,
+    RunSpec,
+    cache_key,
+    cached_table,
+    ensure_runs,
+    run_specs,
+)
+from irm_lens import analysis, interventions
 from irm_lens.analysis.alignment import ALIGNED, Specificity, specificity
 from irm_lens.analysis.mechanism import dominance_ratio
+from irm_lens.analysis.recorded import analyze_recordings, pooled
 from irm_lens.canary import check_generation
-from irm_lens.datasets import EMOTIONS, load_dataset
-from irm_lens.distributed import launched, rank_device
+from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.evaluate import answer_nll_table
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.irm import IRM
+from irm_lens.prompts import PAPER_PROMPTS, encode
 from irm_lens.record import Recording, load_recordings
-from irm_lens.runs import snapshot_path
-from irm_lens.runset import RUNSET_VERSION, FiguresConfig, RunSpec, ensure_runs, run_specs
-from irm_lens.stack import versions
-
-
-def cache_key(*parts: object) -> str:
-    """Short hash naming an analysis result kept in the runs cache (ablation study, lenses): the
-    run set's version plus ``parts``, as JSON. Change a part when the result's meaning changes."""
-    return hashlib.sha256(json.dumps([RUNSET_VERSION, *parts]).encode()).hexdigest()[:12]
-
+from irm_lens.stack import provenance
+from irm_lens.training.distributed import launched, rank_device
+from irm_lens.training.runs import snapshot_path
 
 KINDS = ("next-token", "paper loss")
 """The loss kinds of trained runs: reported apart in every table and verdict."""
@@ -170,12 +168,17 @@ class Context:
 
     def outputs(self, run: str, prompt_set: str = "paper") -> torch.Tensor:
         """Every recorded token of a run's prompt set: ``[token, inject, d_model]``."""
-        return torch.cat([r.outputs for r in self.recordings(run, prompt_set)])
+        return pooled(self.recordings(run, prompt_set))
 
     @cached_property
     def dominance(self) -> dict[str, pd.DataFrame]:
         """``dominant_indices`` of every run (paper prompts, all recorded tokens)."""
-        return {name: analysis.dominant_indices(self.outputs(name)) for name in self.specs}
+        return {
+            name: analyze_recordings(self.recordings(name), tables=("dominant_indices",))[
+                "dominant_indices"
+            ]
+            for name in self.specs
+        }
 
     @property
     def headline(self) -> list[str]:
@@ -199,7 +202,7 @@ class Context:
     def host_profile(self) -> dict[str, pd.DataFrame]:
         """The host's residual profile, massive-activation dims and norm gains."""
         prompts = [r.prompt for r in self.recordings(self.untrained)]
-        return analysis.host_profile(self.host(), prompts, mode="plain")
+        return interventions.host_profile(self.host(), prompts, mode="plain")
 
     @cached_property
     def massive_index(self) -> int | None:
@@ -240,16 +243,31 @@ class Context:
             "settings": settings or {},
             "figures_config": self.figures.to_dict(),
             "runs": {name: str(self.runs[name]) for name in used},
-            "irm_lens": irm_lens.__version__,
-            "stack": versions(),
-            "python": platform.python_version(),
-            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **provenance(),
         }
         write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
         return target
 
 
 HELDOUT_SPLITS = ("val", "test")
+
+
+def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
+    """Signed mean IRM output over the paper token set of a run's paper prompts."""
+    table = analyze_recordings(ctx.recordings(run), tables=("heatmap",))["heatmap"]
+    return table.assign(**ctx.spec_columns(run))
+
+
+def panel_name(ctx: Context, run: str) -> str:
+    spec = ctx.specs[run]
+    return f"{spec.config.emotion}, seed {spec.config.seed}" if spec.trained else "untrained IRM"
+
+
+def prompt_tokens(ctx: Context) -> torch.Tensor:
+    """The first paper prompt as plain text, on the host's device."""
+    host = ctx.host()
+    ids = encode(host.tokenizer, PAPER_PROMPTS[0], mode="plain").prompt_ids
+    return torch.tensor([ids], device=host.W_E.device)
 
 
 def heldout(voice: str) -> pd.DataFrame:
@@ -268,9 +286,14 @@ def nll_by_question(
     config = ctx.specs[run].config
     key = cache_key("nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len)
     name = f"nll-{key}.csv" if step is None else f"nll-{key}-step{step}.csv"
-    path = ctx.runs[run] / "specificity" / name
-    if path.exists():
-        return pd.read_csv(path)
+    return cached_table(ctx.runs[run] / "specificity" / name,
+                        lambda: _nll_table(ctx, run, memo, step))  # fmt: skip
+
+
+def _nll_table(
+    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], step: int | None
+) -> pd.DataFrame:
+    config = ctx.specs[run].config
     host = ctx.host()
     best = ctx.runs[run] / "irm.safetensors"
     irm = IRM.load(best if step is None else snapshot_path(ctx.runs[run], step), host)
@@ -284,9 +307,7 @@ def nll_by_question(
         with_irm = answer_nll_table(host, rows, irm=irm, **settings)  # type: ignore[arg-type]
         for condition, table in (("host", memo[base_key]), ("host+irm", with_irm)):
             parts.append(table.assign(target=voice, condition=condition))
-    table = pd.concat(parts, ignore_index=True)
-    write_csv_atomic(path, table)
-    return table
+    return pd.concat(parts, ignore_index=True)
 
 
 def dominance_rows(

@@ -119,7 +119,7 @@ def mechanism_section(
         ]
     if profile:
         lines += [
-            "**Profile of the index** (`irm-lens profile`, `irm_lens.analysis.index_profile`; "
+            "**Profile of the index** (`irm-lens profile`, `irm_lens.interventions.index_profile`; "
             "controls: 8 indices nearest in mean |residual|). Lever: the index scaled by 0 or 2 "
             "in the residual entering each layer; effects are medians over layers, the RMS "
             "change at the final norm as a multiple of the controls' and the next-token entropy "

@@ -120,6 +120,85 @@ class MediationSummary:
     n_positions: int
 
 
+@dataclass(frozen=True)
+class HostProfileSummary:
+    d_model: int
+    massive_dims: list[dict[str, Any]]  # the top 5 rows of the host's massive-dims table
+    dominant_index: int
+    dominant_is_massive: bool
+    indices: dict[str, dict[str, float]]  # index -> final gain, its ranks, max |residual|
+    median_final_gain: float
+    smallest_gain_index: int
+
+
+@dataclass(frozen=True)
+class LogitAttributionSummary:
+    dominant_index: int
+    d_model: int
+    entropy_shift_x8: dict[str, float]
+    random_indices: list[int]
+    random_entropy_shift_x8_median: float
+    direct_effect_rank: dict[str, int]
+    massive_index: int | None
+    direct_max_abs_effect: dict[str, float]
+    direct_top_promoted: dict[str, list[str]]
+    share_of_predicted_logit_median: dict[str, float]
+    centred_share_of_predicted_logit_median: dict[str, float]
+    norm: dict[str, dict[str, float]]  # index -> entropy and final RMS at scales 0, 1, 8
+
+
+@dataclass(frozen=True)
+class AblationSummary:
+    run: str
+    emotion: str
+    n_rows: int
+    by_index: dict[str, dict[str, dict[str, float]]]  # index -> metric -> condition -> value
+    own_top: dict[str, dict[str, Any]]  # run -> its top index, undone, controls
+    own_top_undone_median: float
+    own_controls_undone_median: float
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    specificity: dict[str, dict[str, Any]]  # run -> ``Specificity.to_dict()``
+    aligned_runs: list[str]
+    heldout_splits: list[str]
+    by_run: dict[str, dict[str, Any]]  # run -> target emotion, NLL, NRC share, facts
+    nll_drop_median: float
+    runs_with_nll_drop: int
+    n_trained: int
+    eval_rows: int
+    eval_tokens: int
+
+
+@dataclass(frozen=True)
+class Fig4ComparisonSummary:
+    runs: list[str]
+    max_abs_mean_output: dict[str, float]
+    trained_over_untrained: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LensesSummary:
+    dominant_index: int
+    promoted_tokens: dict[str, list[str]]
+    subspace_write_max_over_chance: dict[str, float]
+    subspace_read_v_max_over_chance: dict[str, float]
+    predicted_token: str
+    top_value_units: list[str]
+    top_direct_units: list[str]
+    direct_top10_layers: list[int]
+    top_value_neurons_weight_on_dominant: list[float]
+    uniform_weight_share: float
+    prompt: str
+    axg_rank_of_top_value_neuron: int
+    clamped_neuron: str
+    clamp_prob_before: float
+    clamp_prob_at_30: float
+    clamp_top_token: str
+    concept: dict[str, Any]  # the concept-neuron clamp check ("found" and, if so, its numbers)
+
+
 _RULE_FIELDS = ("rules", "consistency_rules", "dominance_rules")
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analyses._common import Context, cache_key
+from analyses._common import Context, cache_key, cached_table
+from analyses._summaries import AblationSummary
 from irm_lens import plotting
-from irm_lens.analysis.ablation import ablation_study, own_index_ablation
-from irm_lens.datasets import load_dataset
-from irm_lens.files import write_csv_atomic
+from irm_lens.data.datasets import load_dataset
+from irm_lens.interventions.ablation import ablation_study, own_index_ablation
 from irm_lens.irm import IRM
 
 MAX_NEW_TOKENS = 24
@@ -36,14 +36,13 @@ def own_top(ctx: Context, run: str) -> dict[str, object]:
     controls = sorted(int(i) for i in rng.choice(ranked[1:21], size=N_CONTROLS, replace=False))
     rows = load_dataset(config.emotion, split="test").head(ctx.figures.ablation_rows)
     key = cache_key("own_top", ranked[0], controls, rows["question_id"].tolist())
-    path = ctx.runs[run] / "ablation" / f"own-top-{key}.csv"
-    if path.exists():
-        table = pd.read_csv(path)
-    else:
+
+    def compute() -> pd.DataFrame:
         irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
-        table = own_index_ablation(ctx.host(), irm, rows, ranked[0], controls,
-                                   mode=config.prompt_mode)  # fmt: skip
-        write_csv_atomic(path, table)
+        return own_index_ablation(ctx.host(), irm, rows, ranked[0], controls,
+                                  mode=config.prompt_mode)  # fmt: skip
+
+    table = cached_table(ctx.runs[run] / "ablation" / f"own-top-{key}.csv", compute)
     top = float(table.loc[table["condition"] == "top", "undone"].iloc[0])
     control = float(table.loc[table["condition"] == "control", "undone"].median())
     return {"index": ranked[0], "undone": top, "controls": controls,
@@ -56,25 +55,15 @@ def cached_study(
     """``ablation_study``, kept in the run's cache directory (it is a function of the run)."""
     config = ctx.specs[run].config
     key = cache_key(index, rows["question_id"].tolist(), MAX_NEW_TOKENS, generate)
-    path = ctx.runs[run] / "ablation" / f"index{index}-{key}.csv"
-    if path.exists():
-        return pd.read_csv(path)
-    table = ablation_study(
-        ctx.host(),
-        irm,
-        rows,
-        index,
-        emotion=config.emotion,
-        mode=config.prompt_mode,
-        max_new_tokens=MAX_NEW_TOKENS,
-        generate=generate,
-        progress=ctx.progress,
-    )
-    write_csv_atomic(path, table)
-    return table
+    return cached_table(
+        ctx.runs[run] / "ablation" / f"index{index}-{key}.csv",
+        lambda: ablation_study(ctx.host(), irm, rows, index, emotion=config.emotion,
+                               mode=config.prompt_mode, max_new_tokens=MAX_NEW_TOKENS,
+                               generate=generate, progress=ctx.progress),
+    )  # fmt: skip
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> AblationSummary:
     run = ctx.trained("next-token")[0]
     config = ctx.specs[run].config
     host = ctx.host()
@@ -100,16 +89,16 @@ def main(ctx: Context) -> dict[str, object]:
         }
 
     own = {r: own_top(ctx, r) for r in ctx.headline}
-    summary = {
-        "run": run,
-        "emotion": config.emotion,
-        "n_rows": len(rows),
-        "by_index": {str(i): numbers(t) for i, t in tables.items()},
-        "own_top": own,
-        "own_top_undone_median": float(np.median([o["undone"] for o in own.values()])),
-        "own_controls_undone_median": float(
+    summary = AblationSummary(
+        run=run,
+        emotion=config.emotion,
+        n_rows=len(rows),
+        by_index={str(i): numbers(t) for i, t in tables.items()},
+        own_top=own,
+        own_top_undone_median=float(np.median([o["undone"] for o in own.values()])),
+        own_controls_undone_median=float(
             np.median([o["controls_undone_median"] for o in own.values()])),
-    }  # fmt: skip
+    )  # fmt: skip
     ctx.write(
         "ablation",
         data,

@@ -25,21 +25,7 @@ def main(ctx: Context) -> DominanceSummary:
     shown: list[int] = []
     for run in runs:
         shown += [int(i) for i in ctx.dominance[run]["index"].head(TOP)]
-    shown = sorted(set(shown) | set(massive))
-    rows = []
-    for run in runs:
-        table = ctx.dominance[run].set_index("index")
-        for index in shown:
-            rows.append(
-                {
-                    **ctx.spec_columns(run),
-                    "index": index,
-                    "rank": int(table.loc[index, "rank"]),
-                    "share": float(table.loc[index, "share"]),
-                    "host_massive_dim": index in massive,
-                }
-            )
-    data = pd.DataFrame(rows)
+    data = _table(ctx, runs, sorted(set(shown) | set(massive)), massive)
     trained = ctx.headline  # medians and counts over the aligned next-token runs
     frequencies, overlap = analysis.dominance_consistency(
         {r: ctx.dominance[r] for r in trained}, k=TOP
@@ -101,6 +87,24 @@ def main(ctx: Context) -> DominanceSummary:
         settings={"top": TOP},
     )
     return summary
+
+
+def _table(ctx: Context, runs: list[str], shown: list[int], massive: list[int]) -> pd.DataFrame:
+    """Rank and share of every shown index in every run."""
+    rows = []
+    for run in runs:
+        table = ctx.dominance[run].set_index("index")
+        for index in shown:
+            rows.append(
+                {
+                    **ctx.spec_columns(run),
+                    "index": index,
+                    "rank": int(table.loc[index, "rank"]),
+                    "share": float(table.loc[index, "share"]),
+                    "host_massive_dim": index in massive,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _rules(ctx: Context, kind: str, d_model: int) -> tuple[Verdict, Verdict]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import pandas as pd
 
 from analyses._common import HELDOUT_SPLITS, Context
+from analyses._summaries import EvaluationSummary
 from irm_lens import plotting
-from irm_lens.datasets import load_dataset
+from irm_lens.data.datasets import load_dataset
+from irm_lens.data.lexicon import emotion_profile
 from irm_lens.evaluate import alignment_summary
-from irm_lens.lexicon import emotion_profile
 
 
 def reference_share(emotion: str, rows: int) -> dict[str, float]:
@@ -27,7 +28,7 @@ def reference_share(emotion: str, rows: int) -> dict[str, float]:
     return {"nrc_share_reference": float(profile.get(emotion, float("nan")))}
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> EvaluationSummary:
     runs = [*ctx.trained(), ctx.untrained]
     parts = []
     headline: dict[str, dict[str, object]] = {}
@@ -49,17 +50,17 @@ def main(ctx: Context) -> dict[str, object]:
     )
     trained = [scores[r] for r in ctx.trained()]
     specific = {run: ctx.alignment[run].to_dict() for run in runs}
-    summary = {
-        "specificity": specific,
-        "aligned_runs": [r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],
-        "heldout_splits": list(HELDOUT_SPLITS),
-        "by_run": headline,
-        "nll_drop_median": float(pd.Series([h["nll_drop"] for h in trained]).median()),
-        "runs_with_nll_drop": int(sum(h["nll_drop"] > 0 for h in trained)),
-        "n_trained": len(trained),
-        "eval_rows": ctx.figures.eval_rows,
-        "eval_tokens": ctx.figures.eval_tokens,
-    }
+    summary = EvaluationSummary(
+        specificity=specific,
+        aligned_runs=[r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],
+        heldout_splits=list(HELDOUT_SPLITS),
+        by_run=headline,
+        nll_drop_median=float(pd.Series([h["nll_drop"] for h in trained]).median()),
+        runs_with_nll_drop=int(sum(h["nll_drop"] > 0 for h in trained)),
+        n_trained=len(trained),
+        eval_rows=ctx.figures.eval_rows,
+        eval_tokens=ctx.figures.eval_tokens,
+    )
     ctx.write("evaluation", data, fig, summary=summary, runs=runs, size=(1300, 700))
     return summary
 

@@ -7,25 +7,9 @@ seven paper prompts, signed, one colour scale per panel.
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from analyses._common import Context
-from irm_lens import analysis, plotting
-
-
-def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
-    """Signed mean IRM output over the paper token set of a run's paper prompts."""
-    recordings = ctx.recordings(run)
-    selected = torch.cat([r.outputs[analysis.token_mask(r.kinds)] for r in recordings])
-    table = analysis.heatmap(
-        selected, ["prompt"] * len(selected), recordings[0].layers, token_set="all"
-    )
-    return table.assign(**ctx.spec_columns(run))
-
-
-def panel_name(ctx: Context, run: str) -> str:
-    spec = ctx.specs[run]
-    return f"{spec.config.emotion}, seed {spec.config.seed}" if spec.trained else "untrained IRM"
+from analyses._common import Context, heatmap_table, panel_name
+from irm_lens import plotting
 
 
 def main(ctx: Context) -> dict[str, object]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import KINDS, Context
+from analyses._common import KINDS, Context, panel_name
 from analyses._summaries import TimingSummary
-from analyses.fig2_heatmaps import panel_name
 from irm_lens import analysis, plotting
 from irm_lens.analysis.timing import file_order
 from irm_lens.analysis.verdicts import timing_rule

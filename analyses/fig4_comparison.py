@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import Context
-from analyses.fig2_heatmaps import heatmap_table, panel_name
+from analyses._common import Context, heatmap_table, panel_name
+from analyses._summaries import Fig4ComparisonSummary
 from irm_lens import plotting
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> Fig4ComparisonSummary:
     runs = [r for r in ctx.trained("next-token") if ctx.specs[r].config.seed == ctx.first_seed]
     runs.append(ctx.untrained)
     tables = {run: heatmap_table(ctx, run) for run in runs}
@@ -27,11 +27,11 @@ def main(ctx: Context) -> dict[str, object]:
     fig = plotting.heatmap_grid(panels, cols=min(3, len(panels)), title=title)
     fig.update_layout(margin={"t": 130})
     max_abs = {run: float(t["value"].abs().max()) for run, t in tables.items()}
-    summary: dict[str, object] = {
-        "runs": runs,
-        "max_abs_mean_output": max_abs,
-        "trained_over_untrained": {r: max_abs[r] / max_abs[ctx.untrained] for r in runs[:-1]},
-    }
+    summary = Fig4ComparisonSummary(
+        runs=runs,
+        max_abs_mean_output=max_abs,
+        trained_over_untrained={r: max_abs[r] / max_abs[ctx.untrained] for r in runs[:-1]},
+    )
     rows = (len(panels) + 2) // 3
     ctx.write(
         "fig4_comparison", data, fig, summary=summary, runs=runs, size=(1500, 260 + 320 * rows)

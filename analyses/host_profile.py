@@ -11,10 +11,11 @@ from __future__ import annotations
 import pandas as pd
 
 from analyses._common import Context
+from analyses._summaries import HostProfileSummary
 from irm_lens import plotting
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> HostProfileSummary:
     profile = ctx.host_profile
     residual, massive, gains = profile["residual"], profile["massive"], profile["gains"]
     dominant = ctx.dominant_index
@@ -48,15 +49,15 @@ def main(ctx: Context) -> dict[str, object]:
             "max_over_median": float(peak / median["max_abs"].max()),
         }
 
-    summary = {
-        "d_model": len(gains),
-        "massive_dims": massive.head(5).to_dict(orient="records"),
-        "dominant_index": dominant,
-        "dominant_is_massive": dominant in set(massive["index"].astype(int)),
-        "indices": {str(i): describe(i) for i in shown},
-        "median_final_gain": float(gains["final_gain"].median()),
-        "smallest_gain_index": int(gains.sort_values("final_gain").iloc[0]["index"]),
-    }
+    summary = HostProfileSummary(
+        d_model=len(gains),
+        massive_dims=massive.head(5).to_dict(orient="records"),
+        dominant_index=dominant,
+        dominant_is_massive=dominant in set(massive["index"].astype(int)),
+        indices={str(i): describe(i) for i in shown},
+        median_final_gain=float(gains["final_gain"].median()),
+        smallest_gain_index=int(gains.sort_values("final_gain").iloc[0]["index"]),
+    )
     ctx.write(
         "host_profile",
         data,

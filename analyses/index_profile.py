@@ -1,8 +1,9 @@
 """``irm-lens profile`` of the IRMs' dominant index and of the host's top massive-activation dim.
 
-Everything ``irm_lens.analysis.index_profile`` measures (norm gains per layer, magnitude by token
-kind, Sun et al. massive dims, the norm lever against magnitude-matched controls), for the index
-that ranks first in most trained runs and for the host's largest massive dim (507 on SmolLM2).
+Everything ``irm_lens.interventions.index_profile`` measures (norm gains per layer, magnitude
+by token kind, Sun et al. massive dims, the norm lever against magnitude-matched controls), for
+the index that ranks first in most trained runs and for the host's largest massive dim (507 on
+SmolLM2).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analyses._common import Context
-from irm_lens.analysis.index_profile import IndexProfile, index_profile
+from irm_lens.interventions.index_profile import IndexProfile, index_profile
 from irm_lens.plotting.profile import index_profile_figure
 from irm_lens.prompts import PAPER_PROMPTS
 

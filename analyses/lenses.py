@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
 from analyses._common import Context, cache_key
+from analyses._summaries import LensesSummary, from_dict
 from irm_lens import lenses
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.plotting.lenses import SUBSPACE_COLUMNS, subspace_figure
@@ -28,7 +31,7 @@ PROMPT = "The capital of France is"
 CONCEPT_PROMPT = "My favourite thing about the weekend is"
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> LensesSummary:
     """Compute (or reuse: the lenses depend only on the host and the two indices) and write."""
     dominant, massive = ctx.dominant_index, ctx.massive_index
     f = ctx.figures
@@ -36,11 +39,12 @@ def main(ctx: Context) -> dict[str, object]:
     cache = f.runs_dir / f"lenses-{key}"
     if (cache / "summary.json").exists():
         data = pd.read_csv(cache / "data.csv", keep_default_na=False, na_values=[""])
-        summary = json.loads((cache / "summary.json").read_text())
+        raw = json.loads((cache / "summary.json").read_text())
+        summary = from_dict(LensesSummary, raw, str(cache / "summary.json"))
     else:
         data, summary = compute(ctx, dominant, massive)
         write_csv_atomic(cache / "data.csv", data)
-        write_text_atomic(cache / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(cache / "summary.json", json.dumps(dataclasses.asdict(summary), indent=2))
     shares = data[data["table"] == "subspaces"]
     shares = shares[shares["target"] == dominant][list(SUBSPACE_COLUMNS)]
     fig = subspace_figure(
@@ -55,7 +59,36 @@ def main(ctx: Context) -> dict[str, object]:
     return summary
 
 
-def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFrame, dict]:
+def concept_check(host: TransformerBridge) -> tuple[dict[str, object], pd.DataFrame]:
+    """A coherent concept to validate decoding by clamping: a late neuron decoding to digits,
+    clamped on a neutral prompt (its summary, and the clamp table; empty when none is found)."""
+    digits = lenses.concept_neurons(
+        host, lambda w: w.strip().isdigit(), top=8, min_hits=8, min_layer=host.cfg.n_layers // 2
+    )
+    concept: dict[str, object] = {"found": len(digits) > 0}
+    concept_table = pd.DataFrame()
+    if len(digits):
+        layer, neuron = int(digits.iloc[0]["layer"]), int(digits.iloc[0]["neuron"])
+        neutral = torch.tensor(
+            [encode(host.tokenizer, CONCEPT_PROMPT, mode="plain").prompt_ids],
+            device=host.W_E.device,
+        )
+        concept_table = lenses.clamp_effect(
+            host, layer, neuron, neutral, values=(0.0, 10.0, 20.0, 40.0), top=8
+        )
+        mass = concept_table.groupby("clamp", dropna=False)["prob"].sum()
+        concept.update(
+            neuron=f"L{layer}.{neuron}",
+            tokens=digits.iloc[0]["tokens"],
+            n_found=len(digits),
+            prompt=CONCEPT_PROMPT,
+            mass_unclamped=float(concept_table.loc[concept_table["clamp"].isna(), "prob"].sum()),
+            mass_by_clamp={f"{k:g}": float(v) for k, v in mass.dropna().items() if k == k},
+        )
+    return concept, concept_table
+
+
+def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFrame, LensesSummary]:
     host = ctx.host()
     ids = encode(host.tokenizer, PROMPT, mode="plain").prompt_ids
     tokens = torch.tensor([ids], device=host.W_E.device)
@@ -81,30 +114,7 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
     clamp = lenses.clamp_effect(
         host, int(best["layer"]), int(best["unit"]), tokens, values=(0.0, 10.0, 30.0)
     )
-    # A coherent concept to validate decoding by clamping: a late neuron decoding to digits.
-    digits = lenses.concept_neurons(
-        host, lambda w: w.strip().isdigit(), top=8, min_hits=8, min_layer=host.cfg.n_layers // 2
-    )
-    concept: dict[str, object] = {"found": len(digits) > 0}
-    concept_table = pd.DataFrame()
-    if len(digits):
-        layer, neuron = int(digits.iloc[0]["layer"]), int(digits.iloc[0]["neuron"])
-        neutral = torch.tensor(
-            [encode(host.tokenizer, CONCEPT_PROMPT, mode="plain").prompt_ids],
-            device=host.W_E.device,
-        )
-        concept_table = lenses.clamp_effect(
-            host, layer, neuron, neutral, values=(0.0, 10.0, 20.0, 40.0), top=8
-        )
-        mass = concept_table.groupby("clamp", dropna=False)["prob"].sum()
-        concept.update(
-            neuron=f"L{layer}.{neuron}",
-            tokens=digits.iloc[0]["tokens"],
-            n_found=len(digits),
-            prompt=CONCEPT_PROMPT,
-            mass_unclamped=float(concept_table.loc[concept_table["clamp"].isna(), "prob"].sum()),
-            mass_by_clamp={f"{k:g}": float(v) for k, v in mass.dropna().items() if k == k},
-        )
+    concept, concept_table = concept_check(host)
     data = pd.concat(
         [
             concept_table.assign(table="concept_clamp"),
@@ -124,31 +134,31 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
 
     base = clamp[clamp["clamp"].isna()].set_index("decoded_rank")["prob"]
     high = clamp[clamp["clamp"] == 30.0].set_index("decoded_rank")["prob"]
-    summary = {
-        "dominant_index": dominant,
-        "promoted_tokens": {str(i): promoted(i) for i in indices},
-        "subspace_write_max_over_chance": {
+    summary = LensesSummary(
+        dominant_index=dominant,
+        promoted_tokens={str(i): promoted(i) for i in indices},
+        subspace_write_max_over_chance={
             str(i): float(t["write"].max() / chance) for i, t in shares.items()
         },
-        "subspace_read_v_max_over_chance": {
+        subspace_read_v_max_over_chance={
             str(i): float(t["read_v"].max() / chance) for i, t in shares.items()
         },
-        "predicted_token": host.tokenizer.decode([values.attrs["predicted"]]),
-        "top_value_units": [f"{r.kind} L{r.layer}.{r.unit}" for r in values.head(5).itertuples()],
-        "top_direct_units": [f"{r.kind} L{r.layer}.{r.unit}" for r in direct.head(5).itertuples()],
-        "direct_top10_layers": [int(x) for x in direct.head(10)["layer"]],
-        "top_value_neurons_weight_on_dominant": into,
-        "uniform_weight_share": float(1 / host.cfg.d_model**0.5),
-        "prompt": PROMPT,
-        "axg_rank_of_top_value_neuron": int(
+        predicted_token=host.tokenizer.decode([values.attrs["predicted"]]),
+        top_value_units=[f"{r.kind} L{r.layer}.{r.unit}" for r in values.head(5).itertuples()],
+        top_direct_units=[f"{r.kind} L{r.layer}.{r.unit}" for r in direct.head(5).itertuples()],
+        direct_top10_layers=[int(x) for x in direct.head(10)["layer"]],
+        top_value_neurons_weight_on_dominant=into,
+        uniform_weight_share=float(1 / host.cfg.d_model**0.5),
+        prompt=PROMPT,
+        axg_rank_of_top_value_neuron=int(
             axg_rank.get((int(neurons.iloc[0]["layer"]), int(neurons.iloc[0]["unit"])), -1)
         ),
-        "clamped_neuron": f"L{int(best['layer'])}.{int(best['unit'])}",
-        "clamp_prob_before": float(base.iloc[0]),
-        "clamp_prob_at_30": float(high.iloc[0]),
-        "clamp_top_token": str(clamp.iloc[0]["token"]),
-        "concept": concept,
-    }
+        clamped_neuron=f"L{int(best['layer'])}.{int(best['unit'])}",
+        clamp_prob_before=float(base.iloc[0]),
+        clamp_prob_at_30=float(high.iloc[0]),
+        clamp_top_token=str(clamp.iloc[0]["token"]),
+        concept=concept,
+    )
     return data, summary
 
 

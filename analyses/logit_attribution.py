@@ -12,10 +12,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from analyses._common import Context
-from analyses.propagation import prompt_tokens
+from analyses._common import Context, prompt_tokens
+from analyses._summaries import LogitAttributionSummary
 from irm_lens import plotting
-from irm_lens.analysis import causal
+from irm_lens.interventions import causal
 from irm_lens.lenses import decoding_matrix
 
 N_RANDOM = 8
@@ -27,7 +27,7 @@ def norm_shift(table: pd.DataFrame) -> float:
     return float(by.loc[8.0] - by.loc[1.0])
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> LogitAttributionSummary:
     host, tokens = ctx.host(), prompt_tokens(ctx)
     dominant, massive = ctx.dominant_index, ctx.massive_index
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])
@@ -69,29 +69,29 @@ def main(ctx: Context) -> dict[str, object]:
     random_shift = [norm_shift(causal.norm_mediated_effect(host, tokens, index=i)) for i in randoms]
     direct_max = decoding_matrix(host).abs().max(dim=1).values
     direct_rank = {str(i): int((direct_max > direct_max[i]).sum()) + 1 for i in indices}
-    summary = {
-        "dominant_index": dominant,
-        "d_model": host.cfg.d_model,
-        "entropy_shift_x8": {str(i): norm_shift(t["norm"]) for i, t in parts.items()},
-        "random_indices": randoms,
-        "random_entropy_shift_x8_median": float(pd.Series(random_shift).abs().median()),
-        "direct_effect_rank": direct_rank,
-        "massive_index": massive,
-        "direct_max_abs_effect": {
+    summary = LogitAttributionSummary(
+        dominant_index=dominant,
+        d_model=host.cfg.d_model,
+        entropy_shift_x8={str(i): norm_shift(t["norm"]) for i, t in parts.items()},
+        random_indices=randoms,
+        random_entropy_shift_x8_median=float(pd.Series(random_shift).abs().median()),
+        direct_effect_rank=direct_rank,
+        massive_index=massive,
+        direct_max_abs_effect={
             str(i): float(t["direct"]["effect"].abs().max()) for i, t in parts.items()
         },
-        "direct_top_promoted": {
+        direct_top_promoted={
             str(i): t["direct"][t["direct"]["direction"] == "promoted"]["token"].head(5).tolist()
             for i, t in parts.items()
         },
-        "share_of_predicted_logit_median": {
+        share_of_predicted_logit_median={
             str(i): float(t["per_position"]["share"].median()) for i, t in parts.items()
         },
-        "centred_share_of_predicted_logit_median": {
+        centred_share_of_predicted_logit_median={
             str(i): float(t["per_position"]["centred_share"].median()) for i, t in parts.items()
         },
-        "norm": {str(i): norm_numbers(t["norm"]) for i, t in parts.items()},
-    }
+        norm={str(i): norm_numbers(t["norm"]) for i, t in parts.items()},
+    )
     ctx.write("logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))
     return summary
 

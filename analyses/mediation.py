@@ -20,12 +20,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from analyses._common import KINDS, Context, cache_key, heldout, nll_by_question
+from analyses._common import KINDS, Context, cache_key, cached_table, heldout, nll_by_question
 from analyses._summaries import MediationSummary
-from irm_lens.analysis.causal import entropy_lever
 from irm_lens.evaluate import frozen_scale_nll_table
-from irm_lens.files import write_csv_atomic
 from irm_lens.inject import resid_post_hook
+from irm_lens.interventions.causal import entropy_lever
 from irm_lens.irm import IRM
 from irm_lens.plotting._common import style
 from irm_lens.prompts import encode
@@ -43,14 +42,13 @@ def run_gains(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> dict[str
     own = nll[nll["target"] == config.emotion]
     host_nll = own[own["condition"] == "host"]
     key = cache_key("frozen_scale", config.prompt_mode, config.max_len)
-    path = ctx.runs[run] / "specificity" / f"frozen-{key}.csv"
-    if path.exists():
-        frozen = pd.read_csv(path)
-    else:
+
+    def compute() -> pd.DataFrame:
         irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
-        frozen = frozen_scale_nll_table(ctx.host(), heldout(config.emotion), irm,
-                                        mode=config.prompt_mode, max_len=config.max_len)  # type: ignore[arg-type]  # fmt: skip
-        write_csv_atomic(path, frozen)
+        return frozen_scale_nll_table(ctx.host(), heldout(config.emotion), irm,
+                                      mode=config.prompt_mode, max_len=config.max_len)  # type: ignore[arg-type]  # fmt: skip
+
+    frozen = cached_table(ctx.runs[run] / "specificity" / f"frozen-{key}.csv", compute)
     base = float(host_nll["nll_sum"].sum())
     with_irm = float(own.loc[own["condition"] == "host+irm", "nll_sum"].sum())
     return {"gain": 1.0 - with_irm / base,

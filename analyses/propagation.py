@@ -11,20 +11,13 @@ residual carries.
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from analyses._common import Context
+from analyses._common import Context, prompt_tokens
 from analyses._summaries import PropagationSummary
 from irm_lens import plotting
-from irm_lens.analysis import causal
+from irm_lens.interventions import causal
 from irm_lens.irm import IRM
-from irm_lens.prompts import PAPER_PROMPTS, encode
-
-
-def prompt_tokens(ctx: Context) -> torch.Tensor:
-    host = ctx.host()
-    ids = encode(host.tokenizer, PAPER_PROMPTS[0], mode="plain").prompt_ids
-    return torch.tensor([ids], device=host.W_E.device)
+from irm_lens.prompts import PAPER_PROMPTS
 
 
 def main(ctx: Context) -> PropagationSummary:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,15 @@ import torch
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_mechanism import mechanism_section, mechanism_verdicts
+from analyses._runset import stage_seconds
 from analyses._summaries import (
+    AblationSummary,
     DominanceSummary,
+    EvaluationSummary,
+    Fig4ComparisonSummary,
+    HostProfileSummary,
+    LensesSummary,
+    LogitAttributionSummary,
     MediationSummary,
     PropagationSummary,
     ResidualControlSummary,
@@ -39,7 +47,6 @@ from irm_lens.analysis.verdicts import (
     striation_rule,
 )
 from irm_lens.files import write_text_atomic
-from irm_lens.runset import stage_seconds
 from irm_lens.stack import describe
 
 KIND_LABEL = {"next-token": "Next-token runs", "paper loss": "Original's loss"}
@@ -90,7 +97,7 @@ def striation_claim(s: StriationSummary) -> tuple[Rules, str]:
     return s.rules, text
 
 
-def dominance_claims(s: DominanceSummary, host: dict[str, Any]) -> tuple[Rules, Rules, str]:
+def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rules, Rules, str]:
     """Consistency (the same index in every run) and dominance (far above uniform), apart."""
     ranks = ", ".join(f"{r}: {k}" for r, k in s.dominant_rank_by_run.items())
     held = s.dominant_index
@@ -105,7 +112,7 @@ def dominance_claims(s: DominanceSummary, host: dict[str, Any]) -> tuple[Rules, 
         f"top index: {s.untrained_top1}. On held-out questions (chat format) the top index is "
         f"{held} in {held_hits}/{s.n_trained} trained runs. Host's massive-activation dims: "
         f"{s.host_massive_dims}; dominant index is one of them: "
-        f"{'yes' if host.get('dominant_is_massive') else 'no'}."
+        f"{'yes' if host.dominant_is_massive else 'no'}."
     )
     return s.consistency_rules, s.dominance_rules, text
 
@@ -166,28 +173,31 @@ def residual_claim(
 
 
 def lm_head_claim(
-    h: dict[str, Any], lg: dict[str, Any], mediation: MediationSummary | None, dominance: Rules
+    h: HostProfileSummary,
+    lg: LogitAttributionSummary,
+    mediation: MediationSummary | None,
+    dominance: Rules,
 ) -> tuple[Rules, str]:
     """Mediation through the final norm's scale and the index's entropy lever against every
     index (``analysis.verdicts.lm_head_rule``); not tested when no index dominates."""
-    dom = str(h["dominant_index"])
-    info = h["indices"][dom]
+    dom = str(h.dominant_index)
+    info = h.indices[dom]
     rules: Rules = {}
     for kind in KINDS:
         runs = {} if mediation is None else mediation.by_kind.get(kind, {})
         lever = float("nan") if mediation is None else mediation.lever_percentile
         rules[kind] = lm_head_rule(runs.get("gains", []), runs.get("frozen_gains", []), lever,
                                    dominated=dominance[kind].verdict == REPRODUCED)  # fmt: skip
-    shift, random_shift = lg["entropy_shift_x8"][dom], lg["random_entropy_shift_x8_median"]
+    shift, random_shift = lg.entropy_shift_x8[dom], lg.random_entropy_shift_x8_median
     text = (
         f"Index {dom} (the most frequent top index): final-norm gain {info['final_gain']:.3g} "
-        f"(rank {info['final_gain_rank']} of {h['d_model']} from the smallest; median gain "
-        f"{h['median_final_gain']:.3g}); largest |residual| {info['max_over_median']:.1f}x the "
+        f"(rank {info['final_gain_rank']} of {h.d_model} from the smallest; median gain "
+        f"{h.median_final_gain:.3g}); largest |residual| {info['max_over_median']:.1f}x the "
         f"median index's. Scaling it before the final norm x1 -> x8 moves next-token entropy "
-        f"by {shift:+.3f} nats; the median |shift| of {len(lg['random_indices'])} random "
+        f"by {shift:+.3f} nats; the median |shift| of {len(lg.random_indices)} random "
         f"indices is {random_shift:.3f}. Its direct share of the predicted token's logit, both "
         f"centred on their mean over the vocabulary: median "
-        f"{lg['centred_share_of_predicted_logit_median'][dom]:.3g}."
+        f"{lg.centred_share_of_predicted_logit_median[dom]:.3g}."
     )
     if mediation is not None:
         m = mediation
@@ -195,7 +205,7 @@ def lm_head_claim(
                    f"{_pct(m.lever_massive_percentile or float('nan'))}"
                    if m.massive_index is not None else "")  # fmt: skip
         text += (
-            f" Against all {h['d_model']} indices (x8 before the final norm, at the first "
+            f" Against all {h.d_model} indices (x8 before the final norm, at the first "
             f"answer position of {m.n_positions} held-out questions), index {m.dominant_index}'s "
             f"entropy lever beats {_pct(m.lever_percentile)} of them (its mean |change| "
             f"{m.lever_dominant:.3g} nats, median index {m.lever_median:.3g}; strongest levers "
@@ -204,16 +214,16 @@ def lm_head_claim(
     return rules, text
 
 
-def ablation_text(a: dict[str, Any], dominant: int) -> str:
+def ablation_text(a: AblationSummary, dominant: int) -> str:
     lines = []
-    for index, table in a["by_index"].items():
+    for index, table in a.by_index.items():
         nll, kl = table["nll"], table["kl_to_irm"]
         gap = nll["host"] - nll["irm"]
         undone = (nll["irm_zero"] - nll["irm"]) / gap if gap else float("nan")
         label = "dominant index" if int(index) == dominant else "massive dim"
         line = (
-            f"- index {index} ({label}), run `{a['run']}`, {a['n_rows']} held-out {a['emotion']} "
-            f"questions: {a['emotion']} NLL host {nll['host']:.3f}, IRM {nll['irm']:.3f}; zeroed "
+            f"- index {index} ({label}), run `{a.run}`, {a.n_rows} held-out {a.emotion} "
+            f"questions: {a.emotion} NLL host {nll['host']:.3f}, IRM {nll['irm']:.3f}; zeroed "
             f"in the IRM output {nll['irm_zero']:.3f} ({_pct(undone)} of the IRM's NLL gain "
             f"undone; KL to the IRM {kl['irm_zero']:.4f}); zeroed in the residual stream "
             f"{nll['resid_zero']:.3f} (KL {kl['resid_zero']:.4f}); IRM output x2 "
@@ -222,23 +232,22 @@ def ablation_text(a: dict[str, Any], dominant: int) -> str:
         if "nrc_share" in table:
             nrc, facts = table["nrc_share"], table["fact_retention"]
             line += (
-                f" NRC {a['emotion']} share of greedy answers: host {_pct(nrc['host'])}, IRM "
+                f" NRC {a.emotion} share of greedy answers: host {_pct(nrc['host'])}, IRM "
                 f"{_pct(nrc['irm'])}, index zeroed in the IRM output {_pct(nrc['irm_zero'])}; "
                 f"fact retention host {_pct(facts['host'])}, IRM {_pct(facts['irm'])}."
             )
         lines.append(line)
-    if "own_top" in a:
-        each = "; ".join(
-            f"{run}: index {o['index']} {_pct(o['undone'])} (controls "
-            f"{_pct(o['controls_undone_median'])})"
-            for run, o in a["own_top"].items()
-        )
-        lines.append(
-            f"- each aligned next-token run's own top index zeroed in its output undoes a median "
-            f"{_pct(a['own_top_undone_median'])} of its NLL gain on {a['n_rows']} held-out "
-            f"questions, against {_pct(a['own_controls_undone_median'])} for random indices of "
-            f"matched magnitude (5 among its next 20 largest): {each}."
-        )  # fmt: skip
+    each = "; ".join(
+        f"{run}: index {o['index']} {_pct(o['undone'])} (controls "
+        f"{_pct(o['controls_undone_median'])})"
+        for run, o in a.own_top.items()
+    )
+    lines.append(
+        f"- each aligned next-token run's own top index zeroed in its output undoes a median "
+        f"{_pct(a.own_top_undone_median)} of its NLL gain on {a.n_rows} held-out "
+        f"questions, against {_pct(a.own_controls_undone_median)} for random indices of "
+        f"matched magnitude (5 among its next 20 largest): {each}."
+    )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -257,53 +266,51 @@ def concept_lines(c: dict[str, Any]) -> list[str]:
     ]
 
 
-def direct_units(s: dict[str, Any]) -> str:
-    """The attribution read at the final residual's scale (absent from older summaries)."""
-    if "top_direct_units" not in s:
-        return ""
+def direct_units(s: LensesSummary) -> str:
+    """The attribution read at the final residual's scale."""
     return (
         f" (read at the residual entering each unit's layer, as published; read instead as the "
         f"drop when a unit is taken out of the final residual, the top units are "
-        f"{', '.join(s['top_direct_units'])}, top 10 in layers "
-        f"{', '.join(str(x) for x in s['direct_top10_layers'])})"
+        f"{', '.join(s.top_direct_units)}, top 10 in layers "
+        f"{', '.join(str(x) for x in s.direct_top10_layers)})"
     )
 
 
-def lens_section(s: dict[str, Any]) -> list[str]:
+def lens_section(s: LensesSummary | None) -> list[str]:
     """The neuron-level lenses applied to the dominant index (empty if not run)."""
-    if not s:
+    if s is None:
         return []
-    dom = str(s["dominant_index"])
+    dom = str(s.dominant_index)
     tokens = "; ".join(
-        f"index {i}: {', '.join(repr(t) for t in ts)}" for i, ts in s["promoted_tokens"].items()
+        f"index {i}: {', '.join(repr(t) for t in ts)}" for i, ts in s.promoted_tokens.items()
     )
-    writes = ", ".join(f"{i}: {v:.1f}x" for i, v in s["subspace_write_max_over_chance"].items())
-    reads = ", ".join(f"{i}: {v:.1f}x" for i, v in s["subspace_read_v_max_over_chance"].items())
-    weights = ", ".join(f"{w:.3f}" for w in s["top_value_neurons_weight_on_dominant"])
+    writes = ", ".join(f"{i}: {v:.1f}x" for i, v in s.subspace_write_max_over_chance.items())
+    reads = ", ".join(f"{i}: {v:.1f}x" for i, v in s.subspace_read_v_max_over_chance.items())
+    weights = ", ".join(f"{w:.3f}" for w in s.top_value_neurons_weight_on_dominant)
     return [
         "## Neuron-level lenses on the dominant index",
         "",
         f"LM-head decoding (tokens promoted per unit): {tokens}. Largest share of the index in "
         f"any head's write subspace (W_O), over chance: {writes}; in any head's value-read "
-        f"subspace: {reads}. After {s['prompt']!r} the host predicts "
-        f"{s['predicted_token']!r}; top value units by log-probability attribution: "
-        f"{', '.join(s['top_value_units'])}"
+        f"subspace: {reads}. After {s.prompt!r} the host predicts "
+        f"{s.predicted_token!r}; top value units by log-probability attribution: "
+        f"{', '.join(s.top_value_units)}"
         + direct_units(s)
         + f". The top 10 value neurons' output weight on index "
         f"{dom}, as a fraction of their norm: {weights} (a random direction: about "
-        f"{s['uniform_weight_share']:.3f}). The top value neuron ranks "
-        f"{s['axg_rank_of_top_value_neuron']} by activation x gradient. Clamping the top "
-        f"value neuron of the upper half of the layers ({s['clamped_neuron']}) to 30 moves the "
-        f"next-token probability of its first decoded token {s['clamp_top_token']!r} from "
-        f"{s['clamp_prob_before']:.3g} to {s['clamp_prob_at_30']:.3g}.",
+        f"{s.uniform_weight_share:.3f}). The top value neuron ranks "
+        f"{s.axg_rank_of_top_value_neuron} by activation x gradient. Clamping the top "
+        f"value neuron of the upper half of the layers ({s.clamped_neuron}) to 30 moves the "
+        f"next-token probability of its first decoded token {s.clamp_top_token!r} from "
+        f"{s.clamp_prob_before:.3g} to {s.clamp_prob_at_30:.3g}.",
         "",
-        *concept_lines(s.get("concept", {})),
+        *concept_lines(s.concept),
         "![lenses](lenses/figure.png)",
         "",
     ]
 
 
-def evaluation_rows(e: dict[str, Any]) -> str:
+def evaluation_rows(e: EvaluationSummary) -> str:
     head = (
         "| run | target | NLL host | NLL +IRM | drop | NRC share host | NRC share +IRM | "
         "NRC share of the bank's own answers | facts host | facts +IRM |\n"
@@ -314,12 +321,12 @@ def evaluation_rows(e: dict[str, Any]) -> str:
         f"{_pct(v['nll_drop'])} | {_pct(v['nrc_share_host'])} | {_pct(v['nrc_share_irm'])} | "
         f"{_pct(v['nrc_share_reference'])} | {_pct(v['fact_retention_host'])} | "
         f"{_pct(v['fact_retention_irm'])} |"
-        for run, v in e["by_run"].items()
+        for run, v in e.by_run.items()
     ]
     return "\n".join([head, *rows])
 
 
-def specificity_rows(e: dict[str, Any]) -> str:
+def specificity_rows(e: EvaluationSummary) -> str:
     head = (
         "| run | target | questions | own-voice NLL drop [95 % CI] | other voices' drop | "
         "specificity [95 % CI] | verdict |\n|---|---|---|---|---|---|---|"
@@ -328,7 +335,7 @@ def specificity_rows(e: dict[str, Any]) -> str:
         f"| {run} | {v['emotion']} | {v['n_questions']} | {_pct(v['own_drop'])} "
         f"[{_pct(v['own_low'])}, {_pct(v['own_high'])}] | {_pct(v['other_drop'])} | "
         f"{_pct(v['specificity'])} [{_pct(v['low'])}, {_pct(v['high'])}] | {v['verdict']} |"
-        for run, v in e["specificity"].items()
+        for run, v in e.specificity.items()
     ]
     return "\n".join([head, *rows])
 
@@ -422,32 +429,52 @@ def cost_rows(ctx: Context) -> str:
     return "\n".join(rows)
 
 
-def main(ctx: Context) -> dict[str, object]:
-    out = ctx.out
-    s = {
-        name: read_summary(out, name)
-        for name in ("host_profile", "logit_attribution", "ablation", "evaluation",
-                     "fig4_comparison")
-    }  # fmt: skip
-    striation = read_typed(out, "striation", StriationSummary)
-    dominance = read_typed(out, "dominant_index", DominanceSummary)
-    timing = read_typed(out, "fig3_timing", TimingSummary)
-    propagation = read_typed(out, "propagation", PropagationSummary)
-    typed = {"striation": striation, "dominant_index": dominance, "fig3_timing": timing,
-             "propagation": propagation}  # fmt: skip
-    missing = [k for k, v in {**s, **typed}.items() if not v]
-    if missing or not (striation and dominance and timing and propagation):
+@dataclass(frozen=True)
+class Results:
+    """The typed summaries the report is written from (every one required)."""
+
+    host: HostProfileSummary
+    logits: LogitAttributionSummary
+    ablation: AblationSummary
+    evaluation: EvaluationSummary
+    fig4: Fig4ComparisonSummary
+    striation: StriationSummary
+    dominance: DominanceSummary
+    timing: TimingSummary
+    propagation: PropagationSummary
+
+
+def read_results(out: Path) -> Results:
+    typed = {
+        "host_profile": read_typed(out, "host_profile", HostProfileSummary),
+        "logit_attribution": read_typed(out, "logit_attribution", LogitAttributionSummary),
+        "ablation": read_typed(out, "ablation", AblationSummary),
+        "evaluation": read_typed(out, "evaluation", EvaluationSummary),
+        "fig4_comparison": read_typed(out, "fig4_comparison", Fig4ComparisonSummary),
+        "striation": read_typed(out, "striation", StriationSummary),
+        "dominant_index": read_typed(out, "dominant_index", DominanceSummary),
+        "fig3_timing": read_typed(out, "fig3_timing", TimingSummary),
+        "propagation": read_typed(out, "propagation", PropagationSummary),
+    }
+    missing = [k for k, v in typed.items() if v is None]
+    if missing:
         raise FileNotFoundError(f"report needs the results {missing} in {out}; run them first.")
-    f = ctx.figures
-    r_str, t_str = striation_claim(striation)
-    r_con, r_dom, t_dom = dominance_claims(dominance, s["host_profile"])
-    r_time, t_time = timing_claim(timing)
+    return Results(*typed.values())  # type: ignore[arg-type]
+
+
+Claim = tuple[str, Rules, str, list[str]]
+
+
+def claims_of(out: Path, r: Results) -> list[Claim]:
+    """Each claim of the paper: its title, verdict per loss kind, text and figures."""
+    r_str, t_str = striation_claim(r.striation)
+    r_con, r_dom, t_dom = dominance_claims(r.dominance, r.host)
+    r_time, t_time = timing_claim(r.timing)
     control = read_typed(out, "residual_control", ResidualControlSummary)
-    r_res, t_res = residual_claim(propagation, control, r_str)
-    r_lm, t_lm = lm_head_claim(s["host_profile"], s["logit_attribution"],
-                               read_typed(out, "mediation", MediationSummary), r_dom)  # fmt: skip
-    e = s["evaluation"]
-    claims: list[tuple[str, Rules, str, list[str]]] = [
+    r_res, t_res = residual_claim(r.propagation, control, r_str)
+    r_lm, t_lm = lm_head_claim(r.host, r.logits, read_typed(out, "mediation", MediationSummary),
+                               r_dom)  # fmt: skip
+    return [
         ("Large IRM outputs form vertical striations by residual index", r_str, t_str,
          ["fig2_heatmaps", "fig4_comparison", "striation"]),
         ("The same residual index tops every alignment", r_con, t_dom, ["dominant_index"]),
@@ -459,7 +486,11 @@ def main(ctx: Context) -> dict[str, object]:
         ("The dominant index acts through the LM head / final norm, not as a feature", r_lm,
          t_lm, ["mediation", "logit_attribution", "host_profile"]),
     ]  # fmt: skip
-    lines = [
+
+
+def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
+    f = ctx.figures
+    return [
         "# irm_lens report: the IRM paper's claims on " + f.host_label,
         "",
         "Written by `make figures` (`analyses/report.py`); every number below comes from the "
@@ -486,12 +517,17 @@ def main(ctx: Context) -> dict[str, object]:
         ],
         "",
         *rules_account(),
+    ]
+
+
+def alignment_lines(e: EvaluationSummary) -> list[str]:
+    return [
         "## Alignment: did the IRMs learn their emotions?",
         "",
-        f"Held-out test questions ({e['eval_rows']} per emotion for NLL; greedy answers of up to "
-        f"{e['eval_tokens']} tokens to the run's own emotion questions for NRC and facts). NLL "
-        f"drops in {e['runs_with_nll_drop']}/{e['n_trained']} trained runs (median "
-        f"{_pct(e['nll_drop_median'])}). The NRC emotion lexicon barely sees this bank's "
+        f"Held-out test questions ({e.eval_rows} per emotion for NLL; greedy answers of up to "
+        f"{e.eval_tokens} tokens to the run's own emotion questions for NRC and facts). NLL "
+        f"drops in {e.runs_with_nll_drop}/{e.n_trained} trained runs (median "
+        f"{_pct(e.nll_drop_median)}). The NRC emotion lexicon barely sees this bank's "
         "voices: read an IRM's NRC share against the bank's own answers in that voice to the "
         "same questions (its ceiling here), not against 100 %; specificity, below, is the "
         "measure the verdicts use.",
@@ -502,33 +538,42 @@ def main(ctx: Context) -> dict[str, object]:
         "",
         "**Specificity** (`irm_lens.analysis.alignment`): each IRM's relative NLL drop on its own "
         "voice's answers minus the mean drop on the other voices' parallel answers, over every "
-        f"question not trained on ({' + '.join(e['heldout_splits'])} splits), with a percentile "
+        f"question not trained on ({' + '.join(e.heldout_splits)} splits), with a percentile "
         "bootstrap 95 % CI over questions. A run is *aligned* when this CI and the own-voice "
         "drop's CI both lie above 0 (an IRM that raises every voice's NLL, its own least, is "
         "specific but broke the host: not aligned; this second condition was added after a "
         "first version of this table had labelled the four paper-loss runs aligned): "
-        f"{len(e['aligned_runs'])}/{e['n_trained']} trained runs "
-        f"({', '.join(e['aligned_runs']) or 'none'}). The untrained IRM is the control.",
+        f"{len(e.aligned_runs)}/{e.n_trained} trained runs "
+        f"({', '.join(e.aligned_runs) or 'none'}). The untrained IRM is the control.",
         "",
         specificity_rows(e),
         "",
     ]
+
+
+def claim_sections(claims: list[Claim]) -> list[str]:
+    lines: list[str] = []
     for title, rules, text, figures in claims:
         lines += [f"## {title}: {rules['next-token'].verdict}", ""]
         lines += [f"- {KIND_LABEL[k]}: **{r.verdict}**: {r.reason}." for k, r in
                   rules.items()] + [""]  # fmt: skip
         lines += [text, ""] if text else []
         lines += [f"![{name}]({name}/figure.png)" for name in figures] + [""]
-    lines += [
+    return lines
+
+
+def closing_lines(ctx: Context, r: Results) -> list[str]:
+    out = ctx.out
+    return [
         "## Ablating the dominant index",
         "",
-        ablation_text(s["ablation"], dominance.dominant_index),
+        ablation_text(r.ablation, r.dominance.dominant_index),
         "",
         "![ablation](ablation/figure.png)",
         "",
         "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
         "",
-        *lens_section(read_summary(out, "lenses")),
+        *lens_section(read_typed(out, "lenses", LensesSummary)),
         *trajectory_section(out),
         *mechanism_section(
             read_summary(out, "rotation"),
@@ -541,6 +586,18 @@ def main(ctx: Context) -> dict[str, object]:
         *timing_lines(ctx),
         cost_rows(ctx),
         "",
+    ]
+
+
+def main(ctx: Context) -> dict[str, object]:
+    out = ctx.out
+    results = read_results(out)
+    claims = claims_of(out, results)
+    lines = [
+        *header_lines(ctx, claims),
+        *alignment_lines(results.evaluation),
+        *claim_sections(claims),
+        *closing_lines(ctx, results),
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}

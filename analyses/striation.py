@@ -12,7 +12,8 @@ import pandas as pd
 
 from analyses._common import KINDS, Context
 from analyses._summaries import StriationSummary
-from irm_lens import analysis, plotting
+from irm_lens import plotting
+from irm_lens.analysis.recorded import analyze_recordings
 from irm_lens.analysis.verdicts import striation_rule
 
 PERMUTATIONS = 200
@@ -23,10 +24,9 @@ def main(ctx: Context) -> StriationSummary:
     baseline = ctx.outputs(ctx.untrained)
     rows = []
     for run in runs:
-        layers = ctx.recordings(run)[0].layers
-        stats = analysis.striation(
-            ctx.outputs(run), layers, n_permutations=PERMUTATIONS, baseline=baseline
-        )
+        table = analyze_recordings(ctx.recordings(run), tables=("striation",),
+                                   n_permutations=PERMUTATIONS, baseline=baseline)  # fmt: skip
+        stats = table["striation"].iloc[0].to_dict()
         aligned = run in ctx.aligned(ctx.specs[run].kind) if ctx.specs[run].trained else False
         rows.append({**ctx.spec_columns(run), "aligned": aligned, **stats})
     data = pd.DataFrame(rows)

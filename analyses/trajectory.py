@@ -24,17 +24,24 @@ import pandas as pd
 import torch
 from einops import rearrange
 
-from analyses._common import Context, cache_key, heldout, nll_by_question, read_summary
+from analyses._common import (
+    Context,
+    cache_key,
+    cached_table,
+    heldout,
+    nll_by_question,
+    read_summary,
+)
+from analyses._runset import RunSpec, stage_seconds
 from irm_lens.analysis.alignment import specificity
 from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape
-from irm_lens.config import FAITHFUL_PAPER_LOSS, preset
 from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
 from irm_lens.plotting.trajectory import trajectory_figure
 from irm_lens.prompts import encode
 from irm_lens.record import irm_outputs
-from irm_lens.runs import snapshot_path
-from irm_lens.runset import RunSpec, stage_seconds
+from irm_lens.training.config import FAITHFUL_PAPER_LOSS, preset
+from irm_lens.training.runs import snapshot_path
 
 NEEDS_RUN_SET = False  # trains its own runs; the default run set need not exist
 
@@ -80,11 +87,13 @@ def _outputs(host: Any, irm: IRM, rows: pd.DataFrame, mode: str, max_len: int) -
 
 def run_measures(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
     """One row per saved snapshot of ``run`` (cached in its run directory)."""
+    path = ctx.runs[run] / "trajectory" / f"measures-{cache_key('trajectory', 1)}.csv"
+    return cached_table(path, lambda: _measure(ctx, run, memo))
+
+
+def _measure(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
     spec, run_dir = ctx.specs[run], ctx.runs[run]
     config = spec.config
-    path = run_dir / "trajectory" / f"measures-{cache_key('trajectory', 1)}.csv"
-    if path.exists():
-        return pd.read_csv(path)
     host = ctx.host()
     own_rows = heldout(config.emotion)
     rows = []
@@ -102,9 +111,7 @@ def run_measures(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.Da
                      "own_drop": verdict.own_drop, "own_low": verdict.own_low,
                      "own_high": verdict.own_high, "n_questions": verdict.n_questions,
                      **dataclasses.asdict(shape)})  # fmt: skip
-    table = pd.DataFrame(rows)
-    write_csv_atomic(path, table)
-    return table
+    return pd.DataFrame(rows)
 
 
 def _losses(ctx: Context, run: str) -> pd.DataFrame:

@@ -67,8 +67,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from irm_lens.config import preset
-    from irm_lens.plan import PlanInputs, host_shape, rank_bytes
+    from irm_lens.training.config import preset
+    from irm_lens.training.plan import PlanInputs, host_shape, rank_bytes
 
     shape = host_shape(None)
     config = preset("quick")

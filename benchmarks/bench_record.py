@@ -24,7 +24,7 @@ import torch
 
 from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, PAPER_PROMPTS, attach, encode, load_host
-from irm_lens.batches import left_pad, pad_id
+from irm_lens.data.batches import left_pad, pad_id
 from irm_lens.record import GenerationSettings, record, save_recordings
 
 

@@ -20,10 +20,10 @@ import torch
 
 from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, attach, load_dataset, load_host
-from irm_lens.batches import collate, encode_rows
+from irm_lens.data.batches import collate, encode_rows
 from irm_lens.inject import write_hook
-from irm_lens.losses import next_token_loss
-from irm_lens.memory import cap_allocator_cache
+from irm_lens.training.losses import next_token_loss
+from irm_lens.training.memory import cap_allocator_cache
 
 
 def main() -> None:
@@ -33,13 +33,13 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=128)
     args = parser.parse_args()
 
-    cap_allocator_cache()  # as irm_lens.train does on CPU
+    cap_allocator_cache()  # as irm_lens.training.train does on CPU
     host = load_host(device="cpu")
     tok = host.tokenizer
     rows = load_dataset("anger", split="train").iloc[: args.batch]
     batch = collate(encode_rows(tok, rows, "chat"), tok.pad_token_id, args.max_len, pad_to_max=True)
     irm = IRM.for_host(host, seed=0)
-    opt = torch.optim.Adam(irm.parameters(), lr=1e-4, fused=True)  # as irm_lens.train does
+    opt = torch.optim.Adam(irm.parameters(), lr=1e-4, fused=True)  # as irm_lens.training.train does
     shape = (*batch.tokens.shape, host.cfg.d_model)
 
     def full_step() -> None:

@@ -8,7 +8,7 @@ Public API:
     load_dataset  the bundled emotion QA datasets (anger, sadness, neutral, joy)
 """
 
-from irm_lens.datasets import EMOTIONS, load_dataset
+from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import (
     ChatFormatError,
     CheckpointError,

@@ -24,7 +24,7 @@ from typing import cast
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import left_pad, pad_id
+from irm_lens.data.batches import left_pad, pad_id
 from irm_lens.errors import IrmLensError
 from irm_lens.host import EMBEDDED, host_name
 from irm_lens.prompts import PromptMode, encode

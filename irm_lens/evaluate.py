@@ -6,7 +6,7 @@ value, n``) and ``generations.csv`` into the run directory:
 - ``nll``: mean per-token NLL of held-out (test split) answers of every bundled emotion, given the
   question, for the host alone and with the IRM; the trained emotion should drop most.
 - ``nrc_share``: share of words of greedy answers to held-out questions tagged with each NRC
-  emotion (``irm_lens.lexicon``), host alone vs with the IRM.
+  emotion (``irm_lens.data.lexicon``), host alone vs with the IRM.
 - ``fact_retention``: share of those answers that contain the reference answer as whole words.
 """
 
@@ -27,19 +27,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import Batch, collate, encode_rows, left_pad, pad_id
 from irm_lens.canary import check_generation
-from irm_lens.config import TrainConfig
-from irm_lens.datasets import EMOTIONS, load_dataset
+from irm_lens.data.batches import Batch, collate, encode_rows, left_pad, pad_id
+from irm_lens.data.datasets import EMOTIONS, load_dataset
+from irm_lens.data.lexicon import emotion_profile
 from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
-from irm_lens.lexicon import emotion_profile
-from irm_lens.losses import next_token_loss
 from irm_lens.prompts import PromptMode, encode
-from irm_lens.runlock import run_lock
+from irm_lens.training.config import TrainConfig
+from irm_lens.training.losses import next_token_loss
+from irm_lens.training.runlock import run_lock
 
 CONDITIONS = ("host", "host+irm")
 

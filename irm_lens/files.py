@@ -110,7 +110,8 @@ _LIBRARY_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9_]{6}")
 def clean_temporaries(folder: Path) -> None:
     """Remove every temporary that killed writers left in ``folder``: ours (by dead pid) and
     safetensors' ``.tmpXXXXXX`` files. The latter carry no pid, so call this only while holding
-    ``folder``'s writer lock (``irm_lens.runlock``), when no one else can be saving there."""
+    ``folder``'s writer lock (``irm_lens.training.runlock``), when no one else can be saving
+    there."""
     _clean_orphans(folder, "*")
     for orphan in folder.glob(".tmp*"):
         if orphan.is_file() and _LIBRARY_TEMPORARY.fullmatch(orphan.name):

@@ -32,7 +32,7 @@ from irm_lens.seeding import seeded
 from irm_lens.types import IRMOutput, Residual
 
 if TYPE_CHECKING:
-    from irm_lens.config import TrainConfig
+    from irm_lens.training.config import TrainConfig
 
 LAYOUT_VERSION = 1  # 1 = layer-fastest flat output, as the original view(b, s, d, L)
 FLAT_TO_LAYERS = "batch pos (d_model inject) -> inject batch pos d_model"

@@ -31,9 +31,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import left_pad, pad_id
 from irm_lens.canary import check_generation
-from irm_lens.datasets import load_dataset
+from irm_lens.data.batches import left_pad, pad_id
+from irm_lens.data.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_dir, sha256_file, write_csv_atomic, write_text_atomic
 from irm_lens.host import check_context

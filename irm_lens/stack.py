@@ -48,6 +48,22 @@ def versions(names: tuple[str, ...] = CORE) -> dict[str, str]:
     return found
 
 
+def provenance() -> dict[str, object]:
+    """What a written result came from: irm_lens's version, the core stack, Python, and when
+    (UTC). ``make figures`` puts it in every ``config.json``, ``irm-lens analyze`` in
+    ``provenance.json``."""
+    try:
+        own = importlib.metadata.version("irm-lens")
+    except importlib.metadata.PackageNotFoundError:
+        own = "not installed"
+    return {
+        "irm_lens": own,
+        "stack": versions(),
+        "python": platform.python_version(),
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def describe(names: tuple[str, ...] = CORE) -> str:
     """``torch 2.13.0+cpu, transformers 5.24.0, transformer-lens 4.3.0``."""
     return ", ".join(f"{n} {v}" for n, v in versions(names).items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -37,3 +38,22 @@ def irm(tiny_host):
     from irm_lens import IRM
 
     return IRM.for_host(tiny_host, seed=1, init="torch")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_host, tmp_path_factory: pytest.TempPathFactory):
+    """One smoke IRM on the tiny host (one step of anger), trained once per session. Read it in
+    place; take ``run_dir`` to change it."""
+    from irm_lens.training.config import preset
+    from irm_lens.training.train import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    config = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
+    train(config, run, host=tiny_host, progress=False)
+    return run
+
+
+@pytest.fixture()
+def run_dir(trained_run, tmp_path):
+    """A copy of ``trained_run`` this test may write into (recordings, ablations, retraining)."""
+    return shutil.copytree(trained_run, tmp_path / "run")

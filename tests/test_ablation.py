@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from irm_lens import IRM, encode, load_dataset
-from irm_lens.analysis.ablation import _resid_set, ablation_study, conditions, set_index
 from irm_lens.evaluate import answer_nll
 from irm_lens.inject import resid_mid_hook, resid_pre_hook, write_hook
+from irm_lens.interventions.ablation import _resid_set, ablation_study, conditions, set_index
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,9 @@ def test_bad_index(tiny_host, steer):
         ablation_study(tiny_host, steer, rows.iloc[:0], 3, emotion="anger")
 
 
-def test_ablate_from_the_command_line(tiny_host, tmp_path, capsys):
+def test_ablate_from_the_command_line(run_dir, tmp_path, capsys):
     from irm_lens.cli import main
-    from irm_lens.config import preset
-    from irm_lens.train import train
 
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     code = main(["ablate", str(tmp_path / "run"), "--index", "3", "--max-rows", "2",
                  "--max-new-tokens", "2", "--no-png"])  # fmt: skip
     assert code == 0
@@ -118,7 +114,7 @@ def test_ablation_figure():
 
 
 def test_own_index_ablation_against_controls(tiny_host):
-    from irm_lens.analysis.ablation import own_index_ablation
+    from irm_lens.interventions.ablation import own_index_ablation
 
     irm = IRM.for_host(tiny_host, seed=1, init="torch", masked=(3,))  # writes nothing at 3
     rows = pd.DataFrame({"question": ["Why?", "How so?"], "answer": ["Because.", "Like that."]})

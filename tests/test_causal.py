@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from irm_lens import IRM, encode, load_host
-from irm_lens.analysis.causal import (
+from irm_lens.errors import LayerRangeError
+from irm_lens.interventions.causal import (
     direct_logit_effect,
     irm_index_propagation,
     norm_mediated_effect,
     propagation,
 )
-from irm_lens.errors import LayerRangeError
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_bad_index_and_layer(tiny_host):
 
 
 def test_index_logit_attribution_by_hand(tiny_host):
-    from irm_lens.analysis.causal import index_logit_attribution
     from irm_lens.inject import resid_post_hook
+    from irm_lens.interventions.causal import index_logit_attribution
 
     tokens = _tokens(tiny_host)
     table = index_logit_attribution(tiny_host, tokens, index=4)
@@ -103,7 +103,7 @@ def test_index_logit_attribution_by_hand(tiny_host):
 
 
 def test_one_call_entry_points(tiny_host):
-    from irm_lens.analysis import host_profile, logit_attribution
+    from irm_lens.interventions import host_profile, logit_attribution
 
     tokens = _tokens(tiny_host)
     effects = logit_attribution(tiny_host, tokens, index=2, top=3, scales=(1.0, 2.0))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from irm_lens import IRM
-from irm_lens.analysis.causal import entropy_lever, final_logits
 from irm_lens.evaluate import answer_nll_table, frozen_scale_nll_table
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, layer_of, patch, resid_post_hook
+from irm_lens.interventions.causal import entropy_lever, final_logits
 from irm_lens.irm import IRMConfig
 from irm_lens.prompts import encode
 

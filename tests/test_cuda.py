@@ -8,6 +8,7 @@ import torch
 from irm_lens import IRM, attach, encode, load_host
 from irm_lens.host import load_hf
 from irm_lens.reference import injected_logits
+from tests import _procs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -79,7 +80,6 @@ _GPU_OPTS = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cu
 
 def _gpu_torchrun(n, *args):
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -87,7 +87,7 @@ def _gpu_torchrun(n, *args):
     irm_lens = str(Path(sys.executable).with_name("irm-lens"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            str(n), "--no-python", irm_lens, *args]  # fmt: skip
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return _procs.run(cmd, env=env, timeout=600)
 
 
 @TWO_GPUS
@@ -110,9 +110,9 @@ def test_nccl_two_gpus_train_the_same_irm_as_one(tmp_path, extra):
 def test_plan_estimate_against_peak_cuda_memory(tmp_path, checkpoint_host):
     """The plan's one-process total vs the peak CUDA allocation of real training steps on the
     embedded host in bf16 (prints both: the numbers for benchmarks/RESULTS.md)."""
-    from irm_lens.config import preset
-    from irm_lens.plan import HostShape, PlanInputs, rank_bytes
-    from irm_lens.train import train
+    from irm_lens.training.config import preset
+    from irm_lens.training.plan import HostShape, PlanInputs, rank_bytes
+    from irm_lens.training.train import train
 
     host = load_host(device="cuda", dtype="bfloat16")
     config = preset("quick", device="cuda", dtype="bfloat16", max_steps=3, eval_every=3)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from irm_lens.datasets import EMOTIONS, assign_splits, load_dataset
+from irm_lens.data.datasets import EMOTIONS, assign_splits, load_dataset
 
 
 @pytest.fixture(scope="module")

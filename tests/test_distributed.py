@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from irm_lens.cli import main as cli_main
-from irm_lens.distributed import DistributedError, World, shard_rows
-from irm_lens.sweep import matrix, parse_shard, run_name, run_sweep
-from irm_lens.train import train
+from irm_lens.training.distributed import DistributedError, World, shard_rows
+from irm_lens.training.sweep import matrix, parse_shard, run_name, run_sweep
+from irm_lens.training.train import train
+from tests._procs import children, kill_tree, run
 
 IRM_LENS = str(Path(sys.executable).with_name("irm-lens"))
 # Uneven shares (3 rows over 2 ranks), gradient accumulation, the L1 penalty and an epoch
@@ -43,40 +43,8 @@ def _torchrun(n: int, *args: str) -> list[str]:
             "--nproc-per-node", str(n), "--no-python", IRM_LENS, *args]  # fmt: skip
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`. torchrun starts each rank in a session of its own, so killing
-    the launcher's process group would leave the ranks running."""
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
-def _kill_tree(job: subprocess.Popen) -> None:
-    for pid in [*_descendants(job.pid), job.pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    job.wait(timeout=30)
-
-
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run a torchrun job with its output in files (a rank that outlives the launcher cannot
-    hold a pipe open); on a hang every rank is killed and the test fails with what they printed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out_path, err_path = Path(tmp, "out"), Path(tmp, "err")
-        with out_path.open("w") as out, err_path.open("w") as err:
-            job = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=err, text=True)
-            try:
-                job.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_tree(job)
-                pytest.fail(f"torchrun hung for {timeout} s: {' '.join(cmd[3:])}\n--- stdout ---\n"
-                            f"{out_path.read_text()[-3000:]}\n--- stderr ---\n"
-                            f"{err_path.read_text()[-6000:]}")  # fmt: skip
-        return subprocess.CompletedProcess(cmd, job.returncode, out_path.read_text(),
-                                           err_path.read_text())  # fmt: skip
+    return run(cmd, env=_env(), timeout=timeout)
 
 
 def _max_diff(a: Path, b: Path) -> float:
@@ -96,6 +64,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--parallel", "fsdp", "--checkpoint-host"]])
 def test_two_processes_train_the_same_irm_as_one(reference, tmp_path, extra):
     run = tmp_path / "run"
@@ -111,19 +80,6 @@ def test_two_processes_train_the_same_irm_as_one(reference, tmp_path, extra):
     ours, theirs = (json.loads((r / "summary.json").read_text()) for r in (run, one))
     assert ours["best_step"] == theirs["best_step"]
     assert ours["best_val"] == pytest.approx(theirs["best_val"], abs=1e-5)
-
-
-def _children(parent: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                kids.append(int(entry.name))
-    return kids
 
 
 def _rank_of(pid: int) -> int | None:
@@ -145,6 +101,7 @@ def _saved_step(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_a_killed_rank_stops_the_job_and_the_run_resumes_in_one_process(reference, tmp_path):
     run = tmp_path / "run"
     cmd = _torchrun(2, "train", str(run), *OPTS, "--max-steps", "60")
@@ -156,12 +113,12 @@ def test_a_killed_rank_stops_the_job_and_the_run_resumes_in_one_process(referenc
         while _saved_step(run / "last.safetensors") < 4:
             assert job.poll() is None and time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.02)
-        ranks.update({_rank_of(pid): pid for pid in _children(job.pid)})
+        ranks.update({_rank_of(pid): pid for pid in children(job.pid)})
         os.kill(ranks[1], signal.SIGKILL)
         job.wait(timeout=120)
     finally:
         if job.poll() is None:
-            _kill_tree(job)
+            kill_tree(job)
         for pid in ranks.values():  # a rank the launcher left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -182,7 +139,7 @@ def test_rows_are_shared_round_robin_and_an_empty_share_weighs_nothing():
 
 
 def test_ddp_or_fsdp_without_torchrun_is_refused(tiny_host, tmp_path):
-    from irm_lens.config import preset
+    from irm_lens.training.config import preset
 
     config = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
     for mode in ("ddp", "fsdp"):
@@ -221,7 +178,7 @@ def test_two_shards_train_disjoint_runs_that_complete_the_sweep(tiny_host, tmp_p
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from irm_lens.runlock import run_lock
+    from irm_lens.training.runlock import run_lock
     with run_lock(sys.argv[1], "test holder"):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -268,6 +225,7 @@ def test_a_killed_workers_run_is_resumed_by_the_next(tiny_host, tmp_path):
     assert json.loads((victim / "summary.json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_a_sweep(tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", str(out), "--emotions", "anger,joy,sadness", "--layer-sets", "q1",

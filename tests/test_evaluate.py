@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from irm_lens import IRM, encode
+from irm_lens.data.lexicon import emotion_counts, emotion_profile, lookup
 from irm_lens.evaluate import (
     alignment_summary,
     answer_nll,
@@ -15,8 +16,6 @@ from irm_lens.evaluate import (
     evaluate_run,
     greedy_answers,
 )
-from irm_lens.lexicon import emotion_counts, emotion_profile, lookup
-from irm_lens.train import preset, train
 
 
 def test_lexicon_counts_by_hand():
@@ -53,9 +52,7 @@ def test_batched_greedy_answers_match_one_by_one(tiny_host):
         assert answer == alone.strip()
 
 
-def test_evaluate_run_writes_tables(tiny_host, tmp_path):
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=2)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+def test_evaluate_run_writes_tables(tiny_host, run_dir, tmp_path):
     table = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=3, max_new_tokens=4,
                          progress=False)  # fmt: skip
     assert set(table["metric"]) == {"nll", "nrc_share", "fact_retention"}
@@ -69,11 +66,9 @@ def test_evaluate_run_writes_tables(tiny_host, tmp_path):
     assert summary["nll_host"] > 0 and 0 <= summary["fact_retention_irm"] <= 1
 
 
-def test_host_memo_reuses_host_alone_results(tiny_host, tmp_path, monkeypatch):
+def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monkeypatch):
     from irm_lens import evaluate
 
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     plain = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
                          progress=False)  # fmt: skip
     memo: dict = {}
@@ -114,7 +109,7 @@ def test_alignment_summary_without_an_nrc_category():
 
 
 def test_per_question_nll_adds_up_to_the_mean(tiny_host):
-    from irm_lens.datasets import load_dataset
+    from irm_lens.data.datasets import load_dataset
 
     rows = load_dataset("anger", split="test").head(10)
     irm = IRM.for_host(tiny_host, seed=1, init="torch")

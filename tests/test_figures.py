@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -13,10 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analyses import _runset as runset
 from analyses import report
 from analyses.__main__ import RESULTS
 from analyses._report_mechanism import mechanism_verdicts
+from analyses._runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 from analyses._summaries import (
+    HostProfileSummary,
+    LogitAttributionSummary,
     MediationSummary,
     PropagationSummary,
     ResidualControlSummary,
@@ -24,7 +29,6 @@ from analyses._summaries import (
     from_dict,
     read_typed,
 )
-from irm_lens import runset
 from irm_lens.analysis import verdicts
 from irm_lens.analysis.mechanism import (
     BASIS_VERDICTS,
@@ -33,7 +37,7 @@ from irm_lens.analysis.mechanism import (
     Verdict,
 )
 from irm_lens.errors import IrmLensError
-from irm_lens.runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
+from tests import _procs
 
 ROOT = Path(__file__).resolve().parents[1]
 VERDICTS = verdicts.VERDICTS
@@ -42,8 +46,9 @@ VERDICTS = verdicts.VERDICTS
 def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
             "IRM_LENS_RUNS": str(tmp / "runs"), **env}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "analyses", "--no-progress", *args], cwd=ROOT,
-                          env=full, capture_output=True, text=True, timeout=900)  # fmt: skip
+    return _procs.run(
+        [sys.executable, "-m", "analyses", "--no-progress", *args], cwd=ROOT, env=full, timeout=900
+    )
 
 
 def _figures_here(tmp: Path, monkeypatch, capsys, **env: str) -> tuple[int, str]:
@@ -64,6 +69,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     return tmp, _figures(tmp)
 
 
+@pytest.mark.slow
 def test_fast_run_writes_every_result_and_the_report(fast_run):
     tmp, proc = fast_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -108,6 +114,7 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert "**Specificity**" in text
 
 
+@pytest.mark.slow
 def test_second_run_reuses_every_cached_run(fast_run):
     tmp, first = fast_run
     assert first.returncode == 0
@@ -125,6 +132,7 @@ def test_second_run_reuses_every_cached_run(fast_run):
     assert "A cold `make figures`" in text and "This invocation (partly cached)" in text
 
 
+@pytest.mark.slow
 def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     tmp, first = fast_run
     assert first.returncode == 0
@@ -170,6 +178,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     )
 
 
+@pytest.mark.slow
 def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     tmp, first = fast_run
     assert first.returncode == 0
@@ -214,6 +223,7 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     assert "| anger_long_s42 | 2 |" in text and "| anger_paperloss_long_s42 | 4 |" in text
 
 
+@pytest.mark.slow
 def test_a_missing_stage_is_redone_alone(fast_run, tiny_host):
     tmp, first = fast_run
     assert first.returncode == 0
@@ -332,15 +342,18 @@ def test_report_claims_take_each_kinds_rule():
     rules, _ = report.residual_claim(PROPAGATION, control, striation.rules)
     assert rules["next-token"].verdict == verdicts.REPRODUCED
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED  # no stripes there
-    host = {
-        "dominant_index": 7,
-        "d_model": 16,
-        "median_final_gain": 1.0,
-        "indices": {"7": {"final_gain": 0.5, "final_gain_rank": 1, "max_over_median": 3.0}},
-    }
-    logits = {"entropy_shift_x8": {"7": 0.5}, "random_entropy_shift_x8_median": 0.1,
-              "centred_share_of_predicted_logit_median": {"7": 0.02},
-              "random_indices": [1, 2]}  # fmt: skip
+    host = HostProfileSummary(
+        d_model=16, massive_dims=[], dominant_index=7, dominant_is_massive=False,
+        indices={"7": {"final_gain": 0.5, "final_gain_rank": 1, "max_over_median": 3.0}},
+        median_final_gain=1.0, smallest_gain_index=7,
+    )  # fmt: skip
+    logits = LogitAttributionSummary(
+        dominant_index=7, d_model=16, entropy_shift_x8={"7": 0.5}, random_indices=[1, 2],
+        random_entropy_shift_x8_median=0.1, direct_effect_rank={"7": 1}, massive_index=None,
+        direct_max_abs_effect={"7": 0.1}, direct_top_promoted={"7": []},
+        share_of_predicted_logit_median={"7": 0.02},
+        centred_share_of_predicted_logit_median={"7": 0.02}, norm={},
+    )  # fmt: skip
     dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
     mediation = MediationSummary(
         dominant_index=7, lever_percentile=0.99, lever_dominant=0.5, lever_median=0.01,
@@ -382,7 +395,7 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):
     import errno
 
-    from irm_lens import runset
+    from analyses import _runset as runset
 
     figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
     spec = run_specs(figures)[-1]  # the untrained baseline: no training needed
@@ -405,6 +418,7 @@ def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, 
     assert all(stage_done(run_dir, s) for s in ("train", "record", "evaluate"))
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_the_run_set_and_rank_0_writes(fast_run):
     tmp, first = fast_run
     assert first.returncode == 0
@@ -415,10 +429,37 @@ def test_torchrun_ranks_share_the_run_set_and_rank_0_writes(fast_run):
             "IRM_LENS_RUNS": str(tmp / "runs"), "OMP_NUM_THREADS": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "analyses", "--no-progress", "--only", "striation"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=600)
+    proc = _procs.run(cmd, cwd=ROOT, env=full, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for run_dir in redo:  # each redone once, by one rank
         assert proc.stdout.count(f"{run_dir.name.rsplit('-', 1)[0]} (next-token): evaluate") == 1
         assert (run_dir / "evaluation.csv").exists()
     assert "rank 1 done; rank 0 writes the results" in proc.stdout
     assert proc.stdout.count("striation:") == 1  # the results are written once, by rank 0
+
+
+def test_one_cache_helper_computes_once_and_never_leaves_half_a_table(tmp_path):
+    calls = []
+
+    def compute() -> pd.DataFrame:
+        calls.append(1)
+        return pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+
+    path = tmp_path / "run" / "specificity" / "t.csv"
+    first = runset.cached_table(path, compute)
+    again = runset.cached_table(path, compute)
+    assert calls == [1]
+    pd.testing.assert_frame_equal(first, again)
+
+    def broken() -> pd.DataFrame:
+        raise RuntimeError("stopped mid-way")
+
+    with pytest.raises(RuntimeError):
+        runset.cached_table(tmp_path / "other.csv", broken)
+    assert list(tmp_path.iterdir()) == [tmp_path / "run"]
+    # the key scheme is pinned: results cached by earlier versions keep their names
+    blob = json.dumps([runset.RUNSET_VERSION, "nll_by_question", ["val", "test"], "chat", 256])
+    assert (
+        runset.cache_key("nll_by_question", ("val", "test"), "chat", 256)
+        == (hashlib.sha256(blob.encode()).hexdigest()[:12])
+    )

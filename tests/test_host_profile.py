@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from irm_lens import PAPER_PROMPTS
-from irm_lens.analysis.host_profile import massive_dims, norm_gains, residual_profile, token_kinds
 from irm_lens.inject import write_hook
+from irm_lens.interventions.host_profile import (
+    massive_dims,
+    norm_gains,
+    residual_profile,
+    token_kinds,
+)
 
 
 def test_token_kinds():

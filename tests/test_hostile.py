@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from irm_lens.cli import main
-from irm_lens.runlock import LOCK_NAME, RunLockedError, run_lock
+from irm_lens.training.runlock import LOCK_NAME, RunLockedError, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 S = ["--host", "tiny-random-llama", "--preset", "smoke", "--device", "cpu"]
@@ -82,7 +82,7 @@ def test_run_lock_is_reentrant_in_one_process_and_refuses_another(tmp_path):
         holder = json.loads((run / LOCK_NAME).read_text())
         assert holder["verb"] == "outer" and holder["pid"] == os.getpid()
         code = (
-            "import sys; from irm_lens.runlock import run_lock\n"
+            "import sys; from irm_lens.training.runlock import run_lock\n"
             f"with run_lock({str(run)!r}, 'probe'): pass\n"
         )
         probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -322,7 +322,7 @@ def test_resume_refuses_a_host_with_other_weights(tiny_host, tmp_path):
 
     from irm_lens import load_host
     from irm_lens.errors import CheckpointError
-    from irm_lens.train import preset, train
+    from irm_lens.training.train import preset, train
 
     config = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=2)
     run = tmp_path / "run"
@@ -339,7 +339,7 @@ def test_resume_refuses_a_host_with_other_weights(tiny_host, tmp_path):
 
 
 def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_path, capsys):
-    from irm_lens.config import TrainConfig
+    from irm_lens.training.config import TrainConfig
 
     data = _qa_csv(tmp_path / "d.csv", 40)
     run = tmp_path / "custom"
@@ -359,7 +359,7 @@ def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_pa
 
 
 def test_data_import_defuses_spreadsheet_formulas_and_round_trips(tmp_path):
-    from irm_lens.importers import read_qa_csv, write_qa_csv
+    from irm_lens.data.importers import read_qa_csv, write_qa_csv
 
     src = tmp_path / "src.csv"
     src.write_text(
@@ -485,7 +485,7 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
     out = tmp_path / "analysis"
     for _ in range(2):  # a rerun replaces the folder whole
         assert main(["analyze", str(run), "--no-png", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["anger"]
+    assert sorted(p.name for p in out.iterdir()) == ["anger", "provenance.json"]
     assert main([*ablate, "--out", str(out / "ablation")]) == 0
     assert (out / "ablation" / "ablation.csv").exists()
     from irm_lens import export
@@ -522,8 +522,8 @@ def test_data_synth_refuses_a_row_beyond_the_context(tmp_path, capsys):
 def test_evaluation_pair_is_never_a_mix(finished, tmp_path, monkeypatch):
     import shutil
 
+    from analyses._runset import stage_done
     from irm_lens import evaluate as evaluate_module
-    from irm_lens.runset import stage_done
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)

@@ -9,8 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from irm_lens.datasets import COLUMNS, load_dataset
-from irm_lens.importers import (
+from irm_lens.data.datasets import COLUMNS, load_dataset
+from irm_lens.data.importers import (
     DataImportError,
     ImportReport,
     question_id_for,

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from irm_lens.analysis.index_profile import (
+from irm_lens.cli import main
+from irm_lens.host import load_host
+from irm_lens.inject import resid_pre_hook
+from irm_lens.interventions.index_profile import (
     index_profile,
     massive_activations,
     matched_controls,
     norm_gain_table,
     norm_lever,
 )
-from irm_lens.cli import main
-from irm_lens.host import load_host
-from irm_lens.inject import resid_pre_hook
 from irm_lens.prompts import PAPER_PROMPTS, encode
 
 PROMPTS = list(PAPER_PROMPTS[:3])

@@ -115,8 +115,8 @@ def test_masked_indices_are_zero_in_every_layer_and_survive_save_and_load(tiny_h
 
 
 def test_training_with_a_mask_keeps_the_index_at_zero(tiny_host, tmp_path):
-    from irm_lens.config import preset
-    from irm_lens.train import train
+    from irm_lens.training.config import preset
+    from irm_lens.training.train import train
 
     cfg = preset("smoke", masked=(7,))
     assert type(cfg).from_json(cfg.to_json()) == cfg  # JSON's list reads back as the tuple

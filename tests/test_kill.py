@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from irm_lens.runlock import LOCK_NAME
+import pytest
 
+from irm_lens.training.runlock import LOCK_NAME
+
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 S = ["--host", "tiny-random-llama", "--preset", "smoke", "--device", "cpu"]

@@ -54,6 +54,7 @@ def _number(pattern: str, text: str) -> float:
     return float(found.group(1))
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_tiny_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_this_python_as_kernel(tmp_path, monkeypatch)
     # The kernel inherits this environment, IRM_LENS_CACHE (set by conftest) included.

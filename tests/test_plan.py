@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from irm_lens.cli import main as cli_main
-from irm_lens.config import preset
 from irm_lens.irm import IRM
-from irm_lens.plan import (
+from irm_lens.training.config import preset
+from irm_lens.training.plan import (
     LLAMA_2_7B,
     HostShape,
     PlanInputs,
@@ -51,7 +51,10 @@ def mid_host(tmp_path_factory):
     return load_host(str(where), device="cpu")
 
 
-@pytest.mark.parametrize("host_name", ["tiny_host", "mid_host", "embedded_host"])
+@pytest.mark.parametrize(
+    "host_name",
+    ["tiny_host", "mid_host", pytest.param("embedded_host", marks=pytest.mark.embedded)],
+)
 @pytest.mark.parametrize("checkpoint_host", [False, True])
 def test_activation_estimate_against_what_autograd_keeps(request, host_name, checkpoint_host):
     """Never more than 10 % under; over by at most 10 % on the 30-layer embedded host (measured

@@ -32,3 +32,42 @@ def test_pure_noise_shows_no_striation():
     ]
     assert min(p_values) > 0.01  # none significant
     assert sum(p > 0.05 for p in p_values) >= 4
+
+
+def test_one_call_analyses_a_run_of_planted_prompts():
+    """``analyze_recordings`` (behind ``irm-lens analyze`` and ``make figures``) finds the planted
+    index in every table and pools the prompts in their order."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import pytest
+
+    from irm_lens.analysis.recorded import TABLES, analyze_recordings, paper_heatmap, pooled
+
+    prompts = []
+    for i, n_prompt in enumerate((6, 12)):
+        outputs = _noise(10 + i)
+        outputs[:, :, PLANTED] += 6.0
+        kinds = ["prompt"] * n_prompt + ["generated"] * (N_TOKENS - n_prompt)
+        prompts.append(SimpleNamespace(outputs=outputs, kinds=kinds, name=f"p{i}",
+                                       layers=list(range(N_LAYERS))))  # fmt: skip
+    tables = analyze_recordings(prompts, k=100, n_permutations=50)
+    assert tuple(tables) == TABLES
+    assert int(tables["dominant_indices"]["index"].iloc[0]) == PLANTED
+    assert tables["striation"]["index_share"].iloc[0] > 0.5
+    assert tables["topk_timing"]["prompt"].unique().tolist() == ["p0", "p1"]
+    assert tables["topk_timing"].groupby("prompt")["count"].sum().tolist() == [100, 100]
+    heat = paper_heatmap(prompts)  # prompt tokens + first 10 generated, per prompt
+    top = heat.loc[heat["value"].idxmax()]
+    assert int(top["index"]) == PLANTED and len(heat) == N_LAYERS * D_MODEL
+    expected = torch.cat([prompts[0].outputs[:16], prompts[1].outputs[:22]]).mean(0)
+    got = torch.tensor(heat.sort_values(["layer", "index"])["value"].to_numpy()).view(N_LAYERS, -1)
+    assert torch.allclose(got.double(), expected.double(), atol=1e-5)
+    assert pooled(prompts).shape == (2 * N_TOKENS, N_LAYERS, D_MODEL)
+    only = analyze_recordings(prompts, tables=("striation", "heatmap"), n_permutations=50)
+    assert tuple(only) == ("heatmap", "striation")  # in TABLES order, nothing else computed
+    pd.testing.assert_frame_equal(only["striation"], tables["striation"])
+    with pytest.raises(ValueError, match="empty"):
+        analyze_recordings([])
+    with pytest.raises(ValueError, match="unknown"):
+        analyze_recordings(prompts, tables=("heatmaps",))

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from irm_lens.cli import main
-from irm_lens.config import preset
 from irm_lens.plotting import (
     TableError,
     logit_effect_figure,
@@ -15,7 +14,6 @@ from irm_lens.plotting import (
     propagation_figure,
     striation_figure,
 )
-from irm_lens.train import train
 
 
 def test_propagation_figure_one_legend_entry_per_kind():
@@ -52,9 +50,7 @@ def test_logit_norm_striation_and_profile_figures():
         striation_figure({})
 
 
-def test_analyze_with_host_analyses(tiny_host, tmp_path, capsys):
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+def test_analyze_with_host_analyses(tiny_host, run_dir, tmp_path, capsys):
     assert main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"]) == 0
     code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png",
                  "--host-analyses", "--permutations", "10", "--device", "cpu"])  # fmt: skip

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
 from irm_lens import IRM, attach, encode
 from irm_lens.cli import main
-from irm_lens.config import preset
 from irm_lens.errors import IrmLensError
 from irm_lens.record import (
     PAPER_SAMPLING,
@@ -20,7 +20,8 @@ from irm_lens.record import (
     save_recordings,
     trim_answer,
 )
-from irm_lens.train import train
+from irm_lens.training.config import preset
+from irm_lens.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,7 @@ def test_tokens_with_carriage_returns_and_quotes_round_trip(tiny_host, steer, tm
     assert [b.kinds for b in back] == [rec.kinds, rec.kinds]
 
 
-def test_record_from_the_command_line(tiny_host, tmp_path, capsys):
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+def test_record_from_the_command_line(run_dir, tmp_path, capsys):
     code = main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"])
     assert code == 0 and "recorded 2 prompts" in capsys.readouterr().out
     recs = load_recordings(tmp_path / "run" / "recordings" / "paper")
@@ -138,6 +137,13 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
     assert {"heatmap.csv", "heatmap.html", "topk_timing.csv", "dominant_indices.csv",
             "striation.csv", "sparsity.csv", "layer_topk.csv"} <= names  # fmt: skip
     assert (out / "consistency.csv").exists() and (out / "jaccard.csv").exists()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert set(provenance["inputs"]) == {"anger", "joy"}
+    anger = provenance["inputs"]["anger"]
+    assert anger["run"] == runs[0] and len(anger["irm_sha256"]) == 64
+    assert anger["host"] == "tiny-random-llama" and anger["settings"]["max_new_tokens"] == 4
+    assert provenance["settings"] == {"k": 50, "permutations": 20, "host_analyses": False}
+    assert set(provenance["stack"]) == {"torch", "transformers", "transformer-lens"}
     import pandas as pd
 
     heat = pd.read_csv(out / "anger" / "heatmap.csv")
@@ -146,9 +152,8 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
         load_recordings(tmp_path / "nothing")
 
 
-def test_analyze_refuses_a_recording_of_another_irm(tiny_host, tmp_path):
+def test_analyze_refuses_a_recording_of_another_irm(tiny_host, run_dir, tmp_path):
     cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
     train(cfg.__class__(**{**cfg.__dict__, "seed": 7}), tmp_path / "run", host=tiny_host,
           progress=False, overwrite=True)  # fmt: skip
@@ -157,11 +162,7 @@ def test_analyze_refuses_a_recording_of_another_irm(tiny_host, tmp_path):
     assert not (tmp_path / "a").exists()  # nothing half-written
 
 
-def test_analyze_refuses_a_recording_from_another_host(tiny_host, tmp_path, capsys):
-    import json
-
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+def test_analyze_refuses_a_recording_from_another_host(run_dir, tmp_path, capsys):
     assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
     meta_path = tmp_path / "run" / "recordings" / "paper" / "recording.json"
     meta = json.loads(meta_path.read_text())

@@ -7,10 +7,10 @@ import gc
 import pytest
 import torch
 
-from irm_lens.analysis.host_profile import residual_profile
-from irm_lens.analysis.index_profile import massive_activations
 from irm_lens.host import load_hf, load_host
 from irm_lens.inject import READ_HOOK
+from irm_lens.interventions.host_profile import residual_profile
+from irm_lens.interventions.index_profile import massive_activations
 from irm_lens.prompts import PAPER_PROMPTS
 from irm_lens.rotate import random_rotation, rotate_residual_basis, split_rotated
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from irm_lens.sweep import matrix, paper_matrix, run_name, run_sweep
+from irm_lens.training.sweep import matrix, paper_matrix, run_name, run_sweep
 
 
 def test_paper_matrix_has_the_papers_24_runs():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from irm_lens.cli import main
-from irm_lens.importers import read_qa_csv
-from irm_lens.synth import SAMPLING, synthesize
-from irm_lens.train import preset, train
+from irm_lens.data.importers import read_qa_csv
+from irm_lens.data.synth import SAMPLING, synthesize
+from irm_lens.training.train import preset, train
 
 
 def _source() -> pd.DataFrame:

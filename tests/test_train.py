@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from irm_lens.batches import collate
-from irm_lens.config import RunDirError, TrainConfig, preset
-from irm_lens.losses import next_token_loss, paper_loss
+from irm_lens.data.batches import collate
 from irm_lens.prompts import Encoded
-from irm_lens.train import train
+from irm_lens.training.config import RunDirError, TrainConfig, preset
+from irm_lens.training.losses import next_token_loss, paper_loss
+from irm_lens.training.train import train
 
 
 def test_collate_masks_and_padding():
@@ -71,7 +71,7 @@ def test_train_writes_run_and_keeps_host_frozen(tiny_host, tmp_path):
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {
         "config.json", "irm.safetensors", "last.safetensors", "metrics.csv", "summary.json",
-        ".irm_lens.lock",  # the writer lock (empty once released; see irm_lens.runlock)
+        ".irm_lens.lock",  # the writer lock (empty once released; see irm_lens.training.runlock)
     }  # fmt: skip
     assert (run / ".irm_lens.lock").read_text() == ""
     assert result.steps == 4 and result.stopped == "max_steps"
@@ -154,8 +154,8 @@ def test_step_lr_decays_per_epoch(tiny_host, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monkeypatch):
-    import irm_lens.train as train_module
-    from irm_lens.train import TrainingDivergedError
+    import irm_lens.training.train as train_module
+    from irm_lens.training.train import TrainingDivergedError
 
     cfg = _smoke(max_steps=6, eval_every=2, epochs=3)
     real = train_module.loss_sum
@@ -180,7 +180,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_host, tmp_path, monk
 
 
 def test_early_stopping_on_validation_loss(tiny_host, tmp_path, monkeypatch):
-    import irm_lens.train as train_module
+    import irm_lens.training.train as train_module
 
     rising = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     monkeypatch.setattr(train_module._Trainer, "_val_loss", lambda self: next(rising))

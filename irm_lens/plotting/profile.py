@@ -97,11 +97,25 @@ def index_profile_figure(
             "next-token entropy change (nats), scaled entering layer",
         ),
     )
+    _magnitude_panel(fig, index, magnitude)
+    _gains_panel(fig, index, gains)
+    _lever_panels(fig, index, lever_rms, lever_entropy)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="layer", row=2, col=col)
+    fig.update_xaxes(title_text="layer", row=1, col=1)
+    fig.update_xaxes(title_text="layer (final norm: n_layers)", row=1, col=2)
+    return style(fig, title or f"Residual index {index}: magnitude, norm gains and the norm lever")
+
+
+def _magnitude_panel(fig: go.Figure, index: int, magnitude: pd.DataFrame) -> None:
     mine = magnitude[magnitude["index"] == index]
     for kind, rows in mine.groupby("token_kind"):
         _pair(fig, rows, ("max_abs", f"{index}, {kind}"), ("median_max_abs", f"median, {kind}"),
               KIND_DASH.get(str(kind), "solid"), 1)  # fmt: skip
     fig.update_yaxes(type="log", title_text="max |residual|", row=1, col=1)
+
+
+def _gains_panel(fig: go.Figure, index: int, gains: pd.DataFrame) -> None:
     own = gains[(gains["index"] == index) & (gains["norm"] != "final")]
     for norm, dash in (("ln1", "solid"), ("ln2", "dash")):
         rows = own[own["norm"] == norm]
@@ -119,6 +133,11 @@ def index_profile_figure(
         1,
         2,
     )
+
+
+def _lever_panels(
+    fig: go.Figure, index: int, lever_rms: pd.DataFrame, lever_entropy: pd.DataFrame
+) -> None:
     at_final = lever_rms[lever_rms["norm"] == "final"]
     for k, scale in enumerate(sorted(at_final["scale"].unique())):
         dash = SCALE_DASH[k % len(SCALE_DASH)]
@@ -148,8 +167,3 @@ def index_profile_figure(
                 2,
                 col,
             )
-    for col in (1, 2):
-        fig.update_xaxes(title_text="layer", row=2, col=col)
-    fig.update_xaxes(title_text="layer", row=1, col=1)
-    fig.update_xaxes(title_text="layer (final norm: n_layers)", row=1, col=2)
-    return style(fig, title or f"Residual index {index}: magnitude, norm gains and the norm lever")

@@ -18,13 +18,13 @@ from typing import Any
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.config import TrainConfig, preset
-from irm_lens.distributed import launched, rank_device
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
-from irm_lens.runlock import claim_each
-from irm_lens.runs import run_status
-from irm_lens.train import train
+from irm_lens.training.config import TrainConfig, preset
+from irm_lens.training.distributed import launched, rank_device
+from irm_lens.training.runlock import claim_each
+from irm_lens.training.runs import run_status
+from irm_lens.training.train import train
 
 PAPER_EMOTIONS = ("anger", "sadness", "neutral")
 PAPER_LAYER_SETS = ("q1", "q2", "q3", "q4", "every4", "all")

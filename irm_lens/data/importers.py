@@ -1,6 +1,6 @@
 """Importers for the original IRM project's data: its CSVs and SQuAD 2.0 JSON.
 
-Each reader returns the same tidy DataFrame as :func:`irm_lens.datasets.load_dataset` (columns
+Each reader returns the same tidy DataFrame as :func:`irm_lens.data.datasets.load_dataset` (columns
 ``COLUMNS``) plus an :class:`ImportReport`. Every error names the file and, where it can, the line.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from irm_lens.datasets import COLUMNS, SPLIT_SEED, assign_splits
+from irm_lens.data.datasets import COLUMNS, SPLIT_SEED, assign_splits
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_path
 
@@ -105,7 +105,7 @@ def read_qa_csv(
     Args:
         path: The CSV file (UTF-8, header on line 1).
         emotion: Value of the ``emotion`` column.
-        seed: Seed of :func:`irm_lens.datasets.assign_splits`.
+        seed: Seed of :func:`irm_lens.data.datasets.assign_splits`.
 
     Returns:
         The tidy DataFrame (columns ``COLUMNS``) and an :class:`ImportReport`. Rows repeating a
@@ -186,7 +186,7 @@ def read_squad_json(path: PathLike, *, seed: int = SPLIT_SEED) -> tuple[pd.DataF
 
     Args:
         path: The SQuAD 2.0 JSON file (UTF-8).
-        seed: Seed of :func:`irm_lens.datasets.assign_splits`.
+        seed: Seed of :func:`irm_lens.data.datasets.assign_splits`.
 
     Returns:
         The tidy DataFrame (``question_id`` = SQuAD id, ``reference`` = the answer, ``emotion`` =

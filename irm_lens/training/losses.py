@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from irm_lens.batches import Batch
-from irm_lens.config import LossKind
+from irm_lens.data.batches import Batch
+from irm_lens.training.config import LossKind
 
 
 def next_token_loss(

@@ -1,11 +1,11 @@
 """Training an IRM on a frozen host.
 
-One frozen ``TrainConfig`` per run (``irm_lens.config``), saved as ``config.json`` in the run
-directory beside ``irm.safetensors`` (best by validation loss), ``last.safetensors`` (the
-resumable state: IRM, Adam and counters), ``metrics.csv`` and, once finished, ``summary.json``
-(``irm_lens.runs``). Every file is written atomically. Ctrl-C finishes the current optimizer
-step, saves the state and stops; ``resume=True`` continues, and on CPU ends bit-identical to an
-uninterrupted run.
+One frozen ``TrainConfig`` per run (``irm_lens.training.config``), saved as ``config.json`` in
+the run directory beside ``irm.safetensors`` (best by validation loss), ``last.safetensors``
+(the resumable state: IRM, Adam and counters), ``metrics.csv`` and, once finished,
+``summary.json`` (``irm_lens.training.runs``). Every file is written atomically. Ctrl-C finishes
+the current optimizer step, saves the state and stops; ``resume=True`` continues, and on CPU
+ends bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,9 +27,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import Batch, collate, encode_rows, pad_id
-from irm_lens.config import RunDirError, TrainConfig, preset
-from irm_lens.distributed import (
+from irm_lens.data.batches import Batch, collate, encode_rows, pad_id
+from irm_lens.errors import CheckpointError, IrmLensError
+from irm_lens.files import write_text_atomic
+from irm_lens.host import host_name, load_host
+from irm_lens.inject import attach
+from irm_lens.irm import IRM
+from irm_lens.prompts import Encoded
+from irm_lens.training.config import RunDirError, TrainConfig, preset
+from irm_lens.training.distributed import (
     Parallel,
     ParallelMode,
     World,
@@ -40,16 +46,10 @@ from irm_lens.distributed import (
     rank_device,
     shard_rows,
 )
-from irm_lens.errors import CheckpointError, IrmLensError
-from irm_lens.files import write_text_atomic
-from irm_lens.host import host_name, load_host
-from irm_lens.inject import attach
-from irm_lens.irm import IRM
-from irm_lens.losses import loss_sum, loss_terms
-from irm_lens.memory import cap_allocator_cache, checkpoint_blocks
-from irm_lens.prompts import Encoded
-from irm_lens.runlock import run_lock
-from irm_lens.runs import (
+from irm_lens.training.losses import loss_sum, loss_terms
+from irm_lens.training.memory import cap_allocator_cache, checkpoint_blocks
+from irm_lens.training.runlock import run_lock
+from irm_lens.training.runs import (
     Progress,
     check_run_dir,
     host_identity,
@@ -152,7 +152,8 @@ def train(
         progress: show a progress bar with loss and tokens/s.
         on_step: called with the step number after each optimizer step.
         parallel: ``auto`` (DDP when started by torchrun, else one process), ``none`` (this
-            process alone, also under torchrun), ``ddp`` or ``fsdp`` (``irm_lens.distributed``).
+            process alone, also under torchrun), ``ddp`` or ``fsdp``
+            (``irm_lens.training.distributed``).
         checkpoint_host: recompute the host's blocks (after block 0) in the backward pass
             instead of keeping their activations: less memory, about one more forward of time.
 

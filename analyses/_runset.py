@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.config import FAITHFUL_PAPER_LOSS, PRESETS, TrainConfig, preset
-from irm_lens.datasets import EMOTIONS
-from irm_lens.distributed import launched
+from irm_lens.data.datasets import EMOTIONS
 from irm_lens.errors import IrmLensError
-from irm_lens.files import sha256_file, write_text_atomic
+from irm_lens.files import sha256_file, write_csv_atomic, write_text_atomic
 from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
 from irm_lens.irm import IRM
 from irm_lens.record import (
@@ -43,9 +42,11 @@ from irm_lens.record import (
     record,
     save_recordings,
 )
-from irm_lens.runlock import claim_each
-from irm_lens.runs import run_status
 from irm_lens.stack import versions
+from irm_lens.training.config import FAITHFUL_PAPER_LOSS, PRESETS, TrainConfig, preset
+from irm_lens.training.distributed import launched
+from irm_lens.training.runlock import claim_each
+from irm_lens.training.runs import run_status
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
 RUNSET_VERSION = 3  # 3: paper and held-out prompts recorded in batches of 8
@@ -179,6 +180,28 @@ class FiguresConfig:
         return dataclasses.asdict(self)
 
 
+def digest(value: object) -> str:
+    """The one hash of the run cache: 12 hex digits of the SHA-256 of ``value`` as sorted JSON.
+    Run directories (``RunSpec.key``) and results kept in them (``cache_key``) are named by it."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_key(*parts: object) -> str:
+    """Names an analysis result kept in the run cache: the run set's version plus ``parts``.
+    Change a part when the result's meaning changes."""
+    return digest([RUNSET_VERSION, *parts])
+
+
+def cached_table(path: Path, compute: Callable[[], pd.DataFrame], **read: Any) -> pd.DataFrame:
+    """The table an earlier invocation wrote at ``path``, else ``compute()``, written there
+    atomically (a stopped run leaves no half-written file). ``read``: ``pd.read_csv`` options."""
+    if path.exists():
+        return pd.read_csv(path, **read)
+    table = compute()
+    write_csv_atomic(path, table)
+    return table
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One IRM of the run set: its name, its training config, and whether it is trained."""
@@ -199,7 +222,7 @@ class RunSpec:
             k: getattr(figures, k)
             for k in ("heldout", "paper_max_length", "heldout_tokens", "eval_rows", "eval_tokens")
         }
-        blob = json.dumps(
+        return digest(
             {
                 "version": RUNSET_VERSION,
                 "config": _keyed_config(self.config),
@@ -207,10 +230,8 @@ class RunSpec:
                 "data": _data_digest(),
                 "stages": stage_settings,
                 "stack": versions(),  # another torch/transformers/TL: not the same run
-            },
-            sort_keys=True,
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def directory(self, figures: FiguresConfig) -> Path:
         return figures.runs_dir / f"{self.name}-{self.key(figures)}"
@@ -266,7 +287,7 @@ def stage_done(run_dir: Path, stage: str) -> bool:
 
 
 def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
-    from irm_lens.train import train
+    from irm_lens.training.train import train
 
     if not spec.trained:
         config = spec.config

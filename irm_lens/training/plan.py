@@ -219,10 +219,10 @@ def saved_activation_bytes(
 ) -> int:
     """What autograd keeps for one training forward (host + IRM + next-token loss), in bytes:
     the distinct storages saved for backward, parameters excluded. Measures the activation term."""
-    from irm_lens.batches import Batch
+    from irm_lens.data.batches import Batch
     from irm_lens.inject import attach
-    from irm_lens.losses import loss_sum
-    from irm_lens.memory import checkpoint_blocks
+    from irm_lens.training.losses import loss_sum
+    from irm_lens.training.memory import checkpoint_blocks
 
     params = {p.untyped_storage().data_ptr() for p in [*host.parameters(), *irm.parameters()]}
     seen: dict[int, int] = {}

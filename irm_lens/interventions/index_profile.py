@@ -30,9 +30,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.analysis.host_profile import TOKEN_KINDS, residual_profile, token_kinds
 from irm_lens.host import host_name
 from irm_lens.inject import patch, resid_mid_hook, resid_post_hook, resid_pre_hook
+from irm_lens.interventions.host_profile import TOKEN_KINDS, residual_profile, token_kinds
 from irm_lens.prompts import PromptMode, encode
 
 DEFAULT_SCALES = (0.0, 2.0)

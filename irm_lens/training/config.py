@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from irm_lens.datasets import EMOTIONS, load_dataset
+from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
 
@@ -31,7 +31,7 @@ class TrainConfig:
         emotion: bundled dataset to align to (``anger``, ``sadness``, ``neutral``, ``joy``), or
             the label of the rows in ``data``.
         data: a question/answer CSV to train on instead of a bundled dataset (see
-            ``irm_lens.importers.read_qa_csv``; split by question id).
+            ``irm_lens.data.importers.read_qa_csv``; split by question id).
         host: host name for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
         layers: injected layers, as ``parse_layers`` reads them ("all", "0-7", "every4", "3,7").
         width_mult, depth, init: IRM architecture (paper: 3, 5, "paper").
@@ -128,7 +128,7 @@ class TrainConfig:
         ``emotion``, or the rows of ``data`` split 90/5/5 by question id."""
         if self.data is None:
             return load_dataset(self.emotion, split=split)
-        from irm_lens.importers import read_qa_csv
+        from irm_lens.data.importers import read_qa_csv
 
         frame = read_qa_csv(self.data, emotion=self.emotion)[0]
         return frame if split is None else frame[frame["split"] == split]

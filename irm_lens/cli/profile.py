@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irm_lens.cli_types import at_least
+from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
 
@@ -43,10 +43,10 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from irm_lens.analysis.index_profile import index_profile
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic, write_text_atomic
     from irm_lens.host import load_host
+    from irm_lens.interventions.index_profile import index_profile
     from irm_lens.plotting.profile import index_profile_figure
 
     prompts, scales = _prompts(args.prompts), _scales(args.scales)

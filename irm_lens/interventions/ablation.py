@@ -28,11 +28,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.batches import Batch, collate, encode_rows, pad_id
+from irm_lens.data.batches import Batch, collate, encode_rows, pad_id
+from irm_lens.data.lexicon import emotion_profile
 from irm_lens.evaluate import contains_fact, greedy_answers
 from irm_lens.inject import attach, patch, resid_pre_hook, set_at, set_index, zero_index
 from irm_lens.irm import IRM
-from irm_lens.lexicon import emotion_profile
 from irm_lens.prompts import PromptMode
 
 Intervention = Callable[[], AbstractContextManager[Any]]

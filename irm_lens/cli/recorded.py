@@ -8,30 +8,35 @@ irm-lens ablate RUN_DIR --index I
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from irm_lens.cli_types import at_least
+from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
-from irm_lens.runlock import run_lock
+from irm_lens.training.runlock import run_lock
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-    from irm_lens.config import TrainConfig
     from irm_lens.irm import IRM
+    from irm_lens.training.config import TrainConfig
+
+
+PROVENANCE_KEYS = ("host", "irm", "irm_sha256", "mode", "settings")
+"""What a recording says of where it came from (``recording.json``)."""
 
 
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
-    from irm_lens.config import TrainConfig
     from irm_lens.files import sha256_file
     from irm_lens.host import EMBEDDED
     from irm_lens.irm import IRM
     from irm_lens.record import read_recording_info
+    from irm_lens.training.config import TrainConfig
 
     meta = read_recording_info(recording_dir)
     config_path = run_dir / "config.json"
@@ -56,9 +61,9 @@ def _load_run(
     run_dir: Path, device: str | None, dtype: str | None
 ) -> tuple[TrainConfig, TransformerBridge, IRM]:
     """The config, host and best IRM of a training run."""
-    from irm_lens.config import TrainConfig
     from irm_lens.host import load_host
     from irm_lens.irm import IRM
+    from irm_lens.training.config import TrainConfig
 
     if not (run_dir / "irm.safetensors").exists():
         raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
@@ -129,10 +134,11 @@ def _host_analyses(
     """The analyses that need the host: where the IRM's top index sits in the host."""
     import pandas as pd
 
-    from irm_lens import analysis, plotting
-    from irm_lens.analysis import causal
+    from irm_lens import analysis, interventions, plotting
+    from irm_lens.analysis.recorded import pooled
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic
+    from irm_lens.interventions import causal
     from irm_lens.irm import IRM
     from irm_lens.prompts import encode
     from irm_lens.record import GenerationSettings, read_recording_info, record
@@ -141,9 +147,9 @@ def _host_analyses(
     meta = read_recording_info(run / "recordings" / args.recording)
     mode = meta.get("mode", "plain")
     prompts = [r.prompt for r in recordings]
-    profile = analysis.residual_profile(host, prompts, mode=mode)
-    massive = analysis.massive_dims(profile, ratio=20.0)
-    gains = analysis.norm_gains(host)
+    profile = interventions.residual_profile(host, prompts, mode=mode)
+    massive = interventions.massive_dims(profile, ratio=20.0)
+    gains = interventions.norm_gains(host)
     tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
                           device=host.W_E.device)  # fmt: skip
     untrained = IRM.from_train_config(host, config)
@@ -151,9 +157,8 @@ def _host_analyses(
         GenerationSettings(**meta["settings"]) if "settings" in meta else GenerationSettings()
     )
     base = record(host, untrained, prompts, mode=mode, settings=settings, progress=False)
-    every = torch.cat([r.outputs for r in recordings])
-    baseline = analysis.striation(every, irm.layers, n_permutations=args.permutations,
-                                  baseline=torch.cat([r.outputs for r in base]))  # fmt: skip
+    baseline = analysis.striation(pooled(recordings), irm.layers, n_permutations=args.permutations,
+                                  baseline=pooled(base))  # fmt: skip
     tables = {
         "massive_dims": massive,
         "norm_gains": gains,
@@ -194,12 +199,13 @@ def _host_analyses(
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    import pandas as pd
 
     from irm_lens import analysis, plotting
+    from irm_lens.analysis.recorded import analyze_recordings
     from irm_lens.export import require_browser, save_figure
-    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic
-    from irm_lens.record import load_recordings
+    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic, write_text_atomic
+    from irm_lens.record import load_recordings, read_recording_info
+    from irm_lens.stack import provenance
 
     out = Path(args.out)
     runs = [Path(r) for r in args.run_dirs]
@@ -211,32 +217,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     dominant_tables = {}
     for run in runs:
         recordings = load_recordings(run / "recordings" / args.recording)
-        layers = recordings[0].layers
         name = run.name
-        masks = [analysis.token_mask(r.kinds) for r in recordings]
-        selected = torch.cat([r.outputs[m] for r, m in zip(recordings, masks, strict=True)])
-        every = torch.cat([r.outputs for r in recordings])
-        kinds = [k for r in recordings for k in r.kinds]
-        heat = analysis.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
-        timing = pd.concat(
-            [analysis.topk_timing(r.outputs, r.kinds, k=args.k).assign(prompt=r.name)
-             for r in recordings], ignore_index=True)  # fmt: skip
-        dominant = analysis.dominant_indices(every)
+        tables = analyze_recordings(recordings, k=args.k, n_permutations=args.permutations)
+        heat, dominant = tables["heatmap"], tables["dominant_indices"]
         dominant_tables[name] = dominant
-        stats = analysis.striation(every, layers, n_permutations=args.permutations)
-        sparsity = analysis.sparsity_by_layer(every, layers)
-        tables = {"heatmap": heat, "topk_timing": timing, "dominant_indices": dominant,
-                  "striation": pd.DataFrame([stats]), "sparsity": sparsity,
-                  "layer_topk": analysis.layer_topk(every, layers)}  # fmt: skip
+        stats = {key: float(value) for key, value in tables["striation"].iloc[0].items()}
+        n_tokens = sum(len(r.kinds) for r in recordings)
+        n_paper = sum(int(analysis.token_mask(r.kinds).sum()) for r in recordings)
         top = dominant.iloc[0]
         # One unit per run: a reader sees the old folder or the new one, never a mix.
         with atomic_dir(out / name, replaceable=RESULT_SUFFIXES) as target:
             for key, table in tables.items():
                 write_csv_atomic(target / f"{key}.csv", table)
             first = recordings[0]
-            heat_title = (
-                f"{name}: mean IRM output, {len(selected)} tokens of {len(recordings)} prompts"
-            )
+            heat_title = f"{name}: mean IRM output, {n_paper} tokens of {len(recordings)} prompts"
             k_used = min(args.k, first.outputs.numel())
             timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
             figures = {
@@ -247,7 +241,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 "dominant_indices": plotting.dominant_indices_figure(
                     dominant, highlight=args.highlight
                 ),
-                "sparsity": plotting.sparsity_figure(sparsity),
+                "sparsity": plotting.sparsity_figure(tables["sparsity"]),
             }
             for key, fig in figures.items():
                 save_figure(fig, target, key, png=not args.no_png)
@@ -255,7 +249,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 _host_analyses(run, recordings, int(top["index"]), stats, target, args)
         print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
               f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
-              f"{len(kinds)} tokens -> {out / name}")  # fmt: skip
+              f"{n_tokens} tokens -> {out / name}")  # fmt: skip
+    inputs = {}
+    for run in runs:
+        info = read_recording_info(run / "recordings" / args.recording)
+        inputs[run.name] = {"run": str(run), "recording": args.recording,
+                            **{k: info[k] for k in PROVENANCE_KEYS if k in info}}  # fmt: skip
+    settings = {"k": args.k, "permutations": args.permutations, "host_analyses": args.host_analyses}
+    write_text_atomic(out / "provenance.json",
+                      json.dumps({"inputs": inputs, "settings": settings, **provenance()},
+                                 indent=2, default=str))  # fmt: skip
     if len(dominant_tables) > 1:
         consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
         write_csv_atomic(out / "consistency.csv", consistency)
@@ -267,9 +270,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from irm_lens.analysis.ablation import ablation_study
     from irm_lens.export import require_browser, save_figure
     from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic
+    from irm_lens.interventions.ablation import ablation_study
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)

@@ -18,10 +18,10 @@ import pandas as pd
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from irm_lens.config import RunDirError, TrainConfig
 from irm_lens.errors import CheckpointError
 from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
 from irm_lens.irm import HostFingerprint
+from irm_lens.training.config import RunDirError, TrainConfig
 
 RUN_FILES = (
     "config.json",

@@ -3,8 +3,9 @@
 irm-lens info [HOST]
 irm-lens generate --prompt TEXT [--host HOST] [--irm PATH] [--greedy | --temperature T --seed S]
 irm-lens train | evaluate | sweep | data ...
-irm-lens record | analyze | ablate ...            (irm_lens/cli_recorded.py)
-irm-lens lens decode | attribute | channels ...   (irm_lens/cli_lens.py)
+irm-lens record | analyze | ablate ...            (irm_lens/cli/recorded.py)
+irm-lens lens decode | attribute | channels ...   (irm_lens/cli/lens.py)
+irm-lens profile HOST --index I                   (irm_lens/cli/profile.py)
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 
-from irm_lens import cli_lens, cli_profile, cli_recorded
-from irm_lens.cli_types import at_least, index_list, positive_float
-from irm_lens.distributed import PARALLEL_MODES, launched
+from irm_lens.cli import lens as cli_lens
+from irm_lens.cli import profile as cli_profile
+from irm_lens.cli import recorded as cli_recorded
+from irm_lens.cli.types import at_least, index_list, positive_float
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.seeding import seeded
-
-if TYPE_CHECKING:
-    pass
+from irm_lens.training.distributed import PARALLEL_MODES, launched
 
 _HOST_HELP = (
     "host model: omit for the embedded SmolLM2-135M-Instruct, 'tiny-random-llama', a Hugging "
@@ -147,7 +147,7 @@ _TRAIN_OPTIONS = {
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from irm_lens.train import TrainConfig, preset, train
+    from irm_lens.training.train import TrainConfig, preset, train
 
     run_dir = Path(args.run_dir)
     given = [
@@ -198,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from irm_lens.evaluate import alignment_summary, evaluate_run
-    from irm_lens.train import TrainConfig
+    from irm_lens.training.train import TrainConfig
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "irm.safetensors").exists():
@@ -227,7 +227,7 @@ def _split(text: str, kind: type, option: str) -> list[Any]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from irm_lens.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
+    from irm_lens.training.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
 
     host_opts = {k: getattr(args, k) for k in ("host", "device", "dtype") if getattr(args, k)}
     if args.paper_matrix:
@@ -263,7 +263,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from irm_lens.irm import parse_layers
-    from irm_lens.plan import PlanInputs, host_shape, plan_table
+    from irm_lens.training.plan import PlanInputs, host_shape, plan_table
 
     shape = host_shape(args.host)
     layers = parse_layers(args.layers, shape.n_layers)
@@ -281,7 +281,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
-    from irm_lens.importers import read_source, write_qa_csv
+    from irm_lens.data.importers import read_source, write_qa_csv
 
     frame, report = read_source(args.src)
     write_qa_csv(frame, args.out)
@@ -290,8 +290,8 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from irm_lens.data.synth import read_source, synthesize
     from irm_lens.host import load_host
-    from irm_lens.synth import read_source, synthesize
 
     source = read_source(args.src)
     host = load_host(args.host, device=args.device, dtype=args.dtype)

@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens import importers
 from irm_lens.canary import check_generation
+from irm_lens.data import importers
+from irm_lens.data.importers import read_qa_csv, write_qa_csv
 from irm_lens.host import check_context
-from irm_lens.importers import read_qa_csv, write_qa_csv
 from irm_lens.prompts import encode
 from irm_lens.seeding import seeded
 

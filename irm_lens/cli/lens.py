@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from irm_lens.cli_types import at_least
+from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
 
