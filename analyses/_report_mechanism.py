@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from analyses._summaries import MaskedSummary, MatrixSummary, RotationSummary
+
 NOT_RUN = "not run"
 
 
@@ -39,14 +41,14 @@ def _run_rows(by_run: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def _masked_lines(m: dict[str, Any]) -> list[str]:
-    v = m["verdict"]
+def _masked_lines(m: MaskedSummary) -> list[str]:
+    v = m.verdict
     rows = [
         "| mask | run | specificity [95 % CI] | aligned | top index (rank before) | "
         "dominance ratio [95 % CI] |",
         "|---|---|---|---|---|---|",
     ]
-    for r in m["by_run"]:
+    for r in m.by_run:
         if not r["trained"]:
             continue
         rows.append(
@@ -58,15 +60,15 @@ def _masked_lines(m: dict[str, Any]) -> list[str]:
     subs = ", ".join(
         f"{run}: {s['index']} (final-gain rank {s['final_gain_rank']}, peak "
         f"{s['peak_over_median']:.2g}x the median index)"
-        for run, s in m["substitutes"].items()
+        for run, s in m.substitutes.items()
     )
     return [
-        f"**Masked retraining** (`analyses/masked.py`). The {m['k']} indices most often in the "
-        f"runs' top {m['k']} ({m['masked_top']}) held at 0 in the IRM's output, and as the "
-        f"control {m['k']} random indices ({m['masked_random']}); same seed, data and budget.",
+        f"**Masked retraining** (`analyses/masked.py`). The {m.k} indices most often in the "
+        f"runs' top {m.k} ({m.masked_top}) held at 0 in the IRM's output, and as the "
+        f"control {m.k} random indices ({m.masked_random}); same seed, data and budget.",
         "",
-        f"- **Are the dominant indices needed: {v['verdict']}.** {v['reason']}.",
-        f"- New top index with the top {m['k']} masked (the substitute): {subs}.",
+        f"- **Are the dominant indices needed: {v.verdict}.** {v.reason}.",
+        f"- New top index with the top {m.k} masked (the substitute): {subs}.",
         "",
         *rows,
         "",
@@ -75,23 +77,23 @@ def _masked_lines(m: dict[str, Any]) -> list[str]:
     ]
 
 
-def _matrix_lines(m: dict[str, Any]) -> list[str]:
-    same, early = m["same_index"], m["early_layers"]
+def _matrix_lines(m: MatrixSummary) -> list[str]:
+    same, early = m.same_index, m.early_layers
     by_set: dict[str, list[str]] = {}
-    for r in m["by_run"]:
+    for r in m.by_run:
         if r["trained"]:
             mark = "" if r["aligned"] else " (not aligned)"
             by_set.setdefault(r["layer_set"], []).append(
                 f"{r['emotion']} {r['top1']}{mark}, |out| {r['mean_abs_output']:.3g}"
             )
     return [
-        f"**The paper's run matrix** (`analyses/matrix.py`): {', '.join(m['emotions'])} on the "
+        f"**The paper's run matrix** (`analyses/matrix.py`): {', '.join(m.emotions)} on the "
         "original's layer sets scaled to this host (q1..q4 = quarters of the layers, every 4th, "
-        f"all) and all layers with L1 (alpha {m['l1']['l1_alpha']:g} / n_inject on the sum of "
+        f"all) and all layers with L1 (alpha {m.l1['l1_alpha']:g} / n_inject on the sum of "
         "|outputs|). Aligned runs only count.",
         "",
-        f"- **The same index dominates across layer sets: {same['verdict']}.** {same['reason']}.",
-        f"- **Earlier layer sets get larger outputs: {early['verdict']}.** {early['reason']}.",
+        f"- **The same index dominates across layer sets: {same.verdict}.** {same.reason}.",
+        f"- **Earlier layer sets get larger outputs: {early.verdict}.** {early.reason}.",
         "",
         "| layer set | top index and mean abs output per run |",
         "|---|---|",
@@ -103,10 +105,10 @@ def _matrix_lines(m: dict[str, Any]) -> list[str]:
 
 
 def mechanism_section(
-    rotation: dict[str, Any],
+    rotation: RotationSummary | None,
     profile: dict[str, Any],
-    masked: dict[str, Any] | None = None,
-    matrix: dict[str, Any] | None = None,
+    masked: MaskedSummary | None = None,
+    matrix: MatrixSummary | None = None,
 ) -> list[str]:
     """The section's lines (a pointer to the tier when its results are missing)."""
     lines = ["## What makes one index dominate (issue 13)", ""]
@@ -134,7 +136,7 @@ def mechanism_section(
             "",
         ]
     if rotation:
-        b, o = rotation["basis"], rotation["optimizer"]
+        b, o = rotation.basis, rotation.optimizer
         lines += [
             "**Rotated-basis host and SGD control** (`irm_lens.rotate`, "
             "`irm_lens.analysis.mechanism`). The rotated host computes the same logits (tested: "
@@ -142,18 +144,18 @@ def mechanism_section(
             "ratio = top index's share of total |output| x d_model (1 = uniform), bootstrap "
             "95 % CI over the 7 paper prompts, each against the untrained IRM of the same "
             f"setting read in the same basis; a trained IRM counts when its ratio is at least "
-            f"{rotation['margin']}x its control's (median over aligned runs, at least "
-            f"{rotation['min_runs']} per side). SGD: momentum 0.9, lr {rotation['sgd_lrs'][0]:g} "
+            f"{rotation.margin}x its control's (median over aligned runs, at least "
+            f"{rotation.min_runs} per side). SGD: momentum 0.9, lr {rotation.sgd_lrs[0]:g} "
             "(matched to Adam's total step size over the budget) and, added after that one broke "
-            f"the host, lr {rotation['sgd_lrs'][1]:g}; the verdict uses lr "
-            f"{rotation['sgd_lr_used']:g} (more aligned runs).",
+            f"the host, lr {rotation.sgd_lrs[1]:g}; the verdict uses lr "
+            f"{rotation.sgd_lr_used:g} (more aligned runs).",
             "",
-            f"- **Where the dominant coordinate comes from: {b['verdict']}.** {b['reason']}. "
-            f"Effects (median ratio over its control): {_effects(b['effects'])}.",
-            f"- **Does it need Adam's per-coordinate steps: {o['verdict']}.** {o['reason']}. "
-            f"Effects: {_effects(o['effects'])}.",
+            f"- **Where the dominant coordinate comes from: {b.verdict}.** {b.reason}. "
+            f"Effects (median ratio over its control): {_effects(b.effects)}.",
+            f"- **Does it need Adam's per-coordinate steps: {o.verdict}.** {o.reason}. "
+            f"Effects: {_effects(o.effects)}.",
             "",
-            *_run_rows(rotation["by_run"]),
+            *_run_rows(rotation.by_run),
             "",
             "![rotation](rotation/figure.png)",
             "",
@@ -166,26 +168,23 @@ def mechanism_section(
 
 
 def mechanism_verdicts(
-    rotation: dict[str, Any],
-    masked: dict[str, Any] | None = None,
-    matrix: dict[str, Any] | None = None,
+    rotation: RotationSummary | None = None,
+    masked: MaskedSummary | None = None,
+    matrix: MatrixSummary | None = None,
 ) -> dict[str, str]:
-    """Entries for verdicts.json."""
-    grid = matrix or {}
+    """Entries for verdicts.json (``not run`` for a result that is absent)."""
+
+    def of(verdict: Any) -> str:
+        return verdict.verdict if verdict is not None else NOT_RUN
+
     return {
-        "The same index dominates across the paper's layer sets": grid.get("same_index", {}).get(
-            "verdict", NOT_RUN
+        "The same index dominates across the paper's layer sets": of(matrix and matrix.same_index),
+        "Earlier layer sets get larger IRM outputs": of(matrix and matrix.early_layers),
+        "The IRMs need their dominant indices (masked retraining)": of(masked and masked.verdict),
+        "Where the dominant coordinate comes from (rotated-basis host)": of(
+            rotation and rotation.basis
         ),
-        "Earlier layer sets get larger IRM outputs": grid.get("early_layers", {}).get(
-            "verdict", NOT_RUN
+        "Dominance needs Adam's per-coordinate steps (SGD control)": of(
+            rotation and rotation.optimizer
         ),
-        "The IRMs need their dominant indices (masked retraining)": (masked or {})
-        .get("verdict", {})
-        .get("verdict", NOT_RUN),
-        "Where the dominant coordinate comes from (rotated-basis host)": rotation.get(
-            "basis", {}
-        ).get("verdict", NOT_RUN),
-        "Dominance needs Adam's per-coordinate steps (SGD control)": rotation.get(
-            "optimizer", {}
-        ).get("verdict", NOT_RUN),
     }

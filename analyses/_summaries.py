@@ -2,13 +2,16 @@
 
 Each is a frozen dataclass; the analysis builds it, ``Context.write`` stores it as JSON, and the
 report reads it back with ``read_typed`` (a summary written by another version fails clearly).
-Verdict rules travel as ``analysis.mechanism.Verdict`` per loss kind.
+Verdict rules travel as ``analysis.mechanism.Verdict`` (one) or ``Rules`` (one per loss kind);
+per-run rows stay plain records (``by_run``: a table's rows, as ``data.csv`` holds them).
+``index_profile``'s summary is keyed by the role of the index profiled, so it stays a mapping.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -199,12 +202,70 @@ class LensesSummary:
     concept: dict[str, Any]  # the concept-neuron clamp check ("found" and, if so, its numbers)
 
 
-_RULE_FIELDS = ("rules", "consistency_rules", "dominance_rules")
+@dataclass(frozen=True)
+class RotationSummary:
+    basis: Verdict  # where the dominant coordinate comes from (host basis vs IRM / optimizer)
+    optimizer: Verdict  # does dominance need Adam (SGD control)
+    margin: float
+    min_runs: int
+    sgd_lrs: list[float]
+    sgd_lr_used: float
+    rotation_seed: int
+    aligned: dict[str, list[str]]  # setting -> its aligned runs
+    by_run: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MaskedSummary:
+    verdict: Verdict  # are the dominant indices needed
+    masked_top: list[int]
+    masked_random: list[int]
+    k: int
+    margin: float
+    min_loss: float
+    substitutes: dict[str, dict[str, Any]]  # masked run -> its new top index and host facts
+    by_run: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MatrixSummary:
+    same_index: Verdict
+    early_layers: Verdict
+    top1_aligned: dict[str, list[int]]  # layer set -> top index of each aligned run
+    l1: dict[str, float]
+    emotions: list[str]
+    by_run: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrajectorySummary:
+    runs: list[str]
+    finished: bool
+    schedule: list[int]
+    budget_step: int | None
+    budget_reason: str
+    aligned_by_step: dict[str, int]  # step (as JSON keys it) -> aligned emotions there
+    n_emotions: int
+    seconds_per_step: dict[str, float]  # loss kind -> median training seconds per step
+    seconds_by_run: dict[str, float]
+    minutes_per_budget_step: float
+    max_step_within_limit: int
+    limit_min: float
+    fixed_min: float
+
+
+def _field_value(kind: Any, raw: Any) -> Any:
+    if kind is Verdict:
+        return Verdict(**raw)
+    if kind == Rules:
+        return _rules(raw)
+    return raw
 
 
 def from_dict(cls: type[T], raw: dict[str, Any], source: str) -> T:
     """``cls`` from a summary dict; a dict missing a field (another version wrote it) fails
     with an error naming ``source`` and what to do."""
+    kinds = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     missing = [n for n in names if n not in raw]
     if missing:
@@ -212,8 +273,7 @@ def from_dict(cls: type[T], raw: dict[str, Any], source: str) -> T:
             f"{source}: the summary lacks {missing} (written by another version of irm_lens). "
             "Run that result again: `python -m analyses --only <result>`."
         )
-    values = {n: _rules(raw[n]) if n in _RULE_FIELDS else raw[n] for n in names}
-    return cls(**values)
+    return cls(**{n: _field_value(kinds[n], raw[n]) for n in names})
 
 
 def read_typed(out: Path, result: str, cls: type[T]) -> T | None:

@@ -8,12 +8,11 @@ says about it; ``irm_lens.analysis.mechanism.masking_verdict`` decides.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
 from analyses._common import Context, dominance_rows
+from analyses._summaries import MaskedSummary
 from irm_lens import analysis
 from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, masking_verdict
 from irm_lens.plotting.mechanism import masking_figure
@@ -39,7 +38,7 @@ def _host_facts(ctx: Context, index: int) -> dict[str, float]:
             "peak_over_median": float(peak[index] / peak.median())}  # fmt: skip
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> MaskedSummary:
     top, random = _masks(ctx)
     contexts = {SETTINGS[0]: ctx.variant(), SETTINGS[1]: ctx.variant("masktop", masked=top),
                 SETTINGS[2]: ctx.variant("maskrandom", masked=random)}  # fmt: skip
@@ -68,16 +67,16 @@ def main(ctx: Context) -> dict[str, object]:
         f"Masked retraining: specificity and dominance with the top {K} indices {list(top)} or "
         f"{K} random ones {list(random)} held at 0 ({ctx.figures.host_label}, seed "
         f"{ctx.first_seed})"))  # fmt: skip
-    summary = {
-        "verdict": dataclasses.asdict(verdict),
-        "masked_top": list(top),
-        "masked_random": list(random),
-        "k": K,
-        "margin": MARGIN,
-        "min_loss": MIN_LOSS,
-        "substitutes": substitutes,
-        "by_run": data.to_dict(orient="records"),
-    }
+    summary = MaskedSummary(
+        verdict=verdict,
+        masked_top=list(top),
+        masked_random=list(random),
+        k=K,
+        margin=MARGIN,
+        min_loss=MIN_LOSS,
+        substitutes=substitutes,
+        by_run=data.to_dict(orient="records"),
+    )
     runs = [p for c in contexts.values() for p in c.runs.values()]
     ctx.write("masked", data, fig, summary=summary, runs=[], size=(1300, 650),
               settings={"k": K, "run_dirs": [str(p) for p in runs]})  # fmt: skip

@@ -9,12 +9,12 @@ larger outputs (the summaries' "earlier neurons played a more significant role")
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pandas as pd
 
 from analyses._common import Context, dominance_rows
+from analyses._summaries import MatrixSummary
 from irm_lens.analysis.mechanism import early_layers_verdict, same_index_verdict
 from irm_lens.plotting.mechanism import matrix_figure
 
@@ -33,7 +33,7 @@ def _contexts(ctx: Context) -> dict[str, Context]:
     return found
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> MatrixSummary:
     contexts = _contexts(ctx)
     rows = []
     for setting, c in contexts.items():
@@ -51,14 +51,14 @@ def main(ctx: Context) -> dict[str, object]:
     fig = matrix_figure(data, title=(
         f"The paper's run matrix on {ctx.figures.host_label}: top index per run and mean "
         f"|output| per layer set (seed {ctx.first_seed}; hollow = not aligned)"))  # fmt: skip
-    summary = {
-        "same_index": dataclasses.asdict(same),
-        "early_layers": dataclasses.asdict(early),
-        "top1_aligned": top1,
-        "l1": L1,
-        "emotions": list(EMOTIONS),
-        "by_run": data.to_dict(orient="records"),
-    }
+    summary = MatrixSummary(
+        same_index=same,
+        early_layers=early,
+        top1_aligned=top1,
+        l1=L1,
+        emotions=list(EMOTIONS),
+        by_run=data.to_dict(orient="records"),
+    )
     runs = [p for c in contexts.values() for p in c.runs.values()]
     ctx.write("matrix", data, fig, summary=summary, runs=[], size=(1300, 650),
               settings={"layer_sets": list(LAYER_SETS), "l1": L1,

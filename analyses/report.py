@@ -28,14 +28,19 @@ from analyses._summaries import (
     HostProfileSummary,
     LensesSummary,
     LogitAttributionSummary,
+    MaskedSummary,
+    MatrixSummary,
     MediationSummary,
     PropagationSummary,
     ResidualControlSummary,
+    RotationSummary,
     Rules,
     StriationSummary,
     TimingSummary,
+    TrajectorySummary,
     read_typed,
 )
+from irm_lens.analysis.alignment import MIN_SPECIFICITY
 from irm_lens.analysis.mechanism import Verdict
 from irm_lens.analysis.verdicts import (
     NOT_TESTED,
@@ -343,7 +348,7 @@ def specificity_rows(e: EvaluationSummary) -> str:
 def trajectory_section(out: Path) -> list[str]:
     """The long tier's trajectory and the budget it chose, with the dominance and striation
     rules applied to the last snapshot of its aligned next-token runs ("not run" if absent)."""
-    t = read_summary(out, "trajectory")
+    t = read_typed(out, "trajectory", TrajectorySummary)
     title = "## Training budget: the trajectory (`make figures TIER=long`)"
     if not t:
         return [title, "", "Not run here: `make figures TIER=long`.", ""]
@@ -362,19 +367,19 @@ def trajectory_section(out: Path) -> list[str]:
     stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
                              float(start["index_share"].median()),
                              float(start["cross_layer_corr"].median()))  # fmt: skip
-    budget = t["budget_step"]
+    budget = t.budget_step
     chosen = f"**{budget} steps**" if budget is not None else "**none**"
     return [
         title,
         "",
-        f"IRMs trained up to {max(t['schedule'])} steps ({', '.join(t['runs'])}; "
-        f"{'all runs finished' if t['finished'] else 'not all runs finished yet'}), each "
-        f"measured at steps {t['schedule']} (step 0 is the untrained IRM, each run's control). "
-        f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t['budget_reason']} "
-        f"(aligned emotions per step: {t['aligned_by_step']}; measured training cost "
-        f"{t['minutes_per_budget_step']:.2f} min per step of the whole default run set on top "
-        f"of about {t['fixed_min']:.0f} min that do not depend on it, so a 60-minute cold "
-        f"`make figures` allows steps <= {t['max_step_within_limit']}).",
+        f"IRMs trained up to {max(t.schedule)} steps ({', '.join(t.runs)}; "
+        f"{'all runs finished' if t.finished else 'not all runs finished yet'}), each "
+        f"measured at steps {t.schedule} (step 0 is the untrained IRM, each run's control). "
+        f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t.budget_reason} "
+        f"(aligned emotions per step: {t.aligned_by_step}; measured training cost "
+        f"{t.minutes_per_budget_step:.2f} min per step of the whole default run set on top "
+        f"of about {t.fixed_min:.0f} min that do not depend on it, so a 60-minute cold "
+        f"`make figures` allows steps <= {t.max_step_within_limit}).",
         "",
         f"At step {int(last['step'].max())}, over its aligned next-token runs, against the "
         f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
@@ -539,10 +544,12 @@ def alignment_lines(e: EvaluationSummary) -> list[str]:
         "**Specificity** (`irm_lens.analysis.alignment`): each IRM's relative NLL drop on its own "
         "voice's answers minus the mean drop on the other voices' parallel answers, over every "
         f"question not trained on ({' + '.join(e.heldout_splits)} splits), with a percentile "
-        "bootstrap 95 % CI over questions. A run is *aligned* when this CI and the own-voice "
-        "drop's CI both lie above 0 (an IRM that raises every voice's NLL, its own least, is "
-        "specific but broke the host: not aligned; this second condition was added after a "
-        "first version of this table had labelled the four paper-loss runs aligned): "
+        "bootstrap 95 % CI over questions. A run is *aligned* when this CI lies above "
+        f"{MIN_SPECIFICITY:.2f} (a minimum effect, added after the long tier showed an untrained "
+        "IRM's CI excluding 0 at 0.7 %) and the own-voice drop's CI lies above 0 (an IRM that "
+        "raises every voice's NLL, its own least, is specific but broke the host: not aligned; "
+        "this condition was added after a first version of this table had labelled the four "
+        "paper-loss runs aligned): "
         f"{len(e.aligned_runs)}/{e.n_trained} trained runs "
         f"({', '.join(e.aligned_runs) or 'none'}). The untrained IRM is the control.",
         "",
@@ -576,10 +583,10 @@ def closing_lines(ctx: Context, r: Results) -> list[str]:
         *lens_section(read_typed(out, "lenses", LensesSummary)),
         *trajectory_section(out),
         *mechanism_section(
-            read_summary(out, "rotation"),
+            read_typed(out, "rotation", RotationSummary),
             read_summary(out, "index_profile"),
-            read_summary(out, "masked"),
-            read_summary(out, "matrix"),
+            read_typed(out, "masked", MaskedSummary),
+            read_typed(out, "matrix", MatrixSummary),
         ),
         "## Cost of this run",
         "",
@@ -602,8 +609,9 @@ def main(ctx: Context) -> dict[str, object]:
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
     summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
-    mechanism = [read_summary(out, name) for name in ("rotation", "masked", "matrix")]
-    summary.update(mechanism_verdicts(*mechanism))
+    summary.update(mechanism_verdicts(read_typed(out, "rotation", RotationSummary),
+                                      read_typed(out, "masked", MaskedSummary),
+                                      read_typed(out, "matrix", MatrixSummary)))  # fmt: skip
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     return summary
 

@@ -10,11 +10,10 @@ the untrained IRM of the same setting, and only aligned runs (specificity CI abo
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from analyses._common import Context, dominance_rows
+from analyses._summaries import RotationSummary
 from irm_lens.analysis.mechanism import (
     MARGIN,
     MIN_RUNS,
@@ -45,7 +44,7 @@ def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], 
     return [float(r) for r in at[at["trained"] & at["aligned"]]["ratio"]], control
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> RotationSummary:
     host = ctx.figures.host_label
     rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}")
     sgd = {label: ctx.variant(label, optimizer="sgd", lr=lr) for label, lr in SGD_LRS.items()}
@@ -67,22 +66,22 @@ def main(ctx: Context) -> dict[str, object]:
         f"Dominance ratio of each IRM: original vs rotated-basis host, Adam vs SGD ({host}, "
         f"seed {ctx.first_seed}; hollow = not aligned, diamond = untrained control)"))  # fmt: skip
     trained = data[data["trained"]]
-    summary = {
-        "basis": dataclasses.asdict(basis),
-        "optimizer": dataclasses.asdict(optimizer),
-        "margin": MARGIN,
-        "min_runs": MIN_RUNS,
-        "sgd_lrs": list(SGD_LRS.values()),
-        "sgd_lr_used": list(SGD_LRS.values())[best],
-        "rotation_seed": ROTATION_SEED,
-        "aligned": {
+    summary = RotationSummary(
+        basis=basis,
+        optimizer=optimizer,
+        margin=MARGIN,
+        min_runs=MIN_RUNS,
+        sgd_lrs=list(SGD_LRS.values()),
+        sgd_lr_used=list(SGD_LRS.values())[best],
+        rotation_seed=ROTATION_SEED,
+        aligned={
             s: sorted(
                 trained[(trained["setting"] == s) & trained["aligned"]]["run"].unique().tolist()
             )
             for s in data["setting"].unique()
         },
-        "by_run": data.to_dict(orient="records"),
-    }
+        by_run=data.to_dict(orient="records"),
+    )
     runs = [p for c in (first, rotated, *sgd.values()) for p in c.runs.values()]
     ctx.write("rotation", data, fig, summary=summary, runs=[], size=(1300, 700),
               settings={"rotation_seed": ROTATION_SEED, "sgd_lrs": SGD_LRS,

@@ -33,7 +33,8 @@ from analyses._common import (
     read_summary,
 )
 from analyses._runset import RunSpec, stage_seconds
-from irm_lens.analysis.alignment import specificity
+from analyses._summaries import TrajectorySummary
+from irm_lens.analysis.alignment import specificity, verdict_of
 from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape
 from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
@@ -124,13 +125,13 @@ def _seconds_per_step(ctx: Context, run: str) -> float:
     return stage_seconds(ctx.runs[run]).get("train_s", float("nan")) / max(steps, 1)
 
 
-def main(ctx: Context) -> dict[str, object]:
+def main(ctx: Context) -> TrajectorySummary | None:
     specs = long_specs(ctx)
     kinds = {s.name: s.kind for s in specs}
     emotions = [s.config.emotion for s in specs if s.kind == "next-token"]
     tables, losses, cost = _written(ctx, specs)  # runs an earlier invocation measured
     memo: dict[Any, pd.DataFrame] = {}
-    summary: dict[str, object] = {}
+    summary = None
     if tables:  # rewrite what was kept with this code before training anything
         summary = _write(ctx.subset([]), pd.concat(tables, ignore_index=True),
                          pd.concat(losses, ignore_index=True), cost, kinds, emotions)  # fmt: skip
@@ -184,22 +185,26 @@ def _per_step_minutes(
 
 
 def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[str, float],
-           kinds: dict[str, str], emotions: list[str]) -> dict[str, object]:  # fmt: skip
-    """Write the result so far; the budget needs every emotion of the tier (``emotions``)."""
+           kinds: dict[str, str], emotions: list[str]) -> TrajectorySummary:  # fmt: skip
+    """Write the result so far; the budget needs every emotion of the tier (``emotions``).
+    Verdicts are decided here from the CIs, so rows measured (or committed) under an earlier
+    rule follow the current one."""
+    verdicts = map(verdict_of, table["specificity_low"], table["own_low"])
+    table = table.assign(verdict=list(verdicts))
     rates, per_step_min = _per_step_minutes(ctx, cost, kinds)
     schedule = sorted(int(s) for s in table["step"].unique())
     max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,
                                    per_step_min=per_step_min)  # fmt: skip
     budget = choose_budget(table, emotions, max_step=max_step)
     order = [r for r in kinds if r in cost]
-    summary: dict[str, object] = {
-        "runs": order, "finished": len(order) == len(kinds), "schedule": schedule,
-        "budget_step": budget.step, "budget_reason": budget.reason,
-        "aligned_by_step": budget.aligned_by_step, "n_emotions": budget.n_emotions,
-        "seconds_per_step": rates, "seconds_by_run": cost,
-        "minutes_per_budget_step": per_step_min,
-        "max_step_within_limit": max_step, "limit_min": LIMIT_MIN, "fixed_min": FIXED_MIN,
-    }  # fmt: skip
+    summary = TrajectorySummary(
+        runs=order, finished=len(order) == len(kinds), schedule=schedule,
+        budget_step=budget.step, budget_reason=budget.reason,
+        aligned_by_step={str(k): v for k, v in budget.aligned_by_step.items()},
+        n_emotions=budget.n_emotions, seconds_per_step=rates, seconds_by_run=cost,
+        minutes_per_budget_step=per_step_min, max_step_within_limit=max_step,
+        limit_min=LIMIT_MIN, fixed_min=FIXED_MIN,
+    )  # fmt: skip
     table = table.set_index("run").loc[order].reset_index()  # the tier's run order
     ctx.write("trajectory", table, trajectory_figure(table, losses), summary=summary,
               runs=list(ctx.specs), size=(1300, 850))  # fmt: skip

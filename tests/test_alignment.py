@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irm_lens.analysis.alignment import ALIGNED, NOT_ALIGNED, NOT_TESTED, specificity
+from irm_lens.analysis.alignment import (
+    ALIGNED,
+    MIN_SPECIFICITY,
+    NOT_ALIGNED,
+    NOT_TESTED,
+    specificity,
+    verdict_of,
+)
 
 
 def _table(drops: dict[str, float], n: int = 20, noise: float = 0.0, seed: int = 0):
@@ -71,3 +78,18 @@ def test_an_irm_that_breaks_the_host_is_not_aligned_even_if_specific():
     result = specificity(_table({"anger": -0.5, "joy": -1.2, "neutral": -1.0}, noise=0.02), "anger")
     assert result.low > 0 and result.own_high < 0
     assert result.verdict == NOT_ALIGNED
+
+
+def test_a_small_but_certain_preference_is_below_the_minimum_effect():
+    # the untrained neutral IRM of the long tier: 0.7 % [0.2, 1.2] would exclude 0
+    result = specificity(_table({"neutral": 0.007, "anger": 0.0, "joy": 0.0}, noise=0.001),
+                         "neutral")  # fmt: skip
+    assert 0 < result.low < MIN_SPECIFICITY and result.own_low > 0
+    assert result.verdict == NOT_ALIGNED
+
+
+def test_verdict_of_decides_from_the_two_lower_bounds():
+    assert verdict_of(MIN_SPECIFICITY, 0.01) == ALIGNED
+    assert verdict_of(MIN_SPECIFICITY - 1e-6, 0.01) == NOT_ALIGNED
+    assert verdict_of(0.3, 0.0) == NOT_ALIGNED
+    assert verdict_of(float("nan"), 0.1) == NOT_TESTED

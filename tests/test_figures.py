@@ -25,6 +25,7 @@ from analyses._summaries import (
     MediationSummary,
     PropagationSummary,
     ResidualControlSummary,
+    RotationSummary,
     StriationSummary,
     from_dict,
     read_typed,
@@ -89,7 +90,7 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     text = (out / "REPORT.md").read_text()
     written = json.loads((out / "verdicts.json").read_text())
     original = written.pop(report.ORIGINAL_LOSS)
-    paper_claims = {k: v for k, v in written.items() if k not in mechanism_verdicts({})}
+    paper_claims = {k: v for k, v in written.items() if k not in mechanism_verdicts()}
     assert len(paper_claims) == 6 and set(paper_claims.values()) <= set(VERDICTS)
     assert set(original) == set(paper_claims) and set(original.values()) <= set(VERDICTS)
     for claim, verdict in paper_claims.items():
@@ -156,7 +157,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     assert json.loads((sgd_dir / "config.json").read_text())["optimizer"] == "sgd"
     text = (out / "REPORT.md").read_text()
     written = json.loads((out / "verdicts.json").read_text())
-    basis_claim = next(iter(mechanism_verdicts({})))
+    basis_claim = next(iter(mechanism_verdicts()))
     assert written[basis_claim] == rotation["basis"]["verdict"]
     assert f"**Where the dominant coordinate comes from: {rotation['basis']['verdict']}.**" in text
     assert "| rotated host, Adam | anger_rotated_s42 |" in text
@@ -171,7 +172,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     assert sets == {"q1", "q2", "q3", "q4", "every4", "all", "all + L1"}
     q1_dir = next((tmp / "runs").glob("anger_layersq1_s42-*"))
     assert json.loads((q1_dir / "config.json").read_text())["layers"] == "q1"
-    for claim in mechanism_verdicts({}, {}, {}):
+    for claim in mechanism_verdicts():
         assert written[claim] != "not run", claim  # every mechanism result ran
     assert (
         f"**Earlier layer sets get larger outputs: {matrix['early_layers']['verdict']}.**" in text
@@ -390,6 +391,42 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
             rules={})), "rules": rules}, "test")  # fmt: skip
     assert summary.rules["next-token"] == _rule(verdicts.PARTLY)  # rebuilt as a Verdict
     assert report_striation.rules == {}
+
+
+TYPED = {"striation": "StriationSummary", "dominant_index": "DominanceSummary",
+         "fig3_timing": "TimingSummary", "propagation": "PropagationSummary",
+         "residual_control": "ResidualControlSummary", "mediation": "MediationSummary",
+         "host_profile": "HostProfileSummary", "logit_attribution": "LogitAttributionSummary",
+         "ablation": "AblationSummary", "evaluation": "EvaluationSummary",
+         "fig4_comparison": "Fig4ComparisonSummary", "lenses": "LensesSummary",
+         "rotation": "RotationSummary", "masked": "MaskedSummary", "matrix": "MatrixSummary",
+         "trajectory": "TrajectorySummary"}  # fmt: skip
+
+
+@pytest.mark.parametrize("result", sorted(TYPED))
+def test_every_committed_summary_reads_back_typed(result):
+    """The committed figures/ (the cache of record) read with this code's typed summaries;
+    verdicts come back as ``Verdict``s."""
+    from analyses import _summaries
+
+    cls = getattr(_summaries, TYPED[result])
+    summary = read_typed(ROOT / "figures", result, cls)
+    assert isinstance(summary, cls), f"figures/{result} was not committed"
+    for field in dataclasses.fields(summary):
+        value = getattr(summary, field.name)
+        if field.type in ("Verdict", "Rules"):
+            verdicts_in = [value] if field.type == "Verdict" else list(value.values())
+            assert verdicts_in and all(isinstance(v, Verdict) for v in verdicts_in), field.name
+
+
+def test_mechanism_verdicts_are_not_run_without_their_results():
+    assert set(mechanism_verdicts().values()) == {"not run"}
+    rotation = read_typed(ROOT / "figures", "rotation", RotationSummary)
+    assert rotation is not None
+    written = mechanism_verdicts(rotation)
+    assert written["Where the dominant coordinate comes from (rotated-basis host)"] == (
+        rotation.basis.verdict)  # fmt: skip
+    assert list(written.values()).count("not run") == 3
 
 
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):

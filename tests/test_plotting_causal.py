@@ -82,8 +82,11 @@ def test_analyze_with_host_analyses(tiny_host, run_dir, tmp_path, capsys):
     assert len(promoted) == len(suppressed) > 0 and promoted.min() > suppressed.max()
     scaled = read("norm_mediated_effect")
     assert scaled["scale"].tolist() == sorted(scaled["scale"]) and (scaled["entropy"] > 0).all()
-    versus = read("striation_vs_untrained")
+    # the striation table carries the control: the untrained IRM on the same prompts
+    versus = pd.read_csv(host_dir.parent / "striation.csv")
     assert len(versus) == 1 and int(versus["n_permutations"].iloc[0]) == 10
     shares = versus[["index_share", "layer_share", "resid_share"]].iloc[0].sum()
     assert shares == pytest.approx(1.0, abs=1e-6)
+    assert 0 < versus["baseline_index_share"].iloc[0] < 1
+    assert not (host_dir / "striation_vs_untrained.csv").exists()
     assert "plotly" in (host_dir / "propagation.html").read_text()[:20000].lower()

@@ -8,11 +8,18 @@ made the host likelier to say anything (or that broke it evenly) scores about 0;
 the host towards its voice scores above 0. The 95 % CI resamples questions (paired: one question
 brings its answers in every voice), so it says whether 12-27 questions can tell.
 
-Verdicts: ``aligned`` when both CIs exclude 0 from below: the specificity's (the IRM favours its
-own voice over the others) and the own-voice drop's (it made its own voice likelier at all; an
-IRM that breaks the host raises every voice's NLL, its own less, and is *not* aligned).
+Verdicts (``verdict_of``): ``aligned`` when the specificity's CI lies above ``MIN_SPECIFICITY``
+(the IRM favours its own voice over the others by at least that much: an effect, not just a
+difference from 0) and the own-voice drop's CI lies above 0 (it made its own voice likelier at
+all; an IRM that breaks the host raises every voice's NLL, its own less, and is *not* aligned).
 ``not aligned`` otherwise; ``not tested`` when there are too few questions to resample (fewer
 than ``MIN_QUESTIONS``) or no other voice to compare with.
+
+``MIN_SPECIFICITY`` was added after the long tier had shown an *untrained* IRM (neutral, its
+step-0 snapshot on the embedded host) reading aligned at 0.7 % [0.2, 1.2]: with 27 paired
+questions a random perturbation's voice preference can exclude 0. Two points (0.02) is about
+three times the largest untrained value measured there; every trained next-token run measured
+there lies above 0.15.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from scipy import stats
 
 ALIGNED, NOT_ALIGNED, NOT_TESTED = "aligned", "not aligned", "not tested"
 MIN_QUESTIONS = 5
+MIN_SPECIFICITY = 0.02  # the smallest specificity (CI lower bound) that counts as aligned
 COLUMNS = ("question_id", "target", "condition", "nll_sum", "n_tokens")
 
 
@@ -46,6 +54,15 @@ class Specificity:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def verdict_of(low: float, own_low: float) -> str:
+    """``aligned`` when the specificity CI's lower bound ``low`` reaches ``MIN_SPECIFICITY`` and
+    the own-voice drop's lower bound ``own_low`` is above 0; ``not tested`` when either is NaN
+    (no CI could be computed); ``not aligned`` otherwise."""
+    if np.isnan(low) or np.isnan(own_low):
+        return NOT_TESTED
+    return ALIGNED if low >= MIN_SPECIFICITY and own_low > 0 else NOT_ALIGNED
 
 
 def _drops(sums: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -107,6 +124,5 @@ def specificity(
                              n_resamples=n_resamples, method="percentile", vectorized=False,
                              random_state=np.random.default_rng(seed))  # fmt: skip
     (low, own_low), (high, own_high) = result.confidence_interval
-    verdict = ALIGNED if low > 0 and own_low > 0 else NOT_ALIGNED
     return Specificity(emotion, own, others, own - others, float(low), float(high),
-                       float(own_low), float(own_high), n, verdict)  # fmt: skip
+                       float(own_low), float(own_high), n, verdict_of(low, own_low))  # fmt: skip

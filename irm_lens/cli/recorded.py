@@ -123,78 +123,68 @@ def _cmd_record(args: argparse.Namespace) -> int:
         return 0
 
 
-def _host_analyses(
-    run: Path,
-    recordings: list[Any],
-    top: int,
-    stats: dict[str, float],
-    target: Path,
-    args: argparse.Namespace,
-) -> None:
-    """The analyses that need the host: where the IRM's top index sits in the host."""
-    import pandas as pd
-
-    from irm_lens import analysis, interventions, plotting
+def _untrained_outputs(
+    loaded: tuple[TrainConfig, TransformerBridge, IRM], recording: Path, recordings: list[Any]
+) -> Any:
+    """The control: the run's IRM before training, recorded on the same prompts with the same
+    generation settings, pooled over every token."""
     from irm_lens.analysis.recorded import pooled
-    from irm_lens.export import save_figure
-    from irm_lens.files import write_csv_atomic
-    from irm_lens.interventions import causal
     from irm_lens.irm import IRM
-    from irm_lens.prompts import encode
     from irm_lens.record import GenerationSettings, read_recording_info, record
 
-    config, host, irm = _load_run(run, args.device, args.dtype)
-    meta = read_recording_info(run / "recordings" / args.recording)
-    mode = meta.get("mode", "plain")
+    config, host, _ = loaded
+    meta = read_recording_info(recording)
+    settings = GenerationSettings(**meta.get("settings", {}))
+    untrained = IRM.from_train_config(host, config)
     prompts = [r.prompt for r in recordings]
-    profile = interventions.residual_profile(host, prompts, mode=mode)
-    massive = interventions.massive_dims(profile, ratio=20.0)
-    gains = interventions.norm_gains(host)
+    mode = meta.get("mode", "plain")
+    return pooled(record(host, untrained, prompts, mode=mode, settings=settings, progress=False))
+
+
+def _host_analyses(
+    loaded: tuple[TrainConfig, TransformerBridge, IRM], run: Path, prompts: list[str], top: int,
+    stats: dict[str, float], target: Path, args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """The analyses that need the host: where the IRM's top index sits in the host and what it
+    does there (``interventions.host_profile`` and ``interventions.index_in_host``)."""
+    from irm_lens import interventions, plotting
+    from irm_lens.export import save_figure
+    from irm_lens.files import write_csv_atomic
+    from irm_lens.prompts import encode
+    from irm_lens.record import read_recording_info
+
+    _, host, irm = loaded
+    mode = read_recording_info(run / "recordings" / args.recording).get("mode", "plain")
+    profile = interventions.host_profile(host, prompts, mode=mode)
     tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
                           device=host.W_E.device)  # fmt: skip
-    untrained = IRM.from_train_config(host, config)
-    settings = (
-        GenerationSettings(**meta["settings"]) if "settings" in meta else GenerationSettings()
-    )
-    base = record(host, untrained, prompts, mode=mode, settings=settings, progress=False)
-    baseline = analysis.striation(pooled(recordings), irm.layers, n_permutations=args.permutations,
-                                  baseline=pooled(base))  # fmt: skip
-    tables = {
-        "massive_dims": massive,
-        "norm_gains": gains,
-        "propagation": causal.propagation(host, tokens, index=top),
-        "irm_index_propagation": causal.irm_index_propagation(host, irm, tokens, index=top),
-        "direct_logit_effect": causal.direct_logit_effect(host, top),
-        "index_logit_attribution": causal.index_logit_attribution(host, tokens, index=top),
-        "norm_mediated_effect": causal.norm_mediated_effect(host, tokens, index=top),
-        "striation_vs_untrained": pd.DataFrame([baseline]),
-    }
+    effects = interventions.index_in_host(host, irm, tokens, index=top)
+    massive, gains = profile["massive"], profile["gains"]
     out = target / "host"
-    for key, table in tables.items():
+    for key, table in {"massive_dims": massive, "norm_gains": gains, **effects}.items():
         write_csv_atomic(out / f"{key}.csv", table)
     shown = [top, *[int(i) for i in massive["index"].head(2) if int(i) != top]]
-    untrained_stats = {"index_share": baseline["baseline_index_share"], "layer_share": float("nan"),
-                       "resid_share": float("nan")}  # fmt: skip
+    untrained = {"index_share": stats["baseline_index_share"], "layer_share": float("nan"),
+                 "resid_share": float("nan")}  # fmt: skip
     figures = {
-        "propagation": plotting.propagation_figure(tables["propagation"]),
+        "propagation": plotting.propagation_figure(effects["propagation"]),
         "direct_logit_effect": plotting.logit_effect_figure(
-            tables["direct_logit_effect"], index=top
+            effects["direct_logit_effect"], index=top
         ),
         "norm_mediated_effect": plotting.norm_effect_figure(
-            tables["norm_mediated_effect"], index=top
+            effects["norm_mediated_effect"], index=top
         ),
-        "massive_dims": plotting.massive_dims_figure(profile, indices=shown),
-        "striation": plotting.striation_figure({run.name: stats, "untrained IRM": untrained_stats}),
+        "massive_dims": plotting.massive_dims_figure(profile["residual"], indices=shown),
+        "striation": plotting.striation_figure({run.name: stats, "untrained IRM": untrained}),
     }
     for key, fig in figures.items():
         save_figure(fig, out, key, png=not args.no_png)
-    gain = gains.set_index("index").loc[top]
+    rank = int(gains.set_index("index").loc[top]["final_gain_rank"])
     is_massive = top in set(massive["index"].astype(int))
-    rank = int(gain["final_gain_rank"])
     print(
         f"  index {top}: massive-activation dim: {'yes' if is_massive else 'no'} (host's: "
         f"{massive['index'].head(3).tolist()}); final-norm gain rank {rank} of {len(gains)}; "
-        f"untrained IRM index share {baseline['baseline_index_share']:.2f}"
+        f"untrained IRM index share {stats['baseline_index_share']:.2f}"
     )
 
 
@@ -218,7 +208,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for run in runs:
         recordings = load_recordings(run / "recordings" / args.recording)
         name = run.name
-        tables = analyze_recordings(recordings, k=args.k, n_permutations=args.permutations)
+        loaded = _load_run(run, args.device, args.dtype) if args.host_analyses else None
+        recording = run / "recordings" / args.recording
+        baseline = _untrained_outputs(loaded, recording, recordings) if loaded else None
+        tables = analyze_recordings(recordings, k=args.k, n_permutations=args.permutations,
+                                    baseline=baseline)  # fmt: skip
         heat, dominant = tables["heatmap"], tables["dominant_indices"]
         dominant_tables[name] = dominant
         stats = {key: float(value) for key, value in tables["striation"].iloc[0].items()}
@@ -245,8 +239,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             }
             for key, fig in figures.items():
                 save_figure(fig, target, key, png=not args.no_png)
-            if args.host_analyses:
-                _host_analyses(run, recordings, int(top["index"]), stats, target, args)
+            if loaded:
+                prompts = [r.prompt for r in recordings]
+                _host_analyses(loaded, run, prompts, int(top["index"]), stats, target, args)
         print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
               f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
               f"{n_tokens} tokens -> {out / name}")  # fmt: skip

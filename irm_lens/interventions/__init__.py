@@ -5,6 +5,7 @@ on recorded outputs.
     propagation, irm_index_propagation                          a push at an index, layer by layer
     direct_logit_effect, index_logit_attribution, logit_attribution, norm_mediated_effect
                                                                 its effect on the logits
+    index_in_host                                               all of these for one index
     ablation_study                                              ablating one index
     index_profile                                               an index's profile and norm lever
 """
@@ -12,6 +13,7 @@ on recorded outputs.
 from irm_lens.interventions.ablation import ablation_study
 from irm_lens.interventions.causal import (
     direct_logit_effect,
+    index_in_host,
     index_logit_attribution,
     irm_index_propagation,
     logit_attribution,
@@ -29,6 +31,7 @@ __all__ = [
     "ablation_study",
     "direct_logit_effect",
     "host_profile",
+    "index_in_host",
     "index_logit_attribution",
     "irm_index_propagation",
     "logit_attribution",

@@ -6,6 +6,8 @@
 - ``irm_index_propagation``: the same for the IRM's own output restricted to index ``i``.
 - ``direct_logit_effect``: the tokens index ``i`` promotes and suppresses through the final norm's
   gain and the unembedding (the host's raw coordinates, RMS scale ignored).
+- ``index_in_host``: all of the above for one index, the tables ``irm-lens analyze
+  --host-analyses`` writes.
 - ``norm_mediated_effect``: next-token entropy and top-1 probability as ``x_i`` is scaled before
   the final norm, where a large ``x_i`` with a small gain acts through the RMS denominator as a
   temperature on every other coordinate.
@@ -308,3 +310,18 @@ def entropy_lever(
             scaled[torch.arange(len(idx)), :, idx] *= scale
             shifts.append((entropy(final_logits(host, scaled)) - base).abs().mean(-1))
     return torch.cat(shifts).cpu().numpy()
+
+
+def index_in_host(
+    host: TransformerBridge, irm: IRM, tokens: Tensor, *, index: int
+) -> dict[str, pd.DataFrame]:
+    """How ``index`` acts in the host, in one call: ``propagation``, ``irm_index_propagation``
+    (``irm``'s own output at the index), ``direct_logit_effect``, ``index_logit_attribution`` and
+    ``norm_mediated_effect``, each on ``tokens`` where it runs the host."""
+    return {
+        "propagation": propagation(host, tokens, index=index),
+        "irm_index_propagation": irm_index_propagation(host, irm, tokens, index=index),
+        "direct_logit_effect": direct_logit_effect(host, index),
+        "index_logit_attribution": index_logit_attribution(host, tokens, index=index),
+        "norm_mediated_effect": norm_mediated_effect(host, tokens, index=index),
+    }
