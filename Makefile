@@ -105,6 +105,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_train_throughput
 	$(PY) -m benchmarks.bench_record
 	$(PY) -m benchmarks.bench_analyses
+	$(PY) -m benchmarks.bench_export
 	$(PY) -m benchmarks.bench_distributed
 
 # The paper's figures and REPORT.md (analyses/, results in figures/). Variables (see README):

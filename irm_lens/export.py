@@ -5,15 +5,21 @@ The HTML embeds plotly.js, so it opens offline.
 kaleido renders PNGs with a Chromium-family browser. ``make install`` installs Debian's
 ``chromium`` when none is present; ``BROWSER_PATH`` points kaleido at another one. Without a
 browser, PNG export raises ``ExportError`` with what to do, after the HTML has been written.
+The first PNG of a process starts one browser (kaleido's sync server) that every later PNG
+reuses until the process exits: about 4x less time per figure than a browser per figure
+(``benchmarks/bench_export.py``), the same pixels.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from irm_lens.errors import IrmLensError
@@ -24,6 +30,31 @@ _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-sta
 
 class ExportError(IrmLensError, RuntimeError):
     """A figure that could not be written in a requested format."""
+
+
+_server = {"running": False}
+
+
+def keep_browser(keep: bool = True) -> None:
+    """Start (``keep``) or stop kaleido's browser server for this process. ``save_figure`` starts
+    it on the first PNG; it is stopped at exit. Stop it before forking a process that renders."""
+    import kaleido
+
+    if keep and not _server["running"]:
+        kaleido.start_sync_server(plotlyjs=pio.defaults.plotlyjs or None, silence_warnings=True)
+        if not _server.get("registered"):
+            atexit.register(keep_browser, False)
+            _server["registered"] = True
+    elif not keep and _server["running"]:
+        kaleido.stop_sync_server(silence_warnings=True)
+    _server["running"] = keep
+
+
+def _to_png(fig: go.Figure, width: int, height: int, scale: float) -> bytes:
+    keep_browser()
+    with warnings.catch_warnings():  # plotly passes its plotly.js path; the server has it
+        warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
+        return fig.to_image(format="png", width=width, height=height, scale=scale)
 
 
 def find_browser() -> str | None:
@@ -100,7 +131,7 @@ def save_figure(
     os.environ.setdefault("BROWSER_PATH", browser)
     png_path = out / f"{stem}.png"
     try:
-        data = fig.to_image(format="png", width=width, height=height, scale=scale)
+        data = _to_png(fig, width, height, scale)
     except Exception as exc:  # kaleido/choreographer raise many types; report them all the same way
         raise ExportError(
             f"kaleido could not render {png_path} with {browser}: {type(exc).__name__}: {exc}. "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 
-from irm_lens.export import ExportError, find_browser, save_figure
+from irm_lens import export as _export
+from irm_lens.export import ExportError, find_browser, keep_browser, save_figure
 
 
 def _figure() -> go.Figure:
@@ -42,3 +43,17 @@ def test_unwritable_directory_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ExportError, match="Cannot create the figure directory"):
         save_figure(_figure(), blocker / "fig", png=False)
+
+
+def test_the_kept_browser_renders_the_same_png_as_a_fresh_one(tmp_path):
+    if find_browser() is None:
+        pytest.skip("no Chromium: run `make browser` (PNG export is then impossible here)")
+    fig = _figure()
+    keep_browser(False)
+    fresh = fig.to_image(format="png", width=300, height=200, scale=1.0)  # a browser per call
+    first = save_figure(fig, tmp_path / "a", width=300, height=200, scale=1.0)["png"]
+    assert _export._server["running"]  # the first PNG started the kept browser
+    second = save_figure(fig, tmp_path / "b", width=300, height=200, scale=1.0)["png"]
+    assert first.read_bytes() == second.read_bytes() == fresh
+    keep_browser(False)
+    assert not _export._server["running"]
