@@ -4,7 +4,9 @@ A run set is every IRM the paper's figures need on one host: each emotion on all
 seed (next-token loss), each emotion with the original's ``paper`` loss for the first seed, and an
 untrained IRM of the first seed as the baseline. Every run lives in a cache directory keyed by a
 hash of everything that defines it (training config, bundled data, stage settings), so a second
-``make figures`` reuses it and a changed setting trains a new one beside it.
+``make figures`` reuses it and a changed setting trains a new one beside it; a run whose config
+only raises a cached run's ``max_steps`` (a longer schedule) starts from a copy of that run's
+training state instead of step 0 (``extension_problem`` says when it may).
 
 Each run goes through three stages, each resumable and skipped once done:
 ``train`` (``summary.json``), ``record`` (``recordings/paper`` with the original's sampling and
@@ -20,6 +22,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.data.datasets import EMOTIONS
 from irm_lens.errors import IrmLensError
-from irm_lens.files import sha256_file, write_csv_atomic, write_text_atomic
+from irm_lens.files import atomic_path, sha256_file, write_csv_atomic, write_text_atomic
 from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
 from irm_lens.irm import IRM
 from irm_lens.record import (
@@ -46,7 +49,7 @@ from irm_lens.stack import versions
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, PRESETS, TrainConfig, preset
 from irm_lens.training.distributed import launched
 from irm_lens.training.runlock import claim_each
-from irm_lens.training.runs import run_status
+from irm_lens.training.runs import extension_problem, run_status
 
 # Bump when a stage's output format or meaning changes: old cached runs are then not reused.
 RUNSET_VERSION = 3  # 3: paper and held-out prompts recorded in batches of 8
@@ -286,7 +289,35 @@ def stage_done(run_dir: Path, stage: str) -> bool:
     return all((run_dir / m).exists() for m in markers[stage])
 
 
-def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool) -> None:
+def _shorter_run(spec: RunSpec, figures: FiguresConfig) -> Path | None:
+    """A finished run in the cache that ``spec`` extends: the same run (name, data, stages,
+    library versions) but for a smaller ``max_steps`` (``extension_problem``)."""
+    for path in sorted(figures.runs_dir.glob(f"{spec.name}-*/config.json")):
+        saved = TrainConfig.load(path)
+        same = dataclasses.replace(spec, config=saved).directory(figures) == path.parent
+        if same and stage_done(path.parent, "train") and not extension_problem(saved, spec.config):
+            return path.parent
+    return None
+
+
+def _copy_training(source: Path, run_dir: Path) -> float:
+    """Copy the training files of the run in ``source`` into ``run_dir``, each atomically and
+    ``config.json`` last (a copy cut short is not a run); the seconds it trained for."""
+    names = [p.relative_to(source) for p in sorted(source.glob("snapshots/*.safetensors"))]
+    names += [Path(n) for n in ("last.safetensors", "irm.safetensors", "metrics.csv",
+                                "summary.json", "config.json")]  # fmt: skip
+    for name in names:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / name) as tmp:
+            shutil.copyfile(source / name, tmp)
+    return stage_seconds(source).get("train_s", 0.0)
+
+
+def _train(
+    spec: RunSpec, run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
+) -> float:
+    """Train ``spec`` into ``run_dir``, resuming what is there or extending a shorter cached
+    run of it; the seconds of training done before this call (an extended run's)."""
     from irm_lens.training.train import train
 
     if not spec.trained:
@@ -297,17 +328,21 @@ def _train(spec: RunSpec, run_dir: Path, host: TransformerBridge, progress: bool
         irm.save(run_dir / "irm.safetensors")
         summary = {"steps": 0, "stopped": "untrained", "best_val": None}
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
-        return
-    status = run_status(run_dir, spec.config)
+        return 0.0
+    status, earlier = run_status(run_dir, spec.config), 0.0
+    shorter = _shorter_run(spec, figures) if status == "new" else None
+    if shorter is not None:  # go on from where it stopped instead of training from step 0
+        earlier, status = _copy_training(shorter, run_dir), "shorter"
     if status == "conflict":
         raise IrmLensError(
             f"{run_dir} holds another run's config; the cache is keyed by config, so it was "
             "edited by hand. Delete that directory and run again."
         )
-    result = train(spec.config, run_dir, resume=status == "partial", host=host,
+    result = train(spec.config, run_dir, resume=status != "new", host=host,
                    progress=progress, parallel="none")  # fmt: skip
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(f"training of {spec.name} interrupted; run again to resume")
+    return earlier
 
 
 def _record(
@@ -410,14 +445,14 @@ def ensure_runs(
         if log is not None and (todo or not world.parallel):
             log(f"{who}[run {i + 1}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
         for stage in todo:  # under the run's lock, which also clears what killed writers left
-            started = time.monotonic()
+            started, earlier = time.monotonic(), 0.0
             if stage == "train":
-                _train(spec, run_dir, get_host(), progress)
+                earlier = _train(spec, run_dir, get_host(), figures, progress)
             elif stage == "record":
                 _record(spec, run_dir, get_host(), figures, progress)
             else:
                 _evaluate(run_dir, get_host(), figures, progress, host_memo)
-            _note_duration(run_dir, stage, time.monotonic() - started)
+            _note_duration(run_dir, stage, earlier + time.monotonic() - started)
 
     # Another process (a rank of this job, a second `make figures`) working on a run: come back
     # to it until it is finished; a run left half done by a killed worker is taken over.

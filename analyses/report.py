@@ -360,7 +360,9 @@ def trajectory_section(out: Path) -> list[str]:
         f"{r.cross_layer_corr:.3f} |"
         for r in data.itertuples()
     ]
-    last = data[data["step"] == data["step"].max()]
+    last = data.loc[data.groupby("run", sort=False)["step"].idxmax()]  # a run may stop early
+    trained = pd.read_csv(out / "trajectory" / "losses.csv").groupby("run", sort=False)["step"]
+    steps = ", ".join(f"{run} {int(n)}" for run, n in trained.max().items())
     kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
     start = data[data["step"] == 0]
     dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
@@ -372,16 +374,20 @@ def trajectory_section(out: Path) -> list[str]:
     return [
         title,
         "",
-        f"IRMs trained up to {max(t.schedule)} steps ({', '.join(t.runs)}; "
+        f"IRMs trained up to {max(t.schedule)} steps or until their validation loss stopped "
+        f"improving (steps trained: {steps}; "
         f"{'all runs finished' if t.finished else 'not all runs finished yet'}), each "
-        f"measured at steps {t.schedule} (step 0 is the untrained IRM, each run's control). "
+        f"measured at steps {t.schedule} it reached (step 0 is the untrained IRM, each run's "
+        "control). "
         f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t.budget_reason} "
         f"(aligned emotions per step: {t.aligned_by_step}; measured training cost "
         f"{t.minutes_per_budget_step:.2f} min per step of the whole default run set on top "
         f"of about {t.fixed_min:.0f} min that do not depend on it, so a 60-minute cold "
         f"`make figures` allows steps <= {t.max_step_within_limit}).",
         "",
-        f"At step {int(last['step'].max())}, over its aligned next-token runs, against the "
+        "At each run's last snapshot (step "
+        + ", ".join(f"{r.step} for {r.run}" for r in last.itertuples())
+        + "), over the aligned next-token runs, against the "
         f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
         f"striation **{stripes.verdict}** ({stripes.reason}).",
         "",

@@ -67,6 +67,11 @@ def test_train_resume_and_evaluate_from_the_command_line(capsys, tmp_path):
     assert main(["train", run, *common]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["train", run, "--resume"]) == 0  # a finished run stays finished
+    assert "done: 2 steps" in capsys.readouterr().out
+    assert main(["train", run, "--resume", "--max-steps", "1"]) == 2
+    assert "max_steps 1 is not larger than the saved run's 2" in capsys.readouterr().err
+    assert main(["train", run, "--resume", "--max-steps", "4"]) == 0  # extended by 2 steps
+    assert "done: 4 steps (max_steps)" in capsys.readouterr().out
     assert main(["evaluate", run, "--max-rows", "2", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "nll_drop" in out and "evaluation.csv" in out

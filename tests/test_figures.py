@@ -429,6 +429,45 @@ def test_mechanism_verdicts_are_not_run_without_their_results():
     assert list(written.values()).count("not run") == 3
 
 
+def test_a_longer_schedule_extends_the_cached_shorter_run(tmp_path, tiny_host, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    import irm_lens.training.train as train_module
+    from irm_lens.training.train import train
+
+    figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
+    base = run_specs(figures)[0]
+    short_config = dataclasses.replace(base.config, max_steps=4, eval_every=2, epochs=3,
+                                       snapshots=(0, 2, 4))  # fmt: skip
+    short = dataclasses.replace(base, name="anger_long", config=short_config)
+    long = dataclasses.replace(short, config=dataclasses.replace(
+        short_config, max_steps=8, snapshots=(0, 2, 4, 8)))  # fmt: skip
+    assert short.directory(figures) != long.directory(figures)  # keyed by config
+    steps: list[int] = []
+    real_step = train_module._Trainer._step
+
+    def counted(self):
+        steps.append(self.prog.step + 1)
+        return real_step(self)
+
+    monkeypatch.setattr(train_module._Trainer, "_step", counted)
+    for spec in (short, long):
+        run_dir = spec.directory(figures)
+        run_dir.mkdir(parents=True)
+        runset._train(spec, run_dir, tiny_host, figures, progress=False)
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # the longer run trained only its last 4 steps
+    assert stage_done(short.directory(figures), "train")  # the shorter run stays as it was
+    monkeypatch.setattr(train_module._Trainer, "_step", real_step)
+    train(long.config, tmp_path / "straight", host=tiny_host, progress=False)
+    names = ["irm.safetensors", "last.safetensors", "snapshots/step-000008.safetensors",
+             "snapshots/step-000002.safetensors"]  # fmt: skip
+    for name in names:  # the tensors (the state's header also keeps tokens/s)
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(long.directory(figures) / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):
     import errno
 

@@ -427,7 +427,7 @@ def test_a_corrupt_best_irm_is_named_by_resume_and_analyze(finished, tmp_path, c
 
 def test_options_that_cannot_apply_to_resume_are_refused(finished, capsys):
     before = _snapshot(finished)
-    for extra in (["--max-steps", "100"], ["--preset", "paper"], ["--host", "x"], ["--overwrite"]):
+    for extra in (["--lr", "0.1"], ["--preset", "paper"], ["--host", "x"], ["--overwrite"]):
         assert main(["train", str(finished), "--resume", *extra]) == 2, extra
         err = capsys.readouterr().err
         assert "cannot apply" in err and extra[0] in err, extra

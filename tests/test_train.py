@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import re
 import signal
 
 import pandas as pd
@@ -16,6 +18,7 @@ from irm_lens.data.batches import collate
 from irm_lens.prompts import Encoded
 from irm_lens.training.config import RunDirError, TrainConfig, preset
 from irm_lens.training.losses import next_token_loss, paper_loss
+from irm_lens.training.runs import extension_problem, run_status
 from irm_lens.training.train import train
 
 
@@ -144,6 +147,60 @@ def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss, optim
         pd.read_csv(tmp_path / "a" / "metrics.csv")[cols],
         pd.read_csv(tmp_path / "b" / "metrics.csv")[cols],
     )
+
+
+def test_a_finished_run_extended_ends_as_the_longer_run(tiny_host, tmp_path):
+    longer = _smoke(max_steps=6, eval_every=2, epochs=3, max_train_rows=8, snapshots=(0, 2, 4, 6))
+    shorter = dataclasses.replace(longer, max_steps=4, snapshots=(0, 2, 4))
+    train(longer, tmp_path / "a", host=tiny_host, progress=False)
+    train(shorter, tmp_path / "b", host=tiny_host, progress=False)
+    assert run_status(tmp_path / "b", longer) == "shorter"
+    extended = train(longer, tmp_path / "b", host=tiny_host, progress=False, resume=True)
+    assert extended.steps == 6 and extended.stopped == "max_steps"
+    assert TrainConfig.load(tmp_path / "b" / "config.json") == longer
+    assert run_status(tmp_path / "b", longer) == "done"
+    names = ["irm.safetensors", "last.safetensors"]
+    names += [f"snapshots/step-{s:06d}.safetensors" for s in longer.snapshots]
+    for name in names:
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    cols = ["step", "epoch", "train_loss", "val_loss", "lr"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "metrics.csv")[cols],
+        pd.read_csv(tmp_path / "b" / "metrics.csv")[cols],
+    )
+
+
+def test_what_may_not_extend_a_run_is_named():
+    saved = _smoke(max_steps=4, eval_every=2, snapshots=(0, 2))
+    fine = [dict(max_steps=8), dict(max_steps=None), dict(max_steps=8, snapshots=(0, 2, 6))]
+    for change in fine:
+        assert extension_problem(saved, dataclasses.replace(saved, **change)) is None, change
+    cases = [
+        (saved, dict(max_steps=4), "max_steps 4 is not larger than the saved run's 4"),
+        (saved, dict(max_steps=8, lr=0.5), r"differs in \['lr'\]"),
+        (saved, dict(max_steps=8, snapshots=(0, 2, 4)), "snapshots up to step 4 differ"),
+        (dataclasses.replace(saved, max_steps=3), dict(max_steps=8),
+         "max_steps 3 is not a multiple of eval_every 2"),
+    ]  # fmt: skip
+    for old, change, reason in cases:
+        problem = extension_problem(old, dataclasses.replace(old, **change))
+        assert problem is not None and re.search(reason, problem), (reason, problem)
+
+
+def test_an_early_stopped_run_is_finished_under_a_larger_cap(tiny_host, tmp_path, monkeypatch):
+    import irm_lens.training.train as train_module
+
+    # validation never improves after its first pass: patience 1 stops the run at step 4
+    monkeypatch.setattr(train_module._Trainer, "_val_loss", lambda self: 1.0)
+    cfg = _smoke(max_steps=6, eval_every=2, epochs=3, max_train_rows=8, patience=1)
+    first = train(cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert (first.steps, first.stopped) == (4, "early_stop")
+    again = train(dataclasses.replace(cfg, max_steps=10), tmp_path / "run", host=tiny_host,
+                  progress=False, resume=True)  # fmt: skip
+    assert (again.steps, again.stopped) == (4, "early_stop")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
+    assert TrainConfig.load(tmp_path / "run" / "config.json").max_steps == 10
 
 
 def test_step_lr_decays_per_epoch(tiny_host, tmp_path):

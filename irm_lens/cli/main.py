@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -147,11 +148,14 @@ _TRAIN_OPTIONS = {
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from irm_lens.training.runs import EXTENDABLE
     from irm_lens.training.train import TrainConfig, preset, train
 
     run_dir = Path(args.run_dir)
     given = [
-        flag for flag, (field, _, _) in _TRAIN_OPTIONS.items() if getattr(args, field) is not None
+        flag
+        for flag, (field, _, _) in _TRAIN_OPTIONS.items()
+        if getattr(args, field) is not None and field not in EXTENDABLE
     ]
     given += [
         f"--{k}" for k in ("preset", "host", "device", "dtype") if getattr(args, k) is not None
@@ -159,13 +163,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and (given or args.overwrite):
         raise IrmLensError(
             f"--resume continues the run saved in {run_dir / 'config.json'}; "
-            f"{', '.join(given) or '--overwrite'} cannot apply to it. Drop them, or start a new "
-            "run (another directory, or --overwrite without --resume)."
+            f"{', '.join(given) or '--overwrite'} cannot apply to it (only --max-steps and "
+            "--snapshots, to extend it). Drop them, or start a new run (another directory, or "
+            "--overwrite without --resume)."
         )
     if args.resume:
         if not (run_dir / "config.json").exists():
             raise IrmLensError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
         config = TrainConfig.load(run_dir / "config.json")
+        longer = {k: getattr(args, k) for k in EXTENDABLE if getattr(args, k) is not None}
+        config = dataclasses.replace(config, **longer)  # train() checks it extends the run
     else:
         overrides = {
             field: getattr(args, field)
@@ -337,7 +344,11 @@ def _add_train_parser(sub: Any) -> None:
     for flag, (field, kind, text) in _TRAIN_OPTIONS.items():
         choices = _TRAIN_CHOICES.get(field)
         tr.add_argument(flag, dest=field, type=kind, default=None, help=text, choices=choices)
-    tr.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN_DIR (with --max-steps: extend a finished run)",
+    )
     tr.add_argument("--overwrite", action="store_true", help="replace a run in RUN_DIR")
     tr.add_argument(
         "--parallel",

@@ -36,23 +36,58 @@ _STATE_FORMAT = "irm_lens.train_state"
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s"]
 
 
+# What an extended run may change: a larger step cap, and snapshots after the old cap.
+EXTENDABLE = ("max_steps", "snapshots")
+
+
+def extension_problem(saved: TrainConfig, config: TrainConfig) -> str | None:
+    """None when ``config`` continues the run ``saved`` describes exactly as if it had been
+    trained under ``config`` from the start: it differs only in a larger ``max_steps`` and in
+    snapshots after the old cap, and the old cap fell on a validation pass (a run evaluates
+    at its last step, so another cap would add a pass the longer run never made). Otherwise
+    the reason it does not."""
+    others = [k for k in dataclasses.asdict(config)
+              if k not in EXTENDABLE and getattr(saved, k) != getattr(config, k)]  # fmt: skip
+    if others:
+        return f"it differs in {others}, not only in {list(EXTENDABLE)}"
+    cap, new_cap = saved.max_steps, config.max_steps
+    if cap is None or (new_cap is not None and new_cap <= cap):
+        return f"max_steps {new_cap} is not larger than the saved run's {cap}"
+    if cap % saved.eval_every:
+        return f"the saved run's max_steps {cap} is not a multiple of eval_every {saved.eval_every}"
+    if tuple(s for s in config.snapshots if s <= cap) != saved.snapshots:
+        return f"its snapshots up to step {cap} differ from the saved {list(saved.snapshots)}"
+    return None
+
+
+def extend_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Make the run in ``run_dir`` the start of the longer run ``config`` (see
+    :func:`extension_problem`): it is no longer finished, and its config is the new one. The
+    summary goes first, so a crash in between leaves a run that is not marked finished."""
+    (run_dir / "summary.json").unlink(missing_ok=True)
+    write_text_atomic(run_dir / "config.json", config.to_json())
+
+
 def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
     """Validate the run directory, writing nothing; True when a saved state should be resumed.
-    A new run's directory is set up by :func:`start_run_dir` once everything else checked out."""
+    A new run's directory is set up by :func:`start_run_dir` once everything else checked out;
+    a resumed run whose ``config`` extends the saved one, by :func:`extend_run_dir`."""
     config_path = run_dir / "config.json"
     if resume:
         if not config_path.exists():
             raise RunDirError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
         saved = TrainConfig.load(config_path)
-        if saved != config:
+        if saved != config and extension_problem(saved, config) is not None:
             diff = {
                 k: (getattr(saved, k), getattr(config, k))
                 for k in dataclasses.asdict(config)
                 if getattr(saved, k) != getattr(config, k)
             }
             raise RunDirError(
-                f"{run_dir}: the saved run has a different config (saved, given): {diff}. "
-                "Resume with the saved config (the CLI reads it from the run directory)."
+                f"{run_dir}: the saved run has a different config (saved, given): {diff}, and "
+                f"the given one does not extend it ({extension_problem(saved, config)}). "
+                "Resume with the saved config (the CLI reads it from the run directory), or "
+                "extend it by a larger max_steps alone."
             )
         return (run_dir / "last.safetensors").exists()
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -65,11 +100,15 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: b
 
 
 def run_status(run_dir: Path, config: TrainConfig) -> str:
-    """``done``, ``partial`` (resumable), ``new``, or ``conflict`` (a different run is there)."""
+    """``done``, ``partial`` (resumable), ``shorter`` (a run ``config`` extends: resume it),
+    ``new``, or ``conflict`` (a different run is there)."""
     config_path = run_dir / "config.json"
     if not config_path.exists():
         return "new"
-    if TrainConfig.load(config_path) != config:
+    saved = TrainConfig.load(config_path)
+    if saved != config:
+        if extension_problem(saved, config) is None and (run_dir / "last.safetensors").exists():
+            return "shorter"
         return "conflict"
     return "done" if (run_dir / "summary.json").exists() else "partial"
 

@@ -85,7 +85,8 @@ def run_sweep(
     poll_s: float = 5.0,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Train every config into ``out_dir/<run_name>``; skip finished runs, resume partial ones.
+    """Train every config into ``out_dir/<run_name>``; skip finished runs, resume partial ones,
+    and extend finished ones a config gives a larger ``max_steps`` (``extension_problem``).
 
     Any number of workers may run the same sweep at once: the ranks of a ``torchrun`` job
     (each trains whole runs on its own device) and the tasks of a cluster array (``shard=(i,
@@ -98,8 +99,8 @@ def run_sweep(
         One row per run of this shard: ``name, status, steps, best_val, stopped``; status is
         ``trained`` (here), ``done`` (before), ``interrupted``, ``conflict`` (the directory holds
         another config; never overwritten), ``locked`` (another worker holds it; without
-        ``wait``) or ``new`` / ``partial`` (not reached). Rank 0 (of one shard) writes it to
-        ``out_dir/sweep.csv`` (``sweep-shard<i>of<n>.csv`` for a shard).
+        ``wait``) or ``new`` / ``partial`` / ``shorter`` (not reached). Rank 0 (of one shard)
+        writes it to ``out_dir/sweep.csv`` (``sweep-shard<i>of<n>.csv`` for a shard).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,12 +125,12 @@ def run_sweep(
         if "interrupted" in outcome.values():
             return
         status = run_status(dirs[k], mine[k])
-        if status not in ("new", "partial"):
+        if status not in ("new", "partial", "shorter"):
             return
         if log is not None:
             who = f"rank {world.rank}: " if world.parallel else ""
             log(f"{who}[{k + 1}/{len(mine)}] {dirs[k].name} ({status})")
-        result = train(mine[k], dirs[k], resume=status == "partial", host=get_host(),
+        result = train(mine[k], dirs[k], resume=status != "new", host=get_host(),
                        progress=progress and not world.parallel, parallel="none")  # fmt: skip
         outcome[k] = "interrupted" if result.stopped == "interrupted" else "trained"
 

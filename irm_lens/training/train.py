@@ -52,6 +52,7 @@ from irm_lens.training.runlock import run_lock
 from irm_lens.training.runs import (
     Progress,
     check_run_dir,
+    extend_run_dir,
     host_identity,
     read_state,
     save_state,
@@ -146,7 +147,9 @@ def train(
     Args:
         config: the run's configuration.
         run_dir: output directory (created; an existing run needs ``resume`` or ``overwrite``).
-        resume: continue the run saved in ``run_dir`` (its config must equal ``config``).
+        resume: continue the run saved in ``run_dir``: its config must equal ``config``, or
+            ``config`` extends a finished run by a larger ``max_steps`` (and snapshots after
+            the old cap), ending as if it had been trained under ``config`` from the start.
         overwrite: replace a run already in ``run_dir``.
         host: an already-loaded host matching ``config.host`` (saves reloading it).
         progress: show a progress bar with loss and tokens/s.
@@ -229,6 +232,8 @@ class _Trainer:
             self.sched.load_state_dict(saved.scheduler)
             self.prog, self.metrics = saved.progress, saved.metrics
         self.fresh = not continuing and not resume
+        # resumed under a config that extends the saved one (a larger max_steps)
+        self.extended = continuing and TrainConfig.load(run_dir / "config.json") != config
         rows = config.batch_size * config.grad_accum
         self.rows_per_step = rows
         self.steps_per_epoch = max(1, len(self.train_ex) // rows)
@@ -236,9 +241,14 @@ class _Trainer:
         self.total = total if config.max_steps is None else min(total, config.max_steps)
 
     def start_run_dir(self) -> None:
-        """A new run replaces what its directory held (rank 0 writes)."""
-        if self.fresh and self.world.is_main:
+        """A new run replaces what its directory held; an extended one takes the new config
+        (rank 0 writes)."""
+        if not self.world.is_main:
+            return
+        if self.fresh:
             start_run_dir(self.run_dir, self.config)
+        elif self.extended:
+            extend_run_dir(self.run_dir, self.config)
 
     def _examples(self) -> tuple[list[Encoded], list[Encoded]]:
         config, every = self.config, self.config.rows()
@@ -277,9 +287,10 @@ class _Trainer:
 
     def run(self, progress: bool, on_step: Callable[[int], None] | None) -> TrainResult:
         prog = self.prog
-        if prog.stopped and prog.stopped != "interrupted":  # finished: check what it points at
-            self._check_finished()
-            return self._result()
+        more = prog.stopped == "max_steps" and prog.step < self.total  # extended: a larger cap
+        if prog.stopped and prog.stopped != "interrupted" and not more:
+            self._check_finished()  # finished: check what it points at
+            return self._finish() if self.extended else self._result()
         stop = _StopRequest()
         show = progress and self.world.is_main
         bar = tqdm(total=self.total, initial=prog.step, disable=not show,
