@@ -252,6 +252,9 @@ class TrajectorySummary:
     max_step_within_limit: int
     limit_min: float
     fixed_min: float
+    # runs shown from an earlier invocation under another key (another schedule, say): their
+    # rows stand until the tier runs again and redoes them
+    earlier: list[str] = dataclasses.field(default_factory=list)
 
 
 def _field_value(kind: Any, raw: Any) -> Any:
@@ -267,13 +270,16 @@ def from_dict(cls: type[T], raw: dict[str, Any], source: str) -> T:
     with an error naming ``source`` and what to do."""
     kinds = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    missing = [n for n in names if n not in raw]
+    optional = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}  # fmt: skip
+    missing = [n for n in names if n not in raw and n not in optional]
     if missing:
         raise IrmLensError(
             f"{source}: the summary lacks {missing} (written by another version of irm_lens). "
             "Run that result again: `python -m analyses --only <result>`."
         )
-    return cls(**{n: _field_value(kinds[n], raw[n]) for n in names})
+    return cls(**{n: _field_value(kinds[n], raw[n]) for n in names if n in raw})
 
 
 def read_typed(out: Path, result: str, cls: type[T]) -> T | None:

@@ -345,6 +345,27 @@ def specificity_rows(e: EvaluationSummary) -> str:
     return "\n".join([head, *rows])
 
 
+def validation_lines(losses: pd.DataFrame) -> str:
+    """Per run (columns run, step, val_loss; val_loss empty between evaluations): its lowest
+    validation loss, the step of it and the last step trained, and whether it was still falling."""
+    parts = []
+    for run, curve in losses.dropna(subset=["val_loss"]).groupby("run", sort=False):
+        best = curve.loc[curve["val_loss"].idxmin()]
+        best_step, last_eval = int(best["step"]), int(curve["step"].max())
+        last = int(losses.loc[losses["run"] == run, "step"].max())
+        state = ("still falling at its last evaluation" if best_step == last_eval
+                 else f"no lower in the {last_eval - best_step} steps after it")  # fmt: skip
+        parts.append(f"{run} {best['val_loss']:.3f} at step {best_step} of {last} ({state})")
+    return "; ".join(parts)
+
+
+def _earlier(runs: list[str]) -> str:
+    if not runs:
+        return ""
+    return (f"; {', '.join(runs)}: the rows of an earlier invocation of the tier under other "
+            "settings (a shorter schedule, say), shown until it runs again")  # fmt: skip
+
+
 def trajectory_section(out: Path) -> list[str]:
     """The long tier's trajectory and the budget it chose, with the dominance and striation
     rules applied to the last snapshot of its aligned next-token runs ("not run" if absent)."""
@@ -361,8 +382,10 @@ def trajectory_section(out: Path) -> list[str]:
         for r in data.itertuples()
     ]
     last = data.loc[data.groupby("run", sort=False)["step"].idxmax()]  # a run may stop early
-    trained = pd.read_csv(out / "trajectory" / "losses.csv").groupby("run", sort=False)["step"]
-    steps = ", ".join(f"{run} {int(n)}" for run, n in trained.max().items())
+    losses = pd.read_csv(out / "trajectory" / "losses.csv")
+    steps = ", ".join(
+        f"{r} {int(n)}" for r, n in losses.groupby("run", sort=False)["step"].max().items()
+    )
     kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
     start = data[data["step"] == 0]
     dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
@@ -376,7 +399,8 @@ def trajectory_section(out: Path) -> list[str]:
         "",
         f"IRMs trained up to {max(t.schedule)} steps or until their validation loss stopped "
         f"improving (steps trained: {steps}; "
-        f"{'all runs finished' if t.finished else 'not all runs finished yet'}), each "
+        f"{'all runs finished' if t.finished else 'not all runs finished yet'}"
+        f"{_earlier(t.earlier)}), each "
         f"measured at steps {t.schedule} it reached (step 0 is the untrained IRM, each run's "
         "control). "
         f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t.budget_reason} "
@@ -384,6 +408,8 @@ def trajectory_section(out: Path) -> list[str]:
         f"{t.minutes_per_budget_step:.2f} min per step of the whole default run set on top "
         f"of about {t.fixed_min:.0f} min that do not depend on it, so a 60-minute cold "
         f"`make figures` allows steps <= {t.max_step_within_limit}).",
+        "",
+        f"Lowest validation loss: {validation_lines(losses)}.",
         "",
         "At each run's last snapshot (step "
         + ", ".join(f"{r.step} for {r.run}" for r in last.itertuples())

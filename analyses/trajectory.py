@@ -133,48 +133,67 @@ def _seconds_per_step(ctx: Context, run: str) -> float:
     return stage_seconds(ctx.runs[run]).get("train_s", float("nan")) / max(steps, 1)
 
 
+@dataclasses.dataclass
+class _Rows:
+    """Measured runs of the tier: their rows, validation losses and training seconds per step."""
+
+    tables: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    losses: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def without(self, runs: set[str]) -> _Rows:
+        return _Rows([t[~t["run"].isin(runs)] for t in self.tables],
+                     [c[~c["run"].isin(runs)] for c in self.losses],
+                     {r: c for r, c in self.seconds.items() if r not in runs})  # fmt: skip
+
+
 def main(ctx: Context) -> TrajectorySummary | None:
     specs = long_specs(ctx)
     kinds = {s.name: s.kind for s in specs}
     emotions = [s.config.emotion for s in specs if s.kind == "next-token"]
-    tables, losses, cost = _written(ctx, specs)  # runs an earlier invocation measured
+    done, earlier = _written(ctx, specs)  # runs an earlier invocation measured
     memo: dict[Any, pd.DataFrame] = {}
-    summary = None
-    if tables:  # rewrite what was kept with this code before training anything
-        summary = _write(ctx.subset([]), pd.concat(tables, ignore_index=True),
-                         pd.concat(losses, ignore_index=True), cost, kinds, emotions)  # fmt: skip
+
+    def write(upto: Context) -> TrajectorySummary:
+        # a run measured under another key is shown, marked as earlier, until it is redone
+        old = earlier.without(set(done.seconds))
+        return _write(upto, done, old, kinds, emotions)
+
+    summary = write(ctx.subset([])) if done.tables or earlier.tables else None
     measured: list[RunSpec] = []
     for spec in specs:  # one run at a time: its results are written before the next trains
-        if spec.name in cost:
+        if spec.name in done.seconds:
             continue
         measured.append(spec)
-        done = ctx.subset(measured)  # trains this run; the ones before it are cached
-        tables.append(run_measures(done, spec.name, memo).assign(key=spec.key(ctx.figures)))
-        losses.append(_losses(done, spec.name))
-        cost[spec.name] = _seconds_per_step(done, spec.name)
-        summary = _write(done, pd.concat(tables, ignore_index=True),
-                         pd.concat(losses, ignore_index=True), cost, kinds, emotions)  # fmt: skip
+        upto = ctx.subset(measured)  # trains this run; the ones before it are cached
+        done.tables.append(run_measures(upto, spec.name, memo).assign(key=spec.key(ctx.figures)))
+        done.losses.append(_losses(upto, spec.name))
+        done.seconds[spec.name] = _seconds_per_step(upto, spec.name)
+        summary = write(upto)
     return summary
 
 
-def _written(
-    ctx: Context, specs: list[RunSpec]
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame], dict[str, float]]:
+def _written(ctx: Context, specs: list[RunSpec]) -> tuple[_Rows, _Rows]:
     """The rows, validation losses and training seconds per step of runs the result already
-    holds (committed by an earlier session: the run cache need not survive), kept only where
-    the run's key (its config, data and library versions) is still the same."""
+    holds (committed by an earlier session: the run cache need not survive): those whose key
+    (config, data and library versions) is still the same, and apart those measured under
+    another key (another schedule, say), which are trained again."""
     target = ctx.out / "trajectory"
     if not (target / "data.csv").exists() or not (target / "losses.csv").exists():
-        return [], [], {}
+        return _Rows(), _Rows()
     data, curves = pd.read_csv(target / "data.csv"), pd.read_csv(target / "losses.csv")
     seconds = read_summary(ctx.out, "trajectory").get("seconds_by_run", {})
     if "key" not in data:
-        return [], [], {}
+        return _Rows(), _Rows()
     keys = {s.name: s.key(ctx.figures) for s in specs}
-    kept = data[data["key"] == data["run"].map(keys)]
-    runs = [r for r in kept["run"].unique() if r in seconds]
-    return ([kept[kept["run"].isin(runs)]], [curves[curves["run"].isin(runs)]],
-            {r: float(seconds[r]) for r in runs})  # fmt: skip
+    same = data["key"] == data["run"].map(keys)
+
+    def rows(table: pd.DataFrame) -> _Rows:
+        runs = [r for r in table["run"].unique() if r in seconds]
+        return _Rows([table[table["run"].isin(runs)]], [curves[curves["run"].isin(runs)]],
+                     {r: float(seconds[r]) for r in runs})  # fmt: skip
+
+    return rows(data[same]), rows(data[~same & data["run"].isin(keys)])
 
 
 def _per_step_minutes(
@@ -192,11 +211,14 @@ def _per_step_minutes(
     return rates, (seconds + n_emotions * rates["paper loss"]) / 60
 
 
-def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[str, float],
-           kinds: dict[str, str], emotions: list[str]) -> TrajectorySummary:  # fmt: skip
-    """Write the result so far; the budget needs every emotion of the tier (``emotions``).
-    Verdicts are decided here from the CIs, so rows measured (or committed) under an earlier
-    rule follow the current one."""
+def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
+           emotions: list[str]) -> TrajectorySummary:  # fmt: skip
+    """Write the result so far (``earlier``: rows of an earlier key, shown until redone); the
+    budget needs every emotion of the tier (``emotions``). Verdicts are decided here from the
+    CIs, so rows measured (or committed) under an earlier rule follow the current one."""
+    table = pd.concat(done.tables + earlier.tables, ignore_index=True)
+    losses = pd.concat(done.losses + earlier.losses, ignore_index=True)
+    cost = {**earlier.seconds, **done.seconds}
     verdicts = map(verdict_of, table["specificity_low"], table["own_low"])
     table = table.assign(verdict=list(verdicts))
     rates, per_step_min = _per_step_minutes(ctx, cost, kinds)
@@ -206,7 +228,8 @@ def _write(ctx: Context, table: pd.DataFrame, losses: pd.DataFrame, cost: dict[s
     budget = choose_budget(table, emotions, max_step=max_step)
     order = [r for r in kinds if r in cost]
     summary = TrajectorySummary(
-        runs=order, finished=len(order) == len(kinds), schedule=schedule,
+        runs=order, finished=all(r in done.seconds for r in kinds),
+        earlier=[r for r in order if r not in done.seconds], schedule=schedule,
         budget_step=budget.step, budget_reason=budget.reason,
         aligned_by_step={str(k): v for k, v in budget.aligned_by_step.items()},
         n_emotions=budget.n_emotions, seconds_per_step=rates, seconds_by_run=cost,

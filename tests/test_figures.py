@@ -27,6 +27,7 @@ from analyses._summaries import (
     ResidualControlSummary,
     RotationSummary,
     StriationSummary,
+    TrajectorySummary,
     from_dict,
     read_typed,
 )
@@ -222,6 +223,55 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     text = (tmp / "figures" / "REPORT.md").read_text()
     assert "## Training budget: the trajectory (`make figures TIER=long`)" in text
     assert "| anger_long_s42 | 2 |" in text and "| anger_paperloss_long_s42 | 4 |" in text
+    assert "Lowest validation loss: anger_long_s42 " in text
+
+
+@pytest.mark.slow
+def test_a_run_of_the_long_tier_under_another_key_stands_until_redone(fast_run, monkeypatch):
+    """A tier whose settings changed (a longer schedule, say) shows each run's earlier rows,
+    marked as such, until that run is trained and measured again."""
+    import analyses.trajectory as trajectory
+    from analyses.__main__ import cli
+
+    tmp, first = fast_run
+    assert first.returncode == 0
+    out = tmp / "figures" / "trajectory"
+    if not (out / "data.csv").exists():
+        assert _figures(tmp, TIER="long").returncode == 0
+    data = pd.read_csv(out / "data.csv")
+    run = "neutral_long_s42"
+    key = data.loc[data["run"] == run, "key"].iloc[0]
+    data.loc[data["run"] == run, "key"] = "0" * 12  # as if measured under other settings
+    data.to_csv(out / "data.csv", index=False)
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stopped
+
+    monkeypatch.setattr(trajectory, "run_measures", stop)  # stop before training anything
+    settings = {"FAST": "1", "FIGURES_DIR": str(tmp / "figures"), "TIER": "long",
+                "IRM_LENS_RUNS": str(tmp / "runs")}  # fmt: skip
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(Stopped):
+        cli(["--no-progress"])
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["earlier"] == [run] and summary["finished"] is False
+    assert run in summary["runs"] and run in pd.read_csv(out / "data.csv")["run"].tolist()
+    assert _figures(tmp, "--only", "report").returncode == 0
+    assert (
+        f"{run}: the rows of an earlier invocation" in (tmp / "figures" / "REPORT.md").read_text()
+    )
+    monkeypatch.undo()
+    again = _figures(tmp, TIER="long")  # trains and measures that run again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"[run 1/1] {run}" in again.stdout
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["earlier"] == [] and summary["finished"] is True
+    redone = pd.read_csv(out / "data.csv")
+    assert set(redone.loc[redone["run"] == run, "key"]) == {key}
 
 
 @pytest.mark.slow
@@ -391,6 +441,10 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
             rules={})), "rules": rules}, "test")  # fmt: skip
     assert summary.rules["next-token"] == _rule(verdicts.PARTLY)  # rebuilt as a Verdict
     assert report_striation.rules == {}
+    # a field with a default (added later) may be absent from an older summary
+    trajectory = json.loads((ROOT / "figures" / "trajectory" / "config.json").read_text())
+    raw = {k: v for k, v in trajectory["summary"].items() if k != "earlier"}
+    assert from_dict(TrajectorySummary, raw, "test").earlier == []
 
 
 TYPED = {"striation": "StriationSummary", "dominant_index": "DominanceSummary",
@@ -538,4 +592,17 @@ def test_one_cache_helper_computes_once_and_never_leaves_half_a_table(tmp_path):
     assert (
         runset.cache_key("nll_by_question", ("val", "test"), "chat", 256)
         == (hashlib.sha256(blob.encode()).hexdigest()[:12])
+    )
+
+
+def test_validation_lines_say_where_each_curve_bottomed_out():
+    nan = float("nan")
+    losses = pd.DataFrame({
+        "run": ["a"] * 6 + ["b"] * 4,
+        "step": [1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
+        "val_loss": [nan, 2.0, nan, 1.5, nan, 1.7, nan, 3.0, nan, 2.5],
+    })  # fmt: skip
+    assert report.validation_lines(losses) == (
+        "a 1.500 at step 4 of 6 (no lower in the 2 steps after it); "
+        "b 2.500 at step 4 of 4 (still falling at its last evaluation)"
     )
