@@ -19,7 +19,7 @@ import torch
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_mechanism import mechanism_section, mechanism_verdicts
-from analyses._runset import stage_seconds
+from analyses._runset import stage_done, stage_seconds
 from analyses._summaries import (
     AblationSummary,
     DominanceSummary,
@@ -427,6 +427,10 @@ def trajectory_section(out: Path) -> list[str]:
     ]
 
 
+# The report reads only committed results (the run cache, where it is here, for per-run costs):
+# `python -m analyses --only report` rewrites it on a fresh clone without training anything.
+NEEDS_RUN_SET = False
+
 COSTS = "costs.json"
 """Where the last cold invocation's wall-clock seconds per step are kept beside the report."""
 
@@ -437,7 +441,8 @@ def timing_lines(ctx: Context) -> list[str]:
     path = ctx.out / COSTS
     if ctx.cold and ctx.timings:
         record = {"timings": ctx.timings, "threads": torch.get_num_threads(),
-                  "written": datetime.date.today().isoformat()}  # fmt: skip
+                  "written": datetime.date.today().isoformat(),
+                  "stages": {n: stage_seconds(ctx.runs[n]) for n in ctx.specs}}  # fmt: skip
         write_text_atomic(path, json.dumps(record, indent=2))
     lines = []
     if path.exists():
@@ -456,14 +461,25 @@ def timing_lines(ctx: Context) -> list[str]:
 
 
 def cost_rows(ctx: Context) -> str:
+    """Seconds per run and stage: from the run cache, or where it is not here (a fresh clone
+    writing the report from the committed results), as the cold invocation kept them."""
+    dirs = {name: spec.directory(ctx.figures) for name, spec in ctx.specs.items()}
+    if all(stage_done(d, "train") for d in dirs.values()):
+        stages, source = {name: stage_seconds(d) for name, d in dirs.items()}, ""
+        missing = "cached"  # the stage ran in an earlier invocation
+    else:
+        path = ctx.out / COSTS
+        stages = json.loads(path.read_text()).get("stages", {}) if path.exists() else {}
+        source = f"The run cache is not here: as `{COSTS}` kept them (its cold invocation).\n\n"
+        missing = "not kept"
     rows = ["| run | kind | train s | record s | evaluate s |", "|---|---|---|---|---|"]
     for name, spec in ctx.specs.items():
-        t = stage_seconds(ctx.runs[name])
+        t = stages.get(name, {})
         cells = [
-            f"{t[k]:.0f}" if k in t else "cached" for k in ("train_s", "record_s", "evaluate_s")
+            f"{t[k]:.0f}" if k in t else missing for k in ("train_s", "record_s", "evaluate_s")
         ]
         rows.append(f"| {name} | {spec.kind} | {' | '.join(cells)} |")
-    return "\n".join(rows)
+    return source + "\n".join(rows)
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,24 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
 
 
 @pytest.mark.slow
+def test_the_report_is_rewritten_from_committed_results_without_the_run_cache(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    before = (tmp / "figures" / "REPORT.md").read_text()
+    costs = json.loads((tmp / "figures" / "costs.json").read_text())
+    assert set(costs["stages"]) >= {"anger_s42", "untrained_s42"}  # kept by the cold run
+    proc = _figures(tmp, "--only", "report", IRM_LENS_RUNS=str(tmp / "no-runs"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run set ready" not in proc.stdout and not any((tmp / "no-runs").glob("*-*"))
+    after = (tmp / "figures" / "REPORT.md").read_text()
+    assert "The run cache is not here: as `costs.json` kept them" in after
+    train_s = round(costs["stages"]["anger_s42"]["train_s"])
+    assert f"| anger_s42 | next-token | {train_s} |" in after
+    strip = lambda text: text[: text.index("## Cost of this run")]  # noqa: E731
+    assert strip(after) == strip(before)  # the same report, from the same results
+
+
+@pytest.mark.slow
 def test_a_run_of_the_long_tier_under_another_key_stands_until_redone(fast_run, monkeypatch):
     """A tier whose settings changed (a longer schedule, say) shows each run's earlier rows,
     marked as such, until that run is trained and measured again."""
