@@ -366,28 +366,41 @@ def _earlier(runs: list[str]) -> str:
             "settings (a shorter schedule, say), shown until it runs again")  # fmt: skip
 
 
+def _final_irms(data: pd.DataFrame) -> pd.DataFrame:
+    """Per run (in order), its best IRM's row, else its last snapshot's (a run may stop early)."""
+    snapshots = data[data["irm"] == "snapshot"]
+    last = snapshots.loc[snapshots.groupby("run", sort=False)["step"].idxmax()]
+    best = data[data["irm"] == "best"].drop_duplicates("run")
+    chosen = pd.concat([best, last[~last["run"].isin(best["run"])]])
+    order = list(dict.fromkeys(data["run"]))
+    return chosen.set_index("run").loc[order].reset_index()
+
+
 def trajectory_section(out: Path) -> list[str]:
     """The long tier's trajectory and the budget it chose, with the dominance and striation
-    rules applied to the last snapshot of its aligned next-token runs ("not run" if absent)."""
+    rules applied to the best (or last) IRM of its aligned next-token runs ("not run" if
+    absent)."""
     t = read_typed(out, "trajectory", TrajectorySummary)
     title = "## Training budget: the trajectory (`make figures TIER=long`)"
     if not t:
         return [title, "", "Not run here: `make figures TIER=long`.", ""]
     data = pd.read_csv(out / "trajectory" / "data.csv")
+    data["irm"] = data["irm"].fillna("snapshot") if "irm" in data else "snapshot"
     rows = [
-        f"| {r.run} | {r.step} | {_pct(r.specificity)} [{_pct(r.specificity_low)}, "
+        f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | {_pct(r.specificity)} "
+        f"[{_pct(r.specificity_low)}, "
         f"{_pct(r.specificity_high)}] | {r.verdict} | {r.top_index} | {r.dominance:.2f} "
         f"[{r.dominance_low:.2f}, {r.dominance_high:.2f}] | {r.index_share:.3f} | "
         f"{r.cross_layer_corr:.3f} |"
         for r in data.itertuples()
     ]
-    last = data.loc[data.groupby("run", sort=False)["step"].idxmax()]  # a run may stop early
+    last = _final_irms(data)
     losses = pd.read_csv(out / "trajectory" / "losses.csv")
     steps = ", ".join(
         f"{r} {int(n)}" for r, n in losses.groupby("run", sort=False)["step"].max().items()
     )
     kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
-    start = data[data["step"] == 0]
+    start = data[(data["step"] == 0) & (data["irm"] == "snapshot")]
     dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
     stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
                              float(start["index_share"].median()),
@@ -411,8 +424,9 @@ def trajectory_section(out: Path) -> list[str]:
         "",
         f"Lowest validation loss: {validation_lines(losses)}.",
         "",
-        "At each run's last snapshot (step "
-        + ", ".join(f"{r.step} for {r.run}" for r in last.itertuples())
+        "At each run's best IRM by validation loss, or its last snapshot where the best was "
+        "not measured ("
+        + ", ".join(f"{r.run}: {r.irm} at step {r.step}" for r in last.itertuples())
         + "), over the aligned next-token runs, against the "
         f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
         f"striation **{stripes.verdict}** ({stripes.reason}).",

@@ -6,9 +6,10 @@ steps (8 epochs of the quick preset's rows; the original's loss to ``PAPER_SCHED
 until validation loss stops improving, the IRM saved after every step of the schedule (step 0 is
 the untrained IRM: each run's own control). A run already trained for a shorter schedule is
 extended, not trained again (``analyses._runset``; the cache must still hold it).
-Per snapshot: specificity with its 95 % CI on every held-out question, and the shape of its
-outputs on the own-voice held-out rows (top index, dominance ratio with its CI, index share of
-variance, cross-layer correlation).
+Per snapshot, and for the run's best IRM by validation loss (``irm`` column ``best``; measured
+apart where it is not on the schedule): specificity with its 95 % CI on every held-out
+question, and the shape of its outputs on the own-voice held-out rows (top index, dominance
+ratio with its CI, index share of variance, cross-layer correlation).
 ``irm_lens.analysis.trajectory.choose_budget`` picks ``make figures``'s default budget from it.
 
 Each run's measures are written as soon as it is finished (``data.csv`` grows run by run), so a
@@ -18,6 +19,7 @@ tier stopped part way leaves the finished runs' results; run it again to go on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -100,27 +102,46 @@ def run_measures(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.Da
     return cached_table(path, lambda: _measure(ctx, run, memo))
 
 
+def best_measures(
+    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], measured: pd.DataFrame
+) -> pd.DataFrame:
+    """The row of the run's best IRM by validation loss (``irm.safetensors``; ``irm`` column
+    ``best``): its snapshot's row where that step is on the schedule, else measured (cached)."""
+    best_step = int(json.loads((ctx.runs[run] / "summary.json").read_text())["best_step"])
+    if best_step in set(measured["step"]):
+        return measured[measured["step"] == best_step].assign(irm="best")
+    path = ctx.runs[run] / "trajectory" / f"best-{cache_key('trajectory', 1)}.csv"
+    return cached_table(path, lambda: pd.DataFrame([_row(ctx, run, memo, best_step, None)]))
+
+
 def _measure(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    run_dir = ctx.runs[run]
+    # a run that stopped early has no later snapshots
+    steps = [s for s in ctx.specs[run].config.snapshots if snapshot_path(run_dir, s).exists()]
+    return pd.DataFrame([_row(ctx, run, memo, step, step) for step in steps])
+
+
+def _row(
+    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], step: int, snapshot: int | None
+) -> dict[str, Any]:
+    """The measures of the run's IRM after ``step`` steps: its snapshot, or (``snapshot``
+    None) its best IRM."""
     spec, run_dir = ctx.specs[run], ctx.runs[run]
     config = spec.config
     host = ctx.host()
-    own_rows = heldout(config.emotion)
-    rows = []
-    for step in config.snapshots:
-        if not snapshot_path(run_dir, step).exists():  # stopped early: no later snapshots
-            continue
-        irm = IRM.load(snapshot_path(run_dir, step), host)
-        irm.eval()
-        verdict = specificity(nll_by_question(ctx, run, memo, step=step), config.emotion)
-        outputs = _outputs(host, irm, own_rows, config.prompt_mode, config.max_len)
-        shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
-        rows.append({"run": run, "emotion": config.emotion, "kind": spec.kind, "step": step,
-                     "verdict": verdict.verdict, "specificity": verdict.specificity,
-                     "specificity_low": verdict.low, "specificity_high": verdict.high,
-                     "own_drop": verdict.own_drop, "own_low": verdict.own_low,
-                     "own_high": verdict.own_high, "n_questions": verdict.n_questions,
-                     **dataclasses.asdict(shape)})  # fmt: skip
-    return pd.DataFrame(rows)
+    path = run_dir / "irm.safetensors" if snapshot is None else snapshot_path(run_dir, snapshot)
+    irm = IRM.load(path, host)
+    irm.eval()
+    verdict = specificity(nll_by_question(ctx, run, memo, step=snapshot), config.emotion)
+    outputs = _outputs(host, irm, heldout(config.emotion), config.prompt_mode, config.max_len)
+    shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
+    return {"run": run, "emotion": config.emotion, "kind": spec.kind, "step": step,
+            "irm": "snapshot" if snapshot is not None else "best",
+            "verdict": verdict.verdict, "specificity": verdict.specificity,
+            "specificity_low": verdict.low, "specificity_high": verdict.high,
+            "own_drop": verdict.own_drop, "own_low": verdict.own_low,
+            "own_high": verdict.own_high, "n_questions": verdict.n_questions,
+            **dataclasses.asdict(shape)}  # fmt: skip
 
 
 def _losses(ctx: Context, run: str) -> pd.DataFrame:
@@ -166,7 +187,9 @@ def main(ctx: Context) -> TrajectorySummary | None:
             continue
         measured.append(spec)
         upto = ctx.subset(measured)  # trains this run; the ones before it are cached
-        done.tables.append(run_measures(upto, spec.name, memo).assign(key=spec.key(ctx.figures)))
+        rows = run_measures(upto, spec.name, memo).assign(irm="snapshot")
+        rows = pd.concat([rows, best_measures(upto, spec.name, memo, rows)], ignore_index=True)
+        done.tables.append(rows.assign(key=spec.key(ctx.figures)))
         done.losses.append(_losses(upto, spec.name))
         done.seconds[spec.name] = _seconds_per_step(upto, spec.name)
         summary = write(upto)
@@ -217,15 +240,18 @@ def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
     budget needs every emotion of the tier (``emotions``). Verdicts are decided here from the
     CIs, so rows measured (or committed) under an earlier rule follow the current one."""
     table = pd.concat(done.tables + earlier.tables, ignore_index=True)
+    # rows written before best IRMs were measured are snapshots
+    table["irm"] = table["irm"].fillna("snapshot") if "irm" in table else "snapshot"
     losses = pd.concat(done.losses + earlier.losses, ignore_index=True)
     cost = {**earlier.seconds, **done.seconds}
     verdicts = map(verdict_of, table["specificity_low"], table["own_low"])
     table = table.assign(verdict=list(verdicts))
     rates, per_step_min = _per_step_minutes(ctx, cost, kinds)
-    schedule = sorted(int(s) for s in table["step"].unique())
+    snapshots = table[table["irm"] == "snapshot"]
+    schedule = sorted(int(s) for s in snapshots["step"].unique())
     max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,
                                    per_step_min=per_step_min)  # fmt: skip
-    budget = choose_budget(table, emotions, max_step=max_step)
+    budget = choose_budget(snapshots, emotions, max_step=max_step)
     order = [r for r in kinds if r in cost]
     summary = TrajectorySummary(
         runs=order, finished=all(r in done.seconds for r in kinds),
@@ -237,7 +263,8 @@ def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
         limit_min=LIMIT_MIN, fixed_min=FIXED_MIN,
     )  # fmt: skip
     table = table.set_index("run").loc[order].reset_index()  # the tier's run order
-    ctx.write("trajectory", table, trajectory_figure(table, losses), summary=summary,
+    figure = trajectory_figure(table[table["irm"] == "snapshot"], losses)
+    ctx.write("trajectory", table, figure, summary=summary,
               runs=list(ctx.specs), size=(1300, 850))  # fmt: skip
     write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)
     return summary

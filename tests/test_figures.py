@@ -290,6 +290,26 @@ def test_a_run_of_the_long_tier_under_another_key_stands_until_redone(fast_run, 
     assert summary["earlier"] == [] and summary["finished"] is True
     redone = pd.read_csv(out / "data.csv")
     assert set(redone.loc[redone["run"] == run, "key"]) == {key}
+    # the run's best IRM: its snapshot's row where the best step is on the schedule ...
+    rows = redone[redone["run"] == run]
+    best = rows[rows["irm"] == "best"]
+    assert len(best) == 1 and len(rows) == 4  # snapshots 0, 2, 4 and the best
+    best_step = int(best["step"].iloc[0])
+    same = rows[(rows["irm"] == "snapshot") & (rows["step"] == best_step)]
+    assert same["specificity"].tolist() == best["specificity"].tolist()
+    # ... else measured apart, from irm.safetensors (here the same IRM: equal measures)
+    from analyses._common import Context
+    from analyses._runset import FiguresConfig
+
+    ctx = Context(FiguresConfig.from_env({**settings, "TIER": ""}), progress=False)
+    upto = ctx.subset([s for s in trajectory.long_specs(ctx) if s.name == run])
+    summary_path = upto.runs[run] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "best_step": 3}))  # as if it were off-schedule
+    apart = trajectory.best_measures(upto, run, {}, rows[rows["irm"] == "snapshot"])
+    assert apart["step"].tolist() == [3] and apart["irm"].tolist() == ["best"]
+    assert apart["specificity"].iloc[0] == pytest.approx(same["specificity"].iloc[0], abs=1e-6)
+    assert apart["top_index"].iloc[0] == same["top_index"].iloc[0]
 
 
 @pytest.mark.slow
