@@ -396,6 +396,8 @@ def trajectory_section(out: Path) -> list[str]:
     ]
     last = _final_irms(data)
     losses = pd.read_csv(out / "trajectory" / "losses.csv")
+    rank = losses["run"].map({run: i for i, run in enumerate(t.runs)})
+    losses = losses.iloc[rank.argsort(kind="stable")]  # the tier's run order
     steps = ", ".join(
         f"{r} {int(n)}" for r, n in losses.groupby("run", sort=False)["step"].max().items()
     )
@@ -410,8 +412,8 @@ def trajectory_section(out: Path) -> list[str]:
     return [
         title,
         "",
-        f"IRMs trained up to {max(t.schedule)} steps or until their validation loss stopped "
-        f"improving (steps trained: {steps}; "
+        "IRMs trained until their validation loss stopped improving or they reached the "
+        f"tier's cap (steps trained: {steps}; "
         f"{'all runs finished' if t.finished else 'not all runs finished yet'}"
         f"{_earlier(t.earlier)}), each "
         f"measured at steps {t.schedule} it reached (step 0 is the untrained IRM, each run's "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -66,10 +68,15 @@ def trajectory_figure(
                                  line=line, marker={"size": 4}, legendgroup=run,
                                  showlegend=False), row=2, col=2)  # fmt: skip
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
-    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2,
-                  annotation_text="uniform")  # fmt: skip
-    fig.add_hline(y=DOMINANT, line_dash="dash", line_color="grey", row=1, col=2,
-                  annotation_text=f"dominant ({DOMINANT:g}x, the verdict's threshold)")  # fmt: skip
+    # On a log axis plotly places an hline's own annotation at the linear value (10 -> 1e10),
+    # so the labels are separate annotations at log10 of their value.
+    threshold = f"dominant ({DOMINANT:g}x, the verdict's threshold)"
+    for value, dash, text in ((1.0, "dot", "uniform"), (DOMINANT, "dash", threshold)):
+        fig.add_hline(y=value, line_dash=dash, line_color="grey", row=1, col=2)
+        fig.add_annotation(text=text, x=1, xref="x2 domain", xanchor="right", y=math.log10(value),
+                           yref="y2", yanchor="bottom", showarrow=False,
+                           font={"size": 11, "color": "grey"})  # fmt: skip
+    top = max(float(table["dominance_high"].max()), DOMINANT) * 2
     for col in (1, 2):
         fig.update_xaxes(
             type="category",
@@ -83,6 +90,6 @@ def trajectory_figure(
                      title_text="optimizer steps", row=2, col=1)  # fmt: skip
     fig.update_xaxes(title_text="optimizer steps", row=2, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(type="log", range=[math.log10(0.7), math.log10(top)], row=1, col=2)
     fig.update_yaxes(title_text="NLL per predicted token", row=2, col=2)
     return style(fig, title or "Training trajectory: alignment, dominance and striation")
