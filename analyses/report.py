@@ -389,7 +389,8 @@ def trajectory_section(out: Path) -> list[str]:
     rows = [
         f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | {_pct(r.specificity)} "
         f"[{_pct(r.specificity_low)}, "
-        f"{_pct(r.specificity_high)}] | {r.verdict} | {r.top_index} | {r.dominance:.2f} "
+        f"{_pct(r.specificity_high)}] | {_pct(r.own_drop)} [{_pct(r.own_low)}, "
+        f"{_pct(r.own_high)}] | {r.verdict} | {r.top_index} | {r.dominance:.2f} "
         f"[{r.dominance_low:.2f}, {r.dominance_high:.2f}] | {r.index_share:.3f} | "
         f"{r.cross_layer_corr:.3f} |"
         for r in data.itertuples()
@@ -433,9 +434,13 @@ def trajectory_section(out: Path) -> list[str]:
         f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
         f"striation **{stripes.verdict}** ({stripes.reason}).",
         "",
-        "| run | step | specificity [95 % CI] | verdict | top index | dominance ratio [95 % CI] "
-        "| index share | cross-layer corr |",
-        "|---|---|---|---|---|---|---|---|",
+        f"A row is aligned when its specificity CI lies above {_pct(MIN_SPECIFICITY)} and its "
+        "own-voice NLL drop's CI above 0 (the rule of the alignment section): an IRM that "
+        "raises every voice's NLL, its own least, is specific without being aligned.",
+        "",
+        "| run | step | specificity [95 % CI] | own-voice NLL drop [95 % CI] | verdict "
+        "| top index | dominance ratio [95 % CI] | index share | cross-layer corr |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "![trajectory](trajectory/figure.png)",
