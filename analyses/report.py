@@ -386,6 +386,8 @@ def trajectory_section(out: Path) -> list[str]:
         return [title, "", "Not run here: `make figures TIER=long`.", ""]
     data = pd.read_csv(out / "trajectory" / "data.csv")
     data["irm"] = data["irm"].fillna("snapshot") if "irm" in data else "snapshot"
+    order = data["run"].map({run: i for i, run in enumerate(dict.fromkeys(data["run"]))})
+    data = data.iloc[order.to_frame("o").assign(s=data["step"]).sort_values(["o", "s"]).index]
     rows = [
         f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | {_pct(r.specificity)} "
         f"[{_pct(r.specificity_low)}, "

@@ -76,7 +76,7 @@ def trajectory_figure(
         fig.add_annotation(text=text, x=1, xref="x2 domain", xanchor="right", y=math.log10(value),
                            yref="y2", yanchor="bottom", showarrow=False,
                            font={"size": 11, "color": "grey"})  # fmt: skip
-    top = max(float(table["dominance_high"].max()), DOMINANT) * 2
+    top = max(float(table["dominance_high"].max()), DOMINANT) * 1.5  # no tick label above 10
     for col in (1, 2):
         fig.update_xaxes(
             type="category",
