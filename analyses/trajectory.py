@@ -263,7 +263,7 @@ def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
         limit_min=LIMIT_MIN, fixed_min=FIXED_MIN,
     )  # fmt: skip
     table = table.set_index("run").loc[order].reset_index()  # the tier's run order
-    figure = trajectory_figure(table[table["irm"] == "snapshot"], losses)
+    figure = trajectory_figure(table, losses)
     ctx.write("trajectory", table, figure, summary=summary,
               runs=list(ctx.specs), size=(1300, 850))  # fmt: skip
     write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -24,9 +25,14 @@ def trajectory_figure(
     """Four panels against optimizer steps (categorical x: the snapshot schedule), one colour
     per run: specificity with its 95 % CI (hollow markers: not aligned), the dominance ratio
     with its CI and the top index written at each point, the striation statistics (index share
-    of variance solid, cross-layer correlation dotted), and the validation loss."""
+    of variance solid, cross-layer correlation dotted), and the validation loss.
+
+    Rows whose ``irm`` column says ``best`` (each run's IRM of lowest validation loss) are drawn
+    as stars at a last category, ``best``, and on the validation curve at their step."""
     check_columns(table, COLUMNS, "trajectory")
     check_columns(losses, LOSS_COLUMNS, "validation losses")
+    kind = table["irm"].fillna("snapshot") if "irm" in table else pd.Series("snapshot", table.index)
+    best, table = table[kind == "best"], table[kind == "snapshot"]
     fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.09, vertical_spacing=0.16,
                         subplot_titles=(
                             "specificity (own-voice NLL drop minus the others'), 95 % CI",
@@ -34,7 +40,7 @@ def trajectory_figure(
                             "striation: index share of variance (solid), cross-layer corr (dots)",
                             "validation loss"))  # fmt: skip
     steps = sorted(int(s) for s in table["step"].unique())
-    order = [str(s) for s in steps]
+    order = [str(s) for s in steps] + (["best"] if len(best) else [])
     for i, (run, rows) in enumerate(table.sort_values("step").groupby("run", sort=False)):
         color = PALETTE[i % len(PALETTE)]
         x = rows["step"].astype(int).astype(str)
@@ -67,6 +73,9 @@ def trajectory_figure(
         fig.add_trace(go.Scatter(x=curve["step"], y=curve["val_loss"], mode="lines+markers",
                                  line=line, marker={"size": 4}, legendgroup=run,
                                  showlegend=False), row=2, col=2)  # fmt: skip
+    colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(dict.fromkeys(table["run"]))}
+    for r in best.to_dict("records"):
+        _best_markers(fig, r, colors.get(r["run"], PALETTE[-1]), losses)
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
     # On a log axis plotly places an hline's own annotation at the linear value (10 -> 1e10),
     # so the labels are separate annotations at log10 of their value.
@@ -82,7 +91,7 @@ def trajectory_figure(
             type="category",
             categoryorder="array",
             categoryarray=order,
-            title_text="optimizer steps (snapshot; 0 = untrained)",
+            title_text="optimizer steps (snapshot; 0 = untrained; best: lowest val loss)",
             row=1,
             col=col,
         )
@@ -93,3 +102,32 @@ def trajectory_figure(
     fig.update_yaxes(type="log", range=[math.log10(0.7), math.log10(top)], row=1, col=2)
     fig.update_yaxes(title_text="NLL per predicted token", row=2, col=2)
     return style(fig, title or "Training trajectory: alignment, dominance and striation")
+
+
+def _best_markers(fig: go.Figure, r: dict[str, Any], color: str, losses: pd.DataFrame) -> None:
+    """One run's best IRM (a ``table`` row) as stars: at the ``best`` category of the first
+    three panels (its step in the hover text) and at its step on the validation curve."""
+    star = {"symbol": "star" if r["verdict"] == "aligned" else "star-open", "size": 13,
+            "color": color, "line": {"color": color, "width": 1}}  # fmt: skip
+    common = {"legendgroup": r["run"], "showlegend": False, "hoverinfo": "text+y",
+              "hovertext": [f"{r['run']}: best IRM, step {int(r['step'])}"]}  # fmt: skip
+
+    def add(y: float, row: int, col: int, ci: tuple[float, float] | None = None,
+            **kwargs: Any) -> None:  # fmt: skip
+        error = {"type": "data", "symmetric": False, "color": color}
+        if ci is not None:
+            kwargs["error_y"] = {**error, "array": [ci[1] - y], "arrayminus": [y - ci[0]]}
+        kwargs = {"mode": "markers", "marker": star, **common, **kwargs}
+        fig.add_trace(go.Scatter(x=["best"], y=[y], **kwargs), row=row, col=col)
+
+    add(r["specificity"], 1, 1, (r["specificity_low"], r["specificity_high"]))
+    add(r["dominance"], 1, 2, (r["dominance_low"], r["dominance_high"]), mode="markers+text",
+        text=[str(int(r["top_index"]))], textposition="top center",
+        textfont={"size": 9, "color": color})  # fmt: skip
+    add(r["index_share"], 2, 1)
+    add(r["cross_layer_corr"], 2, 1, marker={**star, "symbol": "star-open", "size": 10})
+    curve = losses[(losses["run"] == r["run"]) & (losses["step"] == r["step"])]
+    curve = curve.dropna(subset=["val_loss"])
+    if len(curve):
+        fig.add_trace(go.Scatter(x=[r["step"]], y=[curve["val_loss"].iloc[0]], mode="markers",
+                                 marker=star, **common), row=2, col=2)  # fmt: skip
