@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from analyses._common import KINDS, Context, read_summary
-from analyses._report_mechanism import mechanism_section, mechanism_verdicts
+from analyses._report_mechanism import NOT_RUN, mechanism_section, mechanism_verdicts
 from analyses._runset import stage_done, stage_seconds
 from analyses._summaries import (
     AblationSummary,
@@ -54,9 +54,13 @@ from irm_lens.analysis.verdicts import (
 from irm_lens.files import write_text_atomic
 from irm_lens.stack import describe
 
-KIND_LABEL = {"next-token": "Next-token runs", "paper loss": "Original's loss"}
+KIND_LABEL = {"next-token": "Next-token runs", "paper loss": "Original's loss",
+              "long": "Next-token runs trained to early stop (long tier)"}  # fmt: skip
 ORIGINAL_LOSS = "original's loss (paper-loss runs)"
 """The key of ``verdicts.json`` holding the paper-loss runs' verdict per claim."""
+LONG_TIER = "next-token runs trained to early stop (long tier)"
+"""The key of ``verdicts.json`` holding the long tier's verdict per claim (``not run`` for the
+claims it does not measure, or when ``make figures TIER=long`` has not run)."""
 
 
 def rules_account() -> list[str]:
@@ -376,6 +380,34 @@ def _final_irms(data: pd.DataFrame) -> pd.DataFrame:
     return chosen.set_index("run").loc[order].reset_index()
 
 
+def _trajectory_data(out: Path) -> pd.DataFrame:
+    """The long tier's rows, each run's in step order (the tier's run order kept)."""
+    data = pd.read_csv(out / "trajectory" / "data.csv")
+    data["irm"] = data["irm"].fillna("snapshot") if "irm" in data else "snapshot"
+    order = data["run"].map({run: i for i, run in enumerate(dict.fromkeys(data["run"]))})
+    return data.iloc[order.to_frame("o").assign(s=data["step"]).sort_values(["o", "s"]).index]
+
+
+def _long_rules(data: pd.DataFrame) -> tuple[Verdict, Verdict]:
+    """The dominance and striation rules at each aligned next-token run's best (or last) IRM
+    of the long tier, against its untrained IRMs (step 0)."""
+    last = _final_irms(data)
+    kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
+    start = data[(data["step"] == 0) & (data["irm"] == "snapshot")]
+    dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
+    stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
+                             float(start["index_share"].median()),
+                             float(start["cross_layer_corr"].median()))  # fmt: skip
+    return dominance, stripes
+
+
+def long_tier_rules(out: Path) -> tuple[Verdict, Verdict] | None:
+    """``_long_rules`` on the committed trajectory, or None where the long tier has not run."""
+    if read_typed(out, "trajectory", TrajectorySummary) is None:
+        return None
+    return _long_rules(_trajectory_data(out))
+
+
 def trajectory_section(out: Path) -> list[str]:
     """The long tier's trajectory and the budget it chose, with the dominance and striation
     rules applied to the best (or last) IRM of its aligned next-token runs ("not run" if
@@ -384,10 +416,7 @@ def trajectory_section(out: Path) -> list[str]:
     title = "## Training budget: the trajectory (`make figures TIER=long`)"
     if not t:
         return [title, "", "Not run here: `make figures TIER=long`.", ""]
-    data = pd.read_csv(out / "trajectory" / "data.csv")
-    data["irm"] = data["irm"].fillna("snapshot") if "irm" in data else "snapshot"
-    order = data["run"].map({run: i for i, run in enumerate(dict.fromkeys(data["run"]))})
-    data = data.iloc[order.to_frame("o").assign(s=data["step"]).sort_values(["o", "s"]).index]
+    data = _trajectory_data(out)
     rows = [
         f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | {_pct(r.specificity)} "
         f"[{_pct(r.specificity_low)}, "
@@ -404,12 +433,7 @@ def trajectory_section(out: Path) -> list[str]:
     steps = ", ".join(
         f"{r} {int(n)}" for r, n in losses.groupby("run", sort=False)["step"].max().items()
     )
-    kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
-    start = data[(data["step"] == 0) & (data["irm"] == "snapshot")]
-    dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
-    stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
-                             float(start["index_share"].median()),
-                             float(start["cross_layer_corr"].median()))  # fmt: skip
+    dominance, stripes = _long_rules(data)
     budget = t.budget_step
     chosen = f"**{budget} steps**" if budget is not None else "**none**"
     return [
@@ -550,6 +574,9 @@ def claims_of(out: Path, r: Results) -> list[Claim]:
     r_res, t_res = residual_claim(r.propagation, control, r_str)
     r_lm, t_lm = lm_head_claim(r.host, r.logits, read_typed(out, "mediation", MediationSummary),
                                r_dom)  # fmt: skip
+    long = long_tier_rules(out)
+    if long is not None:  # the same rules at the long tier's IRMs trained to early stop
+        r_dom, r_str = {**r_dom, "long": long[0]}, {**r_str, "long": long[1]}
     return [
         ("Large IRM outputs form vertical striations by residual index", r_str, t_str,
          ["fig2_heatmaps", "fig4_comparison", "striation"]),
@@ -583,17 +610,25 @@ def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
         "",
         "## Verdicts",
         "",
-        "Over aligned runs only, next-token runs and the original's loss (paper-loss runs) apart.",
+        "Over aligned runs only, next-token runs and the original's loss (paper-loss runs) apart; "
+        "the last column applies the striation and dominance rules to the long tier's IRMs "
+        "trained until their validation loss stopped improving (each run's best), the others "
+        "to the default budget's runs.",
         "",
-        "| claim | next-token runs | original's loss |",
-        "|---|---|---|",
+        "| claim | next-token runs | original's loss | trained to early stop (long tier) |",
+        "|---|---|---|---|",
         *[
-            f"| {title} | **{rules['next-token'].verdict}** | {rules['paper loss'].verdict} |"
+            f"| {title} | **{rules['next-token'].verdict}** | {rules['paper loss'].verdict} | "
+            f"{_long_verdict(rules)} |"
             for title, rules, _, _ in claims
         ],
         "",
         *rules_account(),
     ]
+
+
+def _long_verdict(rules: Rules) -> str:
+    return rules["long"].verdict if "long" in rules else NOT_RUN
 
 
 def alignment_lines(e: EvaluationSummary) -> list[str]:
@@ -680,6 +715,7 @@ def main(ctx: Context) -> dict[str, object]:
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
     summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
+    summary[LONG_TIER] = {t: _long_verdict(r) for t, r, _, _ in claims}
     summary.update(mechanism_verdicts(read_typed(out, "rotation", RotationSummary),
                                       read_typed(out, "masked", MaskedSummary),
                                       read_typed(out, "matrix", MatrixSummary)))  # fmt: skip

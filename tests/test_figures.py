@@ -91,11 +91,13 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     text = (out / "REPORT.md").read_text()
     written = json.loads((out / "verdicts.json").read_text())
     original = written.pop(report.ORIGINAL_LOSS)
+    long = written.pop(report.LONG_TIER)
     paper_claims = {k: v for k, v in written.items() if k not in mechanism_verdicts()}
     assert len(paper_claims) == 6 and set(paper_claims.values()) <= set(VERDICTS)
     assert set(original) == set(paper_claims) and set(original.values()) <= set(VERDICTS)
+    assert set(long) == set(paper_claims) and set(long.values()) == {"not run"}  # no long tier
     for claim, verdict in paper_claims.items():
-        assert f"| {claim} | **{verdict}** | {original[claim]} |" in text
+        assert f"| {claim} | **{verdict}** | {original[claim]} | not run |" in text
     assert set(written.values()) - set(paper_claims.values()) <= {"not run"}
     assert "### How the verdicts are decided" in text
     assert "A cold `make figures` (nothing cached;" in text and "run set" in text
@@ -224,6 +226,13 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     assert "## Training budget: the trajectory (`make figures TIER=long`)" in text
     assert "| anger_long_s42 | 2 |" in text and "| anger_paperloss_long_s42 | 4 |" in text
     assert "Lowest validation loss: anger_long_s42 " in text
+    # the verdict table's long-tier column: striation and dominance at the runs' best IRMs
+    long = json.loads((tmp / "figures" / "verdicts.json").read_text())[report.LONG_TIER]
+    measured = {k: v for k, v in long.items() if v != "not run"}
+    assert len(measured) == 2 and set(measured.values()) <= set(VERDICTS)
+    for claim, verdict in measured.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {claim} | "))
+        assert row.endswith(f" | {verdict} |"), row
 
 
 @pytest.mark.slow
