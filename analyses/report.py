@@ -385,7 +385,7 @@ def _trajectory_data(out: Path) -> pd.DataFrame:
     data = pd.read_csv(out / "trajectory" / "data.csv")
     data["irm"] = data["irm"].fillna("snapshot") if "irm" in data else "snapshot"
     order = data["run"].map({run: i for i, run in enumerate(dict.fromkeys(data["run"]))})
-    return data.iloc[order.to_frame("o").assign(s=data["step"]).sort_values(["o", "s"]).index]
+    return data.assign(order=order).sort_values(["order", "step"], kind="stable")
 
 
 def _long_rules(data: pd.DataFrame) -> tuple[Verdict, Verdict]:

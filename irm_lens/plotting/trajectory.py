@@ -41,8 +41,9 @@ def trajectory_figure(
                             "validation loss"))  # fmt: skip
     steps = sorted(int(s) for s in table["step"].unique())
     order = [str(s) for s in steps] + (["best"] if len(best) else [])
-    for i, (run, rows) in enumerate(table.sort_values("step").groupby("run", sort=False)):
-        color = PALETTE[i % len(PALETTE)]
+    colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(dict.fromkeys(table["run"]))}
+    for run, rows in table.sort_values("step", kind="stable").groupby("run", sort=False):
+        color = colors[run]
         x = rows["step"].astype(int).astype(str)
         aligned = rows["verdict"] == "aligned"
         symbols = ["circle" if a else "circle-open" for a in aligned]
@@ -73,7 +74,6 @@ def trajectory_figure(
         fig.add_trace(go.Scatter(x=curve["step"], y=curve["val_loss"], mode="lines+markers",
                                  line=line, marker={"size": 4}, legendgroup=run,
                                  showlegend=False), row=2, col=2)  # fmt: skip
-    colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(dict.fromkeys(table["run"]))}
     for r in best.to_dict("records"):
         _best_markers(fig, r, colors.get(r["run"], PALETTE[-1]), losses)
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
