@@ -20,6 +20,12 @@ def _profile_line(role: str, p: dict[str, Any]) -> str:
     )
 
 
+DOMINANCE_CI_NOTE = (
+    "Dominance CIs resample one IRM's prompts: a narrow one says its output barely changes "
+    "from prompt to prompt, not that another seed would agree."
+)
+
+
 def _effects(effects: dict[str, float]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in effects.items())
 
@@ -90,7 +96,8 @@ def _matrix_lines(m: MatrixSummary) -> list[str]:
         f"**The paper's run matrix** (`analyses/matrix.py`): {', '.join(m.emotions)} on the "
         "original's layer sets scaled to this host (q1..q4 = quarters of the layers, every 4th, "
         f"all) and all layers with L1 (alpha {m.l1['l1_alpha']:g} / n_inject on the sum of "
-        "|outputs|). Aligned runs only count.",
+        "|outputs|). Aligned runs only count, and the rules read the layer sets without L1 "
+        "(the L1 runs are shown in the table, not counted).",
         "",
         f"- **The same index dominates across layer sets: {same.verdict}.** {same.reason}.",
         f"- **Earlier layer sets get larger outputs: {early.verdict}.** {early.reason}.",
@@ -119,6 +126,15 @@ def mechanism_section(
             "first seed's IRMs on a rotated-basis host and with SGD, and adds this section.",
             "",
         ]
+    lines += [
+        "Written by `make figures TIER=mechanism`, its own invocation (the `written` date in "
+        "each result's `config.json`), so where a run set's thread count or stack differed "
+        "from the default tier's, the first-seed runs both sections quote differ slightly "
+        "(README: bit-identical numbers). In its tables, a run marked not aligned with a "
+        "specificity above 100 % broke the host: the other voices' NLL rose by more than half "
+        f"while its own did not fall. {DOMINANCE_CI_NOTE}",
+        "",
+    ]
     if profile:
         lines += [
             "**Profile of the index** (`irm-lens profile`, `irm_lens.interventions.index_profile`; "

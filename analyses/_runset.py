@@ -300,9 +300,38 @@ def _shorter_run(spec: RunSpec, figures: FiguresConfig) -> Path | None:
     return None
 
 
-def _copy_training(source: Path, run_dir: Path) -> float:
+@dataclass(frozen=True)
+class Timed:
+    """Training seconds already counted for a run's state, and the step they count from (a
+    run resumed after an interruption counts only the steps trained since: the seconds before
+    it were never kept)."""
+
+    seconds: float = 0.0
+    from_step: int = 0
+
+
+def _timed(run_dir: Path) -> Timed:
+    """What ``stages.json`` counted for the training in ``run_dir``; nothing, from the step
+    of its saved state, where it kept no time (an interrupted run)."""
+    times = stage_seconds(run_dir)
+    if "train_s" not in times:
+        return Timed(0.0, _saved_step(run_dir))
+    return Timed(times["train_s"], int(times.get("train_from_step", 0)))
+
+
+def _saved_step(run_dir: Path) -> int:
+    """The optimizer step of the resumable state in ``run_dir`` (``metrics.csv`` is written
+    with it), 0 when there is none."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return 0
+    steps = pd.read_csv(path, usecols=["step"])["step"]
+    return int(steps.max()) if len(steps) else 0
+
+
+def _copy_training(source: Path, run_dir: Path) -> Timed:
     """Copy the training files of the run in ``source`` into ``run_dir``, each atomically and
-    ``config.json`` last (a copy cut short is not a run); the seconds it trained for."""
+    ``config.json`` last (a copy cut short is not a run); the time it trained for."""
     names = [p.relative_to(source) for p in sorted(source.glob("snapshots/*.safetensors"))]
     names += [Path(n) for n in ("last.safetensors", "irm.safetensors", "metrics.csv",
                                 "summary.json", "config.json")]  # fmt: skip
@@ -310,14 +339,15 @@ def _copy_training(source: Path, run_dir: Path) -> float:
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / name) as tmp:
             shutil.copyfile(source / name, tmp)
-    return stage_seconds(source).get("train_s", 0.0)
+    return _timed(source)
 
 
 def _train(
     spec: RunSpec, run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
-) -> float:
+) -> Timed:
     """Train ``spec`` into ``run_dir``, resuming what is there or extending a shorter cached
-    run of it; the seconds of training done before this call (an extended run's)."""
+    run of it; the training time counted before this call (an extended run's) and the step it
+    counts from (``Timed``)."""
     from irm_lens.training.train import train
 
     if not spec.trained:
@@ -328,8 +358,9 @@ def _train(
         irm.save(run_dir / "irm.safetensors")
         summary = {"steps": 0, "stopped": "untrained", "best_val": None}
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
-        return 0.0
-    status, earlier = run_status(run_dir, spec.config), 0.0
+        return Timed()
+    status = run_status(run_dir, spec.config)
+    earlier = Timed() if status == "new" else _timed(run_dir)  # resumed, or extended in place
     shorter = _shorter_run(spec, figures) if status == "new" else None
     if shorter is not None:  # go on from where it stopped instead of training from step 0
         earlier, status = _copy_training(shorter, run_dir), "shorter"
@@ -445,14 +476,15 @@ def ensure_runs(
         if log is not None and (todo or not world.parallel):
             log(f"{who}[run {i + 1}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")
         for stage in todo:  # under the run's lock, which also clears what killed writers left
-            started, earlier = time.monotonic(), 0.0
+            started, earlier = time.monotonic(), Timed()
             if stage == "train":
                 earlier = _train(spec, run_dir, get_host(), figures, progress)
             elif stage == "record":
                 _record(spec, run_dir, get_host(), figures, progress)
             else:
                 _evaluate(run_dir, get_host(), figures, progress, host_memo)
-            _note_duration(run_dir, stage, earlier + time.monotonic() - started)
+            _note_duration(run_dir, stage, earlier.seconds + time.monotonic() - started,
+                           from_step=earlier.from_step)  # fmt: skip
 
     # Another process (a rank of this job, a second `make figures`) working on a run: come back
     # to it until it is finished; a run left half done by a killed worker is taken over.
@@ -460,11 +492,16 @@ def ensure_runs(
     return dirs
 
 
-def _note_duration(run_dir: Path, stage: str, seconds: float) -> None:
-    """Keep how long each stage took in ``stages.json`` (for the report's cost table)."""
+def _note_duration(run_dir: Path, stage: str, seconds: float, *, from_step: int = 0) -> None:
+    """Keep how long each stage took in ``stages.json`` (for the report's cost table);
+    ``from_step``: training's seconds count the steps after it only (a resumed run)."""
     path = run_dir / "stages.json"
     times = json.loads(path.read_text()) if path.exists() else {}
     times[f"{stage}_s"] = round(seconds, 1)
+    if stage == "train":
+        times.pop("train_from_step", None)
+        if from_step:
+            times["train_from_step"] = from_step
     write_text_atomic(path, json.dumps(times, indent=2))
 
 

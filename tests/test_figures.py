@@ -569,6 +569,37 @@ def test_a_longer_schedule_extends_the_cached_shorter_run(tmp_path, tiny_host, m
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_a_resumed_run_counts_its_seconds_per_step_from_where_it_resumed(tmp_path, tiny_host):
+    import signal
+
+    from analyses.trajectory import seconds_per_step
+    from irm_lens.training.train import train
+
+    figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
+    spec = dataclasses.replace(run_specs(figures)[0], config=dataclasses.replace(
+        run_specs(figures)[0].config, max_steps=6, eval_every=2, epochs=3))  # fmt: skip
+    run_dir = spec.directory(figures)
+
+    def ctrl_c(step: int) -> None:  # a Ctrl-C at step 2: a killed `make figures` leaves this
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(spec.config, run_dir, host=tiny_host, progress=False,
+                 on_step=ctrl_c).stopped == "interrupted"  # fmt: skip
+    ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lambda _: None)
+    times = runset.stage_seconds(run_dir)
+    assert times["train_from_step"] == 2  # the seconds before the interruption were not kept
+    steps = int(pd.read_csv(run_dir / "metrics.csv")["step"].max())
+    assert steps == 6
+    assert seconds_per_step(run_dir) == pytest.approx(times["train_s"] / 4)
+    # trained again from scratch, every step is timed
+    shutil.rmtree(run_dir)
+    ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lambda _: None)
+    times = runset.stage_seconds(run_dir)
+    assert "train_from_step" not in times
+    assert seconds_per_step(run_dir) == pytest.approx(times["train_s"] / 6)
+
+
 def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, monkeypatch):
     import errno
 

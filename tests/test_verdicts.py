@@ -146,3 +146,12 @@ def test_every_rule_reaches_every_verdict():
     }  # fmt: skip
     for rule, seen in reached.items():
         assert seen == set(v.VERDICTS), rule
+
+
+def test_lm_head_rule_states_its_measures_when_the_claim_has_no_subject():
+    verdict = v.lm_head_rule([0.3, 0.3, 0.3], [0.29, 0.28, 0.3], 0.5, dominated=False)
+    assert verdict.verdict == v.NOT_TESTED
+    assert "3% of the NLL gain goes through the final norm's scale" in verdict.reason
+    assert verdict.effects["mediated"] == pytest.approx(1 - 0.29 / 0.3)
+    empty = v.lm_head_rule([], [], 0.5, dominated=False)
+    assert empty.verdict == v.NOT_TESTED and "measured anyway" not in empty.reason

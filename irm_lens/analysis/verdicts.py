@@ -209,21 +209,25 @@ def lm_head_rule(
     ``MEDIATED`` of the gain goes through the scale and the lever beats ``LEVER_PERCENTILE`` of
     the indices; partly: one of the two.
     """
-    if not dominated:
+    if gains:
+        gain, frozen = float(np.median(gains)), float(np.median(frozen_gains))
+        mediated = 1.0 - frozen / gain if gain > 0 else math.nan
+        effects = {"gain": gain, "frozen_gain": frozen, "mediated": mediated,
+                   "lever_percentile": lever_percentile, "n_runs": float(len(gains))}  # fmt: skip
+        measures = (f"{mediated:.0%} of the NLL gain goes through the final norm's scale "
+                    f"(gain {gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever "
+                    f"beats {lever_percentile:.0%} of all indices")  # fmt: skip
+    else:
+        effects = {"n_runs": 0.0, "lever_percentile": lever_percentile}
+        measures = ""
+    if not dominated:  # the measures are still stated: what the test would have read
+        anyway = f" (measured anyway: {measures})" if measures else ""
         return Verdict(
-            NOT_TESTED,
-            "no index dominates the alignments: the claim has no subject",
-            {"n_runs": float(len(gains)), "lever_percentile": lever_percentile},
-        )
+            NOT_TESTED, f"no index dominates the alignments: the claim has no subject{anyway}",
+            effects,
+        )  # fmt: skip
     if (few := _too_few(len(gains), min_runs)) is not None:
         return few
-    gain, frozen = float(np.median(gains)), float(np.median(frozen_gains))
-    mediated = 1.0 - frozen / gain if gain > 0 else math.nan
-    effects = {"gain": gain, "frozen_gain": frozen, "mediated": mediated,
-               "lever_percentile": lever_percentile, "n_runs": float(len(gains))}  # fmt: skip
-    measures = (f"{mediated:.0%} of the NLL gain goes through the final norm's scale (gain "
-                f"{gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever beats "
-                f"{lever_percentile:.0%} of all indices")  # fmt: skip
     through, lever = mediated >= MEDIATED, lever_percentile >= LEVER_PERCENTILE
     if through and lever:
         return Verdict(REPRODUCED, measures, effects)
