@@ -84,11 +84,11 @@ browser:
 
 # Everything CI must run (the slowest tests are listed at the end).
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: no tests marked slow (torchrun, kill -9, the figures pipeline) or embedded.
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow and not embedded" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow and not embedded" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check irm_lens tests benchmarks analyses

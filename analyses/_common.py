@@ -251,6 +251,17 @@ class Context:
 
 HELDOUT_SPLITS = ("val", "test")
 
+SMOKE_MECHANISM_EMOTIONS = 2
+"""Under ``FAST=1`` (the pipeline tests) the mechanism tier trains its variants of the first
+emotions only: the same code paths at a third of the runs, so ``make test`` stays short."""
+
+
+def mechanism_emotions(ctx: Context, emotions: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The emotions a mechanism-tier variant trains: ``emotions`` (default: the run set's),
+    only the first ``SMOKE_MECHANISM_EMOTIONS`` of them in the smoke configuration."""
+    chosen = emotions or ctx.figures.emotions
+    return tuple(chosen[:SMOKE_MECHANISM_EMOTIONS]) if ctx.figures.fast else tuple(chosen)
+
 
 def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
     """Signed mean IRM output over the paper token set of a run's paper prompts."""

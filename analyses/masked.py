@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analyses._common import Context, dominance_rows
+from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import MaskedSummary
 from irm_lens import analysis
 from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, masking_verdict
@@ -40,8 +40,10 @@ def _host_facts(ctx: Context, index: int) -> dict[str, float]:
 
 def main(ctx: Context) -> MaskedSummary:
     top, random = _masks(ctx)
-    contexts = {SETTINGS[0]: ctx.variant(), SETTINGS[1]: ctx.variant("masktop", masked=top),
-                SETTINGS[2]: ctx.variant("maskrandom", masked=random)}  # fmt: skip
+    emo = mechanism_emotions(ctx)
+    contexts = {SETTINGS[0]: ctx.variant(emotions=emo),
+                SETTINGS[1]: ctx.variant("masktop", masked=top, emotions=emo),
+                SETTINGS[2]: ctx.variant("maskrandom", masked=random, emotions=emo)}  # fmt: skip
     data = pd.DataFrame([row for setting, c in contexts.items()
                          for row in dominance_rows(c, setting, {"host basis": None})])  # fmt: skip
     data["top1_in_mask"] = data["top1"].isin(top)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analyses._common import Context, dominance_rows
+from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import MatrixSummary
 from irm_lens.analysis.mechanism import early_layers_verdict, same_index_verdict
 from irm_lens.plotting.mechanism import matrix_figure
@@ -26,10 +26,11 @@ L1_SETTING = "all + L1"
 
 def _contexts(ctx: Context) -> dict[str, Context]:
     found = {}
+    emotions = mechanism_emotions(ctx, EMOTIONS)
     for ls in LAYER_SETS:
         changes = {} if ls == "all" else {"layers": ls}
-        found[ls] = ctx.variant(f"layers{ls}" if changes else "", emotions=EMOTIONS, **changes)
-    found[L1_SETTING] = ctx.variant("l1", emotions=EMOTIONS, **L1)
+        found[ls] = ctx.variant(f"layers{ls}" if changes else "", emotions=emotions, **changes)
+    found[L1_SETTING] = ctx.variant("l1", emotions=emotions, **L1)
     return found
 
 
@@ -56,7 +57,7 @@ def main(ctx: Context) -> MatrixSummary:
         early_layers=early,
         top1_aligned=top1,
         l1=L1,
-        emotions=list(EMOTIONS),
+        emotions=list(mechanism_emotions(ctx, EMOTIONS)),
         by_run=data.to_dict(orient="records"),
     )
     runs = [p for c in contexts.values() for p in c.runs.values()]

@@ -381,6 +381,10 @@ def specificity_rows(e: EvaluationSummary) -> str:
     return "\n".join([head, *rows])
 
 
+SLOPE_STEPS = 120
+"""How far back ``validation_lines`` compares each run's lowest validation loss."""
+
+
 def validation_lines(losses: pd.DataFrame) -> str:
     """Per run (columns run, step, val_loss; val_loss empty between evaluations): its lowest
     validation loss, the step of it and the last step trained, and whether it was still falling."""
@@ -391,6 +395,10 @@ def validation_lines(losses: pd.DataFrame) -> str:
         last = int(losses.loc[losses["run"] == run, "step"].max())
         state = ("still falling at its last evaluation" if best_step == last_eval
                  else f"no lower in the {last_eval - best_step} steps after it")  # fmt: skip
+        before = curve[curve["step"] <= best_step - SLOPE_STEPS]
+        if len(before):  # how fast it was still falling: a plateau or not
+            drop = 1 - best["val_loss"] / before["val_loss"].iloc[-1]
+            state += f"; {100 * drop:.1f} % below its loss {SLOPE_STEPS} steps before"
         parts.append(f"{run} {best['val_loss']:.3f} at step {best_step} of {last} ({state})")
     return "; ".join(parts)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import Context, dominance_rows
+from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import RotationSummary
 from irm_lens.analysis.mechanism import (
     MARGIN,
@@ -46,10 +46,12 @@ def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], 
 
 def main(ctx: Context) -> RotationSummary:
     host = ctx.figures.host_label
-    rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}")
-    sgd = {label: ctx.variant(label, optimizer="sgd", lr=lr) for label, lr in SGD_LRS.items()}
+    emotions = mechanism_emotions(ctx)
+    rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}", emotions=emotions)
+    sgd = {label: ctx.variant(label, optimizer="sgd", lr=lr, emotions=emotions)
+           for label, lr in SGD_LRS.items()}  # fmt: skip
     r = random_rotation(ctx.host().cfg.d_model, ROTATION_SEED).float()
-    first = ctx.variant()  # the main set's first-seed runs (cached: nothing trains)
+    first = ctx.variant(emotions=emotions)  # the main set's first-seed runs (cached)
     data = pd.DataFrame(
         dominance_rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
         + dominance_rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})

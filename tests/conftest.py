@@ -18,6 +18,19 @@ if _WORKERS > 1:
 torch.set_num_threads(_THREADS)
 
 
+# The modules that take longest (minutes: whole pipelines, kill -9 loops, the embedded host),
+# first: `make test` hands whole modules to its workers in collection order
+# (--dist loadscope --no-loadscope-reorder), so the long ones start at once and the many short
+# ones fill in around them instead of one long module starting last.
+_LONGEST_FIRST = ("test_figures.py", "test_kill.py", "test_distributed.py", "test_inject.py",
+                  "test_index_profile.py", "test_rotate.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Keep derived files (the tiny host's tokenizer) out of the user's home during tests.

@@ -684,3 +684,9 @@ def test_validation_lines_say_where_each_curve_bottomed_out():
         "a 1.500 at step 4 of 6 (no lower in the 2 steps after it); "
         "b 2.500 at step 4 of 4 (still falling at its last evaluation)"
     )
+    long = pd.DataFrame({"run": ["c"] * 4, "step": [50, 100, 220, 240],
+                         "val_loss": [2.5, 2.0, 1.0, 1.1]})  # fmt: skip
+    assert report.validation_lines(long) == (
+        "c 1.000 at step 220 of 240 (no lower in the 20 steps after it; 50.0 % below its "
+        "loss 120 steps before)"
+    )
