@@ -450,10 +450,9 @@ def long_tier_rules(out: Path) -> tuple[Verdict, Verdict] | None:
 
 def _cold_check(out: Path) -> str:
     """The measured cold ``make figures`` on the default budget, where ``costs.json`` holds one."""
-    path = out / COSTS
-    if not path.exists():
+    cold = cold_costs(out)
+    if not cold:
         return ""
-    cold = json.loads(path.read_text())
     total = sum(cold["timings"].values()) / 60
     return (f"; measured, the last cold `make figures` on the default budget took "
             f"{total:.1f} min before the report ({cold['written']}, `{COSTS}`)")  # fmt: skip
@@ -535,18 +534,27 @@ COSTS = "costs.json"
 """Where the last cold invocation's wall-clock seconds per step are kept beside the report."""
 
 
-def timing_lines(ctx: Context) -> list[str]:
-    """The wall-clock cost of a cold ``make figures`` (kept in ``costs.json`` by the last
-    invocation that found nothing cached), and of this invocation when it was not cold."""
-    path = ctx.out / COSTS
+def keep_cold_costs(ctx: Context) -> None:
+    """A cold invocation (nothing cached) keeps its wall-clock costs in ``costs.json``, before
+    any section of the report reads them."""
     if ctx.cold and ctx.timings:
         record = {"timings": ctx.timings, "threads": torch.get_num_threads(),
                   "written": datetime.date.today().isoformat(),
                   "stages": {n: stage_seconds(ctx.runs[n]) for n in ctx.specs}}  # fmt: skip
-        write_text_atomic(path, json.dumps(record, indent=2))
+        write_text_atomic(ctx.out / COSTS, json.dumps(record, indent=2))
+
+
+def cold_costs(out: Path) -> dict[str, Any]:
+    """The last cold invocation's ``costs.json`` (empty where none was kept)."""
+    path = out / COSTS
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def timing_lines(ctx: Context) -> list[str]:
+    """The wall-clock cost of a cold ``make figures`` (kept in ``costs.json`` by the last
+    invocation that found nothing cached), and of this invocation when it was not cold."""
     lines = []
-    if path.exists():
-        cold = json.loads(path.read_text())
+    if cold := cold_costs(ctx.out):
         steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in cold["timings"].items())
         total = sum(cold["timings"].values())
         lines.append(
@@ -568,8 +576,7 @@ def cost_rows(ctx: Context) -> str:
         stages, source = {name: stage_seconds(d) for name, d in dirs.items()}, ""
         missing = "cached"  # the stage ran in an earlier invocation
     else:
-        path = ctx.out / COSTS
-        stages = json.loads(path.read_text()).get("stages", {}) if path.exists() else {}
+        stages = cold_costs(ctx.out).get("stages", {})
         source = f"The run cache is not here: as `{COSTS}` kept them (its cold invocation).\n\n"
         missing = "not kept"
     rows = ["| run | kind | train s | record s | evaluate s |", "|---|---|---|---|---|"]
@@ -780,6 +787,7 @@ def closing_lines(ctx: Context, r: Results) -> list[str]:
 
 def main(ctx: Context) -> dict[str, object]:
     out = ctx.out
+    keep_cold_costs(ctx)
     results = read_results(out)
     claims = claims_of(out, results)
     lines = [
