@@ -25,7 +25,6 @@ from analyses._runset import (
     FiguresConfig,
     RunSpec,
     cache_key,
-    cached_table,
     ensure_runs,
     run_specs,
 )
@@ -36,7 +35,7 @@ from irm_lens.analysis.recorded import analyze_recordings, pooled
 from irm_lens.canary import check_generation
 from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
-from irm_lens.evaluate import answer_nll_table
+from irm_lens.evaluate import answer_nll_tables
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
@@ -109,7 +108,7 @@ class Context:
         (``anger_rotated_s42``)."""
         seed = self.first_seed
         figures = dataclasses.replace(self.figures, host=host or self.figures.host,
-                                      seeds=(seed,), paper_loss=False,
+                                      seeds=(seed,), paper_loss=False, null_irms=1,
                                       emotions=emotions or self.figures.emotions)  # fmt: skip
         specs = []
         for s in run_specs(figures):
@@ -131,11 +130,21 @@ class Context:
 
     @cached_property
     def alignment(self) -> dict[str, Specificity]:
-        """Every run's specificity to its emotion on all held-out questions, with its CI and
-        verdict (``analysis.alignment``; cached in the run directories)."""
+        """Every run's specificity to its emotion on all held-out questions, on its own
+        objective (next token; t+2 for the original's loss), with its CI and verdict
+        (``analysis.alignment``; cached in the run directories)."""
         memo: dict[Any, pd.DataFrame] = {}
         return {run: specificity(nll_by_question(self, run, memo), spec.config.emotion)
-                for run, spec in self.specs.items()}  # fmt: skip
+                for run, spec in self.specs.items() if not spec.null}  # fmt: skip
+
+    @cached_property
+    def next_token(self) -> dict[str, Specificity]:
+        """The same on the next-token target for every run: for a run trained on another
+        objective (the original's t+2), how much it damaged the host's own prediction."""
+        memo: dict[Any, pd.DataFrame] = {}
+        return {run: specificity(nll_by_question(self, run, memo, offset=1), spec.config.emotion)
+                if own_offset(spec.config) != 1 else self.alignment[run]
+                for run, spec in self.specs.items() if not spec.null}  # fmt: skip
 
     def aligned(self, kind: str) -> list[str]:
         """Trained runs of ``kind`` (``next-token`` or ``paper loss``) that are aligned: only
@@ -154,7 +163,14 @@ class Context:
 
     @property
     def untrained(self) -> str:
+        """The untrained control of the first seed (recorded and evaluated)."""
         return next(n for n, s in self.specs.items() if not s.trained)
+
+    @property
+    def null(self) -> list[str]:
+        """Every untrained IRM (the control first, then the null's other init seeds): the null
+        distribution the verdict rules read."""
+        return [n for n, s in self.specs.items() if not s.trained]
 
     @property
     def first_seed(self) -> int:
@@ -209,6 +225,15 @@ class Context:
         massive = self.host_profile["massive"]
         return int(massive.iloc[0]["index"]) if len(massive) else None
 
+    def run_settings(self, run: str) -> dict[str, Any]:
+        """What a result's ``config.json`` says of a run it read: its cache directory's name
+        (name and key) and the training settings that define it."""
+        config = self.specs[run].config
+        fields = ("emotion", "seed", "loss", "prompt_mode", "lr", "optimizer", "batch_size",
+                  "grad_accum", "max_steps", "layers")  # fmt: skip
+        return {"directory": self.runs[run].name, "trained": self.specs[run].trained,
+                **{f: getattr(config, f) for f in fields}}  # fmt: skip
+
     def spec_columns(self, run: str) -> dict[str, Any]:
         spec = self.specs[run]
         return {
@@ -228,11 +253,15 @@ class Context:
         runs: Sequence[str] | None = None,
         size: tuple[int, int] = (1100, 650),
         settings: dict[str, Any] | None = None,
+        tables: dict[str, pd.DataFrame] | None = None,
     ) -> Path:
-        """Write ``<out>/<result>/`` (data.csv, figure.png, figure.html, config.json)."""
+        """Write ``<out>/<result>/`` (data.csv, figure.png, figure.html, config.json; ``tables``:
+        more CSVs by file stem, e.g. the per-run numbers behind a large ``data.csv``)."""
         target = self.out / result
         used = list(self.specs) if runs is None else list(runs)
         write_csv_atomic(target / "data.csv", data)
+        for stem, table in (tables or {}).items():
+            write_csv_atomic(target / f"{stem}.csv", table)
         _wrap_title(fig)
         save_figure(fig, target, "figure", width=size[0], height=size[1], scale=1.5)
         if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
@@ -241,8 +270,11 @@ class Context:
             "result": result,
             "summary": summary,
             "settings": settings or {},
-            "figures_config": self.figures.to_dict(),
-            "runs": {name: str(self.runs[name]) for name in used},
+            # no machine paths in committed files: the run directory's name is its cache key
+            "figures_config": {
+                k: v for k, v in self.figures.to_dict().items() if k not in ("out", "cache")
+            },
+            "runs": {name: self.run_settings(name) for name in used},
             **provenance(),
         }
         write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
@@ -287,38 +319,67 @@ def heldout(voice: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def own_offset(config: Any) -> int:
+    """How far ahead the run's own objective predicts: 2 for the original's loss (t+2), else 1."""
+    return 2 if config.loss == "paper" else 1
+
+
 def nll_by_question(
-    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], *, step: int | None = None
+    ctx: Context,
+    run: str,
+    memo: dict[Any, pd.DataFrame],
+    *,
+    step: int | None = None,
+    offset: int | None = None,
 ) -> pd.DataFrame:
     """Per held-out question, voice and condition: summed answer NLL and token count (kept in
     the run's cache directory; the host-alone part is shared by all runs through ``memo``).
     ``step``: the run's IRM as saved after that many steps (``TrainConfig.snapshots``) instead
-    of its best one."""
+    of its best one; ``offset``: the target (1 next token, 2 the original's t+2; default the
+    run's own objective, ``own_offset``). The next-token table and the run's own objective's
+    come from one forward pass and are kept together."""
     config = ctx.specs[run].config
-    key = cache_key("nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len)
+    offset = own_offset(config) if offset is None else offset
+    offsets = sorted({1, own_offset(config), offset})
+    paths = {o: _nll_path(ctx, run, step, o) for o in offsets}
+    if not paths[offset].exists():
+        for o, table in _nll_tables(ctx, run, memo, step, offsets).items():
+            if not paths[o].exists():
+                write_csv_atomic(paths[o], table)
+    return pd.read_csv(paths[offset])
+
+
+def _nll_path(ctx: Context, run: str, step: int | None, offset: int) -> Path:
+    config = ctx.specs[run].config
+    parts: list[Any] = ["nll_by_question", HELDOUT_SPLITS, config.prompt_mode, config.max_len]
+    key = cache_key(*parts, *([offset] if offset != 1 else []))
     name = f"nll-{key}.csv" if step is None else f"nll-{key}-step{step}.csv"
-    return cached_table(ctx.runs[run] / "specificity" / name,
-                        lambda: _nll_table(ctx, run, memo, step))  # fmt: skip
+    return ctx.runs[run] / "specificity" / name
 
 
-def _nll_table(
-    ctx: Context, run: str, memo: dict[Any, pd.DataFrame], step: int | None
-) -> pd.DataFrame:
+def _nll_tables(
+    ctx: Context,
+    run: str,
+    memo: dict[Any, pd.DataFrame],
+    step: int | None,
+    offsets: list[int],
+) -> dict[int, pd.DataFrame]:
     config = ctx.specs[run].config
     host = ctx.host()
     best = ctx.runs[run] / "irm.safetensors"
     irm = IRM.load(best if step is None else snapshot_path(ctx.runs[run], step), host)
-    settings = dict(mode=config.prompt_mode, max_len=config.max_len)
-    parts = []
+    settings = dict(mode=config.prompt_mode, max_len=config.max_len, offsets=offsets)
+    parts: dict[int, list[pd.DataFrame]] = {o: [] for o in offsets}
     for voice in EMOTIONS:
         rows = heldout(voice)
-        base_key = (voice, config.prompt_mode, config.max_len)
+        base_key = (voice, config.prompt_mode, config.max_len, tuple(offsets))
         if base_key not in memo:
-            memo[base_key] = answer_nll_table(host, rows, **settings)  # type: ignore[arg-type]
-        with_irm = answer_nll_table(host, rows, irm=irm, **settings)  # type: ignore[arg-type]
-        for condition, table in (("host", memo[base_key]), ("host+irm", with_irm)):
-            parts.append(table.assign(target=voice, condition=condition))
-    return pd.concat(parts, ignore_index=True)
+            memo[base_key] = answer_nll_tables(host, rows, **settings)  # type: ignore[arg-type]
+        with_irm = answer_nll_tables(host, rows, irm=irm, **settings)  # type: ignore[arg-type]
+        for o in offsets:
+            for condition, tables in (("host", memo[base_key]), ("host+irm", with_irm)):
+                parts[o].append(tables[o].assign(target=voice, condition=condition))
+    return {o: pd.concat(p, ignore_index=True) for o, p in parts.items()}
 
 
 def dominance_rows(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.resources
+import itertools
 import json
 import os
 import shutil
@@ -82,6 +83,9 @@ class FiguresConfig:
         out: where the results go (``figures/<result>/``).
         cache: where runs are cached (default ``$IRM_LENS_CACHE/runs``).
         fast: the smoke configuration (tiny random host, seconds per run).
+        null_irms: untrained IRMs of different init seeds (the training seeds first), recorded
+            like the trained runs: the null distribution every rule reads (at least 1; the first
+            is also evaluated as the untrained control).
     """
 
     host: str | None = None
@@ -100,10 +104,13 @@ class FiguresConfig:
     out: str = "figures"
     cache: str | None = None
     fast: bool = False
+    null_irms: int = 10
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise FiguresConfigError("SEEDS is empty; give at least one seed, e.g. SEEDS=42.")
+        if self.null_irms < 1:
+            raise FiguresConfigError(f"null_irms={self.null_irms}: the run set needs at least 1.")
         if self.preset not in PRESETS:
             raise FiguresConfigError(f"PRESET={self.preset!r}; use one of {list(PRESETS)}.")
         unknown = [e for e in self.emotions if e not in EMOTIONS]
@@ -163,6 +170,7 @@ class FiguresConfig:
             eval_rows=4,
             eval_tokens=8,
             ablation_rows=3,
+            null_irms=3,
             out="build/figures-fast",
             fast=True,
         )
@@ -207,17 +215,24 @@ def cached_table(path: Path, compute: Callable[[], pd.DataFrame], **read: Any) -
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One IRM of the run set: its name, its training config, and whether it is trained."""
+    """One IRM of the run set: its name, its training config, whether it is trained, and
+    whether it is a member of the untrained null only (recorded, not evaluated)."""
 
     name: str
     config: TrainConfig
     trained: bool = True
+    null: bool = False
 
     @property
     def kind(self) -> str:
         if not self.trained:
             return "untrained"
         return "paper loss" if self.config.loss == "paper" else "next-token"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run goes through: a null member is trained (built) and recorded."""
+        return STAGES[:2] if self.null else STAGES
 
     def key(self, figures: FiguresConfig) -> str:
         """Hash of everything that defines this run's cached files."""
@@ -276,7 +291,18 @@ def run_specs(figures: FiguresConfig) -> list[RunSpec]:
             specs.append(RunSpec(f"{emotion}_paperloss_s{first}", config))
     base = preset(figures.preset, emotion=figures.emotions[0], seed=first, **host)
     specs.append(RunSpec(f"untrained_s{first}", base, trained=False))
+    for seed in null_seeds(figures)[1:]:
+        config = dataclasses.replace(base, seed=seed)
+        specs.append(RunSpec(f"untrained_s{seed}", config, trained=False, null=True))
     return specs
+
+
+def null_seeds(figures: FiguresConfig) -> list[int]:
+    """Init seeds of the untrained null: each training seed (its own control), then 1, 2, ...
+    (skipping those) up to ``figures.null_irms``."""
+    seeds = list(dict.fromkeys(figures.seeds))[: figures.null_irms]
+    extra = (s for s in itertools.count(1) if s not in seeds)
+    return seeds + [next(extra) for _ in range(figures.null_irms - len(seeds))]
 
 
 def stage_done(run_dir: Path, stage: str) -> bool:
@@ -471,7 +497,7 @@ def ensure_runs(
     def work(i: int) -> None:
         spec = specs[i]
         run_dir = dirs[spec.name]
-        todo = [s for s in STAGES if not stage_done(run_dir, s)]
+        todo = [s for s in spec.stages if not stage_done(run_dir, s)]
         state = "cached" if not todo else ", ".join(todo)
         if log is not None and (todo or not world.parallel):
             log(f"{who}[run {i + 1}/{len(specs)}] {spec.name} ({spec.kind}): {state}  [{run_dir}]")

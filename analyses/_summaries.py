@@ -41,6 +41,11 @@ class StriationSummary:
     cross_layer_corr_median: float
     untrained_index_share: float
     untrained_cross_layer_corr: float
+    null_index_shares: list[float]
+    null_layer_shares: list[float]
+    null_cross_layer_corrs: list[float]
+    signed_index_share_median: float
+    signed_layer_share_median: float
     above_untrained_runs: int
     p_min_possible: float
     rules: Rules
@@ -59,6 +64,11 @@ class DominanceSummary:
     top1_share_median: float
     uniform_share: float
     untrained_top1: int
+    null_top1: list[int]
+    null_ratios: list[float]
+    null_gaps: list[float]
+    ratio_by_run: dict[str, float]
+    gap_by_run: dict[str, float]
     host_massive_dims: list[int]
     massive_rank_by_run: dict[str, dict[str, int]]
     top1_heldout_by_run: dict[str, int]
@@ -87,6 +97,11 @@ class TimingSummary:
     heldout_on_prompt: float
     trained_on_prompt_median: float
     trained_on_first_token_median: float
+    k_scaled: int
+    aligned_runs: list[str]  # the next-token runs the medians are over (headline)
+    scaled_by_run: dict[str, dict[str, float]]
+    null_before_midpoint: list[float]
+    null_before_midpoint_file_order: list[float]
     rules: Rules
 
 
@@ -106,6 +121,7 @@ class PropagationSummary:
 @dataclass(frozen=True)
 class ResidualControlSummary:
     control_share: float
+    null_shares: list[float]
     shares: dict[str, dict[str, list[float]]]  # kind -> {"delta": [...], "output": [...]}
     by_run: list[dict[str, Any]]
 
@@ -163,7 +179,9 @@ class AblationSummary:
 
 @dataclass(frozen=True)
 class EvaluationSummary:
-    specificity: dict[str, dict[str, Any]]  # run -> ``Specificity.to_dict()``
+    specificity: dict[str, dict[str, Any]]  # run -> ``Specificity.to_dict()``, own objective
+    next_token: dict[str, dict[str, Any]]  # the same on the next-token target (host damage)
+    objective: dict[str, str]  # run -> the target its specificity is measured on
     aligned_runs: list[str]
     heldout_splits: list[str]
     by_run: dict[str, dict[str, Any]]  # run -> target emotion, NLL, NRC share, facts
@@ -172,6 +190,7 @@ class EvaluationSummary:
     n_trained: int
     eval_rows: int
     eval_tokens: int
+    voice_accuracy: dict[str, dict[str, float]]  # "full" / "cut" -> ``voice.Accuracy`` fields
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ MAX_TOKENS = 48
 
 
 def main(ctx: Context) -> dict[str, object]:
-    runs = list(ctx.specs)
+    runs = [n for n, spec in ctx.specs.items() if not spec.null]
     highlight = [ctx.dominant_index] + (
         [ctx.massive_index] if ctx.massive_index is not None else []
     )

@@ -2,8 +2,10 @@
 
 The paper: one index (1512 of Llama-2-7B) stands out in every alignment. Here: each run's
 indices ranked by share of total |output| over all recorded paper-prompt tokens, the consistency
-of the top index across runs, and the host's massive-activation dims beside them (the hypothesis
-that the dominant index is the host's massive dim: 507 on SmolLM2-135M).
+of the top index across runs, its share over the runner-up's (a measure that means the same at
+any d_model) and its share against the untrained null, and the host's massive-activation dims
+beside them (the hypothesis that the dominant index is the host's massive dim: 507 on
+SmolLM2-135M).
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def main(ctx: Context) -> DominanceSummary:
         ),
         uniform_share=uniform,
         untrained_top1=top1[ctx.untrained],
+        null_top1=[int(ctx.dominance[r].iloc[0]["index"]) for r in ctx.null],
+        null_ratios=[ratio(ctx, r) for r in ctx.null],
+        null_gaps=[gap(ctx, r) for r in ctx.null],
+        ratio_by_run={r: ratio(ctx, r) for r in runs},
+        gap_by_run={r: gap(ctx, r) for r in runs},
         host_massive_dims=massive,
         massive_rank_by_run={
             str(m): {r: int(ctx.dominance[r].set_index("index").loc[m, "rank"]) for r in runs}
@@ -107,14 +114,26 @@ def _table(ctx: Context, runs: list[str], shown: list[int], massive: list[int]) 
     return pd.DataFrame(rows)
 
 
+def ratio(ctx: Context, run: str) -> float:
+    """The run's dominance ratio: its top index's share of |output| x d_model (1 = uniform)."""
+    table = ctx.dominance[run]
+    return float(table.iloc[0]["share"]) * len(table)
+
+
+def gap(ctx: Context, run: str) -> float:
+    """The run's top index's share of |output| over the runner-up's (any d_model)."""
+    shares = ctx.dominance[run]["share"]
+    return float(shares.iloc[0] / shares.iloc[1])
+
+
 def _rules(ctx: Context, kind: str, d_model: int) -> tuple[Verdict, Verdict]:
-    """Consistency (the same index across runs) and dominance (one index far above uniform)
-    over the aligned runs of one loss kind, apart."""
+    """Consistency (the same index across runs) and dominance (one index far above the rest)
+    over the aligned runs of one loss kind, apart, against the untrained null."""
     runs = ctx.aligned(kind)
     top_sets = [[int(i) for i in ctx.dominance[r]["index"].head(TOP)] for r in runs]
-    ratios = [float(ctx.dominance[r].iloc[0]["share"]) * d_model for r in runs]
-    control = float(ctx.dominance[ctx.untrained].iloc[0]["share"]) * d_model
-    return consistency_rule(top_sets, d_model), dominant_rule(ratios, control)
+    ratios, gaps = [ratio(ctx, r) for r in runs], [gap(ctx, r) for r in runs]
+    null = [ratio(ctx, r) for r in ctx.null]
+    return consistency_rule(top_sets, d_model), dominant_rule(ratios, gaps, null)
 
 
 if __name__ == "__main__":

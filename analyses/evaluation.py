@@ -1,22 +1,31 @@
 """The alignment evaluation table: does each IRM make the host answer in its emotion?
 
 Per run, on held-out test questions: answer NLL of every emotion's bundled answers with and
-without the IRM, the NRC emotion-lexicon profile of greedy answers, and fact retention (the
-reference answer still contained in the greedy answer). And its specificity
+without the IRM, the voice classifier's P(own voice) of greedy answers (``analysis.voice``, with
+its bootstrap CI; the behavioural measure), their NRC emotion-lexicon profile, and fact retention
+(the reference answer still contained in the greedy answer). And its specificity
 (``irm_lens.analysis.alignment``): own-voice NLL drop minus the other voices' mean drop on
-every question not trained on (val + test), with a bootstrap 95 % CI over questions.
+every question not trained on (val + test), with a bootstrap 95 % CI over questions, on each
+run's own objective (t+2 for the original's loss), and on the next token beside it (what a run
+trained on another objective did to the host's own prediction).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pandas as pd
 
-from analyses._common import HELDOUT_SPLITS, Context
+from analyses._common import HELDOUT_SPLITS, Context, nll_by_question, own_offset
 from analyses._summaries import EvaluationSummary
 from irm_lens import plotting
+from irm_lens.analysis.voice import VoiceClassifier, bank_classifier, held_out_accuracy, own_voice
 from irm_lens.data.datasets import load_dataset
 from irm_lens.data.lexicon import emotion_profile
 from irm_lens.evaluate import alignment_summary
+
+OBJECTIVES = {1: "next token", 2: "t+2 (the original's)"}
 
 
 def reference_share(emotion: str, rows: int) -> dict[str, float]:
@@ -28,8 +37,21 @@ def reference_share(emotion: str, rows: int) -> dict[str, float]:
     return {"nrc_share_reference": float(profile.get(emotion, float("nan")))}
 
 
+def voice_scores(classifier: VoiceClassifier, generations: pd.DataFrame, emotion: str
+                 ) -> dict[str, float]:  # fmt: skip
+    """The voice classifier's mean P(own voice) over the greedy answers with and without the
+    IRM, each with its bootstrap 95 % CI over questions."""
+    scores: dict[str, float] = {}
+    for condition, name in (("host", "voice_host"), ("host+irm", "voice_irm")):
+        answers = generations.loc[generations["condition"] == condition, "answer"]
+        v = own_voice(classifier, answers.fillna("").tolist(), emotion)
+        scores |= {name: v.mean, f"{name}_low": v.low, f"{name}_high": v.high}
+    return scores
+
+
 def main(ctx: Context) -> EvaluationSummary:
     runs = [*ctx.trained(), ctx.untrained]
+    classifier = bank_classifier()
     parts = []
     headline: dict[str, dict[str, object]] = {}
     scores: dict[str, dict[str, float]] = {}
@@ -37,8 +59,10 @@ def main(ctx: Context) -> EvaluationSummary:
         table = pd.read_csv(ctx.runs[run] / "evaluation.csv")
         parts.append(table.assign(**ctx.spec_columns(run)))
         emotion = ctx.specs[run].config.emotion
+        generations = pd.read_csv(ctx.runs[run] / "generations.csv")
         scores[run] = {**alignment_summary(table, emotion),
-                       **reference_share(emotion, ctx.figures.eval_rows)}  # fmt: skip
+                       **reference_share(emotion, ctx.figures.eval_rows),
+                       **voice_scores(classifier, generations, emotion)}  # fmt: skip
         headline[run] = {"target": emotion, **scores[run]}
     data = pd.concat(parts, ignore_index=True)
     fig = plotting.evaluation_figure(
@@ -52,6 +76,8 @@ def main(ctx: Context) -> EvaluationSummary:
     specific = {run: ctx.alignment[run].to_dict() for run in runs}
     summary = EvaluationSummary(
         specificity=specific,
+        next_token={run: ctx.next_token[run].to_dict() for run in runs},
+        objective={run: OBJECTIVES[own_offset(ctx.specs[run].config)] for run in runs},
         aligned_runs=[r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],
         heldout_splits=list(HELDOUT_SPLITS),
         by_run=headline,
@@ -60,8 +86,17 @@ def main(ctx: Context) -> EvaluationSummary:
         n_trained=len(trained),
         eval_rows=ctx.figures.eval_rows,
         eval_tokens=ctx.figures.eval_tokens,
+        voice_accuracy={k: dataclasses.asdict(a) for k, a in held_out_accuracy(classifier).items()},
     )
-    ctx.write("evaluation", data, fig, summary=summary, runs=runs, size=(1300, 700))
+    # the per-question NLLs behind every specificity CI (own objective and next token)
+    memo: dict[Any, pd.DataFrame] = {}
+    nll = pd.concat(
+        [nll_by_question(ctx, r, memo, offset=o).assign(run=r, offset=o)
+         for r in runs for o in sorted({own_offset(ctx.specs[r].config), 1})],
+        ignore_index=True,
+    )  # fmt: skip
+    ctx.write("evaluation", data, fig, summary=summary, runs=runs, size=(1300, 700),
+              tables={"specificity": nll})  # fmt: skip
     return summary
 
 

@@ -3,7 +3,9 @@
 For every run and paper prompt: the top-1000 values over tokens x layers x indices, counted per
 token position, in sequence order and in the order the original drew its histogram (its token
 files natural-sorted by name: the prompt's last token, the generated tokens, then the prompt from
-BOS). The claim: most fall early in inference, very few past the sequence's midpoint.
+BOS). The claim: most fall early in inference, very few past the sequence's midpoint. The figure
+counts the paper's top-1000; the rule reads the top-k that is the same fraction of each token's
+values as 1000 is on Llama-2-7B (``scaled_k``), against the untrained null.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from irm_lens.analysis.timing import file_order
 from irm_lens.analysis.verdicts import timing_rule
 
 K = 1000
+LLAMA2_VALUES_PER_TOKEN = 4096 * 32
+"""d_model x injected layers of the paper's host: its top-1000 is this fraction of a token's
+values, which ``scaled_k`` carries over to another host."""
 
 
-def timing_table(ctx: Context, run: str, prompt_set: str = "paper") -> pd.DataFrame:
+def scaled_k(ctx: Context) -> int:
+    """The top-k that takes the same fraction of each token's values as the paper's top-1000 on
+    Llama-2-7B (all 32 layers injected)."""
+    _, n_inject, d_model = ctx.recordings(ctx.untrained)[0].outputs.shape
+    return max(1, round(K * n_inject * d_model / LLAMA2_VALUES_PER_TOKEN))
+
+
+def timing_table(ctx: Context, run: str, prompt_set: str = "paper", k: int = K) -> pd.DataFrame:
     parts = []
     for rec in ctx.recordings(run, prompt_set):
-        table = analysis.topk_timing(rec.outputs, rec.kinds, k=K)
+        table = analysis.topk_timing(rec.outputs, rec.kinds, k=k)
         position = file_order(rec.kinds.count("prompt"), len(rec.kinds))
         parts.append(
             table.assign(
@@ -51,9 +63,11 @@ def shares(table: pd.DataFrame) -> dict[str, float]:
 
 
 def main(ctx: Context) -> TimingSummary:
-    runs = [*ctx.trained(), ctx.untrained]
+    runs = [*ctx.trained(), *ctx.null]
     data = pd.concat([timing_table(ctx, run) for run in runs], ignore_index=True)
     by_run = {run: shares(data[data["run"] == run]) for run in runs}
+    k_scaled = scaled_k(ctx)  # the rule reads it: the paper's share of values per token
+    scaled = {run: shares(timing_table(ctx, run, k=k_scaled)) for run in runs}
     shown = [r for r in ctx.trained("next-token") if ctx.specs[r].config.seed == ctx.first_seed]
     shown.append(ctx.untrained)
     # Show the paper prompt whose recordings are longest: plain-text prompts often end early.
@@ -107,12 +121,22 @@ def main(ctx: Context) -> TimingSummary:
         headline_aligned=ctx.headline_aligned,
         untrained_before_midpoint_file_order=
             by_run[ctx.untrained]["before_midpoint_file_order"],
+        k_scaled=k_scaled,
+        aligned_runs=headline,
+        scaled_by_run=scaled,
+        null_before_midpoint=[by_run[r]["before_midpoint"] for r in ctx.null],
+        null_before_midpoint_file_order=[by_run[r]["before_midpoint_file_order"]
+                                         for r in ctx.null],
         rules={kind: timing_rule(
-            [by_run[r]["before_midpoint"] for r in ctx.aligned(kind)],
-            by_run[ctx.untrained]["before_midpoint"],
-            [by_run[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
-            by_run[ctx.untrained]["before_midpoint_file_order"],
+            [scaled[r]["before_midpoint"] for r in ctx.aligned(kind)],
+            [scaled[r]["before_midpoint"] for r in ctx.null],
+            [scaled[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
+            [scaled[r]["before_midpoint_file_order"] for r in ctx.null],
         ) for kind in KINDS},
+    )  # fmt: skip
+    per_run = pd.DataFrame(
+        [{**ctx.spec_columns(r), "k": k, **v} for k, table in ((K, by_run), (k_scaled, scaled))
+         for r, v in table.items()]
     )  # fmt: skip
     ctx.write(
         "fig3_timing",
@@ -120,6 +144,7 @@ def main(ctx: Context) -> TimingSummary:
         fig,
         summary=summary,
         runs=runs,
+        tables={"runs": per_run},
         size=(1200, 300 + 220 * ((len(panels) + 1) // 2)),
     )
     return summary

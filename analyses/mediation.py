@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from analyses._common import KINDS, Context, cache_key, cached_table, heldout, nll_by_question
+from analyses._common import KINDS, Context, cache_key, heldout, nll_by_question
+from analyses._runset import cached_table
 from analyses._summaries import MediationSummary
 from irm_lens.evaluate import frozen_scale_nll_table
 from irm_lens.inject import resid_post_hook
@@ -38,7 +39,7 @@ def run_gains(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> dict[str
     """The run's relative NLL drop on its own voice, with the final norm's scale free and
     frozen (the frozen table is cached in the run directory)."""
     config = ctx.specs[run].config
-    nll = nll_by_question(ctx, run, memo)
+    nll = nll_by_question(ctx, run, memo, offset=1)  # the frozen table's target
     own = nll[nll["target"] == config.emotion]
     host_nll = own[own["condition"] == "host"]
     key = cache_key("frozen_scale", config.prompt_mode, config.max_len)

@@ -2,7 +2,8 @@
 
 Reads only the ``summary`` of each result's config.json (written by the other scripts in the same
 invocation), so every number in the report comes from the figures beside it. The verdict rules
-are fixed here, before any result is seen, and stated in the report.
+live in ``irm_lens.analysis.verdicts``; when and why they changed is told in the report itself
+(``rules_account``), and a verdict that changes is kept in ``verdict_changes.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from scipy.stats import binomtest
 
 from analyses._common import KINDS, Context, read_summary
+from analyses._report_answers import answer_table, change_lines, log_changes
 from analyses._report_mechanism import (
     DOMINANCE_CI_NOTE,
     NOT_RUN,
@@ -49,13 +51,16 @@ from analyses._summaries import (
 from irm_lens.analysis.alignment import MIN_SPECIFICITY
 from irm_lens.analysis.mechanism import Verdict
 from irm_lens.analysis.verdicts import (
+    DOMINANT_GAP,
     NOT_TESTED,
     PARTLY,
     REPRODUCED,
+    consistency_rule,
     dominant_rule,
     lm_head_rule,
     residual_rule,
     striation_rule,
+    top_gap_bound,
 )
 from irm_lens.files import write_text_atomic
 from irm_lens.stack import describe
@@ -75,19 +80,24 @@ def rules_account() -> list[str]:
         "### How the verdicts are decided",
         "",
         "Each claim is a rule in `irm_lens/analysis/verdicts.py` with an effect size against a "
-        "control (the untrained IRM of the same seed, chance overlap, or a rotated injection), "
-        "thresholds as module constants, and a verdict of *reproduced*, *partly reproduced*, "
-        "*not reproduced*, or *not tested* when the evidence cannot decide (fewer than 2 "
-        "aligned runs, or nothing for the claim to be about); `tests/test_verdicts.py` builds "
-        "inputs that reach every verdict of every rule. Only aligned runs count (specificity "
-        f"CI above {_pct(MIN_SPECIFICITY)} and own-voice NLL drop CI above 0: the alignment "
-        "section). These rules were written in the seventh working session (2026-12-02), "
-        "after the numbers of earlier reports had been read (issue 12 quotes them). The "
-        "default tier's runs and the long tier's were trained after that; the mechanism "
-        "tier's (rotation, index profiles, masked, matrix: 2026-12-01) before, and are only "
-        "judged by them. Two rules changed after results had been seen, both in git history: "
-        "the minimum specificity (the same day, after an untrained IRM had passed a CI-above-0 "
-        'rule) and an earlier LM-head rule (after a run had printed "reproduced").',
+        "control (the untrained null: untrained IRMs of different init seeds, recorded like "
+        "the trained runs; chance overlap; or a rotated injection), thresholds as module "
+        "constants, and a verdict of *reproduced*, *partly reproduced*, *not reproduced*, or "
+        "*not tested* when the evidence cannot decide (fewer than 2 aligned runs, or nothing "
+        "for the claim to be about); `tests/test_verdicts.py` builds inputs that reach every "
+        "verdict of every rule. Only aligned runs count (specificity CI above "
+        f"{_pct(MIN_SPECIFICITY)} and own-voice NLL drop CI above 0: the alignment section). "
+        "History, as it happened: the rules were first written on 2026-12-02 after the "
+        "numbers of earlier reports had been read; the default tier's runs and the long "
+        "tier's were trained after that, the mechanism tier's (2026-12-01) before. Rules "
+        "changed after results had been seen, each in git history: the minimum specificity "
+        "(2026-12-02, after an untrained IRM had passed a CI-above-0 rule); an earlier LM-head "
+        'rule (after a run had printed "reproduced"); and on 2026-12-07, after a review of '
+        "the committed data: striation needs the index share above the layer share (the "
+        "paper's contrast), every rule reads a null of untrained IRMs instead of one, and "
+        "dominance is the top index's share over the runner-up's (comparable across "
+        "d_model) instead of 10x uniform. Verdicts that changed are listed under "
+        '"Verdict changes".',
         "",
     ]
 
@@ -104,14 +114,20 @@ def _pct(x: float) -> str:
 
 
 def striation_claim(s: StriationSummary) -> tuple[Rules, str]:
+    null = s.null_index_shares
     text = (
         f"Index share of the variance of mean |output| (median over {_over(s)}) "
-        f"{s.index_share_median:.3f} vs layer share {s.layer_share_median:.3f}; untrained IRM "
-        f"{s.untrained_index_share:.3f}; permutation p < 0.01 in {s.significant_runs}/"
-        f"{s.n_headline} runs (the smallest possible p is {s.p_min_possible:.4f}, which any "
-        f"cross-layer alignment reaches with this many indices: p alone decides nothing). "
-        f"Cross-layer correlation of index profiles: median {s.cross_layer_corr_median:.3f} "
-        f"(untrained {s.untrained_cross_layer_corr:.3f})."
+        f"{s.index_share_median:.3f} vs layer share {s.layer_share_median:.3f} (index above "
+        f"layer in {s.index_over_layer_runs}/{s.n_headline} runs); on the signed mean map (the "
+        f"paper's Fig. 2) {s.signed_index_share_median:.3f} vs {s.signed_layer_share_median:.3f}"
+        f". The untrained null ({len(null)} IRMs of different init seeds): index share "
+        f"{min(null):.3f} to {max(null):.3f}, cross-layer correlation "
+        f"{min(s.null_cross_layer_corrs):.3f} to {max(s.null_cross_layer_corrs):.3f}; "
+        f"{s.above_untrained_runs}/{s.n_headline} runs above its largest index share. "
+        f"Permutation p < 0.01 in {s.significant_runs}/{s.n_headline} runs (the smallest "
+        f"possible p is {s.p_min_possible:.4f}, which any cross-layer alignment reaches with "
+        f"this many indices: p alone decides nothing). Cross-layer correlation of index "
+        f"profiles: median {s.cross_layer_corr_median:.3f}. The shares' CIs resample runs."
     )
     return s.rules, text
 
@@ -129,8 +145,14 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
         f"{s.dominant_top1_runs}; its median share of total |output| "
         f"{_pct(s.dominant_share_median)} (uniform: {_pct(s.uniform_share)}); median top-1 "
         f"share {_pct(s.top1_share_median)}. Its rank per aligned next-token run: "
-        f"{ranks or 'none'} (not counted: {others or 'none'}). The untrained IRM's top index: "
-        f"{s.untrained_top1}. On held-out questions (chat format) the top index is {held} in "
+        f"{ranks or 'none'} (not counted: {others or 'none'}). The untrained null's top "
+        f"indices ({len(s.null_top1)} init seeds): {s.null_top1}; their dominance ratios "
+        f"{min(s.null_ratios):.2f} to {max(s.null_ratios):.2f}, top over runner-up "
+        f"{min(s.null_gaps):.2f}x to {max(s.null_gaps):.2f}x. Dominance is judged by the top "
+        f"index's share over the runner-up's, which means the same at any d_model: Llama-2's "
+        f"1512 would need its |output| at least {DOMINANT_GAP:g}x the next index's in the "
+        f"median aligned run (the top share x d_model grows with d_model for the same shape). "
+        f"On held-out questions (chat format) the top index is {held} in "
         f"{held_hits}/{len(counted)} aligned next-token runs. Host's massive-activation dims: "
         f"{s.host_massive_dims}; dominant index is one of them: "
         f"{'yes' if host.dominant_is_massive else 'no'}."
@@ -138,16 +160,29 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
     return s.consistency_rules, s.dominance_rules, text
 
 
+def _direction(s: TimingSummary, key: str, null: list[float]) -> str:
+    """How many counted runs put more of their top-k before the midpoint than the null's median."""
+    runs = s.aligned_runs
+    above = sum(s.by_run[r][key] > float(pd.Series(null).median()) for r in runs)
+    return f"{above}/{len(runs)}"
+
+
 def timing_claim(s: TimingSummary) -> tuple[Rules, str]:
+    null_true = float(pd.Series(s.null_before_midpoint).median())
+    null_file = float(pd.Series(s.null_before_midpoint_file_order).median())
     text = (
         f"Share of each run's top-{s.k} |output| values (per paper prompt, pooled) that fall "
         f"before the sequence's midpoint, over {_over(s)}: median "
         f"{_pct(s.trained_before_midpoint_median)} in sequence order, "
         f"{_pct(s.trained_before_midpoint_file_order_median)} in the order the original drew "
         f"its histogram (token files natural-sorted by name: the prompt's last token, the "
-        f"generated tokens, then the prompt from BOS); untrained IRM "
-        f"{_pct(s.untrained_before_midpoint)} and {_pct(s.untrained_before_midpoint_file_order)}"
-        f". On the first token alone: median {_pct(s.trained_on_first_token_median)}; on prompt "
+        f"generated tokens, then the prompt from BOS); the untrained null's median "
+        f"{_pct(null_true)} and {_pct(null_file)}. Direction (runs above the null's median): "
+        f"{_direction(s, 'before_midpoint', s.null_before_midpoint)} in sequence order, "
+        f"{_direction(s, 'before_midpoint_file_order', s.null_before_midpoint_file_order)} in "
+        f"the original's order. The rule reads the top-{s.k_scaled}, the same fraction of each "
+        f"token's values as the top-{s.k} of 4096 x 32 on Llama-2-7B. On the first token alone: "
+        f"median {_pct(s.trained_on_first_token_median)}; on prompt "
         f"tokens: median {_pct(s.trained_on_prompt_median)}. The paper prompts are recorded as "
         f"the original did (BOS + prompt, no chat template, sampled to 100 tokens); this chat "
         f"host often ends its answer early (generated tokens per prompt: median "
@@ -183,7 +218,7 @@ def residual_claim(
                 "no stripes to explain")  # fmt: skip
             rules[kind] = Verdict(NOT_TESTED, why, {})
             continue
-        rules[kind] = residual_rule(shares["delta"], shares["output"], control.control_share,
+        rules[kind] = residual_rule(shares["delta"], shares["output"], control.null_shares,
                                     striated=striated)  # fmt: skip
     text = (
         f"A perturbation added at layer 0 stays at the same index in later layers: median "
@@ -345,18 +380,35 @@ def lens_section(s: LensesSummary | None) -> list[str]:
 
 def evaluation_rows(e: EvaluationSummary) -> str:
     head = (
-        "| run | target | NLL host | NLL +IRM | drop | NRC share host | NRC share +IRM | "
-        "NRC share of the bank's own answers | facts host [95 % CI] | facts +IRM [95 % CI] |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "| run | target | NLL host | NLL +IRM | drop (nats) | drop | P(own voice) host [95 % CI] | "
+        "P(own voice) +IRM [95 % CI] | NRC share host / +IRM / bank | facts host [95 % CI] | "
+        "facts +IRM [95 % CI] |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [
         f"| {run} | {v['target']} | {v['nll_host']:.3f} | {v['nll_irm']:.3f} | "
-        f"{_pct(v['nll_drop'])} | {_pct(v['nrc_share_host'])} | {_pct(v['nrc_share_irm'])} | "
-        f"{_pct(v['nrc_share_reference'])} | {_share_ci(v['fact_retention_host'], e.eval_rows)} | "
-        f"{_share_ci(v['fact_retention_irm'], e.eval_rows)} |"
+        f"{v['nll_host'] - v['nll_irm']:+.3f} | {_pct(v['nll_drop'])} | {_voice(v, 'voice_host')} "
+        f"| {_voice(v, 'voice_irm')} | {_pct(v['nrc_share_host'])} / {_pct(v['nrc_share_irm'])} "
+        f"/ {_pct(v['nrc_share_reference'])} | {_share_ci(v['fact_retention_host'], e.eval_rows)} "
+        f"| {_share_ci(v['fact_retention_irm'], e.eval_rows)} |"
         for run, v in e.by_run.items()
     ]
     return "\n".join([head, *rows])
+
+
+def _voice(v: dict[str, Any], key: str) -> str:
+    return f"{_pct(v[key])} [{_pct(v[key + '_low'])}, {_pct(v[key + '_high'])}]"
+
+
+def voice_accuracy_text(e: EvaluationSummary) -> str:
+    """The voice classifier's held-out accuracy, whole answers and cut to generated length."""
+    full, cut = e.voice_accuracy["full"], e.voice_accuracy["cut"]
+    return (
+        f"held-out accuracy {_pct(full['accuracy'])} [Wilson 95 % CI {_pct(full['low'])}, "
+        f"{_pct(full['high'])}] on the {full['n']:.0f} val + test answers of the bank "
+        f"({_pct(cut['accuracy'])} [{_pct(cut['low'])}, {_pct(cut['high'])}] cut to the first "
+        f"100 characters, about the generated length; chance {_pct(full['chance'])})"
+    )
 
 
 def _share_ci(share: float, n: int) -> str:
@@ -367,15 +419,25 @@ def _share_ci(share: float, n: int) -> str:
     return f"{_pct(share)} [{100 * ci.low:.0f}, {100 * ci.high:.0f}]"
 
 
+def _next_token(e: EvaluationSummary, run: str) -> str:
+    """The run's own-voice drop on the next token, where its own objective is another."""
+    if e.objective[run] == "next token":
+        return "(its objective)"
+    n = e.next_token[run]
+    return f"{_pct(n['own_drop'])} [{_pct(n['own_low'])}, {_pct(n['own_high'])}]"
+
+
 def specificity_rows(e: EvaluationSummary) -> str:
     head = (
-        "| run | target | questions | own-voice NLL drop [95 % CI] | other voices' drop | "
-        "specificity [95 % CI] | verdict |\n|---|---|---|---|---|---|---|"
+        "| run | target | objective | questions | own-voice NLL drop [95 % CI] | other voices' "
+        "drop | specificity [95 % CI] | verdict | next-token own-voice drop [95 % CI] (host "
+        "damage, not gating) |\n|---|---|---|---|---|---|---|---|---|"
     )
     rows = [
-        f"| {run} | {v['emotion']} | {v['n_questions']} | {_pct(v['own_drop'])} "
-        f"[{_pct(v['own_low'])}, {_pct(v['own_high'])}] | {_pct(v['other_drop'])} | "
-        f"{_pct(v['specificity'])} [{_pct(v['low'])}, {_pct(v['high'])}] | {v['verdict']} |"
+        f"| {run} | {v['emotion']} | {e.objective[run]} | {v['n_questions']} | "
+        f"{_pct(v['own_drop'])} [{_pct(v['own_low'])}, {_pct(v['own_high'])}] | "
+        f"{_pct(v['other_drop'])} | {_pct(v['specificity'])} [{_pct(v['low'])}, "
+        f"{_pct(v['high'])}] | {v['verdict']} | {_next_token(e, run)} |"
         for run, v in e.specificity.items()
     ]
     return "\n".join([head, *rows])
@@ -428,24 +490,42 @@ def _trajectory_data(out: Path) -> pd.DataFrame:
     return data.assign(order=order).sort_values(["order", "step"], kind="stable")
 
 
-def _long_rules(data: pd.DataFrame) -> tuple[Verdict, Verdict]:
-    """The dominance and striation rules at each aligned next-token run's best (or last) IRM
-    of the long tier, against its untrained IRMs (step 0)."""
+@dataclass(frozen=True)
+class LongRules:
+    """The default tier's rules applied to the long tier's best IRMs (next-token, aligned)."""
+
+    dominance: Verdict
+    striation: Verdict
+    consistency: Verdict
+
+
+def _long_rules(
+    data: pd.DataFrame, striation: StriationSummary, dominance: DominanceSummary
+) -> LongRules:
+    """The dominance, striation and consistency rules at each aligned next-token run's best (or
+    last) IRM of the long tier, against the untrained null of the default tier (the same host
+    and layers; the long tier's own step-0 IRMs share one init seed). Consistency reads top-1
+    indices only (the tier keeps no top-5 sets); dominance, the top-to-runner-up bound of each
+    run's ratio (``top_gap_bound``: the tier keeps no runner-up share)."""
     last = _final_irms(data)
     kept = last[(last["kind"] == "next-token") & (last["verdict"] == "aligned")]
-    start = data[(data["step"] == 0) & (data["irm"] == "snapshot")]
-    dominance = dominant_rule(kept["dominance"].tolist(), float(start["dominance"].median()))
-    stripes = striation_rule(kept["index_share"].tolist(), kept["cross_layer_corr"].tolist(),
-                             float(start["index_share"].median()),
-                             float(start["cross_layer_corr"].median()))  # fmt: skip
-    return dominance, stripes
+    d_model = round(1 / dominance.uniform_share)
+    ratios = kept["dominance"].tolist()
+    return LongRules(
+        dominance=dominant_rule(ratios, [top_gap_bound(r, d_model) for r in ratios],
+                                dominance.null_ratios),
+        striation=striation_rule(kept["index_share"].tolist(), kept["layer_share"].tolist(),
+                                 kept["cross_layer_corr"].tolist(), striation.null_index_shares,
+                                 striation.null_cross_layer_corrs),
+        consistency=consistency_rule([[int(i)] for i in kept["top_index"]], d_model),
+    )  # fmt: skip
 
 
-def long_tier_rules(out: Path) -> tuple[Verdict, Verdict] | None:
+def long_tier_rules(out: Path, r: Results) -> LongRules | None:
     """``_long_rules`` on the committed trajectory, or None where the long tier has not run."""
     if read_typed(out, "trajectory", TrajectorySummary) is None:
         return None
-    return _long_rules(_trajectory_data(out))
+    return _long_rules(_trajectory_data(out), r.striation, r.dominance)
 
 
 def _cold_check(out: Path) -> str:
@@ -483,7 +563,8 @@ def trajectory_section(out: Path) -> list[str]:
     steps = ", ".join(
         f"{r} {int(n)}" for r, n in losses.groupby("run", sort=False)["step"].max().items()
     )
-    dominance, stripes = _long_rules(data)
+    long = long_tier_rules(out, read_results(out))
+    assert long is not None  # the trajectory's summary was read above
     budget = t.budget_step
     chosen = f"**{budget} steps**" if budget is not None else "**none**"
     return [
@@ -507,9 +588,11 @@ def trajectory_section(out: Path) -> list[str]:
         "At each run's best IRM by validation loss, or its last snapshot where the best was "
         "not measured ("
         + ", ".join(f"{r.run}: {r.irm} at step {r.step}" for r in last.itertuples())
-        + "), over the aligned next-token runs, against the "
-        f"untrained IRM (step 0): dominance **{dominance.verdict}** ({dominance.reason}); "
-        f"striation **{stripes.verdict}** ({stripes.reason}).",
+        + "), over the aligned next-token runs, against the default tier's untrained null "
+        f"(the same host and layers): dominance **{long.dominance.verdict}** "
+        f"({long.dominance.reason}); striation **{long.striation.verdict}** "
+        f"({long.striation.reason}); the same top index, from top-1 indices alone: "
+        f"**{long.consistency.verdict}** ({long.consistency.reason}).",
         "",
         f"A row is aligned when its specificity CI lies above {_pct(MIN_SPECIFICITY)} and its "
         "own-voice NLL drop's CI above 0 (the rule of the alignment section): an IRM that "
@@ -583,7 +666,8 @@ def cost_rows(ctx: Context) -> str:
     for name, spec in ctx.specs.items():
         t = stages.get(name, {})
         cells = [
-            f"{t[k]:.0f}" if k in t else missing for k in ("train_s", "record_s", "evaluate_s")
+            f"{t[k + '_s']:.0f}" if k + "_s" in t else missing if k in spec.stages else "-"
+            for k in ("train", "record", "evaluate")
         ]
         rows.append(f"| {name} | {spec.kind} | {' | '.join(cells)} |")
     return source + "\n".join(rows)
@@ -634,9 +718,10 @@ def claims_of(out: Path, r: Results) -> list[Claim]:
     r_res, t_res = residual_claim(r.propagation, control, r_str)
     r_lm, t_lm = lm_head_claim(r.host, r.logits, read_typed(out, "mediation", MediationSummary),
                                r_dom)  # fmt: skip
-    long = long_tier_rules(out)
+    long = long_tier_rules(out, r)
     if long is not None:  # the same rules at the long tier's IRMs trained to early stop
-        r_dom, r_str = {**r_dom, "long": long[0]}, {**r_str, "long": long[1]}
+        r_dom, r_str = {**r_dom, "long": long.dominance}, {**r_str, "long": long.striation}
+        r_con = {**r_con, "long": long.consistency}
     return [
         ("Large IRM outputs form vertical striations by residual index", r_str, t_str,
          ["fig2_heatmaps", "fig4_comparison", "striation"]),
@@ -661,8 +746,8 @@ def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
         f"host `{f.host_label}`, preset `{f.preset}`, seeds {list(f.seeds)}, emotions "
         f"{list(f.emotions)}, dtype {f.dtype}; {len(ctx.specs)} runs "
         f"({len(ctx.trained('next-token'))} next-token, {len(ctx.trained('paper loss'))} paper "
-        'loss, 1 untrained). Verdict rules: `irm_lens/analysis/verdicts.py`; see "How the '
-        'verdicts are decided" below.',
+        f"loss, {len(ctx.null)} untrained: the null). Verdict rules: "
+        '`irm_lens/analysis/verdicts.py`; see "How the verdicts are decided" below.',
         "",
         f"Software: {describe()}, Python {platform.python_version()} (`requirements.lock`); "
         "the host's KV-cache generation passed irm_lens's self-check (`irm_lens.canary`) "
@@ -671,22 +756,17 @@ def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
         "## Verdicts",
         "",
         "Over aligned runs only, next-token runs and the original's loss (paper-loss runs) apart; "
-        "the first two columns judge the default budget's runs, the last applies the "
-        "striation and dominance rules to the long tier's IRMs trained until their validation "
-        "loss stopped improving (each run's best; first seed only), and says `not run` for the "
-        "claims that tier does not measure.",
+        f"the next-token and original's-loss columns judge the default budget's runs (next-token"
+        f" {_budget(ctx, 'next-token')}, seeds {list(f.seeds)}; original's loss "
+        f"{_budget(ctx, 'paper loss')}, seed {f.seeds[0]}), the long tier column applies the "
+        "striation, consistency and dominance rules to the long tier's IRMs trained until their "
+        "validation loss stopped improving (each run's best; first seed only), and says "
+        "`not run` for the claims that tier does not measure.",
         "",
-        f"| claim | next-token runs ({_budget(ctx, 'next-token')}, seeds {list(f.seeds)}) | "
-        f"original's loss ({_budget(ctx, 'paper loss')}) | long tier: trained to early stop "
-        f"(seed {f.seeds[0]}) |",
-        "|---|---|---|---|",
-        *[
-            f"| {title} | **{rules['next-token'].verdict}** | {rules['paper loss'].verdict} | "
-            f"{_long_verdict(rules)} |"
-            for title, rules, _, _ in claims
-        ],
+        *answer_table([(t, rules) for t, rules, _, _ in claims], _budget(ctx, "next-token")),
         "",
         *rules_account(),
+        *change_lines(ctx.out),
     ]
 
 
@@ -720,25 +800,34 @@ def alignment_lines(e: EvaluationSummary) -> list[str]:
         "latter with a Wilson 95 % CI over those questions; the specificity table below "
         "carries the NLL's CIs over every held-out question). NLL drops in "
         f"{e.runs_with_nll_drop}/{e.n_trained} trained runs; median drop "
-        f"{_aligned_nll_drop(e)}. The NRC emotion lexicon barely sees this bank's "
-        "voices: read an IRM's NRC share against the bank's own answers in that voice to the "
-        "same questions (its ceiling here), not against 100 %; specificity, below, is the "
-        "measure the verdicts use. The original's-loss runs prompt the host as the original "
-        "did (plain text, no chat template), so their host columns differ from the others'.",
+        f"{_aligned_nll_drop(e)}. The behavioural measure is a voice classifier "
+        "(`irm_lens.analysis.voice`: TF-IDF of character n-grams and logistic regression over "
+        "the four voices, fitted on the bank's training-split answers; "
+        f"{voice_accuracy_text(e)}): its mean probability of the run's own voice over the greedy "
+        "answers, with a bootstrap 95 % CI over questions, for the host alone and with the "
+        "IRM. The NRC emotion lexicon, kept as a column, barely sees this bank's voices (read "
+        "it against the bank's own answers in that voice, its ceiling here). Specificity, "
+        "below, is the measure the verdicts use. The original's-loss runs prompt the host as "
+        "the original did (plain text, no chat template), so their host columns differ from "
+        "the others'.",
         "",
         evaluation_rows(e),
         "",
         "![alignment](evaluation/figure.png)",
         "",
         "**Specificity** (`irm_lens.analysis.alignment`): each IRM's relative NLL drop on its own "
-        "voice's answers minus the mean drop on the other voices' parallel answers, over every "
+        "voice's answers minus the mean drop on the other voices' parallel answers, on its own "
+        "training objective (the next token; for the original's loss, the token two ahead, "
+        "answer tokens only and padding excluded, in its plain-text prompt), over every "
         f"question not trained on ({' + '.join(e.heldout_splits)} splits), with a percentile "
         "bootstrap 95 % CI over questions. A run is *aligned* when this CI lies above "
         f"{MIN_SPECIFICITY:.2f} (a minimum effect, added after the long tier showed an untrained "
         "IRM's CI excluding 0 at 0.7 %) and the own-voice drop's CI lies above 0 (an IRM that "
         "raises every voice's NLL, its own least, is specific but broke the host: not aligned; "
         "this condition was added after a first version of this table had labelled the four "
-        "paper-loss runs aligned): "
+        "paper-loss runs aligned, which were then judged on the next token, a target they were "
+        "not trained on; since 2026-12-07 each run is judged on its own objective and the "
+        "next-token drop is reported beside it as host damage): "
         f"{len(e.aligned_runs)}/{e.n_trained} trained runs "
         f"({', '.join(e.aligned_runs) or 'none'}). The untrained IRM is the control.",
         "",
@@ -790,6 +879,17 @@ def main(ctx: Context) -> dict[str, object]:
     keep_cold_costs(ctx)
     results = read_results(out)
     claims = claims_of(out, results)
+    summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
+    summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
+    summary[LONG_TIER] = {t: _long_verdict(r) for t, r, _, _ in claims}
+    summary.update(mechanism_verdicts(read_typed(out, "rotation", RotationSummary),
+                                      read_typed(out, "masked", MaskedSummary),
+                                      read_typed(out, "matrix", MatrixSummary)))  # fmt: skip
+    reasons = {f"{prefix}{t}": r[kind] for t, r, _, _ in claims
+               for kind, prefix in (("next-token", ""), ("paper loss", f"{ORIGINAL_LOSS} / "),
+                                    ("long", f"{LONG_TIER} / ")) if kind in r}  # fmt: skip
+    log_changes(out, summary, reasons)
+    write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     lines = [
         *header_lines(ctx, claims),
         *alignment_lines(results.evaluation),
@@ -797,13 +897,6 @@ def main(ctx: Context) -> dict[str, object]:
         *closing_lines(ctx, results),
     ]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
-    summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
-    summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
-    summary[LONG_TIER] = {t: _long_verdict(r) for t, r, _, _ in claims}
-    summary.update(mechanism_verdicts(read_typed(out, "rotation", RotationSummary),
-                                      read_typed(out, "masked", MaskedSummary),
-                                      read_typed(out, "matrix", MatrixSummary)))  # fmt: skip
-    write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     return summary
 
 

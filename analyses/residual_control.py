@@ -48,10 +48,12 @@ def main(ctx: Context) -> ResidualControlSummary:
              "index_share": _share(irm.unrotate(written), layers)},
         ]  # fmt: skip
     data = pd.DataFrame(rows)
-    control = _share(ctx.outputs(ctx.untrained), ctx.recordings(ctx.untrained)[0].layers)
+    null = [_share(ctx.outputs(r), ctx.recordings(r)[0].layers) for r in ctx.null]
+    control = null[0]  # the first seed's untrained IRM, drawn in the figure
     kept = data[data["aligned"]]
     summary = ResidualControlSummary(
         control_share=control,
+        null_shares=null,
         shares={"next-token": {
             "delta": kept.loc[kept["reading"] == READINGS[1], "index_share"].tolist(),
             "output": kept.loc[kept["reading"] == READINGS[2], "index_share"].tolist()}},

@@ -2,8 +2,9 @@
 
 Per run, over all recorded tokens of the paper prompts: the shares of the variance of the mean
 |output| map explained by residual index, by layer, and by neither; the cross-layer correlation
-of index profiles; a permutation test (indices shuffled within each layer); and the same index
-share for the untrained IRM of the same seed (the control for structure from the initialisation).
+of index profiles; a permutation test (indices shuffled within each layer); the same shares of
+the signed mean map (the paper's Fig. 2); and the same statistics for every untrained IRM of the
+null (the control for structure from the initialisation).
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ PERMUTATIONS = 200
 
 
 def main(ctx: Context) -> StriationSummary:
-    runs = [*ctx.trained(), ctx.untrained]
-    baseline = ctx.outputs(ctx.untrained)
+    runs = [*ctx.trained(), *ctx.null]
     rows = []
     for run in runs:
+        permutations = PERMUTATIONS if ctx.specs[run].trained or run == ctx.untrained else 0
         table = analyze_recordings(ctx.recordings(run), tables=("striation",),
-                                   n_permutations=PERMUTATIONS, baseline=baseline)  # fmt: skip
+                                   n_permutations=permutations)  # fmt: skip
         stats = table["striation"].iloc[0].to_dict()
         aligned = run in ctx.aligned(ctx.specs[run].kind) if ctx.specs[run].trained else False
         rows.append({**ctx.spec_columns(run), "aligned": aligned, **stats})
     data = pd.DataFrame(rows)
-    named = {row["run"]: row for row in rows}
+    named = {row["run"]: row for row in rows if row["run"] in [*ctx.trained(), ctx.untrained]}
     fig = plotting.striation_figure(
         named,
         title=(
@@ -40,7 +41,12 @@ def main(ctx: Context) -> StriationSummary:
     )
     trained = data[data["run"].isin(ctx.headline)]  # the medians: aligned next-token runs
     every = data[data["run_kind"] != "untrained"]
-    untrained = data[data["run_kind"] == "untrained"].iloc[0]
+    untrained = data[data["run"] == ctx.untrained].iloc[0]
+    null = data[data["run_kind"] == "untrained"]
+
+    def of_aligned(kind: str, column: str) -> list[float]:
+        return every.loc[every["run"].isin(ctx.aligned(kind)), column].tolist()
+
     summary = StriationSummary(
         n_trained=len(every),
         n_headline=len(trained),
@@ -52,15 +58,20 @@ def main(ctx: Context) -> StriationSummary:
         cross_layer_corr_median=float(trained["cross_layer_corr"].median()),
         untrained_index_share=float(untrained["index_share"]),
         untrained_cross_layer_corr=float(untrained["cross_layer_corr"]),
-        above_untrained_runs=int(
-            (trained["index_share"] > float(untrained["index_share"])).sum()
-        ),
+        null_index_shares=null["index_share"].tolist(),
+        null_layer_shares=null["layer_share"].tolist(),
+        null_cross_layer_corrs=null["cross_layer_corr"].tolist(),
+        signed_index_share_median=float(trained["signed_index_share"].median()),
+        signed_layer_share_median=float(trained["signed_layer_share"].median()),
+        above_untrained_runs=int((trained["index_share"] > null["index_share"].max()).sum()),
         p_min_possible=1 / (PERMUTATIONS + 1),
         # the verdict rule over aligned runs only, one per loss kind
         rules={kind: striation_rule(
-            every.loc[every["run"].isin(ctx.aligned(kind)), "index_share"].tolist(),
-            every.loc[every["run"].isin(ctx.aligned(kind)), "cross_layer_corr"].tolist(),
-            float(untrained["index_share"]), float(untrained["cross_layer_corr"]),
+            of_aligned(kind, "index_share"), of_aligned(kind, "layer_share"),
+            of_aligned(kind, "cross_layer_corr"), null["index_share"].tolist(),
+            null["cross_layer_corr"].tolist(),
+            signed=(of_aligned(kind, "signed_index_share"),
+                    of_aligned(kind, "signed_layer_share")),
         ) for kind in KINDS},
     )  # fmt: skip
     ctx.write(

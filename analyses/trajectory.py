@@ -33,12 +33,11 @@ from einops import rearrange
 from analyses._common import (
     Context,
     cache_key,
-    cached_table,
     heldout,
     nll_by_question,
     read_summary,
 )
-from analyses._runset import RunSpec, stage_seconds
+from analyses._runset import RunSpec, cached_table, stage_seconds
 from analyses._summaries import TrajectorySummary
 from irm_lens.analysis.alignment import specificity, verdict_of
 from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape

@@ -93,21 +93,42 @@ def answer_nll_table(
     mode: PromptMode = "chat",
     batch_size: int = 8,
     max_len: int = 128,
+    offset: int = 1,
 ) -> pd.DataFrame:
     """Per row: ``question_id``, ``nll_sum`` (summed NLL of the answer tokens given the
-    question) and ``n_tokens`` (how many), for bootstrapping over questions."""
-    parts = [
-        _answer_sums(b, lg)
-        for b, lg in _answer_forwards(host, rows, irm, mode, batch_size, max_len)
-    ]
-    return _nll_rows(rows, parts)
+    question) and ``n_tokens`` (how many), for bootstrapping over questions. ``offset``: how
+    far ahead each position predicts (1: next token; 2: the original's loss target, t+2),
+    answer tokens only, padding never counted."""
+    return answer_nll_tables(host, rows, irm=irm, mode=mode, batch_size=batch_size,
+                             max_len=max_len, offsets=(offset,))[offset]  # fmt: skip
 
 
-def _answer_sums(batch: Batch, logits: Tensor) -> tuple[list[float], list[int]]:
-    """Per row of ``batch``: summed NLL of its answer tokens, and how many there are."""
-    logp = logits[:, :-1].float().log_softmax(-1)
-    nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
-    mask = batch.answer_mask[:, 1:].bool()
+def answer_nll_tables(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    *,
+    irm: IRM | None = None,
+    mode: PromptMode = "chat",
+    batch_size: int = 8,
+    max_len: int = 128,
+    offsets: Sequence[int] = (1,),
+) -> dict[int, pd.DataFrame]:
+    """``answer_nll_table`` for each of ``offsets`` from one forward pass over ``rows``."""
+    parts: dict[int, list[tuple[list[float], list[int]]]] = {o: [] for o in offsets}
+    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
+        for offset in offsets:
+            parts[offset].append(_answer_sums(batch, logits, offset))
+    return {offset: _nll_rows(rows, part) for offset, part in parts.items()}
+
+
+def _answer_sums(batch: Batch, logits: Tensor, offset: int = 1) -> tuple[list[float], list[int]]:
+    """Per row of ``batch``: summed NLL of its answer tokens, each predicted from ``offset``
+    positions before it, and how many there are."""
+    if offset < 1:
+        raise ValueError(f"offset must be >= 1 (how far ahead a position predicts), got {offset}.")
+    logp = logits[:, :-offset].float().log_softmax(-1)
+    nll = -logp.gather(-1, batch.tokens[:, offset:, None])[..., 0]
+    mask = batch.answer_mask[:, offset:].bool()
     return (nll * mask).sum(1).tolist(), mask.sum(1).tolist()
 
 

@@ -126,3 +126,27 @@ def test_per_question_nll_adds_up_to_the_mean(tiny_host):
     batched = answer_nll_table(tiny_host, rows, max_len=64)
     assert alone["n_tokens"].iloc[0] == batched["n_tokens"].iloc[4] > 0
     assert alone["nll_sum"].iloc[0] == pytest.approx(batched["nll_sum"].iloc[4], rel=1e-4)
+
+
+def test_the_originals_target_scores_answer_tokens_two_ahead_without_padding(tiny_host):
+    """``offset=2`` (the original's loss judged by its own objective): each answer token is
+    predicted from two positions before it, padding never counts, one row equals its batch."""
+    from irm_lens.data.batches import collate, encode_rows, pad_id
+    from irm_lens.data.datasets import load_dataset
+
+    rows = load_dataset("anger", split="test").head(4)
+    t2 = answer_nll_table(tiny_host, rows, mode="plain", max_len=64, offset=2)
+    t1 = answer_nll_table(tiny_host, rows, mode="plain", max_len=64, offset=1)
+    assert (t2["n_tokens"] == t1["n_tokens"]).all()  # the same answer tokens, another target
+    assert not t2["nll_sum"].equals(t1["nll_sum"])
+    # by hand on the first row alone, no padding in its batch
+    example = encode_rows(tiny_host.tokenizer, rows.iloc[:1], "plain")
+    batch = collate(example, pad_id(tiny_host.tokenizer), 64)
+    with torch.no_grad():
+        logp = tiny_host(batch.tokens, attention_mask=batch.attention_mask).log_softmax(-1)[0]
+    answer = [p for p in range(2, batch.tokens.shape[1]) if batch.answer_mask[0, p]]
+    by_hand = -sum(float(logp[p - 2, batch.tokens[0, p]]) for p in answer)
+    assert t2["n_tokens"].iloc[0] == len(answer)
+    assert t2["nll_sum"].iloc[0] == pytest.approx(by_hand, rel=1e-4)
+    with pytest.raises(ValueError, match="offset must be >= 1"):
+        answer_nll_table(tiny_host, rows, offset=0)

@@ -86,7 +86,20 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
         config = json.loads((target / "config.json").read_text())
         assert config["figures_config"]["fast"] is True and config["summary"], result
     atlas = sorted(p.stem for p in (out / "atlas").glob("*.html") if p.stem != "figure")
-    assert atlas == sorted(s.name for s in specs)
+    assert atlas == sorted(s.name for s in specs if not s.null)  # the null is recorded only
+    nulls = [s.name for s in specs if not s.trained]
+    assert len(nulls) == FiguresConfig.smoke().null_irms and nulls[0] == "untrained_s42"
+    striation = json.loads((out / "striation" / "config.json").read_text())["summary"]
+    assert len(striation["null_index_shares"]) == len(nulls)
+    # the per-run tables behind the large data.csv files and every specificity CI
+    assert set(pd.read_csv(out / "fig3_timing" / "runs.csv")["run"]) >= set(nulls)
+    nll = pd.read_csv(out / "evaluation" / "specificity.csv")
+    assert set(nll["offset"]) == {1, 2}  # the original's loss is judged on t+2 too
+    assert set(nll.loc[nll["offset"] == 2, "run"]) == {s.name for s in specs
+                                                        if s.kind == "paper loss"}  # fmt: skip
+    config = json.loads((out / "striation" / "config.json").read_text())
+    assert "cache" not in config["figures_config"] and "out" not in config["figures_config"]
+    assert all("/" not in r["directory"] and "loss" in r for r in config["runs"].values())
     assert (out / "atlas" / "plotly.min.js").stat().st_size > 1_000_000
     text = (out / "REPORT.md").read_text()
     written = json.loads((out / "verdicts.json").read_text())
@@ -97,7 +110,8 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert set(original) == set(paper_claims) and set(original.values()) <= set(VERDICTS)
     assert set(long) == set(paper_claims) and set(long.values()) == {"not run"}  # no long tier
     for claim, verdict in paper_claims.items():
-        assert f"| {claim} | **{verdict}** | {original[claim]} | not run |" in text
+        assert f" | **{verdict}** | {original[claim]} | not run | " in text
+        assert f"| {claim} | " in text
     assert set(written.values()) - set(paper_claims.values()) <= {"not run"}
     assert "### How the verdicts are decided" in text
     assert "A cold `make figures` (nothing cached;" in text and "run set" in text
@@ -111,10 +125,12 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert "tiny-random-llama" in text and "## Neuron-level lenses on the dominant index" in text
     # every run's specificity, with its CI and a verdict, in the summary and the report
     evaluation = json.loads((out / "evaluation" / "config.json").read_text())["summary"]
-    assert set(evaluation["specificity"]) == {s.name for s in specs}
+    assert set(evaluation["specificity"]) == {s.name for s in specs if not s.null}
     for run, spec in evaluation["specificity"].items():
         assert spec["verdict"] in ("aligned", "not aligned", "not tested"), run
-        assert f"| {run} | {spec['emotion']} | {spec['n_questions']} |" in text
+        objective = evaluation["objective"][run]
+        assert f"| {run} | {spec['emotion']} | {objective} | {spec['n_questions']} |" in text
+    assert evaluation["voice_accuracy"]["full"]["low"] > 0.25  # the classifier beats chance
     assert "**Specificity**" in text
 
 
@@ -226,13 +242,14 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     assert "## Training budget: the trajectory (`make figures TIER=long`)" in text
     assert "| anger_long_s42 | 2 |" in text and "| anger_paperloss_long_s42 | 4 |" in text
     assert "Lowest validation loss: anger_long_s42 " in text
-    # the verdict table's long-tier column: striation and dominance at the runs' best IRMs
+    # the verdict table's long-tier column: striation, consistency and dominance at the runs'
+    # best IRMs
     long = json.loads((tmp / "figures" / "verdicts.json").read_text())[report.LONG_TIER]
     measured = {k: v for k, v in long.items() if v != "not run"}
-    assert len(measured) == 2 and set(measured.values()) <= set(VERDICTS)
+    assert len(measured) == 3 and set(measured.values()) <= set(VERDICTS)
     for claim, verdict in measured.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| {claim} | "))
-        assert row.endswith(f" | {verdict} |"), row
+        assert row.split(" | ")[-2] == verdict, row
 
 
 @pytest.mark.slow
@@ -385,7 +402,14 @@ def test_figures_config_from_environment():
     fast = FiguresConfig.from_env({"FAST": "1", "PRESET": "quick"})
     assert fast.host == "tiny-random-llama" and fast.preset == "quick" and fast.fast
     names = [s.name for s in run_specs(cfg)]
-    assert names == ["joy_s1", "joy_s2", "joy_s3", "joy_paperloss_s1", "untrained_s1"]
+    assert names[:5] == ["joy_s1", "joy_s2", "joy_s3", "joy_paperloss_s1", "untrained_s1"]
+    # the untrained null: each training seed's own, then the first free seeds, to 10
+    nulls = [s for s in run_specs(cfg) if not s.trained]
+    assert [s.config.seed for s in nulls] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [s.null for s in nulls] == [False] + [True] * 9
+    assert nulls[1].stages == ("train", "record") and nulls[0].stages == runset.STAGES
+    with pytest.raises(FiguresConfigError, match="null_irms=0"):
+        FiguresConfig(null_irms=0)
     with pytest.raises(FiguresConfigError, match="SEEDS is empty"):
         FiguresConfig(seeds=())
 
@@ -421,7 +445,9 @@ def test_report_claims_take_each_kinds_rule():
         n_trained=8, n_headline=4, headline_aligned=True, index_share_median=0.15,
         layer_share_median=0.07, index_over_layer_runs=4, significant_runs=4,
         cross_layer_corr_median=0.13, untrained_index_share=0.03, untrained_cross_layer_corr=0.0,
-        above_untrained_runs=4, p_min_possible=0.005,
+        null_index_shares=[0.03, 0.035], null_layer_shares=[0.01, 0.01],
+        null_cross_layer_corrs=[0.0, 0.01], signed_index_share_median=0.2,
+        signed_layer_share_median=0.05, above_untrained_runs=4, p_min_possible=0.005,
         rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
     )  # fmt: skip
     rules, text = report.striation_claim(striation)
@@ -434,7 +460,8 @@ def test_report_claims_take_each_kinds_rule():
         verdicts.NOT_TESTED, "the rotated-injection control was not run", {}
     )
     assert rules["paper loss"].reason == "no stripes to explain"
-    control = ResidualControlSummary(control_share=0.03, by_run=[], shares={
+    control = ResidualControlSummary(control_share=0.03, null_shares=[0.03, 0.035], by_run=[],
+                                     shares={
         "next-token": {"delta": [0.2, 0.25], "output": [0.03, 0.04]},
         "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]}})  # fmt: skip
     rules, _ = report.residual_claim(PROPAGATION, control, striation.rules)
@@ -484,7 +511,9 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
             n_trained=1, n_headline=1, headline_aligned=False, index_share_median=0.1,
             layer_share_median=0.1, index_over_layer_runs=0, significant_runs=0,
             cross_layer_corr_median=0.0, untrained_index_share=0.0,
-            untrained_cross_layer_corr=0.0, above_untrained_runs=0, p_min_possible=0.1,
+            untrained_cross_layer_corr=0.0, null_index_shares=[0.0], null_layer_shares=[0.0],
+            null_cross_layer_corrs=[0.0], signed_index_share_median=0.0,
+            signed_layer_share_median=0.0, above_untrained_runs=0, p_min_possible=0.1,
             rules={})), "rules": rules}, "test")  # fmt: skip
     assert summary.rules["next-token"] == _rule(verdicts.PARTLY)  # rebuilt as a Verdict
     assert report_striation.rules == {}
@@ -606,7 +635,7 @@ def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, 
     from analyses import _runset as runset
 
     figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
-    spec = run_specs(figures)[-1]  # the untrained baseline: no training needed
+    spec = next(s for s in run_specs(figures) if not s.trained)  # the untrained baseline
     real_save = runset.save_recordings
 
     def full_disk(recordings, target, meta=None):

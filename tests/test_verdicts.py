@@ -18,27 +18,71 @@ def test_median_ci_brackets_the_median():
     assert all(np.isnan(x) for x in v.median_ci([]))
 
 
+NULL_SHARES = [0.030, 0.034, 0.036, 0.031, 0.033, 0.035, 0.032, 0.034, 0.030, 0.033]
+NULL_CORRS = [0.0, 0.001, -0.002, 0.003, 0.0, 0.002, -0.001, 0.001, 0.0, 0.002]
+
+
+def _stripes(shares, layers, corrs, **kwargs):
+    return v.striation_rule(shares, layers, corrs, NULL_SHARES, NULL_CORRS, **kwargs)
+
+
 @pytest.mark.parametrize(
-    ("shares", "corrs", "expected"),
+    ("shares", "layers", "corrs", "expected"),
     [
-        ([0.7, 0.8, 0.75, 0.72], [0.6, 0.7, 0.65, 0.6], v.REPRODUCED),
-        ([0.15, 0.16, 0.14, 0.15], [0.12, 0.13, 0.12, 0.14], v.PARTLY),  # weak: above control
-        ([0.036, 0.035, 0.034, 0.036], [0.0, 0.01, 0.0, 0.02], v.NOT),  # at the control
-        ([0.7], [0.7], v.NOT_TESTED),  # one aligned run
+        ([0.7, 0.8, 0.75, 0.72], [0.1] * RUNS, [0.6, 0.7, 0.65, 0.6], v.REPRODUCED),
+        ([0.15, 0.16, 0.14, 0.15], [0.07] * RUNS, [0.12, 0.13, 0.12, 0.14], v.PARTLY),
+        ([0.036, 0.035, 0.034, 0.036], [0.001] * RUNS, [0.0, 0.01, 0.0, 0.02], v.NOT),
+        ([0.7], [0.1], [0.7], v.NOT_TESTED),  # one aligned run
     ],
 )
-def test_striation_rule(shares, corrs, expected):
-    verdict = v.striation_rule(shares, corrs, control_share=0.034, control_corr=0.001)
+def test_striation_rule(shares, layers, corrs, expected):
+    verdict = _stripes(shares, layers, corrs)
     assert verdict.verdict == expected, verdict.reason
     if expected == v.PARTLY:
         assert verdict.reason.startswith("weak stripes")
     if expected != v.NOT_TESTED:
-        assert verdict.effects["control_share"] == 0.034
+        assert verdict.effects["control_share"] == pytest.approx(np.median(NULL_SHARES))
+        assert verdict.effects["n_null"] == len(NULL_SHARES)
+
+
+def test_striation_refuses_partly_when_the_layer_share_exceeds_the_index_share():
+    # the long tier's best IRMs: index shares near 0.1, layer shares near 0.2 (beyond the null)
+    shares, layers = [0.099, 0.101, 0.101, 0.137], [0.254, 0.195, 0.220, 0.113]
+    verdict = _stripes(shares, layers, [0.09, 0.1, 0.08, 0.12])
+    assert verdict.verdict == v.NOT and "more by layer than by index" in verdict.reason
+    assert verdict.effects["index_minus_layer"] < 0
+    # a synthetic map with index share 0.09 and layer share 0.85: not "partly" either
+    assert _stripes([0.09] * RUNS, [0.85] * RUNS, [0.2] * RUNS).verdict == v.NOT
+
+
+def test_striation_reproduced_needs_the_signed_map_by_index_too():
+    strong = ([0.7] * RUNS, [0.1] * RUNS, [0.7] * RUNS)
+    assert _stripes(*strong, signed=([0.6] * RUNS, [0.2] * RUNS)).verdict == v.REPRODUCED
+    by_layer = _stripes(*strong, signed=([0.1] * RUNS, [0.8] * RUNS))
+    assert by_layer.verdict == v.PARTLY and by_layer.effects["signed_index_minus_layer"] < 0
 
 
 def test_strong_share_without_correlation_is_only_weak():
-    verdict = v.striation_rule([0.7] * RUNS, [0.2] * RUNS, control_share=0.03, control_corr=0.0)
+    verdict = _stripes([0.7] * RUNS, [0.1] * RUNS, [0.2] * RUNS)
     assert verdict.verdict == v.PARTLY
+
+
+def test_striation_reads_the_whole_null_not_one_control():
+    # above the null's median by the effect, but one untrained IRM reaches as high: not beyond
+    shares = [0.095, 0.096, 0.094, 0.095]
+    wide_null = [*NULL_SHARES[:-1], 0.12]
+    verdict = v.striation_rule(shares, [0.01] * RUNS, [0.0] * RUNS, wide_null, NULL_CORRS)
+    assert verdict.verdict == v.NOT and verdict.effects["null_share_max"] == 0.12
+    assert v.striation_rule(shares, [0.01] * RUNS, [0.0] * RUNS, NULL_SHARES,
+                            NULL_CORRS).verdict == v.PARTLY  # fmt: skip
+
+
+def test_against_null_gives_percentile_and_z():
+    null = v.against_null(2.0, [1.0, 1.2, 1.4, 1.6])
+    assert null["percentile"] == 1.0 and null["null_max"] == 1.6 and null["z"] > 2
+    assert np.isnan(v.against_null(2.0, [1.0])["z"])
+    with pytest.raises(ValueError, match="at least one"):
+        v.against_null(1.0, [])
 
 
 def test_chance_overlap_matches_simulation():
@@ -64,23 +108,48 @@ def test_consistency_rule(sets, expected):
     assert verdict.verdict == expected, verdict.reason
 
 
+NULL_RATIOS = [1.40, 1.43, 1.45, 1.41, 1.50, 1.38, 1.44, 1.47, 1.42, 1.46]
+
+
 @pytest.mark.parametrize(
-    ("ratios", "expected"),
+    ("ratios", "gaps", "expected"),
     [
-        ([14.0, 15.0, 16.0, 13.0], v.REPRODUCED),
-        ([2.2, 2.4, 2.3, 2.5], v.PARTLY),  # 1.6x the control: concentrated, not dominant
-        ([1.9, 2.0, 2.1, 2.0], v.NOT),  # 1.4x the control
-        ([30.0], v.NOT_TESTED),
+        ([14.0, 15.0, 16.0, 13.0], [3.0, 2.8, 3.5, 2.6], v.REPRODUCED),
+        ([2.2, 2.4, 2.3, 2.5], [1.1, 1.2, 1.1, 1.3], v.PARTLY),  # beyond the null, no one on top
+        ([1.44, 1.46, 1.45, 1.43], [1.05, 1.1, 1.02, 1.08], v.NOT),  # within the null
+        ([30.0], [5.0], v.NOT_TESTED),
     ],
 )
-def test_dominant_rule(ratios, expected):
-    verdict = v.dominant_rule(ratios, control=1.43)
+def test_dominant_rule(ratios, gaps, expected):
+    verdict = v.dominant_rule(ratios, gaps, NULL_RATIOS)
     assert verdict.verdict == expected, verdict.reason
+    if expected != v.NOT_TESTED:
+        assert verdict.effects["null_max"] == 1.5 and "z" in verdict.effects
 
 
-def test_dominant_needs_its_ci_above_the_threshold():
-    verdict = v.dominant_rule([3.0, 11.0, 12.0, 30.0], control=1.0)  # median 11.5, CI reaches 3
-    assert verdict.verdict == v.PARTLY and verdict.effects["ratio_low"] < v.DOMINANT
+def test_dominant_needs_the_gap_ci_above_the_threshold():
+    verdict = v.dominant_rule([12.0] * RUNS, [1.2, 2.5, 2.6, 3.0], NULL_RATIOS)
+    assert verdict.verdict == v.PARTLY and verdict.effects["gap_low"] < v.DOMINANT_GAP
+
+
+def test_dominance_means_the_same_at_any_d_model():
+    # one index at 3x the next, the rest flat: the same gap at d 576 and 4096, another ratio
+    def shape(d_model):
+        shares = np.ones(d_model)
+        shares[0], shares[1] = 3.0, 1.0
+        shares /= shares.sum()
+        return shares[0] * d_model, shares[0] / np.sort(shares)[-2]
+
+    (r_small, g_small), (r_large, g_large) = shape(576), shape(4096)
+    assert g_small == pytest.approx(g_large) == pytest.approx(3.0)
+    assert r_large != pytest.approx(r_small, rel=1e-3)
+    assert v.top_gap_bound(r_small, 576) >= g_small - 1e-9
+
+
+def test_top_gap_bound_caps_what_a_ratio_allows():
+    assert v.top_gap_bound(1.0, 576) == pytest.approx(1.0)
+    assert v.top_gap_bound(1.98, 576) < v.DOMINANT_GAP  # the long tier's median
+    assert v.top_gap_bound(576.0, 576) == np.inf
 
 
 @pytest.mark.parametrize(
@@ -94,7 +163,7 @@ def test_dominant_needs_its_ci_above_the_threshold():
     ],
 )
 def test_residual_rule(deltas, outputs, striated, expected):
-    verdict = v.residual_rule(deltas, outputs, control_share=0.034, striated=striated)
+    verdict = v.residual_rule(deltas, outputs, NULL_SHARES, striated=striated)
     assert verdict.verdict == expected, verdict.reason
 
 
@@ -124,25 +193,29 @@ def test_lm_head_rule(frozen, percentile, dominated, expected):
     ],
 )
 def test_timing_rule(true, file, expected, where):
-    verdict = v.timing_rule(true, 0.49, file, 0.5)
+    verdict = v.timing_rule(true, [0.45, 0.49, 0.52], file, [0.5, 0.47, 0.55])
     assert verdict.verdict == expected and where in verdict.reason, verdict.reason
 
 
 def test_timing_needs_an_effect_over_the_untrained_irm():
     # 85 % early, but the untrained IRM is as early: no effect of training
-    verdict = v.timing_rule([0.85] * RUNS, 0.8, [0.85] * RUNS, 0.8)
+    verdict = v.timing_rule([0.85] * RUNS, [0.8, 0.78], [0.85] * RUNS, [0.8, 0.81])
     assert verdict.verdict == v.NOT
 
 
 def test_every_rule_reaches_every_verdict():
     reached = {
-        "striation": {v.striation_rule(s, c, 0.034, 0.001).verdict for s, c in [
-            ([0.7] * RUNS, [0.7] * RUNS), ([0.15] * RUNS, [0.1] * RUNS),
-            ([0.034] * RUNS, [0.0] * RUNS), ([0.5], [0.5])]},
+        "striation": {_stripes(s, layer, c).verdict for s, layer, c in [
+            ([0.7] * RUNS, [0.1] * RUNS, [0.7] * RUNS), ([0.15] * RUNS, [0.1] * RUNS,
+            [0.1] * RUNS), ([0.15] * RUNS, [0.3] * RUNS, [0.1] * RUNS), ([0.5], [0.1], [0.5])]},
         "consistency": {v.consistency_rule(s, 576).verdict for s in [
             [[1, 2], [1, 3]], [[1, 2], [2, 1]], [[1, 2], [3, 4]], [[1, 2]]]},
-        "dominant": {v.dominant_rule(r, 1.0).verdict for r in [
-            [20.0] * RUNS, [2.0] * RUNS, [1.0] * RUNS, [20.0]]},
+        "dominant": {v.dominant_rule(r, g, NULL_RATIOS).verdict for r, g in [
+            ([20.0] * RUNS, [3.0] * RUNS), ([2.0] * RUNS, [1.1] * RUNS),
+            ([1.4] * RUNS, [1.0] * RUNS), ([20.0], [3.0])]},
+        "timing": {v.timing_rule(t, [0.5, 0.5], f, [0.5, 0.5]).verdict for t, f in [
+            ([0.9] * RUNS, [0.9] * RUNS), ([0.9] * RUNS, [0.5] * RUNS),
+            ([0.5] * RUNS, [0.5] * RUNS), ([0.9], [0.9])]},
     }  # fmt: skip
     for rule, seen in reached.items():
         assert seen == set(v.VERDICTS), rule

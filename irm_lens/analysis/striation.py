@@ -1,7 +1,8 @@
 """Vertical striations: do large IRM outputs line up by residual index across layers?
 
 The statistic works on ``M = mean over tokens of |outputs|`` (``[inject, d_model]``), decomposed
-two-way without replication: ``M = g + a_layer + b_index + r``. A striated map has most of its
+two-way without replication: ``M = g + a_layer + b_index + r`` (and reports the same shares of
+the signed mean map, which the paper's Fig. 2 draws). A striated map has most of its
 variance in the index effects ``b`` and layer profiles that correlate with each other.
 """
 
@@ -78,6 +79,8 @@ def striation(
         ``index_share``, ``layer_share``, ``resid_share``: sums of squares of the index effects,
         layer effects and residual of ``M``, each over the total (they add to 1; NaN for a
         constant ``M``);
+        ``signed_index_share``, ``signed_layer_share``: the same shares of the signed mean map
+        (the paper's Fig. 2 heatmaps);
         ``cross_layer_corr``: mean Pearson correlation of ``M[l]`` over pairs of distinct layers
         (pairs with a constant profile skipped; NaN with fewer than 2 layers);
         ``p_value``: ``(1 + #null index_share >= observed) / (1 + n_permutations)``;
@@ -90,6 +93,7 @@ def striation(
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}.")
     m = _mean_abs(outputs)
     index_share, layer_share, resid_share = _shares(m)
+    signed_index, signed_layer, _ = _shares(outputs.detach().double().mean(dim=0).cpu().numpy())
 
     rng = np.random.default_rng(seed)
     null = np.array([_shares(rng.permuted(m, axis=1))[0] for _ in range(n_permutations)])
@@ -106,6 +110,8 @@ def striation(
         "layer_share": layer_share,
         "resid_share": resid_share,
         "cross_layer_corr": _cross_layer_corr(m),
+        "signed_index_share": signed_index,
+        "signed_layer_share": signed_layer,
         "p_value": float(p_value),
         "null_index_share_mean": null_mean,
         "n_permutations": float(n_permutations),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from irm_lens.analysis.mechanism import MARGIN, MIN_RUNS, Verdict
+from irm_lens.analysis.mechanism import MIN_RUNS, Verdict
 
 REPRODUCED, PARTLY, NOT, NOT_TESTED = (
     "reproduced", "partly reproduced", "not reproduced", "not tested")  # fmt: skip
@@ -29,8 +29,9 @@ MIN_SHARE_EFFECT = 0.05
 """Striation: how far the index share must lie above the untrained IRM's (CI lower bound)."""
 MIN_CORR_EFFECT = 0.1
 """Striation: how far the cross-layer correlation must lie above the untrained IRM's."""
-DOMINANT = 10.0
-"""Dominance: the top index's share of |output| x d_model (1 = uniform) that counts as dominant."""
+DOMINANT_GAP = 2.0
+"""Dominance: how many times the runner-up index's share of |output| the top index must carry to
+dominate. A ratio of two shares means the same at any d_model (576 here, 4096 on Llama-2-7B)."""
 OVERLAP_OVER_CHANCE = 5.0
 """Dominance: how many times the chance level the runs' top-k overlap must reach to be shared."""
 MEDIATED = 0.5
@@ -64,40 +65,100 @@ def _too_few(n: int, min_runs: int, what: str = "aligned runs") -> Verdict | Non
     return None
 
 
+def against_null(value: float, null: Sequence[float]) -> dict[str, float]:
+    """Where ``value`` stands among the untrained IRMs' values ``null``: their median and
+    maximum, the share of them below ``value`` (its percentile) and its z-score (NaN with fewer
+    than two null values or none apart)."""
+    data = np.asarray(null, dtype=float)
+    if data.size == 0:
+        raise ValueError("against_null needs at least one untrained IRM's value.")
+    spread = float(np.std(data, ddof=1)) if data.size > 1 else 0.0
+    z = (value - float(np.mean(data))) / spread if spread > 0 else math.nan
+    return {"null_median": float(np.median(data)), "null_max": float(np.max(data)),
+            "percentile": float(np.mean(data < value)), "z": z,
+            "n_null": float(data.size)}  # fmt: skip
+
+
+def _null_text(null: dict[str, float], fmt: str = ".3f") -> str:
+    z = "" if math.isnan(null["z"]) else f", z {null['z']:.1f}"
+    return (f"untrained null (n={null['n_null']:.0f}) median {null['null_median']:{fmt}}, "
+            f"max {null['null_max']:{fmt}}{z}")  # fmt: skip
+
+
 def striation_rule(
     index_shares: Sequence[float],
+    layer_shares: Sequence[float],
     corrs: Sequence[float],
-    control_share: float,
-    control_corr: float,
+    null_shares: Sequence[float],
+    null_corrs: Sequence[float],
     *,
+    signed: tuple[Sequence[float], Sequence[float]] | None = None,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
-    """Vertical striations: the index share of variance of each run's mean |output| map and the
-    cross-layer correlation of its index profiles, against the untrained IRM's.
+    """Vertical striations as the paper states them: large outputs associated with a residual
+    index "rather than with the layers themselves".
 
-    Reproduced: median index share and correlation both >= ``STRONG_SHARE`` and the share's CI
-    above the control by ``MIN_SHARE_EFFECT``. Partly (weak stripes): the share's CI above the
-    control by ``MIN_SHARE_EFFECT``, or the median correlation above it by ``MIN_CORR_EFFECT``.
+    Per aligned run, the index share and the layer share of the variance of its mean |output|
+    map and the cross-layer correlation of its index profiles; ``null_*``: the same of the
+    untrained IRMs (the null); ``signed``: the index and layer shares of the signed mean map
+    (the paper's Fig. 2), per run, where measured.
+
+    *Beyond the null*: the median index share's CI lies above every untrained IRM's share and
+    ``MIN_SHARE_EFFECT`` above the null's median, or the median correlation lies above every
+    untrained IRM's and ``MIN_CORR_EFFECT`` above the null's median. *By index*: the median of
+    each run's index share minus its layer share is above 0 (its CI above 0 for reproduced).
+    Reproduced: beyond the null, by index (on the signed map too, where given), median index
+    share and correlation >= ``STRONG_SHARE``. Partly (weak stripes): beyond the null and by
+    index. Not reproduced otherwise, also when the structure beyond the null is organised by
+    layer more than by index.
     """
     if (few := _too_few(len(index_shares), min_runs)) is not None:
         return few
     share, low, high = median_ci(index_shares)
+    gap, gap_low, gap_high = median_ci(np.subtract(index_shares, layer_shares).tolist())
     corr = float(np.median(corrs))
+    share_null, corr_null = against_null(low, null_shares), against_null(corr, null_corrs)
+    share_beyond = low > share_null["null_max"] and (
+        low - share_null["null_median"] >= MIN_SHARE_EFFECT)  # fmt: skip
+    corr_beyond = corr > corr_null["null_max"] and (
+        corr - corr_null["null_median"] >= MIN_CORR_EFFECT)  # fmt: skip
     effects = {"index_share": share, "index_share_low": low, "index_share_high": high,
-               "control_share": control_share, "share_effect_low": low - control_share,
-               "cross_layer_corr": corr, "control_corr": control_corr,
-               "corr_effect": corr - control_corr, "n_runs": float(len(index_shares))}  # fmt: skip
-    above = low - control_share >= MIN_SHARE_EFFECT
+               "layer_share": float(np.median(layer_shares)), "index_minus_layer": gap,
+               "index_minus_layer_low": gap_low, "index_minus_layer_high": gap_high,
+               "control_share": share_null["null_median"], "null_share_max": share_null["null_max"],
+               "share_effect_low": low - share_null["null_median"],
+               "cross_layer_corr": corr, "control_corr": corr_null["null_median"],
+               "null_corr_max": corr_null["null_max"],
+               "corr_effect": corr - corr_null["null_median"],
+               "n_null": share_null["n_null"], "n_runs": float(len(index_shares))}  # fmt: skip
     measures = (
-        f"median index share {share:.3f} [95 % CI {low:.3f}, {high:.3f}] vs untrained "
-        f"{control_share:.3f}; cross-layer correlation {corr:.3f} vs {control_corr:.3f}"
+        f"median index share {share:.3f} [95 % CI {low:.3f}, {high:.3f}] vs layer share "
+        f"{effects['layer_share']:.3f} (index minus layer, per run: median {gap:+.3f} [95 % CI "
+        f"{gap_low:+.3f}, {gap_high:+.3f}]); {_null_text(share_null)}; cross-layer correlation "
+        f"{corr:.3f} vs the null's median {corr_null['null_median']:.3f}, max "
+        f"{corr_null['null_max']:.3f}"
     )
-    if above and share >= STRONG_SHARE and corr >= STRONG_SHARE:
-        return Verdict(REPRODUCED, f"strong stripes: {measures}", effects)
-    if above or corr - control_corr >= MIN_CORR_EFFECT:
-        return Verdict(PARTLY, f"weak stripes (above the untrained IRM, below {STRONG_SHARE} "
-                       f"of the variance): {measures}", effects)  # fmt: skip
-    return Verdict(NOT, f"no stripes beyond the untrained IRM's: {measures}", effects)
+    signed_ok = True
+    if signed is not None and len(signed[0]):
+        signed_gap = float(np.median(np.subtract(signed[0], signed[1])))
+        effects["signed_index_share"] = float(np.median(signed[0]))
+        effects["signed_layer_share"] = float(np.median(signed[1]))
+        effects["signed_index_minus_layer"] = signed_gap
+        signed_ok = signed_gap > 0
+        measures += (f"; signed mean map (Fig. 2): index share {effects['signed_index_share']:.3f}"
+                     f" vs layer share {effects['signed_layer_share']:.3f}")  # fmt: skip
+    beyond, by_index = share_beyond or corr_beyond, gap > 0
+    if (share_beyond and by_index and gap_low > 0 and signed_ok
+            and share >= STRONG_SHARE and corr >= STRONG_SHARE):  # fmt: skip
+        return Verdict(REPRODUCED, f"strong stripes by index: {measures}", effects)
+    if beyond and by_index:
+        return Verdict(PARTLY, f"weak stripes (beyond the untrained null and by index more than "
+                       f"by layer, below {STRONG_SHARE} of the variance): {measures}",
+                       effects)  # fmt: skip
+    if beyond:
+        return Verdict(NOT, f"structure beyond the untrained null, but the map varies more by "
+                       f"layer than by index: {measures}", effects)  # fmt: skip
+    return Verdict(NOT, f"no stripes beyond the untrained null: {measures}", effects)
 
 
 def chance_jaccard(k: int, d_model: int) -> float:
@@ -133,59 +194,91 @@ def consistency_rule(
     return Verdict(NOT, f"no more shared than chance allows: {measures}", effects)
 
 
-def dominant_rule(ratios: Sequence[float], control: float, *, min_runs: int = MIN_RUNS) -> Verdict:
-    """Does one index dominate? ``ratios``: each aligned run's dominance ratio (top index share
-    of |output| x d_model); ``control``: the untrained IRM's. Reproduced: median and CI lower
-    bound >= ``DOMINANT``. Partly: median at least ``MARGIN`` x the control (concentrated beyond
-    a random MLP, not dominant)."""
+def top_gap_bound(ratio: float, d_model: int) -> float:
+    """The largest top-to-runner-up share ratio a map with dominance ratio ``ratio`` (top share
+    x ``d_model``) can have: the rest of the total spread evenly over the other indices."""
+    top = ratio / d_model
+    return top * (d_model - 1) / (1 - top) if top < 1 else math.inf
+
+
+def dominant_rule(
+    ratios: Sequence[float],
+    gaps: Sequence[float],
+    null_ratios: Sequence[float],
+    *,
+    min_runs: int = MIN_RUNS,
+) -> Verdict:
+    """Does one index dominate? ``ratios``: each aligned run's dominance ratio (top index's share
+    of |output| x d_model; 1 = uniform); ``gaps``: its top index's share over the runner-up's
+    (or an upper bound, ``top_gap_bound``): a measure that means the same at any d_model;
+    ``null_ratios``: the untrained IRMs' ratios.
+
+    Reproduced: the median gap and its CI lower bound reach ``DOMINANT_GAP`` (the top index
+    carries at least that many times the next one's |output|) and the ratios stand beyond the
+    null. Partly: the median ratio's CI lies above every untrained IRM's ratio (concentrated
+    beyond a random MLP, no single index on top). Not reproduced otherwise."""
     if (few := _too_few(len(ratios), min_runs)) is not None:
         return few
     median, low, high = median_ci(ratios)
-    effects = {"ratio": median, "ratio_low": low, "ratio_high": high, "control": control,
-               "over_control": median / control, "n_runs": float(len(ratios))}  # fmt: skip
-    measures = (f"median dominance ratio {median:.2f} [95 % CI {low:.2f}, {high:.2f}] (1 = "
-                f"uniform, dominant >= {DOMINANT:g}); untrained IRM {control:.2f}")  # fmt: skip
-    if median >= DOMINANT and low >= DOMINANT:
+    gap, gap_low, gap_high = median_ci(gaps)
+    null = against_null(median, null_ratios)
+    beyond = low > null["null_max"]
+    effects = {"ratio": median, "ratio_low": low, "ratio_high": high,
+               "gap": gap, "gap_low": gap_low, "gap_high": gap_high,
+               "control": null["null_median"], "null_max": null["null_max"], "z": null["z"],
+               "over_control": median / null["null_median"], "n_null": null["n_null"],
+               "n_runs": float(len(ratios))}  # fmt: skip
+    measures = (f"top index over the runner-up: median {gap:.2f}x [95 % CI {gap_low:.2f}, "
+                f"{gap_high:.2f}] (dominant >= {DOMINANT_GAP:g}x, at any d_model); dominance "
+                f"ratio median {median:.2f} [{low:.2f}, {high:.2f}] (1 = uniform), "
+                f"{_null_text(null, '.2f')}")  # fmt: skip
+    if beyond and gap >= DOMINANT_GAP and gap_low >= DOMINANT_GAP:
         return Verdict(REPRODUCED, f"one index dominates: {measures}", effects)
-    if median >= MARGIN * control:
-        return Verdict(PARTLY, f"concentrated beyond the untrained IRM ({median / control:.2f}x"
-                       f" >= {MARGIN}x), not dominant: {measures}", effects)  # fmt: skip
-    return Verdict(NOT, f"no index stands out beyond the untrained IRM ({median / control:.2f}x "
-                   f"< {MARGIN}x): {measures}", effects)  # fmt: skip
+    if beyond:
+        return Verdict(PARTLY, f"concentrated beyond every untrained IRM "
+                       f"({median / null['null_median']:.2f}x the null's median), no index "
+                       f"dominant: {measures}", effects)  # fmt: skip
+    return Verdict(NOT, f"no index stands out beyond the untrained null: {measures}", effects)
 
 
 def residual_rule(
     delta_shares: Sequence[float],
     output_shares: Sequence[float],
-    control_share: float,
+    null_shares: Sequence[float],
     *,
     striated: bool,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
-    """The skip-path explanation, tested with a control that can fail: IRMs whose outputs
-    ``v_l`` are injected as ``R_l v_l`` (a fixed random orthogonal ``R_l`` per layer).
+    """What the skip-path explanation predicts, tested with a control that can fail: IRMs whose
+    outputs ``v_l`` are injected as ``R_l v_l`` (a fixed random orthogonal ``R_l`` per layer).
+    It tests where the stripes live (the residual basis or the IRM's own), not that the skip
+    path causes them.
 
     ``delta_shares``: index share of the injected deltas ``R_l v_l`` in the residual basis, per
-    aligned run; ``output_shares``: of the same IRMs' own outputs ``v_l``; ``control_share``:
-    the untrained IRM's; ``striated``: whether the plain IRMs' stripes were reproduced at all.
-    Reproduced: the deltas are striated (median above the control by ``MIN_SHARE_EFFECT``) and
-    the raw outputs are not. Partly: both are. Not: the deltas are not striated.
+    aligned run; ``output_shares``: of the same IRMs' own outputs ``v_l``; ``null_shares``: the
+    untrained IRMs'; ``striated``: whether the plain IRMs' stripes were reproduced at all.
+    Striped: median above every untrained IRM's share and ``MIN_SHARE_EFFECT`` above the
+    null's median. Reproduced: the deltas are striped and the raw outputs are not. Partly: both
+    are. Not: the deltas are not striped.
     """
     if not striated:
         return Verdict(NOT_TESTED, "no stripes to explain", {"n_runs": float(len(delta_shares))})
     if (few := _too_few(len(delta_shares), min_runs, "aligned rotated-injection runs")) is not None:
         return few
     delta, output = float(np.median(delta_shares)), float(np.median(output_shares))
-    effects = {"delta_share": delta, "output_share": output, "control_share": control_share,
-               "n_runs": float(len(delta_shares))}  # fmt: skip
+    null = against_null(delta, null_shares)
+    effects = {"delta_share": delta, "output_share": output, "control_share": null["null_median"],
+               "null_max": null["null_max"], "n_runs": float(len(delta_shares))}  # fmt: skip
     measures = (f"index share of the injected deltas {delta:.3f}, of the IRM's own outputs "
-                f"{output:.3f}, untrained {control_share:.3f}")  # fmt: skip
-    deltas_striped = delta - control_share >= MIN_SHARE_EFFECT
-    outputs_striped = output - control_share >= MIN_SHARE_EFFECT
-    if deltas_striped and not outputs_striped:
+                f"{output:.3f}; {_null_text(null)}")  # fmt: skip
+
+    def striped(share: float) -> bool:
+        return share > null["null_max"] and share - null["null_median"] >= MIN_SHARE_EFFECT
+
+    if striped(delta) and not striped(output):
         return Verdict(REPRODUCED, f"stripes form in the residual basis whatever basis the IRM "
                        f"writes in: {measures}", effects)  # fmt: skip
-    if deltas_striped:
+    if striped(delta):
         return Verdict(PARTLY, f"stripes in the residual basis and in the IRM's own: {measures}",
                        effects)  # fmt: skip
     return Verdict(NOT, f"rotated injection leaves no stripes in the residual basis: {measures}",
@@ -238,29 +331,37 @@ def lm_head_rule(
 
 def timing_rule(
     true_order: Sequence[float],
-    true_control: float,
+    true_null: Sequence[float],
     file_order: Sequence[float],
-    file_control: float,
+    file_null: Sequence[float],
     *,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
     """ "Most of the 1000 largest values occur towards the beginning of inference": the share of
     each aligned run's top-k values before the midpoint, in true sequence order and in the
     original figure's order (its token files sorted by name: generated tokens first, prompt
-    last), each against the untrained IRM. The claim holds in an order when the median share is
-    >= ``EARLY`` and above the control by ``MIN_TIMING_EFFECT``. Reproduced: in both orders;
-    partly: in one (the reason says which)."""
+    last), each against the untrained IRMs (``*_null``). The claim holds in an order when the
+    median share is >= ``EARLY``, above every untrained IRM's and ``MIN_TIMING_EFFECT`` above the
+    null's median. Reproduced: in both orders; partly: in one (the reason says which)."""
     if (few := _too_few(len(true_order), min_runs)) is not None:
         return few
     true, file = float(np.median(true_order)), float(np.median(file_order))
-    effects = {"true_order": true, "true_control": true_control, "file_order": file,
-               "file_control": file_control, "n_runs": float(len(true_order))}  # fmt: skip
-    holds = {"true sequence order": true >= EARLY and true - true_control >= MIN_TIMING_EFFECT,
-             "the original's file order": file >= EARLY
-             and file - file_control >= MIN_TIMING_EFFECT}  # fmt: skip
+    nulls = {"true": against_null(true, true_null), "file": against_null(file, file_null)}
+    effects = {"true_order": true, "true_control": nulls["true"]["null_median"],
+               "file_order": file, "file_control": nulls["file"]["null_median"],
+               "n_runs": float(len(true_order))}  # fmt: skip
+
+    def early(value: float, null: dict[str, float]) -> bool:
+        return (value >= EARLY and value > null["null_max"]
+                and value - null["null_median"] >= MIN_TIMING_EFFECT)  # fmt: skip
+
+    holds = {"true sequence order": early(true, nulls["true"]),
+             "the original's file order": early(file, nulls["file"])}  # fmt: skip
     measures = (
-        f"before the midpoint: {true:.0%} in true order (untrained {true_control:.0%}),"
-        f" {file:.0%} in the original's file order (untrained {file_control:.0%})"
+        f"before the midpoint: {true:.0%} in true order (untrained null median "
+        f"{nulls['true']['null_median']:.0%}, max {nulls['true']['null_max']:.0%}), {file:.0%} "
+        f"in the original's file order (null median {nulls['file']['null_median']:.0%}, max "
+        f"{nulls['file']['null_max']:.0%})"
     )
     where = [order for order, ok in holds.items() if ok]
     if len(where) == 2:

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.analysis.verdicts import DOMINANT
+from irm_lens.analysis.verdicts import DOMINANT_GAP
 from irm_lens.plotting._common import check_columns, style
 
 PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
@@ -79,13 +79,14 @@ def trajectory_figure(
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
     # On a log axis plotly places an hline's own annotation at the linear value (10 -> 1e10),
     # so the labels are separate annotations at log10 of their value.
-    threshold = f"dominant ({DOMINANT:g}x, the verdict's threshold)"
-    for value, dash, text in ((1.0, "dot", "uniform"), (DOMINANT, "dash", threshold)):
+    # A top index at DOMINANT_GAP x the runner-up needs about that ratio (verdicts.top_gap_bound).
+    threshold = f"needed for a top index at {DOMINANT_GAP:g}x the runner-up (the verdict's rule)"
+    for value, dash, text in ((1.0, "dot", "uniform"), (DOMINANT_GAP, "dash", threshold)):
         fig.add_hline(y=value, line_dash=dash, line_color="grey", row=1, col=2)
         fig.add_annotation(text=text, x=1, xref="x2 domain", xanchor="right", y=math.log10(value),
                            yref="y2", yanchor="bottom", showarrow=False,
                            font={"size": 11, "color": "grey"})  # fmt: skip
-    top = max(float(table["dominance_high"].max()), DOMINANT) * 1.5  # no tick label above 10
+    top = max(float(table["dominance_high"].max()), DOMINANT_GAP) * 1.5
     for col in (1, 2):
         fig.update_xaxes(
             type="category",
