@@ -320,8 +320,9 @@ def heldout(voice: str) -> pd.DataFrame:
 
 
 def own_offset(config: Any) -> int:
-    """How far ahead the run's own objective predicts: 2 for the original's loss (t+2), else 1."""
-    return 2 if config.loss == "paper" else 1
+    """How far ahead the run's own objective predicts: the original's loss ``paper_offset`` (2
+    as it ran, t+2), else 1."""
+    return int(config.paper_offset) if config.loss == "paper" else 1
 
 
 def nll_by_question(

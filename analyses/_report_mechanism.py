@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pandas as pd
+
 from analyses._summaries import MaskedSummary, MatrixSummary, RotationSummary
+from analyses.masked import masking_rule
+from analyses.rotation import basis_rule
 
 NOT_RUN = "not run"
+
+
+def rejudged(
+    rotation: RotationSummary | None, masked: MaskedSummary | None
+) -> tuple[RotationSummary | None, MaskedSummary | None]:
+    """The tier's committed results under the current rules: the basis rule with its symmetric
+    control and the masking rule by its effect, recomputed from each result's per-run rows."""
+    if rotation is not None:
+        rotation = dataclasses.replace(rotation, basis=basis_rule(pd.DataFrame(rotation.by_run)))
+    if masked is not None:
+        masked = dataclasses.replace(masked, verdict=masking_rule(pd.DataFrame(masked.by_run)))
+    return rotation, masked
 
 
 def _profile_line(role: str, p: dict[str, Any]) -> str:
@@ -118,7 +135,8 @@ def mechanism_section(
     matrix: MatrixSummary | None = None,
 ) -> list[str]:
     """The section's lines (a pointer to the tier when its results are missing)."""
-    lines = ["## What makes one index dominate (issue 13)", ""]
+    rotation, masked = rejudged(rotation, masked)
+    lines = ["## What makes one index dominate", ""]
     if not rotation and not profile and not masked and not matrix:
         return [
             *lines,
@@ -183,24 +201,30 @@ def mechanism_section(
     return lines
 
 
+def mechanism_rules(
+    rotation: RotationSummary | None = None,
+    masked: MaskedSummary | None = None,
+    matrix: MatrixSummary | None = None,
+) -> dict[str, Any]:
+    """The tier's verdicts by claim (None for a result that is absent), under the current
+    rules."""
+    rotation, masked = rejudged(rotation, masked)
+    return {
+        "The same index dominates across the paper's layer sets": matrix and matrix.same_index,
+        "Earlier layer sets get larger IRM outputs": matrix and matrix.early_layers,
+        "The IRMs need their dominant indices (masked retraining)": masked and masked.verdict,
+        "Where the dominant coordinate comes from (rotated-basis host)": rotation
+        and rotation.basis,
+        "Dominance needs Adam's per-coordinate steps (SGD control)": rotation
+        and rotation.optimizer,
+    }
+
+
 def mechanism_verdicts(
     rotation: RotationSummary | None = None,
     masked: MaskedSummary | None = None,
     matrix: MatrixSummary | None = None,
 ) -> dict[str, str]:
     """Entries for verdicts.json (``not run`` for a result that is absent)."""
-
-    def of(verdict: Any) -> str:
-        return verdict.verdict if verdict is not None else NOT_RUN
-
-    return {
-        "The same index dominates across the paper's layer sets": of(matrix and matrix.same_index),
-        "Earlier layer sets get larger IRM outputs": of(matrix and matrix.early_layers),
-        "The IRMs need their dominant indices (masked retraining)": of(masked and masked.verdict),
-        "Where the dominant coordinate comes from (rotated-basis host)": of(
-            rotation and rotation.basis
-        ),
-        "Dominance needs Adam's per-coordinate steps (SGD control)": of(
-            rotation and rotation.optimizer
-        ),
-    }
+    rules = mechanism_rules(rotation, masked, matrix)
+    return {claim: v.verdict if v is not None else NOT_RUN for claim, v in rules.items()}

@@ -262,6 +262,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "masked": (),
     "snapshots": (),
     "rotated_output": None,
+    "paper_offset": 2,
+    "paper_padding": "counted",
 }
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import MaskedSummary
 from irm_lens import analysis
-from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, masking_verdict
+from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, Verdict, masking_verdict
 from irm_lens.plotting.mechanism import masking_figure
 
 K = 5
@@ -38,6 +38,22 @@ def _host_facts(ctx: Context, index: int) -> dict[str, float]:
             "peak_over_median": float(peak[index] / peak.median())}  # fmt: skip
 
 
+def masking_rule(data: pd.DataFrame) -> Verdict:
+    """``masking_verdict`` over a masking table (``data.csv``, or the summary's ``by_run``)."""
+    trained = data[data["trained"]]
+    spec = {s: trained[trained["setting"] == s].set_index("emotion")["specificity"]
+            for s in SETTINGS}  # fmt: skip
+    emotions = list(spec[SETTINGS[0]].index)
+    unmasked = data[data["setting"] == SETTINGS[0]].set_index("emotion")
+    control = float(unmasked.loc["untrained", "ratio"])
+    aligned_unmasked = trained[(trained["setting"] == SETTINGS[0]) & trained["aligned"]]
+    return masking_verdict(
+        [spec[SETTINGS[0]][e] for e in emotions], [spec[SETTINGS[1]][e] for e in emotions],
+        [spec[SETTINGS[2]][e] for e in emotions],
+        dominance_effect=float(np.median(aligned_unmasked["ratio"]) / control)
+        if len(aligned_unmasked) else float("nan"), n_aligned=len(aligned_unmasked))  # fmt: skip
+
+
 def main(ctx: Context) -> MaskedSummary:
     top, random = _masks(ctx)
     emo = mechanism_emotions(ctx)
@@ -53,16 +69,7 @@ def main(ctx: Context) -> MaskedSummary:
     data["top1_rank_unmasked"] = [int(rank_before[e].loc[i]) for e, i in
                                   zip(data["emotion"], data["top1"], strict=True)]  # fmt: skip
     trained = data[data["trained"]]
-    spec = {s: trained[trained["setting"] == s].set_index("emotion")["specificity"]
-            for s in SETTINGS}  # fmt: skip
-    emotions = list(spec[SETTINGS[0]].index)
-    control = float(unmasked.loc["untrained", "ratio"])
-    aligned_unmasked = trained[(trained["setting"] == SETTINGS[0]) & trained["aligned"]]
-    verdict = masking_verdict(
-        [spec[SETTINGS[0]][e] for e in emotions], [spec[SETTINGS[1]][e] for e in emotions],
-        [spec[SETTINGS[2]][e] for e in emotions],
-        dominance_effect=float(np.median(aligned_unmasked["ratio"]) / control)
-        if len(aligned_unmasked) else float("nan"), n_aligned=len(aligned_unmasked))  # fmt: skip
+    verdict = masking_rule(data)
     substitutes = {row["run"]: {"index": int(row["top1"]), **_host_facts(ctx, int(row["top1"]))}
                    for _, row in trained[trained["setting"] == SETTINGS[1]].iterrows()}  # fmt: skip
     fig = masking_figure(data, title=(
@@ -81,7 +88,7 @@ def main(ctx: Context) -> MaskedSummary:
     )
     runs = [p for c in contexts.values() for p in c.runs.values()]
     ctx.write("masked", data, fig, summary=summary, runs=[], size=(1300, 650),
-              settings={"k": K, "run_dirs": [str(p) for p in runs]})  # fmt: skip
+              settings={"k": K, "run_dirs": [p.name for p in runs]})  # fmt: skip
     return summary
 
 

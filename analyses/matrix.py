@@ -63,7 +63,7 @@ def main(ctx: Context) -> MatrixSummary:
     runs = [p for c in contexts.values() for p in c.runs.values()]
     ctx.write("matrix", data, fig, summary=summary, runs=[], size=(1300, 650),
               settings={"layer_sets": list(LAYER_SETS), "l1": L1,
-                        "run_dirs": [str(p) for p in runs]})  # fmt: skip
+                        "run_dirs": [p.name for p in runs]})  # fmt: skip
     return summary
 
 

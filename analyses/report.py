@@ -24,6 +24,7 @@ from analyses._report_answers import answer_table, change_lines, log_changes
 from analyses._report_mechanism import (
     DOMINANCE_CI_NOTE,
     NOT_RUN,
+    mechanism_rules,
     mechanism_section,
     mechanism_verdicts,
 )
@@ -513,7 +514,7 @@ def _long_rules(
     ratios = kept["dominance"].tolist()
     return LongRules(
         dominance=dominant_rule(ratios, [top_gap_bound(r, d_model) for r in ratios],
-                                dominance.null_ratios),
+                                dominance.null_ratios, gaps_are_bounds=True),
         striation=striation_rule(kept["index_share"].tolist(), kept["layer_share"].tolist(),
                                  kept["cross_layer_corr"].tolist(), striation.null_index_shares,
                                  striation.null_cross_layer_corrs),
@@ -784,10 +785,12 @@ def _long_verdict(rules: Rules) -> str:
 
 
 def _aligned_nll_drop(e: EvaluationSummary) -> str:
-    """The median own-emotion NLL drop over the aligned runs, then over every trained run."""
-    aligned = [e.by_run[r]["nll_drop"] for r in e.aligned_runs]
+    """The median own-emotion next-token NLL drop over the aligned runs trained on the next
+    token, then over every trained run."""
+    aligned = [e.by_run[r]["nll_drop"] for r in e.aligned_runs if e.objective[r] == "next token"]
     median = _pct(float(pd.Series(aligned).median())) if aligned else ""
-    over_aligned = f"{median} over the {len(aligned)} aligned runs, " if aligned else ""
+    over_aligned = (f"{median} over the {len(aligned)} aligned next-token runs, "
+                    if aligned else "")  # fmt: skip
     return f"{over_aligned}{_pct(e.nll_drop_median)} over all {e.n_trained} trained runs"
 
 
@@ -888,6 +891,9 @@ def main(ctx: Context) -> dict[str, object]:
     reasons = {f"{prefix}{t}": r[kind] for t, r, _, _ in claims
                for kind, prefix in (("next-token", ""), ("paper loss", f"{ORIGINAL_LOSS} / "),
                                     ("long", f"{LONG_TIER} / ")) if kind in r}  # fmt: skip
+    reasons.update({claim: v for claim, v in mechanism_rules(
+        read_typed(out, "rotation", RotationSummary), read_typed(out, "masked", MaskedSummary),
+        read_typed(out, "matrix", MatrixSummary)).items() if v is not None})  # fmt: skip
     log_changes(out, summary, reasons)
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     lines = [

@@ -17,6 +17,7 @@ from analyses._summaries import RotationSummary
 from irm_lens.analysis.mechanism import (
     MARGIN,
     MIN_RUNS,
+    Verdict,
     basis_verdict,
     optimizer_verdict,
 )
@@ -44,6 +45,15 @@ def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], 
     return [float(r) for r in at[at["trained"] & at["aligned"]]["ratio"]], control
 
 
+def basis_rule(data: pd.DataFrame) -> Verdict:
+    """``basis_verdict`` over a rotation table (``data.csv``, or the summary's ``by_run``):
+    the rotated host's IRMs read in each basis, against the original host's read in each."""
+    return basis_verdict(*_ratios(data, SETTINGS[0], "host basis"),
+                         *_ratios(data, SETTINGS[1], "rotated basis"),
+                         *_ratios(data, SETTINGS[1], "host basis"),
+                         *_ratios(data, SETTINGS[0], "rotated basis"))  # fmt: skip
+
+
 def main(ctx: Context) -> RotationSummary:
     host = ctx.figures.host_label
     emotions = mechanism_emotions(ctx)
@@ -59,8 +69,7 @@ def main(ctx: Context) -> RotationSummary:
            for row in dominance_rows(c, _sgd_setting(SGD_LRS[label]), {"host basis": None})]
     )  # fmt: skip
     original = _ratios(data, SETTINGS[0], "host basis")
-    basis = basis_verdict(*original, *_ratios(data, SETTINGS[1], "rotated basis"),
-                          *_ratios(data, SETTINGS[1], "host basis"))  # fmt: skip
+    basis = basis_rule(data)
     candidates = [_ratios(data, _sgd_setting(lr), "host basis") for lr in SGD_LRS.values()]
     best = max(range(len(candidates)), key=lambda k: (len(candidates[k][0]), -k))
     optimizer = optimizer_verdict(*original, *candidates[best])
@@ -87,7 +96,7 @@ def main(ctx: Context) -> RotationSummary:
     runs = [p for c in (first, rotated, *sgd.values()) for p in c.runs.values()]
     ctx.write("rotation", data, fig, summary=summary, runs=[], size=(1300, 700),
               settings={"rotation_seed": ROTATION_SEED, "sgd_lrs": SGD_LRS,
-                        "run_dirs": [str(p) for p in runs]})  # fmt: skip
+                        "run_dirs": [p.name for p in runs]})  # fmt: skip
     return summary
 
 

@@ -33,7 +33,7 @@ from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.data.lexicon import emotion_profile
 from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
-from irm_lens.host import load_host
+from irm_lens.host import check_context, load_host
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
 from irm_lens.prompts import PromptMode, encode
@@ -177,6 +177,17 @@ def frozen_scale_nll_table(
     return _nll_rows(rows, parts)
 
 
+def check_answers_fit(
+    host: TransformerBridge, questions: Sequence[str], mode: PromptMode, max_new_tokens: int
+) -> list[list[int]]:
+    """Refuse, before any work, answers that would run past the host's context window; the
+    questions' prompt ids otherwise."""
+    encoded = [encode(host.tokenizer, q, mode=mode).prompt_ids for q in questions]
+    for question, ids in zip(questions, encoded, strict=True):
+        check_context(host, len(ids), max_new_tokens, f"question {question[:60]!r}")
+    return encoded
+
+
 def greedy_answers(
     host: TransformerBridge,
     questions: Sequence[str],
@@ -192,14 +203,15 @@ def greedy_answers(
     ``intervention`` (a function returning a context manager, e.g. ``lambda: attach(host, irm,
     edit=...)``) replaces the plain ``irm`` attachment when given.
     """
-    check_generation(host)
     tok = host.tokenizer
+    encoded = check_answers_fit(host, questions, mode, max_new_tokens)
+    check_generation(host)
     pad = pad_id(tok)
     answers: list[str] = []
     context = intervention() if intervention is not None else _maybe_attached(host, irm)
     with torch.no_grad(), context:
         for i in range(0, len(questions), batch_size):
-            prompts = [encode(tok, q, mode=mode).prompt_ids for q in questions[i : i + batch_size]]
+            prompts = encoded[i : i + batch_size]
             tokens, mask = left_pad(prompts, pad)
             width = tokens.shape[1]
             device = host.W_E.device
@@ -216,10 +228,22 @@ def greedy_answers(
     return answers
 
 
-def contains_fact(answer: str, reference: str) -> bool:
-    """Whether ``reference`` occurs in ``answer`` as whole words (case-insensitive)."""
-    pattern = r"(?<!\w)" + re.escape(reference.lower()) + r"(?!\w)"
+def contains_fact(answer: str, reference: object) -> bool | None:
+    """Whether ``reference`` occurs in ``answer`` as whole words (case-insensitive); None when
+    there is no reference to look for (empty or missing): the fact is not measured, not kept."""
+    if not isinstance(reference, str) or not reference.strip():
+        return None
+    pattern = r"(?<!\w)" + re.escape(reference.strip().lower()) + r"(?!\w)"
     return re.search(pattern, answer.lower()) is not None
+
+
+def fact_retention(kept: Sequence[bool | None]) -> tuple[float, int]:
+    """The share of answers that kept their fact, over those with a reference, and how many
+    had one; NaN ("not measured") when none had."""
+    measured = [k for k in kept if k is not None and k == k]  # None or NaN: no reference
+    if not measured:
+        return float("nan"), 0
+    return sum(bool(k) for k in measured) / len(measured), len(measured)
 
 
 def _memo(memo: dict[tuple[Any, ...], Any] | None, key: tuple[Any, ...], compute: Any) -> Any:
@@ -300,10 +324,11 @@ def _answer_records(generations: list[dict[str, Any]], emotion: str) -> list[dic
                 dict(metric="nrc_share", target=target, condition=condition, value=share,
                      n=int(profile["n_words"].iloc[0]))
             )  # fmt: skip
-        kept = [g["keeps_fact"] for g in generations if g["condition"] == condition]
+        share, n = fact_retention(
+            [g["keeps_fact"] for g in generations if g["condition"] == condition]
+        )
         records.append(
-            dict(metric="fact_retention", target=emotion, condition=condition,
-                 value=sum(kept) / max(len(kept), 1), n=len(kept))
+            dict(metric="fact_retention", target=emotion, condition=condition, value=share, n=n)
         )  # fmt: skip
     return records
 
@@ -342,11 +367,13 @@ def evaluate_run(
             host = load_host(config.host, device=config.device, dtype=config.dtype)
         irm = IRM.load(run_dir / "irm.safetensors", host)
         irm.eval()
+        own = targets[config.emotion]
+        own = own if max_rows is None else own.iloc[:max_rows]
+        check_answers_fit(host, own["question"].tolist(), config.prompt_mode, max_new_tokens)
         steps = tqdm(total=len(targets) * 2 + 2, disable=not progress, desc="evaluate")
         setting = _Setting(host, irm, config, split, max_rows, max_new_tokens, host_memo, steps)
         records = _nll_records(setting, targets)
-        own = targets[config.emotion]
-        generations = _generations(setting, own if max_rows is None else own.iloc[:max_rows])
+        generations = _generations(setting, own)
         records += _answer_records(generations, config.emotion)
         steps.close()
         table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
@@ -374,7 +401,10 @@ def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
     nan = pd.Series({"host": float("nan"), "host+irm": float("nan")})
     nll = wide.loc[("nll", emotion)]
     nrc = wide.loc[("nrc_share", emotion)] if ("nrc_share", emotion) in wide.index else nan
-    facts = wide.loc[("fact_retention", emotion)]
+    # NaN when no answer had a reference to check (pivot_table drops all-NaN rows)
+    facts = (
+        wide.loc[("fact_retention", emotion)] if ("fact_retention", emotion) in wide.index else nan
+    )
     return {
         "nll_host": float(nll["host"]),
         "nll_irm": float(nll["host+irm"]),

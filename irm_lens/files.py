@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -118,39 +119,78 @@ def clean_temporaries(folder: Path) -> None:
             orphan.unlink(missing_ok=True)
 
 
-RESULT_SUFFIXES = frozenset({".csv", ".png", ".html", ".js"})
+MARKER = ".irm_lens.json"
+"""Written into every result directory irm_lens makes, with its kind: a directory is replaced
+or cleared only when it carries the marker of that kind."""
+
+RESULT_KINDS = frozenset({"recording", "analysis", "ablation"})
+
+
+def result_kind(path: str | os.PathLike[str]) -> str | None:
+    """The kind of result irm_lens wrote in the directory ``path`` (its marker), or None.
+    Results written before markers existed are recognised by their files: a recording by its
+    ``recording.json``, an ablation by its ``ablation.csv`` beside figure files alone."""
+    target = Path(path)
+    try:
+        kind = json.loads((target / MARKER).read_text(encoding="utf-8")).get("kind")
+        return str(kind) if kind in RESULT_KINDS else None
+    except (OSError, ValueError, AttributeError):
+        pass
+    files = {p.name for p in target.iterdir()} if target.is_dir() else set()
+    if "ablation.csv" in files and all(Path(n).suffix in _FIGURE_FILES for n in files):
+        return "ablation"
+    try:
+        info = json.loads((target / "recording.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "recording" if isinstance(info, dict) and "files" in info else None
+
+
+_FIGURE_FILES = frozenset({".csv", ".png", ".html", ".js"})
+
+
+def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse (``OutputPathError``) to write a result of ``kind`` at ``path`` where that would
+    destroy something irm_lens did not write there: a symbolic link, a file, or a non-empty
+    directory without this tool's marker of the same kind. Call it before the work."""
+    target = Path(path)
+    if target.is_symlink():
+        raise OutputPathError(
+            f"{target} is a symbolic link; irm_lens replaces only directories it made. Give "
+            "the real path, or a new directory."
+        )
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputPathError(
+            f"{target} exists and is a file, not a directory; choose another output path."
+        )
+    if not any(target.iterdir()):
+        return
+    found = result_kind(target)
+    if found != kind:
+        what = f"a {found} irm_lens wrote" if found else "files irm_lens did not write"
+        raise OutputPathError(
+            f"{target} holds {what}, not a {kind}; it would be replaced whole. Choose a new or "
+            f"empty output directory (irm_lens replaces only a {kind} it wrote itself)."
+        )
 
 
 @contextlib.contextmanager
-def atomic_dir(
-    path: str | os.PathLike[str], *, replaceable: frozenset[str] | None = None
-) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], *, kind: str) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path``; on success swap it in for ``path``.
 
     For results of several files (a recording): a reader sees the old directory or the new
     one, never a mix (in the instant between the two renames it sees none). On any exception
     the temporary directory is removed and ``path`` is left as it was. Orphans of killed
-    writers are removed first. With ``replaceable`` (file suffixes, e.g. ``RESULT_SUFFIXES``),
-    an existing ``path`` holding any other kind of file is refused, not replaced: an output
-    directory pointed at a run directory by mistake is never swapped away.
+    writers are removed first. ``kind`` (one of ``RESULT_KINDS``) is written as the directory's
+    marker, and an existing ``path`` is replaced only when it carries the same marker
+    (``check_replaceable``): a folder of the user's files, a run directory or a link is refused.
     """
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"atomic_dir: kind must be one of {sorted(RESULT_KINDS)}, got {kind!r}.")
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise OutputPathError(
-            f"{target} exists and is a file, not a directory; choose another output path."
-        )
-    if replaceable is not None and target.exists():
-        foreign = sorted(
-            str(p.relative_to(target))
-            for p in target.rglob("*")
-            if p.is_file() and p.suffix not in replaceable
-        )
-        if foreign:
-            raise OutputPathError(
-                f"{target} holds files that are not results ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); it would be replaced whole. Choose a "
-                "new or empty output directory."
-            )
+    check_replaceable(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(target)
     tag = f"{os.getpid()}-{os.urandom(3).hex()}"
@@ -158,6 +198,7 @@ def atomic_dir(
     tmp.mkdir()
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"kind": kind, "tool": "irm_lens"}), encoding="utf-8")
         old = target.parent / f".{target.name}.old-{tag}"
         if target.exists():
             os.replace(target, old)

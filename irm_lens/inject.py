@@ -11,6 +11,12 @@ Where to read and write on a TransformerLens 4.x ``TransformerBridge``:
 - ``blocks.0.hook_attn_out`` fires before ``blocks.0.hook_resid_mid``, so the IRM is evaluated
   inside the block-0 ``attn_out`` hook from ``resid_pre(0) + attn_out(0)`` (stashed from
   ``blocks.0.hook_resid_pre``). At layer 0 the IRM therefore sees the un-injected value.
+
+While attached, the IRM has hook points of its own in the host's ``hook_dict``: ``irm.hook_in``
+(what it reads) and ``blocks.{l}.hook_irm_out`` (the delta it adds at layer ``l``), so
+``run_with_cache`` caches them by name and an ordinary TransformerLens hook there patches or
+ablates the IRM's write at one layer. Its own hooks are permanent for the ``with`` block:
+``host.reset_hooks()`` inside it leaves the IRM attached (only ``attach`` removes them).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens.hook_points import HookPoint, LensHandle
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.irm import IRM
@@ -29,6 +36,15 @@ from irm_lens.types import IRMOutput, Residual
 
 READ_HOOK = "blocks.0.hook_resid_mid"
 """The activation the IRM reads (for reading from caches; attach computes it from two hooks)."""
+
+IRM_IN_HOOK = "irm.hook_in"
+"""The IRM's own hook point on its input ``[batch, pos, d_model]`` (while attached)."""
+
+
+def irm_out_hook(layer: int) -> str:
+    """The IRM's own hook point on the delta it adds at ``layer`` (``[batch, pos, d_model]``)."""
+    return f"blocks.{layer}.hook_irm_out"
+
 
 HookFn = Callable[..., Tensor | None]
 Edit = Callable[[IRMOutput], IRMOutput]
@@ -92,7 +108,15 @@ class Injection:
     keep_history: bool = False
     last: IRMOutput | None = None
     history: list[Tensor] = field(default_factory=list)
+    points: dict[str, HookPoint] = field(default_factory=dict)
     _resid_pre: Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [IRM_IN_HOOK, *(irm_out_hook(layer) for layer in self.irm.layers)]
+        for name in names:
+            point = HookPoint()
+            point.name = name
+            self.points[name] = point
 
     def hooks(self) -> list[tuple[str, HookFn]]:
         """The ``(hook_name, fn)`` pairs that realise this injection."""
@@ -125,7 +149,7 @@ class Injection:
     def _run_irm(self, attn_out: Tensor, hook: Any) -> Tensor:
         if self._resid_pre is None:
             raise RuntimeError("IRM attach: blocks.0.hook_resid_pre did not fire before attn_out.")
-        out = self.irm_output(self._resid_pre + attn_out)
+        out = self.irm_output(self.points[IRM_IN_HOOK](self._resid_pre + attn_out))
         self._resid_pre = None
         self.last = out
         if self.keep_history:
@@ -140,7 +164,7 @@ class Injection:
             return attn_out
         if self.last is None:
             raise RuntimeError(f"IRM attach: layer {layer} fired before the IRM was evaluated.")
-        delta = self.last[self.irm.layers.index(layer)]
+        delta = self.points[irm_out_hook(layer)](self.last[self.irm.layers.index(layer)])
         if delta.shape != attn_out.shape:
             raise RuntimeError(
                 f"IRM output {tuple(delta.shape)} does not match attn_out {tuple(attn_out.shape)} "
@@ -184,10 +208,28 @@ def attach(
     """
     irm.check_host(host)
     injection = Injection(irm=irm, call=call, scale=scale, edit=edit, keep_history=keep_history)
+    hook_dict = host.hook_dict
+    taken = [name for name in injection.points if name in hook_dict]
+    if taken:
+        raise RuntimeError(
+            f"attach: the host already has {taken}: another IRM is attached. Attach one IRM at a "
+            "time (leave the other's with block first)."
+        )
+    registry = host._hook_registry  # TransformerLens 4.x: the hook points hook_dict lists
+    added: list[tuple[HookPoint, LensHandle]] = []
     try:
-        with host.hooks(fwd_hooks=injection.hooks()):
-            yield injection
+        registry.update(injection.points)
+        for name, fn in injection.hooks():  # permanent: host.reset_hooks() keeps them
+            point = hook_dict[name]
+            added.append((point, point.add_hook(fn, is_permanent=True)))
+        yield injection
     finally:
+        for point, handle in added:
+            handle.hook.remove()
+            if handle in point.fwd_hooks:
+                point.fwd_hooks.remove(handle)
+        for name in injection.points:
+            registry.pop(name, None)
         injection._resid_pre = None
 
 

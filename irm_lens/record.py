@@ -274,7 +274,7 @@ def save_recordings(
         columns["token_id"] += rec.token_ids
         columns["token"] += rec.tokens
         columns["kind"] += rec.kinds
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="recording") as tmp:
         save_file(tensors, str(tmp / "outputs.safetensors"), metadata={"format": _FORMAT})
         write_csv_atomic(tmp / "tokens.csv", pd.DataFrame(columns))
         info = {

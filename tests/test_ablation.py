@@ -86,7 +86,7 @@ def test_ablate_from_the_command_line(run_dir, tmp_path, capsys):
                  "--max-new-tokens", "2", "--no-png"])  # fmt: skip
     assert code == 0
     out = tmp_path / "run" / "ablation_index3"
-    assert {p.name for p in out.iterdir()} == {"ablation.csv", "ablation.html"}
+    assert {p.name for p in out.iterdir()} == {"ablation.csv", "ablation.html", ".irm_lens.json"}
     assert "resid_zero" in capsys.readouterr().out
     assert main(["ablate", str(tmp_path / "run"), "--index", "64"]) == 2
     assert "0..63" in capsys.readouterr().err

@@ -194,11 +194,17 @@ def test_striation_shares_by_hand() -> None:
     assert stats["cross_layer_corr"] == pytest.approx(5 / math.sqrt(28))
     assert stats["baseline_index_share"] == pytest.approx(1.0)
     assert stats["baseline_cross_layer_corr"] == pytest.approx(1.0)
+    # The signed mean map S = [[1, 2, 0], [0, 0, 0]]: g = 0.5, layer effects +-0.5, index effects
+    # 0, 0.5, -0.5; SS_layer = 1.5, SS_index = 1, SS_total = 3.5.
+    assert stats["signed_index_share"] == pytest.approx(2 / 7)
+    assert stats["signed_layer_share"] == pytest.approx(3 / 7)
     assert set(stats) == {
         "index_share",
         "layer_share",
         "resid_share",
         "cross_layer_corr",
+        "signed_index_share",
+        "signed_layer_share",
         "p_value",
         "null_index_share_mean",
         "n_permutations",

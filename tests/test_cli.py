@@ -52,6 +52,32 @@ def test_bad_input_exits_2_with_message(capsys, tmp_path):
     assert "nope.safetensors" in capsys.readouterr().err
 
 
+def test_version_names_the_stack(capsys):
+    from irm_lens import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"irm-lens {__version__} (torch ") and "transformer-lens" in out
+
+
+def test_ctrl_c_in_any_verb_is_one_line_not_a_traceback(capsys, monkeypatch):
+    cli_main = sys.modules["irm_lens.cli.main"]  # the module (the package exports the function)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli_main.build_parser()
+    args = parser.parse_args(["info", "tiny-random-llama"])
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    monkeypatch.setattr(args, "func", interrupted, raising=False)
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: args)
+    assert main(["info", "tiny-random-llama"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("irm-lens info: interrupted") and "Traceback" not in err
+
+
 def test_console_script_help():
     out = subprocess.run(
         [sys.executable, "-m", "irm_lens.cli", "--help"], capture_output=True, text=True, check=True

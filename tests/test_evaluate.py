@@ -30,6 +30,16 @@ def test_lexicon_counts_by_hand():
     assert profile.loc["anger", "n_words"] == 6
 
 
+def test_no_reference_means_not_measured_never_kept():
+    from irm_lens.evaluate import fact_retention
+
+    for missing in ("", "  ", None, float("nan")):
+        assert contains_fact("The European continent is shaped like a boot", missing) is None
+    share, n = fact_retention([None, None])
+    assert share != share and n == 0  # NaN: not measured
+    assert fact_retention([True, None, False]) == (0.5, 2)
+
+
 def test_contains_fact_matches_whole_words():
     assert contains_fact("It is Canberra, obviously.", "canberra")
     assert contains_fact("There are four of them", "four")

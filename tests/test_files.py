@@ -39,3 +39,32 @@ def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_result_directory_is_replaced_only_under_its_own_marker(tmp_path):
+    from irm_lens.errors import OutputPathError
+    from irm_lens.files import MARKER, atomic_dir, check_replaceable, result_kind
+
+    out = tmp_path / "abl"
+    with atomic_dir(out, kind="ablation") as tmp:
+        (tmp / "ablation.csv").write_text("a\n1\n")
+    assert result_kind(out) == "ablation" and (out / MARKER).exists()
+    check_replaceable(out, "ablation")  # its own kind: may be replaced
+    with pytest.raises(OutputPathError, match="a ablation irm_lens wrote, not a recording"):
+        check_replaceable(out, "recording")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "table.csv").write_text("x\n")
+    with (
+        pytest.raises(OutputPathError, match="files irm_lens did not write"),
+        atomic_dir(mine, kind="ablation"),
+    ):
+        raise AssertionError("the body must not run")
+    assert (mine / "table.csv").read_text() == "x\n"
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty", "recording")  # an empty directory holds nothing
+    with (
+        pytest.raises(ValueError, match="kind must be one of"),
+        atomic_dir(tmp_path / "x", kind="run"),
+    ):
+        pass

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from irm_lens.cli import main
@@ -166,6 +167,24 @@ def test_a_prompt_beyond_the_context_is_refused(capsys):
     assert "exceed the host's context of 256 tokens" in err and "--prompt" in err
 
 
+@pytest.mark.parametrize("verb", ["evaluate", "ablate", "record"])
+def test_every_limit_is_checked_before_work_generation_within_the_context(
+    finished, tmp_path, capsys, verb
+):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = _snapshot(run)
+    argv = {"evaluate": ["evaluate", str(run)],
+            "ablate": ["ablate", str(run), "--index", "1", "--no-png"],
+            "record": ["record", str(run), "--limit", "1"]}[verb]  # fmt: skip
+    assert main([*argv, "--max-new-tokens", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "exceed the host's context of 256 tokens" in err and "--max-new-tokens" in err
+    assert _snapshot(run) == before  # nothing written
+
+
 @pytest.mark.parametrize(
     "content, message",
     [(b"\xff\xfe\x00garbage", "not UTF-8"), (b'{"emotion": "anger", "lay', "Unterminated")],
@@ -274,7 +293,7 @@ def test_orphans_of_dead_writers_are_removed(tmp_path):
     (tmp_path / f".metrics.csv.tmp-{dead}-x1y2z3ab").write_text("half")
     live = tmp_path / f".rec.tmp-{os.getpid()}-def456"
     live.mkdir()
-    with atomic_dir(tmp_path / "rec") as tmp:
+    with atomic_dir(tmp_path / "rec", kind="recording") as tmp:
         (tmp / "a.txt").write_text("a")
     write_text_atomic(tmp_path / "metrics.csv", "step\n")
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -349,6 +368,10 @@ def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_pa
     assert main(["evaluate", str(run), "--max-new-tokens", "3"]) == 0
     table = (run / "generations.csv").read_text()
     assert all(q in table for q in test_questions)
+    # no reference column: fact retention is not measured, not 100 %
+    facts = pd.read_csv(run / "evaluation.csv").query("metric == 'fact_retention'")
+    assert facts["value"].isna().all() and (facts["n"] == 0).all()
+    assert "fact_retention_irm   not measured" in capsys.readouterr().out
     assert main(["record", str(run), "--prompts", "heldout", "--max-new-tokens", "3"]) == 0
     info = json.loads((run / "recordings" / "heldout" / "recording.json").read_text())
     assert [p["prompt"] for p in info["prompts"]] == test_questions
@@ -356,6 +379,21 @@ def test_a_custom_data_run_evaluates_records_and_ablates_on_its_own_split(tmp_pa
     argv = ["ablate", str(run), "--index", "1", "--max-new-tokens", "3", "--out", str(out)]
     assert main([*argv, "--no-png"]) == 0, capsys.readouterr().err
     assert (out / "ablation.csv").exists()
+
+
+def test_a_custom_data_run_is_labelled_by_its_file_or_by_emotion_never_by_default(tmp_path, capsys):
+    from irm_lens.training.config import TrainConfig
+
+    data = _qa_csv(tmp_path / "d.csv", 40)
+    run = tmp_path / "unnamed"
+    assert main(["train", str(run), *S, "--data", str(data), "--max-steps", "1"]) == 2
+    assert "--emotion" in capsys.readouterr().err and not run.exists()
+    labelled = tmp_path / "labelled.csv"
+    frame = pd.read_csv(data).assign(emotion="pirate")
+    frame.to_csv(labelled, index=False)
+    assert main(["train", str(run), *S, "--data", str(labelled), "--max-steps", "1"]) == 0
+    assert "persona label 'pirate'" in capsys.readouterr().out
+    assert TrainConfig.load(run / "config.json").emotion == "pirate"
 
 
 def test_data_import_defuses_spreadsheet_formulas_and_round_trips(tmp_path):
@@ -477,10 +515,10 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
     before = _snapshot(run)
     # --out pointed at the run's own parent: the per-run folder would be the run itself.
     assert main(["analyze", str(run), "--no-png", "--out", str(tmp_path)]) == 2
-    assert "not results" in capsys.readouterr().err
+    assert "files irm_lens did not write" in capsys.readouterr().err
     ablate = ["ablate", str(run), "--index", "1", "--no-generate", "--no-png"]
     assert main([*ablate, "--out", str(run)]) == 2
-    assert "not results" in capsys.readouterr().err
+    assert "files irm_lens did not write" in capsys.readouterr().err
     assert _snapshot(run) == before
     out = tmp_path / "analysis"
     for _ in range(2):  # a rerun replaces the folder whole
@@ -554,3 +592,121 @@ def test_the_writer_lock_removes_safetensors_temporaries_of_killed_writers(tmp_p
     assert sorted(p.name for p in run.iterdir()) == [
         LOCK_NAME, f".summary.json.tmp-{os.getpid()}-abcd1234", ".tmpnotes.txt"
     ]  # fmt: skip
+
+
+# ------------------------------------ principle: never destroy what irm_lens did not write
+
+
+def _user_folder(path: Path) -> Path:
+    """A folder of the user's own results: the kinds of files irm_lens writes, not by it."""
+    path.mkdir(parents=True)
+    (path / "mine.csv").write_text("a,b\n1,2\n")
+    (path / "plot.html").write_text("<html>mine</html>")
+    (path / "notes.txt").write_text("keep")
+    return path
+
+
+@pytest.mark.parametrize("verb", ["record", "ablate", "analyze"])
+def test_never_destroy_a_users_folder_with_any_verb(finished, tmp_path, capsys, verb):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    capsys.readouterr()
+    # analyze writes <out>/<run name>/: there the user's folder sits where the run's would go
+    folder = _user_folder(tmp_path / "out" / run.name if verb == "analyze" else tmp_path / "mine")
+    before = _snapshot(folder)
+    argv = {
+        "record": ["record", str(run), "--max-new-tokens", "2", "--limit", "1", "--overwrite",
+                   "--out", str(folder)],
+        "ablate": ["ablate", str(run), "--index", "1", "--no-generate", "--no-png",
+                   "--out", str(folder)],
+        "analyze": ["analyze", str(run), "--no-png", "--out", str(folder.parent)],
+    }[verb]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "files irm_lens did not write" in err
+    assert _snapshot(folder) == before
+
+
+def test_never_destroy_a_run_directory_by_recording_into_it(finished, tmp_path, capsys):
+    import shutil
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(finished, run)
+    shutil.copytree(finished, other)
+    for target in (run, other):  # the run itself, another run
+        before = _snapshot(target)
+        argv = ["record", str(run), "--limit", "1", "--max-new-tokens", "2", "--overwrite"]
+        assert main([*argv, "--out", str(target)]) == 2
+        assert "it would be replaced whole" in capsys.readouterr().err
+        assert _snapshot(target) == before
+
+
+def test_never_follow_a_link_the_tool_did_not_make(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    folder = _user_folder(tmp_path / "mine")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    before = _snapshot(folder)
+    assert main(["ablate", str(run), "--index", "1", "--no-generate", "--no-png",
+                 "--out", str(link)]) == 2  # fmt: skip
+    assert "symbolic link" in capsys.readouterr().err
+    assert _snapshot(folder) == before and link.is_symlink()
+
+
+def test_never_replace_a_result_of_another_kind(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    ablation = tmp_path / "abl"
+    ablate = ["ablate", str(run), "--index", "1", "--no-generate", "--no-png"]
+    assert main([*ablate, "--out", str(ablation)]) == 0
+    assert main([*ablate, "--out", str(ablation)]) == 0  # its own kind: replaced whole
+    capsys.readouterr()
+    argv = ["record", str(run), "--limit", "1", "--max-new-tokens", "2", "--overwrite"]
+    assert main([*argv, "--out", str(ablation)]) == 2
+    assert "holds a ablation irm_lens wrote, not a recording" in capsys.readouterr().err
+    assert (ablation / "ablation.csv").exists()
+
+
+def test_the_workflow_leads_ablate_takes_the_runs_own_top_index(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    ablate = ["ablate", str(run), "--index", "top", "--no-generate", "--no-png"]
+    assert main(ablate) == 2
+    assert f"irm-lens record {run}" in capsys.readouterr().err  # says what to run first
+    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "2"]) == 0
+    assert f"next: irm-lens analyze {run}" in capsys.readouterr().out
+    from irm_lens.cli.recorded import top_index
+
+    top = top_index(run)
+    assert main(ablate) == 0
+    assert f"the run's top index is {top}" in capsys.readouterr().out
+    assert (run / f"ablation_index{top}" / "ablation.csv").exists()
+
+
+def test_never_keep_the_old_runs_results_beside_an_overwritten_run(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    assert main(["ablate", str(run), "--index", "1", "--no-generate", "--no-png"]) == 0
+    (run / "snapshots").mkdir(exist_ok=True)
+    (run / "snapshots" / "step-000001.safetensors").write_bytes(b"old")
+    (run / "my_notes.txt").write_text("keep")
+    (run / "my_folder").mkdir()
+    (run / "my_folder" / "data.csv").write_text("x\n1\n")
+    assert main(["train", str(run), *S, "--max-steps", "1", "--overwrite"]) == 0
+    assert not (run / "ablation_index1").exists() and not (run / "recordings").exists()
+    assert not (run / "snapshots").exists()
+    assert (run / "my_notes.txt").read_text() == "keep"
+    assert (run / "my_folder" / "data.csv").exists()

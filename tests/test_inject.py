@@ -186,3 +186,45 @@ def test_attach_equals_inline_reference_on_embedded_host(embedded_host):
     # The original code's grouping ((resid + attn) + delta) differs only by fp32 rounding,
     # which the massive activation in dim 507 (~1e4) makes visible at ~1e-4 in the logits.
     torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=5e-4)
+
+
+def test_the_irm_has_hook_points_of_its_own_that_tl_caches_and_patches(tiny_host):
+    from irm_lens.inject import IRM_IN_HOOK, irm_out_hook
+
+    irm = IRM.for_host(tiny_host, layers=(0, 2), seed=2, init="torch")
+    tokens = _tokens(tiny_host)
+    names = [IRM_IN_HOOK, irm_out_hook(0), irm_out_hook(2)]
+    with torch.no_grad():
+        plain = tiny_host(tokens)
+        with attach(tiny_host, irm) as inj:
+            assert set(names) <= set(tiny_host.hook_dict)
+            logits, cache = tiny_host.run_with_cache(tokens)
+            # cached by name: what the IRM read and what it added at each layer
+            for slot, layer in enumerate(irm.layers):
+                torch.testing.assert_close(cache[irm_out_hook(layer)], inj.last[slot])
+            read = cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"]
+            torch.testing.assert_close(cache[IRM_IN_HOOK], read - cache[irm_out_hook(0)])
+            # ablated with an ordinary TransformerLens hook: the host alone again
+            zero = [(irm_out_hook(layer), lambda x, hook: torch.zeros_like(x))
+                    for layer in irm.layers]  # fmt: skip
+            ablated = tiny_host.run_with_hooks(tokens, fwd_hooks=zero)
+            # host.reset_hooks() does not silently turn the IRM off
+            tiny_host.reset_hooks()
+            after_reset = tiny_host(tokens)
+        outside = tiny_host(tokens)
+    assert (logits - plain).abs().max() > 1e-2
+    torch.testing.assert_close(ablated, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(after_reset, logits, rtol=0, atol=0)
+    torch.testing.assert_close(outside, plain, rtol=0, atol=0)  # detached on exit
+    assert not set(names) & set(tiny_host.hook_dict) and not active_hook_names(tiny_host)
+
+
+def test_one_irm_at_a_time(tiny_host):
+    irm = IRM.for_host(tiny_host, seed=2, init="torch")
+    with (
+        attach(tiny_host, irm),
+        pytest.raises(RuntimeError, match="another IRM is attached"),
+        attach(tiny_host, irm),
+    ):
+        pass
+    assert not active_hook_names(tiny_host)

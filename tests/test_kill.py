@@ -137,18 +137,21 @@ def test_run_set_killed_then_rerun_ends_as_an_uninterrupted_run_set(tmp_path):
                 "IRM_LENS_RUNS": str(tmp_path / name / "runs"),
                 "FIGURES_DIR": str(tmp_path / name / "figures")}  # fmt: skip
 
+    # The run set alone (Context.runs: train, record, evaluate every run), no figures: the
+    # subject here is the cache, and a figure's browser has nothing to do with it.
+    code = (
+        "from analyses._common import Context\n"
+        "from analyses._runset import FiguresConfig\n"
+        "Context(FiguresConfig.from_env(), progress=False).runs\n"
+    )
+
     def ensure(name: str) -> subprocess.CompletedProcess[str]:
-        code = (
-            "from analyses.__main__ import run\n"
-            "raise SystemExit(run(('evaluation',), progress=False))"
-        )
         return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=figures_env(name),
                               capture_output=True, text=True, timeout=600)  # fmt: skip
 
     assert ensure("reference").returncode == 0
     reference = tmp_path / "reference" / "runs"
     expected = {run.name: _contents(run) for run in sorted(reference.iterdir())}
-    code = "from analyses.__main__ import run; run(('evaluation',), progress=False)"
     argv = [sys.executable, "-c", code]
     runs = tmp_path / "killed" / "runs"
     proc = subprocess.Popen(argv, cwd=ROOT, env=figures_env("killed"),

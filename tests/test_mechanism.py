@@ -64,11 +64,22 @@ def test_basis_verdicts(own, back, expected):
     assert v.effects["original"] == pytest.approx(2.25)
 
 
+def test_basis_rule_reads_the_symmetric_control():
+    # the rotated host's IRMs concentrate 3x read in the original basis, but the original
+    # host's IRMs concentrate 2.5x read in the rotated one: reading in a foreign basis does it
+    foreign = basis_verdict([4.0, 5.0], 2.0, [2.0, 2.0], 2.0, [3.0, 3.0], 1.0, [2.5, 2.5], 1.0)
+    assert foreign.verdict == "neither" and "symmetric control" in foreign.reason
+    assert foreign.effects["foreign"] == pytest.approx(2.5)
+    plain = basis_verdict([4.0, 5.0], 2.0, [2.0, 2.0], 2.0, [3.0, 3.0], 1.0, [1.0, 1.0], 1.0)
+    assert plain.verdict == "host basis"
+
+
 def test_basis_not_tested_without_runs_or_without_dominance():
     few = basis_verdict([4.0], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
     assert few.verdict == "not tested" and "aligned runs" in few.reason
     flat = basis_verdict([2.1, 2.2], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
+    assert "measured: on the rotated host" in flat.reason  # the effects are stated anyway
     reached = {"host basis", "IRM or optimizer", "both", "neither", few.verdict}
     assert reached == set(BASIS_VERDICTS)
 
@@ -96,8 +107,10 @@ def test_masking_verdicts_all_reachable():
     both = masking_verdict(base, [0.1] * 4, [0.12, 0.17, 0.22, 0.07], dominance_effect=3.0,
                            n_aligned=4)  # fmt: skip
     assert both.verdict == "substituted"
+    # judged by its effect whether or not the masked indices dominate, which is stated
     flat = masking_verdict(base, base, base, dominance_effect=1.2, n_aligned=4)
-    assert flat.verdict == "not tested" and "do not dominate" in flat.reason
+    assert flat.verdict == "substituted" and "1.20x the untrained control" in flat.reason
+    assert "0.0 points" in flat.reason
     few = masking_verdict(base, base, base, dominance_effect=3.0, n_aligned=1)
     assert few.verdict == "not tested"
     assert {"needed for alignment", "substituted", "not tested"} == set(MASKING_VERDICTS)

@@ -50,6 +50,42 @@ def test_paper_loss_predicts_two_ahead_and_counts_padding():
     assert paper_loss(logits, tokens).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_originals_two_quirks_separate_offset_and_padding():
+    from irm_lens.data.batches import Batch
+    from irm_lens.training.config import Objective
+    from irm_lens.training.losses import batch_loss, loss_sum, loss_terms
+
+    probs = torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]]])
+    logits = torch.log(probs)
+    tokens = torch.tensor([[0, 1, 1, 0, 0]])
+    real = torch.tensor([[1, 1, 1, 0, 0]])  # the last two positions are padding
+    batch = Batch(tokens=tokens, attention_mask=real, answer_mask=torch.zeros_like(real))
+    nll = -probs.log()[0]
+    # as it ran (t+2, padding counted): the same as the original's loss
+    original = Objective("paper")
+    assert loss_terms(batch, original) == 3
+    assert batch_loss(logits, batch, original).item() == pytest.approx(
+        paper_loss(logits, tokens).item(), rel=1e-6)  # fmt: skip
+    # t+2, padding masked: only pos 0 -> token[2] (a real token) counts
+    t2_masked = Objective("paper", 2, "masked")
+    assert loss_terms(batch, t2_masked) == 1
+    assert loss_sum(logits, batch, t2_masked).item() == pytest.approx(float(nll[0, 1]), rel=1e-6)
+    # t+1, padding counted: every position predicts the next token
+    t1 = Objective("paper", 1, "counted")
+    expected = float(nll[0, 1] + nll[1, 1] + nll[2, 0] + nll[3, 0]) / 4
+    assert batch_loss(logits, batch, t1).item() == pytest.approx(expected, rel=1e-6)
+    # t+1, padding masked: targets at positions 1 and 2 only
+    t1_masked = Objective("paper", 1, "masked")
+    assert loss_terms(batch, t1_masked) == 2
+    expected = float(nll[0, 1] + nll[1, 1]) / 2
+    assert batch_loss(logits, batch, t1_masked).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="offset=3"):
+        Objective("paper", 3)
+    with pytest.raises(ValueError, match="apply to loss='paper' only"):
+        TrainConfig(paper_padding="masked")
+    assert TrainConfig(loss="paper", paper_offset=1).objective == Objective("paper", 1)
+
+
 def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="emotion='fear'"):
         TrainConfig(emotion="fear")

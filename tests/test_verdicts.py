@@ -146,6 +146,13 @@ def test_dominance_means_the_same_at_any_d_model():
     assert v.top_gap_bound(r_small, 576) >= g_small - 1e-9
 
 
+def test_dominance_from_bounds_says_at_most_and_never_reproduces():
+    low = v.dominant_rule([1.98] * RUNS, [1.98] * RUNS, NULL_RATIOS, gaps_are_bounds=True)
+    assert low.verdict == v.PARTLY and "at most 1.98x" in low.reason
+    high = v.dominant_rule([20.0] * RUNS, [19.0] * RUNS, NULL_RATIOS, gaps_are_bounds=True)
+    assert high.verdict == v.NOT_TESTED and "was not kept" in high.reason
+
+
 def test_top_gap_bound_caps_what_a_ratio_allows():
     assert v.top_gap_bound(1.0, 576) == pytest.approx(1.0)
     assert v.top_gap_bound(1.98, 576) < v.DOMINANT_GAP  # the long tier's median

@@ -93,6 +93,8 @@ def basis_verdict(
     rotated_own_control: float,
     rotated_back: Sequence[float],
     rotated_back_control: float,
+    foreign: Sequence[float] = (),
+    foreign_control: float = float("nan"),
     *,
     margin: float = MARGIN,
     min_runs: int = MIN_RUNS,
@@ -101,27 +103,39 @@ def basis_verdict(
 
     Each list holds the dominance ratios of aligned runs; each control is the untrained IRM's
     ratio on the same host in the same basis. An effect is a median ratio over its control.
+    ``foreign``: the original host's IRMs read in the rotated basis, the symmetric control of
+    ``rotated_back`` (the rotated host's IRMs read in the original basis): reading an IRM in a
+    basis other than the one it wrote in may concentrate it by itself, so the original basis
+    counts only when ``rotated_back`` exceeds ``foreign`` by ``margin`` too.
     """
     effects = {
         "original": _effect(original, original_control),
         "rotated_own": _effect(rotated_own, rotated_own_control),
         "rotated_back": _effect(rotated_back, rotated_back_control),
+        "foreign": _effect(foreign, foreign_control),
     }
+    symmetric = (f"; read in the other basis, the original host's IRMs hold "
+                 f"{effects['foreign']:.2f}x (the symmetric control)"
+                 if foreign else "")  # fmt: skip
+    measured = (f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its "
+                f"control in the IRM's own basis and {effects['rotated_back']:.2f}x in the "
+                f"original host's basis{symmetric} (threshold {margin}x; original host "
+                f"{effects['original']:.2f}x)")  # fmt: skip
     if len(original) < min_runs or len(rotated_own) < min_runs:
         reason = (f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
                   f"original and {len(rotated_own)} on the rotated host")  # fmt: skip
         return Verdict("not tested", reason, effects)
     if effects["original"] < margin:
         reason = (f"no index dominates on the original host beyond the untrained IRM "
-                  f"({effects['original']:.2f}x < {margin}x): nothing to explain")  # fmt: skip
+                  f"({effects['original']:.2f}x < {margin}x): nothing to explain (measured: "
+                  f"{measured})")  # fmt: skip
         return Verdict("not tested", reason, effects)
-    own, back = effects["rotated_own"] >= margin, effects["rotated_back"] >= margin
+    own = effects["rotated_own"] >= margin
+    back = effects["rotated_back"] >= margin and not (
+        foreign and effects["rotated_back"] < margin * effects["foreign"])  # fmt: skip
     verdict = {(False, True): "host basis", (True, False): "IRM or optimizer",
                (True, True): "both", (False, False): "neither"}[(own, back)]  # fmt: skip
-    reason = (f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its control "
-              f"in the IRM's own basis and {effects['rotated_back']:.2f}x in the original host's "
-              f"basis (threshold {margin}x; original host {effects['original']:.2f}x)")  # fmt: skip
-    return Verdict(verdict, reason, effects)
+    return Verdict(verdict, measured, effects)
 
 
 OPTIMIZER_VERDICTS = ("dominance without Adam", "Adam needed", "not tested")
@@ -168,41 +182,52 @@ def masking_verdict(
     *,
     dominance_effect: float,
     n_aligned: int,
-    margin: float = MARGIN,
     min_runs: int = MIN_RUNS,
     min_loss: float = MIN_LOSS,
 ) -> Verdict:
-    """Do the IRMs need their dominant indices (``MASKING_VERDICTS``)?
+    """Do the IRMs need their top indices (``MASKING_VERDICTS``)?
 
     Args:
         unmasked, masked_top, masked_random: specificity per emotion (same order) of the runs
-            without a mask, with the dominant indices masked, and with as many random indices
+            without a mask, with the top indices masked, and with as many random indices
             masked (the control).
-        dominance_effect: the unmasked runs' dominance ratio over the untrained control's.
+        dominance_effect: the unmasked runs' dominance ratio over the untrained control's
+            (stated: whether the masked indices dominate does not change what masking shows).
         n_aligned: aligned unmasked runs.
 
-    The loss of a mask is the median over emotions of (unmasked - masked) specificity; the
-    dominant indices are *needed* when theirs is at least ``min_loss`` and twice the random
-    mask's, else they were *substituted*.
+    The loss of a mask is the median over emotions of (unmasked - masked) specificity; the top
+    indices are *needed* when theirs is at least ``min_loss`` and twice the random mask's, else
+    they were *substituted* (the IRMs align as well through other indices).
     """
     top = [u - m for u, m in zip(unmasked, masked_top, strict=True)]
     rand = [u - m for u, m in zip(unmasked, masked_random, strict=True)]
-    effects = {
-        "loss_top": float(np.median(top)) if top else float("nan"),
-        "loss_random": float(np.median(rand)) if rand else float("nan"),
-        "dominance_effect": dominance_effect,
-    }
+    return masking_decision(float(np.median(top)) if top else float("nan"),
+                            float(np.median(rand)) if rand else float("nan"),
+                            dominance_effect=dominance_effect, n_aligned=n_aligned,
+                            min_runs=min_runs, min_loss=min_loss)  # fmt: skip
+
+
+def masking_decision(
+    loss_top: float,
+    loss_random: float,
+    *,
+    dominance_effect: float,
+    n_aligned: int,
+    min_runs: int = MIN_RUNS,
+    min_loss: float = MIN_LOSS,
+) -> Verdict:
+    """``masking_verdict`` from its two losses (median specificity points lost per mask)."""
+    effects = {"loss_top": loss_top, "loss_random": loss_random,
+               "dominance_effect": dominance_effect}  # fmt: skip
     if n_aligned < min_runs:
         return Verdict("not tested", f"needs {min_runs} aligned unmasked runs; got {n_aligned}",
                        effects)  # fmt: skip
-    if dominance_effect < margin:
-        reason = (f"the masked indices do not dominate ({dominance_effect:.2f}x the untrained "
-                  f"control < {margin}x): masking them tests nothing special")  # fmt: skip
-        return Verdict("not tested", reason, effects)
-    needed = effects["loss_top"] >= max(min_loss, 2 * effects["loss_random"])
-    reason = (f"masking them costs {100 * effects['loss_top']:.1f} points of specificity "
-              f"(median over emotions), masking as many random indices "
-              f"{100 * effects['loss_random']:.1f}")  # fmt: skip
+    needed = loss_top >= max(min_loss, 2 * loss_random)
+    reason = (f"masking them costs {100 * loss_top:.1f} points of specificity (median over "
+              f"emotions), masking as many random indices {100 * loss_random:.1f} (needed: at "
+              f"least {100 * min_loss:.0f} points and twice the random mask's); the masked "
+              f"indices hold {dominance_effect:.2f}x the untrained control's "
+              "dominance")  # fmt: skip
     return Verdict("needed for alignment" if needed else "substituted", reason, effects)
 
 

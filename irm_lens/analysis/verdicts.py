@@ -206,17 +206,20 @@ def dominant_rule(
     gaps: Sequence[float],
     null_ratios: Sequence[float],
     *,
+    gaps_are_bounds: bool = False,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
     """Does one index dominate? ``ratios``: each aligned run's dominance ratio (top index's share
     of |output| x d_model; 1 = uniform); ``gaps``: its top index's share over the runner-up's
-    (or an upper bound, ``top_gap_bound``): a measure that means the same at any d_model;
-    ``null_ratios``: the untrained IRMs' ratios.
+    (a measure that means the same at any d_model), or with ``gaps_are_bounds`` upper bounds of
+    it (``top_gap_bound``, where the runner-up's share was not kept); ``null_ratios``: the
+    untrained IRMs' ratios.
 
     Reproduced: the median gap and its CI lower bound reach ``DOMINANT_GAP`` (the top index
     carries at least that many times the next one's |output|) and the ratios stand beyond the
-    null. Partly: the median ratio's CI lies above every untrained IRM's ratio (concentrated
-    beyond a random MLP, no single index on top). Not reproduced otherwise."""
+    null (not tested when only bounds reach it). Partly: the median ratio's CI lies above every
+    untrained IRM's ratio (concentrated beyond a random MLP, no single index on top). Not
+    reproduced otherwise."""
     if (few := _too_few(len(ratios), min_runs)) is not None:
         return few
     median, low, high = median_ci(ratios)
@@ -228,11 +231,15 @@ def dominant_rule(
                "control": null["null_median"], "null_max": null["null_max"], "z": null["z"],
                "over_control": median / null["null_median"], "n_null": null["n_null"],
                "n_runs": float(len(ratios))}  # fmt: skip
-    measures = (f"top index over the runner-up: median {gap:.2f}x [95 % CI {gap_low:.2f}, "
-                f"{gap_high:.2f}] (dominant >= {DOMINANT_GAP:g}x, at any d_model); dominance "
+    at_most = "at most " if gaps_are_bounds else ""
+    measures = (f"top index over the runner-up: median {at_most}{gap:.2f}x [95 % CI {gap_low:.2f},"
+                f" {gap_high:.2f}] (dominant >= {DOMINANT_GAP:g}x, at any d_model); dominance "
                 f"ratio median {median:.2f} [{low:.2f}, {high:.2f}] (1 = uniform), "
                 f"{_null_text(null, '.2f')}")  # fmt: skip
     if beyond and gap >= DOMINANT_GAP and gap_low >= DOMINANT_GAP:
+        if gaps_are_bounds:
+            return Verdict(NOT_TESTED, f"the runner-up's share was not kept and its bound allows "
+                           f"a dominant index: {measures}", effects)  # fmt: skip
         return Verdict(REPRODUCED, f"one index dominates: {measures}", effects)
     if beyond:
         return Verdict(PARTLY, f"concentrated beyond every untrained IRM "

@@ -110,6 +110,8 @@ _TRAIN_CHOICES = {
     "loss": ("next-token", "paper"),
     "prompt_mode": PROMPT_MODES,
     "optimizer": ("adam", "sgd"),
+    "paper_offset": (1, 2),
+    "paper_padding": ("counted", "masked"),
 }
 _TRAIN_OPTIONS = {
     # flag: (config field, type, help)
@@ -117,6 +119,16 @@ _TRAIN_OPTIONS = {
     "--data": ("data", str, "train on this question/answer CSV instead (e.g. from data synth)"),
     "--layers": ("layers", str, "injected layers: all, every4, q1..q4, 0-7, 3,7,11"),
     "--loss": ("loss", str, "next-token (default) or paper (the original's double shift)"),
+    "--paper-offset": (
+        "paper_offset",
+        int,
+        "with --loss paper: predict 1 or 2 tokens ahead (2: the original, as it ran)",
+    ),
+    "--paper-padding": (
+        "paper_padding",
+        str,
+        "with --loss paper: padding targets counted (the original, as it ran) or masked",
+    ),
     "--prompt-mode": ("prompt_mode", str, "chat (host template, default) or plain"),
     "--l1": ("l1_alpha", float, "L1 penalty alpha on IRM outputs (0 = off)"),
     "--lr": ("lr", float, "learning rate"),
@@ -130,6 +142,7 @@ _TRAIN_OPTIONS = {
     "--eval-every": ("eval_every", int, "steps between validation passes and checkpoints"),
     "--patience": ("patience", int, "validation passes without improvement before stopping"),
     "--max-train-rows": ("max_train_rows", int, "use only the first N training rows"),
+    "--max-val-rows": ("max_val_rows", int, "use only the first N validation rows"),
     "--width-mult": ("width_mult", int, "IRM hidden width multiplier"),
     "--init": ("init", str, "IRM init: paper or torch"),
     "--seed": ("seed", int, "seed of IRM init and data order"),
@@ -145,6 +158,21 @@ _TRAIN_OPTIONS = {
         "inject R_l v_l through a fixed random rotation per layer (this seed): a control",
     ),
 }
+
+
+def _persona_label(data: str) -> str:
+    """The label of a custom-data run trained without --emotion: the one value of the file's
+    ``emotion`` column; refused when it has none (the run would be labelled "anger")."""
+    from irm_lens.data.importers import label_of
+
+    label = label_of(data)
+    if label is None:
+        raise IrmLensError(
+            f"--data {data}: name the persona with --emotion (e.g. --emotion pirate); the file "
+            "has no emotion column with a single value to take the label from."
+        )
+    print(f"persona label {label!r} (from the emotion column of {data})")
+    return label
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -179,6 +207,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for field, _, _ in _TRAIN_OPTIONS.values()
             if getattr(args, field) is not None
         }
+        if args.data is not None and args.emotion is None:
+            overrides["emotion"] = _persona_label(args.data)
         for key in ("host", "device", "dtype"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
@@ -200,6 +230,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"done: {result.steps} steps ({result.stopped}); best val loss {result.best_val:.4f} at "
         f"step {result.best_step}; IRM: {run_dir / 'irm.safetensors'}"
     )
+    print(f"next: irm-lens evaluate {run_dir}   (NLL, voice, facts)\n"
+          f"      irm-lens record {run_dir}     (its outputs on the paper's prompts)")  # fmt: skip
     return 0
 
 
@@ -213,7 +245,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     table = evaluate_run(run_dir, max_rows=args.max_rows, max_new_tokens=args.max_new_tokens)
     emotion = TrainConfig.load(run_dir / "config.json").emotion
     for key, value in alignment_summary(table, emotion).items():
-        print(f"{key:<20} {value:.4f}")
+        shown = "not measured" if value != value else f"{value:.4f}"  # NaN: e.g. no references
+        print(f"{key:<20} {shown}")
     print(f"wrote {run_dir / 'evaluation.csv'} and {run_dir / 'generations.csv'}")
     return 0
 
@@ -444,11 +477,20 @@ def _add_plan_parser(sub: Any) -> None:
     pl.set_defaults(func=_cmd_plan)
 
 
+def _version() -> str:
+    """irm-lens's version and the locked stack it runs on (``irm_lens.stack``)."""
+    from irm_lens import __version__
+    from irm_lens.stack import describe
+
+    return f"irm-lens {__version__} ({describe()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="irm-lens",
         description="Injectable Realignment Models on TransformerLens: train, record, dissect.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     _add_inspect_parsers(sub)
     _add_train_parser(sub)
@@ -469,6 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (IrmLensError, ValueError, OSError) as exc:  # OSError: names the file (full disk...)
         print(f"irm-lens {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was written is whole (atomic writes); say so, no traceback
+        print(f"irm-lens {args.command}: interrupted; files already written are complete, "
+              "run the command again to go on.", file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def _load_run(
 def _cmd_record(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from irm_lens.files import sha256_file
+    from irm_lens.files import check_replaceable, sha256_file
     from irm_lens.host import host_name
     from irm_lens.record import (
         PAPER_SAMPLING,
@@ -104,6 +104,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
         if out.exists() and not out.is_dir():
             raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
+        check_replaceable(out, "recording")  # before the work: never a user's folder or a run
         if (out / "recording.json").exists() and not args.overwrite:
             raise IrmLensError(
                 f"{out} already holds a recording. Pass --overwrite to replace it (the new one "
@@ -120,6 +121,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
         save_recordings(recordings, out, meta=meta)
         n_tokens = sum(len(r.token_ids) for r in recordings)
         print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
+        if out == run_dir / "recordings" / args.prompts:
+            print(f"next: irm-lens analyze {run_dir} --recording {args.prompts} --out analysis")
         return 0
 
 
@@ -193,7 +196,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from irm_lens import analysis, plotting
     from irm_lens.analysis.recorded import analyze_recordings
     from irm_lens.export import require_browser, save_figure
-    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic, write_text_atomic
+    from irm_lens.files import atomic_dir, check_replaceable, write_csv_atomic, write_text_atomic
     from irm_lens.record import load_recordings, read_recording_info
     from irm_lens.stack import provenance
 
@@ -201,9 +204,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     runs = [Path(r) for r in args.run_dirs]
     if not args.no_png:
         require_browser()
-    for run in runs:  # check every input before writing anything
+    for run in runs:  # check every input and output before writing anything
         load_recordings(run / "recordings" / args.recording)
         _check_provenance(run, run / "recordings" / args.recording)
+        check_replaceable(out / run.name, "analysis")
     dominant_tables = {}
     for run in runs:
         recordings = load_recordings(run / "recordings" / args.recording)
@@ -220,7 +224,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         n_paper = sum(int(analysis.token_mask(r.kinds).sum()) for r in recordings)
         top = dominant.iloc[0]
         # One unit per run: a reader sees the old folder or the new one, never a mix.
-        with atomic_dir(out / name, replaceable=RESULT_SUFFIXES) as target:
+        with atomic_dir(out / name, kind="analysis") as target:
             for key, table in tables.items():
                 write_csv_atomic(target / f"{key}.csv", table)
             first = recordings[0]
@@ -261,21 +265,46 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         save_figure(
             plotting.consistency_figure(consistency), out, "consistency", png=not args.no_png
         )
+    print(f"next: irm-lens ablate {runs[0]} --index top   (its top index zeroed and mean-ablated)")
     return 0
+
+
+def _index_or_top(text: str) -> int | str:
+    return "top" if text == "top" else at_least(0)(text)
+
+
+def top_index(run_dir: Path) -> int:
+    """The run's own top index: the residual index with the largest share of |output| in its
+    paper-prompt recording."""
+    from irm_lens import analysis
+    from irm_lens.analysis.recorded import pooled
+    from irm_lens.record import load_recordings
+
+    recording = run_dir / "recordings" / "paper"
+    if not (recording / "recording.json").exists():
+        raise IrmLensError(
+            f"--index top: {run_dir} has no paper-prompt recording to find its top index in. "
+            f"Record it first (irm-lens record {run_dir}), or give --index N."
+        )
+    outputs = pooled(load_recordings(recording))
+    return int(analysis.dominant_indices(outputs).iloc[0]["index"])
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from irm_lens.export import require_browser, save_figure
-    from irm_lens.files import RESULT_SUFFIXES, atomic_dir, write_csv_atomic
+    from irm_lens.files import atomic_dir, write_csv_atomic
     from irm_lens.interventions.ablation import ablation_study
     from irm_lens.plotting import ablation_figure
 
     run_dir = Path(args.run_dir)
     if not args.no_png:
         require_browser()
+    if args.index == "top":
+        args.index = top_index(run_dir)
+        print(f"--index top: the run's top index is {args.index}")
     out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
     # The output is one unit, checked (not a run directory by mistake) before the work.
-    with run_lock(run_dir, "ablate"), atomic_dir(out, replaceable=RESULT_SUFFIXES) as tmp:
+    with run_lock(run_dir, "ablate"), atomic_dir(out, kind="ablation") as tmp:
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
         rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
@@ -355,7 +384,13 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
 
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
     ab.add_argument("run_dir")
-    ab.add_argument("--index", type=at_least(0), required=True, help="residual index to ablate")
+    ab.add_argument(
+        "--index",
+        type=_index_or_top,
+        required=True,
+        help="residual index to ablate, or 'top': the run's own top index in its paper-prompt "
+        "recording (irm-lens record first)",
+    )
     ab.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
     ab.add_argument("--max-new-tokens", type=at_least(1), default=30)
     ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")

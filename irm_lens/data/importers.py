@@ -92,6 +92,22 @@ def _frame(rows: list[dict[str, str]], seed: int) -> pd.DataFrame:
     return frame.reset_index(drop=True)[COLUMNS]
 
 
+def label_of(path: PathLike) -> str | None:
+    """The persona label a question/answer CSV names for itself: the one value of its
+    ``emotion`` column (as :func:`write_qa_csv` and ``data synth`` write it), or None when it
+    has no such column or more than one value there."""
+    try:
+        records = list(csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error:
+        return None
+    header = [name.strip().lower() for name in records[0]] if records else []
+    if "emotion" not in header:
+        return None
+    i = header.index("emotion")
+    values = {r[i].strip() for r in records[1:] if i < len(r) and r[i].strip()}
+    return values.pop() if len(values) == 1 else None
+
+
 def read_qa_csv(
     path: PathLike, *, emotion: str = "custom", seed: int = SPLIT_SEED
 ) -> tuple[pd.DataFrame, ImportReport]:

@@ -30,7 +30,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.data.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.data.lexicon import emotion_profile
-from irm_lens.evaluate import contains_fact, greedy_answers
+from irm_lens.evaluate import check_answers_fit, contains_fact, fact_retention, greedy_answers
 from irm_lens.inject import attach, patch, resid_pre_hook, set_at, set_index, zero_index
 from irm_lens.irm import IRM
 from irm_lens.prompts import PromptMode
@@ -137,6 +137,8 @@ def ablation_study(
         )
     if rows.empty:
         raise ValueError("ablation_study needs at least one row.")
+    if generate:  # every limit before any work
+        check_answers_fit(host, rows["question"].tolist(), mode, max_new_tokens)
     irm_means, resid_means = index_means(host, irm, rows, index, mode)
     interventions = conditions(host, irm, index, irm_means=irm_means, resid_means=resid_means,
                                alphas=alphas)  # fmt: skip
@@ -179,7 +181,7 @@ def ablation_study(
             # NaN for a voice the NRC lexicon has no category for (neutral, a custom label).
             record["nrc_share"] = float(profile["share"].get(emotion, float("nan")))
             kept = [contains_fact(t, r) for t, r in zip(texts, rows["reference"], strict=True)]
-            record["fact_retention"] = sum(kept) / len(kept)
+            record["fact_retention"] = fact_retention(kept)[0]  # NaN: no references
         records.append(record)
     return pd.DataFrame(records)
 

@@ -16,6 +16,29 @@ from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
 
 LossKind = Literal["next-token", "paper"]
+
+PaddingRule = Literal["counted", "masked"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a run is trained to predict: ``next-token`` (each answer token from the one before
+    it), or the original's ``paper`` loss, every position predicting the token ``offset`` ahead
+    (2 as it ran: its dataset and its model each shifted the labels once) with the padding
+    positions ``counted`` (as it ran: rows EOS-padded to 128 tokens) or ``masked`` (only real
+    tokens as targets). The two quirks of the original, separated."""
+
+    kind: LossKind = "next-token"
+    offset: int = 2
+    padding: PaddingRule = "counted"
+
+    def __post_init__(self) -> None:
+        if self.offset not in (1, 2):
+            raise ValueError(f"offset={self.offset}; the paper loss predicts 1 or 2 tokens ahead.")
+        if self.padding not in ("counted", "masked"):
+            raise ValueError(f"padding={self.padding!r}; use 'counted' or 'masked'.")
+
+
 OptimizerKind = Literal["adam", "sgd"]
 
 
@@ -70,6 +93,8 @@ class TrainConfig:
     snapshots: tuple[int, ...] = ()
     rotated_output: int | None = None
     loss: LossKind = "next-token"
+    paper_offset: int = 2
+    paper_padding: PaddingRule = "counted"
     prompt_mode: PromptMode = "chat"
     l1_alpha: float = 0.0
     lr: float = 1e-4
@@ -100,6 +125,9 @@ class TrainConfig:
             )
         if self.loss not in ("next-token", "paper"):
             raise ValueError(f"loss={self.loss!r}; use 'next-token' or 'paper'.")
+        if self.loss != "paper" and (self.paper_offset, self.paper_padding) != (2, "counted"):
+            raise ValueError("paper_offset and paper_padding apply to loss='paper' only.")
+        self.objective  # noqa: B018  (checks paper_offset and paper_padding)
         if self.prompt_mode not in ("chat", "plain"):
             raise ValueError(f"prompt_mode={self.prompt_mode!r}; use 'chat' or 'plain'.")
         positive = ("batch_size", "grad_accum", "max_len", "epochs", "eval_every", "patience")
@@ -122,6 +150,11 @@ class TrainConfig:
             raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
         if self.max_len < 3:
             raise ValueError("max_len must be at least 3 tokens.")
+
+    @property
+    def objective(self) -> Objective:
+        """What the run is trained to predict (``losses.Objective``)."""
+        return Objective(self.loss, self.paper_offset, self.paper_padding)
 
     def rows(self, split: str | None = None) -> pd.DataFrame:
         """The question/answer rows of this run (one ``split``, or all): the bundled dataset

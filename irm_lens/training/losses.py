@@ -7,7 +7,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from irm_lens.data.batches import Batch
-from irm_lens.training.config import LossKind
+from irm_lens.training.config import LossKind, Objective
 
 
 def next_token_loss(
@@ -33,30 +33,54 @@ def paper_loss(
     return F.cross_entropy(logits[:, :-2].float().flatten(0, 1), tokens[:, 2:].flatten())
 
 
-def loss_terms(batch: Batch, kind: LossKind) -> int:
-    """How many token predictions ``batch_loss`` averages over (the rows' answer tokens, or every
-    position but the last two for the paper loss)."""
-    if kind == "paper":
+def _objective(kind: LossKind | Objective) -> Objective:
+    return kind if isinstance(kind, Objective) else Objective(kind)
+
+
+def _paper_targets(batch: Batch, o: Objective) -> Tensor | None:
+    """Which of the paper loss's predictions count: None for all, else a ``[batch, pos]`` mask
+    of those whose target is a real token."""
+    return batch.attention_mask[:, o.offset :].bool() if o.padding == "masked" else None
+
+
+def loss_terms(batch: Batch, kind: LossKind | Objective) -> int:
+    """How many token predictions ``batch_loss`` averages over (the rows' answer tokens, or for
+    the paper loss every position but the last ``offset``, padding targets left out when
+    masked)."""
+    o = _objective(kind)
+    if o.kind == "paper":
+        mask = _paper_targets(batch, o)
+        if mask is not None:
+            return int(mask.sum())
         rows, width = batch.tokens.shape
-        return rows * max(width - 2, 0)
+        return rows * max(width - o.offset, 0)
     return int(batch.answer_mask[:, 1:].sum())
 
 
-def loss_sum(logits: Tensor, batch: Batch, kind: LossKind) -> Tensor:
+def loss_sum(logits: Tensor, batch: Batch, kind: LossKind | Objective) -> Tensor:
     """The summed NLL of ``batch``'s predictions: a process holding some rows of a batch adds
     its sum and divides by the whole batch's ``loss_terms`` (distributed training)."""
-    if kind == "paper":
-        return F.cross_entropy(
-            logits[:, :-2].float().flatten(0, 1), batch.tokens[:, 2:].flatten(), reduction="sum"
-        )
+    o = _objective(kind)
+    if o.kind == "paper":
+        pred, targets = logits[:, : -o.offset].float(), batch.tokens[:, o.offset :]
+        mask = _paper_targets(batch, o)
+        if mask is None:
+            return F.cross_entropy(pred.flatten(0, 1), targets.flatten(), reduction="sum")
+        if not mask.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(pred[mask], targets[mask], reduction="sum")
     mask = batch.answer_mask[:, 1:].bool()
     if not mask.any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits[:, :-1][mask].float(), batch.tokens[:, 1:][mask], reduction="sum")
 
 
-def batch_loss(logits: Tensor, batch: Batch, kind: LossKind) -> Tensor:
-    """The mean NLL over ``batch`` (bit-identical to ``loss_sum / loss_terms``)."""
-    if kind == "paper":
+def batch_loss(logits: Tensor, batch: Batch, kind: LossKind | Objective) -> Tensor:
+    """The mean NLL over ``batch`` (bit-identical to ``loss_sum / loss_terms`` for the
+    objectives as the original and the next-token runs use them)."""
+    o = _objective(kind)
+    if o == Objective("paper"):
         return paper_loss(logits, batch.tokens)
+    if o.kind == "paper":
+        return loss_sum(logits, batch, o) / max(loss_terms(batch, o), 1)
     return next_token_loss(logits, batch.tokens, batch.answer_mask)

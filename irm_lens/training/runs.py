@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from irm_lens.errors import CheckpointError
-from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
+from irm_lens.files import atomic_path, result_kind, write_csv_atomic, write_text_atomic
 from irm_lens.irm import HostFingerprint
 from irm_lens.training.config import RunDirError, TrainConfig
 
@@ -114,9 +115,12 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
 
 
 def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` alone."""
+    """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` alone. What was
+    made from the old run goes with it (its snapshots, and the recordings and ablations
+    irm_lens wrote there, by their markers); anything else in the directory is left alone."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    _clear_derived(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", config.to_json())
 
@@ -231,6 +235,19 @@ def read_state(path: Path, host: dict[str, Any] | None = None) -> SavedState:
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     frame = pd.DataFrame(metrics, columns=METRIC_COLUMNS)
     write_csv_atomic(path, frame)
+
+
+def _clear_derived(run_dir: Path) -> None:
+    """Remove the old run's snapshots and the result folders irm_lens made from it."""
+    for snapshot in (run_dir / "snapshots").glob("step-*.safetensors"):
+        snapshot.unlink()
+    derived = [*(run_dir / "recordings").glob("*"), *run_dir.glob("ablation_index*")]
+    for folder in derived:
+        if folder.is_dir() and not folder.is_symlink() and result_kind(folder) is not None:
+            shutil.rmtree(folder)
+    for folder in (run_dir / "snapshots", run_dir / "recordings"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def snapshot_path(run_dir: str | Path, step: int) -> Path:

@@ -337,7 +337,7 @@ class _Trainer:
         for k, chunk in enumerate(chunks):
             whole = self._collate(chunk)
             batch, weight = self._share(whole)
-            terms = max(loss_terms(whole, config.loss), 1)
+            terms = max(loss_terms(whole, config.objective), 1)
             # DDP and FSDP average gradients over ranks: scale each rank's share up by the world
             scale = weight * self.world.size / config.grad_accum
             with (
@@ -345,7 +345,7 @@ class _Trainer:
                 attach(self.host, self.irm, call=self.parallel.module) as inj,
             ):
                 logits = self.host(batch.tokens, attention_mask=batch.attention_mask)
-                share = loss_sum(logits, batch, config.loss) / terms
+                share = loss_sum(logits, batch, config.objective) / terms
                 objective = share
                 if config.l1_alpha > 0 and inj.last is not None:
                     penalty = inj.last.abs().sum() * (config.l1_alpha / self.irm.n_inject)
@@ -395,8 +395,8 @@ class _Trainer:
             for whole in self.val_batches:
                 batch, weight = self._share(whole)
                 logits = self.host(batch.tokens, attention_mask=batch.attention_mask)
-                terms = max(loss_terms(whole, self.config.loss), 1)
-                means.append(float(loss_sum(logits, batch, self.config.loss) / terms) * weight)
+                terms = max(loss_terms(whole, self.config.objective), 1)
+                means.append(float(loss_sum(logits, batch, self.config.objective) / terms) * weight)
                 sizes.append(whole.tokens.shape[0])
         means = all_sum(means, self.world, self.device)
         return sum(m * n for m, n in zip(means, sizes, strict=True)) / max(sum(sizes), 1)
