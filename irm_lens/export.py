@@ -15,8 +15,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import threading
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -50,11 +53,61 @@ def keep_browser(keep: bool = True) -> None:
     _server["running"] = keep
 
 
-def _to_png(fig: go.Figure, width: int, height: int, scale: float) -> bytes:
+PNG_TIMEOUT_S = 180.0
+"""How long one PNG may take before the kept browser is given up for a fresh one."""
+
+
+def _server_alive() -> bool:
+    """Whether kaleido's kept-browser thread still runs: it dies when the browser fails (a
+    start under heavy load, a crash), and a call to a dead server would wait forever."""
+    from kaleido._sync_server import GlobalKaleidoServer
+
+    thread = getattr(GlobalKaleidoServer(), "_thread", None)
+    return thread is not None and thread.is_alive()
+
+
+def _forget_server() -> None:
+    """Drop a kept browser that stopped answering, so the next PNG starts a new one (its
+    thread is a daemon; a stuck one is left behind, not joined)."""
+    from kaleido._sync_server import GlobalKaleidoServer
+
+    server = GlobalKaleidoServer()
+    server._initialized = False  # kaleido's singleton: its close() would join a stuck thread
+    _server["running"] = False
+
+
+def _render(fig: go.Figure, width: int, height: int, scale: float) -> bytes:
     keep_browser()
     with warnings.catch_warnings():  # plotly passes its plotly.js path; the server has it
         warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
         return fig.to_image(format="png", width=width, height=height, scale=scale)
+
+
+def _to_png(fig: go.Figure, width: int, height: int, scale: float) -> bytes:
+    """The figure as PNG bytes through the kept browser, watched: a browser that dies or stops
+    answering is replaced by a fresh one once, then the error is raised."""
+    for attempt in (1, 2):
+        result: dict[str, Any] = {}
+
+        def work(result: dict[str, Any] = result) -> None:
+            try:
+                result["png"] = _render(fig, width, height, scale)
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + PNG_TIMEOUT_S
+        while worker.is_alive() and time.monotonic() < deadline:
+            worker.join(0.5)
+            if worker.is_alive() and _server["running"] and not _server_alive():
+                break  # the browser's thread died: this call would wait forever
+        if "png" in result:
+            return bytes(result["png"])
+        if "error" in result and attempt == 2:
+            raise result["error"]
+        _forget_server()
+    raise TimeoutError(f"no PNG from the browser within {PNG_TIMEOUT_S:.0f} s, twice")
 
 
 def find_browser() -> str | None:

@@ -57,3 +57,24 @@ def test_the_kept_browser_renders_the_same_png_as_a_fresh_one(tmp_path):
     assert first.read_bytes() == second.read_bytes() == fresh
     keep_browser(False)
     assert not _export._server["running"]
+
+
+def test_a_browser_that_stops_answering_is_replaced_not_waited_on(monkeypatch):
+    import threading
+
+    export = _export
+    calls, forgotten = [], []
+    release = threading.Event()
+
+    def render(fig, width, height, scale):
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(30)  # the first browser never answers
+        return b"\x89PNG"
+
+    monkeypatch.setattr(export, "_render", render)
+    monkeypatch.setattr(export, "_forget_server", lambda: forgotten.append(1))
+    monkeypatch.setattr(export, "PNG_TIMEOUT_S", 0.5)
+    assert export._to_png(go.Figure(), 100, 100, 1.0) == b"\x89PNG"
+    assert len(calls) == 2 and forgotten == [1]
+    release.set()
