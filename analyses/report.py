@@ -141,6 +141,15 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
                        if r not in counted)  # fmt: skip
     held = s.dominant_index
     held_hits = sum(s.top1_heldout_by_run.get(r) == held for r in counted)
+    paper = [i for r, i in s.top1_by_run.items() if "paperloss" in r]  # run_specs' names
+    paper_text = ""
+    if paper:
+        shared = max(paper, key=paper.count)
+        paper_text = (
+            f" The original's-loss runs' top indices: {paper} (index {shared} in "
+            f"{paper.count(shared)}/{len(paper)}; the rules read them only where aligned on "
+            f"their own objective: {len(s.aligned_runs.get('paper loss', []))} of them)."
+        )
     text = (
         f"Most frequent top index over {_over(s)}: {s.dominant_index}, ranked first in "
         f"{s.dominant_top1_runs}; its median share of total |output| "
@@ -156,7 +165,7 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
         f"On held-out questions (chat format) the top index is {held} in "
         f"{held_hits}/{len(counted)} aligned next-token runs. Host's massive-activation dims: "
         f"{s.host_massive_dims}; dominant index is one of them: "
-        f"{'yes' if host.dominant_is_massive else 'no'}."
+        f"{'yes' if host.dominant_is_massive else 'no'}.{paper_text}"
     )
     return s.consistency_rules, s.dominance_rules, text
 
