@@ -159,6 +159,15 @@ def test_numbers_at_their_edges_are_refused_by_name(capsys, argv, option):
     assert f"argument {option}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["foo", "meta", "cuda:x"])
+def test_every_limit_is_checked_before_work_a_device_torch_cannot_use(capsys, value):
+    with pytest.raises(SystemExit) as done:
+        main(["info", "tiny-random-llama", "--device", value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --device" in err and f"{value!r} is not a device" in err
+
+
 def test_a_prompt_beyond_the_context_is_refused(capsys):
     long_prompt = "What is the capital of France? " * 300
     argv = ["generate", "--host", "tiny-random-llama", "--device", "cpu", "--greedy"]

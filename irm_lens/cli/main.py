@@ -25,7 +25,7 @@ import torch
 from irm_lens.cli import lens as cli_lens
 from irm_lens.cli import profile as cli_profile
 from irm_lens.cli import recorded as cli_recorded
-from irm_lens.cli.types import at_least, index_list, positive_float
+from irm_lens.cli.types import at_least, device, index_list, positive_float
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.seeding import seeded
@@ -39,7 +39,7 @@ _HOST_HELP = (
 
 def _add_host_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
+        "--device", type=device, default=None, help="cpu, cuda, ... (default: cuda if available)"
     )
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
 

@@ -46,3 +46,18 @@ def index_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected indices >= 0, got {text!r}")
     return values
+
+
+DEVICE_KINDS = ("cpu", "cuda", "mps", "xpu")
+
+
+def device(text: str) -> str:
+    """A ``--device`` torch can place a host on: ``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...
+    (``meta`` holds no weights, and a name torch does not know is refused before any work)."""
+    kind, _, index = text.partition(":")
+    if kind not in DEVICE_KINDS or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device a host can run on; use one of {', '.join(DEVICE_KINDS)}"
+            " (with :N for one of several GPUs), or leave it out"
+        )
+    return text
