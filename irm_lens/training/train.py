@@ -271,7 +271,10 @@ class _Trainer:
         return train_ex, val_ex
 
     def _collate(self, examples: list[Encoded]) -> Batch:
-        pad_to_max = self.config.loss == "paper"
+        # The original's rows are EOS-padded to max_len; with the padding masked out of the loss
+        # the pad columns change nothing (causal attention, right padding), so they are not built.
+        objective = self.config.objective
+        pad_to_max = objective.kind == "paper" and objective.padding == "counted"
         return collate(examples, self.pad, self.config.max_len, pad_to_max=pad_to_max)
 
     def _share(self, whole: Batch) -> tuple[Batch, float]:
