@@ -118,6 +118,7 @@ bench: $(STAMP)
 #   FIGURES_DIR=                                    where results go (default figures/)
 #   PROCS=N                                         N torchrun workers share the run set
 #   TIER=mechanism                                  what makes one index dominate (issue 13)
+#   TIER=explain                                   why one index? the loss quirks separated (issue 28; hours on CPU)
 #   TIER=long                                       the training trajectory (issue 12; hours on CPU)
 FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR TIER
 FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \

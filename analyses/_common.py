@@ -43,6 +43,7 @@ from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, encode
 from irm_lens.record import Recording, load_recordings
 from irm_lens.stack import provenance
+from irm_lens.training.config import Objective
 from irm_lens.training.distributed import launched, rank_device
 from irm_lens.training.runs import snapshot_path
 
@@ -228,10 +229,14 @@ class Context:
     def run_settings(self, run: str) -> dict[str, Any]:
         """What a result's ``config.json`` says of a run it read: its cache directory's name
         (name and key) and the training settings that define it."""
-        config = self.specs[run].config
+        spec = self.specs[run]
+        config = spec.config
         fields = ("emotion", "seed", "loss", "prompt_mode", "lr", "optimizer", "batch_size",
                   "grad_accum", "max_steps", "layers")  # fmt: skip
-        return {"directory": self.runs[run].name, "trained": self.specs[run].trained,
+        if config.loss == "paper" and config.objective != Objective("paper"):
+            fields += ("paper_offset", "paper_padding")
+        # the directory's name from the spec: reading settings never trains a run
+        return {"directory": spec.directory(self.figures).name, "trained": spec.trained,
                 **{f: getattr(config, f) for f in fields}}  # fmt: skip
 
     def spec_columns(self, run: str) -> dict[str, Any]:

@@ -276,6 +276,21 @@ class TrajectorySummary:
     earlier: list[str] = dataclasses.field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ExplainSummary:
+    runs: list[str]  # measured so far, in the tier's order
+    finished: bool
+    n_planned: int
+    padding: Verdict  # does a shared top index appear only when padding counts?
+    concentration: Rules  # padding counted / masked -> does dominance grow with training?
+    cells: list[dict[str, Any]]  # per cell: aligned runs, modal top index, its share, shares
+    null_ratio_median: float
+    null_ratio_max: float
+    null_gap_max: float
+    null_tops: dict[str, int]  # untrained IRMs' top index -> how many of them
+    seconds_by_run: dict[str, float]  # training seconds per step
+
+
 def _field_value(kind: Any, raw: Any) -> Any:
     if kind is Verdict:
         return Verdict(**raw)

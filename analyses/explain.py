@@ -19,9 +19,33 @@ the finished runs' results; run it again to go on.
 
 from __future__ import annotations
 
-from analyses._common import Context
-from analyses._runset import RunSpec
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+from analyses._common import Context, heldout, nll_by_question, read_summary
+from analyses._runset import RunSpec, cache_key, cached_table
+from analyses._summaries import ExplainSummary
+from analyses.trajectory import heldout_outputs, seconds_per_step
+from irm_lens.analysis.alignment import ALIGNED, specificity
+from irm_lens.analysis.explain import (
+    cell_sharing,
+    concentration_rule,
+    direct_token_z,
+    padding_rule,
+    signed_push,
+    top_two,
+)
+from irm_lens.analysis.trajectory import output_shape
+from irm_lens.data.batches import pad_id
+from irm_lens.irm import IRM
+from irm_lens.plotting.explain import explain_figure
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, preset
+from irm_lens.training.runs import snapshot_path
 
 NEEDS_RUN_SET = False  # trains its own runs; the default run set need not exist
 
@@ -32,6 +56,8 @@ SCHEDULE = (0, 14, 30, 60)
 SMOKE_SCHEDULE = (0, 2, 4)
 TRAINING = dict(eval_every=20, patience=6)
 SMOKE_TRAINING = dict(eval_every=2, patience=6)
+# Init seeds of the untrained IRMs of the null, beside the tier's own seeds.
+NULL_SEEDS = tuple(range(1, 9))
 
 
 def cell_name(offset: int, padding: str) -> str:
@@ -59,3 +85,186 @@ def explain_specs(ctx: Context) -> list[RunSpec]:
                 name = f"{emotion}_{cell_name(offset, padding)}_s{seed}"
                 specs.append(RunSpec(name, config))
     return specs
+
+
+def _outputs(ctx: Context, irm: IRM, emotion: str, spec: RunSpec) -> list[Tensor]:
+    config = spec.config
+    return heldout_outputs(ctx.host(), irm, heldout(emotion), config.prompt_mode,
+                              config.max_len)  # fmt: skip
+
+
+def _shape_row(ctx: Context, irm: IRM, outputs: list[Tensor]) -> dict[str, Any]:
+    """Where the IRM's outputs concentrate, and what its top index does to the pad logit."""
+    host = ctx.host()
+    shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
+    two = top_two(outputs)
+    push = signed_push(outputs, two.top)
+    gain, w_u = host.ln_final.weight.detach().float().cpu(), host.W_U.detach().float().cpu()
+    pad_z = direct_token_z(gain, w_u, two.top, pad_id(host.tokenizer), push)
+    return {**dataclasses.asdict(shape), "runner_up": two.runner_up, "gap": two.gap,
+            "push": push, "pad_logit_z": pad_z}  # fmt: skip
+
+
+def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """One row per saved snapshot of the run and one for its best IRM (``irm`` = ``best``)."""
+    run_dir, config = ctx.runs[spec.name], spec.config
+    steps = [s for s in config.snapshots if snapshot_path(run_dir, s).exists()]
+    best_step = int(json.loads((run_dir / "summary.json").read_text())["best_step"])
+    rows = []
+    for step, snapshot in [*((s, s) for s in steps), (best_step, None)]:
+        path = run_dir / "irm.safetensors" if snapshot is None else snapshot_path(run_dir, snapshot)
+        irm = IRM.load(path, ctx.host())
+        irm.eval()
+        verdict = specificity(nll_by_question(ctx, spec.name, memo, step=snapshot), config.emotion)
+        shape = _shape_row(ctx, irm, _outputs(ctx, irm, config.emotion, spec))
+        rows.append({
+            "run": spec.name, "emotion": config.emotion, "seed": config.seed,
+            "cell": cell_name(config.paper_offset, config.paper_padding),
+            "offset": config.paper_offset, "padding": config.paper_padding, "step": step,
+            "irm": "snapshot" if snapshot is not None else "best", "verdict": verdict.verdict,
+            "specificity": verdict.specificity, "specificity_low": verdict.low,
+            "specificity_high": verdict.high, "own_drop": verdict.own_drop,
+            "own_low": verdict.own_low, "own_high": verdict.own_high, **shape,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_measures(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """``_measure_run``, cached in the run's directory."""
+    path = ctx.runs[spec.name] / "explain" / f"measures-{cache_key('explain', 1)}.csv"
+    return cached_table(path, lambda: _measure_run(ctx, spec, memo))
+
+
+def null_measures(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
+    """The untrained IRMs of ``NULL_SEEDS`` and the tier's seeds, measured like the trained
+    ones on each emotion's held-out rows in the tier's prompt format: the control."""
+    seeds = sorted(
+        {*NULL_SEEDS[: 2 if ctx.figures.fast else None], *(s.config.seed for s in specs)}
+    )
+    rows = []
+    for emotion in dict.fromkeys(s.config.emotion for s in specs):
+        spec = next(s for s in specs if s.config.emotion == emotion)
+        for seed in seeds:
+            irm = IRM.from_train_config(ctx.host(), dataclasses.replace(spec.config, seed=seed))
+            irm.eval()
+            shape = _shape_row(ctx, irm, _outputs(ctx, irm, emotion, spec))
+            rows.append({"emotion": emotion, "seed": seed, **shape})
+    return pd.DataFrame(rows)
+
+
+def _written(ctx: Context, specs: list[RunSpec]) -> dict[str, pd.DataFrame]:
+    """Rows of runs the committed result already holds under the same key (the run cache need
+    not survive between sessions)."""
+    path = ctx.out / "explain" / "data.csv"
+    if not path.exists():
+        return {}
+    data = pd.read_csv(path, dtype={"key": str})
+    keys = {s.name: s.key(ctx.figures) for s in specs}
+    same = data[data["key"] == data["run"].map(keys)]
+    return {str(run): rows for run, rows in same.groupby("run", sort=False)}
+
+
+def _null(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
+    key = cache_key("explain-null", 1, specs[0].key(ctx.figures), NULL_SEEDS)
+    path = ctx.out / "explain" / "null.csv"
+    if path.exists():
+        table = pd.read_csv(path, dtype={"key": str})
+        if "key" in table and (table["key"] == key).all():
+            return table
+    return null_measures(ctx, specs).assign(key=key)
+
+
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Each run's IRM at its last snapshot, with ``aligned`` and its dominance growth since the
+    first trained snapshot (last / first)."""
+    snaps = table[table["irm"] == "snapshot"].sort_values("step")
+    out = []
+    for _, rows in snaps.groupby("run", sort=False):
+        trained = rows[rows["step"] > 0]
+        last = trained.iloc[-1]
+        growth = last["dominance"] / trained.iloc[0]["dominance"] if len(trained) > 1 else np.nan
+        out.append({**last.to_dict(), "aligned": last["verdict"] == ALIGNED, "growth": growth})
+    return pd.DataFrame(out)
+
+
+def summarise(table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec],
+              seconds: dict[str, float]) -> ExplainSummary:  # fmt: skip
+    """The tier's verdicts from its rows and the null."""
+    last = final_rows(table)
+    null_tops = [int(t) for t in null["top_index"]]
+    padding = padding_rule(last, null_tops) if len(last) else padding_rule(pd.DataFrame(
+        columns=["cell", "padding", "aligned", "top_index"]), null_tops)  # fmt: skip
+    concentration = {}
+    for group in ("counted", "masked"):
+        rows = last[(last["padding"] == group) & last["aligned"]] if len(last) else last
+        concentration[group] = concentration_rule(list(rows.get("growth", [])),
+                                                  group=f"runs with padding {group}")  # fmt: skip
+    cells = cell_sharing(last, null_tops).to_dict("records") if len(last) else []
+    done = set(table["run"]) if len(table) else set()
+    return ExplainSummary(
+        runs=[s.name for s in specs if s.name in done],
+        finished=all(s.name in done for s in specs), n_planned=len(specs),
+        padding=padding, concentration=concentration, cells=cells,
+        null_ratio_median=float(null["dominance"].median()),
+        null_ratio_max=float(null["dominance"].max()),
+        null_gap_max=float(null["gap"].max()),
+        null_tops={str(k): int(v) for k, v in null["top_index"].value_counts().items()},
+        seconds_by_run=seconds,
+    )  # fmt: skip
+
+
+def _write(ctx: Context, table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec],
+           seconds: dict[str, float]) -> ExplainSummary:  # fmt: skip
+    summary = summarise(table, null, specs, seconds)
+    figure = explain_figure(table, null, summary)
+    tier = ctx.subset(specs)  # the tier's runs, for the settings written beside the result
+    tier.write(
+        "explain",
+        table,
+        figure,
+        summary=summary,
+        runs=summary.runs,
+        size=(1300, 800),
+        tables={"null": null},
+    )
+    return summary
+
+
+def main(ctx: Context) -> ExplainSummary:
+    specs = explain_specs(ctx)
+    done = _written(ctx, specs)
+    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
+    seconds = {str(k): float(v) for k, v in kept.items() if k in done}
+    null = _null(ctx, specs)
+    memo: dict[Any, pd.DataFrame] = {}
+    summary = None
+    for spec in specs:  # one run at a time: its rows are written before the next trains
+        if spec.name in done:
+            continue
+        upto = ctx.subset([spec])
+        done[spec.name] = run_measures(upto, spec, memo).assign(key=spec.key(ctx.figures))
+        seconds[spec.name] = seconds_per_step(upto.runs[spec.name])
+        table = pd.concat(done.values(), ignore_index=True)
+        summary = _write(ctx, table, null, specs, seconds)
+    if summary is None:  # every run was already written: the verdicts under the current rules
+        summary = _write(ctx, pd.concat(done.values(), ignore_index=True), null, specs, seconds)
+    _refresh_report(ctx)
+    return summary
+
+
+def _refresh_report(ctx: Context) -> None:
+    """Rewrite the report with this tier's section where the default tier's results exist."""
+    from analyses import report
+
+    try:
+        report.read_results(ctx.out)
+    except FileNotFoundError:
+        print(f"explain: no report in {ctx.out} yet; `make figures` writes it with this section.")
+        return
+    report.main(ctx)
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

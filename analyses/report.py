@@ -21,6 +21,7 @@ from scipy.stats import binomtest
 
 from analyses._common import KINDS, Context, read_summary
 from analyses._report_answers import answer_table, change_lines, log_changes
+from analyses._report_explain import explain_rules, explain_section, explain_verdicts
 from analyses._report_mechanism import (
     DOMINANCE_CI_NOTE,
     NOT_RUN,
@@ -872,6 +873,7 @@ def closing_lines(ctx: Context, r: Results) -> list[str]:
         "",
         *lens_section(read_typed(out, "lenses", LensesSummary)),
         *trajectory_section(out),
+        *explain_section(out),
         *mechanism_section(
             read_typed(out, "rotation", RotationSummary),
             read_summary(out, "index_profile"),
@@ -903,6 +905,8 @@ def main(ctx: Context) -> dict[str, object]:
     reasons.update({claim: v for claim, v in mechanism_rules(
         read_typed(out, "rotation", RotationSummary), read_typed(out, "masked", MaskedSummary),
         read_typed(out, "matrix", MatrixSummary)).items() if v is not None})  # fmt: skip
+    summary.update(explain_verdicts(out))
+    reasons.update({claim: v for claim, v in explain_rules(out).items() if v is not None})
     log_changes(out, summary, reasons)
     write_text_atomic(out / "verdicts.json", json.dumps(summary, indent=2))
     lines = [

@@ -86,7 +86,7 @@ def long_specs(ctx: Context) -> list[RunSpec]:
     return specs
 
 
-def _outputs(host: Any, irm: IRM, rows: pd.DataFrame, mode: str, max_len: int) -> list[Any]:
+def heldout_outputs(host: Any, irm: IRM, rows: pd.DataFrame, mode: str, max_len: int) -> list[Any]:
     """The IRM's outputs at every token of each held-out row (question and own-voice answer)."""
     result = []
     for question, answer in zip(rows["question"], rows["answer"], strict=True):
@@ -133,7 +133,8 @@ def _row(
     irm = IRM.load(path, host)
     irm.eval()
     verdict = specificity(nll_by_question(ctx, run, memo, step=snapshot), config.emotion)
-    outputs = _outputs(host, irm, heldout(config.emotion), config.prompt_mode, config.max_len)
+    rows = heldout(config.emotion)
+    outputs = heldout_outputs(host, irm, rows, config.prompt_mode, config.max_len)
     shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
     return {"run": run, "emotion": config.emotion, "kind": spec.kind, "step": step,
             "irm": "snapshot" if snapshot is not None else "best",

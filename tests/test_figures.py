@@ -32,6 +32,7 @@ from analyses._summaries import (
     read_typed,
 )
 from irm_lens.analysis import verdicts
+from irm_lens.analysis.explain import PADDING_VERDICTS
 from irm_lens.analysis.mechanism import (
     BASIS_VERDICTS,
     MASKING_VERDICTS,
@@ -719,3 +720,44 @@ def test_validation_lines_say_where_each_curve_bottomed_out():
         "c 1.000 at step 220 of 240 (no lower in the 20 steps after it; 50.0 % below its "
         "loss 120 steps before)"
     )
+
+
+@pytest.mark.slow
+def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
+    tmp, first = fast_run
+    assert first.returncode == 0
+    proc = _figures(tmp, TIER="explain")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run set ready" not in proc.stdout  # trains only its own runs
+    out = tmp / "figures" / "explain"
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = pd.read_csv(out / "data.csv")
+    cells = ["t2-counted", "t2-masked", "t1-counted", "t1-masked"]
+    assert list(data["cell"].unique()) == cells and set(data["emotion"]) == {"anger"}
+    assert sorted(data["step"].unique()) == [0, 2, 4] and set(data["irm"]) == {"snapshot", "best"}
+    assert data["pad_logit_z"].notna().all() and (data["gap"] >= 1).all()
+    untrained = data[data["step"] == 0]  # the same IRM before training in every cell
+    assert untrained["top_index"].nunique() == 1 and (untrained["specificity"].abs() < 1e-4).all()
+    for cell, padding in (("t2-masked", "masked"), ("t1-counted", "counted")):
+        run_dir = next((tmp / "runs").glob(f"anger_{cell}_s42-*"))
+        config = json.loads((run_dir / "config.json").read_text())
+        assert (config["loss"], config["paper_padding"]) == ("paper", padding)
+    null = pd.read_csv(out / "null.csv")
+    assert len(null) == 3 and null["seed"].tolist() == [1, 2, 42]
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["finished"] is True and summary["padding"]["verdict"] in PADDING_VERDICTS
+    text = (tmp / "figures" / "REPORT.md").read_text()  # the tier rewrote the report
+    assert "## Why one index? (`make figures TIER=explain`)" in text
+    assert (
+        f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text
+    )
+    verdicts = json.loads((tmp / "figures" / "verdicts.json").read_text())
+    assert verdicts["why one index / a shared top index only when padding counts"] == (
+        summary["padding"]["verdict"])  # fmt: skip
+    # the committed result is the cache of record: without the runs, nothing trains again
+    for run_dir in (tmp / "runs").glob("anger_t*_s42-*"):
+        shutil.rmtree(run_dir)
+    again = _figures(tmp, TIER="explain")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[run " not in again.stdout and not list((tmp / "runs").glob("anger_t*_s42-*"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)

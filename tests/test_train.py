@@ -286,3 +286,27 @@ def test_early_stopping_on_validation_loss(tiny_host, tmp_path, monkeypatch):
         1,
         1.0,
     )
+
+
+def test_masked_padding_trains_on_unpadded_rows_with_the_same_loss(tiny_host, irm):
+    from irm_lens.data.batches import collate, pad_id
+    from irm_lens.inject import attach
+    from irm_lens.prompts import Encoded
+    from irm_lens.training.config import Objective
+    from irm_lens.training.losses import loss_sum, loss_terms, pads_to_max_len
+
+    assert pads_to_max_len(Objective("paper")) and not pads_to_max_len("next-token")
+    examples = [Encoded([1, 5, 7], [9, 11, 4]), Encoded([1, 6], [8, 3])]
+    for offset in (1, 2):
+        masked = Objective("paper", offset, "masked")
+        assert not pads_to_max_len(masked)
+        losses = []
+        for full in (True, False):
+            batch = collate(examples, pad_id(tiny_host.tokenizer), 12, pad_to_max=full)
+            assert batch.tokens.shape[1] == (12 if full else 6)
+            with attach(tiny_host, irm):
+                logits = tiny_host(batch.tokens, attention_mask=batch.attention_mask)
+            losses.append(
+                float(loss_sum(logits, batch, masked).detach()) / loss_terms(batch, masked)
+            )
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)

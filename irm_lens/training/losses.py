@@ -43,6 +43,15 @@ def _paper_targets(batch: Batch, o: Objective) -> Tensor | None:
     return batch.attention_mask[:, o.offset :].bool() if o.padding == "masked" else None
 
 
+def pads_to_max_len(kind: LossKind | Objective) -> bool:
+    """Whether training rows are padded to ``max_len``: only where the padding counts (the
+    original's EOS-padded 128-token rows). Masked padding adds no loss terms, and with causal
+    attention and right padding the pad columns change no real position, so they are not built
+    (the same loss at a fraction of the compute)."""
+    o = _objective(kind)
+    return o.kind == "paper" and o.padding == "counted"
+
+
 def loss_terms(batch: Batch, kind: LossKind | Objective) -> int:
     """How many token predictions ``batch_loss`` averages over (the rows' answer tokens, or for
     the paper loss every position but the last ``offset``, padding targets left out when

@@ -46,7 +46,7 @@ from irm_lens.training.distributed import (
     rank_device,
     shard_rows,
 )
-from irm_lens.training.losses import loss_sum, loss_terms
+from irm_lens.training.losses import loss_sum, loss_terms, pads_to_max_len
 from irm_lens.training.memory import cap_allocator_cache, checkpoint_blocks
 from irm_lens.training.runlock import run_lock
 from irm_lens.training.runs import (
@@ -271,11 +271,8 @@ class _Trainer:
         return train_ex, val_ex
 
     def _collate(self, examples: list[Encoded]) -> Batch:
-        # The original's rows are EOS-padded to max_len; with the padding masked out of the loss
-        # the pad columns change nothing (causal attention, right padding), so they are not built.
-        objective = self.config.objective
-        pad_to_max = objective.kind == "paper" and objective.padding == "counted"
-        return collate(examples, self.pad, self.config.max_len, pad_to_max=pad_to_max)
+        return collate(examples, self.pad, self.config.max_len,
+                       pad_to_max=pads_to_max_len(self.config.objective))  # fmt: skip
 
     def _share(self, whole: Batch) -> tuple[Batch, float]:
         """This rank's rows of a collated batch (``rank::size``, see ``shard_rows``), on the

@@ -1,0 +1,162 @@
+"""Why one index? Rules and measures for the experiments that can decide it.
+
+Pure functions over tensors and tables; ``analyses/explain.py`` trains the runs and measures
+them. Every rule returns an ``analysis.mechanism.Verdict`` whose outcomes are each reached in
+``tests/test_explain.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from irm_lens.analysis.mechanism import Verdict
+
+# A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
+SHARED = 0.75
+MIN_RUNS = 2
+# Dominance grows with training when the median ratio last/first trained snapshot has its 95 %
+# CI above 1 + this (and shrinks when below 1 - this).
+MIN_GROWTH = 0.05
+
+PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", "not tested")
+CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", "not tested")
+
+
+@dataclass(frozen=True)
+class TopTwo:
+    """The two indices with the largest summed |output| and the top one's lead over the
+    runner-up (``gap`` = top / runner-up: 1 when two indices tie)."""
+
+    top: int
+    runner_up: int
+    gap: float
+
+
+def top_two(outputs: Sequence[Float[Tensor, "pos inject d_model"]]) -> TopTwo:
+    """``TopTwo`` of an IRM's outputs over every token and injected layer of the rows."""
+    if not outputs:
+        raise ValueError("top_two needs the outputs of at least one row.")
+    total = torch.stack([o.double().abs().sum(dim=(0, 1)) for o in outputs]).sum(0)
+    values, indices = torch.topk(total, 2)
+    gap = float(values[0] / values[1]) if values[1] > 0 else math.inf
+    return TopTwo(int(indices[0]), int(indices[1]), gap)
+
+
+def signed_push(outputs: Sequence[Float[Tensor, "pos inject d_model"]], index: int) -> float:
+    """The IRM's mean signed output at ``index`` per token, summed over the injected layers:
+    what it adds to the residual stream's ``index`` by the last layer."""
+    pooled = torch.cat([o.double() for o in outputs], dim=0)
+    return float(pooled[:, :, index].sum(dim=1).mean())
+
+
+def direct_token_z(
+    gain: Float[Tensor, " d_model"], w_u: Float[Tensor, "d_model d_vocab"], index: int,
+    token: int, sign: float = 1.0,
+) -> float:  # fmt: skip
+    """How much a push of sign ``sign`` at residual ``index`` raises ``token``'s logit over the
+    vocabulary's, through the final norm's gain and the unembedding (a z-score over the
+    vocabulary; > 0: the push favours ``token``). The norm's 1/rms scales every logit alike."""
+    effect = gain[index].double() * w_u[index].double() * (1.0 if sign >= 0 else -1.0)
+    return float((effect[token] - effect.mean()) / effect.std())
+
+
+def shared_index(tops: Sequence[int]) -> tuple[int | None, float]:
+    """The most frequent top index of ``tops`` and the fraction of them it tops (None, nan for
+    no runs; the smaller index on a tie)."""
+    if not tops:
+        return None, float("nan")
+    counts = pd.Series(list(tops)).value_counts()
+    best = int(min(counts[counts == counts.max()].index))
+    return best, float(counts.max() / len(tops))
+
+
+def cell_sharing(rows: pd.DataFrame, null_tops: Sequence[int]) -> pd.DataFrame:
+    """Per cell of ``rows`` (one row per run: ``cell``, ``padding``, ``aligned``, ``top_index``):
+    the aligned runs, the modal top index among them, its share, and whether the cell shares an
+    index: at least ``MIN_RUNS`` aligned runs, ``SHARED`` of them on one index, and that index
+    not one the untrained IRMs (``null_tops``) already share (an index of the initialisation,
+    not of the objective)."""
+    null_index, null_share = shared_index(null_tops)
+    init_index = null_index if null_share >= 0.5 else None
+    out = []
+    for cell, group in rows.groupby("cell", sort=False):
+        tops = [int(t) for t in group.loc[group["aligned"], "top_index"]]
+        index, share = shared_index(tops)
+        shares = len(tops) >= MIN_RUNS and share >= SHARED and index != init_index
+        out.append({"cell": cell, "padding": group["padding"].iloc[0], "n_runs": len(group),
+                    "n_aligned": len(tops), "index": index, "share": share,
+                    "shares": shares})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
+    """Does a shared top index appear only when the padding counts?
+
+    ``rows``: one per run, columns ``cell``, ``padding`` (``counted``/``masked``), ``aligned``,
+    ``top_index``; ``null_tops``: the untrained IRMs' top indices (the control). Verdicts: *only
+    with padding* (every counted cell shares an index, no masked cell does); *one offset only*
+    (one counted cell shares, no masked cell does); *not padding* (a masked cell shares an
+    index, or no counted cell does); *not tested* (a cell has fewer than ``MIN_RUNS`` aligned
+    runs)."""
+    cells = cell_sharing(rows, null_tops)
+    effects = {f"{r.cell} shared fraction": r.share for r in cells.itertuples()}
+    effects |= {f"{r.cell} aligned runs": float(r.n_aligned) for r in cells.itertuples()}
+    thin = cells[cells["n_aligned"] < MIN_RUNS]
+    if cells.empty or not thin.empty:
+        names = ", ".join(thin["cell"]) if len(thin) else "no cell"
+        verb = "has" if len(thin) == 1 else "have"
+        return Verdict("not tested", f"needs {MIN_RUNS} aligned runs in every cell; {names} "
+                       f"{verb} fewer", effects)  # fmt: skip
+    counted, masked = cells[cells["padding"] == "counted"], cells[cells["padding"] == "masked"]
+
+    def listing(frame: pd.DataFrame) -> str:
+        return ", ".join(f"{r.cell} {r.index} in {r.share:.0%}" for r in frame.itertuples())
+
+    detail = f"counted: {listing(counted)}; masked: {listing(masked)}"
+    if masked["shares"].any():
+        return Verdict("not padding", f"a masked cell shares a top index ({detail})", effects)
+    if not counted["shares"].any():
+        return Verdict("not padding", f"no cell shares a top index ({detail})", effects)
+    if counted["shares"].all():
+        return Verdict("only with padding", f"every counted cell shares a top index, no masked "
+                       f"cell does ({detail})", effects)  # fmt: skip
+    return Verdict("one offset only", f"one counted cell shares a top index, no masked cell "
+                   f"does ({detail})", effects)  # fmt: skip
+
+
+def median_ratio_ci(ratios: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+                    ) -> tuple[float, float, float]:  # fmt: skip
+    """Median of ``ratios`` with a bootstrap 95 % CI over them."""
+    values = np.asarray(ratios, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = np.median(values[rng.integers(0, len(values), (n_boot, len(values)))], axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(np.median(values)), float(low), float(high)
+
+
+def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdict:
+    """Does the top index's dominance grow with training? ``growth``: per aligned run, its
+    dominance ratio at the last snapshot over the ratio at the first trained one. *concentrates*
+    when the median's 95 % CI is above ``1 + MIN_GROWTH``, *does not concentrate* when it is
+    below that, *not tested* when it spans it or with fewer than ``MIN_RUNS`` runs."""
+    values = [g for g in growth if math.isfinite(g)]
+    if len(values) < MIN_RUNS:
+        return Verdict("not tested", f"needs {MIN_RUNS} aligned {group}; got {len(values)}",
+                       {"runs": float(len(values))})  # fmt: skip
+    median, low, high = median_ratio_ci(values)
+    effects = {"median growth": median, "low": low, "high": high, "runs": float(len(values))}
+    text = (f"dominance last/first snapshot {median:.2f}x [{low:.2f}, {high:.2f}] over "
+            f"{len(values)} {group}")  # fmt: skip
+    if low > 1 + MIN_GROWTH:
+        return Verdict("concentrates", text, effects)
+    if high < 1 + MIN_GROWTH:
+        return Verdict("does not concentrate", text, effects)
+    return Verdict("not tested", f"{text}: the CI spans {1 + MIN_GROWTH:.2f}x", effects)

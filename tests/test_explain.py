@@ -1,0 +1,103 @@
+"""The "why one index?" measures and rules: each verdict reached, each measure on planted data."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from irm_lens.analysis.explain import (
+    CONCENTRATION_VERDICTS,
+    PADDING_VERDICTS,
+    cell_sharing,
+    concentration_rule,
+    direct_token_z,
+    padding_rule,
+    shared_index,
+    signed_push,
+    top_two,
+)
+
+
+def _runs(tops: dict[str, list[int | None]]) -> pd.DataFrame:
+    """One row per run; ``None`` marks a run that did not align."""
+    rows = []
+    for cell, indices in tops.items():
+        padding = cell.split("-")[1]
+        for t in indices:
+            rows.append({"cell": cell, "padding": padding, "aligned": t is not None,
+                         "top_index": -1 if t is None else t})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+NULL = [394, 12, 77, 394, 501, 8, 394, 60, 394, 394]  # untrained IRMs: 394 tops 6 of 10
+
+
+def test_top_two_signed_push_and_the_pad_logit():
+    out = torch.zeros(5, 3, 8)
+    out[:, :, 6] = -2.0  # the top index, pushed negative
+    out[:, :, 2] = 1.0  # the runner-up: half its |output|
+    two = top_two([out, out])
+    assert (two.top, two.runner_up) == (6, 2) and two.gap == pytest.approx(2.0)
+    assert signed_push([out], 6) == pytest.approx(-6.0)  # -2 per token x 3 layers
+    assert top_two([torch.ones(1, 1, 4) * torch.tensor([1.0, 1, 0, 0])]).gap == pytest.approx(1)
+    gain, w_u = torch.ones(8), torch.zeros(8, 10)
+    w_u[6, 3] = -5.0  # index 6 lowers token 3's logit; a negative push raises it
+    assert direct_token_z(gain, w_u, 6, 3, sign=-1.0) > 2
+    assert direct_token_z(gain, w_u, 6, 3, sign=+1.0) < -2
+    gain[6] = 0.0  # a final-norm gain of 0: the push cannot reach the logits
+    assert math.isnan(direct_token_z(gain, w_u, 6, 3))
+
+
+def test_shared_index_takes_the_mode_and_its_share():
+    assert shared_index([5, 7, 5, 5]) == (5, 0.75)
+    assert shared_index([9, 3]) == (3, 0.5)  # a tie: the smaller index
+    index, share = shared_index([])
+    assert index is None and math.isnan(share)
+
+
+def test_padding_rule_reaches_every_verdict():
+    cases = {
+        "only with padding": {"t2-counted": [316, 316, 316, 12], "t2-masked": [5, 9, 5, 70],
+                              "t1-counted": [316, 316], "t1-masked": [8, 44]},
+        "one offset only": {"t2-counted": [316, 316], "t2-masked": [5, 9],
+                            "t1-counted": [3, 316], "t1-masked": [8, 44]},
+        "not padding": {"t2-counted": [316, 316], "t2-masked": [270, 270],
+                        "t1-counted": [316, 316], "t1-masked": [8, 44]},
+        "not tested": {"t2-counted": [316, 316], "t2-masked": [270, None],
+                       "t1-counted": [316, 316], "t1-masked": [8, 44]},
+    }  # fmt: skip
+    seen = set()
+    for expected, tops in cases.items():
+        verdict = padding_rule(_runs(tops), NULL)
+        assert verdict.verdict == expected, (expected, verdict.reason)
+        seen.add(verdict.verdict)
+    assert seen == set(PADDING_VERDICTS)
+    # no cell shares at all: not padding either
+    none = padding_rule(_runs({"t2-counted": [1, 2], "t2-masked": [3, 4], "t1-counted": [5, 6],
+                               "t1-masked": [7, 8]}), NULL)  # fmt: skip
+    assert none.verdict == "not padding" and "no cell" in none.reason
+
+
+def test_an_index_the_untrained_irms_already_share_is_not_the_objectives():
+    # every counted run tops 394, the index that tops most untrained IRMs: no evidence
+    tops = {"t2-counted": [394, 394], "t2-masked": [5, 9], "t1-counted": [394, 394],
+            "t1-masked": [8, 44]}  # fmt: skip
+    cells = cell_sharing(_runs(tops), NULL).set_index("cell")
+    assert not cells.loc["t2-counted", "shares"] and cells.loc["t2-counted", "index"] == 394
+    assert padding_rule(_runs(tops), NULL).verdict == "not padding"
+    # against a null without a shared index, the same runs share one
+    assert padding_rule(_runs(tops), list(range(10))).verdict == "only with padding"
+
+
+def test_concentration_rule_reaches_every_verdict():
+    grows = concentration_rule([1.4, 1.5, 1.3, 1.6])
+    flat = concentration_rule([0.9, 0.95, 0.92, 0.97])
+    spans = concentration_rule([0.8, 1.6, 0.9, 1.5])
+    few = concentration_rule([1.5, float("nan")])
+    verdicts = [v.verdict for v in (grows, flat, spans, few)]
+    assert verdicts == ["concentrates", "does not concentrate", "not tested", "not tested"]
+    assert set(verdicts) == set(CONCENTRATION_VERDICTS)
+    assert grows.effects["low"] > 1.05 and "spans" in spans.reason
