@@ -37,9 +37,7 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
                         subplot_titles=[title(c) for c in cells] + [""] * len(cells))  # fmt: skip
     seeds = sorted(snaps["seed"].unique())
     for col, cell in enumerate(cells, start=1):
-        for _, rows in (
-            snaps[snaps["cell"] == cell].sort_values("step").groupby("run", sort=False)
-        ):
+        for _, rows in snaps[snaps["cell"] == cell].sort_values("step").groupby("run", sort=False):
             emotion, seed = rows["emotion"].iloc[0], rows["seed"].iloc[0]
             line = {"color": EMOTION_COLORS.get(emotion, "#333"),
                     "dash": DASHES[seeds.index(seed) % len(DASHES)]}  # fmt: skip
