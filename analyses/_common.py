@@ -231,8 +231,8 @@ class Context:
         (name and key) and the training settings that define it."""
         spec = self.specs[run]
         config = spec.config
-        fields = ("emotion", "seed", "loss", "prompt_mode", "lr", "optimizer", "batch_size",
-                  "grad_accum", "max_steps", "layers")  # fmt: skip
+        fields: tuple[str, ...] = ("emotion", "seed", "loss", "prompt_mode", "lr", "optimizer",
+                                   "batch_size", "grad_accum", "max_steps", "layers")  # fmt: skip
         if config.loss == "paper" and config.objective != Objective("paper"):
             fields += ("paper_offset", "paper_padding")
         # the directory's name from the spec: reading settings never trains a run
