@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses._report_mechanism import NOT_RUN
-from analyses._summaries import ExplainSummary, read_typed
+from analyses._summaries import ExplainSummary, PredictSummary, read_typed
 from analyses.explain import final_rows
 from irm_lens.analysis.explain import MIN_GROWTH, MIN_RUNS, SHARED
 from irm_lens.analysis.mechanism import Verdict
@@ -15,6 +15,7 @@ from irm_lens.analysis.mechanism import Verdict
 TITLE = "## Why one index? (`make figures TIER=explain`)"
 PADDING_CLAIM = "why one index / a shared top index only when padding counts"
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
+PREDICT_CLAIM = "why one index / the host alone names the pushed index"
 
 
 def explain_rules(out: Path) -> dict[str, Verdict | None]:
@@ -23,6 +24,8 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     rules: dict[str, Verdict | None] = {PADDING_CLAIM: s.padding if s else None}
     for group in ("counted", "masked"):
         rules[GROWTH_CLAIM.format(group)] = s.concentration[group] if s else None
+    p = read_typed(out, "predict", PredictSummary)
+    rules[PREDICT_CLAIM] = p.verdict if p else None
     return rules
 
 
@@ -62,10 +65,43 @@ def cell_rows(s: ExplainSummary) -> list[str]:
     return lines
 
 
+def predict_lines(out: Path) -> list[str]:
+    """The predictor's validation: does the host alone name the index an IRM pushes on?"""
+    p = read_typed(out, "predict", PredictSummary)
+    title = "### Does the host alone name the index? (`irm-lens predict`)"
+    if p is None:
+        return [title, "", "Not run here: `make figures TIER=explain` (or `--only predict`).", ""]
+    data = pd.read_csv(out / "predict" / "data.csv")
+    by = [f"{kind}: {int(v['in_top_k'])} of {int(v['n_runs'])} in the top {int(v['k'])}, median "
+          f"rank percentile {v['median_percentile']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
+          for kind, v in p.by_objective.items()]  # fmt: skip
+    sources = ", ".join(f"{k} {v}" for k, v in data["source"].value_counts().items())
+    predicted = ", ".join(f"{k}: {v}" for k, v in p.predicted.items())
+    return [
+        title, "",
+        "Before any training, the gradient of the alignment loss with respect to a zero bias at "
+        "every layer's write point (`blocks.L.hook_attn_out`) ranks the residual indices by "
+        "how much a push there would lower the loss, summed over the injected layers "
+        "(`irm_lens.interventions.predict`). Each trained run's top index is looked up in the "
+        f"ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
+        f"{p.rows_per_gradient} training rows per gradient). Control: a random ranking (top-k "
+        "hits binomial against k / d_model; median rank percentile 0.5).", "",
+        f"**The host alone names the pushed index: {p.verdict.verdict}.** {p.verdict.reason}.",
+        "", *[f"- {line}" for line in by], "",
+        f"Predicted first (all layers): {predicted}.", "",
+        "Run it on any host: `irm-lens predict HOST --emotion anger` (add `--loss paper` for the "
+        "original's objective); on Llama-2-7b-chat, `irm-lens predict "
+        "/models/Llama-2-7b-chat-hf --emotion anger --loss paper --device cuda --dtype float16` "
+        "answers whether 1512 is the index an IRM would push on, beside its final-norm gain, "
+        "unembedding row norm and massive-activation status.", "",
+        "![predict](predict/figure.png)", "",
+    ]  # fmt: skip
+
+
 def explain_section(out: Path) -> list[str]:
     s = read_typed(out, "explain", ExplainSummary)
     if s is None:
-        return [TITLE, "", "Not run here: `make figures TIER=explain`.", ""]
+        return [TITLE, "", "Not run here: `make figures TIER=explain`.", "", *predict_lines(out)]
     data = pd.read_csv(out / "explain" / "data.csv")
     last = final_rows(data)
     status = (f"All {s.n_planned} runs measured." if s.finished else
@@ -106,4 +142,5 @@ def explain_section(out: Path) -> list[str]:
         "token's logit over the vocabulary's through the final norm and unembedding (> 0 "
         "favours padding).", "",
         "![why one index](explain/figure.png)", "",
+        *predict_lines(out),
     ]  # fmt: skip

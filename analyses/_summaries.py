@@ -291,6 +291,17 @@ class ExplainSummary:
     seconds_by_run: dict[str, float]  # training seconds per step
 
 
+@dataclass(frozen=True)
+class PredictSummary:
+    n_runs: int
+    d_model: int
+    rows_per_gradient: int
+    validation: dict[str, float]  # interventions.predict.Validation over every run
+    by_objective: dict[str, dict[str, float]]  # the same per objective
+    verdict: Verdict  # analysis.explain.predictor_rule
+    predicted: dict[str, int]  # "emotion / objective" -> predicted index (all layers)
+
+
 def _field_value(kind: Any, raw: Any) -> Any:
     if kind is Verdict:
         return Verdict(**raw)

@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from irm_lens.analysis.mechanism import Verdict
+from irm_lens.interventions.predict import Validation
 
 # A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
 SHARED = 0.75
@@ -26,6 +27,12 @@ MIN_RUNS = 2
 # CI above 1 + this (and shrinks when below 1 - this).
 MIN_GROWTH = 0.05
 
+PREDICTOR_VERDICTS = ("names the index", "better than chance", "no better than chance",
+                      "not tested")  # fmt: skip
+# The predictor names the index when at least this share of runs' top indices is in its top k.
+NAMES_SHARE = 0.5
+ALPHA = 0.01
+MIN_VALIDATION_RUNS = 5
 PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", "not tested")
 CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", "not tested")
 
@@ -160,3 +167,27 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
     if high < 1 + MIN_GROWTH:
         return Verdict("does not concentrate", text, effects)
     return Verdict("not tested", f"{text}: the CI spans {1 + MIN_GROWTH:.2f}x", effects)
+
+
+def predictor_rule(v: Validation) -> Verdict:
+    """Does the host alone name the index an IRM pushes on? ``v``: the trained runs' top indices
+    looked up in the prediction (``interventions.predict.validate_prediction``). *names the
+    index* when at least ``NAMES_SHARE`` of them are in the predicted top k and that beats chance
+    (one-sided binomial p < ``ALPHA``); *better than chance* when only the latter holds; *no
+    better than chance* otherwise; *not tested* with fewer than ``MIN_VALIDATION_RUNS`` runs."""
+    effects = {"runs": float(v.n_runs), "in top k": float(v.in_top_k), "k": float(v.k),
+               "chance": v.chance, "p": v.p_value, "median percentile": v.median_percentile,
+               "low": v.low, "high": v.high}  # fmt: skip
+    if v.n_runs < MIN_VALIDATION_RUNS:
+        return Verdict("not tested", f"needs {MIN_VALIDATION_RUNS} trained runs; got {v.n_runs}",
+                       effects)  # fmt: skip
+    share = v.in_top_k / v.n_runs
+    text = (f"{v.in_top_k} of {v.n_runs} trained top indices in the predicted top {v.k} "
+            f"({share:.0%}; chance {v.chance:.1%}, binomial p {v.p_value:.2g}); median rank "
+            f"percentile {v.median_percentile:.2f} [{v.low:.2f}, {v.high:.2f}] "
+            "(random: 0.50)")  # fmt: skip
+    if v.p_value < ALPHA and share >= NAMES_SHARE:
+        return Verdict("names the index", text, effects)
+    if v.p_value < ALPHA:
+        return Verdict("better than chance", text, effects)
+    return Verdict("no better than chance", text, effects)

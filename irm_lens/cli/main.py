@@ -6,6 +6,7 @@ irm-lens train | evaluate | sweep | data ...
 irm-lens record | analyze | ablate ...            (irm_lens/cli/recorded.py)
 irm-lens lens decode | attribute | channels ...   (irm_lens/cli/lens.py)
 irm-lens profile HOST --index I                   (irm_lens/cli/profile.py)
+irm-lens predict HOST --emotion E                 (irm_lens/cli/predict.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, cast
 import torch
 
 from irm_lens.cli import lens as cli_lens
+from irm_lens.cli import predict as cli_predict
 from irm_lens.cli import profile as cli_profile
 from irm_lens.cli import recorded as cli_recorded
 from irm_lens.cli.types import at_least, device, index_list, positive_float
@@ -500,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
     _add_plan_parser(sub)
     cli_profile.add_parser(sub, _HOST_HELP, _add_host_options)
+    cli_predict.add_parser(sub, _HOST_HELP, _add_host_options)
     return parser
 
 

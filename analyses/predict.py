@@ -1,0 +1,156 @@
+"""Does the host alone name the index an IRM pushes on? ``irm-lens predict`` against every trained
+run whose top index is committed.
+
+For each emotion and objective (next-token on chat rows; the original's t+2 loss on plain rows,
+and each cell of the ``explain`` tier where it has run), the gradient of the alignment loss with
+respect to a zero per-layer bias (``irm_lens.interventions.predict``) ranks the residual
+indices; each trained run's top index (default tier, long tier, the mechanism tier's layer sets
+and SGD runs, the explain tier) is looked up in the ranking of its own emotion, objective and
+injected layers. ``predictor_rule`` judges the ranks against a random ranking.
+
+Reads committed results only (no run cache); computes the gradients on the host (minutes on
+CPU). ``data.csv``: one row per validated run; ``predictions.csv``: the top 20 predicted indices
+per emotion and objective, with the host levers beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from analyses._common import Context
+from analyses._summaries import PredictSummary
+from irm_lens.analysis.explain import predictor_rule
+from irm_lens.data.datasets import load_dataset
+from irm_lens.interventions.host_profile import host_profile
+from irm_lens.interventions.predict import (
+    bias_gradients,
+    host_levers,
+    predict_index,
+    validate_prediction,
+)
+from irm_lens.irm import parse_layers
+from irm_lens.plotting.predict import predict_figure
+from irm_lens.prompts import PAPER_PROMPTS, PromptMode
+from irm_lens.training.config import Objective
+
+NEEDS_RUN_SET = False  # reads committed results and the host only
+ROWS = 64  # training rows per gradient
+SMOKE_ROWS = 8
+SHOWN = 20
+MAX_LEN = 128
+NEXT_TOKEN = "next-token"
+PAPER = "t2-counted"  # the original's loss as it ran
+
+
+def _objective(name: str) -> tuple[Objective, PromptMode]:
+    """An objective by the name the tables use, and its prompt format."""
+    if name == NEXT_TOKEN:
+        return Objective(), "chat"
+    offset, padding = int(name[1]), name.split("-", 1)[1]
+    return Objective("paper", offset, padding), "plain"  # type: ignore[arg-type]
+
+
+def _summary(out: Path, result: str) -> dict[str, Any]:
+    path = out / result / "config.json"
+    return dict(json.loads(path.read_text())["summary"]) if path.exists() else {}
+
+
+def trained_tops(out: Path) -> pd.DataFrame:
+    """Every committed trained run's top index: ``run, source, emotion, objective, layers,
+    top_index`` (one row per run; a run read by several results counted once)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(run: str, source: str, emotion: str, objective: str, layers: str, top: int) -> None:
+        rows.append({"run": run, "source": source, "emotion": emotion, "objective": objective,
+                     "layers": layers, "top_index": int(top)})  # fmt: skip
+
+    path = out / "dominant_index" / "data.csv"
+    if path.exists():
+        tops = pd.read_csv(path)
+        for r in tops[(tops["rank"] == 1) & (tops["run_kind"] != "untrained")].itertuples():
+            objective = PAPER if r.run_kind == "paper loss" else NEXT_TOKEN
+            add(r.run, "default", r.emotion, objective, "all", r.index)
+    path = out / "trajectory" / "data.csv"
+    if path.exists():
+        long = pd.read_csv(path)
+        for r in long[long["irm"] == "best"].itertuples():
+            add(r.run, "long", r.emotion, PAPER if r.kind == "paper loss" else NEXT_TOKEN, "all",
+                r.top_index)  # fmt: skip
+    for r in _summary(out, "matrix").get("by_run", []):
+        if r["trained"]:
+            add(r["run"], "matrix", r["emotion"], NEXT_TOKEN, r["layer_set"], r["top1"])
+    for r in _summary(out, "rotation").get("by_run", []):  # SGD on the original host
+        if r["trained"] and "SGD" in r["setting"] and r["basis"] == "host basis":
+            add(r["run"], "sgd", r["emotion"], NEXT_TOKEN, "all", r["top1"])
+    path = out / "explain" / "data.csv"
+    if path.exists():
+        explain = pd.read_csv(path)
+        last = explain[explain["irm"] == "snapshot"].sort_values("step").groupby("run").tail(1)
+        for r in last.itertuples():
+            add(r.run, "explain", r.emotion, r.cell, "all", r.top_index)
+    table = pd.DataFrame(rows, columns=["run", "source", "emotion", "objective", "layers",
+                                        "top_index"])  # fmt: skip
+    return table.drop_duplicates("run").reset_index(drop=True)
+
+
+def _layers(spec: str, n_layers: int) -> list[int]:
+    return list(parse_layers("all" if spec == "all + L1" else spec, n_layers))
+
+
+def main(ctx: Context) -> PredictSummary:
+    host = ctx.host()
+    n_layers, d_model = host.cfg.n_layers, host.cfg.d_model
+    runs = trained_tops(ctx.out)
+    if ctx.figures.fast:  # the smoke pipeline: its own runs' emotions only
+        runs = runs[runs["emotion"].isin(ctx.figures.emotions)]
+    massive = host_profile(host, PAPER_PROMPTS, mode="plain")["massive"]["index"].tolist()
+    levers = host_levers(host, massive)
+    n_rows = SMOKE_ROWS if ctx.figures.fast else ROWS
+    grads: dict[tuple[str, str], torch.Tensor] = {}
+    for emotion, objective in (
+        runs[["emotion", "objective"]].drop_duplicates().itertuples(index=False)
+    ):
+        o, mode = _objective(objective)
+        rows = load_dataset(emotion, split="train").head(n_rows)
+        grads[(emotion, objective)] = bias_gradients(host, rows, objective=o, mode=mode,
+                                                     max_len=MAX_LEN,
+                                                     progress=ctx.progress)  # fmt: skip
+    ranks, shown = [], []
+    for r in runs.itertuples():
+        table = predict_index(grads[(r.emotion, r.objective)], _layers(r.layers, n_layers))
+        rank = int(table.loc[table["index"] == r.top_index, "rank"].iloc[0])
+        ranks.append({"predicted_index": int(table.iloc[0]["index"]), "rank": rank,
+                      "percentile": rank / d_model})  # fmt: skip
+    data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
+    for (emotion, objective), g in grads.items():
+        top = predict_index(g, levers=levers).head(SHOWN)
+        shown.append(top.assign(emotion=emotion, objective=objective))
+    predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
+    overall = validate_prediction(data["rank"].tolist(), d_model)
+    by_objective = {
+        kind: dataclasses.asdict(validate_prediction(g["rank"].tolist(), d_model))
+        for kind, g in data.groupby("objective")
+    }
+    summary = PredictSummary(
+        n_runs=len(data), d_model=d_model, rows_per_gradient=n_rows,
+        validation=dataclasses.asdict(overall), by_objective=by_objective,
+        verdict=predictor_rule(overall),
+        predicted={f"{e} / {o}": int(predict_index(g).iloc[0]["index"])
+                   for (e, o), g in grads.items()},
+    )  # fmt: skip
+    figure = predict_figure(data, predictions, summary)
+    ctx.write("predict", data, figure, summary=summary, runs=[], size=(1300, 650),
+              tables={"predictions": predictions})  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

@@ -1,0 +1,95 @@
+"""``irm-lens predict HOST --emotion E``: the residual index an IRM would push on, before training.
+
+irm-lens predict --emotion anger                                   # the embedded host
+irm-lens predict /models/Llama-2-7b-chat-hf --emotion anger \\
+    --loss paper --device cuda --dtype float16                     # is 1512 the one, and why?
+Ranks residual indices by the gradient of the alignment loss with respect to a zero per-layer
+bias at the IRM's write points, summed over the injected layers, beside the final-norm gain, the
+unembedding row norm and massive-activation status. Writes prediction.csv and summary.json into
+--out (default predict/<emotion>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from irm_lens.cli.types import at_least
+from irm_lens.errors import IrmLensError
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from irm_lens.files import write_csv_atomic, write_text_atomic
+    from irm_lens.host import host_name, load_host
+    from irm_lens.interventions.host_profile import host_profile
+    from irm_lens.interventions.predict import bias_gradients, host_levers, predict_index
+    from irm_lens.irm import parse_layers
+    from irm_lens.prompts import PAPER_PROMPTS, PromptMode
+    from irm_lens.training.config import Objective, TrainConfig
+
+    try:
+        objective = Objective(args.loss, args.paper_offset, args.paper_padding)
+        config = TrainConfig(emotion=args.emotion or "anger", data=args.data)
+    except ValueError as exc:
+        raise IrmLensError(str(exc)) from None
+    mode: PromptMode = args.prompt_mode or ("plain" if args.loss == "paper" else "chat")
+    rows = config.rows("train").head(args.rows)
+    if rows.empty:
+        raise IrmLensError(f"no training rows for {args.data or args.emotion}; check --data.")
+    host = load_host(args.host, device=args.device, dtype=args.dtype)
+    layers = parse_layers(args.layers, host.cfg.n_layers)
+    grads = bias_gradients(host, rows, objective=objective, mode=mode, max_len=args.max_len,
+                           batch_size=args.batch_size, progress=not args.no_progress)  # fmt: skip
+    massive = host_profile(host, PAPER_PROMPTS)["massive"]["index"].tolist()
+    table = predict_index(grads, layers, host_levers(host, massive))
+    label = args.emotion or config.emotion
+    out = Path(args.out or f"predict/{label}")
+    write_csv_atomic(out / "prediction.csv", table)
+    summary = {"host": host_name(host), "emotion": label, "data": args.data,
+               "objective": vars(objective), "prompt_mode": mode, "layers": list(layers),
+               "rows": len(rows), "predicted_index": int(table.iloc[0]["index"]),
+               "massive_dims": [int(i) for i in massive]}  # fmt: skip
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    print(_describe(table, summary, args.top))
+    print(f"wrote {out}")
+    return 0
+
+
+def _describe(table: Any, summary: dict[str, Any], top: int) -> str:
+    lines = [f"host {summary['host']}, {summary['emotion']} ({summary['rows']} rows, "
+             f"{summary['objective']['kind']} loss, {len(summary['layers'])} injected layers): "
+             f"an IRM would push first on index {summary['predicted_index']}",
+             "rank  index  share of the bias gradient  final gain  |W_U row|  lever rank  "
+             "massive"]  # fmt: skip
+    for r in table.head(top).itertuples():
+        massive = "yes" if r.massive else ""
+        lines.append(f"{r.rank:>4}  {r.index:>5}  {r.share:>26.4f}  {r.final_gain:>10.3f}  "
+                     f"{r.unembed_norm:>9.3f}  {r.lever_rank:>10}  {massive}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+    """``predict``."""
+    pr = sub.add_parser(
+        "predict",
+        help="rank the residual indices an IRM would push on, from the host alone (no training)",
+    )
+    pr.add_argument("host", nargs="?", default=None, help=host_help)
+    pr.add_argument("--emotion", default=None, help="bundled dataset: anger, sadness, neutral, joy")
+    pr.add_argument("--data", default=None, help="question/answer CSV instead of a bundled set")
+    pr.add_argument("--layers", default="all", help="injected layers (all, every4, q1, 0-7, ...)")
+    pr.add_argument("--loss", choices=("next-token", "paper"), default="next-token")
+    pr.add_argument("--paper-offset", type=int, choices=(1, 2), default=2)
+    pr.add_argument("--paper-padding", choices=("counted", "masked"), default="counted")
+    pr.add_argument("--prompt-mode", choices=("chat", "plain"), default=None,
+                    help="default: chat (plain with --loss paper)")  # fmt: skip
+    pr.add_argument("--rows", type=at_least(1), default=64, help="training rows (default 64)")
+    pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
+    pr.add_argument("--batch-size", type=at_least(1), default=8)
+    pr.add_argument("--top", type=at_least(1), default=10, help="indices to print (default 10)")
+    pr.add_argument("--out", default=None, help="output directory (default predict/<emotion>)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_host_options(pr)
+    pr.set_defaults(func=_cmd_predict)

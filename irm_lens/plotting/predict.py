@@ -1,0 +1,64 @@
+"""The figure of the predictor's validation: where trained runs' top indices fall in its ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from irm_lens.plotting._common import check_columns, style
+
+SOURCE_COLORS = {"default": "#1f77b4", "long": "#d62728", "matrix": "#2ca02c", "sgd": "#9467bd",
+                 "explain": "#ff7f0e"}  # fmt: skip
+COLUMNS = ("run", "source", "emotion", "objective", "top_index", "rank")
+
+
+def predict_figure(data: pd.DataFrame, predictions: pd.DataFrame, summary: Any) -> go.Figure:
+    """Left: each trained run's top index's rank in the prediction for its emotion, objective
+    and layers (log scale; 1 = predicted), one row per objective, colour by where the run comes
+    from; the predicted top k shaded. Right: the predicted indices (top 20 per emotion and
+    objective) with the runs' top indices among them marked."""
+    check_columns(data, COLUMNS, "predict")
+    v = summary.validation
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=(f"rank of each run's top index in the prediction "
+                                        f"(top {int(v['k'])} shaded)",
+                                        "predicted top 20: share of the bias gradient"),
+                        )  # fmt: skip
+    rng = np.random.default_rng(0)
+    objectives = list(dict.fromkeys(data["objective"]))
+    for source, rows in data.groupby("source", sort=False):
+        y = [objectives.index(o) + rng.uniform(-0.25, 0.25) for o in rows["objective"]]
+        fig.add_trace(go.Scatter(
+            x=rows["rank"], y=y, mode="markers", name=source,
+            marker={"color": SOURCE_COLORS.get(str(source), "#333"), "size": 9, "opacity": 0.8},
+            text=[f"{r.run}: index {r.top_index}, rank {r.rank}" for r in rows.itertuples()],
+            hoverinfo="text"), row=1, col=1)  # fmt: skip
+    fig.add_vrect(x0=0.8, x1=v["k"] + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
+                  row=1, col=1)  # fmt: skip
+    fig.update_xaxes(type="log", title_text="rank in the prediction (log)", row=1, col=1,
+                     range=[-0.08, np.log10(summary.d_model) + 0.05])  # fmt: skip
+    fig.update_yaxes(tickvals=list(range(len(objectives))), ticktext=objectives, row=1, col=1)
+    if len(predictions):
+        pairs = zip(predictions["emotion"], predictions["objective"], strict=True)
+        labels = [f"{e} / {o}" for e, o in pairs]
+        tops = set(zip(data["emotion"], data["objective"], data["top_index"], strict=True))
+        keys = zip(predictions["emotion"], predictions["objective"], predictions["index"],
+                   strict=True)  # fmt: skip
+        hit = [key in tops for key in keys]
+        text = [str(i) if h or r == 1 else "" for i, h, r in
+                zip(predictions["index"], hit, predictions["rank"], strict=True)]  # fmt: skip
+        marker = {"symbol": ["star" if h else "circle" for h in hit],
+                  "size": [14 if h else 6 for h in hit],
+                  "color": ["#d62728" if h else "#999" for h in hit]}  # fmt: skip
+        fig.add_trace(go.Scatter(x=predictions["share"], y=labels, mode="markers+text",
+                                 showlegend=False, text=text, textposition="top center",
+                                 textfont={"size": 10}, marker=marker), row=1, col=2)  # fmt: skip
+        fig.update_xaxes(title_text="share of the summed |bias gradient| (star: a run's top)",
+                         row=1, col=2)  # fmt: skip
+    style(fig, title=f"Does the host alone name the index an IRM pushes on? "
+          f"{summary.verdict.verdict}")  # fmt: skip
+    return fig
