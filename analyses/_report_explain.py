@@ -15,7 +15,7 @@ from irm_lens.analysis.mechanism import Verdict
 TITLE = "## Why one index? (`make figures TIER=explain`)"
 PADDING_CLAIM = "why one index / a shared top index only when padding counts"
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
-PREDICT_CLAIM = "why one index / the host alone names the pushed index"
+PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
 
 
 def explain_rules(out: Path) -> dict[str, Verdict | None]:
@@ -25,7 +25,8 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     for group in ("counted", "masked"):
         rules[GROWTH_CLAIM.format(group)] = s.concentration[group] if s else None
     p = read_typed(out, "predict", PredictSummary)
-    rules[PREDICT_CLAIM] = p.verdict if p else None
+    for score in ("gradient", "consistency", "lever"):
+        rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
     return rules
 
 
@@ -72,23 +73,30 @@ def predict_lines(out: Path) -> list[str]:
     if p is None:
         return [title, "", "Not run here: `make figures TIER=explain` (or `--only predict`).", ""]
     data = pd.read_csv(out / "predict" / "data.csv")
-    by = [f"{kind}: {int(v['in_top_k'])} of {int(v['n_runs'])} in the top {int(v['k'])}, median "
-          f"rank percentile {v['median_percentile']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
-          for kind, v in p.by_objective.items()]  # fmt: skip
     sources = ", ".join(f"{k} {v}" for k, v in data["source"].value_counts().items())
     predicted = ", ".join(f"{k}: {v}" for k, v in p.predicted.items())
-    return [
+    lines = [
         title, "",
         "Before any training, the gradient of the alignment loss with respect to a zero bias at "
-        "every layer's write point (`blocks.L.hook_attn_out`) ranks the residual indices by "
-        "how much a push there would lower the loss, summed over the injected layers "
-        "(`irm_lens.interventions.predict`). Each trained run's top index is looked up in the "
-        f"ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
-        f"{p.rows_per_gradient} training rows per gradient). Control: a random ranking (top-k "
-        "hits binomial against k / d_model; median rank percentile 0.5).", "",
-        f"**The host alone names the pushed index: {p.verdict.verdict}.** {p.verdict.reason}.",
-        "", *[f"- {line}" for line in by], "",
-        f"Predicted first (all layers): {predicted}.", "",
+        "every layer's write point (`blocks.L.hook_attn_out`), one per training row, gives "
+        "three predictors of the index an IRM will push on, each summed over the injected "
+        "layers (`irm_lens.interventions.predict`): **gradient**, the summed gradient's "
+        "magnitude (where gradient descent pushes first); **consistency**, how far the rows "
+        "agree on its sign (|mean| / rms: Adam's per-coordinate step moves a coordinate at full "
+        "rate when they do, whatever its size); **lever**, the host's final-norm gain times "
+        "the unembedding row norm (no loss at all). Each trained run's top index is looked up "
+        f"in the ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
+        f"{p.rows_per_gradient} training rows per emotion and objective). Control: a random "
+        "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5).", "",
+    ]  # fmt: skip
+    for score, verdict in p.verdicts.items():
+        lines.append(f"- **{score}: {verdict.verdict}.** {verdict.reason}. By objective: "
+                     + "; ".join(f"{kind} {int(v['in_top_k'])}/{int(v['n_runs'])} in the top "
+                                 f"{int(v['k'])}, median percentile {v['median_percentile']:.2f}"
+                                 for kind, v in p.by_objective[score].items()) + ".")  # fmt: skip
+    return [
+        *lines, "",
+        f"The gradient's first index (all layers): {predicted}.", "",
         "Run it on any host: `irm-lens predict HOST --emotion anger` (add `--loss paper` for the "
         "original's objective); on Llama-2-7b-chat, `irm-lens predict "
         "/models/Llama-2-7b-chat-hf --emotion anger --loss paper --device cuda --dtype float16` "

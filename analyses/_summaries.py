@@ -296,10 +296,10 @@ class PredictSummary:
     n_runs: int
     d_model: int
     rows_per_gradient: int
-    validation: dict[str, float]  # interventions.predict.Validation over every run
-    by_objective: dict[str, dict[str, float]]  # the same per objective
-    verdict: Verdict  # analysis.explain.predictor_rule
-    predicted: dict[str, int]  # "emotion / objective" -> predicted index (all layers)
+    validation: dict[str, dict[str, float]]  # score -> interventions.predict.Validation
+    by_objective: dict[str, dict[str, dict[str, float]]]  # score -> objective -> the same
+    verdicts: Rules  # score -> analysis.explain.predictor_rule
+    predicted: dict[str, int]  # "emotion / objective" -> the gradient's first index
 
 
 def _field_value(kind: Any, raw: Any) -> Any:

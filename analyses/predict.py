@@ -46,6 +46,10 @@ SHOWN = 20
 MAX_LEN = 128
 NEXT_TOKEN = "next-token"
 PAPER = "t2-counted"  # the original's loss as it ran
+# The predictors compared, by the rank column of ``predict_index`` they read: the summed bias
+# gradient (where gradient descent pushes first), the rows' sign consistency (where Adam's
+# per-coordinate step pushes at full rate) and the host's logit lever alone (no loss at all).
+SCORES = {"gradient": "rank", "consistency": "consistency_rank", "lever": "lever_rank"}
 
 
 def _objective(name: str) -> tuple[Objective, PromptMode]:
@@ -123,24 +127,28 @@ def main(ctx: Context) -> PredictSummary:
                                                      progress=ctx.progress)  # fmt: skip
     ranks, shown = [], []
     for r in runs.itertuples():
-        table = predict_index(grads[(r.emotion, r.objective)], _layers(r.layers, n_layers))
-        rank = int(table.loc[table["index"] == r.top_index, "rank"].iloc[0])
-        ranks.append({"predicted_index": int(table.iloc[0]["index"]), "rank": rank,
-                      "percentile": rank / d_model})  # fmt: skip
+        table = predict_index(grads[(r.emotion, r.objective)], _layers(r.layers, n_layers),
+                              levers).set_index("index")  # fmt: skip
+        ranks.append({"predicted_index": int(table["rank"].idxmin()),
+                      **{f"{score}_rank": int(table.loc[r.top_index, column])
+                         for score, column in SCORES.items()}})  # fmt: skip
     data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
     for (emotion, objective), g in grads.items():
         top = predict_index(g, levers=levers).head(SHOWN)
         shown.append(top.assign(emotion=emotion, objective=objective))
     predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    overall = validate_prediction(data["rank"].tolist(), d_model)
+    validation = {score: validate_prediction(data[f"{score}_rank"].tolist(), d_model)
+                  for score in SCORES}  # fmt: skip
     by_objective = {
-        kind: dataclasses.asdict(validate_prediction(g["rank"].tolist(), d_model))
-        for kind, g in data.groupby("objective")
-    }
+        score: {kind: dataclasses.asdict(validate_prediction(g[f"{score}_rank"].tolist(), d_model))
+                for kind, g in data.groupby("objective")}
+        for score in SCORES
+    }  # fmt: skip
     summary = PredictSummary(
         n_runs=len(data), d_model=d_model, rows_per_gradient=n_rows,
-        validation=dataclasses.asdict(overall), by_objective=by_objective,
-        verdict=predictor_rule(overall),
+        validation={s: dataclasses.asdict(v) for s, v in validation.items()},
+        by_objective=by_objective,
+        verdicts={s: predictor_rule(v) for s, v in validation.items()},
         predicted={f"{e} / {o}": int(predict_index(g).iloc[0]["index"])
                    for (e, o), g in grads.items()},
     )  # fmt: skip

@@ -40,7 +40,12 @@ def planted_host(_cache_dir):
 def test_a_planted_cheap_lever_is_predicted_first(planted_host, tiny_host):
     host, rows = planted_host
     grads = bias_gradients(host, rows, mode="plain", max_len=48)
-    assert grads.shape == (host.cfg.n_layers, host.cfg.d_model) and torch.isfinite(grads).all()
+    assert grads.shape == (16, host.cfg.n_layers, host.cfg.d_model) and torch.isfinite(grads).all()
+    # one backward pass per batch gives each row its own gradient: the same as row by row
+    alone = bias_gradients(host, rows.iloc[[3]], mode="plain", max_len=48)
+    total = _terms(host, rows)  # the loss terms of all 16 rows
+    own = _terms(host, rows.iloc[[3]])
+    assert torch.allclose(grads[3], alone[0] * own / total, rtol=1e-3, atol=1e-7)
     table = predict_index(grads, levers=host_levers(host, massive=[3]))
     assert int(table.iloc[0]["index"]) == PLANTED and int(table.iloc[0]["rank"]) == 1
     assert int(table.loc[table["index"] == PLANTED, "lever_rank"].iloc[0]) == 1
@@ -51,8 +56,27 @@ def test_a_planted_cheap_lever_is_predicted_first(planted_host, tiny_host):
     assert int(plain.loc[plain["index"] == PLANTED, "rank"].iloc[0]) > 1
     # a layer subset sums only those layers' gradients
     sub = predict_index(grads, layers=[0, 2])
-    expected = grads[[0, 2], PLANTED].abs().sum().item()
+    expected = grads[:, [0, 2], PLANTED].sum(0).abs().sum().item()
     assert sub.loc[sub["index"] == PLANTED, "score"].iloc[0] == pytest.approx(expected, rel=1e-6)
+
+
+def _terms(host, rows) -> int:
+    from irm_lens.data.batches import collate, encode_rows, pad_id
+    from irm_lens.training.losses import loss_terms
+
+    examples = encode_rows(host.tokenizer, rows, "plain")
+    return loss_terms(collate(examples, pad_id(host.tokenizer), 48), "next-token")
+
+
+def test_consistency_ranks_agreeing_rows_over_large_noisy_ones():
+    grads = torch.zeros(4, 2, 5)
+    grads[:, :, 1] = torch.tensor([5.0, -5.0, 5.0, -4.0])[:, None]  # large, rows disagree
+    grads[:, :, 3] = 0.1  # small, every row agrees
+    table = predict_index(grads).set_index("index")
+    assert table.loc[1, "rank"] == 1 and table.loc[3, "rank"] == 2  # the summed gradient
+    assert table.loc[3, "consistency_rank"] == 1  # all rows agree: 1 per layer
+    assert table.loc[3, "consistency"] == pytest.approx(2.0)
+    assert table.loc[1, "consistency"] == pytest.approx(2 * 0.25 / math.sqrt(22.75), rel=1e-6)
 
 
 def test_the_original_objective_and_bad_rows(tiny_host):
@@ -86,3 +110,26 @@ def test_predictor_rule_reaches_every_verdict():
     verdicts = [v.verdict for v in (names, better, chance, few)]
     assert verdicts == list(PREDICTOR_VERDICTS)
     assert "5 of 6 trained top indices in the predicted top 10" in names.reason
+
+
+def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from irm_lens.cli.main import main
+
+    out = tmp_path / "pred"
+    code = main(["predict", "tiny-random-llama", "--emotion", "joy", "--rows", "4", "--max-len",
+                 "32", "--prompt-mode", "plain", "--layers", "0-1", "--out", str(out),
+                 "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(out / "prediction.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"] == [0, 1] and summary["rows"] == 4
+    assert summary["predicted_index"] == int(table.iloc[0]["index"])
+    assert {"consistency_rank", "lever_rank", "massive"} <= set(table.columns)
+    printed = capsys.readouterr().out
+    assert f"an IRM would push first on index {summary['predicted_index']}" in printed
+    assert main(["predict", "tiny-random-llama", "--emotion", "fear", "--out", str(out)]) == 2
+    assert "fear" in capsys.readouterr().err

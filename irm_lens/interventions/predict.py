@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.data.batches import collate, encode_rows, pad_id
-from irm_lens.inject import write_hook
+from irm_lens.inject import layer_of, write_hook
 from irm_lens.prompts import PromptMode
 from irm_lens.training.config import LossKind, Objective
 from irm_lens.training.losses import loss_sum, loss_terms, pads_to_max_len
@@ -44,18 +44,19 @@ def bias_gradients(
     max_len: int = 128,
     batch_size: int = 8,
     progress: bool = False,
-) -> Float[Tensor, "n_layers d_model"]:
-    """The gradient of the mean alignment loss over ``rows`` (question/answer) with respect to a
-    zero bias added at every layer's ``hook_attn_out``, the IRM's write point.
+) -> Float[Tensor, "row n_layers d_model"]:
+    """Per row of ``rows`` (question/answer), its share of the gradient of the mean alignment
+    loss with respect to a zero bias added at every layer's ``hook_attn_out``, the IRM's write
+    point. Summed over rows it is the gradient of the loss over all of them.
 
     The loss is the training objective (``next-token`` on answer tokens, or the original's
-    ``Objective``), averaged over all of the rows' loss terms; the host is not changed."""
+    ``Objective``), averaged over all of the rows' loss terms; the host is not changed. Each row
+    gets its own bias, so one backward pass per batch gives every row's gradient."""
     if rows.empty:
         raise ValueError("bias_gradients needs at least one question/answer row.")
     o = objective if isinstance(objective, Objective) else Objective(objective)
     n_layers, d_model = host.cfg.n_layers, host.cfg.d_model
     device = host.W_E.device
-    bias = torch.zeros(n_layers, d_model, device=device, dtype=torch.float32, requires_grad=True)
     examples = encode_rows(host.tokenizer, rows, mode)
     pad = pad_id(host.tokenizer)
     batches = [
@@ -65,21 +66,22 @@ def bias_gradients(
     total = sum(loss_terms(b, o) for b in batches)
     if total == 0:
         raise ValueError("the rows give no loss terms (no answer tokens within max_len).")
-
-    def add_bias(layer: int):  # type: ignore[no-untyped-def]
-        def hook(x: Tensor, hook: object) -> Tensor:
-            return x + bias[layer].to(x.dtype)
-
-        return hook
-
-    fwd_hooks = [(write_hook(layer), add_bias(layer)) for layer in range(n_layers)]
+    grads = []
     for batch in tqdm(batches, desc="bias gradient", disable=not progress):
         batch = batch.to(device)
+        bias = torch.zeros(len(batch.tokens), n_layers, d_model, device=device,
+                           requires_grad=True)  # fmt: skip
+
+        def add_bias(x: Tensor, hook: object, bias: Tensor = bias) -> Tensor:
+            return x + bias[:, layer_of(hook.name), None, :].to(x.dtype)  # type: ignore[attr-defined]
+
+        fwd_hooks = [(write_hook(layer), add_bias) for layer in range(n_layers)]
         with host.hooks(fwd_hooks=fwd_hooks):
             logits = host(batch.tokens, attention_mask=batch.attention_mask)
             (loss_sum(logits, batch, o) / total).backward()
-    assert bias.grad is not None
-    return bias.grad.detach().float().cpu()
+        assert bias.grad is not None
+        grads.append(bias.grad.detach().float().cpu())
+    return torch.cat(grads)
 
 
 def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.DataFrame:
@@ -97,23 +99,38 @@ def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.Data
 
 
 def predict_index(
-    gradients: Float[Tensor, "n_layers d_model"],
+    gradients: Float[Tensor, "row n_layers d_model"],
     layers: Sequence[int] | None = None,
     levers: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Residual indices ranked by the bias gradient's magnitude summed over ``layers`` (default
-    all): ``index, score, share, rank`` (1 = the predicted index), plus ``levers`` columns and
-    their ranks when given."""
-    chosen = list(range(gradients.shape[0])) if layers is None else list(layers)
-    score = gradients[chosen].abs().sum(0).double().numpy()
+    """Residual indices ranked by two scores of the per-row bias gradients over ``layers``
+    (default all), each summed over those layers:
+
+    - ``score``: the magnitude of the gradient over all rows, |sum over rows| (where plain
+      gradient descent, SGD, pushes first); ``share`` is its fraction of the total; ``rank``
+      orders by it (1 = the predicted index);
+    - ``consistency``: |mean over rows| / root-mean-square over rows, in [0, 1] per layer (how
+      consistently the rows agree on the sign: Adam's per-coordinate step moves a coordinate at
+      full rate when they do, whatever the size); ``consistency_rank`` orders by it.
+
+    ``levers`` columns (``host_levers``) are merged in, with ``lever_rank``."""
+    chosen = list(range(gradients.shape[1])) if layers is None else list(layers)
+    g = gradients[:, chosen].double()
+    score = g.sum(0).abs().sum(0).numpy()
+    rms = g.pow(2).mean(0).sqrt()
+    consistency = (g.mean(0).abs() / rms.clamp_min(1e-30)).sum(0).numpy()
     table = pd.DataFrame({"index": np.arange(len(score)), "score": score,
-                          "share": score / score.sum()})  # fmt: skip
-    table["rank"] = table["score"].rank(ascending=False, method="first").astype(int)
+                          "share": score / score.sum(), "consistency": consistency})  # fmt: skip
+    table["rank"] = _rank(table["score"])
+    table["consistency_rank"] = _rank(table["consistency"])
     if levers is not None:
         table = table.merge(levers, on="index", how="left")
-        table["lever_rank"] = table["logit_lever"].rank(ascending=False, method="first")
-        table["lever_rank"] = table["lever_rank"].astype(int)
+        table["lever_rank"] = _rank(table["logit_lever"])
     return table.sort_values("rank").reset_index(drop=True)
+
+
+def _rank(values: pd.Series) -> pd.Series:
+    return values.rank(ascending=False, method="first").astype(int)
 
 
 @dataclass(frozen=True)

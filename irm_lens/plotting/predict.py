@@ -13,35 +13,39 @@ from irm_lens.plotting._common import check_columns, style
 
 SOURCE_COLORS = {"default": "#1f77b4", "long": "#d62728", "matrix": "#2ca02c", "sgd": "#9467bd",
                  "explain": "#ff7f0e"}  # fmt: skip
-COLUMNS = ("run", "source", "emotion", "objective", "top_index", "rank")
+COLUMNS = ("run", "source", "emotion", "objective", "layers", "top_index")
 
 
 def predict_figure(data: pd.DataFrame, predictions: pd.DataFrame, summary: Any) -> go.Figure:
-    """Left: each trained run's top index's rank in the prediction for its emotion, objective
-    and layers (log scale; 1 = predicted), one row per objective, colour by where the run comes
-    from; the predicted top k shaded. Right: the predicted indices (top 20 per emotion and
-    objective) with the runs' top indices among them marked."""
+    """Left: each trained run's top index's rank (log scale; 1 = named first) under each
+    predictor (one row each: the summed bias gradient, the rows' sign consistency, the host's
+    logit lever), colour by where the run comes from; the top k shaded. Right: the gradient's
+    top 20 indices per emotion and objective, the runs' top indices among them starred."""
     check_columns(data, COLUMNS, "predict")
-    v = summary.validation
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
-                        subplot_titles=(f"rank of each run's top index in the prediction "
-                                        f"(top {int(v['k'])} shaded)",
-                                        "predicted top 20: share of the bias gradient"),
+    scores = list(summary.verdicts)
+    k = int(summary.validation[scores[0]]["k"])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.14,
+                        subplot_titles=(f"rank of each run's top index (top {k} shaded)",
+                                        "the gradient's top 20: share of the bias gradient"),
                         )  # fmt: skip
     rng = np.random.default_rng(0)
-    objectives = list(dict.fromkeys(data["objective"]))
     for source, rows in data.groupby("source", sort=False):
-        y = [objectives.index(o) + rng.uniform(-0.25, 0.25) for o in rows["objective"]]
-        fig.add_trace(go.Scatter(
-            x=rows["rank"], y=y, mode="markers", name=source,
-            marker={"color": SOURCE_COLORS.get(str(source), "#333"), "size": 9, "opacity": 0.8},
-            text=[f"{r.run}: index {r.top_index}, rank {r.rank}" for r in rows.itertuples()],
-            hoverinfo="text"), row=1, col=1)  # fmt: skip
-    fig.add_vrect(x0=0.8, x1=v["k"] + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
+        for n, score in enumerate(scores):
+            ranks = rows[f"{score}_rank"]
+            fig.add_trace(go.Scatter(
+                x=ranks, y=n + rng.uniform(-0.25, 0.25, len(rows)), mode="markers", name=source,
+                legendgroup=source, showlegend=n == 0,
+                marker={"color": SOURCE_COLORS.get(str(source), "#333"), "size": 8,
+                        "opacity": 0.75},
+                text=[f"{r.run} ({r.objective}, layers {r.layers}): index {r.top_index}, rank "
+                      f"{rank}" for r, rank in zip(rows.itertuples(), ranks, strict=True)],
+                hoverinfo="text"), row=1, col=1)  # fmt: skip
+    fig.add_vrect(x0=0.8, x1=k + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
                   row=1, col=1)  # fmt: skip
-    fig.update_xaxes(type="log", title_text="rank in the prediction (log)", row=1, col=1,
+    fig.update_xaxes(type="log", title_text="rank under the predictor (log)", row=1, col=1,
                      range=[-0.08, np.log10(summary.d_model) + 0.05])  # fmt: skip
-    fig.update_yaxes(tickvals=list(range(len(objectives))), ticktext=objectives, row=1, col=1)
+    labels = [f"{s}: {summary.verdicts[s].verdict}" for s in scores]
+    fig.update_yaxes(tickvals=list(range(len(scores))), ticktext=labels, row=1, col=1)
     if len(predictions):
         pairs = zip(predictions["emotion"], predictions["objective"], strict=True)
         labels = [f"{e} / {o}" for e, o in pairs]
@@ -59,6 +63,6 @@ def predict_figure(data: pd.DataFrame, predictions: pd.DataFrame, summary: Any) 
                                  textfont={"size": 10}, marker=marker), row=1, col=2)  # fmt: skip
         fig.update_xaxes(title_text="share of the summed |bias gradient| (star: a run's top)",
                          row=1, col=2)  # fmt: skip
-    style(fig, title=f"Does the host alone name the index an IRM pushes on? "
-          f"{summary.verdict.verdict}")  # fmt: skip
+    style(fig, title="Does the host alone name the index an IRM pushes on? Three predictors "
+          "against every trained run")  # fmt: skip
     return fig
