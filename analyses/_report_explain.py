@@ -87,7 +87,9 @@ def predict_lines(out: Path) -> list[str]:
         "the unembedding row norm (no loss at all). Each trained run's top index is looked up "
         f"in the ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
         f"{p.rows_per_gradient} training rows per emotion and objective). Control: a random "
-        "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5).", "",
+        "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5). Runs "
+        "of one emotion and objective share a prediction and often a top index, so the "
+        "binomial p treats as independent what is not: read it as a bound, not a measure.", "",
     ]  # fmt: skip
     for score, verdict in p.verdicts.items():
         lines.append(f"- **{score}: {verdict.verdict}.** {verdict.reason}. By objective: "
