@@ -103,3 +103,17 @@ def test_plan_cli_for_the_papers_host_needs_no_weights(capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "6.74 B parameters" in out and "recommended: FSDP x8" in out
+
+
+def test_plan_for_predict_is_the_host_and_one_batch_without_an_irm(capsys):
+    from irm_lens.training.plan import GIB, PlanInputs, host_shape, predict_bytes, rank_bytes
+
+    shape = host_shape("meta-llama/Llama-2-7b-chat-hf")
+    parts = predict_bytes(shape, 8, 128, "float16")
+    train = rank_bytes(PlanInputs(shape, shape.n_layers, 8, 128, "float16"), "one")
+    assert parts["host"] == train["host"]  # the same host, no IRM and no Adam state
+    assert sum(parts.values()) < sum(train.values()) - train["adam"]
+    assert cli_main(["plan", "meta-llama/Llama-2-7b-chat-hf", "--for", "predict", "--dtype",
+                     "float16"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"{sum(parts.values()) / GIB:.2f} GiB on one device" in out

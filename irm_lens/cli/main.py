@@ -305,9 +305,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from irm_lens.irm import parse_layers
-    from irm_lens.training.plan import PlanInputs, host_shape, plan_table
+    from irm_lens.training.plan import GIB, PlanInputs, host_shape, plan_table, predict_bytes
 
     shape = host_shape(args.host)
+    if args.task == "predict":
+        parts = predict_bytes(shape, args.batch_size, args.max_len, args.dtype)
+        detail = ", ".join(f"{k} {v / GIB:.2f}" for k, v in parts.items())
+        print(f"{shape.name}: irm-lens predict with {args.batch_size} rows x {args.max_len} "
+              f"tokens per batch, host {args.dtype}: {sum(parts.values()) / GIB:.2f} GiB on one "
+              f"device ({detail} GiB).")  # fmt: skip
+        return 0
     layers = parse_layers(args.layers, shape.n_layers)
     inputs = PlanInputs(shape, len(layers), args.batch_size, args.max_len, args.dtype,
                         args.width_mult)  # fmt: skip
@@ -468,6 +475,8 @@ def _add_plan_parser(sub: Any) -> None:
         "plan", help="memory per process to train an IRM: one process, DDP, FSDP (no training)"
     )
     pl.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
+    pl.add_argument("--for", dest="task", choices=("train", "predict"), default="train",
+                    help="what to plan: training an IRM (default) or irm-lens predict")  # fmt: skip
     pl.add_argument("--layers", default="all", help="injected layers: all, every4, q1..q4, 0-7")
     pl.add_argument("--batch-size", type=at_least(1), default=8, help="rows per optimizer step")
     pl.add_argument("--max-len", type=at_least(2), default=128, help="tokens per row")

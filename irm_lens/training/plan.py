@@ -241,3 +241,16 @@ def saved_activation_bytes(
     ):
         loss_sum(host(tokens), batch, "next-token")
     return sum(seen.values())
+
+
+def predict_bytes(shape: HostShape, batch: int = 8, seq: int = 128, dtype: str = "float32",
+                  rows: int = 64) -> dict[str, int]:  # fmt: skip
+    """Estimated bytes of ``irm-lens predict``: the host, one batch's backward pass through it
+    (no IRM, no optimizer), its logits, and the per-row bias gradients it keeps (fp32)."""
+    size, tokens = _DTYPE_BYTES[dtype], batch * seq
+    return {
+        "host": shape.n_params * size,
+        "activations": tokens * shape.n_layers * layer_bytes_per_token(shape, seq, dtype),
+        "logits": tokens * shape.d_vocab * (size + 4),
+        "bias gradients": (rows + batch) * shape.n_layers * shape.d_model * 4,
+    }
