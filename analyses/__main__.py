@@ -94,8 +94,9 @@ def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
             )
             ctx.runs  # noqa: B018 (trains, records and evaluates what is not cached)
             ctx.timings["run set"] = time.monotonic() - started
-            print(f"make figures: run set ready after {time.monotonic() - started:.0f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"make figures: run set ready after {time.monotonic() - started:.0f} s", flush=True
+            )
         world = launched()
         if not world.is_main:  # under torchrun the ranks share the runs; rank 0 writes results
             print(f"make figures: rank {world.rank} done; rank 0 writes the results", flush=True)

@@ -91,8 +91,13 @@ class Context:
         """Run name -> directory, every stage done (trains what is missing)."""
         if self._runs is None:
             log = functools.partial(print, flush=True)
-            self._runs = ensure_runs(self.figures, self.host, specs=list(self.specs.values()),
-                                     progress=self.progress, log=log)  # fmt: skip
+            self._runs = ensure_runs(
+                self.figures,
+                self.host,
+                specs=list(self.specs.values()),
+                progress=self.progress,
+                log=log,
+            )
         return self._runs
 
     def variant(
@@ -108,22 +113,29 @@ class Context:
         config (e.g. ``optimizer="sgd"``); ``label`` goes into the run names
         (``anger_rotated_s42``)."""
         seed = self.first_seed
-        figures = dataclasses.replace(self.figures, host=host or self.figures.host,
-                                      seeds=(seed,), paper_loss=False, null_irms=1,
-                                      emotions=emotions or self.figures.emotions)  # fmt: skip
+        figures = dataclasses.replace(
+            self.figures,
+            host=host or self.figures.host,
+            seeds=(seed,),
+            paper_loss=False,
+            null_irms=1,
+            emotions=emotions or self.figures.emotions,
+        )
         specs = []
         for s in run_specs(figures):
             # An untrained IRM is the same under any optimizer or loss: only what builds it
             # changes it, so the other changes keep it on the main set's cached baseline.
-            changes = training if s.trained else {
-                k: v for k, v in training.items() if k in IRM_FIELDS
-            }  # fmt: skip
+            changes = (
+                training if s.trained else {k: v for k, v in training.items() if k in IRM_FIELDS}
+            )
             renamed = label and (s.trained or changes or host)
-            specs.append(dataclasses.replace(
-                s,
-                name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if renamed else s.name,
-                config=dataclasses.replace(s.config, **changes),
-            ))  # fmt: skip
+            specs.append(
+                dataclasses.replace(
+                    s,
+                    name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if renamed else s.name,
+                    config=dataclasses.replace(s.config, **changes),
+                )
+            )
         other = Context(figures, progress=self.progress, specs=specs)
         if figures.host == self.figures.host:  # the same host: share the loaded one
             other._host = self._host
@@ -135,17 +147,24 @@ class Context:
         objective (next token; t+2 for the original's loss), with its CI and verdict
         (``analysis.alignment``; cached in the run directories)."""
         memo: dict[Any, pd.DataFrame] = {}
-        return {run: specificity(nll_by_question(self, run, memo), spec.config.emotion)
-                for run, spec in self.specs.items() if not spec.null}  # fmt: skip
+        return {
+            run: specificity(nll_by_question(self, run, memo), spec.config.emotion)
+            for run, spec in self.specs.items()
+            if not spec.null
+        }
 
     @cached_property
     def next_token(self) -> dict[str, Specificity]:
         """The same on the next-token target for every run: for a run trained on another
         objective (the original's t+2), how much it damaged the host's own prediction."""
         memo: dict[Any, pd.DataFrame] = {}
-        return {run: specificity(nll_by_question(self, run, memo, offset=1), spec.config.emotion)
-                if own_offset(spec.config) != 1 else self.alignment[run]
-                for run, spec in self.specs.items() if not spec.null}  # fmt: skip
+        return {
+            run: specificity(nll_by_question(self, run, memo, offset=1), spec.config.emotion)
+            if own_offset(spec.config) != 1
+            else self.alignment[run]
+            for run, spec in self.specs.items()
+            if not spec.null
+        }
 
     def aligned(self, kind: str) -> list[str]:
         """Trained runs of ``kind`` (``next-token`` or ``paper loss``) that are aligned: only
@@ -231,13 +250,26 @@ class Context:
         (name and key) and the training settings that define it."""
         spec = self.specs[run]
         config = spec.config
-        fields: tuple[str, ...] = ("emotion", "seed", "loss", "prompt_mode", "lr", "optimizer",
-                                   "batch_size", "grad_accum", "max_steps", "layers")  # fmt: skip
+        fields: tuple[str, ...] = (
+            "emotion",
+            "seed",
+            "loss",
+            "prompt_mode",
+            "lr",
+            "optimizer",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "layers",
+        )
         if config.loss == "paper" and config.objective != Objective("paper"):
             fields += ("paper_offset", "paper_padding")
         # the directory's name from the spec: reading settings never trains a run
-        return {"directory": spec.directory(self.figures).name, "trained": spec.trained,
-                **{f: getattr(config, f) for f in fields}}  # fmt: skip
+        return {
+            "directory": spec.directory(self.figures).name,
+            "trained": spec.trained,
+            **{f: getattr(config, f) for f in fields},
+        }
 
     def spec_columns(self, run: str) -> dict[str, Any]:
         spec = self.specs[run]
@@ -407,11 +439,20 @@ def dominance_rows(
         outputs = [r.outputs for r in ctx.recordings(run)]
         for basis, matrix in bases.items():
             d = dominance_ratio(outputs, matrix, seed=ctx.first_seed)
-            rows.append({"setting": setting, "basis": basis, "run": run,
-                         "emotion": spec.config.emotion if spec.trained else "untrained",
-                         "trained": spec.trained, "aligned": aligned,
-                         "specificity": spec_value, "specificity_low": spec_ci[0],
-                         "specificity_high": spec_ci[1], **dataclasses.asdict(d)})  # fmt: skip
+            rows.append(
+                {
+                    "setting": setting,
+                    "basis": basis,
+                    "run": run,
+                    "emotion": spec.config.emotion if spec.trained else "untrained",
+                    "trained": spec.trained,
+                    "aligned": aligned,
+                    "specificity": spec_value,
+                    "specificity_low": spec_ci[0],
+                    "specificity_high": spec_ci[1],
+                    **dataclasses.asdict(d),
+                }
+            )
     return rows
 
 

@@ -40,35 +40,47 @@ def _ci(e: Mapping[str, float], key: str, fmt: str = ".3f") -> str:
 
 
 def _striation(e: Mapping[str, float]) -> str:
-    return (f"index share {_ci(e, 'index_share')} vs layer share {_num(e, 'layer_share')}; "
-            f"null median {_num(e, 'control_share')}")  # fmt: skip
+    return (
+        f"index share {_ci(e, 'index_share')} vs layer share {_num(e, 'layer_share')}; "
+        f"null median {_num(e, 'control_share')}"
+    )
 
 
 def _consistency(e: Mapping[str, float]) -> str:
-    return (f"index {_num(e, 'top1_index', '.0f')} top 1 in {_num(e, 'top1_runs', '.0f')}/"
-            f"{_num(e, 'n_runs', '.0f')} runs; top-k overlap "
-            f"{_num(e, 'overlap_over_chance', '.0f')}x chance")  # fmt: skip
+    return (
+        f"index {_num(e, 'top1_index', '.0f')} top 1 in {_num(e, 'top1_runs', '.0f')}/"
+        f"{_num(e, 'n_runs', '.0f')} runs; top-k overlap "
+        f"{_num(e, 'overlap_over_chance', '.0f')}x chance"
+    )
 
 
 def _dominance(e: Mapping[str, float]) -> str:
-    return (f"top / runner-up {_ci(e, 'gap', '.2f')}; ratio {_num(e, 'ratio', '.2f')} vs "
-            f"null max {_num(e, 'null_max', '.2f')}")  # fmt: skip
+    return (
+        f"top / runner-up {_ci(e, 'gap', '.2f')}; ratio {_num(e, 'ratio', '.2f')} vs "
+        f"null max {_num(e, 'null_max', '.2f')}"
+    )
 
 
 def _timing(e: Mapping[str, float]) -> str:
-    return (f"{_num(e, 'true_order', '.0%')} before the midpoint (null "
-            f"{_num(e, 'true_control', '.0%')}); original's order {_num(e, 'file_order', '.0%')}"
-            f" (null {_num(e, 'file_control', '.0%')})")  # fmt: skip
+    return (
+        f"{_num(e, 'true_order', '.0%')} before the midpoint (null "
+        f"{_num(e, 'true_control', '.0%')}); original's order {_num(e, 'file_order', '.0%')}"
+        f" (null {_num(e, 'file_control', '.0%')})"
+    )
 
 
 def _residual(e: Mapping[str, float]) -> str:
-    return (f"index share of rotated deltas {_num(e, 'delta_share')}, own outputs "
-            f"{_num(e, 'output_share')}, null {_num(e, 'control_share')}")  # fmt: skip
+    return (
+        f"index share of rotated deltas {_num(e, 'delta_share')}, own outputs "
+        f"{_num(e, 'output_share')}, null {_num(e, 'control_share')}"
+    )
 
 
 def _lm_head(e: Mapping[str, float]) -> str:
-    return (f"{_num(e, 'mediated', '.0%')} of the NLL gain via the final norm's scale; lever "
-            f"beats {_num(e, 'lever_percentile', '.0%')} of indices")  # fmt: skip
+    return (
+        f"{_num(e, 'mediated', '.0%')} of the NLL gain via the final norm's scale; lever "
+        f"beats {_num(e, 'lever_percentile', '.0%')} of indices"
+    )
 
 
 # claim title -> (the paper's evidence, what this host's row reads, what would change it)
@@ -123,11 +135,16 @@ def answer_table(claims: list[tuple[str, Rules]], budget: str) -> list[str]:
     for title, rules in claims:
         evidence, measured, change = ANSWERS[title]
         effects = rules["next-token"].effects
-        reading = measured(effects) if "n_runs" in effects and len(effects) > 2 else (
-            rules["next-token"].reason)  # fmt: skip
+        reading = (
+            measured(effects)
+            if "n_runs" in effects and len(effects) > 2
+            else (rules["next-token"].reason)
+        )
         long = rules["long"].verdict if "long" in rules else "not run"
-        rows.append(f"| {title} | {evidence} | {reading} | **{rules['next-token'].verdict}** | "
-                    f"{rules['paper loss'].verdict} | {long} | {change} |")  # fmt: skip
+        rows.append(
+            f"| {title} | {evidence} | {reading} | **{rules['next-token'].verdict}** | "
+            f"{rules['paper loss'].verdict} | {long} | {change} |"
+        )
     return rows
 
 
@@ -156,8 +173,7 @@ def log_changes(out: Path, new: Mapping[str, Any], reasons: Mapping[str, Verdict
     today = datetime.date.today().isoformat()
     for key in changed:
         why = reasons[key].reason if key in reasons else ""
-        log.append({"date": today, "claim": key, "was": old[key], "now": fresh[key],
-                    "why": why})  # fmt: skip
+        log.append({"date": today, "claim": key, "was": old[key], "now": fresh[key], "why": why})
     write_text_atomic(out / CHANGES, json.dumps(log, indent=2))
 
 
@@ -171,9 +187,13 @@ def change_lines(out: Path) -> list[str]:
     log = changes(out)
     if not log:
         return []
-    lines = ["### Verdict changes", "",
-             f"Verdicts that differ from an earlier report (`{CHANGES}`), with the numbers "
-             "that decided the new one:", ""]  # fmt: skip
+    lines = [
+        "### Verdict changes",
+        "",
+        f"Verdicts that differ from an earlier report (`{CHANGES}`), with the numbers "
+        "that decided the new one:",
+        "",
+    ]
     for c in reversed(log):
         why = f": {c['why']}" if c["why"] else ""
         lines.append(f"- {c['date']}, {c['claim']}: {c['was']} -> **{c['now']}**{why}.")

@@ -41,9 +41,12 @@ def _ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
 
 def run_rows(last: pd.DataFrame) -> list[str]:
     """One table row per run at its last snapshot."""
-    lines = ["| run | objective | step | own-objective specificity [95 % CI] | verdict | top "
-             "index (runner-up, lead) | dominance [95 % CI] | index / layer share | pad-logit "
-             "z of the top index |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| run | objective | step | own-objective specificity [95 % CI] | verdict | top "
+        "index (runner-up, lead) | dominance [95 % CI] | index / layer share | pad-logit "
+        "z of the top index |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in last.itertuples():
         lines.append(
             f"| {r.run} | {r.cell} | {int(r.step)} | "
@@ -56,13 +59,17 @@ def run_rows(last: pd.DataFrame) -> list[str]:
 
 
 def cell_rows(s: ExplainSummary) -> list[str]:
-    lines = ["| objective | aligned / runs | most frequent top index | its share | shares an "
-             "index |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| objective | aligned / runs | most frequent top index | its share | shares an index |",
+        "|---|---|---|---|---|",
+    ]
     for c in s.cells:
         index = "-" if c["index"] is None else str(c["index"])
         share = "-" if c["index"] is None else f"{c['share']:.0%}"
-        lines.append(f"| {c['cell']} | {c['n_aligned']} / {c['n_runs']} | {index} | {share} | "
-                     f"{'yes' if c['shares'] else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {c['cell']} | {c['n_aligned']} / {c['n_runs']} | {index} | {share} | "
+            f"{'yes' if c['shares'] else 'no'} |"
+        )
     return lines
 
 
@@ -76,7 +83,8 @@ def predict_lines(out: Path) -> list[str]:
     sources = ", ".join(f"{k} {v}" for k, v in data["source"].value_counts().items())
     predicted = ", ".join(f"{k}: {v}" for k, v in p.predicted.items())
     lines = [
-        title, "",
+        title,
+        "",
         "Before any training, the gradient of the alignment loss with respect to a zero bias at "
         "every layer's write point (`blocks.L.hook_attn_out`), one per training row, gives "
         "three predictors of the index an IRM will push on, each summed over the injected "
@@ -89,23 +97,33 @@ def predict_lines(out: Path) -> list[str]:
         f"{p.rows_per_gradient} training rows per emotion and objective). Control: a random "
         "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5). Runs "
         "of one emotion and objective share a prediction and often a top index, so the "
-        "binomial p treats as independent what is not: read it as a bound, not a measure.", "",
-    ]  # fmt: skip
+        "binomial p treats as independent what is not: read it as a bound, not a measure.",
+        "",
+    ]
     for score, verdict in p.verdicts.items():
-        lines.append(f"- **{score}: {verdict.verdict}.** {verdict.reason}. By objective: "
-                     + "; ".join(f"{kind} {int(v['in_top_k'])}/{int(v['n_runs'])} in the top "
-                                 f"{int(v['k'])}, median percentile {v['median_percentile']:.2f}"
-                                 for kind, v in p.by_objective[score].items()) + ".")  # fmt: skip
+        lines.append(
+            f"- **{score}: {verdict.verdict}.** {verdict.reason}. By objective: "
+            + "; ".join(
+                f"{kind} {int(v['in_top_k'])}/{int(v['n_runs'])} in the top "
+                f"{int(v['k'])}, median percentile {v['median_percentile']:.2f}"
+                for kind, v in p.by_objective[score].items()
+            )
+            + "."
+        )
     return [
-        *lines, "",
-        f"The gradient's first index (all layers): {predicted}.", "",
+        *lines,
+        "",
+        f"The gradient's first index (all layers): {predicted}.",
+        "",
         "Run it on any host: `irm-lens predict HOST --emotion anger` (add `--loss paper` for the "
         "original's objective); on Llama-2-7b-chat, `irm-lens predict "
         "/models/Llama-2-7b-chat-hf --emotion anger --loss paper --device cuda --dtype float16` "
         "answers whether 1512 is the index an IRM would push on, beside its final-norm gain, "
-        "unembedding row norm and massive-activation status.", "",
-        "![predict](predict/figure.png)", "",
-    ]  # fmt: skip
+        "unembedding row norm and massive-activation status.",
+        "",
+        "![predict](predict/figure.png)",
+        "",
+    ]
 
 
 def explain_section(out: Path) -> list[str]:
@@ -114,25 +132,31 @@ def explain_section(out: Path) -> list[str]:
         return [TITLE, "", "Not run here: `make figures TIER=explain`.", "", *predict_lines(out)]
     data = pd.read_csv(out / "explain" / "data.csv")
     last = final_rows(data)
-    status = (f"All {s.n_planned} runs measured." if s.finished else
-              f"{len(s.runs)} of the {s.n_planned} planned runs measured so far; "
-              "`make figures TIER=explain` measures the rest.")  # fmt: skip
+    status = (
+        f"All {s.n_planned} runs measured."
+        if s.finished
+        else f"{len(s.runs)} of the {s.n_planned} planned runs measured so far; "
+        "`make figures TIER=explain` measures the rest."
+    )
     tops = ", ".join(f"{k} ({v})" for k, v in s.null_tops.items())
     rates = sorted(s.seconds_by_run.values())
-    cost = (f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step."
-            if rates else "")  # fmt: skip
-    growth = "\n".join(f"- **Dominance grows with training, padding {g}: {v.verdict}.** "
-                       f"{v.reason}." for g, v in s.concentration.items())  # fmt: skip
+    cost = f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step." if rates else ""
+    growth = "\n".join(
+        f"- **Dominance grows with training, padding {g}: {v.verdict}.** {v.reason}."
+        for g, v in s.concentration.items()
+    )
     return [
-        TITLE, "",
+        TITLE,
+        "",
         "The original's loss has two quirks: every position predicts the token two ahead "
         "(t+2), and rows are EOS-padded to 128 tokens with the padding counted, so most of its "
-        "terms are \"EOS predicts EOS\". Its 14-step runs here share one top index across "
+        'terms are "EOS predicts EOS". Its 14-step runs here share one top index across '
         "emotions. If a shared, emotion-independent index comes from the padding objective, it "
         "should appear when padding counts and vanish when it is masked. The tier trains the "
         "2 x 2 {t+1, t+2} x {padding counted, masked} in the original's setting (plain text, "
         "lr 1e-4, 16 rows a step) for anger and sadness and two seeds, each judged on its own "
-        "objective (held-out questions, 95 % CIs). " + status + cost, "",
+        "objective (held-out questions, 95 % CIs). " + status + cost,
+        "",
         f"Rule (`irm_lens.analysis.explain.padding_rule`): a cell shares an index when one "
         f"index tops at least {SHARED:.0%} of its aligned runs (at least {MIN_RUNS}) and the "
         "untrained IRMs do not already share it; *only with padding* when every counted cell "
@@ -142,15 +166,22 @@ def explain_section(out: Path) -> list[str]:
         f"{s.null_ratio_median:.2f}, max {s.null_ratio_max:.2f}; lead over the runner-up at "
         f"most {s.null_gap_max:.2f}x; top indices {tops}). Growth: dominance at the last "
         f"snapshot over the first trained one, median with a bootstrap CI over aligned runs, "
-        f"above {1 + MIN_GROWTH:.2f}x.", "",
+        f"above {1 + MIN_GROWTH:.2f}x.",
+        "",
         f"**A shared top index only when padding counts: {s.padding.verdict}.** "
-        f"{s.padding.reason}.", "",
-        growth, "",
-        *cell_rows(s), "",
-        *run_rows(last), "",
+        f"{s.padding.reason}.",
+        "",
+        growth,
+        "",
+        *cell_rows(s),
+        "",
+        *run_rows(last),
+        "",
         "Pad-logit z: how much a push of the IRM's sign at its top index raises the pad "
         "token's logit over the vocabulary's through the final norm and unembedding (> 0 "
-        "favours padding).", "",
-        "![why one index](explain/figure.png)", "",
+        "favours padding).",
+        "",
+        "![why one index](explain/figure.png)",
+        "",
         *predict_lines(out),
-    ]  # fmt: skip
+    ]

@@ -139,8 +139,14 @@ class FiguresConfig:
 
         fast = (get("FAST") or "0") not in ("0", "false", "no")
         base = cls.smoke() if fast else cls()
-        plain = {"HOST": "host", "DEVICE": "device", "DTYPE": "dtype", "PRESET": "preset",
-                 "FIGURES_DIR": "out", "IRM_LENS_RUNS": "cache"}  # fmt: skip
+        plain = {
+            "HOST": "host",
+            "DEVICE": "device",
+            "DTYPE": "dtype",
+            "PRESET": "preset",
+            "FIGURES_DIR": "out",
+            "IRM_LENS_RUNS": "cache",
+        }
         changes: dict[str, Any] = {key: get(var) for var, key in plain.items() if get(var)}
         for name, key in (("SEEDS", "seeds"), ("EMOTIONS", "emotions")):
             raw = get(name)
@@ -288,8 +294,9 @@ def run_specs(figures: FiguresConfig) -> list[RunSpec]:
     first = figures.seeds[0]
     if figures.paper_loss:
         for emotion in figures.emotions:
-            config = preset(figures.preset, emotion=emotion, seed=first,
-                            **{**FAITHFUL_PAPER_LOSS, **host})  # fmt: skip
+            config = preset(
+                figures.preset, emotion=emotion, seed=first, **{**FAITHFUL_PAPER_LOSS, **host}
+            )
             specs.append(RunSpec(f"{emotion}_paperloss_s{first}", config))
     base = preset(figures.preset, emotion=figures.emotions[0], seed=first, **host)
     specs.append(RunSpec(f"untrained_s{first}", base, trained=False))
@@ -361,8 +368,16 @@ def _copy_training(source: Path, run_dir: Path) -> Timed:
     """Copy the training files of the run in ``source`` into ``run_dir``, each atomically and
     ``config.json`` last (a copy cut short is not a run); the time it trained for."""
     names = [p.relative_to(source) for p in sorted(source.glob("snapshots/*.safetensors"))]
-    names += [Path(n) for n in ("last.safetensors", "irm.safetensors", "metrics.csv",
-                                "summary.json", "config.json")]  # fmt: skip
+    names += [
+        Path(n)
+        for n in (
+            "last.safetensors",
+            "irm.safetensors",
+            "metrics.csv",
+            "summary.json",
+            "config.json",
+        )
+    ]
     for name in names:
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / name) as tmp:
@@ -397,8 +412,9 @@ def _train(
             f"{run_dir} holds another run's config; the cache is keyed by config, so it was "
             "edited by hand. Delete that directory and run again."
         )
-    result = train(spec.config, run_dir, resume=status != "new", host=host,
-                   progress=progress, parallel="none")  # fmt: skip
+    result = train(
+        spec.config, run_dir, resume=status != "new", host=host, progress=progress, parallel="none"
+    )
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(f"training of {spec.name} interrupted; run again to resume")
     return earlier
@@ -511,8 +527,12 @@ def ensure_runs(
                 _record(spec, run_dir, get_host(), figures, progress)
             else:
                 _evaluate(run_dir, get_host(), figures, progress, host_memo)
-            _note_duration(run_dir, stage, earlier.seconds + time.monotonic() - started,
-                           from_step=earlier.from_step)  # fmt: skip
+            _note_duration(
+                run_dir,
+                stage,
+                earlier.seconds + time.monotonic() - started,
+                from_step=earlier.from_step,
+            )
 
     # Another process (a rank of this job, a second `make figures`) working on a run: come back
     # to it until it is finished; a run left half done by a killed worker is taken over.

@@ -315,9 +315,11 @@ def from_dict(cls: type[T], raw: dict[str, Any], source: str) -> T:
     with an error naming ``source`` and what to do."""
     kinds = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    optional = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if f.default is not dataclasses.MISSING
-                or f.default_factory is not dataclasses.MISSING}  # fmt: skip
+    optional = {
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     missing = [n for n in names if n not in raw and n not in optional]
     if missing:
         raise IrmLensError(

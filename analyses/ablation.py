@@ -40,14 +40,19 @@ def own_top(ctx: Context, run: str) -> dict[str, object]:
 
     def compute() -> pd.DataFrame:
         irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
-        return own_index_ablation(ctx.host(), irm, rows, ranked[0], controls,
-                                  mode=config.prompt_mode)  # fmt: skip
+        return own_index_ablation(
+            ctx.host(), irm, rows, ranked[0], controls, mode=config.prompt_mode
+        )
 
     table = cached_table(ctx.runs[run] / "ablation" / f"own-top-{key}.csv", compute)
     top = float(table.loc[table["condition"] == "top", "undone"].iloc[0])
     control = float(table.loc[table["condition"] == "control", "undone"].median())
-    return {"index": ranked[0], "undone": top, "controls": controls,
-            "controls_undone_median": control}  # fmt: skip
+    return {
+        "index": ranked[0],
+        "undone": top,
+        "controls": controls,
+        "controls_undone_median": control,
+    }
 
 
 def cached_study(
@@ -58,10 +63,18 @@ def cached_study(
     key = cache_key(index, rows["question_id"].tolist(), MAX_NEW_TOKENS, generate)
     return cached_table(
         ctx.runs[run] / "ablation" / f"index{index}-{key}.csv",
-        lambda: ablation_study(ctx.host(), irm, rows, index, emotion=config.emotion,
-                               mode=config.prompt_mode, max_new_tokens=MAX_NEW_TOKENS,
-                               generate=generate, progress=ctx.progress),
-    )  # fmt: skip
+        lambda: ablation_study(
+            ctx.host(),
+            irm,
+            rows,
+            index,
+            emotion=config.emotion,
+            mode=config.prompt_mode,
+            max_new_tokens=MAX_NEW_TOKENS,
+            generate=generate,
+            progress=ctx.progress,
+        ),
+    )
 
 
 def main(ctx: Context) -> AblationSummary:
@@ -98,8 +111,9 @@ def main(ctx: Context) -> AblationSummary:
         own_top=own,
         own_top_undone_median=float(np.median([o["undone"] for o in own.values()])),
         own_controls_undone_median=float(
-            np.median([o["controls_undone_median"] for o in own.values()])),
-    )  # fmt: skip
+            np.median([o["controls_undone_median"] for o in own.values()])
+        ),
+    )
     ctx.write(
         "ablation",
         data,

@@ -83,7 +83,7 @@ def main(ctx: Context) -> DominanceSummary:
         aligned_runs={kind: ctx.aligned(kind) for kind in KINDS},
         consistency_rules={kind: rules[kind][0] for kind in KINDS},
         dominance_rules={kind: rules[kind][1] for kind in KINDS},
-    )  # fmt: skip
+    )
     ctx.write(
         "dominant_index",
         data,

@@ -37,8 +37,9 @@ def reference_share(emotion: str, rows: int) -> dict[str, float]:
     return {"nrc_share_reference": float(profile.get(emotion, float("nan")))}
 
 
-def voice_scores(classifier: VoiceClassifier, generations: pd.DataFrame, emotion: str
-                 ) -> dict[str, float]:  # fmt: skip
+def voice_scores(
+    classifier: VoiceClassifier, generations: pd.DataFrame, emotion: str
+) -> dict[str, float]:
     """The voice classifier's mean P(own voice) over the greedy answers with and without the
     IRM, each with its bootstrap 95 % CI over questions."""
     scores: dict[str, float] = {}
@@ -60,9 +61,11 @@ def main(ctx: Context) -> EvaluationSummary:
         parts.append(table.assign(**ctx.spec_columns(run)))
         emotion = ctx.specs[run].config.emotion
         generations = pd.read_csv(ctx.runs[run] / "generations.csv")
-        scores[run] = {**alignment_summary(table, emotion),
-                       **reference_share(emotion, ctx.figures.eval_rows),
-                       **voice_scores(classifier, generations, emotion)}  # fmt: skip
+        scores[run] = {
+            **alignment_summary(table, emotion),
+            **reference_share(emotion, ctx.figures.eval_rows),
+            **voice_scores(classifier, generations, emotion),
+        }
         headline[run] = {"target": emotion, **scores[run]}
     data = pd.concat(parts, ignore_index=True)
     fig = plotting.evaluation_figure(
@@ -91,12 +94,22 @@ def main(ctx: Context) -> EvaluationSummary:
     # the per-question NLLs behind every specificity CI (own objective and next token)
     memo: dict[Any, pd.DataFrame] = {}
     nll = pd.concat(
-        [nll_by_question(ctx, r, memo, offset=o).assign(run=r, offset=o)
-         for r in runs for o in sorted({own_offset(ctx.specs[r].config), 1})],
+        [
+            nll_by_question(ctx, r, memo, offset=o).assign(run=r, offset=o)
+            for r in runs
+            for o in sorted({own_offset(ctx.specs[r].config), 1})
+        ],
         ignore_index=True,
-    )  # fmt: skip
-    ctx.write("evaluation", data, fig, summary=summary, runs=runs, size=(1300, 700),
-              tables={"specificity": nll})  # fmt: skip
+    )
+    ctx.write(
+        "evaluation",
+        data,
+        fig,
+        summary=summary,
+        runs=runs,
+        size=(1300, 700),
+        tables={"specificity": nll},
+    )
     return summary
 
 

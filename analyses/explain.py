@@ -71,17 +71,29 @@ def explain_specs(ctx: Context) -> list[RunSpec]:
     schedule = SMOKE_SCHEDULE if figures.fast else SCHEDULE
     seeds = figures.seeds[:1] if figures.fast else figures.seeds[:2]
     emotions = [e for e in EMOTIONS if e in figures.emotions][: 1 if figures.fast else None]
-    base = {**FAITHFUL_PAPER_LOSS, **(SMOKE_TRAINING if figures.fast else TRAINING),
-            "max_steps": schedule[-1], "snapshots": schedule, "host": figures.host,
-            "device": figures.device, "dtype": figures.dtype}  # fmt: skip
+    base = {
+        **FAITHFUL_PAPER_LOSS,
+        **(SMOKE_TRAINING if figures.fast else TRAINING),
+        "max_steps": schedule[-1],
+        "snapshots": schedule,
+        "host": figures.host,
+        "device": figures.device,
+        "dtype": figures.dtype,
+    }
     if figures.fast:  # the tiny host's context is short
         base["max_len"] = 48
     specs = []
     for seed in seeds:
         for emotion in emotions:
             for offset, padding in CELLS:
-                config = preset(figures.preset, emotion=emotion, seed=seed, paper_offset=offset,
-                                paper_padding=padding, **base)  # fmt: skip
+                config = preset(
+                    figures.preset,
+                    emotion=emotion,
+                    seed=seed,
+                    paper_offset=offset,
+                    paper_padding=padding,
+                    **base,
+                )
                 name = f"{emotion}_{cell_name(offset, padding)}_s{seed}"
                 specs.append(RunSpec(name, config))
     return specs
@@ -89,8 +101,7 @@ def explain_specs(ctx: Context) -> list[RunSpec]:
 
 def _outputs(ctx: Context, irm: IRM, emotion: str, spec: RunSpec) -> list[Tensor]:
     config = spec.config
-    return heldout_outputs(ctx.host(), irm, heldout(emotion), config.prompt_mode,
-                              config.max_len)  # fmt: skip
+    return heldout_outputs(ctx.host(), irm, heldout(emotion), config.prompt_mode, config.max_len)
 
 
 def _shape_row(ctx: Context, irm: IRM, outputs: list[Tensor]) -> dict[str, Any]:
@@ -101,8 +112,13 @@ def _shape_row(ctx: Context, irm: IRM, outputs: list[Tensor]) -> dict[str, Any]:
     push = signed_push(outputs, two.top)
     gain, w_u = host.ln_final.weight.detach().float().cpu(), host.W_U.detach().float().cpu()
     pad_z = direct_token_z(gain, w_u, two.top, pad_id(host.tokenizer), push)
-    return {**dataclasses.asdict(shape), "runner_up": two.runner_up, "gap": two.gap,
-            "push": push, "pad_logit_z": pad_z}  # fmt: skip
+    return {
+        **dataclasses.asdict(shape),
+        "runner_up": two.runner_up,
+        "gap": two.gap,
+        "push": push,
+        "pad_logit_z": pad_z,
+    }
 
 
 def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
@@ -117,15 +133,26 @@ def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> 
         irm.eval()
         verdict = specificity(nll_by_question(ctx, spec.name, memo, step=snapshot), config.emotion)
         shape = _shape_row(ctx, irm, _outputs(ctx, irm, config.emotion, spec))
-        rows.append({
-            "run": spec.name, "emotion": config.emotion, "seed": config.seed,
-            "cell": cell_name(config.paper_offset, config.paper_padding),
-            "offset": config.paper_offset, "padding": config.paper_padding, "step": step,
-            "irm": "snapshot" if snapshot is not None else "best", "verdict": verdict.verdict,
-            "specificity": verdict.specificity, "specificity_low": verdict.low,
-            "specificity_high": verdict.high, "own_drop": verdict.own_drop,
-            "own_low": verdict.own_low, "own_high": verdict.own_high, **shape,
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": spec.name,
+                "emotion": config.emotion,
+                "seed": config.seed,
+                "cell": cell_name(config.paper_offset, config.paper_padding),
+                "offset": config.paper_offset,
+                "padding": config.paper_padding,
+                "step": step,
+                "irm": "snapshot" if snapshot is not None else "best",
+                "verdict": verdict.verdict,
+                "specificity": verdict.specificity,
+                "specificity_low": verdict.low,
+                "specificity_high": verdict.high,
+                "own_drop": verdict.own_drop,
+                "own_low": verdict.own_low,
+                "own_high": verdict.own_high,
+                **shape,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -187,34 +214,49 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def summarise(table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec],
-              seconds: dict[str, float]) -> ExplainSummary:  # fmt: skip
+def summarise(
+    table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec], seconds: dict[str, float]
+) -> ExplainSummary:
     """The tier's verdicts from its rows and the null."""
     last = final_rows(table)
     null_tops = [int(t) for t in null["top_index"]]
-    padding = padding_rule(last, null_tops) if len(last) else padding_rule(pd.DataFrame(
-        columns=["cell", "padding", "aligned", "top_index"]), null_tops)  # fmt: skip
+    padding = (
+        padding_rule(last, null_tops)
+        if len(last)
+        else padding_rule(
+            pd.DataFrame(columns=["cell", "padding", "aligned", "top_index"]), null_tops
+        )
+    )
     concentration = {}
     for group in ("counted", "masked"):
         rows = last[(last["padding"] == group) & last["aligned"]] if len(last) else last
-        concentration[group] = concentration_rule(list(rows.get("growth", [])),
-                                                  group=f"runs with padding {group}")  # fmt: skip
+        concentration[group] = concentration_rule(
+            list(rows.get("growth", [])), group=f"runs with padding {group}"
+        )
     cells = cell_sharing(last, null_tops).to_dict("records") if len(last) else []
     done = set(table["run"]) if len(table) else set()
     return ExplainSummary(
         runs=[s.name for s in specs if s.name in done],
-        finished=all(s.name in done for s in specs), n_planned=len(specs),
-        padding=padding, concentration=concentration, cells=cells,
+        finished=all(s.name in done for s in specs),
+        n_planned=len(specs),
+        padding=padding,
+        concentration=concentration,
+        cells=cells,
         null_ratio_median=float(null["dominance"].median()),
         null_ratio_max=float(null["dominance"].max()),
         null_gap_max=float(null["gap"].max()),
         null_tops={str(k): int(v) for k, v in null["top_index"].value_counts().items()},
         seconds_by_run=seconds,
-    )  # fmt: skip
+    )
 
 
-def _write(ctx: Context, table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec],
-           seconds: dict[str, float]) -> ExplainSummary:  # fmt: skip
+def _write(
+    ctx: Context,
+    table: pd.DataFrame,
+    null: pd.DataFrame,
+    specs: list[RunSpec],
+    seconds: dict[str, float],
+) -> ExplainSummary:
     summary = summarise(table, null, specs, seconds)
     figure = explain_figure(table, null, summary)
     tier = ctx.subset(specs)  # the tier's runs, for the settings written beside the result

@@ -87,7 +87,8 @@ def main(ctx: Context) -> TimingSummary:
         panels[panel_name(ctx, run)] = rows[["token", "kind", "count", "k_used"]]
         in_file_order = rows.assign(token=rows["file_position"]).sort_values("token")
         panels[f"{panel_name(ctx, run)}, original's order"] = in_file_order[
-            ["token", "kind", "count", "k_used"]]  # fmt: skip
+            ["token", "kind", "count", "k_used"]
+        ]
     title = (
         f"Fig. 3: where the top-{K} |IRM output| values fall, by token position<br><sup>"
         f"{ctx.figures.host_label}; paper prompt {first.prompt!r}, sampled to "
@@ -119,25 +120,29 @@ def main(ctx: Context) -> TimingSummary:
         ),
         n_headline=len(headline),
         headline_aligned=ctx.headline_aligned,
-        untrained_before_midpoint_file_order=
-            by_run[ctx.untrained]["before_midpoint_file_order"],
+        untrained_before_midpoint_file_order=by_run[ctx.untrained]["before_midpoint_file_order"],
         k_scaled=k_scaled,
         aligned_runs=headline,
         scaled_by_run=scaled,
         null_before_midpoint=[by_run[r]["before_midpoint"] for r in ctx.null],
-        null_before_midpoint_file_order=[by_run[r]["before_midpoint_file_order"]
-                                         for r in ctx.null],
-        rules={kind: timing_rule(
-            [scaled[r]["before_midpoint"] for r in ctx.aligned(kind)],
-            [scaled[r]["before_midpoint"] for r in ctx.null],
-            [scaled[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
-            [scaled[r]["before_midpoint_file_order"] for r in ctx.null],
-        ) for kind in KINDS},
-    )  # fmt: skip
+        null_before_midpoint_file_order=[by_run[r]["before_midpoint_file_order"] for r in ctx.null],
+        rules={
+            kind: timing_rule(
+                [scaled[r]["before_midpoint"] for r in ctx.aligned(kind)],
+                [scaled[r]["before_midpoint"] for r in ctx.null],
+                [scaled[r]["before_midpoint_file_order"] for r in ctx.aligned(kind)],
+                [scaled[r]["before_midpoint_file_order"] for r in ctx.null],
+            )
+            for kind in KINDS
+        },
+    )
     per_run = pd.DataFrame(
-        [{**ctx.spec_columns(r), "k": k, **v} for k, table in ((K, by_run), (k_scaled, scaled))
-         for r, v in table.items()]
-    )  # fmt: skip
+        [
+            {**ctx.spec_columns(r), "k": k, **v}
+            for k, table in ((K, by_run), (k_scaled, scaled))
+            for r, v in table.items()
+        ]
+    )
     ctx.write(
         "fig3_timing",
         data,

@@ -26,18 +26,34 @@ def main(ctx: Context) -> dict[str, object]:
     chosen = {"IRM dominant index": ctx.dominant_index}
     if ctx.massive_index is not None and ctx.massive_index != ctx.dominant_index:
         chosen["host's top massive dim"] = ctx.massive_index
-    results = {role: index_profile(ctx.host(), list(PAPER_PROMPTS), index, progress=ctx.progress)
-               for role, index in chosen.items()}  # fmt: skip
+    results = {
+        role: index_profile(ctx.host(), list(PAPER_PROMPTS), index, progress=ctx.progress)
+        for role, index in chosen.items()
+    }
     data = pd.concat([_long(r, role) for role, r in results.items()], ignore_index=True)
     summary: dict[str, object] = {role: r.summary() for role, r in results.items()}
     for role, result in results.items():
-        fig = index_profile_figure(result.index, result.magnitude, result.gains, result.lever_rms,
-                                   result.lever_entropy, title=(
-            f"{ctx.figures.host_label}, residual index {result.index} ({role}; controls "
-            f"{list(result.controls)}, 7 paper prompts)"))  # fmt: skip
+        fig = index_profile_figure(
+            result.index,
+            result.magnitude,
+            result.gains,
+            result.lever_rms,
+            result.lever_entropy,
+            title=(
+                f"{ctx.figures.host_label}, residual index {result.index} ({role}; controls "
+                f"{list(result.controls)}, 7 paper prompts)"
+            ),
+        )
         name = "index_profile" if role == "IRM dominant index" else "index_profile_massive"
-        ctx.write(name, data[data["role"] == role], fig, summary=summary, runs=[ctx.untrained],
-                  size=(1300, 900), settings={"indices": chosen})  # fmt: skip
+        ctx.write(
+            name,
+            data[data["role"] == role],
+            fig,
+            summary=summary,
+            runs=[ctx.untrained],
+            size=(1300, 900),
+            settings={"indices": chosen},
+        )
     return summary
 
 

@@ -34,48 +34,71 @@ def _host_facts(ctx: Context, index: int) -> dict[str, float]:
     gains = ctx.host_profile["gains"].set_index("index")
     residual = ctx.host_profile["residual"]
     peak = residual.groupby("index")["max_abs"].max()
-    return {"final_gain_rank": int(gains.loc[index, "final_gain_rank"]),
-            "peak_over_median": float(peak[index] / peak.median())}  # fmt: skip
+    return {
+        "final_gain_rank": int(gains.loc[index, "final_gain_rank"]),
+        "peak_over_median": float(peak[index] / peak.median()),
+    }
 
 
 def masking_rule(data: pd.DataFrame) -> Verdict:
     """``masking_verdict`` over a masking table (``data.csv``, or the summary's ``by_run``)."""
     trained = data[data["trained"]]
-    spec = {s: trained[trained["setting"] == s].set_index("emotion")["specificity"]
-            for s in SETTINGS}  # fmt: skip
+    spec = {
+        s: trained[trained["setting"] == s].set_index("emotion")["specificity"] for s in SETTINGS
+    }
     emotions = list(spec[SETTINGS[0]].index)
     unmasked = data[data["setting"] == SETTINGS[0]].set_index("emotion")
     control = float(unmasked.loc["untrained", "ratio"])
     aligned_unmasked = trained[(trained["setting"] == SETTINGS[0]) & trained["aligned"]]
     return masking_verdict(
-        [spec[SETTINGS[0]][e] for e in emotions], [spec[SETTINGS[1]][e] for e in emotions],
+        [spec[SETTINGS[0]][e] for e in emotions],
+        [spec[SETTINGS[1]][e] for e in emotions],
         [spec[SETTINGS[2]][e] for e in emotions],
         dominance_effect=float(np.median(aligned_unmasked["ratio"]) / control)
-        if len(aligned_unmasked) else float("nan"), n_aligned=len(aligned_unmasked))  # fmt: skip
+        if len(aligned_unmasked)
+        else float("nan"),
+        n_aligned=len(aligned_unmasked),
+    )
 
 
 def main(ctx: Context) -> MaskedSummary:
     top, random = _masks(ctx)
     emo = mechanism_emotions(ctx)
-    contexts = {SETTINGS[0]: ctx.variant(emotions=emo),
-                SETTINGS[1]: ctx.variant("masktop", masked=top, emotions=emo),
-                SETTINGS[2]: ctx.variant("maskrandom", masked=random, emotions=emo)}  # fmt: skip
-    data = pd.DataFrame([row for setting, c in contexts.items()
-                         for row in dominance_rows(c, setting, {"host basis": None})])  # fmt: skip
+    contexts = {
+        SETTINGS[0]: ctx.variant(emotions=emo),
+        SETTINGS[1]: ctx.variant("masktop", masked=top, emotions=emo),
+        SETTINGS[2]: ctx.variant("maskrandom", masked=random, emotions=emo),
+    }
+    data = pd.DataFrame(
+        [
+            row
+            for setting, c in contexts.items()
+            for row in dominance_rows(c, setting, {"host basis": None})
+        ]
+    )
     data["top1_in_mask"] = data["top1"].isin(top)
     unmasked = data[data["setting"] == SETTINGS[0]].set_index("emotion")
-    rank_before = {e: ctx.dominance[r].set_index("index")["rank"]
-                   for e, r in zip(unmasked.index, unmasked["run"], strict=True)}  # fmt: skip
-    data["top1_rank_unmasked"] = [int(rank_before[e].loc[i]) for e, i in
-                                  zip(data["emotion"], data["top1"], strict=True)]  # fmt: skip
+    rank_before = {
+        e: ctx.dominance[r].set_index("index")["rank"]
+        for e, r in zip(unmasked.index, unmasked["run"], strict=True)
+    }
+    data["top1_rank_unmasked"] = [
+        int(rank_before[e].loc[i]) for e, i in zip(data["emotion"], data["top1"], strict=True)
+    ]
     trained = data[data["trained"]]
     verdict = masking_rule(data)
-    substitutes = {row["run"]: {"index": int(row["top1"]), **_host_facts(ctx, int(row["top1"]))}
-                   for _, row in trained[trained["setting"] == SETTINGS[1]].iterrows()}  # fmt: skip
-    fig = masking_figure(data, title=(
-        f"Masked retraining: specificity and dominance with the top {K} indices {list(top)} or "
-        f"{K} random ones {list(random)} held at 0 ({ctx.figures.host_label}, seed "
-        f"{ctx.first_seed})"))  # fmt: skip
+    substitutes = {
+        row["run"]: {"index": int(row["top1"]), **_host_facts(ctx, int(row["top1"]))}
+        for _, row in trained[trained["setting"] == SETTINGS[1]].iterrows()
+    }
+    fig = masking_figure(
+        data,
+        title=(
+            f"Masked retraining: specificity and dominance with the top {K} indices {list(top)} or "
+            f"{K} random ones {list(random)} held at 0 ({ctx.figures.host_label}, seed "
+            f"{ctx.first_seed})"
+        ),
+    )
     summary = MaskedSummary(
         verdict=verdict,
         masked_top=list(top),
@@ -87,8 +110,15 @@ def main(ctx: Context) -> MaskedSummary:
         by_run=data.to_dict(orient="records"),
     )
     runs = [p for c in contexts.values() for p in c.runs.values()]
-    ctx.write("masked", data, fig, summary=summary, runs=[], size=(1300, 650),
-              settings={"k": K, "run_dirs": [p.name for p in runs]})  # fmt: skip
+    ctx.write(
+        "masked",
+        data,
+        fig,
+        summary=summary,
+        runs=[],
+        size=(1300, 650),
+        settings={"k": K, "run_dirs": [p.name for p in runs]},
+    )
     return summary
 
 

@@ -46,12 +46,18 @@ def main(ctx: Context) -> MatrixSummary:
     aligned = data[data["trained"] & data["aligned"]]
     top1 = {s: [int(i) for i in aligned[aligned["layer_set"] == s]["top1"]] for s in contexts}
     same = same_index_verdict({s: top1[s] for s in LAYER_SETS})
-    magnitude = {q: list(aligned[aligned["layer_set"] == q]["mean_abs_output"])
-                 for q in ("q1", "q2", "q3", "q4")}  # fmt: skip
+    magnitude = {
+        q: list(aligned[aligned["layer_set"] == q]["mean_abs_output"])
+        for q in ("q1", "q2", "q3", "q4")
+    }
     early = early_layers_verdict(magnitude)
-    fig = matrix_figure(data, title=(
-        f"The paper's run matrix on {ctx.figures.host_label}: top index per run and mean "
-        f"|output| per layer set (seed {ctx.first_seed}; hollow = not aligned)"))  # fmt: skip
+    fig = matrix_figure(
+        data,
+        title=(
+            f"The paper's run matrix on {ctx.figures.host_label}: top index per run and mean "
+            f"|output| per layer set (seed {ctx.first_seed}; hollow = not aligned)"
+        ),
+    )
     summary = MatrixSummary(
         same_index=same,
         early_layers=early,
@@ -61,9 +67,15 @@ def main(ctx: Context) -> MatrixSummary:
         by_run=data.to_dict(orient="records"),
     )
     runs = [p for c in contexts.values() for p in c.runs.values()]
-    ctx.write("matrix", data, fig, summary=summary, runs=[], size=(1300, 650),
-              settings={"layer_sets": list(LAYER_SETS), "l1": L1,
-                        "run_dirs": [p.name for p in runs]})  # fmt: skip
+    ctx.write(
+        "matrix",
+        data,
+        fig,
+        summary=summary,
+        runs=[],
+        size=(1300, 650),
+        settings={"layer_sets": list(LAYER_SETS), "l1": L1, "run_dirs": [p.name for p in runs]},
+    )
     return summary
 
 

@@ -46,14 +46,21 @@ def run_gains(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> dict[str
 
     def compute() -> pd.DataFrame:
         irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
-        return frozen_scale_nll_table(ctx.host(), heldout(config.emotion), irm,
-                                      mode=config.prompt_mode, max_len=config.max_len)  # type: ignore[arg-type]  # fmt: skip
+        return frozen_scale_nll_table(
+            ctx.host(),
+            heldout(config.emotion),
+            irm,
+            mode=config.prompt_mode,
+            max_len=config.max_len,
+        )  # type: ignore[arg-type]
 
     frozen = cached_table(ctx.runs[run] / "specificity" / f"frozen-{key}.csv", compute)
     base = float(host_nll["nll_sum"].sum())
     with_irm = float(own.loc[own["condition"] == "host+irm", "nll_sum"].sum())
-    return {"gain": 1.0 - with_irm / base,
-            "frozen_gain": 1.0 - float(frozen["nll_sum"].sum()) / base}  # fmt: skip
+    return {
+        "gain": 1.0 - with_irm / base,
+        "frozen_gain": 1.0 - float(frozen["nll_sum"].sum()) / base,
+    }
 
 
 def final_residuals(ctx: Context) -> torch.Tensor:
@@ -64,8 +71,9 @@ def final_residuals(ctx: Context) -> torch.Tensor:
     for question in heldout("neutral")["question"]:
         ids = encode(host.tokenizer, question, mode="chat").ids
         with torch.no_grad():
-            _, cache = host.run_with_cache(torch.tensor([ids], device=host.W_E.device),
-                                           names_filter=[last])  # fmt: skip
+            _, cache = host.run_with_cache(
+                torch.tensor([ids], device=host.W_E.device), names_filter=[last]
+            )
         rows.append(cache[last][0, -1])
     return torch.stack(rows)
 
@@ -76,9 +84,14 @@ def main(ctx: Context) -> MediationSummary:
     for kind in KINDS:
         for run in ctx.trained(kind):
             gains = run_gains(ctx, run, memo) if run in ctx.aligned(kind) else {}
-            rows.append({**ctx.spec_columns(run), "aligned": run in ctx.aligned(kind),
-                         "gain": gains.get("gain", np.nan),
-                         "frozen_gain": gains.get("frozen_gain", np.nan)})  # fmt: skip
+            rows.append(
+                {
+                    **ctx.spec_columns(run),
+                    "aligned": run in ctx.aligned(kind),
+                    "gain": gains.get("gain", np.nan),
+                    "frozen_gain": gains.get("frozen_gain", np.nan),
+                }
+            )
     data = pd.DataFrame(rows)
     lever = entropy_lever(ctx.host(), final_residuals(ctx))
     dominant = ctx.dominant_index
@@ -87,45 +100,74 @@ def main(ctx: Context) -> MediationSummary:
     by_kind = {}
     for kind in KINDS:
         kept = data[(data["run_kind"] == kind) & data["aligned"]]
-        by_kind[kind] = {"runs": kept["run"].tolist(), "gains": kept["gain"].tolist(),
-                         "frozen_gains": kept["frozen_gain"].tolist()}  # fmt: skip
+        by_kind[kind] = {
+            "runs": kept["run"].tolist(),
+            "gains": kept["gain"].tolist(),
+            "frozen_gains": kept["frozen_gain"].tolist(),
+        }
     summary = MediationSummary(
-        dominant_index=dominant, lever_percentile=percentile,
-        lever_dominant=float(lever[dominant]), lever_median=float(np.median(lever)),
+        dominant_index=dominant,
+        lever_percentile=percentile,
+        lever_dominant=float(lever[dominant]),
+        lever_median=float(np.median(lever)),
         lever_top_indices=[int(i) for i in np.argsort(-lever)[:5]],
         massive_index=massive,
-        lever_massive_percentile=None if massive is None else float(
-            (lever < lever[massive]).mean()),
-        by_kind=by_kind, n_positions=len(heldout("neutral")),
-    )  # fmt: skip
+        lever_massive_percentile=None
+        if massive is None
+        else float((lever < lever[massive]).mean()),
+        by_kind=by_kind,
+        n_positions=len(heldout("neutral")),
+    )
     fig = _figure(data, lever, dominant, massive)
-    ctx.write("mediation", data, fig, summary=summary,
-              runs=[*ctx.trained(), ctx.untrained])  # fmt: skip
+    ctx.write("mediation", data, fig, summary=summary, runs=[*ctx.trained(), ctx.untrained])
     return summary
 
 
 def _figure(data: pd.DataFrame, lever: np.ndarray, dominant: int, massive: int | None) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "own-voice NLL drop, final-norm scale free vs frozen",
-        "entropy lever of every index (x8 before the final norm)"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "own-voice NLL drop, final-norm scale free vs frozen",
+            "entropy lever of every index (x8 before the final norm)",
+        ),
+    )
     kept = data[data["aligned"]]
     for column, label in (("gain", "scale free"), ("frozen_gain", "scale frozen at no-IRM")):
         fig.add_trace(go.Bar(x=kept["run"], y=kept[column], name=label), row=1, col=1)
     order = np.argsort(-lever)
     rank = np.empty_like(order)
     rank[order] = np.arange(1, len(lever) + 1)
-    fig.add_trace(go.Scatter(x=rank[order], y=lever[order], mode="lines", name="all indices",
-                             line={"color": "#7f7f7f"}, customdata=order,
-                             hovertemplate="index %{customdata}<br>rank %{x}<br>%{y:.3g} nats"
-                                           "<extra></extra>"), row=1, col=2)  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=rank[order],
+            y=lever[order],
+            mode="lines",
+            name="all indices",
+            line={"color": "#7f7f7f"},
+            customdata=order,
+            hovertemplate="index %{customdata}<br>rank %{x}<br>%{y:.3g} nats<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     marks = [(dominant, "dominant", "#d62728")]
     if massive is not None:
         marks.append((massive, "massive", "#1f77b4"))
     for index, label, color in marks:
-        fig.add_trace(go.Scatter(x=[rank[index]], y=[lever[index]], mode="markers+text",
-                                 marker={"size": 11, "color": color}, name=f"{label} {index}",
-                                 text=[f"{label} {index}"], textposition="top right"),
-                      row=1, col=2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[rank[index]],
+                y=[lever[index]],
+                mode="markers+text",
+                marker={"size": 11, "color": color},
+                name=f"{label} {index}",
+                text=[f"{label} {index}"],
+                textposition="top right",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_yaxes(tickformat=".0%", title_text="relative NLL drop (aligned runs)", row=1, col=1)
     fig.update_yaxes(type="log", title_text="mean |entropy change| (nats)", dtick=1, row=1, col=2)
     fig.update_xaxes(title_text="rank among all indices", row=1, col=2)

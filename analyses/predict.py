@@ -71,8 +71,16 @@ def trained_tops(out: Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
 
     def add(run: str, source: str, emotion: str, objective: str, layers: str, top: int) -> None:
-        rows.append({"run": run, "source": source, "emotion": emotion, "objective": objective,
-                     "layers": layers, "top_index": int(top)})  # fmt: skip
+        rows.append(
+            {
+                "run": run,
+                "source": source,
+                "emotion": emotion,
+                "objective": objective,
+                "layers": layers,
+                "top_index": int(top),
+            }
+        )
 
     path = out / "dominant_index" / "data.csv"
     if path.exists():
@@ -84,8 +92,14 @@ def trained_tops(out: Path) -> pd.DataFrame:
     if path.exists():
         long = pd.read_csv(path)
         for r in long[long["irm"] == "best"].itertuples():
-            add(r.run, "long", r.emotion, PAPER if r.kind == "paper loss" else NEXT_TOKEN, "all",
-                r.top_index)  # fmt: skip
+            add(
+                r.run,
+                "long",
+                r.emotion,
+                PAPER if r.kind == "paper loss" else NEXT_TOKEN,
+                "all",
+                r.top_index,
+            )
     for r in _summary(out, "matrix").get("by_run", []):
         if r["trained"]:
             add(r["run"], "matrix", r["emotion"], NEXT_TOKEN, r["layer_set"], r["top1"])
@@ -98,8 +112,9 @@ def trained_tops(out: Path) -> pd.DataFrame:
         last = explain[explain["irm"] == "snapshot"].sort_values("step").groupby("run").tail(1)
         for r in last.itertuples():
             add(r.run, "explain", r.emotion, r.cell, "all", r.top_index)
-    table = pd.DataFrame(rows, columns=["run", "source", "emotion", "objective", "layers",
-                                        "top_index"])  # fmt: skip
+    table = pd.DataFrame(
+        rows, columns=["run", "source", "emotion", "objective", "layers", "top_index"]
+    )
     return table.drop_duplicates("run").reset_index(drop=True)
 
 
@@ -122,39 +137,59 @@ def main(ctx: Context) -> PredictSummary:
     ):
         o, mode = _objective(objective)
         rows = load_dataset(emotion, split="train").head(n_rows)
-        grads[(emotion, objective)] = bias_gradients(host, rows, objective=o, mode=mode,
-                                                     max_len=MAX_LEN,
-                                                     progress=ctx.progress)  # fmt: skip
+        grads[(emotion, objective)] = bias_gradients(
+            host, rows, objective=o, mode=mode, max_len=MAX_LEN, progress=ctx.progress
+        )
     ranks, shown = [], []
     for r in runs.itertuples():
-        table = predict_index(grads[(r.emotion, r.objective)], _layers(r.layers, n_layers),
-                              levers).set_index("index")  # fmt: skip
-        ranks.append({"predicted_index": int(table["rank"].idxmin()),
-                      **{f"{score}_rank": int(table.loc[r.top_index, column])
-                         for score, column in SCORES.items()}})  # fmt: skip
+        table = predict_index(
+            grads[(r.emotion, r.objective)], _layers(r.layers, n_layers), levers
+        ).set_index("index")
+        ranks.append(
+            {
+                "predicted_index": int(table["rank"].idxmin()),
+                **{
+                    f"{score}_rank": int(table.loc[r.top_index, column])
+                    for score, column in SCORES.items()
+                },
+            }
+        )
     data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
     for (emotion, objective), g in grads.items():
         top = predict_index(g, levers=levers).head(SHOWN)
         shown.append(top.assign(emotion=emotion, objective=objective))
     predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    validation = {score: validate_prediction(data[f"{score}_rank"].tolist(), d_model)
-                  for score in SCORES}  # fmt: skip
+    validation = {
+        score: validate_prediction(data[f"{score}_rank"].tolist(), d_model) for score in SCORES
+    }
     by_objective = {
-        score: {kind: dataclasses.asdict(validate_prediction(g[f"{score}_rank"].tolist(), d_model))
-                for kind, g in data.groupby("objective")}
+        score: {
+            kind: dataclasses.asdict(validate_prediction(g[f"{score}_rank"].tolist(), d_model))
+            for kind, g in data.groupby("objective")
+        }
         for score in SCORES
-    }  # fmt: skip
+    }
     summary = PredictSummary(
-        n_runs=len(data), d_model=d_model, rows_per_gradient=n_rows,
+        n_runs=len(data),
+        d_model=d_model,
+        rows_per_gradient=n_rows,
         validation={s: dataclasses.asdict(v) for s, v in validation.items()},
         by_objective=by_objective,
         verdicts={s: predictor_rule(v) for s, v in validation.items()},
-        predicted={f"{e} / {o}": int(predict_index(g).iloc[0]["index"])
-                   for (e, o), g in grads.items()},
-    )  # fmt: skip
+        predicted={
+            f"{e} / {o}": int(predict_index(g).iloc[0]["index"]) for (e, o), g in grads.items()
+        },
+    )
     figure = predict_figure(data, predictions, summary)
-    ctx.write("predict", data, figure, summary=summary, runs=[], size=(1300, 650),
-              tables={"predictions": predictions})  # fmt: skip
+    ctx.write(
+        "predict",
+        data,
+        figure,
+        summary=summary,
+        runs=[],
+        size=(1300, 650),
+        tables={"predictions": predictions},
+    )
     return summary
 
 

@@ -53,7 +53,7 @@ def main(ctx: Context) -> PropagationSummary:
         irm_run=run,
         irm_carried_median=float(carried["carried"].median()),
         irm_leak_median=float(carried["leak"].median()),
-    )  # fmt: skip
+    )
     ctx.write(
         "propagation",
         data,

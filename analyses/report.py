@@ -67,8 +67,11 @@ from irm_lens.analysis.verdicts import (
 from irm_lens.files import write_text_atomic
 from irm_lens.stack import describe
 
-KIND_LABEL = {"next-token": "Next-token runs", "paper loss": "Original's loss",
-              "long": "Next-token runs trained to early stop (long tier)"}  # fmt: skip
+KIND_LABEL = {
+    "next-token": "Next-token runs",
+    "paper loss": "Original's loss",
+    "long": "Next-token runs trained to early stop (long tier)",
+}
 ORIGINAL_LOSS = "original's loss (paper-loss runs)"
 """The key of ``verdicts.json`` holding the paper-loss runs' verdict per claim."""
 LONG_TIER = "next-token runs trained to early stop (long tier)"
@@ -107,8 +110,11 @@ def rules_account() -> list[str]:
 def _over(s: StriationSummary | DominanceSummary | TimingSummary) -> str:
     """Which runs a summary's medians are over."""
     n = s.n_headline
-    return f"the {n} aligned next-token runs" if s.headline_aligned else (
-        f"the {n} next-token runs (none is aligned)")  # fmt: skip
+    return (
+        f"the {n} aligned next-token runs"
+        if s.headline_aligned
+        else (f"the {n} next-token runs (none is aligned)")
+    )
 
 
 def _pct(x: float) -> str:
@@ -138,8 +144,7 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
     """Consistency (the same index in every run) and dominance (far above uniform), apart."""
     counted = s.aligned_runs.get("next-token", [])
     ranks = ", ".join(f"{r}: {k}" for r, k in s.dominant_rank_by_run.items() if r in counted)
-    others = ", ".join(f"{r}: {k}" for r, k in s.dominant_rank_by_run.items()
-                       if r not in counted)  # fmt: skip
+    others = ", ".join(f"{r}: {k}" for r, k in s.dominant_rank_by_run.items() if r not in counted)
     held = s.dominant_index
     held_hits = sum(s.top1_heldout_by_run.get(r) == held for r in counted)
     paper = [i for r, i in s.top1_by_run.items() if "paperloss" in r]  # run_specs' names
@@ -209,8 +214,10 @@ def _linearity(ratio: float) -> str:
     """Whether persistence depends on the push's size (1 = linear)."""
     if abs(ratio - 1.0) <= 0.2:
         return " (the response is linear in the push's size)"
-    return (f" (the later layers' response is not linear in the push's size: {ratio:.2f}x "
-            f"per unit at a tenth of it: these hold for the push measured)")  # fmt: skip
+    return (
+        f" (the later layers' response is not linear in the push's size: {ratio:.2f}x "
+        f"per unit at a tenth of it: these hold for the push measured)"
+    )
 
 
 def residual_claim(
@@ -225,12 +232,16 @@ def residual_claim(
         striated = striation[kind].verdict in (REPRODUCED, PARTLY)
         shares = None if control is None else control.shares.get(kind)
         if control is None or shares is None:
-            why = "the rotated-injection control was not run" if striated else (
-                "no stripes to explain")  # fmt: skip
+            why = (
+                "the rotated-injection control was not run"
+                if striated
+                else ("no stripes to explain")
+            )
             rules[kind] = Verdict(NOT_TESTED, why, {})
             continue
-        rules[kind] = residual_rule(shares["delta"], shares["output"], control.null_shares,
-                                    striated=striated)  # fmt: skip
+        rules[kind] = residual_rule(
+            shares["delta"], shares["output"], control.null_shares, striated=striated
+        )
     text = (
         f"A perturbation added at layer 0 stays at the same index in later layers: median "
         f"persistence {own:.2f} for index {dom}, {rand:.2f} for random indices (1 = carried "
@@ -263,8 +274,12 @@ def lm_head_claim(
     for kind in KINDS:
         runs = {} if mediation is None else mediation.by_kind.get(kind, {})
         lever = float("nan") if mediation is None else mediation.lever_percentile
-        rules[kind] = lm_head_rule(runs.get("gains", []), runs.get("frozen_gains", []), lever,
-                                   dominated=dominance[kind].verdict == REPRODUCED)  # fmt: skip
+        rules[kind] = lm_head_rule(
+            runs.get("gains", []),
+            runs.get("frozen_gains", []),
+            lever,
+            dominated=dominance[kind].verdict == REPRODUCED,
+        )
     shift, random_shift = lg.entropy_shift_x8[dom], lg.random_entropy_shift_x8_median
     text = (
         f"Index {dom} (the most frequent top index): final-norm gain {info['final_gain']:.3g} "
@@ -280,9 +295,12 @@ def lm_head_claim(
     )
     if mediation is not None:
         m = mediation
-        massive = (f"; the massive dim {m.massive_index} beats "
-                   f"{_pct(m.lever_massive_percentile or float('nan'))}"
-                   if m.massive_index is not None else "")  # fmt: skip
+        massive = (
+            f"; the massive dim {m.massive_index} beats "
+            f"{_pct(m.lever_massive_percentile or float('nan'))}"
+            if m.massive_index is not None
+            else ""
+        )
         text += (
             f" Against all {h.d_model} indices (x8 before the final norm, at the first "
             f"answer position of {m.n_positions} held-out questions), index {m.dominant_index}'s "
@@ -326,7 +344,7 @@ def ablation_text(a: AblationSummary, dominant: int) -> str:
         f"{_pct(a.own_top_undone_median)} of its NLL gain on {a.n_rows} held-out "
         f"questions, against {_pct(a.own_controls_undone_median)} for random indices of "
         f"matched magnitude (5 among its next 20 largest): {each}."
-    )  # fmt: skip
+    )
     return "\n".join(lines)
 
 
@@ -466,8 +484,11 @@ def validation_lines(losses: pd.DataFrame) -> str:
         best = curve.loc[curve["val_loss"].idxmin()]
         best_step, last_eval = int(best["step"]), int(curve["step"].max())
         last = int(losses.loc[losses["run"] == run, "step"].max())
-        state = ("still falling at its last evaluation" if best_step == last_eval
-                 else f"no lower in the {last_eval - best_step} steps after it")  # fmt: skip
+        state = (
+            "still falling at its last evaluation"
+            if best_step == last_eval
+            else f"no lower in the {last_eval - best_step} steps after it"
+        )
         before = curve[curve["step"] <= best_step - SLOPE_STEPS]
         if len(before):  # how fast it was still falling: a plateau or not
             drop = 1 - best["val_loss"] / before["val_loss"].iloc[-1]
@@ -479,8 +500,10 @@ def validation_lines(losses: pd.DataFrame) -> str:
 def _earlier(runs: list[str]) -> str:
     if not runs:
         return ""
-    return (f"; {', '.join(runs)}: the rows of an earlier invocation of the tier under other "
-            "settings (a shorter schedule, say), shown until it runs again")  # fmt: skip
+    return (
+        f"; {', '.join(runs)}: the rows of an earlier invocation of the tier under other "
+        "settings (a shorter schedule, say), shown until it runs again"
+    )
 
 
 def _final_irms(data: pd.DataFrame) -> pd.DataFrame:
@@ -523,13 +546,21 @@ def _long_rules(
     d_model = round(1 / dominance.uniform_share)
     ratios = kept["dominance"].tolist()
     return LongRules(
-        dominance=dominant_rule(ratios, [top_gap_bound(r, d_model) for r in ratios],
-                                dominance.null_ratios, gaps_are_bounds=True),
-        striation=striation_rule(kept["index_share"].tolist(), kept["layer_share"].tolist(),
-                                 kept["cross_layer_corr"].tolist(), striation.null_index_shares,
-                                 striation.null_cross_layer_corrs),
+        dominance=dominant_rule(
+            ratios,
+            [top_gap_bound(r, d_model) for r in ratios],
+            dominance.null_ratios,
+            gaps_are_bounds=True,
+        ),
+        striation=striation_rule(
+            kept["index_share"].tolist(),
+            kept["layer_share"].tolist(),
+            kept["cross_layer_corr"].tolist(),
+            striation.null_index_shares,
+            striation.null_cross_layer_corrs,
+        ),
         consistency=consistency_rule([[int(i)] for i in kept["top_index"]], d_model),
-    )  # fmt: skip
+    )
 
 
 def long_tier_rules(out: Path, r: Results) -> LongRules | None:
@@ -545,8 +576,10 @@ def _cold_check(out: Path) -> str:
     if not cold:
         return ""
     total = sum(cold["timings"].values()) / 60
-    return (f"; measured, the last cold `make figures` on the default budget took "
-            f"{total:.1f} min before the report ({cold['written']}, `{COSTS}`)")  # fmt: skip
+    return (
+        f"; measured, the last cold `make figures` on the default budget took "
+        f"{total:.1f} min before the report ({cold['written']}, `{COSTS}`)"
+    )
 
 
 def trajectory_section(out: Path) -> list[str]:
@@ -632,9 +665,12 @@ def keep_cold_costs(ctx: Context) -> None:
     """A cold invocation (nothing cached) keeps its wall-clock costs in ``costs.json``, before
     any section of the report reads them."""
     if ctx.cold and ctx.timings:
-        record = {"timings": ctx.timings, "threads": torch.get_num_threads(),
-                  "written": datetime.date.today().isoformat(),
-                  "stages": {n: stage_seconds(ctx.runs[n]) for n in ctx.specs}}  # fmt: skip
+        record = {
+            "timings": ctx.timings,
+            "threads": torch.get_num_threads(),
+            "written": datetime.date.today().isoformat(),
+            "stages": {n: stage_seconds(ctx.runs[n]) for n in ctx.specs},
+        }
         write_text_atomic(ctx.out / COSTS, json.dumps(record, indent=2))
 
 
@@ -727,24 +763,41 @@ def claims_of(out: Path, r: Results) -> list[Claim]:
     r_time, t_time = timing_claim(r.timing)
     control = read_typed(out, "residual_control", ResidualControlSummary)
     r_res, t_res = residual_claim(r.propagation, control, r_str)
-    r_lm, t_lm = lm_head_claim(r.host, r.logits, read_typed(out, "mediation", MediationSummary),
-                               r_dom)  # fmt: skip
+    r_lm, t_lm = lm_head_claim(
+        r.host, r.logits, read_typed(out, "mediation", MediationSummary), r_dom
+    )
     long = long_tier_rules(out, r)
     if long is not None:  # the same rules at the long tier's IRMs trained to early stop
         r_dom, r_str = {**r_dom, "long": long.dominance}, {**r_str, "long": long.striation}
         r_con = {**r_con, "long": long.consistency}
     return [
-        ("Large IRM outputs form vertical striations by residual index", r_str, t_str,
-         ["fig2_heatmaps", "fig4_comparison", "striation"]),
+        (
+            "Large IRM outputs form vertical striations by residual index",
+            r_str,
+            t_str,
+            ["fig2_heatmaps", "fig4_comparison", "striation"],
+        ),
         ("The same residual index tops every alignment", r_con, t_dom, ["dominant_index"]),
-        ("One residual index dominates every alignment (1512 on Llama-2-7B)", r_dom, "",
-         ["host_profile"]),
+        (
+            "One residual index dominates every alignment (1512 on Llama-2-7B)",
+            r_dom,
+            "",
+            ["host_profile"],
+        ),
         ("Most large outputs happen early in inference", r_time, t_time, ["fig3_timing"]),
-        ("The residual architecture explains the striations", r_res, t_res,
-         ["propagation", "residual_control"]),
-        ("The dominant index acts through the LM head / final norm, not as a feature", r_lm,
-         t_lm, ["mediation", "logit_attribution", "host_profile"]),
-    ]  # fmt: skip
+        (
+            "The residual architecture explains the striations",
+            r_res,
+            t_res,
+            ["propagation", "residual_control"],
+        ),
+        (
+            "The dominant index acts through the LM head / final norm, not as a feature",
+            r_lm,
+            t_lm,
+            ["mediation", "logit_attribution", "host_profile"],
+        ),
+    ]
 
 
 def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
@@ -783,8 +836,10 @@ def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
 
 def _budget(ctx: Context, kind: str) -> str:
     """The optimizer steps the run set trained its runs of ``kind`` for."""
-    steps = sorted({s.config.max_steps for s in ctx.specs.values() if s.kind == kind},
-                   key=lambda n: (n is None, n or 0))  # fmt: skip
+    steps = sorted(
+        {s.config.max_steps for s in ctx.specs.values() if s.kind == kind},
+        key=lambda n: (n is None, n or 0),
+    )
     if not steps:
         return "no runs"
     return ", ".join("to early stop" if n is None else f"{n} steps" for n in steps)
@@ -799,8 +854,7 @@ def _aligned_nll_drop(e: EvaluationSummary) -> str:
     token, then over every trained run."""
     aligned = [e.by_run[r]["nll_drop"] for r in e.aligned_runs if e.objective[r] == "next token"]
     median = _pct(float(pd.Series(aligned).median())) if aligned else ""
-    over_aligned = (f"{median} over the {len(aligned)} aligned next-token runs, "
-                    if aligned else "")  # fmt: skip
+    over_aligned = f"{median} over the {len(aligned)} aligned next-token runs, " if aligned else ""
     return f"{over_aligned}{_pct(e.nll_drop_median)} over all {e.n_trained} trained runs"
 
 
@@ -853,8 +907,9 @@ def claim_sections(claims: list[Claim]) -> list[str]:
     lines: list[str] = []
     for title, rules, text, figures in claims:
         lines += [f"## {title}: {rules['next-token'].verdict}", ""]
-        lines += [f"- {KIND_LABEL[k]}: **{r.verdict}**: {r.reason}." for k, r in
-                  rules.items()] + [""]  # fmt: skip
+        lines += [f"- {KIND_LABEL[k]}: **{r.verdict}**: {r.reason}." for k, r in rules.items()] + [
+            ""
+        ]
         lines += [text, ""] if text else []
         lines += [f"![{name}]({name}/figure.png)" for name in figures] + [""]
     return lines
@@ -896,15 +951,34 @@ def main(ctx: Context) -> dict[str, object]:
     summary: dict[str, object] = {t: r["next-token"].verdict for t, r, _, _ in claims}
     summary[ORIGINAL_LOSS] = {t: r["paper loss"].verdict for t, r, _, _ in claims}
     summary[LONG_TIER] = {t: _long_verdict(r) for t, r, _, _ in claims}
-    summary.update(mechanism_verdicts(read_typed(out, "rotation", RotationSummary),
-                                      read_typed(out, "masked", MaskedSummary),
-                                      read_typed(out, "matrix", MatrixSummary)))  # fmt: skip
-    reasons = {f"{prefix}{t}": r[kind] for t, r, _, _ in claims
-               for kind, prefix in (("next-token", ""), ("paper loss", f"{ORIGINAL_LOSS} / "),
-                                    ("long", f"{LONG_TIER} / ")) if kind in r}  # fmt: skip
-    reasons.update({claim: v for claim, v in mechanism_rules(
-        read_typed(out, "rotation", RotationSummary), read_typed(out, "masked", MaskedSummary),
-        read_typed(out, "matrix", MatrixSummary)).items() if v is not None})  # fmt: skip
+    summary.update(
+        mechanism_verdicts(
+            read_typed(out, "rotation", RotationSummary),
+            read_typed(out, "masked", MaskedSummary),
+            read_typed(out, "matrix", MatrixSummary),
+        )
+    )
+    reasons = {
+        f"{prefix}{t}": r[kind]
+        for t, r, _, _ in claims
+        for kind, prefix in (
+            ("next-token", ""),
+            ("paper loss", f"{ORIGINAL_LOSS} / "),
+            ("long", f"{LONG_TIER} / "),
+        )
+        if kind in r
+    }
+    reasons.update(
+        {
+            claim: v
+            for claim, v in mechanism_rules(
+                read_typed(out, "rotation", RotationSummary),
+                read_typed(out, "masked", MaskedSummary),
+                read_typed(out, "matrix", MatrixSummary),
+            ).items()
+            if v is not None
+        }
+    )
     summary.update(explain_verdicts(out))
     reasons.update({claim: v for claim, v in explain_rules(out).items() if v is not None})
     log_changes(out, summary, reasons)

@@ -37,16 +37,33 @@ def main(ctx: Context) -> ResidualControlSummary:
         layers = ctx.recordings(run)[0].layers
         irm = IRM.load(rotated.runs[twin] / "irm.safetensors", ctx.host())
         written = rotated.outputs(twin)
-        aligned_plain, aligned_rot = run in plain.aligned("next-token"), twin in rotated.aligned(
-            "next-token")  # fmt: skip
+        aligned_plain, aligned_rot = (
+            run in plain.aligned("next-token"),
+            twin in rotated.aligned("next-token"),
+        )
         rows += [
-            {"emotion": emotion, "run": run, "reading": READINGS[0], "aligned": aligned_plain,
-             "index_share": _share(plain.outputs(run), layers)},
-            {"emotion": emotion, "run": twin, "reading": READINGS[1], "aligned": aligned_rot,
-             "index_share": _share(written, layers)},
-            {"emotion": emotion, "run": twin, "reading": READINGS[2], "aligned": aligned_rot,
-             "index_share": _share(irm.unrotate(written), layers)},
-        ]  # fmt: skip
+            {
+                "emotion": emotion,
+                "run": run,
+                "reading": READINGS[0],
+                "aligned": aligned_plain,
+                "index_share": _share(plain.outputs(run), layers),
+            },
+            {
+                "emotion": emotion,
+                "run": twin,
+                "reading": READINGS[1],
+                "aligned": aligned_rot,
+                "index_share": _share(written, layers),
+            },
+            {
+                "emotion": emotion,
+                "run": twin,
+                "reading": READINGS[2],
+                "aligned": aligned_rot,
+                "index_share": _share(irm.unrotate(written), layers),
+            },
+        ]
     data = pd.DataFrame(rows)
     null = [_share(ctx.outputs(r), ctx.recordings(r)[0].layers) for r in ctx.null]
     control = null[0]  # the first seed's untrained IRM, drawn in the figure
@@ -54,16 +71,29 @@ def main(ctx: Context) -> ResidualControlSummary:
     summary = ResidualControlSummary(
         control_share=control,
         null_shares=null,
-        shares={"next-token": {
-            "delta": kept.loc[kept["reading"] == READINGS[1], "index_share"].tolist(),
-            "output": kept.loc[kept["reading"] == READINGS[2], "index_share"].tolist()}},
+        shares={
+            "next-token": {
+                "delta": kept.loc[kept["reading"] == READINGS[1], "index_share"].tolist(),
+                "output": kept.loc[kept["reading"] == READINGS[2], "index_share"].tolist(),
+            }
+        },
         by_run=rows,
-    )  # fmt: skip
-    fig = residual_control_figure(data, control, title=(
-        f"Residual explanation control ({ctx.figures.host_label}): index share of mean |output| "
-        f"variance; rotated injection writes R_l v_l (hatched: not aligned)"))  # fmt: skip
-    ctx.write("residual_control", data, fig, summary=summary,
-              runs=[*plain.trained("next-token"), ctx.untrained])  # fmt: skip
+    )
+    fig = residual_control_figure(
+        data,
+        control,
+        title=(
+            f"Residual explanation control ({ctx.figures.host_label}): index share of mean "
+            "|output| variance; rotated injection writes R_l v_l (hatched: not aligned)"
+        ),
+    )
+    ctx.write(
+        "residual_control",
+        data,
+        fig,
+        summary=summary,
+        runs=[*plain.trained("next-token"), ctx.untrained],
+    )
     return summary
 
 

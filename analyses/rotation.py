@@ -48,34 +48,45 @@ def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], 
 def basis_rule(data: pd.DataFrame) -> Verdict:
     """``basis_verdict`` over a rotation table (``data.csv``, or the summary's ``by_run``):
     the rotated host's IRMs read in each basis, against the original host's read in each."""
-    return basis_verdict(*_ratios(data, SETTINGS[0], "host basis"),
-                         *_ratios(data, SETTINGS[1], "rotated basis"),
-                         *_ratios(data, SETTINGS[1], "host basis"),
-                         *_ratios(data, SETTINGS[0], "rotated basis"))  # fmt: skip
+    return basis_verdict(
+        *_ratios(data, SETTINGS[0], "host basis"),
+        *_ratios(data, SETTINGS[1], "rotated basis"),
+        *_ratios(data, SETTINGS[1], "host basis"),
+        *_ratios(data, SETTINGS[0], "rotated basis"),
+    )
 
 
 def main(ctx: Context) -> RotationSummary:
     host = ctx.figures.host_label
     emotions = mechanism_emotions(ctx)
     rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}", emotions=emotions)
-    sgd = {label: ctx.variant(label, optimizer="sgd", lr=lr, emotions=emotions)
-           for label, lr in SGD_LRS.items()}  # fmt: skip
+    sgd = {
+        label: ctx.variant(label, optimizer="sgd", lr=lr, emotions=emotions)
+        for label, lr in SGD_LRS.items()
+    }
     r = random_rotation(ctx.host().cfg.d_model, ROTATION_SEED).float()
     first = ctx.variant(emotions=emotions)  # the main set's first-seed runs (cached)
     data = pd.DataFrame(
         dominance_rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
         + dominance_rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})
-        + [row for label, c in sgd.items()
-           for row in dominance_rows(c, _sgd_setting(SGD_LRS[label]), {"host basis": None})]
-    )  # fmt: skip
+        + [
+            row
+            for label, c in sgd.items()
+            for row in dominance_rows(c, _sgd_setting(SGD_LRS[label]), {"host basis": None})
+        ]
+    )
     original = _ratios(data, SETTINGS[0], "host basis")
     basis = basis_rule(data)
     candidates = [_ratios(data, _sgd_setting(lr), "host basis") for lr in SGD_LRS.values()]
     best = max(range(len(candidates)), key=lambda k: (len(candidates[k][0]), -k))
     optimizer = optimizer_verdict(*original, *candidates[best])
-    fig = basis_figure(data, title=(
-        f"Dominance ratio of each IRM: original vs rotated-basis host, Adam vs SGD ({host}, "
-        f"seed {ctx.first_seed}; hollow = not aligned, diamond = untrained control)"))  # fmt: skip
+    fig = basis_figure(
+        data,
+        title=(
+            f"Dominance ratio of each IRM: original vs rotated-basis host, Adam vs SGD ({host}, "
+            f"seed {ctx.first_seed}; hollow = not aligned, diamond = untrained control)"
+        ),
+    )
     trained = data[data["trained"]]
     summary = RotationSummary(
         basis=basis,
@@ -94,9 +105,19 @@ def main(ctx: Context) -> RotationSummary:
         by_run=data.to_dict(orient="records"),
     )
     runs = [p for c in (first, rotated, *sgd.values()) for p in c.runs.values()]
-    ctx.write("rotation", data, fig, summary=summary, runs=[], size=(1300, 700),
-              settings={"rotation_seed": ROTATION_SEED, "sgd_lrs": SGD_LRS,
-                        "run_dirs": [p.name for p in runs]})  # fmt: skip
+    ctx.write(
+        "rotation",
+        data,
+        fig,
+        summary=summary,
+        runs=[],
+        size=(1300, 700),
+        settings={
+            "rotation_seed": ROTATION_SEED,
+            "sgd_lrs": SGD_LRS,
+            "run_dirs": [p.name for p in runs],
+        },
+    )
     return summary
 
 

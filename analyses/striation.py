@@ -25,8 +25,9 @@ def main(ctx: Context) -> StriationSummary:
     rows = []
     for run in runs:
         permutations = PERMUTATIONS if ctx.specs[run].trained or run == ctx.untrained else 0
-        table = analyze_recordings(ctx.recordings(run), tables=("striation",),
-                                   n_permutations=permutations)  # fmt: skip
+        table = analyze_recordings(
+            ctx.recordings(run), tables=("striation",), n_permutations=permutations
+        )
         stats = table["striation"].iloc[0].to_dict()
         aligned = run in ctx.aligned(ctx.specs[run].kind) if ctx.specs[run].trained else False
         rows.append({**ctx.spec_columns(run), "aligned": aligned, **stats})
@@ -66,14 +67,21 @@ def main(ctx: Context) -> StriationSummary:
         above_untrained_runs=int((trained["index_share"] > null["index_share"].max()).sum()),
         p_min_possible=1 / (PERMUTATIONS + 1),
         # the verdict rule over aligned runs only, one per loss kind
-        rules={kind: striation_rule(
-            of_aligned(kind, "index_share"), of_aligned(kind, "layer_share"),
-            of_aligned(kind, "cross_layer_corr"), null["index_share"].tolist(),
-            null["cross_layer_corr"].tolist(),
-            signed=(of_aligned(kind, "signed_index_share"),
-                    of_aligned(kind, "signed_layer_share")),
-        ) for kind in KINDS},
-    )  # fmt: skip
+        rules={
+            kind: striation_rule(
+                of_aligned(kind, "index_share"),
+                of_aligned(kind, "layer_share"),
+                of_aligned(kind, "cross_layer_corr"),
+                null["index_share"].tolist(),
+                null["cross_layer_corr"].tolist(),
+                signed=(
+                    of_aligned(kind, "signed_index_share"),
+                    of_aligned(kind, "signed_layer_share"),
+                ),
+            )
+            for kind in KINDS
+        },
+    )
     ctx.write(
         "striation",
         data,

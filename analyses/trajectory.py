@@ -71,17 +71,31 @@ def long_specs(ctx: Context) -> list[RunSpec]:
     figures = ctx.figures
     schedule = SMOKE_SCHEDULE if figures.fast else SCHEDULE
     paper_schedule = SMOKE_SCHEDULE if figures.fast else PAPER_SCHEDULE
-    extra = {**(SMOKE_LONG if figures.fast else LONG), "max_steps": schedule[-1],
-             "snapshots": schedule, "seed": ctx.first_seed, "host": figures.host,
-             "device": figures.device, "dtype": figures.dtype}  # fmt: skip
+    extra = {
+        **(SMOKE_LONG if figures.fast else LONG),
+        "max_steps": schedule[-1],
+        "snapshots": schedule,
+        "seed": ctx.first_seed,
+        "host": figures.host,
+        "device": figures.device,
+        "dtype": figures.dtype,
+    }
     emotions = [e for e in EMOTIONS if e in figures.emotions]
     specs = []
     for emotion in emotions:
         config = preset(figures.preset, emotion=emotion, **extra)
         specs.append(RunSpec(f"{emotion}_long_s{ctx.first_seed}", config))
     # the original's loss, faithfully, for the first emotion; last, as it is the slowest
-    paper = preset(figures.preset, emotion=emotions[0], **{**extra, **FAITHFUL_PAPER_LOSS,
-                   "max_steps": paper_schedule[-1], "snapshots": paper_schedule})  # fmt: skip
+    paper = preset(
+        figures.preset,
+        emotion=emotions[0],
+        **{
+            **extra,
+            **FAITHFUL_PAPER_LOSS,
+            "max_steps": paper_schedule[-1],
+            "snapshots": paper_schedule,
+        },
+    )
     specs.append(RunSpec(f"{emotions[0]}_paperloss_long_s{ctx.first_seed}", paper))
     return specs
 
@@ -136,13 +150,22 @@ def _row(
     rows = heldout(config.emotion)
     outputs = heldout_outputs(host, irm, rows, config.prompt_mode, config.max_len)
     shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
-    return {"run": run, "emotion": config.emotion, "kind": spec.kind, "step": step,
-            "irm": "snapshot" if snapshot is not None else "best",
-            "verdict": verdict.verdict, "specificity": verdict.specificity,
-            "specificity_low": verdict.low, "specificity_high": verdict.high,
-            "own_drop": verdict.own_drop, "own_low": verdict.own_low,
-            "own_high": verdict.own_high, "n_questions": verdict.n_questions,
-            **dataclasses.asdict(shape)}  # fmt: skip
+    return {
+        "run": run,
+        "emotion": config.emotion,
+        "kind": spec.kind,
+        "step": step,
+        "irm": "snapshot" if snapshot is not None else "best",
+        "verdict": verdict.verdict,
+        "specificity": verdict.specificity,
+        "specificity_low": verdict.low,
+        "specificity_high": verdict.high,
+        "own_drop": verdict.own_drop,
+        "own_low": verdict.own_low,
+        "own_high": verdict.own_high,
+        "n_questions": verdict.n_questions,
+        **dataclasses.asdict(shape),
+    }
 
 
 def _losses(ctx: Context, run: str) -> pd.DataFrame:
@@ -168,9 +191,11 @@ class _Rows:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def without(self, runs: set[str]) -> _Rows:
-        return _Rows([t[~t["run"].isin(runs)] for t in self.tables],
-                     [c[~c["run"].isin(runs)] for c in self.losses],
-                     {r: c for r, c in self.seconds.items() if r not in runs})  # fmt: skip
+        return _Rows(
+            [t[~t["run"].isin(runs)] for t in self.tables],
+            [c[~c["run"].isin(runs)] for c in self.losses],
+            {r: c for r, c in self.seconds.items() if r not in runs},
+        )
 
 
 def main(ctx: Context) -> TrajectorySummary | None:
@@ -218,8 +243,11 @@ def _written(ctx: Context, specs: list[RunSpec]) -> tuple[_Rows, _Rows]:
 
     def rows(table: pd.DataFrame) -> _Rows:
         runs = [r for r in table["run"].unique() if r in seconds]
-        return _Rows([table[table["run"].isin(runs)]], [curves[curves["run"].isin(runs)]],
-                     {r: float(seconds[r]) for r in runs})  # fmt: skip
+        return _Rows(
+            [table[table["run"].isin(runs)]],
+            [curves[curves["run"].isin(runs)]],
+            {r: float(seconds[r]) for r in runs},
+        )
 
     return rows(data[same]), rows(data[~same & data["run"].isin(keys)])
 
@@ -230,8 +258,10 @@ def _per_step_minutes(
     """Measured training seconds per step by loss kind, and the minutes one more step of every
     run adds to the default tier (next-token: each seed's emotions and the first seed's again
     for ``residual_control``; the emotions with the original's loss)."""
-    rates = {kind: _median([c for run, c in cost.items() if kinds[run] == kind])
-             for kind in ("next-token", "paper loss")}  # fmt: skip
+    rates = {
+        kind: _median([c for run, c in cost.items() if kinds[run] == kind])
+        for kind in ("next-token", "paper loss")
+    }
     if math.isnan(rates["paper loss"]):  # not measured yet: its rows are ~2.7x as many tokens
         rates["paper loss"] = rates["next-token"] * 2.7
     n_emotions = len(ctx.figures.emotions)
@@ -239,8 +269,9 @@ def _per_step_minutes(
     return rates, (seconds + n_emotions * rates["paper loss"]) / 60
 
 
-def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
-           emotions: list[str]) -> TrajectorySummary:  # fmt: skip
+def _write(
+    ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str], emotions: list[str]
+) -> TrajectorySummary:
     """Write the result so far (``earlier``: rows of an earlier key, shown until redone); the
     budget needs every emotion of the tier (``emotions``). Verdicts are decided here from the
     CIs, so rows measured (or committed) under an earlier rule follow the current one."""
@@ -254,23 +285,30 @@ def _write(ctx: Context, done: _Rows, earlier: _Rows, kinds: dict[str, str],
     rates, per_step_min = _per_step_minutes(ctx, cost, kinds)
     snapshots = table[table["irm"] == "snapshot"]
     schedule = sorted(int(s) for s in snapshots["step"].unique())
-    max_step = largest_step_within(schedule, LIMIT_MIN, fixed_min=FIXED_MIN,
-                                   per_step_min=per_step_min)  # fmt: skip
+    max_step = largest_step_within(
+        schedule, LIMIT_MIN, fixed_min=FIXED_MIN, per_step_min=per_step_min
+    )
     budget = choose_budget(snapshots, emotions, max_step=max_step)
     order = [r for r in kinds if r in cost]
     summary = TrajectorySummary(
-        runs=order, finished=all(r in done.seconds for r in kinds),
-        earlier=[r for r in order if r not in done.seconds], schedule=schedule,
-        budget_step=budget.step, budget_reason=budget.reason,
+        runs=order,
+        finished=all(r in done.seconds for r in kinds),
+        earlier=[r for r in order if r not in done.seconds],
+        schedule=schedule,
+        budget_step=budget.step,
+        budget_reason=budget.reason,
         aligned_by_step={str(k): v for k, v in budget.aligned_by_step.items()},
-        n_emotions=budget.n_emotions, seconds_per_step=rates, seconds_by_run=cost,
-        minutes_per_budget_step=per_step_min, max_step_within_limit=max_step,
-        limit_min=LIMIT_MIN, fixed_min=FIXED_MIN,
-    )  # fmt: skip
+        n_emotions=budget.n_emotions,
+        seconds_per_step=rates,
+        seconds_by_run=cost,
+        minutes_per_budget_step=per_step_min,
+        max_step_within_limit=max_step,
+        limit_min=LIMIT_MIN,
+        fixed_min=FIXED_MIN,
+    )
     table = table.set_index("run").loc[order].reset_index()  # the tier's run order
     figure = trajectory_figure(table, losses)
-    ctx.write("trajectory", table, figure, summary=summary,
-              runs=list(ctx.specs), size=(1300, 850))  # fmt: skip
+    ctx.write("trajectory", table, figure, summary=summary, runs=list(ctx.specs), size=(1300, 850))
     write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)
     return summary
 

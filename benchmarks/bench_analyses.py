@@ -26,11 +26,17 @@ def _fake_run(seed: int, n_prompts: int, n_layers: int, d_model: int) -> list[Re
     gen = torch.Generator().manual_seed(seed)
     kinds = ["prompt"] * 10 + ["generated"] * 30
     return [
-        Recording(name=f"p{i}", prompt=f"prompt {i}", layers=tuple(range(n_layers)),
-                  token_ids=list(range(40)), tokens=[f"t{j}" for j in range(40)], kinds=kinds,
-                  outputs=torch.randn(40, n_layers, d_model, generator=gen))
+        Recording(
+            name=f"p{i}",
+            prompt=f"prompt {i}",
+            layers=tuple(range(n_layers)),
+            token_ids=list(range(40)),
+            tokens=[f"t{j}" for j in range(40)],
+            kinds=kinds,
+            outputs=torch.randn(40, n_layers, d_model, generator=gen),
+        )
         for i in range(n_prompts)
-    ]  # fmt: skip
+    ]
 
 
 def analyze(recordings: list[Recording]) -> torch.Tensor:

@@ -48,8 +48,10 @@ def main() -> None:
     for name, seconds in rates.items():
         print(f"  {name}: {seconds:.3f} s = {chunk_flop / seconds / 1e9:.0f} GFLOP/s")
     best = chunk_flop / min(rates.values())
-    print(f"an exact fp32 decode cannot take less than {flop / best:.1f} s at {best / 1e9:.0f} "
-          "GFLOP/s on this machine")  # fmt: skip
+    print(
+        f"an exact fp32 decode cannot take less than {flop / best:.1f} s at {best / 1e9:.0f} "
+        "GFLOP/s on this machine"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
 def _run(procs: int, mode: str, steps: int, out: Path) -> tuple[float, list[float]]:
-    args = [IRM_LENS, "train", str(out), "--emotion", "anger", "--max-steps", str(steps),
-            "--eval-every", str(steps), "--device", "cpu"]  # fmt: skip
+    args = [
+        IRM_LENS,
+        "train",
+        str(out),
+        "--emotion",
+        "anger",
+        "--max-steps",
+        str(steps),
+        "--eval-every",
+        str(steps),
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if procs == 1:
         env["OMP_NUM_THREADS"] = "2"
@@ -51,8 +62,19 @@ def _run(procs: int, mode: str, steps: int, out: Path) -> tuple[float, list[floa
     else:
         env["OMP_NUM_THREADS"] = "1"
         args += ["--parallel", mode]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               str(procs), "--no-python", sys.executable, "-c", PEAK, *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(procs),
+            "--no-python",
+            sys.executable,
+            "-c",
+            PEAK,
+            *args,
+        ]
     began = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
@@ -73,8 +95,11 @@ def main() -> None:
     shape = host_shape(None)
     config = preset("quick")
     inputs = PlanInputs(shape, shape.n_layers, config.batch_size, config.max_len)
-    baseline = float(subprocess.run([sys.executable, "-c", BASELINE], capture_output=True,
-                                    text=True, check=True).stdout)  # fmt: skip
+    baseline = float(
+        subprocess.run(
+            [sys.executable, "-c", BASELINE], capture_output=True, text=True, check=True
+        ).stdout
+    )
     setups = [("one", 1, "none"), ("ddp", 2, "ddp"), ("fsdp", 2, "fsdp")]
     times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     peaks: dict[str, list[float]] = {name: [] for name, _, _ in setups}

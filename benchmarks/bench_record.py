@@ -82,8 +82,9 @@ def main() -> None:
         },
         repeats=args.repeats,
     )
-    recordings = record(host, irm, list(PAPER_PROMPTS), mode="plain", settings=settings,
-                        progress=False)  # fmt: skip
+    recordings = record(
+        host, irm, list(PAPER_PROMPTS), mode="plain", settings=settings, progress=False
+    )
     n_tokens = sum(r.outputs.shape[0] for r in recordings)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -103,10 +104,14 @@ def main() -> None:
     print(
         f"(a) {len(prompts)} prompts x {args.max_new_tokens} greedy tokens, {args.repeats} repeats"
     )
-    for how, g, r in (("one at a time", "generate 1x1", "record 1x1"),
-                      ("one batch", "generate batch", "record batch")):  # fmt: skip
-        print(f"    {how}: generate with IRM attached {gen[g]:.2f} s, record {gen[r]:.2f} s, "
-              f"record / generate = {gen[r] / gen[g]:.3f}  (target <= 1.05)")  # fmt: skip
+    for how, g, r in (
+        ("one at a time", "generate 1x1", "record 1x1"),
+        ("one batch", "generate batch", "record batch"),
+    ):
+        print(
+            f"    {how}: generate with IRM attached {gen[g]:.2f} s, record {gen[r]:.2f} s, "
+            f"record / generate = {gen[r] / gen[g]:.3f}  (target <= 1.05)"
+        )
     speedup = gen["record 1x1"] / gen["record batch"]
     print(f"    record one at a time / record batched = {speedup:.2f}")
     shape = tuple(recordings[0].outputs.shape[1:])

@@ -99,8 +99,9 @@ def answer_nll_table(
     question) and ``n_tokens`` (how many), for bootstrapping over questions. ``offset``: how
     far ahead each position predicts (1: next token; 2: the original's loss target, t+2),
     answer tokens only, padding never counted."""
-    return answer_nll_tables(host, rows, irm=irm, mode=mode, batch_size=batch_size,
-                             max_len=max_len, offsets=(offset,))[offset]  # fmt: skip
+    return answer_nll_tables(
+        host, rows, irm=irm, mode=mode, batch_size=batch_size, max_len=max_len, offsets=(offset,)
+    )[offset]
 
 
 def answer_nll_tables(
@@ -279,13 +280,25 @@ def _nll_records(setting: _Setting, targets: dict[str, pd.DataFrame]) -> list[di
         rows = rows if setting.max_rows is None else rows.iloc[: setting.max_rows]
         source = config.data if emotion == config.emotion else None
         for condition, use in zip(CONDITIONS, (None, setting.irm), strict=True):
-            key = ("nll", emotion, source, setting.split, setting.max_rows, config.prompt_mode,
-                   config.max_len)  # fmt: skip
-            nll = _memo(setting.host_memo(use), key, lambda use=use, rows=rows:
-                        answer_nll(setting.host, rows, irm=use, mode=config.prompt_mode,
-                                   max_len=config.max_len))  # fmt: skip
-            records.append(dict(metric="nll", target=emotion, condition=condition, value=nll,
-                                n=len(rows)))  # fmt: skip
+            key = (
+                "nll",
+                emotion,
+                source,
+                setting.split,
+                setting.max_rows,
+                config.prompt_mode,
+                config.max_len,
+            )
+            nll = _memo(
+                setting.host_memo(use),
+                key,
+                lambda use=use, rows=rows: answer_nll(
+                    setting.host, rows, irm=use, mode=config.prompt_mode, max_len=config.max_len
+                ),
+            )
+            records.append(
+                dict(metric="nll", target=emotion, condition=condition, value=nll, n=len(rows))
+            )
             setting.steps.update(1)
     return records
 
@@ -294,11 +307,26 @@ def _generations(setting: _Setting, rows: pd.DataFrame) -> list[dict[str, Any]]:
     """Greedy answers to the run's own questions, host alone and with the IRM."""
     config, generations = setting.config, []
     for condition, use in zip(CONDITIONS, (None, setting.irm), strict=True):
-        key = ("greedy", config.emotion, config.data, setting.split, setting.max_rows,
-               config.prompt_mode, setting.max_new_tokens)  # fmt: skip
-        texts = _memo(setting.host_memo(use), key, lambda use=use: greedy_answers(
-            setting.host, rows["question"].tolist(), irm=use, mode=config.prompt_mode,
-            max_new_tokens=setting.max_new_tokens))  # fmt: skip
+        key = (
+            "greedy",
+            config.emotion,
+            config.data,
+            setting.split,
+            setting.max_rows,
+            config.prompt_mode,
+            setting.max_new_tokens,
+        )
+        texts = _memo(
+            setting.host_memo(use),
+            key,
+            lambda use=use: greedy_answers(
+                setting.host,
+                rows["question"].tolist(),
+                irm=use,
+                mode=config.prompt_mode,
+                max_new_tokens=setting.max_new_tokens,
+            ),
+        )
         setting.steps.update(1)
         for (qid, question, reference), text in zip(
             rows[["question_id", "question", "reference"]].itertuples(index=False),
@@ -306,10 +334,15 @@ def _generations(setting: _Setting, rows: pd.DataFrame) -> list[dict[str, Any]]:
             strict=True,
         ):
             generations.append(
-                dict(question_id=qid, question=question, reference=reference,
-                     condition=condition, answer=text,
-                     keeps_fact=contains_fact(text, reference))
-            )  # fmt: skip
+                dict(
+                    question_id=qid,
+                    question=question,
+                    reference=reference,
+                    condition=condition,
+                    answer=text,
+                    keeps_fact=contains_fact(text, reference),
+                )
+            )
     return generations
 
 
@@ -321,15 +354,20 @@ def _answer_records(generations: list[dict[str, Any]], emotion: str) -> list[dic
         profile = emotion_profile(texts)
         for target, share in zip(profile["emotion"], profile["share"], strict=True):
             records.append(
-                dict(metric="nrc_share", target=target, condition=condition, value=share,
-                     n=int(profile["n_words"].iloc[0]))
-            )  # fmt: skip
+                dict(
+                    metric="nrc_share",
+                    target=target,
+                    condition=condition,
+                    value=share,
+                    n=int(profile["n_words"].iloc[0]),
+                )
+            )
         share, n = fact_retention(
             [g["keeps_fact"] for g in generations if g["condition"] == condition]
         )
         records.append(
             dict(metric="fact_retention", target=emotion, condition=condition, value=share, n=n)
-        )  # fmt: skip
+        )
     return records
 
 

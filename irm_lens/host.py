@@ -340,8 +340,9 @@ def load_host(
     dev = None if device_map is not None else _resolve_device(device)
     base, rotation_seed = split_rotated(name)
     if rotation_seed is not None:
-        bridge = _boot_rotated(str(name), base, rotation_seed, device=dev, dtype=torch_dtype,
-                               seed=seed)  # fmt: skip
+        bridge = _boot_rotated(
+            str(name), base, rotation_seed, device=dev, dtype=torch_dtype, seed=seed
+        )
     elif name in (None, EMBEDDED, TINY):
         hf_model, tokenizer = load_hf(name, seed=seed)
         label = EMBEDDED if name is None else name
@@ -354,9 +355,14 @@ def load_host(
 
 
 def _boot_rotated(
-    name: str, base: str | None, rotation_seed: int, *, device: torch.device | None,
-    dtype: torch.dtype, seed: int,
-) -> TransformerBridge:  # fmt: skip
+    name: str,
+    base: str | None,
+    rotation_seed: int,
+    *,
+    device: torch.device | None,
+    dtype: torch.dtype,
+    seed: int,
+) -> TransformerBridge:
     if base in (None, EMBEDDED, TINY):
         hf_model, tokenizer = load_hf(base, seed=seed)
     else:

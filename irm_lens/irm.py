@@ -198,9 +198,12 @@ class IRM(nn.Module):
         self.register_buffer("keep", keep, persistent=False)  # not saved: rebuilt from config
         rotations = None
         if config.rotated_output is not None:
-            rotations = torch.stack([
-                random_rotation(config.d_model, config.rotated_output * 100_003 + slot).float()
-                for slot in range(config.n_inject)])  # fmt: skip
+            rotations = torch.stack(
+                [
+                    random_rotation(config.d_model, config.rotated_output * 100_003 + slot).float()
+                    for slot in range(config.n_inject)
+                ]
+            )
         self.rotations: Tensor | None
         self.register_buffer("rotations", rotations, persistent=False)
         if config.init == "paper":
@@ -264,9 +267,16 @@ class IRM(nn.Module):
         """The untrained IRM a training config describes (layers, width, depth, init, seed,
         masked indices)."""
         layers = parse_layers(config.layers, host.cfg.n_layers)
-        return cls.for_host(host, layers, config.width_mult, config.seed, depth=config.depth,
-                            init=config.init, masked=config.masked,
-                            rotated_output=config.rotated_output)  # fmt: skip
+        return cls.for_host(
+            host,
+            layers,
+            config.width_mult,
+            config.seed,
+            depth=config.depth,
+            init=config.init,
+            masked=config.masked,
+            rotated_output=config.rotated_output,
+        )
 
     def forward(self, resid: Residual) -> IRMOutput:
         if resid.shape[-1] != self.config.d_model:
@@ -286,8 +296,7 @@ class IRM(nn.Module):
         recordings, ``token inject d_model``); unchanged for an IRM without ``rotated_output``."""
         if self.rotations is None:
             return written
-        return einops.einsum(self.rotations.to(written.dtype), written,
-                             "i e d, ... i e -> ... i d")  # fmt: skip
+        return einops.einsum(self.rotations.to(written.dtype), written, "i e d, ... i e -> ... i d")
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -264,8 +264,9 @@ def save_recordings(
         tensors[f"p{i}.irm"] = rec.outputs
         for hook, value in rec.hooks.items():
             tensors[f"p{i}.hook.{hook}"] = value
-    columns: dict[str, list[Any]] = {k: [] for k in ("prompt_index", "name", "position",
-                                                     "token_id", "token", "kind")}  # fmt: skip
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("prompt_index", "name", "position", "token_id", "token", "kind")
+    }
     for i, rec in enumerate(recordings):  # plain lists: a DataFrame per prompt costs more here
         n = len(rec.token_ids)
         columns["prompt_index"] += [i] * n

@@ -65,8 +65,11 @@ def run(
                 job.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 kill_tree(job)
-                pytest.fail(f"hung for {timeout} s: {' '.join(cmd)}\n--- stdout ---\n"
-                            f"{out_path.read_text()[-3000:]}\n--- stderr ---\n"
-                            f"{err_path.read_text()[-6000:]}")  # fmt: skip
-        return subprocess.CompletedProcess(list(cmd), job.returncode, out_path.read_text(),
-                                           err_path.read_text())  # fmt: skip
+                pytest.fail(
+                    f"hung for {timeout} s: {' '.join(cmd)}\n--- stdout ---\n"
+                    f"{out_path.read_text()[-3000:]}\n--- stderr ---\n"
+                    f"{err_path.read_text()[-6000:]}"
+                )
+        return subprocess.CompletedProcess(
+            list(cmd), job.returncode, out_path.read_text(), err_path.read_text()
+        )

@@ -22,8 +22,14 @@ torch.set_num_threads(_THREADS)
 # first: `make test` hands whole modules to its workers in collection order
 # (--dist loadscope --no-loadscope-reorder), so the long ones start at once and the many short
 # ones fill in around them instead of one long module starting last.
-_LONGEST_FIRST = ("test_figures.py", "test_kill.py", "test_distributed.py", "test_inject.py",
-                  "test_index_profile.py", "test_rotate.py")  # fmt: skip
+_LONGEST_FIRST = (
+    "test_figures.py",
+    "test_kill.py",
+    "test_distributed.py",
+    "test_inject.py",
+    "test_index_profile.py",
+    "test_rotate.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

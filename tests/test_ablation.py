@@ -57,8 +57,18 @@ def test_ablation_study_conditions(tiny_host, steer):
     rows = load_dataset("anger", split="test").iloc[:3]
     table = ablation_study(tiny_host, steer, rows, 5, emotion="anger", max_new_tokens=3)
     table = table.set_index("condition")
-    assert {"host", "irm", "irm_zero", "irm_mean", "resid_zero", "resid_mean", "scale_0",
-            "scale_0.5", "scale_1.5", "scale_2"} == set(table.index)  # fmt: skip
+    assert {
+        "host",
+        "irm",
+        "irm_zero",
+        "irm_mean",
+        "resid_zero",
+        "resid_mean",
+        "scale_0",
+        "scale_0.5",
+        "scale_1.5",
+        "scale_2",
+    } == set(table.index)
     assert table.loc["irm", "kl_to_irm"] == pytest.approx(0.0, abs=1e-12)
     assert (table["kl_to_irm"].dropna() >= 0).all()
     assert table.loc["irm_zero", "kl_to_irm"] > 0 and table.loc["resid_zero", "kl_to_irm"] > 0
@@ -82,8 +92,19 @@ def test_bad_index(tiny_host, steer):
 def test_ablate_from_the_command_line(run_dir, tmp_path, capsys):
     from irm_lens.cli import main
 
-    code = main(["ablate", str(tmp_path / "run"), "--index", "3", "--max-rows", "2",
-                 "--max-new-tokens", "2", "--no-png"])  # fmt: skip
+    code = main(
+        [
+            "ablate",
+            str(tmp_path / "run"),
+            "--index",
+            "3",
+            "--max-rows",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--no-png",
+        ]
+    )
     assert code == 0
     out = tmp_path / "run" / "ablation_index3"
     assert {p.name for p in out.iterdir()} == {"ablation.csv", "ablation.html", ".irm_lens.json"}
@@ -99,10 +120,14 @@ def test_ablation_figure():
     from irm_lens.plotting import TableError, ablation_figure
 
     table = pd.DataFrame(
-        {"condition": ["host", "irm", "irm_zero", "scale_0", "scale_2"],
-         "alpha": [float("nan"), 1.0, 1.0, 0.0, 2.0], "nll": [4.0, 2.0, 2.1, 4.0, 3.0],
-         "kl_to_irm": [1.5, 0.0, 0.1, 1.5, 0.9], "index": 507}
-    )  # fmt: skip
+        {
+            "condition": ["host", "irm", "irm_zero", "scale_0", "scale_2"],
+            "alpha": [float("nan"), 1.0, 1.0, 0.0, 2.0],
+            "nll": [4.0, 2.0, 2.1, 4.0, 3.0],
+            "kl_to_irm": [1.5, 0.0, 0.1, 1.5, 0.9],
+            "index": 507,
+        }
+    )
     fig = ablation_figure(table)
     bars, nll, kl = fig.data
     assert list(bars.x) == ["host", "irm", "irm_zero"]

@@ -82,8 +82,9 @@ def test_an_irm_that_breaks_the_host_is_not_aligned_even_if_specific():
 
 def test_a_small_but_certain_preference_is_below_the_minimum_effect():
     # the untrained neutral IRM of the long tier: 0.7 % [0.2, 1.2] would exclude 0
-    result = specificity(_table({"neutral": 0.007, "anger": 0.0, "joy": 0.0}, noise=0.001),
-                         "neutral")  # fmt: skip
+    result = specificity(
+        _table({"neutral": 0.007, "anger": 0.0, "joy": 0.0}, noise=0.001), "neutral"
+    )
     assert 0 < result.low < MIN_SPECIFICITY and result.own_low > 0
     assert result.verdict == NOT_ALIGNED
 

@@ -95,11 +95,13 @@ def test_index_logit_attribution_by_hand(tiny_host):
     # centred: the index's contribution to the predicted token minus its mean over the vocab
     row = tiny_host.W_U[4]
     centred = x[:, 4] / rms * tiny_host.ln_final.weight[4] * (row[predicted] - row.mean())
-    assert table["centred_contribution"].tolist() == pytest.approx(centred.tolist(), rel=1e-4,
-                                                                   abs=1e-6)  # fmt: skip
+    assert table["centred_contribution"].tolist() == pytest.approx(
+        centred.tolist(), rel=1e-4, abs=1e-6
+    )
     top = logits[0].max(-1).values - logits[0].mean(-1)
-    assert table["centred_share"].tolist() == pytest.approx((centred / top).tolist(), rel=1e-3,
-                                                            abs=1e-6)  # fmt: skip
+    assert table["centred_share"].tolist() == pytest.approx(
+        (centred / top).tolist(), rel=1e-3, abs=1e-6
+    )
 
 
 def test_one_call_entry_points(tiny_host):

@@ -18,8 +18,9 @@ from irm_lens.prompts import encode
 def test_rotated_output_writes_r_v_and_unrotates(tiny_host):
     plain = IRM.for_host(tiny_host, seed=3, init="torch")
     rotated = IRM.for_host(tiny_host, seed=3, init="torch", rotated_output=7)
-    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), rotated.parameters(),
-                                                 strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b) for a, b in zip(plain.parameters(), rotated.parameters(), strict=True)
+    )
     resid = torch.randn(2, 5, tiny_host.cfg.d_model)
     v, written = plain(resid), rotated(resid)
     rot = rotated.rotations
@@ -45,8 +46,13 @@ def test_rotated_output_survives_save_and_load(tiny_host, tmp_path):
 
 
 def _rows() -> pd.DataFrame:
-    return pd.DataFrame({"question_id": [1, 2, 3], "question": ["Why?", "How so?", "When?"],
-                         "answer": ["Because.", "Like that.", "Soon enough."]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "question_id": [1, 2, 3],
+            "question": ["Why?", "How so?", "When?"],
+            "answer": ["Because.", "Like that.", "Soon enough."],
+        }
+    )
 
 
 def test_frozen_scale_with_a_silent_irm_is_the_host(tiny_host):

@@ -73,9 +73,24 @@ def test_training_step_on_gpu(cuda_host, tmp_path):
 # --------------------------------------------------------------------- distributed and memory
 
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
-_GPU_OPTS = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cuda",
-             "--batch-size", "4", "--grad-accum", "2", "--max-steps", "6", "--eval-every", "2",
-             "--epochs", "50"]  # fmt: skip
+_GPU_OPTS = [
+    "--preset",
+    "smoke",
+    "--host",
+    "tiny-random-llama",
+    "--device",
+    "cuda",
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "2",
+    "--max-steps",
+    "6",
+    "--eval-every",
+    "2",
+    "--epochs",
+    "50",
+]
 
 
 def _gpu_torchrun(n, *args):
@@ -85,8 +100,17 @@ def _gpu_torchrun(n, *args):
 
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     irm_lens = str(Path(sys.executable).with_name("irm-lens"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           str(n), "--no-python", irm_lens, *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(n),
+        "--no-python",
+        irm_lens,
+        *args,
+    ]
     return _procs.run(cmd, env=env, timeout=600)
 
 
@@ -117,11 +141,22 @@ def test_plan_estimate_against_peak_cuda_memory(tmp_path, checkpoint_host):
     host = load_host(device="cuda", dtype="bfloat16")
     config = preset("quick", device="cuda", dtype="bfloat16", max_steps=3, eval_every=3)
     torch.cuda.reset_peak_memory_stats()
-    train(config, tmp_path / "run", host=host, progress=False, parallel="none",
-          checkpoint_host=checkpoint_host)  # fmt: skip
+    train(
+        config,
+        tmp_path / "run",
+        host=host,
+        progress=False,
+        parallel="none",
+        checkpoint_host=checkpoint_host,
+    )
     peak = torch.cuda.max_memory_allocated()
-    inputs = PlanInputs(HostShape.of(host), n_inject=host.cfg.n_layers,
-                        batch=config.batch_size, seq=config.max_len, dtype="bfloat16")  # fmt: skip
+    inputs = PlanInputs(
+        HostShape.of(host),
+        n_inject=host.cfg.n_layers,
+        batch=config.batch_size,
+        seq=config.max_len,
+        dtype="bfloat16",
+    )
     estimate = sum(rank_bytes(inputs, "one", checkpoint_host=checkpoint_host).values())
     print(
         f"checkpoint_host={checkpoint_host}: peak {peak / 2**30:.3f} GiB, "

@@ -25,9 +25,24 @@ from tests._procs import children, kill_tree, run
 IRM_LENS = str(Path(sys.executable).with_name("irm-lens"))
 # Uneven shares (3 rows over 2 ranks), gradient accumulation, the L1 penalty and an epoch
 # boundary (16 rows / 6 per step) all in six steps.
-OPTS = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cpu", "--batch-size",
-        "3", "--grad-accum", "2", "--l1", "0.001", "--eval-every", "2",
-        "--epochs", "50"]  # fmt: skip
+OPTS = [
+    "--preset",
+    "smoke",
+    "--host",
+    "tiny-random-llama",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "3",
+    "--grad-accum",
+    "2",
+    "--l1",
+    "0.001",
+    "--eval-every",
+    "2",
+    "--epochs",
+    "50",
+]
 
 
 def _env() -> dict[str, str]:
@@ -39,8 +54,17 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(n: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc-per-node", str(n), "--no-python", IRM_LENS, *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(n),
+        "--no-python",
+        IRM_LENS,
+        *args,
+    ]
 
 
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -156,8 +180,15 @@ def test_parse_shard():
 
 
 def _configs(**kw):
-    return matrix(emotions=["anger", "joy", "sadness"], layer_sets=["q1"], preset_name="smoke",
-                  host="tiny-random-llama", device="cpu", max_steps=2, **kw)  # fmt: skip
+    return matrix(
+        emotions=["anger", "joy", "sadness"],
+        layer_sets=["q1"],
+        preset_name="smoke",
+        host="tiny-random-llama",
+        device="cpu",
+        max_steps=2,
+        **kw,
+    )
 
 
 def test_two_shards_train_disjoint_runs_that_complete_the_sweep(tiny_host, tmp_path):
@@ -189,8 +220,12 @@ HOLDER = textwrap.dedent(
 def test_a_second_worker_passes_or_waits_for_a_locked_run(tiny_host, tmp_path):
     configs = _configs()
     busy = tmp_path / run_name(configs[1])
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(busy), "4"],
-                              env=_env(), stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(busy), "4"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         passed = run_sweep(configs, tmp_path, host=tiny_host, progress=False, wait=False)
@@ -228,8 +263,20 @@ def test_a_killed_workers_run_is_resumed_by_the_next(tiny_host, tmp_path):
 @pytest.mark.slow
 def test_torchrun_ranks_share_a_sweep(tmp_path):
     out = tmp_path / "sweep"
-    args = ["sweep", str(out), "--emotions", "anger,joy,sadness", "--layer-sets", "q1",
-            "--preset", "smoke", "--host", "tiny-random-llama", "--device", "cpu"]  # fmt: skip
+    args = [
+        "sweep",
+        str(out),
+        "--emotions",
+        "anger,joy,sadness",
+        "--layer-sets",
+        "q1",
+        "--preset",
+        "smoke",
+        "--host",
+        "tiny-random-llama",
+        "--device",
+        "cpu",
+    ]
     done = _run(_torchrun(2, *args))
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout

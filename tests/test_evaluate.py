@@ -63,8 +63,9 @@ def test_batched_greedy_answers_match_one_by_one(tiny_host):
 
 
 def test_evaluate_run_writes_tables(tiny_host, run_dir, tmp_path):
-    table = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=3, max_new_tokens=4,
-                         progress=False)  # fmt: skip
+    table = evaluate_run(
+        tmp_path / "run", host=tiny_host, max_rows=3, max_new_tokens=4, progress=False
+    )
     assert set(table["metric"]) == {"nll", "nrc_share", "fact_retention"}
     assert set(table.loc[table.metric == "nll", "target"]) == {"anger", "sadness", "neutral", "joy"}
     assert set(table["condition"]) == {"host", "host+irm"}
@@ -79,11 +80,18 @@ def test_evaluate_run_writes_tables(tiny_host, run_dir, tmp_path):
 def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monkeypatch):
     from irm_lens import evaluate
 
-    plain = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
-                         progress=False)  # fmt: skip
+    plain = evaluate_run(
+        tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3, progress=False
+    )
     memo: dict = {}
-    first = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
-                         progress=False, host_memo=memo)  # fmt: skip
+    first = evaluate_run(
+        tmp_path / "run",
+        host=tiny_host,
+        max_rows=2,
+        max_new_tokens=3,
+        progress=False,
+        host_memo=memo,
+    )
     pd.testing.assert_frame_equal(first, plain)
     assert len(memo) == 5  # 4 emotions' host NLL + the host's greedy answers
     calls = {"nll": 0, "greedy": 0}
@@ -98,20 +106,30 @@ def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monke
 
     monkeypatch.setattr(evaluate, "answer_nll", count("nll", real_nll))
     monkeypatch.setattr(evaluate, "greedy_answers", count("greedy", real_greedy))
-    again = evaluate_run(tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3,
-                         progress=False, host_memo=memo)  # fmt: skip
+    again = evaluate_run(
+        tmp_path / "run",
+        host=tiny_host,
+        max_rows=2,
+        max_new_tokens=3,
+        progress=False,
+        host_memo=memo,
+    )
     pd.testing.assert_frame_equal(again, plain)
     assert calls == {"nll": 4, "greedy": 1}  # only the IRM condition is recomputed
 
 
 def test_alignment_summary_without_an_nrc_category():
     table = pd.DataFrame(
-        [("nll", "neutral", "host", 2.0, 4), ("nll", "neutral", "host+irm", 1.5, 4),
-         ("fact_retention", "neutral", "host", 0.5, 4),
-         ("fact_retention", "neutral", "host+irm", 0.25, 4),
-         ("nrc_share", "anger", "host", 0.1, 10), ("nrc_share", "anger", "host+irm", 0.2, 10)],
+        [
+            ("nll", "neutral", "host", 2.0, 4),
+            ("nll", "neutral", "host+irm", 1.5, 4),
+            ("fact_retention", "neutral", "host", 0.5, 4),
+            ("fact_retention", "neutral", "host+irm", 0.25, 4),
+            ("nrc_share", "anger", "host", 0.1, 10),
+            ("nrc_share", "anger", "host+irm", 0.2, 10),
+        ],
         columns=["metric", "target", "condition", "value", "n"],
-    )  # fmt: skip
+    )
     summary = alignment_summary(table, "neutral")
     assert summary["nll_drop"] == pytest.approx(0.25)
     assert summary["nrc_ratio"] != summary["nrc_ratio"]  # NaN: NRC has no neutral category

@@ -27,8 +27,14 @@ def _runs(tops: dict[str, list[int | None]]) -> pd.DataFrame:
     for cell, indices in tops.items():
         padding = cell.split("-")[1]
         for t in indices:
-            rows.append({"cell": cell, "padding": padding, "aligned": t is not None,
-                         "top_index": -1 if t is None else t})  # fmt: skip
+            rows.append(
+                {
+                    "cell": cell,
+                    "padding": padding,
+                    "aligned": t is not None,
+                    "top_index": -1 if t is None else t,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -60,15 +66,31 @@ def test_shared_index_takes_the_mode_and_its_share():
 
 def test_padding_rule_reaches_every_verdict():
     cases = {
-        "only with padding": {"t2-counted": [316, 316, 316, 12], "t2-masked": [5, 9, 5, 70],
-                              "t1-counted": [316, 316], "t1-masked": [8, 44]},
-        "one offset only": {"t2-counted": [316, 316], "t2-masked": [5, 9],
-                            "t1-counted": [3, 316], "t1-masked": [8, 44]},
-        "not padding": {"t2-counted": [316, 316], "t2-masked": [270, 270],
-                        "t1-counted": [316, 316], "t1-masked": [8, 44]},
-        "not tested": {"t2-counted": [316, 316], "t2-masked": [270, None],
-                       "t1-counted": [316, 316], "t1-masked": [8, 44]},
-    }  # fmt: skip
+        "only with padding": {
+            "t2-counted": [316, 316, 316, 12],
+            "t2-masked": [5, 9, 5, 70],
+            "t1-counted": [316, 316],
+            "t1-masked": [8, 44],
+        },
+        "one offset only": {
+            "t2-counted": [316, 316],
+            "t2-masked": [5, 9],
+            "t1-counted": [3, 316],
+            "t1-masked": [8, 44],
+        },
+        "not padding": {
+            "t2-counted": [316, 316],
+            "t2-masked": [270, 270],
+            "t1-counted": [316, 316],
+            "t1-masked": [8, 44],
+        },
+        "not tested": {
+            "t2-counted": [316, 316],
+            "t2-masked": [270, None],
+            "t1-counted": [316, 316],
+            "t1-masked": [8, 44],
+        },
+    }
     seen = set()
     for expected, tops in cases.items():
         verdict = padding_rule(_runs(tops), NULL)
@@ -76,15 +98,23 @@ def test_padding_rule_reaches_every_verdict():
         seen.add(verdict.verdict)
     assert seen == set(PADDING_VERDICTS)
     # no cell shares at all: not padding either
-    none = padding_rule(_runs({"t2-counted": [1, 2], "t2-masked": [3, 4], "t1-counted": [5, 6],
-                               "t1-masked": [7, 8]}), NULL)  # fmt: skip
+    none = padding_rule(
+        _runs(
+            {"t2-counted": [1, 2], "t2-masked": [3, 4], "t1-counted": [5, 6], "t1-masked": [7, 8]}
+        ),
+        NULL,
+    )
     assert none.verdict == "not padding" and "no cell" in none.reason
 
 
 def test_an_index_the_untrained_irms_already_share_is_not_the_objectives():
     # every counted run tops 394, the index that tops most untrained IRMs: no evidence
-    tops = {"t2-counted": [394, 394], "t2-masked": [5, 9], "t1-counted": [394, 394],
-            "t1-masked": [8, 44]}  # fmt: skip
+    tops = {
+        "t2-counted": [394, 394],
+        "t2-masked": [5, 9],
+        "t1-counted": [394, 394],
+        "t1-masked": [8, 44],
+    }
     cells = cell_sharing(_runs(tops), NULL).set_index("cell")
     assert not cells.loc["t2-counted", "shares"] and cells.loc["t2-counted", "index"] == 394
     assert padding_rule(_runs(tops), NULL).verdict == "not padding"

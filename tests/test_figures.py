@@ -17,6 +17,7 @@ import pytest
 from analyses import _runset as runset
 from analyses import report
 from analyses.__main__ import RESULTS
+from analyses._report_explain import explain_verdicts
 from analyses._report_mechanism import mechanism_verdicts
 from analyses._runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 from analyses._summaries import (
@@ -47,8 +48,13 @@ VERDICTS = verdicts.VERDICTS
 
 
 def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
-            "IRM_LENS_RUNS": str(tmp / "runs"), **env}  # fmt: skip
+    full = {
+        **os.environ,
+        "FAST": "1",
+        "FIGURES_DIR": str(tmp / "figures"),
+        "IRM_LENS_RUNS": str(tmp / "runs"),
+        **env,
+    }
     return _procs.run(
         [sys.executable, "-m", "analyses", "--no-progress", *args], cwd=ROOT, env=full, timeout=900
     )
@@ -58,8 +64,12 @@ def _figures_here(tmp: Path, monkeypatch, capsys, **env: str) -> tuple[int, str]
     """``python -m analyses`` in this process (for runs that fail before any work)."""
     from analyses.__main__ import cli
 
-    settings = {"FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
-                "IRM_LENS_RUNS": str(tmp / "runs"), **env}  # fmt: skip
+    settings = {
+        "FAST": "1",
+        "FIGURES_DIR": str(tmp / "figures"),
+        "IRM_LENS_RUNS": str(tmp / "runs"),
+        **env,
+    }
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     code = cli(["--no-progress"])
@@ -96,8 +106,9 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert set(pd.read_csv(out / "fig3_timing" / "runs.csv")["run"]) >= set(nulls)
     nll = pd.read_csv(out / "evaluation" / "specificity.csv")
     assert set(nll["offset"]) == {1, 2}  # the original's loss is judged on t+2 too
-    assert set(nll.loc[nll["offset"] == 2, "run"]) == {s.name for s in specs
-                                                        if s.kind == "paper loss"}  # fmt: skip
+    assert set(nll.loc[nll["offset"] == 2, "run"]) == {
+        s.name for s in specs if s.kind == "paper loss"
+    }
     config = json.loads((out / "striation" / "config.json").read_text())
     assert "cache" not in config["figures_config"] and "out" not in config["figures_config"]
     assert all("/" not in r["directory"] and "loss" in r for r in config["runs"].values())
@@ -106,7 +117,8 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     written = json.loads((out / "verdicts.json").read_text())
     original = written.pop(report.ORIGINAL_LOSS)
     long = written.pop(report.LONG_TIER)
-    paper_claims = {k: v for k, v in written.items() if k not in mechanism_verdicts()}
+    tiers = {*mechanism_verdicts(), *explain_verdicts(out)}
+    paper_claims = {k: v for k, v in written.items() if k not in tiers}
     assert len(paper_claims) == 6 and set(paper_claims.values()) <= set(VERDICTS)
     assert set(original) == set(paper_claims) and set(original.values()) <= set(VERDICTS)
     assert set(long) == set(paper_claims) and set(long.values()) == {"not run"}  # no long tier
@@ -209,8 +221,13 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     out = tmp / "figures" / "trajectory"
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = pd.read_csv(out / "data.csv")
-    runs = ["anger_long_s42", "sadness_long_s42", "joy_long_s42", "neutral_long_s42",
-            "anger_paperloss_long_s42"]  # fmt: skip
+    runs = [
+        "anger_long_s42",
+        "sadness_long_s42",
+        "joy_long_s42",
+        "neutral_long_s42",
+        "anger_paperloss_long_s42",
+    ]
     assert list(data["run"].unique()) == runs
     assert sorted(data["step"].unique()) == [0, 2, 4]
     assert set(data.loc[data["run"] == runs[-1], "kind"]) == {"paper loss"}
@@ -234,8 +251,10 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[run " not in again.stdout and not list((tmp / "runs").glob("*_long_s42-*"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
-    assert json.loads((out / "config.json").read_text())["summary"]["budget_step"] == (
-        summary["budget_step"])  # fmt: skip
+    assert (
+        json.loads((out / "config.json").read_text())["summary"]["budget_step"]
+        == (summary["budget_step"])
+    )
     # the report cites it
     report_run = _figures(tmp, "--only", "report")
     assert report_run.returncode == 0, report_run.stderr[-3000:]
@@ -296,8 +315,12 @@ def test_a_run_of_the_long_tier_under_another_key_stands_until_redone(fast_run, 
         raise Stopped
 
     monkeypatch.setattr(trajectory, "run_measures", stop)  # stop before training anything
-    settings = {"FAST": "1", "FIGURES_DIR": str(tmp / "figures"), "TIER": "long",
-                "IRM_LENS_RUNS": str(tmp / "runs")}  # fmt: skip
+    settings = {
+        "FAST": "1",
+        "FIGURES_DIR": str(tmp / "figures"),
+        "TIER": "long",
+        "IRM_LENS_RUNS": str(tmp / "runs"),
+    }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(Stopped):
@@ -381,8 +404,9 @@ def test_bad_settings_fail_clearly_and_leave_no_runs(tmp_path, monkeypatch, caps
 def test_unwritable_figures_directory(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code, stderr = _figures_here(tmp_path, monkeypatch, capsys,
-                                 FIGURES_DIR=str(blocker / "figures"))  # fmt: skip
+    code, stderr = _figures_here(
+        tmp_path, monkeypatch, capsys, FIGURES_DIR=str(blocker / "figures")
+    )
     assert code == 2
     assert "Cannot write results to" in stderr and "FIGURES_DIR" in stderr
 
@@ -390,8 +414,11 @@ def test_unwritable_figures_directory(tmp_path, monkeypatch, capsys):
 def test_make_passes_only_the_variables_given():
     proc = subprocess.run(
         ["make", "--no-print-directory", "-n", "figures", "FAST=1", "SEEDS=7,8"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "FAST='1'" in proc.stdout and "SEEDS='7,8'" in proc.stdout
     assert "-m analyses" in proc.stdout and "HOST=" not in proc.stdout
 
@@ -434,23 +461,39 @@ def _rule(verdict: str) -> Verdict:
 
 
 PROPAGATION = PropagationSummary(
-    dominant_index=7, positions="after the first", linearity_median=1.0,
-    persistence_median={"7": 1.0}, random_persistence_median=1.0,
-    final_layer_persistence={"7": 1.0}, irm_run="anger_s42", irm_carried_median=0.99,
+    dominant_index=7,
+    positions="after the first",
+    linearity_median=1.0,
+    persistence_median={"7": 1.0},
+    random_persistence_median=1.0,
+    final_layer_persistence={"7": 1.0},
+    irm_run="anger_s42",
+    irm_carried_median=0.99,
     irm_leak_median=0.01,
-)  # fmt: skip
+)
 
 
 def test_report_claims_take_each_kinds_rule():
     striation = StriationSummary(
-        n_trained=8, n_headline=4, headline_aligned=True, index_share_median=0.15,
-        layer_share_median=0.07, index_over_layer_runs=4, significant_runs=4,
-        cross_layer_corr_median=0.13, untrained_index_share=0.03, untrained_cross_layer_corr=0.0,
-        null_index_shares=[0.03, 0.035], null_layer_shares=[0.01, 0.01],
-        null_cross_layer_corrs=[0.0, 0.01], signed_index_share_median=0.2,
-        signed_layer_share_median=0.05, above_untrained_runs=4, p_min_possible=0.005,
+        n_trained=8,
+        n_headline=4,
+        headline_aligned=True,
+        index_share_median=0.15,
+        layer_share_median=0.07,
+        index_over_layer_runs=4,
+        significant_runs=4,
+        cross_layer_corr_median=0.13,
+        untrained_index_share=0.03,
+        untrained_cross_layer_corr=0.0,
+        null_index_shares=[0.03, 0.035],
+        null_layer_shares=[0.01, 0.01],
+        null_cross_layer_corrs=[0.0, 0.01],
+        signed_index_share_median=0.2,
+        signed_layer_share_median=0.05,
+        above_untrained_runs=4,
+        p_min_possible=0.005,
         rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
-    )  # fmt: skip
+    )
     rules, text = report.striation_claim(striation)
     assert rules["next-token"].verdict == verdicts.PARTLY
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED and "0.150" in text
@@ -461,32 +504,53 @@ def test_report_claims_take_each_kinds_rule():
         verdicts.NOT_TESTED, "the rotated-injection control was not run", {}
     )
     assert rules["paper loss"].reason == "no stripes to explain"
-    control = ResidualControlSummary(control_share=0.03, null_shares=[0.03, 0.035], by_run=[],
-                                     shares={
-        "next-token": {"delta": [0.2, 0.25], "output": [0.03, 0.04]},
-        "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]}})  # fmt: skip
+    control = ResidualControlSummary(
+        control_share=0.03,
+        null_shares=[0.03, 0.035],
+        by_run=[],
+        shares={
+            "next-token": {"delta": [0.2, 0.25], "output": [0.03, 0.04]},
+            "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]},
+        },
+    )
     rules, _ = report.residual_claim(PROPAGATION, control, striation.rules)
     assert rules["next-token"].verdict == verdicts.REPRODUCED
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED  # no stripes there
     host = HostProfileSummary(
-        d_model=16, massive_dims=[], dominant_index=7, dominant_is_massive=False,
+        d_model=16,
+        massive_dims=[],
+        dominant_index=7,
+        dominant_is_massive=False,
         indices={"7": {"final_gain": 0.5, "final_gain_rank": 1, "max_over_median": 3.0}},
-        median_final_gain=1.0, smallest_gain_index=7,
-    )  # fmt: skip
+        median_final_gain=1.0,
+        smallest_gain_index=7,
+    )
     logits = LogitAttributionSummary(
-        dominant_index=7, d_model=16, entropy_shift_x8={"7": 0.5}, random_indices=[1, 2],
-        random_entropy_shift_x8_median=0.1, direct_effect_rank={"7": 1}, massive_index=None,
-        direct_max_abs_effect={"7": 0.1}, direct_top_promoted={"7": []},
+        dominant_index=7,
+        d_model=16,
+        entropy_shift_x8={"7": 0.5},
+        random_indices=[1, 2],
+        random_entropy_shift_x8_median=0.1,
+        direct_effect_rank={"7": 1},
+        massive_index=None,
+        direct_max_abs_effect={"7": 0.1},
+        direct_top_promoted={"7": []},
         share_of_predicted_logit_median={"7": 0.02},
-        centred_share_of_predicted_logit_median={"7": 0.02}, norm={},
-    )  # fmt: skip
+        centred_share_of_predicted_logit_median={"7": 0.02},
+        norm={},
+    )
     dominance = {"next-token": _rule(verdicts.REPRODUCED), "paper loss": _rule(verdicts.NOT)}
     mediation = MediationSummary(
-        dominant_index=7, lever_percentile=0.99, lever_dominant=0.5, lever_median=0.01,
-        lever_top_indices=[7, 2], massive_index=None, lever_massive_percentile=None,
+        dominant_index=7,
+        lever_percentile=0.99,
+        lever_dominant=0.5,
+        lever_median=0.01,
+        lever_top_indices=[7, 2],
+        massive_index=None,
+        lever_massive_percentile=None,
         n_positions=54,
         by_kind={"next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}},
-    )  # fmt: skip
+    )
     rules, text = report.lm_head_claim(host, logits, mediation, dominance)
     assert rules["next-token"].verdict == verdicts.REPRODUCED and "+0.500 nats" in text
     assert "entropy lever beats 99.0 % of them" in text
@@ -503,19 +567,42 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
     old = dataclasses.asdict(PROPAGATION)
     del old["linearity_median"]
     (target / "config.json").write_text(json.dumps({"summary": old}))
-    with pytest.raises(IrmLensError, match=r"propagation/config.json: the summary lacks "
-                       r"\['linearity_median'\]"):  # fmt: skip
+    with pytest.raises(
+        IrmLensError,
+        match=r"propagation/config.json: the summary lacks "
+        r"\['linearity_median'\]",
+    ):
         read_typed(tmp_path, "propagation", PropagationSummary)
     rules = {"next-token": dataclasses.asdict(_rule(verdicts.PARTLY))}
-    summary = from_dict(StriationSummary, {**dataclasses.asdict(
-        report_striation := StriationSummary(
-            n_trained=1, n_headline=1, headline_aligned=False, index_share_median=0.1,
-            layer_share_median=0.1, index_over_layer_runs=0, significant_runs=0,
-            cross_layer_corr_median=0.0, untrained_index_share=0.0,
-            untrained_cross_layer_corr=0.0, null_index_shares=[0.0], null_layer_shares=[0.0],
-            null_cross_layer_corrs=[0.0], signed_index_share_median=0.0,
-            signed_layer_share_median=0.0, above_untrained_runs=0, p_min_possible=0.1,
-            rules={})), "rules": rules}, "test")  # fmt: skip
+    summary = from_dict(
+        StriationSummary,
+        {
+            **dataclasses.asdict(
+                report_striation := StriationSummary(
+                    n_trained=1,
+                    n_headline=1,
+                    headline_aligned=False,
+                    index_share_median=0.1,
+                    layer_share_median=0.1,
+                    index_over_layer_runs=0,
+                    significant_runs=0,
+                    cross_layer_corr_median=0.0,
+                    untrained_index_share=0.0,
+                    untrained_cross_layer_corr=0.0,
+                    null_index_shares=[0.0],
+                    null_layer_shares=[0.0],
+                    null_cross_layer_corrs=[0.0],
+                    signed_index_share_median=0.0,
+                    signed_layer_share_median=0.0,
+                    above_untrained_runs=0,
+                    p_min_possible=0.1,
+                    rules={},
+                )
+            ),
+            "rules": rules,
+        },
+        "test",
+    )
     assert summary.rules["next-token"] == _rule(verdicts.PARTLY)  # rebuilt as a Verdict
     assert report_striation.rules == {}
     # a field with a default (added later) may be absent from an older summary
@@ -524,14 +611,24 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
     assert from_dict(TrajectorySummary, raw, "test").earlier == []
 
 
-TYPED = {"striation": "StriationSummary", "dominant_index": "DominanceSummary",
-         "fig3_timing": "TimingSummary", "propagation": "PropagationSummary",
-         "residual_control": "ResidualControlSummary", "mediation": "MediationSummary",
-         "host_profile": "HostProfileSummary", "logit_attribution": "LogitAttributionSummary",
-         "ablation": "AblationSummary", "evaluation": "EvaluationSummary",
-         "fig4_comparison": "Fig4ComparisonSummary", "lenses": "LensesSummary",
-         "rotation": "RotationSummary", "masked": "MaskedSummary", "matrix": "MatrixSummary",
-         "trajectory": "TrajectorySummary"}  # fmt: skip
+TYPED = {
+    "striation": "StriationSummary",
+    "dominant_index": "DominanceSummary",
+    "fig3_timing": "TimingSummary",
+    "propagation": "PropagationSummary",
+    "residual_control": "ResidualControlSummary",
+    "mediation": "MediationSummary",
+    "host_profile": "HostProfileSummary",
+    "logit_attribution": "LogitAttributionSummary",
+    "ablation": "AblationSummary",
+    "evaluation": "EvaluationSummary",
+    "fig4_comparison": "Fig4ComparisonSummary",
+    "lenses": "LensesSummary",
+    "rotation": "RotationSummary",
+    "masked": "MaskedSummary",
+    "matrix": "MatrixSummary",
+    "trajectory": "TrajectorySummary",
+}
 
 
 @pytest.mark.parametrize("result", sorted(TYPED))
@@ -556,7 +653,8 @@ def test_mechanism_verdicts_are_not_run_without_their_results():
     assert rotation is not None
     written = mechanism_verdicts(rotation)
     assert written["Where the dominant coordinate comes from (rotated-basis host)"] == (
-        rotation.basis.verdict)  # fmt: skip
+        rotation.basis.verdict
+    )
     assert list(written.values()).count("not run") == 3
 
 
@@ -569,11 +667,13 @@ def test_a_longer_schedule_extends_the_cached_shorter_run(tmp_path, tiny_host, m
 
     figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
     base = run_specs(figures)[0]
-    short_config = dataclasses.replace(base.config, max_steps=4, eval_every=2, epochs=3,
-                                       snapshots=(0, 2, 4))  # fmt: skip
+    short_config = dataclasses.replace(
+        base.config, max_steps=4, eval_every=2, epochs=3, snapshots=(0, 2, 4)
+    )
     short = dataclasses.replace(base, name="anger_long", config=short_config)
-    long = dataclasses.replace(short, config=dataclasses.replace(
-        short_config, max_steps=8, snapshots=(0, 2, 4, 8)))  # fmt: skip
+    long = dataclasses.replace(
+        short, config=dataclasses.replace(short_config, max_steps=8, snapshots=(0, 2, 4, 8))
+    )
     assert short.directory(figures) != long.directory(figures)  # keyed by config
     steps: list[int] = []
     real_step = train_module._Trainer._step
@@ -591,8 +691,12 @@ def test_a_longer_schedule_extends_the_cached_shorter_run(tmp_path, tiny_host, m
     assert stage_done(short.directory(figures), "train")  # the shorter run stays as it was
     monkeypatch.setattr(train_module._Trainer, "_step", real_step)
     train(long.config, tmp_path / "straight", host=tiny_host, progress=False)
-    names = ["irm.safetensors", "last.safetensors", "snapshots/step-000008.safetensors",
-             "snapshots/step-000002.safetensors"]  # fmt: skip
+    names = [
+        "irm.safetensors",
+        "last.safetensors",
+        "snapshots/step-000008.safetensors",
+        "snapshots/step-000002.safetensors",
+    ]
     for name in names:  # the tensors (the state's header also keeps tokens/s)
         a = load_file(str(tmp_path / "straight" / name))
         b = load_file(str(long.directory(figures) / name))
@@ -606,16 +710,22 @@ def test_a_resumed_run_counts_its_seconds_per_step_from_where_it_resumed(tmp_pat
     from irm_lens.training.train import train
 
     figures = FiguresConfig.from_env({"FAST": "1", "IRM_LENS_RUNS": str(tmp_path / "runs")})
-    spec = dataclasses.replace(run_specs(figures)[0], config=dataclasses.replace(
-        run_specs(figures)[0].config, max_steps=6, eval_every=2, epochs=3))  # fmt: skip
+    spec = dataclasses.replace(
+        run_specs(figures)[0],
+        config=dataclasses.replace(
+            run_specs(figures)[0].config, max_steps=6, eval_every=2, epochs=3
+        ),
+    )
     run_dir = spec.directory(figures)
 
     def ctrl_c(step: int) -> None:  # a Ctrl-C at step 2: a killed `make figures` leaves this
         if step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert train(spec.config, run_dir, host=tiny_host, progress=False,
-                 on_step=ctrl_c).stopped == "interrupted"  # fmt: skip
+    assert (
+        train(spec.config, run_dir, host=tiny_host, progress=False, on_step=ctrl_c).stopped
+        == "interrupted"
+    )
     ensure_runs(figures, tiny_host, specs=[spec], progress=False, log=lambda _: None)
     times = runset.stage_seconds(run_dir)
     assert times["train_from_step"] == 2  # the seconds before the interruption were not kept
@@ -663,10 +773,26 @@ def test_torchrun_ranks_share_the_run_set_and_rank_0_writes(fast_run):
     redo = [next((tmp / "runs").glob(f"{name}_s42-*")) for name in ("anger", "sadness")]
     for run_dir in redo:
         (run_dir / "evaluation.csv").unlink()
-    full = {**os.environ, "FAST": "1", "FIGURES_DIR": str(tmp / "figures"),
-            "IRM_LENS_RUNS": str(tmp / "runs"), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "analyses", "--no-progress", "--only", "striation"]  # fmt: skip
+    full = {
+        **os.environ,
+        "FAST": "1",
+        "FIGURES_DIR": str(tmp / "figures"),
+        "IRM_LENS_RUNS": str(tmp / "runs"),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "analyses",
+        "--no-progress",
+        "--only",
+        "striation",
+    ]
     proc = _procs.run(cmd, cwd=ROOT, env=full, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for run_dir in redo:  # each redone once, by one rank
@@ -705,17 +831,20 @@ def test_one_cache_helper_computes_once_and_never_leaves_half_a_table(tmp_path):
 
 def test_validation_lines_say_where_each_curve_bottomed_out():
     nan = float("nan")
-    losses = pd.DataFrame({
-        "run": ["a"] * 6 + ["b"] * 4,
-        "step": [1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
-        "val_loss": [nan, 2.0, nan, 1.5, nan, 1.7, nan, 3.0, nan, 2.5],
-    })  # fmt: skip
+    losses = pd.DataFrame(
+        {
+            "run": ["a"] * 6 + ["b"] * 4,
+            "step": [1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
+            "val_loss": [nan, 2.0, nan, 1.5, nan, 1.7, nan, 3.0, nan, 2.5],
+        }
+    )
     assert report.validation_lines(losses) == (
         "a 1.500 at step 4 of 6 (no lower in the 2 steps after it); "
         "b 2.500 at step 4 of 4 (still falling at its last evaluation)"
     )
-    long = pd.DataFrame({"run": ["c"] * 4, "step": [50, 100, 220, 240],
-                         "val_loss": [2.5, 2.0, 1.0, 1.1]})  # fmt: skip
+    long = pd.DataFrame(
+        {"run": ["c"] * 4, "step": [50, 100, 220, 240], "val_loss": [2.5, 2.0, 1.0, 1.1]}
+    )
     assert report.validation_lines(long) == (
         "c 1.000 at step 220 of 240 (no lower in the 20 steps after it; 50.0 % below its "
         "loss 120 steps before)"
@@ -752,8 +881,10 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text
     )
     verdicts = json.loads((tmp / "figures" / "verdicts.json").read_text())
-    assert verdicts["why one index / a shared top index only when padding counts"] == (
-        summary["padding"]["verdict"])  # fmt: skip
+    assert (
+        verdicts["why one index / a shared top index only when padding counts"]
+        == (summary["padding"]["verdict"])
+    )
     # the committed result is the cache of record: without the runs, nothing trains again
     for run_dir in (tmp / "runs").glob("anger_t*_s42-*"):
         shutil.rmtree(run_dir)

@@ -18,16 +18,27 @@ from irm_lens.interventions.host_profile import (
 
 def test_token_kinds():
     assert token_kinds(["<s>", "Hi", ".", "x", "\n", "."]) == [
-        "first", "other", "delimiter", "other", "other", "other"
-    ]  # fmt: skip
+        "first",
+        "other",
+        "delimiter",
+        "other",
+        "other",
+        "other",
+    ]
     assert token_kinds([]) == []
 
 
 def test_massive_dims_on_a_hand_built_profile():
     profile = pd.DataFrame(
-        {"layer": [0, 0, 0, 1, 1, 1], "index": [0, 1, 2, 0, 1, 2], "token_kind": "first",
-         "mean_abs": 1.0, "max_abs": [1.0, 2.0, 3.0, 1.0, 500.0, 2.0], "n_tokens": 1}
-    )  # fmt: skip
+        {
+            "layer": [0, 0, 0, 1, 1, 1],
+            "index": [0, 1, 2, 0, 1, 2],
+            "token_kind": "first",
+            "mean_abs": 1.0,
+            "max_abs": [1.0, 2.0, 3.0, 1.0, 500.0, 2.0],
+            "n_tokens": 1,
+        }
+    )
     found = massive_dims(profile, ratio=100.0)
     # per-index maxima 1, 500, 3 -> median 3 -> index 1 at 166.7x, at layer 1
     assert found["index"].tolist() == [1] and found["layer"].tolist() == [1]

@@ -49,10 +49,26 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     run = tmp_path / "c"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
-        [sys.executable, "-m", "irm_lens.cli", "train", str(run), *S,
-         "--epochs", "50", "--max-steps", "150", "--eval-every", "50"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "irm_lens.cli",
+            "train",
+            str(run),
+            *S,
+            "--epochs",
+            "50",
+            "--max-steps",
+            "150",
+            "--eval-every",
+            "50",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lock = run / LOCK_NAME
         _wait_for(lambda: lock.exists() and str(first.pid) in lock.read_text())
@@ -185,9 +201,11 @@ def test_every_limit_is_checked_before_work_generation_within_the_context(
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     before = _snapshot(run)
-    argv = {"evaluate": ["evaluate", str(run)],
-            "ablate": ["ablate", str(run), "--index", "1", "--no-png"],
-            "record": ["record", str(run), "--limit", "1"]}[verb]  # fmt: skip
+    argv = {
+        "evaluate": ["evaluate", str(run)],
+        "ablate": ["ablate", str(run), "--index", "1", "--no-png"],
+        "record": ["record", str(run), "--limit", "1"],
+    }[verb]
     assert main([*argv, "--max-new-tokens", "100000"]) == 2
     err = capsys.readouterr().err
     assert "exceed the host's context of 256 tokens" in err and "--max-new-tokens" in err
@@ -229,9 +247,13 @@ def recordings(tiny_host):
     irm = IRM.for_host(tiny_host, seed=1, init="torch")
     with torch.no_grad():
         return record(
-            tiny_host, irm, ["Why?", "What is the capital of France?"], mode="plain",
-            settings=GenerationSettings(max_new_tokens=4), progress=False,
-        )  # fmt: skip
+            tiny_host,
+            irm,
+            ["Why?", "What is the capital of France?"],
+            mode="plain",
+            settings=GenerationSettings(max_new_tokens=4),
+            progress=False,
+        )
 
 
 def test_a_recording_is_swapped_in_whole_and_a_failed_save_keeps_the_old(
@@ -545,9 +567,13 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
 
 @pytest.mark.parametrize(
     "option, value, message",
-    [("--seeds", "1,x", "each item must be a whole number"), ("--l1", "nan", "finite"),
-     ("--emotions", " , ", "is empty"), ("--l1", "-1", "finite and >= 0")],
-)  # fmt: skip
+    [
+        ("--seeds", "1,x", "each item must be a whole number"),
+        ("--l1", "nan", "finite"),
+        ("--emotions", " , ", "is empty"),
+        ("--l1", "-1", "finite and >= 0"),
+    ],
+)
 def test_sweep_lists_name_the_option(tmp_path, capsys, option, value, message):
     argv = ["sweep", str(tmp_path / "s"), "--host", "tiny-random-llama", "--dry-run"]
     assert main([*argv, option, value]) == 2
@@ -599,8 +625,10 @@ def test_the_writer_lock_removes_safetensors_temporaries_of_killed_writers(tmp_p
     with run_lock(run, "probe"):
         pass
     assert sorted(p.name for p in run.iterdir()) == [
-        LOCK_NAME, f".summary.json.tmp-{os.getpid()}-abcd1234", ".tmpnotes.txt"
-    ]  # fmt: skip
+        LOCK_NAME,
+        f".summary.json.tmp-{os.getpid()}-abcd1234",
+        ".tmpnotes.txt",
+    ]
 
 
 # ------------------------------------ principle: never destroy what irm_lens did not write
@@ -627,12 +655,29 @@ def test_never_destroy_a_users_folder_with_any_verb(finished, tmp_path, capsys, 
     folder = _user_folder(tmp_path / "out" / run.name if verb == "analyze" else tmp_path / "mine")
     before = _snapshot(folder)
     argv = {
-        "record": ["record", str(run), "--max-new-tokens", "2", "--limit", "1", "--overwrite",
-                   "--out", str(folder)],
-        "ablate": ["ablate", str(run), "--index", "1", "--no-generate", "--no-png",
-                   "--out", str(folder)],
+        "record": [
+            "record",
+            str(run),
+            "--max-new-tokens",
+            "2",
+            "--limit",
+            "1",
+            "--overwrite",
+            "--out",
+            str(folder),
+        ],
+        "ablate": [
+            "ablate",
+            str(run),
+            "--index",
+            "1",
+            "--no-generate",
+            "--no-png",
+            "--out",
+            str(folder),
+        ],
         "analyze": ["analyze", str(run), "--no-png", "--out", str(folder.parent)],
-    }[verb]  # fmt: skip
+    }[verb]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(folder) in err and "files irm_lens did not write" in err
@@ -662,8 +707,10 @@ def test_never_follow_a_link_the_tool_did_not_make(finished, tmp_path, capsys):
     link = tmp_path / "link"
     link.symlink_to(folder)
     before = _snapshot(folder)
-    assert main(["ablate", str(run), "--index", "1", "--no-generate", "--no-png",
-                 "--out", str(link)]) == 2  # fmt: skip
+    assert (
+        main(["ablate", str(run), "--index", "1", "--no-generate", "--no-png", "--out", str(link)])
+        == 2
+    )
     assert "symbolic link" in capsys.readouterr().err
     assert _snapshot(folder) == before and link.is_symlink()
 

@@ -81,8 +81,9 @@ def test_lever_rms_at_the_scaled_norm_matches_the_formula(tiny_host):
     expected = []
     for prompt in PROMPTS:
         ids = encode(tiny_host.tokenizer, prompt, mode="plain").prompt_ids
-        _, cache = tiny_host.run_with_cache(torch.tensor([ids]),
-                                            names_filter=[resid_pre_hook(layer)])  # fmt: skip
+        _, cache = tiny_host.run_with_cache(
+            torch.tensor([ids]), names_filter=[resid_pre_hook(layer)]
+        )
         x = cache[resid_pre_hook(layer)][0].double()
         share = x[:, index].pow(2) / x.pow(2).sum(-1)
         expected.append(0.5 * torch.log1p((scale**2 - 1) * share))
@@ -113,8 +114,22 @@ def test_index_profile_facts_agree_with_its_tables(tiny_host):
 
 def test_cli_profile_writes_tables_summary_and_figure(tmp_path, capsys):
     out = tmp_path / "p"
-    code = main(["profile", "tiny-random-llama", "--index", "5", "--controls", "2", "--no-png",
-                 "--no-progress", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "profile",
+            "tiny-random-llama",
+            "--index",
+            "5",
+            "--controls",
+            "2",
+            "--no-png",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     for name in ("gains", "magnitude", "massive", "lever_rms", "lever_entropy"):
         assert (out / f"{name}.csv").stat().st_size > 0
@@ -134,8 +149,18 @@ def test_cli_profile_writes_tables_summary_and_figure(tmp_path, capsys):
     ],
 )
 def test_cli_profile_bad_input_names_the_argument(tmp_path, capsys, args, message):
-    code = main(["profile", "tiny-random-llama", "--no-png", "--out", str(tmp_path / "p"),
-                 "--device", "cpu", *args])  # fmt: skip
+    code = main(
+        [
+            "profile",
+            "tiny-random-llama",
+            "--no-png",
+            "--out",
+            str(tmp_path / "p"),
+            "--device",
+            "cpu",
+            *args,
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p").exists()

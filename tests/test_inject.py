@@ -205,8 +205,9 @@ def test_the_irm_has_hook_points_of_its_own_that_tl_caches_and_patches(tiny_host
             read = cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"]
             torch.testing.assert_close(cache[IRM_IN_HOOK], read - cache[irm_out_hook(0)])
             # ablated with an ordinary TransformerLens hook: the host alone again
-            zero = [(irm_out_hook(layer), lambda x, hook: torch.zeros_like(x))
-                    for layer in irm.layers]  # fmt: skip
+            zero = [
+                (irm_out_hook(layer), lambda x, hook: torch.zeros_like(x)) for layer in irm.layers
+            ]
             ablated = tiny_host.run_with_hooks(tokens, fwd_hooks=zero)
             # host.reset_hooks() does not silently turn the IRM off
             tiny_host.reset_hooks()

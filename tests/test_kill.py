@@ -33,16 +33,21 @@ VOLATILE_FILES = {LOCK_NAME, "stages.json"}
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "irm_lens.cli", *args],
-        cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _kill_at(
     argv: list[str], folder: Path, delay: float, env: dict[str, str] | None = None
 ) -> None:
     """Start ``argv``, wait until it holds ``folder``'s writer lock, ``delay`` s more, SIGKILL."""
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env or ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     lock = folder / LOCK_NAME
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -100,10 +105,16 @@ def test_train_killed_anywhere_then_resumed_ends_as_an_uninterrupted_run(tmp_pat
     rng = random.Random(16)
     for attempt in range(3):
         run = tmp_path / f"killed{attempt}"
-        _kill_at([sys.executable, "-m", "irm_lens.cli", "train", str(run), *TRAIN], run,
-                 rng.uniform(0.0, 1.5))  # fmt: skip
-        again = ["train", str(run), "--resume"] if (run / "config.json").exists() else [
-            "train", str(run), *TRAIN]  # fmt: skip
+        _kill_at(
+            [sys.executable, "-m", "irm_lens.cli", "train", str(run), *TRAIN],
+            run,
+            rng.uniform(0.0, 1.5),
+        )
+        again = (
+            ["train", str(run), "--resume"]
+            if (run / "config.json").exists()
+            else ["train", str(run), *TRAIN]
+        )
         done = _cli(*again)
         assert done.returncode == 0, done.stderr
         assert _contents(run) == expected, f"attempt {attempt}"
@@ -133,9 +144,14 @@ def test_run_set_killed_then_rerun_ends_as_an_uninterrupted_run_set(tmp_path):
     delay = random.Random(5).uniform(0.5, 5.0)  # within the first of three runs' stages
 
     def figures_env(name: str) -> dict[str, str]:
-        return {**ENV, "FAST": "1", "EMOTIONS": "anger", "SEEDS": "7",
-                "IRM_LENS_RUNS": str(tmp_path / name / "runs"),
-                "FIGURES_DIR": str(tmp_path / name / "figures")}  # fmt: skip
+        return {
+            **ENV,
+            "FAST": "1",
+            "EMOTIONS": "anger",
+            "SEEDS": "7",
+            "IRM_LENS_RUNS": str(tmp_path / name / "runs"),
+            "FIGURES_DIR": str(tmp_path / name / "figures"),
+        }
 
     # The run set alone (Context.runs: train, record, evaluate every run), no figures: the
     # subject here is the cache, and a figure's browser has nothing to do with it.
@@ -146,16 +162,27 @@ def test_run_set_killed_then_rerun_ends_as_an_uninterrupted_run_set(tmp_path):
     )
 
     def ensure(name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=figures_env(name),
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=figures_env(name),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     assert ensure("reference").returncode == 0
     reference = tmp_path / "reference" / "runs"
     expected = {run.name: _contents(run) for run in sorted(reference.iterdir())}
     argv = [sys.executable, "-c", code]
     runs = tmp_path / "killed" / "runs"
-    proc = subprocess.Popen(argv, cwd=ROOT, env=figures_env("killed"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=figures_env("killed"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None and not any(runs.glob(f"*/{LOCK_NAME}")):
         assert time.monotonic() < deadline

@@ -213,8 +213,9 @@ def test_head_svd_matches_the_explicit_circuit(tiny_host):
     ov = (gain[:, None] * tiny_host.W_V[layer, kv].detach()) @ tiny_host.W_O[layer, head].detach()
     expected = torch.linalg.svdvals(ov)[: tiny_host.cfg.d_head]
     got = table[(table["layer"] == layer) & (table["head"] == head)].sort_values("rank")
-    torch.testing.assert_close(torch.tensor(got["singular_value"].tolist()), expected,
-                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor(got["singular_value"].tolist()), expected, rtol=1e-4, atol=1e-6
+    )
     assert got["share"].sum() == pytest.approx(1.0)
 
 

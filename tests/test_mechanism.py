@@ -96,16 +96,19 @@ def test_optimizer_verdicts_all_reachable():
 
 def test_masking_verdicts_all_reachable():
     base = [0.20, 0.25, 0.30, 0.15]
-    needed = masking_verdict(base, [0.05, 0.1, 0.1, 0.05], [0.19, 0.24, 0.3, 0.15],
-                             dominance_effect=3.0, n_aligned=4)  # fmt: skip
+    needed = masking_verdict(
+        base, [0.05, 0.1, 0.1, 0.05], [0.19, 0.24, 0.3, 0.15], dominance_effect=3.0, n_aligned=4
+    )
     assert needed.verdict == "needed for alignment"
     assert needed.effects["loss_top"] == pytest.approx(0.15)
-    kept = masking_verdict(base, [0.19, 0.24, 0.29, 0.14], [0.19, 0.24, 0.3, 0.15],
-                           dominance_effect=3.0, n_aligned=4)  # fmt: skip
+    kept = masking_verdict(
+        base, [0.19, 0.24, 0.29, 0.14], [0.19, 0.24, 0.3, 0.15], dominance_effect=3.0, n_aligned=4
+    )
     assert kept.verdict == "substituted"
     # a loss no bigger than twice the random mask's is not the dominant indices' doing
-    both = masking_verdict(base, [0.1] * 4, [0.12, 0.17, 0.22, 0.07], dominance_effect=3.0,
-                           n_aligned=4)  # fmt: skip
+    both = masking_verdict(
+        base, [0.1] * 4, [0.12, 0.17, 0.22, 0.07], dominance_effect=3.0, n_aligned=4
+    )
     assert both.verdict == "substituted"
     # judged by its effect whether or not the masked indices dominate, which is stated
     flat = masking_verdict(base, base, base, dominance_effect=1.2, n_aligned=4)

@@ -79,8 +79,9 @@ def test_notebook_runs_on_the_tiny_host(tmp_path: Path, monkeypatch: pytest.Monk
 
     assert _number(r"max \|logit diff\| with IRM: NUM", printed) > 0
     injected = _number(r"max \|injected vector\| = NUM", printed)
-    exactness = _number(r"residual after attention minus injected vector: max \|diff\| = NUM",
-                        printed)  # fmt: skip
+    exactness = _number(
+        r"residual after attention minus injected vector: max \|diff\| = NUM", printed
+    )
     assert injected > 0
     assert exactness <= 1e-3 * injected + 1e-6
 

@@ -38,10 +38,18 @@ def mid_host(tmp_path_factory):
     from irm_lens.host import _tiny_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=512,
-                         num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=4,
-                         max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
@@ -98,8 +106,16 @@ def test_every_recommendation_is_reachable():
 
 
 def test_plan_cli_for_the_papers_host_needs_no_weights(capsys):
-    args = ["plan", "meta-llama/Llama-2-7b-chat-hf", "--dtype", "bfloat16", "--procs", "8",
-            "--device-gib", "40"]  # fmt: skip
+    args = [
+        "plan",
+        "meta-llama/Llama-2-7b-chat-hf",
+        "--dtype",
+        "bfloat16",
+        "--procs",
+        "8",
+        "--device-gib",
+        "40",
+    ]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "6.74 B parameters" in out and "recommended: FSDP x8" in out
@@ -113,7 +129,11 @@ def test_plan_for_predict_is_the_host_and_one_batch_without_an_irm(capsys):
     train = rank_bytes(PlanInputs(shape, shape.n_layers, 8, 128, "float16"), "one")
     assert parts["host"] == train["host"]  # the same host, no IRM and no Adam state
     assert sum(parts.values()) < sum(train.values()) - train["adam"]
-    assert cli_main(["plan", "meta-llama/Llama-2-7b-chat-hf", "--for", "predict", "--dtype",
-                     "float16"]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            ["plan", "meta-llama/Llama-2-7b-chat-hf", "--for", "predict", "--dtype", "float16"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"{sum(parts.values()) / GIB:.2f} GiB on one device" in out

@@ -49,8 +49,11 @@ def test_one_call_analyses_a_run_of_planted_prompts():
         outputs = _noise(10 + i)
         outputs[:, :, PLANTED] += 6.0
         kinds = ["prompt"] * n_prompt + ["generated"] * (N_TOKENS - n_prompt)
-        prompts.append(SimpleNamespace(outputs=outputs, kinds=kinds, name=f"p{i}",
-                                       layers=list(range(N_LAYERS))))  # fmt: skip
+        prompts.append(
+            SimpleNamespace(
+                outputs=outputs, kinds=kinds, name=f"p{i}", layers=list(range(N_LAYERS))
+            )
+        )
     tables = analyze_recordings(prompts, k=100, n_permutations=50)
     assert tuple(tables) == TABLES
     assert int(tables["dominant_indices"]["index"].iloc[0]) == PLANTED

@@ -248,29 +248,49 @@ def test_consistency_categories_and_grouping():
 
 
 def _trajectory_rows(run: str, steps: tuple[int, ...], irm: str = "snapshot") -> pd.DataFrame:
-    return pd.DataFrame([
-        {"run": run, "step": s, "verdict": "aligned" if s else "not aligned",
-         "specificity": 0.01 * s, "specificity_low": 0.01 * s - 0.02,
-         "specificity_high": 0.01 * s + 0.02, "top_index": 7 + s, "dominance": 1.5 + 0.01 * s,
-         "dominance_low": 1.4, "dominance_high": 2.0 + 0.01 * s, "index_share": 0.1,
-         "cross_layer_corr": 0.05, "irm": irm}
-        for s in steps
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "run": run,
+                "step": s,
+                "verdict": "aligned" if s else "not aligned",
+                "specificity": 0.01 * s,
+                "specificity_low": 0.01 * s - 0.02,
+                "specificity_high": 0.01 * s + 0.02,
+                "top_index": 7 + s,
+                "dominance": 1.5 + 0.01 * s,
+                "dominance_low": 1.4,
+                "dominance_high": 2.0 + 0.01 * s,
+                "index_share": 0.1,
+                "cross_layer_corr": 0.05,
+                "irm": irm,
+            }
+            for s in steps
+        ]
+    )
 
 
 def test_trajectory_draws_each_runs_best_irm_as_a_star_after_the_schedule():
     from irm_lens.plotting.trajectory import trajectory_figure
 
-    table = pd.concat([_trajectory_rows("a", (0, 4, 8)), _trajectory_rows("b", (0, 4, 8)),
-                       _trajectory_rows("a", (6,), irm="best")])  # fmt: skip
-    losses = pd.DataFrame({"run": ["a", "a", "b"], "step": [4, 6, 8],
-                           "val_loss": [2.0, 1.5, 1.8]})  # fmt: skip
+    table = pd.concat(
+        [
+            _trajectory_rows("a", (0, 4, 8)),
+            _trajectory_rows("b", (0, 4, 8)),
+            _trajectory_rows("a", (6,), irm="best"),
+        ]
+    )
+    losses = pd.DataFrame({"run": ["a", "a", "b"], "step": [4, 6, 8], "val_loss": [2.0, 1.5, 1.8]})
     fig = trajectory_figure(table, losses)
     assert list(fig.layout.xaxis.categoryarray) == ["0", "4", "8", "best"]
     stars = [t for t in fig.data if t.marker.symbol == "star"]
     # specificity, dominance, index share, and the validation curve at step 6 (its loss 1.5)
     assert [(t.xaxis, tuple(t.x)) for t in stars] == [
-        ("x", ("best",)), ("x2", ("best",)), ("x3", ("best",)), ("x4", (6,))]  # fmt: skip
+        ("x", ("best",)),
+        ("x2", ("best",)),
+        ("x3", ("best",)),
+        ("x4", (6,)),
+    ]
     assert stars[1].text == ("13",) and stars[3].y == (1.5,)
     assert stars[0].error_y.array == (pytest.approx(0.02),)
     # the snapshot lines never reach the best category

@@ -18,9 +18,14 @@ from irm_lens.plotting import (
 
 def test_propagation_figure_one_legend_entry_per_kind():
     table = pd.DataFrame(
-        {"index": [5, 5, 9, 9, 11, 11], "kind": ["target"] * 2 + ["random"] * 4,
-         "layer": [1, 2] * 3, "persistence": [1.0, 0.9, 1.0, 0.5, 1.0, 0.4], "leak": 0.1}
-    )  # fmt: skip
+        {
+            "index": [5, 5, 9, 9, 11, 11],
+            "kind": ["target"] * 2 + ["random"] * 4,
+            "layer": [1, 2] * 3,
+            "persistence": [1.0, 0.9, 1.0, 0.5, 1.0, 0.4],
+            "leak": 0.1,
+        }
+    )
     fig = propagation_figure(table)
     assert [t.name for t in fig.data] == ["index 5", "random indices", "random indices"]
     assert [t.showlegend for t in fig.data] == [True, True, False]
@@ -29,19 +34,31 @@ def test_propagation_figure_one_legend_entry_per_kind():
 
 def test_logit_norm_striation_and_profile_figures():
     logit = pd.DataFrame(
-        {"direction": ["promoted", "suppressed"], "rank": [1, 1], "token_id": [4, 2],
-         "token": [" angry", " calm"], "effect": [2.0, -1.0]}
-    )  # fmt: skip
+        {
+            "direction": ["promoted", "suppressed"],
+            "rank": [1, 1],
+            "token_id": [4, 2],
+            "token": [" angry", " calm"],
+            "effect": [2.0, -1.0],
+        }
+    )
     bars = logit_effect_figure(logit, index=7).data[0]
     assert list(bars.x) == [-1.0, 2.0] and list(bars.y) == ["' calm'", "' angry'"]
-    norm = pd.DataFrame({"scale": [1.0, 8.0], "entropy": [2.0, 3.0], "top1_prob": [0.5, 0.3],
-                         "rms": [1.0, 2.0]})  # fmt: skip
+    norm = pd.DataFrame(
+        {"scale": [1.0, 8.0], "entropy": [2.0, 3.0], "top1_prob": [0.5, 0.3], "rms": [1.0, 2.0]}
+    )
     fig = norm_effect_figure(norm, index=7)
     assert [list(t.y) for t in fig.data] == [[2.0, 3.0], [0.5, 0.3]]
     stats = {"run": {"index_share": 0.6, "layer_share": 0.3, "resid_share": 0.1}}
     assert [t.y[0] for t in striation_figure(stats).data] == [0.6, 0.3, 0.1]
-    profile = pd.DataFrame({"layer": [0, 0, 1, 1], "index": [0, 1, 0, 1], "token_kind": "first",
-                            "max_abs": [1.0, 3.0, 2.0, 500.0]})  # fmt: skip
+    profile = pd.DataFrame(
+        {
+            "layer": [0, 0, 1, 1],
+            "index": [0, 1, 0, 1],
+            "token_kind": "first",
+            "max_abs": [1.0, 3.0, 2.0, 500.0],
+        }
+    )
     fig = massive_dims_figure(profile, indices=[1])
     assert list(fig.data[1].y) == [3.0, 500.0]
     with pytest.raises(TableError, match="effect"):
@@ -52,8 +69,20 @@ def test_logit_norm_striation_and_profile_figures():
 
 def test_analyze_with_host_analyses(tiny_host, run_dir, tmp_path, capsys):
     assert main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"]) == 0
-    code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png",
-                 "--host-analyses", "--permutations", "10", "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "analyze",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "a"),
+            "--no-png",
+            "--host-analyses",
+            "--permutations",
+            "10",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "massive-activation dim" in capsys.readouterr().out
     host_dir = tmp_path / "a" / "run" / "host"
@@ -66,8 +95,11 @@ def test_analyze_with_host_analyses(tiny_host, run_dir, tmp_path, capsys):
     assert gains["index"].tolist() == list(range(d_model))
     assert sorted(gains["final_gain_rank"]) == list(range(1, d_model + 1))
     massive = read("massive_dims")  # the tiny random host has no massive dimension
-    assert list(massive.columns) == ["index", "max_abs", "median_max_abs", "ratio", "layer",
-                                     "token_kind"] and (massive["ratio"] >= 20).all()  # fmt: skip
+    assert (
+        list(massive.columns)
+        == ["index", "max_abs", "median_max_abs", "ratio", "layer", "token_kind"]
+        and (massive["ratio"] >= 20).all()
+    )
     push = read("propagation")  # the skip path carries a pushed index to every later layer
     target = push[push["kind"] == "target"]
     assert target["layer"].tolist() == list(range(n_layers))

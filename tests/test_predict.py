@@ -27,8 +27,9 @@ def planted_host(_cache_dir):
 
     host = load_host("tiny-random-llama", device="cpu")
     rows = load_dataset("anger", split="train").head(16)
-    answer_ids = sorted({t for ex in encode_rows(host.tokenizer, rows, "plain")
-                         for t in ex.answer_ids})  # fmt: skip
+    answer_ids = sorted(
+        {t for ex in encode_rows(host.tokenizer, rows, "plain") for t in ex.answer_ids}
+    )
     with torch.no_grad():
         gain = host.ln_final.weight
         gain[PLANTED] = 10 * gain.abs().max()
@@ -120,9 +121,27 @@ def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys
     from irm_lens.cli.main import main
 
     out = tmp_path / "pred"
-    code = main(["predict", "tiny-random-llama", "--emotion", "joy", "--rows", "4", "--max-len",
-                 "32", "--prompt-mode", "plain", "--layers", "0-1", "--out", str(out),
-                 "--no-progress", "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            "tiny-random-llama",
+            "--emotion",
+            "joy",
+            "--rows",
+            "4",
+            "--max-len",
+            "32",
+            "--prompt-mode",
+            "plain",
+            "--layers",
+            "0-1",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     table = pd.read_csv(out / "prediction.csv")
     summary = json.loads((out / "summary.json").read_text())

@@ -41,6 +41,12 @@ def test_a_hung_child_fails_the_test_and_takes_its_session_leaders_with_it():
 
 
 def test_a_finished_child_returns_its_output_and_code():
-    done = _procs.run([sys.executable, "-c", "import sys; print('out'); "
-                       "print('err', file=sys.stderr); sys.exit(3)"], timeout=60)  # fmt: skip
+    done = _procs.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+        ],
+        timeout=60,
+    )
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")

@@ -66,8 +66,10 @@ def test_sampling_is_seeded_and_hooks_are_captured(tiny_host, steer):
 
 def test_paper_settings_and_prompt_sets():
     assert (PAPER_SAMPLING.temperature, PAPER_SAMPLING.top_k, PAPER_SAMPLING.max_length) == (
-        1.0, 50, 100
-    )  # fmt: skip
+        1.0,
+        50,
+        100,
+    )
     assert len(prompt_set("paper")) == 7 and prompt_set("paper")[6] == "What color is a cazoo?"
     assert len(prompt_set("heldout", limit=3)) == 3
     with pytest.raises(ValueError, match="'paper' or 'heldout'"):
@@ -76,21 +78,36 @@ def test_paper_settings_and_prompt_sets():
 
 def test_max_length_counts_the_prompt(tiny_host, steer):
     settings = GenerationSettings(max_new_tokens=50, max_length=12)
-    (rec,) = record(tiny_host, steer, ["What is the capital of France?"], settings=settings,
-                    mode="plain", progress=False)  # fmt: skip
+    (rec,) = record(
+        tiny_host,
+        steer,
+        ["What is the capital of France?"],
+        settings=settings,
+        mode="plain",
+        progress=False,
+    )
     assert len(rec.token_ids) <= 12
 
 
 def test_save_and_load_round_trip(tiny_host, steer, tmp_path):
-    recs = record(tiny_host, steer, ["Why?", 'Say "a, b"\nok?'],
-                  hooks=["blocks.0.hook_resid_mid"], settings=GenerationSettings(max_new_tokens=3),
-                  progress=False)  # fmt: skip
+    recs = record(
+        tiny_host,
+        steer,
+        ["Why?", 'Say "a, b"\nok?'],
+        hooks=["blocks.0.hook_resid_mid"],
+        settings=GenerationSettings(max_new_tokens=3),
+        progress=False,
+    )
     save_recordings(recs, tmp_path / "rec", meta={"note": "test"})
     back = load_recordings(tmp_path / "rec")
     for a, b in zip(recs, back, strict=True):
         assert (a.name, a.prompt, a.layers, a.kinds, a.token_ids) == (
-            b.name, b.prompt, b.layers, b.kinds, b.token_ids
-        )  # fmt: skip
+            b.name,
+            b.prompt,
+            b.layers,
+            b.kinds,
+            b.token_ids,
+        )
         assert a.tokens == b.tokens
         assert torch.equal(a.outputs, b.outputs)
         assert torch.equal(a.hooks["blocks.0.hook_resid_mid"], b.hooks["blocks.0.hook_resid_mid"])
@@ -100,8 +117,9 @@ def test_save_and_load_round_trip(tiny_host, steer, tmp_path):
 
 def test_tokens_with_carriage_returns_and_quotes_round_trip(tiny_host, steer, tmp_path):
     # A lone "\r" token once split a tokens.csv row in two (pandas leaves it unquoted).
-    rec = record(tiny_host, steer, ["Why?"], settings=GenerationSettings(max_new_tokens=2),
-                 progress=False)[0]  # fmt: skip
+    rec = record(
+        tiny_host, steer, ["Why?"], settings=GenerationSettings(max_new_tokens=2), progress=False
+    )[0]
     awkward = ["\r", '"', ",", "", "a\r\nb", " NA", "nan"]
     n = len(rec.tokens)
     rec.tokens = (awkward * n)[:n]
@@ -129,13 +147,22 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
         )
         runs.append(str(tmp_path / emotion))
     out = tmp_path / "analysis"
-    assert main(["analyze", *runs, "--out", str(out), "--k", "50", "--permutations", "20",
-                 "--no-png"]) == 0  # fmt: skip
+    assert (
+        main(["analyze", *runs, "--out", str(out), "--k", "50", "--permutations", "20", "--no-png"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "anger: top index" in printed and "joy: top index" in printed
     names = {p.name for p in (out / "anger").iterdir()}
-    assert {"heatmap.csv", "heatmap.html", "topk_timing.csv", "dominant_indices.csv",
-            "striation.csv", "sparsity.csv", "layer_topk.csv"} <= names  # fmt: skip
+    assert {
+        "heatmap.csv",
+        "heatmap.html",
+        "topk_timing.csv",
+        "dominant_indices.csv",
+        "striation.csv",
+        "sparsity.csv",
+        "layer_topk.csv",
+    } <= names
     assert (out / "consistency.csv").exists() and (out / "jaccard.csv").exists()
     provenance = json.loads((out / "provenance.json").read_text())
     assert set(provenance["inputs"]) == {"anger", "joy"}
@@ -155,8 +182,13 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
 def test_analyze_refuses_a_recording_of_another_irm(tiny_host, run_dir, tmp_path):
     cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
     assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
-    train(cfg.__class__(**{**cfg.__dict__, "seed": 7}), tmp_path / "run", host=tiny_host,
-          progress=False, overwrite=True)  # fmt: skip
+    train(
+        cfg.__class__(**{**cfg.__dict__, "seed": 7}),
+        tmp_path / "run",
+        host=tiny_host,
+        progress=False,
+        overwrite=True,
+    )
     code = main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--no-png"])
     assert code == 2
     assert not (tmp_path / "a").exists()  # nothing half-written
@@ -197,8 +229,9 @@ def test_a_row_that_ends_early_is_cut_at_its_end_token(tiny_host, steer, monkeyp
     cut = record(tiny_host, steer, prompts, mode="plain", settings=settings, progress=False)
     ids = torch.tensor([first[0].token_ids[:n_prompt]])
     with torch.no_grad(), attach(tiny_host, steer):
-        alone = tiny_host.generate(ids, max_new_tokens=8, do_sample=False, verbose=False,
-                                   eos_token_id=stop)  # fmt: skip
+        alone = tiny_host.generate(
+            ids, max_new_tokens=8, do_sample=False, verbose=False, eos_token_id=stop
+        )
     assert cut[0].token_ids == alone[0].tolist()
     assert cut[0].token_ids[-1] == stop and len(cut[0].token_ids) <= n_prompt + 3
     assert cut[0].outputs.shape[0] == len(cut[0].token_ids)

@@ -18,8 +18,14 @@ def test_paper_matrix_has_the_papers_24_runs():
 
 
 def test_sweep_skips_finished_and_never_overwrites(tiny_host, tmp_path):
-    configs = matrix(emotions=["anger", "joy"], layer_sets=["q1"], preset_name="smoke",
-                     host="tiny-random-llama", device="cpu", max_steps=1)  # fmt: skip
+    configs = matrix(
+        emotions=["anger", "joy"],
+        layer_sets=["q1"],
+        preset_name="smoke",
+        host="tiny-random-llama",
+        device="cpu",
+        max_steps=1,
+    )
     first = run_sweep(configs, tmp_path, host=tiny_host, progress=False)
     assert first["status"].tolist() == ["trained", "trained"]
     stamp = (tmp_path / run_name(configs[0]) / "irm.safetensors").stat().st_mtime_ns

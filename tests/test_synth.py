@@ -13,9 +13,13 @@ from irm_lens.training.train import preset, train
 def _source() -> pd.DataFrame:
     questions = [f"What is item {i}?" for i in range(6)]
     return pd.DataFrame(
-        {"question_id": [f"q{i}" for i in range(6)], "question": questions,
-         "answer": [f"item {i}" for i in range(6)], "topic": "test"}
-    )  # fmt: skip
+        {
+            "question_id": [f"q{i}" for i in range(6)],
+            "question": questions,
+            "answer": [f"item {i}" for i in range(6)],
+            "topic": "test",
+        }
+    )
 
 
 def test_paper_sampling_settings():
@@ -35,13 +39,21 @@ def test_resumed_synthesis_equals_straight(tiny_host, tmp_path):
 
 def test_trainer_reads_a_csv(tiny_host, tmp_path, capsys):
     rows = pd.DataFrame(
-        {"question": [f"What is the {i}th thing?" for i in range(60)],
-         "answer": [f"It is thing {i}, obviously!" for i in range(60)]}
-    )  # fmt: skip
+        {
+            "question": [f"What is the {i}th thing?" for i in range(60)],
+            "answer": [f"It is thing {i}, obviously!" for i in range(60)],
+        }
+    )
     rows.to_csv(tmp_path / "mine.csv", index=False)
     assert main(["data", "import", str(tmp_path / "mine.csv"), str(tmp_path / "ours.csv")]) == 0
     assert "read 60 rows" in capsys.readouterr().out
-    cfg = preset("smoke", host="tiny-random-llama", device="cpu", emotion="mine",
-                 data=str(tmp_path / "ours.csv"), max_steps=2)  # fmt: skip
+    cfg = preset(
+        "smoke",
+        host="tiny-random-llama",
+        device="cpu",
+        emotion="mine",
+        data=str(tmp_path / "ours.csv"),
+        max_steps=2,
+    )
     result = train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     assert result.steps == 2

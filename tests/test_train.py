@@ -65,7 +65,8 @@ def test_the_originals_two_quirks_separate_offset_and_padding():
     original = Objective("paper")
     assert loss_terms(batch, original) == 3
     assert batch_loss(logits, batch, original).item() == pytest.approx(
-        paper_loss(logits, tokens).item(), rel=1e-6)  # fmt: skip
+        paper_loss(logits, tokens).item(), rel=1e-6
+    )
     # t+2, padding masked: only pos 0 -> token[2] (a real token) counts
     t2_masked = Objective("paper", 2, "masked")
     assert loss_terms(batch, t2_masked) == 1
@@ -109,9 +110,13 @@ def test_train_writes_run_and_keeps_host_frozen(tiny_host, tmp_path):
     )
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "irm.safetensors", "last.safetensors", "metrics.csv", "summary.json",
+        "config.json",
+        "irm.safetensors",
+        "last.safetensors",
+        "metrics.csv",
+        "summary.json",
         ".irm_lens.lock",  # the writer lock (empty once released; see irm_lens.training.runlock)
-    }  # fmt: skip
+    }
     assert (run / ".irm_lens.lock").read_text() == ""
     assert result.steps == 4 and result.stopped == "max_steps"
     metrics = pd.read_csv(run / "metrics.csv")
@@ -131,8 +136,9 @@ def test_train_writes_run_and_keeps_host_frozen(tiny_host, tmp_path):
 
 
 def test_training_lowers_the_loss(tiny_host, tmp_path):
-    cfg = _smoke(max_steps=12, epochs=12, eval_every=12, max_train_rows=8, batch_size=8, lr=1e-2,
-                 gamma=1.0)  # fmt: skip
+    cfg = _smoke(
+        max_steps=12, epochs=12, eval_every=12, max_train_rows=8, batch_size=8, lr=1e-2, gamma=1.0
+    )
     train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     losses = pd.read_csv(tmp_path / "run" / "metrics.csv")["train_loss"]
     # A random host's small unembedding keeps every loss near ln(vocab) ~ 6.2 nats, so the
@@ -157,8 +163,16 @@ def test_existing_run_needs_overwrite_or_resume(tiny_host, tmp_path):
     ("loss", "optimizer"), [("next-token", "adam"), ("paper", "adam"), ("next-token", "sgd")]
 )
 def test_interrupt_then_resume_is_bit_identical(tiny_host, tmp_path, loss, optimizer):
-    cfg = _smoke(max_steps=6, eval_every=2, grad_accum=2, batch_size=2, loss=loss, epochs=3,
-                 max_train_rows=8, optimizer=optimizer)  # fmt: skip
+    cfg = _smoke(
+        max_steps=6,
+        eval_every=2,
+        grad_accum=2,
+        batch_size=2,
+        loss=loss,
+        epochs=3,
+        max_train_rows=8,
+        optimizer=optimizer,
+    )
     straight = train(cfg, tmp_path / "a", host=tiny_host, progress=False)
 
     def ctrl_c(step: int) -> None:
@@ -216,9 +230,12 @@ def test_what_may_not_extend_a_run_is_named():
         (saved, dict(max_steps=4), "max_steps 4 is not larger than the saved run's 4"),
         (saved, dict(max_steps=8, lr=0.5), r"differs in \['lr'\]"),
         (saved, dict(max_steps=8, snapshots=(0, 2, 4)), "snapshots up to step 4 differ"),
-        (dataclasses.replace(saved, max_steps=3), dict(max_steps=8),
-         "max_steps 3 is not a multiple of eval_every 2"),
-    ]  # fmt: skip
+        (
+            dataclasses.replace(saved, max_steps=3),
+            dict(max_steps=8),
+            "max_steps 3 is not a multiple of eval_every 2",
+        ),
+    ]
     for old, change, reason in cases:
         problem = extension_problem(old, dataclasses.replace(old, **change))
         assert problem is not None and re.search(reason, problem), (reason, problem)
@@ -232,8 +249,13 @@ def test_an_early_stopped_run_is_finished_under_a_larger_cap(tiny_host, tmp_path
     cfg = _smoke(max_steps=6, eval_every=2, epochs=3, max_train_rows=8, patience=1)
     first = train(cfg, tmp_path / "run", host=tiny_host, progress=False)
     assert (first.steps, first.stopped) == (4, "early_stop")
-    again = train(dataclasses.replace(cfg, max_steps=10), tmp_path / "run", host=tiny_host,
-                  progress=False, resume=True)  # fmt: skip
+    again = train(
+        dataclasses.replace(cfg, max_steps=10),
+        tmp_path / "run",
+        host=tiny_host,
+        progress=False,
+        resume=True,
+    )
     assert (again.steps, again.stopped) == (4, "early_stop")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
     assert TrainConfig.load(tmp_path / "run" / "config.json").max_steps == 10

@@ -27,15 +27,27 @@ EMOTIONS = ("anger", "sadness")
 
 
 def _table(verdicts: dict[tuple[str, int], str], kind: str = "next-token") -> pd.DataFrame:
-    return pd.DataFrame([{"run": f"{e}_long", "emotion": e, "kind": kind, "step": s, "verdict": v}
-                         for (e, s), v in verdicts.items()])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"run": f"{e}_long", "emotion": e, "kind": kind, "step": s, "verdict": v}
+            for (e, s), v in verdicts.items()
+        ]
+    )
 
 
 def test_budget_is_the_smallest_step_with_every_emotion_aligned():
-    table = _table({("anger", 0): "not aligned", ("sadness", 0): "not aligned",
-                    ("anger", 14): "aligned", ("sadness", 14): "not aligned",
-                    ("anger", 60): "aligned", ("sadness", 60): "aligned",
-                    ("anger", 200): "aligned", ("sadness", 200): "aligned"})  # fmt: skip
+    table = _table(
+        {
+            ("anger", 0): "not aligned",
+            ("sadness", 0): "not aligned",
+            ("anger", 14): "aligned",
+            ("sadness", 14): "not aligned",
+            ("anger", 60): "aligned",
+            ("sadness", 60): "aligned",
+            ("anger", 200): "aligned",
+            ("sadness", 200): "aligned",
+        }
+    )
     budget = choose_budget(table, EMOTIONS, max_step=200)
     assert budget.step == 60
     assert budget.aligned_by_step == {14: 1, 60: 2, 200: 2}  # step 0 (untrained) is no budget
@@ -43,8 +55,14 @@ def test_budget_is_the_smallest_step_with_every_emotion_aligned():
 
 
 def test_budget_beyond_the_time_limit_is_refused():
-    table = _table({("anger", 14): "aligned", ("sadness", 14): "not aligned",
-                    ("anger", 60): "aligned", ("sadness", 60): "aligned"})  # fmt: skip
+    table = _table(
+        {
+            ("anger", 14): "aligned",
+            ("sadness", 14): "not aligned",
+            ("anger", 60): "aligned",
+            ("sadness", 60): "aligned",
+        }
+    )
     budget = choose_budget(table, EMOTIONS, max_step=30)
     assert budget.step is None and "only from step 60, beyond the time limit" in budget.reason
 
@@ -90,9 +108,9 @@ def test_output_shape_of_a_planted_index():
     assert shape.index_share == pytest.approx(1.0)
     assert shape.layer_share == pytest.approx(0.0, abs=1e-12)
     assert shape.cross_layer_corr == pytest.approx(1.0)
-    uniform = output_shape([torch.ones(5, n_inject, d_model) + 1e-3 * torch.randn(5, n_inject,
-                                                                                  d_model)],
-                           [0, 1, 2])  # fmt: skip
+    uniform = output_shape(
+        [torch.ones(5, n_inject, d_model) + 1e-3 * torch.randn(5, n_inject, d_model)], [0, 1, 2]
+    )
     assert uniform.dominance == pytest.approx(1.0, abs=0.01)
 
 
@@ -130,6 +148,8 @@ def test_paper_loss_runs_are_the_original_loss_as_it_ran():
     assert paper.loss == "paper" and paper.prompt_mode == "plain"
     assert (paper.lr, paper.batch_size * paper.grad_accum, paper.max_len) == (1e-4, 16, 128)
     assert paper.max_steps == next_token.max_steps  # the same number of optimizer steps
-    assert dataclasses.replace(paper, **{k: getattr(next_token, k) for k in FAITHFUL_PAPER_LOSS
-                                         }) == next_token  # fmt: skip
+    assert (
+        dataclasses.replace(paper, **{k: getattr(next_token, k) for k in FAITHFUL_PAPER_LOSS})
+        == next_token
+    )
     assert json.loads(paper.to_json())["prompt_mode"] == "plain"

@@ -73,8 +73,10 @@ def test_striation_reads_the_whole_null_not_one_control():
     wide_null = [*NULL_SHARES[:-1], 0.12]
     verdict = v.striation_rule(shares, [0.01] * RUNS, [0.0] * RUNS, wide_null, NULL_CORRS)
     assert verdict.verdict == v.NOT and verdict.effects["null_share_max"] == 0.12
-    assert v.striation_rule(shares, [0.01] * RUNS, [0.0] * RUNS, NULL_SHARES,
-                            NULL_CORRS).verdict == v.PARTLY  # fmt: skip
+    assert (
+        v.striation_rule(shares, [0.01] * RUNS, [0.0] * RUNS, NULL_SHARES, NULL_CORRS).verdict
+        == v.PARTLY
+    )
 
 
 def test_against_null_gives_percentile_and_z():
@@ -88,8 +90,12 @@ def test_against_null_gives_percentile_and_z():
 def test_chance_overlap_matches_simulation():
     rng = np.random.default_rng(0)
     draws = [rng.choice(40, 5, replace=False) for _ in range(4000)]
-    sim = np.mean([len(set(a) & set(b)) / len(set(a) | set(b))
-                   for a, b in zip(draws[::2], draws[1::2], strict=True)])  # fmt: skip
+    sim = np.mean(
+        [
+            len(set(a) & set(b)) / len(set(a) | set(b))
+            for a, b in zip(draws[::2], draws[1::2], strict=True)
+        ]
+    )
     assert v.chance_jaccard(5, 40) == pytest.approx(sim, rel=0.1)
     assert v.chance_jaccard(5, 5) == pytest.approx(1.0)
 
@@ -212,18 +218,38 @@ def test_timing_needs_an_effect_over_the_untrained_irm():
 
 def test_every_rule_reaches_every_verdict():
     reached = {
-        "striation": {_stripes(s, layer, c).verdict for s, layer, c in [
-            ([0.7] * RUNS, [0.1] * RUNS, [0.7] * RUNS), ([0.15] * RUNS, [0.1] * RUNS,
-            [0.1] * RUNS), ([0.15] * RUNS, [0.3] * RUNS, [0.1] * RUNS), ([0.5], [0.1], [0.5])]},
-        "consistency": {v.consistency_rule(s, 576).verdict for s in [
-            [[1, 2], [1, 3]], [[1, 2], [2, 1]], [[1, 2], [3, 4]], [[1, 2]]]},
-        "dominant": {v.dominant_rule(r, g, NULL_RATIOS).verdict for r, g in [
-            ([20.0] * RUNS, [3.0] * RUNS), ([2.0] * RUNS, [1.1] * RUNS),
-            ([1.4] * RUNS, [1.0] * RUNS), ([20.0], [3.0])]},
-        "timing": {v.timing_rule(t, [0.5, 0.5], f, [0.5, 0.5]).verdict for t, f in [
-            ([0.9] * RUNS, [0.9] * RUNS), ([0.9] * RUNS, [0.5] * RUNS),
-            ([0.5] * RUNS, [0.5] * RUNS), ([0.9], [0.9])]},
-    }  # fmt: skip
+        "striation": {
+            _stripes(s, layer, c).verdict
+            for s, layer, c in [
+                ([0.7] * RUNS, [0.1] * RUNS, [0.7] * RUNS),
+                ([0.15] * RUNS, [0.1] * RUNS, [0.1] * RUNS),
+                ([0.15] * RUNS, [0.3] * RUNS, [0.1] * RUNS),
+                ([0.5], [0.1], [0.5]),
+            ]
+        },
+        "consistency": {
+            v.consistency_rule(s, 576).verdict
+            for s in [[[1, 2], [1, 3]], [[1, 2], [2, 1]], [[1, 2], [3, 4]], [[1, 2]]]
+        },
+        "dominant": {
+            v.dominant_rule(r, g, NULL_RATIOS).verdict
+            for r, g in [
+                ([20.0] * RUNS, [3.0] * RUNS),
+                ([2.0] * RUNS, [1.1] * RUNS),
+                ([1.4] * RUNS, [1.0] * RUNS),
+                ([20.0], [3.0]),
+            ]
+        },
+        "timing": {
+            v.timing_rule(t, [0.5, 0.5], f, [0.5, 0.5]).verdict
+            for t, f in [
+                ([0.9] * RUNS, [0.9] * RUNS),
+                ([0.9] * RUNS, [0.5] * RUNS),
+                ([0.5] * RUNS, [0.5] * RUNS),
+                ([0.9], [0.9]),
+            ]
+        },
+    }
     for rule, seen in reached.items():
         assert seen == set(v.VERDICTS), rule
 

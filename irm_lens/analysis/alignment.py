@@ -96,8 +96,12 @@ def specificity(
     if emotion not in set(nll["target"]):
         raise ValueError(f"specificity: no answers in the IRM's voice {emotion!r}.")
     voices = [emotion, *sorted(set(nll["target"]) - {emotion})]
-    cube = nll.pivot_table(index="question_id", columns=["target", "condition"],
-                           values=["nll_sum", "n_tokens"], aggfunc="sum")  # fmt: skip
+    cube = nll.pivot_table(
+        index="question_id",
+        columns=["target", "condition"],
+        values=["nll_sum", "n_tokens"],
+        aggfunc="sum",
+    )
     wanted = [(v, c) for v in voices for c in (host, irm)]
     cube = cube.dropna()
     present = all((k, v, c) in cube.columns for k in ("nll_sum", "n_tokens") for v, c in wanted)
@@ -120,9 +124,24 @@ def specificity(
     others = float(drops[1:].mean())
     if n < MIN_QUESTIONS:
         return Specificity(emotion, own, others, own - others, nan, nan, nan, nan, n, NOT_TESTED)
-    result = stats.bootstrap((np.arange(n),), lambda i: scores(i.astype(int)),
-                             n_resamples=n_resamples, method="percentile", vectorized=False,
-                             random_state=np.random.default_rng(seed))  # fmt: skip
+    result = stats.bootstrap(
+        (np.arange(n),),
+        lambda i: scores(i.astype(int)),
+        n_resamples=n_resamples,
+        method="percentile",
+        vectorized=False,
+        random_state=np.random.default_rng(seed),
+    )
     (low, own_low), (high, own_high) = result.confidence_interval
-    return Specificity(emotion, own, others, own - others, float(low), float(high),
-                       float(own_low), float(own_high), n, verdict_of(low, own_low))  # fmt: skip
+    return Specificity(
+        emotion,
+        own,
+        others,
+        own - others,
+        float(low),
+        float(high),
+        float(own_low),
+        float(own_high),
+        n,
+        verdict_of(low, own_low),
+    )

@@ -27,8 +27,12 @@ MIN_RUNS = 2
 # CI above 1 + this (and shrinks when below 1 - this).
 MIN_GROWTH = 0.05
 
-PREDICTOR_VERDICTS = ("names the index", "better than chance", "no better than chance",
-                      "not tested")  # fmt: skip
+PREDICTOR_VERDICTS = (
+    "names the index",
+    "better than chance",
+    "no better than chance",
+    "not tested",
+)
 # The predictor names the index when at least this share of runs' top indices is in its top k.
 NAMES_SHARE = 0.5
 ALPHA = 0.01
@@ -65,9 +69,12 @@ def signed_push(outputs: Sequence[Float[Tensor, "pos inject d_model"]], index: i
 
 
 def direct_token_z(
-    gain: Float[Tensor, " d_model"], w_u: Float[Tensor, "d_model d_vocab"], index: int,
-    token: int, sign: float = 1.0,
-) -> float:  # fmt: skip
+    gain: Float[Tensor, " d_model"],
+    w_u: Float[Tensor, "d_model d_vocab"],
+    index: int,
+    token: int,
+    sign: float = 1.0,
+) -> float:
     """How much a push of sign ``sign`` at residual ``index`` raises ``token``'s logit over the
     vocabulary's, through the final norm's gain and the unembedding (a z-score over the
     vocabulary; > 0: the push favours ``token``). The norm's 1/rms scales every logit alike."""
@@ -98,9 +105,17 @@ def cell_sharing(rows: pd.DataFrame, null_tops: Sequence[int]) -> pd.DataFrame:
         tops = [int(t) for t in group.loc[group["aligned"], "top_index"]]
         index, share = shared_index(tops)
         shares = len(tops) >= MIN_RUNS and share >= SHARED and index != init_index
-        out.append({"cell": cell, "padding": group["padding"].iloc[0], "n_runs": len(group),
-                    "n_aligned": len(tops), "index": index, "share": share,
-                    "shares": shares})  # fmt: skip
+        out.append(
+            {
+                "cell": cell,
+                "padding": group["padding"].iloc[0],
+                "n_runs": len(group),
+                "n_aligned": len(tops),
+                "index": index,
+                "share": share,
+                "shares": shares,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -120,8 +135,11 @@ def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
     if cells.empty or not thin.empty:
         names = ", ".join(thin["cell"]) if len(thin) else "no cell"
         verb = "has" if len(thin) == 1 else "have"
-        return Verdict("not tested", f"needs {MIN_RUNS} aligned runs in every cell; {names} "
-                       f"{verb} fewer", effects)  # fmt: skip
+        return Verdict(
+            "not tested",
+            f"needs {MIN_RUNS} aligned runs in every cell; {names} {verb} fewer",
+            effects,
+        )
     counted, masked = cells[cells["padding"] == "counted"], cells[cells["padding"] == "masked"]
 
     def listing(frame: pd.DataFrame) -> str:
@@ -133,14 +151,21 @@ def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
     if not counted["shares"].any():
         return Verdict("not padding", f"no cell shares a top index ({detail})", effects)
     if counted["shares"].all():
-        return Verdict("only with padding", f"every counted cell shares a top index, no masked "
-                       f"cell does ({detail})", effects)  # fmt: skip
-    return Verdict("one offset only", f"one counted cell shares a top index, no masked cell "
-                   f"does ({detail})", effects)  # fmt: skip
+        return Verdict(
+            "only with padding",
+            f"every counted cell shares a top index, no masked cell does ({detail})",
+            effects,
+        )
+    return Verdict(
+        "one offset only",
+        f"one counted cell shares a top index, no masked cell does ({detail})",
+        effects,
+    )
 
 
-def median_ratio_ci(ratios: Sequence[float], *, n_boot: int = 2000, seed: int = 0
-                    ) -> tuple[float, float, float]:  # fmt: skip
+def median_ratio_ci(
+    ratios: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Median of ``ratios`` with a bootstrap 95 % CI over them."""
     values = np.asarray(ratios, dtype=float)
     rng = np.random.default_rng(seed)
@@ -156,12 +181,17 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
     below that, *not tested* when it spans it or with fewer than ``MIN_RUNS`` runs."""
     values = [g for g in growth if math.isfinite(g)]
     if len(values) < MIN_RUNS:
-        return Verdict("not tested", f"needs {MIN_RUNS} aligned {group}; got {len(values)}",
-                       {"runs": float(len(values))})  # fmt: skip
+        return Verdict(
+            "not tested",
+            f"needs {MIN_RUNS} aligned {group}; got {len(values)}",
+            {"runs": float(len(values))},
+        )
     median, low, high = median_ratio_ci(values)
     effects = {"median growth": median, "low": low, "high": high, "runs": float(len(values))}
-    text = (f"dominance last/first snapshot {median:.2f}x [{low:.2f}, {high:.2f}] over "
-            f"{len(values)} {group}")  # fmt: skip
+    text = (
+        f"dominance last/first snapshot {median:.2f}x [{low:.2f}, {high:.2f}] over "
+        f"{len(values)} {group}"
+    )
     if low > 1 + MIN_GROWTH:
         return Verdict("concentrates", text, effects)
     if high < 1 + MIN_GROWTH:
@@ -175,17 +205,27 @@ def predictor_rule(v: Validation) -> Verdict:
     index* when at least ``NAMES_SHARE`` of them are in the predicted top k and that beats chance
     (one-sided binomial p < ``ALPHA``); *better than chance* when only the latter holds; *no
     better than chance* otherwise; *not tested* with fewer than ``MIN_VALIDATION_RUNS`` runs."""
-    effects = {"runs": float(v.n_runs), "in top k": float(v.in_top_k), "k": float(v.k),
-               "chance": v.chance, "p": v.p_value, "median percentile": v.median_percentile,
-               "low": v.low, "high": v.high}  # fmt: skip
+    effects = {
+        "runs": float(v.n_runs),
+        "in top k": float(v.in_top_k),
+        "k": float(v.k),
+        "chance": v.chance,
+        "p": v.p_value,
+        "median percentile": v.median_percentile,
+        "low": v.low,
+        "high": v.high,
+    }
     if v.n_runs < MIN_VALIDATION_RUNS:
-        return Verdict("not tested", f"needs {MIN_VALIDATION_RUNS} trained runs; got {v.n_runs}",
-                       effects)  # fmt: skip
+        return Verdict(
+            "not tested", f"needs {MIN_VALIDATION_RUNS} trained runs; got {v.n_runs}", effects
+        )
     share = v.in_top_k / v.n_runs
-    text = (f"{v.in_top_k} of {v.n_runs} trained top indices in the predicted top {v.k} "
-            f"({share:.0%}; chance {v.chance:.1%}, binomial p {v.p_value:.2g}); median rank "
-            f"percentile {v.median_percentile:.2f} [{v.low:.2f}, {v.high:.2f}] "
-            "(random: 0.50)")  # fmt: skip
+    text = (
+        f"{v.in_top_k} of {v.n_runs} trained top indices in the predicted top {v.k} "
+        f"({share:.0%}; chance {v.chance:.1%}, binomial p {v.p_value:.2g}); median rank "
+        f"percentile {v.median_percentile:.2f} [{v.low:.2f}, {v.high:.2f}] "
+        "(random: 0.50)"
+    )
     if v.p_value < ALPHA and share >= NAMES_SHARE:
         return Verdict("names the index", text, effects)
     if v.p_value < ALPHA:

@@ -114,27 +114,41 @@ def basis_verdict(
         "rotated_back": _effect(rotated_back, rotated_back_control),
         "foreign": _effect(foreign, foreign_control),
     }
-    symmetric = (f"; read in the other basis, the original host's IRMs hold "
-                 f"{effects['foreign']:.2f}x (the symmetric control)"
-                 if foreign else "")  # fmt: skip
-    measured = (f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its "
-                f"control in the IRM's own basis and {effects['rotated_back']:.2f}x in the "
-                f"original host's basis{symmetric} (threshold {margin}x; original host "
-                f"{effects['original']:.2f}x)")  # fmt: skip
+    symmetric = (
+        f"; read in the other basis, the original host's IRMs hold "
+        f"{effects['foreign']:.2f}x (the symmetric control)"
+        if foreign
+        else ""
+    )
+    measured = (
+        f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its "
+        f"control in the IRM's own basis and {effects['rotated_back']:.2f}x in the "
+        f"original host's basis{symmetric} (threshold {margin}x; original host "
+        f"{effects['original']:.2f}x)"
+    )
     if len(original) < min_runs or len(rotated_own) < min_runs:
-        reason = (f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
-                  f"original and {len(rotated_own)} on the rotated host")  # fmt: skip
+        reason = (
+            f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
+            f"original and {len(rotated_own)} on the rotated host"
+        )
         return Verdict("not tested", reason, effects)
     if effects["original"] < margin:
-        reason = (f"no index dominates on the original host beyond the untrained IRM "
-                  f"({effects['original']:.2f}x < {margin}x): nothing to explain (measured: "
-                  f"{measured})")  # fmt: skip
+        reason = (
+            f"no index dominates on the original host beyond the untrained IRM "
+            f"({effects['original']:.2f}x < {margin}x): nothing to explain (measured: "
+            f"{measured})"
+        )
         return Verdict("not tested", reason, effects)
     own = effects["rotated_own"] >= margin
     back = effects["rotated_back"] >= margin and not (
-        foreign and effects["rotated_back"] < margin * effects["foreign"])  # fmt: skip
-    verdict = {(False, True): "host basis", (True, False): "IRM or optimizer",
-               (True, True): "both", (False, False): "neither"}[(own, back)]  # fmt: skip
+        foreign and effects["rotated_back"] < margin * effects["foreign"]
+    )
+    verdict = {
+        (False, True): "host basis",
+        (True, False): "IRM or optimizer",
+        (True, True): "both",
+        (False, False): "neither",
+    }[(own, back)]
     return Verdict(verdict, measured, effects)
 
 
@@ -157,16 +171,21 @@ def optimizer_verdict(
     """
     effects = {"adam": _effect(adam, adam_control), "sgd": _effect(sgd, sgd_control)}
     if len(adam) < min_runs or len(sgd) < min_runs:
-        reason = (f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and "
-                  f"{len(sgd)} SGD")  # fmt: skip
+        reason = (
+            f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and {len(sgd)} SGD"
+        )
         return Verdict("not tested", reason, effects)
     if effects["adam"] < margin:
-        reason = (f"no index dominates under Adam beyond the untrained IRM "
-                  f"({effects['adam']:.2f}x < {margin}x): nothing to explain")  # fmt: skip
+        reason = (
+            f"no index dominates under Adam beyond the untrained IRM "
+            f"({effects['adam']:.2f}x < {margin}x): nothing to explain"
+        )
         return Verdict("not tested", reason, effects)
     verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"
-    reason = (f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
-              f"{effects['adam']:.2f}x under Adam (threshold {margin}x)")  # fmt: skip
+    reason = (
+        f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
+        f"{effects['adam']:.2f}x under Adam (threshold {margin}x)"
+    )
     return Verdict(verdict, reason, effects)
 
 
@@ -201,10 +220,14 @@ def masking_verdict(
     """
     top = [u - m for u, m in zip(unmasked, masked_top, strict=True)]
     rand = [u - m for u, m in zip(unmasked, masked_random, strict=True)]
-    return masking_decision(float(np.median(top)) if top else float("nan"),
-                            float(np.median(rand)) if rand else float("nan"),
-                            dominance_effect=dominance_effect, n_aligned=n_aligned,
-                            min_runs=min_runs, min_loss=min_loss)  # fmt: skip
+    return masking_decision(
+        float(np.median(top)) if top else float("nan"),
+        float(np.median(rand)) if rand else float("nan"),
+        dominance_effect=dominance_effect,
+        n_aligned=n_aligned,
+        min_runs=min_runs,
+        min_loss=min_loss,
+    )
 
 
 def masking_decision(
@@ -217,17 +240,23 @@ def masking_decision(
     min_loss: float = MIN_LOSS,
 ) -> Verdict:
     """``masking_verdict`` from its two losses (median specificity points lost per mask)."""
-    effects = {"loss_top": loss_top, "loss_random": loss_random,
-               "dominance_effect": dominance_effect}  # fmt: skip
+    effects = {
+        "loss_top": loss_top,
+        "loss_random": loss_random,
+        "dominance_effect": dominance_effect,
+    }
     if n_aligned < min_runs:
-        return Verdict("not tested", f"needs {min_runs} aligned unmasked runs; got {n_aligned}",
-                       effects)  # fmt: skip
+        return Verdict(
+            "not tested", f"needs {min_runs} aligned unmasked runs; got {n_aligned}", effects
+        )
     needed = loss_top >= max(min_loss, 2 * loss_random)
-    reason = (f"masking them costs {100 * loss_top:.1f} points of specificity (median over "
-              f"emotions), masking as many random indices {100 * loss_random:.1f} (needed: at "
-              f"least {100 * min_loss:.0f} points and twice the random mask's); the masked "
-              f"indices hold {dominance_effect:.2f}x the untrained control's "
-              "dominance")  # fmt: skip
+    reason = (
+        f"masking them costs {100 * loss_top:.1f} points of specificity (median over "
+        f"emotions), masking as many random indices {100 * loss_random:.1f} (needed: at "
+        f"least {100 * min_loss:.0f} points and twice the random mask's); the masked "
+        f"indices hold {dominance_effect:.2f}x the untrained control's "
+        "dominance"
+    )
     return Verdict("needed for alignment" if needed else "substituted", reason, effects)
 
 
@@ -248,16 +277,21 @@ def same_index_verdict(top1: Mapping[str, Sequence[int]], *, min_runs: int = 4) 
     every = [int(i) for ids in top1.values() for i in ids]
     sets = [name for name, ids in top1.items() if len(ids)]
     if len(every) < min_runs or len(sets) < 3:
-        return Verdict(NOT_TESTED, f"needs {min_runs} aligned runs over 3 layer sets; got "
-                       f"{len(every)} over {len(sets)}", {})  # fmt: skip
+        return Verdict(
+            NOT_TESTED,
+            f"needs {min_runs} aligned runs over 3 layer sets; got {len(every)} over {len(sets)}",
+            {},
+        )
     values, counts = np.unique(every, return_counts=True)
     modal, share = int(values[counts.argmax()]), float(counts.max() / len(every))
     spans = sum(modal in ids for ids in top1.values())
     effects = {"modal_index": float(modal), "modal_share": share, "layer_sets_with_it": spans}
     high, low = SAME_INDEX_SHARES
     verdict = REPRODUCED if share >= high and spans >= 3 else PARTLY if share >= low else NOT
-    reason = (f"index {modal} is the top index of {counts.max()}/{len(every)} aligned runs "
-              f"({100 * share:.0f} %), in {spans} of {len(sets)} layer sets")  # fmt: skip
+    reason = (
+        f"index {modal} is the top index of {counts.max()}/{len(every)} aligned runs "
+        f"({100 * share:.0f} %), in {spans} of {len(sets)} layer sets"
+    )
     return Verdict(verdict, reason, effects)
 
 
@@ -274,6 +308,9 @@ def early_layers_verdict(magnitude: Mapping[str, Sequence[float]]) -> Verdict:
     effects["q1_over_q4"] = medians[0] / medians[3]
     falling = all(a > b for a, b in itertools.pairwise(medians))
     verdict = REPRODUCED if falling else PARTLY if medians[0] == max(medians) else NOT
-    reason = ("median mean |output| q1..q4: " + ", ".join(f"{m:.3g}" for m in medians)
-              + f" (q1/q4 {effects['q1_over_q4']:.2f})")  # fmt: skip
+    reason = (
+        "median mean |output| q1..q4: "
+        + ", ".join(f"{m:.3g}" for m in medians)
+        + f" (q1/q4 {effects['q1_over_q4']:.2f})"
+    )
     return Verdict(verdict, reason, effects)

@@ -40,8 +40,15 @@ def output_shape(outputs: Sequence[Tensor], layers: Sequence[int], *, seed: int 
     """The ``Shape`` of an IRM's outputs, one ``[token, inject, d_model]`` tensor per row."""
     d = dominance_ratio(outputs, seed=seed)
     pooled = striation(_pool(outputs), layers, n_permutations=0)
-    return Shape(d.top1, d.ratio, d.low, d.high, pooled["index_share"],
-                 pooled["layer_share"], pooled["cross_layer_corr"])  # fmt: skip
+    return Shape(
+        d.top1,
+        d.ratio,
+        d.low,
+        d.high,
+        pooled["index_share"],
+        pooled["layer_share"],
+        pooled["cross_layer_corr"],
+    )
 
 
 def _pool(outputs: Sequence[Tensor]) -> Tensor:
@@ -86,12 +93,19 @@ def choose_budget(
     fits = sorted(s for s in counts if s <= max_step)
     good = [s for s in fits if counts[s] == n]
     if good:
-        return Budget(good[0], f"the smallest step at which all {n} emotions are aligned, "
-                      f"within the time limit (steps <= {max_step})", counts, n)  # fmt: skip
+        return Budget(
+            good[0],
+            f"the smallest step at which all {n} emotions are aligned, "
+            f"within the time limit (steps <= {max_step})",
+            counts,
+            n,
+        )
     later = [s for s in sorted(counts) if s > max_step and counts[s] == n]
     if later:
-        why = (f"all {n} emotions align only from step {later[0]}, beyond the time limit "
-               f"(steps <= {max_step})")  # fmt: skip
+        why = (
+            f"all {n} emotions align only from step {later[0]}, beyond the time limit "
+            f"(steps <= {max_step})"
+        )
     else:
         why = f"at no measured step are all {n} emotions aligned"
     return Budget(None, why, counts, n)
@@ -107,6 +121,9 @@ def largest_step_within(
     steps: Sequence[int], limit_min: float, *, fixed_min: float, per_step_min: float
 ) -> int:
     """The largest of ``steps`` whose ``minutes_at`` fits ``limit_min`` (0 when none does)."""
-    fitting = [s for s in steps if minutes_at(s, fixed_min=fixed_min,
-                                              per_step_min=per_step_min) <= limit_min]  # fmt: skip
+    fitting = [
+        s
+        for s in steps
+        if minutes_at(s, fixed_min=fixed_min, per_step_min=per_step_min) <= limit_min
+    ]
     return max(fitting, default=0)

@@ -19,7 +19,11 @@ from scipy import stats
 from irm_lens.analysis.mechanism import MIN_RUNS, Verdict
 
 REPRODUCED, PARTLY, NOT, NOT_TESTED = (
-    "reproduced", "partly reproduced", "not reproduced", "not tested")  # fmt: skip
+    "reproduced",
+    "partly reproduced",
+    "not reproduced",
+    "not tested",
+)
 VERDICTS = (REPRODUCED, PARTLY, NOT, NOT_TESTED)
 
 STRONG_SHARE = 0.5
@@ -53,8 +57,13 @@ def median_ci(values: Sequence[float], *, seed: int = 0) -> tuple[float, float, 
     median = float(np.median(data))
     if data.size == 1 or np.all(data == data[0]):
         return median, median, median
-    result = stats.bootstrap((data,), np.median, n_resamples=2000, method="percentile",
-                             random_state=np.random.default_rng(seed))  # fmt: skip
+    result = stats.bootstrap(
+        (data,),
+        np.median,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     low, high = result.confidence_interval
     return median, float(low), float(high)
 
@@ -74,15 +83,21 @@ def against_null(value: float, null: Sequence[float]) -> dict[str, float]:
         raise ValueError("against_null needs at least one untrained IRM's value.")
     spread = float(np.std(data, ddof=1)) if data.size > 1 else 0.0
     z = (value - float(np.mean(data))) / spread if spread > 0 else math.nan
-    return {"null_median": float(np.median(data)), "null_max": float(np.max(data)),
-            "percentile": float(np.mean(data < value)), "z": z,
-            "n_null": float(data.size)}  # fmt: skip
+    return {
+        "null_median": float(np.median(data)),
+        "null_max": float(np.max(data)),
+        "percentile": float(np.mean(data < value)),
+        "z": z,
+        "n_null": float(data.size),
+    }
 
 
 def _null_text(null: dict[str, float], fmt: str = ".3f") -> str:
     z = "" if math.isnan(null["z"]) else f", z {null['z']:.1f}"
-    return (f"untrained null (n={null['n_null']:.0f}) median {null['null_median']:{fmt}}, "
-            f"max {null['null_max']:{fmt}}{z}")  # fmt: skip
+    return (
+        f"untrained null (n={null['n_null']:.0f}) median {null['null_median']:{fmt}}, "
+        f"max {null['null_max']:{fmt}}{z}"
+    )
 
 
 def striation_rule(
@@ -119,18 +134,29 @@ def striation_rule(
     corr = float(np.median(corrs))
     share_null, corr_null = against_null(low, null_shares), against_null(corr, null_corrs)
     share_beyond = low > share_null["null_max"] and (
-        low - share_null["null_median"] >= MIN_SHARE_EFFECT)  # fmt: skip
+        low - share_null["null_median"] >= MIN_SHARE_EFFECT
+    )
     corr_beyond = corr > corr_null["null_max"] and (
-        corr - corr_null["null_median"] >= MIN_CORR_EFFECT)  # fmt: skip
-    effects = {"index_share": share, "index_share_low": low, "index_share_high": high,
-               "layer_share": float(np.median(layer_shares)), "index_minus_layer": gap,
-               "index_minus_layer_low": gap_low, "index_minus_layer_high": gap_high,
-               "control_share": share_null["null_median"], "null_share_max": share_null["null_max"],
-               "share_effect_low": low - share_null["null_median"],
-               "cross_layer_corr": corr, "control_corr": corr_null["null_median"],
-               "null_corr_max": corr_null["null_max"],
-               "corr_effect": corr - corr_null["null_median"],
-               "n_null": share_null["n_null"], "n_runs": float(len(index_shares))}  # fmt: skip
+        corr - corr_null["null_median"] >= MIN_CORR_EFFECT
+    )
+    effects = {
+        "index_share": share,
+        "index_share_low": low,
+        "index_share_high": high,
+        "layer_share": float(np.median(layer_shares)),
+        "index_minus_layer": gap,
+        "index_minus_layer_low": gap_low,
+        "index_minus_layer_high": gap_high,
+        "control_share": share_null["null_median"],
+        "null_share_max": share_null["null_max"],
+        "share_effect_low": low - share_null["null_median"],
+        "cross_layer_corr": corr,
+        "control_corr": corr_null["null_median"],
+        "null_corr_max": corr_null["null_max"],
+        "corr_effect": corr - corr_null["null_median"],
+        "n_null": share_null["n_null"],
+        "n_runs": float(len(index_shares)),
+    }
     measures = (
         f"median index share {share:.3f} [95 % CI {low:.3f}, {high:.3f}] vs layer share "
         f"{effects['layer_share']:.3f} (index minus layer, per run: median {gap:+.3f} [95 % CI "
@@ -145,19 +171,34 @@ def striation_rule(
         effects["signed_layer_share"] = float(np.median(signed[1]))
         effects["signed_index_minus_layer"] = signed_gap
         signed_ok = signed_gap > 0
-        measures += (f"; signed mean map (Fig. 2): index share {effects['signed_index_share']:.3f}"
-                     f" vs layer share {effects['signed_layer_share']:.3f}")  # fmt: skip
+        measures += (
+            f"; signed mean map (Fig. 2): index share {effects['signed_index_share']:.3f}"
+            f" vs layer share {effects['signed_layer_share']:.3f}"
+        )
     beyond, by_index = share_beyond or corr_beyond, gap > 0
-    if (share_beyond and by_index and gap_low > 0 and signed_ok
-            and share >= STRONG_SHARE and corr >= STRONG_SHARE):  # fmt: skip
+    if (
+        share_beyond
+        and by_index
+        and gap_low > 0
+        and signed_ok
+        and share >= STRONG_SHARE
+        and corr >= STRONG_SHARE
+    ):
         return Verdict(REPRODUCED, f"strong stripes by index: {measures}", effects)
     if beyond and by_index:
-        return Verdict(PARTLY, f"weak stripes (beyond the untrained null and by index more than "
-                       f"by layer, below {STRONG_SHARE} of the variance): {measures}",
-                       effects)  # fmt: skip
+        return Verdict(
+            PARTLY,
+            f"weak stripes (beyond the untrained null and by index more than "
+            f"by layer, below {STRONG_SHARE} of the variance): {measures}",
+            effects,
+        )
     if beyond:
-        return Verdict(NOT, f"structure beyond the untrained null, but the map varies more by "
-                       f"layer than by index: {measures}", effects)  # fmt: skip
+        return Verdict(
+            NOT,
+            f"structure beyond the untrained null, but the map varies more by "
+            f"layer than by index: {measures}",
+            effects,
+        )
     return Verdict(NOT, f"no stripes beyond the untrained null: {measures}", effects)
 
 
@@ -178,15 +219,23 @@ def consistency_rule(
     k = len(top_sets[0])
     firsts = [s[0] for s in top_sets]
     common = max(set(firsts), key=firsts.count)
-    pairs = [len(set(a) & set(b)) / len(set(a) | set(b))
-             for a, b in itertools.combinations(top_sets, 2)]  # fmt: skip
+    pairs = [
+        len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in itertools.combinations(top_sets, 2)
+    ]
     overlap, chance = float(np.mean(pairs)), chance_jaccard(k, d_model)
-    effects = {"top1_index": float(common), "top1_runs": float(firsts.count(common)),
-               "n_runs": float(len(top_sets)), "overlap": overlap, "chance": chance,
-               "overlap_over_chance": overlap / chance}  # fmt: skip
-    measures = (f"index {common} is top 1 in {firsts.count(common)}/{len(top_sets)} runs; mean "
-                f"top-{k} overlap {overlap:.3f} vs chance {chance:.4f} "
-                f"({overlap / chance:.0f}x)")  # fmt: skip
+    effects = {
+        "top1_index": float(common),
+        "top1_runs": float(firsts.count(common)),
+        "n_runs": float(len(top_sets)),
+        "overlap": overlap,
+        "chance": chance,
+        "overlap_over_chance": overlap / chance,
+    }
+    measures = (
+        f"index {common} is top 1 in {firsts.count(common)}/{len(top_sets)} runs; mean "
+        f"top-{k} overlap {overlap:.3f} vs chance {chance:.4f} "
+        f"({overlap / chance:.0f}x)"
+    )
     if firsts.count(common) == len(top_sets):
         return Verdict(REPRODUCED, f"the same top index in every run: {measures}", effects)
     if overlap >= OVERLAP_OVER_CHANCE * chance:
@@ -226,25 +275,44 @@ def dominant_rule(
     gap, gap_low, gap_high = median_ci(gaps)
     null = against_null(median, null_ratios)
     beyond = low > null["null_max"]
-    effects = {"ratio": median, "ratio_low": low, "ratio_high": high,
-               "gap": gap, "gap_low": gap_low, "gap_high": gap_high,
-               "control": null["null_median"], "null_max": null["null_max"], "z": null["z"],
-               "over_control": median / null["null_median"], "n_null": null["n_null"],
-               "n_runs": float(len(ratios))}  # fmt: skip
+    effects = {
+        "ratio": median,
+        "ratio_low": low,
+        "ratio_high": high,
+        "gap": gap,
+        "gap_low": gap_low,
+        "gap_high": gap_high,
+        "control": null["null_median"],
+        "null_max": null["null_max"],
+        "z": null["z"],
+        "over_control": median / null["null_median"],
+        "n_null": null["n_null"],
+        "n_runs": float(len(ratios)),
+    }
     at_most = "at most " if gaps_are_bounds else ""
-    measures = (f"top index over the runner-up: median {at_most}{gap:.2f}x [95 % CI {gap_low:.2f},"
-                f" {gap_high:.2f}] (dominant >= {DOMINANT_GAP:g}x, at any d_model); dominance "
-                f"ratio median {median:.2f} [{low:.2f}, {high:.2f}] (1 = uniform), "
-                f"{_null_text(null, '.2f')}")  # fmt: skip
+    measures = (
+        f"top index over the runner-up: median {at_most}{gap:.2f}x [95 % CI {gap_low:.2f},"
+        f" {gap_high:.2f}] (dominant >= {DOMINANT_GAP:g}x, at any d_model); dominance "
+        f"ratio median {median:.2f} [{low:.2f}, {high:.2f}] (1 = uniform), "
+        f"{_null_text(null, '.2f')}"
+    )
     if beyond and gap >= DOMINANT_GAP and gap_low >= DOMINANT_GAP:
         if gaps_are_bounds:
-            return Verdict(NOT_TESTED, f"the runner-up's share was not kept and its bound allows "
-                           f"a dominant index: {measures}", effects)  # fmt: skip
+            return Verdict(
+                NOT_TESTED,
+                f"the runner-up's share was not kept and its bound allows "
+                f"a dominant index: {measures}",
+                effects,
+            )
         return Verdict(REPRODUCED, f"one index dominates: {measures}", effects)
     if beyond:
-        return Verdict(PARTLY, f"concentrated beyond every untrained IRM "
-                       f"({median / null['null_median']:.2f}x the null's median), no index "
-                       f"dominant: {measures}", effects)  # fmt: skip
+        return Verdict(
+            PARTLY,
+            f"concentrated beyond every untrained IRM "
+            f"({median / null['null_median']:.2f}x the null's median), no index "
+            f"dominant: {measures}",
+            effects,
+        )
     return Verdict(NOT, f"no index stands out beyond the untrained null: {measures}", effects)
 
 
@@ -274,22 +342,34 @@ def residual_rule(
         return few
     delta, output = float(np.median(delta_shares)), float(np.median(output_shares))
     null = against_null(delta, null_shares)
-    effects = {"delta_share": delta, "output_share": output, "control_share": null["null_median"],
-               "null_max": null["null_max"], "n_runs": float(len(delta_shares))}  # fmt: skip
-    measures = (f"index share of the injected deltas {delta:.3f}, of the IRM's own outputs "
-                f"{output:.3f}; {_null_text(null)}")  # fmt: skip
+    effects = {
+        "delta_share": delta,
+        "output_share": output,
+        "control_share": null["null_median"],
+        "null_max": null["null_max"],
+        "n_runs": float(len(delta_shares)),
+    }
+    measures = (
+        f"index share of the injected deltas {delta:.3f}, of the IRM's own outputs "
+        f"{output:.3f}; {_null_text(null)}"
+    )
 
     def striped(share: float) -> bool:
         return share > null["null_max"] and share - null["null_median"] >= MIN_SHARE_EFFECT
 
     if striped(delta) and not striped(output):
-        return Verdict(REPRODUCED, f"stripes form in the residual basis whatever basis the IRM "
-                       f"writes in: {measures}", effects)  # fmt: skip
+        return Verdict(
+            REPRODUCED,
+            f"stripes form in the residual basis whatever basis the IRM writes in: {measures}",
+            effects,
+        )
     if striped(delta):
-        return Verdict(PARTLY, f"stripes in the residual basis and in the IRM's own: {measures}",
-                       effects)  # fmt: skip
-    return Verdict(NOT, f"rotated injection leaves no stripes in the residual basis: {measures}",
-                   effects)  # fmt: skip
+        return Verdict(
+            PARTLY, f"stripes in the residual basis and in the IRM's own: {measures}", effects
+        )
+    return Verdict(
+        NOT, f"rotated injection leaves no stripes in the residual basis: {measures}", effects
+    )
 
 
 def lm_head_rule(
@@ -312,20 +392,28 @@ def lm_head_rule(
     if gains:
         gain, frozen = float(np.median(gains)), float(np.median(frozen_gains))
         mediated = 1.0 - frozen / gain if gain > 0 else math.nan
-        effects = {"gain": gain, "frozen_gain": frozen, "mediated": mediated,
-                   "lever_percentile": lever_percentile, "n_runs": float(len(gains))}  # fmt: skip
-        measures = (f"{mediated:.0%} of the NLL gain goes through the final norm's scale "
-                    f"(gain {gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever "
-                    f"beats {lever_percentile:.0%} of all indices")  # fmt: skip
+        effects = {
+            "gain": gain,
+            "frozen_gain": frozen,
+            "mediated": mediated,
+            "lever_percentile": lever_percentile,
+            "n_runs": float(len(gains)),
+        }
+        measures = (
+            f"{mediated:.0%} of the NLL gain goes through the final norm's scale "
+            f"(gain {gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever "
+            f"beats {lever_percentile:.0%} of all indices"
+        )
     else:
         effects = {"n_runs": 0.0, "lever_percentile": lever_percentile}
         measures = ""
     if not dominated:  # the measures are still stated: what the test would have read
         anyway = f" (measured anyway: {measures})" if measures else ""
         return Verdict(
-            NOT_TESTED, f"no index dominates the alignments: the claim has no subject{anyway}",
+            NOT_TESTED,
+            f"no index dominates the alignments: the claim has no subject{anyway}",
             effects,
-        )  # fmt: skip
+        )
     if (few := _too_few(len(gains), min_runs)) is not None:
         return few
     through, lever = mediated >= MEDIATED, lever_percentile >= LEVER_PERCENTILE
@@ -354,16 +442,25 @@ def timing_rule(
         return few
     true, file = float(np.median(true_order)), float(np.median(file_order))
     nulls = {"true": against_null(true, true_null), "file": against_null(file, file_null)}
-    effects = {"true_order": true, "true_control": nulls["true"]["null_median"],
-               "file_order": file, "file_control": nulls["file"]["null_median"],
-               "n_runs": float(len(true_order))}  # fmt: skip
+    effects = {
+        "true_order": true,
+        "true_control": nulls["true"]["null_median"],
+        "file_order": file,
+        "file_control": nulls["file"]["null_median"],
+        "n_runs": float(len(true_order)),
+    }
 
     def early(value: float, null: dict[str, float]) -> bool:
-        return (value >= EARLY and value > null["null_max"]
-                and value - null["null_median"] >= MIN_TIMING_EFFECT)  # fmt: skip
+        return (
+            value >= EARLY
+            and value > null["null_max"]
+            and value - null["null_median"] >= MIN_TIMING_EFFECT
+        )
 
-    holds = {"true sequence order": early(true, nulls["true"]),
-             "the original's file order": early(file, nulls["file"])}  # fmt: skip
+    holds = {
+        "true sequence order": early(true, nulls["true"]),
+        "the original's file order": early(file, nulls["file"]),
+    }
     measures = (
         f"before the midpoint: {true:.0%} in true order (untrained null median "
         f"{nulls['true']['null_median']:.0%}, max {nulls['true']['null_max']:.0%}), {file:.0%} "

@@ -116,6 +116,11 @@ def own_voice(
     p = classifier.proba(answers)[voice].to_numpy(float)
     if len(p) == 1 or np.all(p == p[0]):
         return OwnVoice(float(p.mean()), float(p.mean()), float(p.mean()), len(p))
-    ci = stats.bootstrap((p,), np.mean, n_resamples=2000, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    ci = stats.bootstrap(
+        (p,),
+        np.mean,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
     return OwnVoice(float(p.mean()), float(ci.low), float(ci.high), len(p))

@@ -102,8 +102,9 @@ def _attribute(args: argparse.Namespace) -> int:
     word = host.tokenizer.decode([values.attrs["predicted"]])
     print(f"predicted next token: {word!r}")
     print(values.head(args.top).to_string(index=False))
-    fig = attribution_figure(values, baseline, top=args.top,
-                             title=f"Which units write {word!r} after {args.prompt!r}")  # fmt: skip
+    fig = attribution_figure(
+        values, baseline, top=args.top, title=f"Which units write {word!r} after {args.prompt!r}"
+    )
     _write(Path(args.out or "lens/attribute"), tables, fig, not args.no_png)
     return 0
 
@@ -114,13 +115,20 @@ def _channels(args: argparse.Namespace) -> int:
 
     host = _host(args)
     shares = index_in_head_subspaces(host, args.index)
-    tables = {"subspaces": shares, "ov_svd": head_svd(host, "OV"),
-              "composition_v": composition_scores(host, "V").head(200)}  # fmt: skip
+    tables = {
+        "subspaces": shares,
+        "ov_svd": head_svd(host, "OV"),
+        "composition_v": composition_scores(host, "V").head(200),
+    }
     top = shares.sort_values("write", ascending=False).head(5)
     print(f"heads writing most into index {args.index} (chance {shares['chance'].iloc[0]:.3f}):")
     print(top.to_string(index=False))
-    _write(Path(args.out or "lens/channels"), tables, subspace_figure(shares, index=args.index),
-           not args.no_png)  # fmt: skip
+    _write(
+        Path(args.out or "lens/channels"),
+        tables,
+        subspace_figure(shares, index=args.index),
+        not args.no_png,
+    )
     return 0
 
 

@@ -232,8 +232,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"done: {result.steps} steps ({result.stopped}); best val loss {result.best_val:.4f} at "
         f"step {result.best_step}; IRM: {run_dir / 'irm.safetensors'}"
     )
-    print(f"next: irm-lens evaluate {run_dir}   (NLL, voice, facts)\n"
-          f"      irm-lens record {run_dir}     (its outputs on the paper's prompts)")  # fmt: skip
+    print(
+        f"next: irm-lens evaluate {run_dir}   (NLL, voice, facts)\n"
+        f"      irm-lens record {run_dir}     (its outputs on the paper's prompts)"
+    )
     return 0
 
 
@@ -311,13 +313,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.task == "predict":
         parts = predict_bytes(shape, args.batch_size, args.max_len, args.dtype)
         detail = ", ".join(f"{k} {v / GIB:.2f}" for k, v in parts.items())
-        print(f"{shape.name}: irm-lens predict with {args.batch_size} rows x {args.max_len} "
-              f"tokens per batch, host {args.dtype}: {sum(parts.values()) / GIB:.2f} GiB on one "
-              f"device ({detail} GiB).")  # fmt: skip
+        print(
+            f"{shape.name}: irm-lens predict with {args.batch_size} rows x {args.max_len} "
+            f"tokens per batch, host {args.dtype}: {sum(parts.values()) / GIB:.2f} GiB on one "
+            f"device ({detail} GiB)."
+        )
         return 0
     layers = parse_layers(args.layers, shape.n_layers)
-    inputs = PlanInputs(shape, len(layers), args.batch_size, args.max_len, args.dtype,
-                        args.width_mult)  # fmt: skip
+    inputs = PlanInputs(
+        shape, len(layers), args.batch_size, args.max_len, args.dtype, args.width_mult
+    )
     table, advice = plan_table(inputs, args.procs, args.device_gib)
     print(
         f"{shape.name}: {shape.n_params / 1e9:.3g} B parameters, {shape.n_layers} layers; IRM "
@@ -475,16 +480,25 @@ def _add_plan_parser(sub: Any) -> None:
         "plan", help="memory per process to train an IRM: one process, DDP, FSDP (no training)"
     )
     pl.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
-    pl.add_argument("--for", dest="task", choices=("train", "predict"), default="train",
-                    help="what to plan: training an IRM (default) or irm-lens predict")  # fmt: skip
+    pl.add_argument(
+        "--for",
+        dest="task",
+        choices=("train", "predict"),
+        default="train",
+        help="what to plan: training an IRM (default) or irm-lens predict",
+    )
     pl.add_argument("--layers", default="all", help="injected layers: all, every4, q1..q4, 0-7")
     pl.add_argument("--batch-size", type=at_least(1), default=8, help="rows per optimizer step")
     pl.add_argument("--max-len", type=at_least(2), default=128, help="tokens per row")
     pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     pl.add_argument("--width-mult", type=at_least(1), default=3)
     pl.add_argument("--procs", type=at_least(1), default=2, help="processes (GPUs) to plan for")
-    pl.add_argument("--device-gib", type=positive_float, default=None,
-                    help="memory of one device in GiB, for a recommendation")  # fmt: skip
+    pl.add_argument(
+        "--device-gib",
+        type=positive_float,
+        default=None,
+        help="memory of one device in GiB, for a recommendation",
+    )
     pl.set_defaults(func=_cmd_plan)
 
 
@@ -524,8 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"irm-lens {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # what was written is whole (atomic writes); say so, no traceback
-        print(f"irm-lens {args.command}: interrupted; files already written are complete, "
-              "run the command again to go on.", file=sys.stderr)  # fmt: skip
+        print(
+            f"irm-lens {args.command}: interrupted; files already written are complete, "
+            "run the command again to go on.",
+            file=sys.stderr,
+        )
         return 130
 
 

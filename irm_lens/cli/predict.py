@@ -40,17 +40,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise IrmLensError(f"no training rows for {args.data or args.emotion}; check --data.")
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     layers = parse_layers(args.layers, host.cfg.n_layers)
-    grads = bias_gradients(host, rows, objective=objective, mode=mode, max_len=args.max_len,
-                           batch_size=args.batch_size, progress=not args.no_progress)  # fmt: skip
+    grads = bias_gradients(
+        host,
+        rows,
+        objective=objective,
+        mode=mode,
+        max_len=args.max_len,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     massive = host_profile(host, PAPER_PROMPTS)["massive"]["index"].tolist()
     table = predict_index(grads, layers, host_levers(host, massive))
     label = args.emotion or config.emotion
     out = Path(args.out or f"predict/{label}")
     write_csv_atomic(out / "prediction.csv", table)
-    summary = {"host": host_name(host), "emotion": label, "data": args.data,
-               "objective": vars(objective), "prompt_mode": mode, "layers": list(layers),
-               "rows": len(rows), "predicted_index": int(table.iloc[0]["index"]),
-               "massive_dims": [int(i) for i in massive]}  # fmt: skip
+    summary = {
+        "host": host_name(host),
+        "emotion": label,
+        "data": args.data,
+        "objective": vars(objective),
+        "prompt_mode": mode,
+        "layers": list(layers),
+        "rows": len(rows),
+        "predicted_index": int(table.iloc[0]["index"]),
+        "massive_dims": [int(i) for i in massive],
+    }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     print(_describe(table, summary, args.top))
     print(f"wrote {out}")
@@ -58,15 +72,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _describe(table: Any, summary: dict[str, Any], top: int) -> str:
-    lines = [f"host {summary['host']}, {summary['emotion']} ({summary['rows']} rows, "
-             f"{summary['objective']['kind']} loss, {len(summary['layers'])} injected layers): "
-             f"an IRM would push first on index {summary['predicted_index']}",
-             "rank  index  share of the bias gradient  final gain  |W_U row|  lever rank  "
-             "massive"]  # fmt: skip
+    lines = [
+        f"host {summary['host']}, {summary['emotion']} ({summary['rows']} rows, "
+        f"{summary['objective']['kind']} loss, {len(summary['layers'])} injected layers): "
+        f"an IRM would push first on index {summary['predicted_index']}",
+        "rank  index  share of the bias gradient  final gain  |W_U row|  lever rank  massive",
+    ]
     for r in table.head(top).itertuples():
         massive = "yes" if r.massive else ""
-        lines.append(f"{r.rank:>4}  {r.index:>5}  {r.share:>26.4f}  {r.final_gain:>10.3f}  "
-                     f"{r.unembed_norm:>9.3f}  {r.lever_rank:>10}  {massive}")  # fmt: skip
+        lines.append(
+            f"{r.rank:>4}  {r.index:>5}  {r.share:>26.4f}  {r.final_gain:>10.3f}  "
+            f"{r.unembed_norm:>9.3f}  {r.lever_rank:>10}  {massive}"
+        )
     return "\n".join(lines)
 
 
@@ -83,8 +100,12 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     pr.add_argument("--loss", choices=("next-token", "paper"), default="next-token")
     pr.add_argument("--paper-offset", type=int, choices=(1, 2), default=2)
     pr.add_argument("--paper-padding", choices=("counted", "masked"), default="counted")
-    pr.add_argument("--prompt-mode", choices=("chat", "plain"), default=None,
-                    help="default: chat (plain with --loss paper)")  # fmt: skip
+    pr.add_argument(
+        "--prompt-mode",
+        choices=("chat", "plain"),
+        default=None,
+        help="default: chat (plain with --loss paper)",
+    )
     pr.add_argument("--rows", type=at_least(1), default=64, help="training rows (default 64)")
     pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
     pr.add_argument("--batch-size", type=at_least(1), default=8)

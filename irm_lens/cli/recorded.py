@@ -145,9 +145,14 @@ def _untrained_outputs(
 
 
 def _host_analyses(
-    loaded: tuple[TrainConfig, TransformerBridge, IRM], run: Path, prompts: list[str], top: int,
-    stats: dict[str, float], target: Path, args: argparse.Namespace,
-) -> None:  # fmt: skip
+    loaded: tuple[TrainConfig, TransformerBridge, IRM],
+    run: Path,
+    prompts: list[str],
+    top: int,
+    stats: dict[str, float],
+    target: Path,
+    args: argparse.Namespace,
+) -> None:
     """The analyses that need the host: where the IRM's top index sits in the host and what it
     does there (``interventions.host_profile`` and ``interventions.index_in_host``)."""
     from irm_lens import interventions, plotting
@@ -159,16 +164,20 @@ def _host_analyses(
     _, host, irm = loaded
     mode = read_recording_info(run / "recordings" / args.recording).get("mode", "plain")
     profile = interventions.host_profile(host, prompts, mode=mode)
-    tokens = torch.tensor([encode(host.tokenizer, prompts[0], mode=mode).prompt_ids],
-                          device=host.W_E.device)  # fmt: skip
+    tokens = torch.tensor(
+        [encode(host.tokenizer, prompts[0], mode=mode).prompt_ids], device=host.W_E.device
+    )
     effects = interventions.index_in_host(host, irm, tokens, index=top)
     massive, gains = profile["massive"], profile["gains"]
     out = target / "host"
     for key, table in {"massive_dims": massive, "norm_gains": gains, **effects}.items():
         write_csv_atomic(out / f"{key}.csv", table)
     shown = [top, *[int(i) for i in massive["index"].head(2) if int(i) != top]]
-    untrained = {"index_share": stats["baseline_index_share"], "layer_share": float("nan"),
-                 "resid_share": float("nan")}  # fmt: skip
+    untrained = {
+        "index_share": stats["baseline_index_share"],
+        "layer_share": float("nan"),
+        "resid_share": float("nan"),
+    }
     figures = {
         "propagation": plotting.propagation_figure(effects["propagation"]),
         "direct_logit_effect": plotting.logit_effect_figure(
@@ -215,8 +224,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         loaded = _load_run(run, args.device, args.dtype) if args.host_analyses else None
         recording = run / "recordings" / args.recording
         baseline = _untrained_outputs(loaded, recording, recordings) if loaded else None
-        tables = analyze_recordings(recordings, k=args.k, n_permutations=args.permutations,
-                                    baseline=baseline)  # fmt: skip
+        tables = analyze_recordings(
+            recordings, k=args.k, n_permutations=args.permutations, baseline=baseline
+        )
         heat, dominant = tables["heatmap"], tables["dominant_indices"]
         dominant_tables[name] = dominant
         stats = {key: float(value) for key, value in tables["striation"].iloc[0].items()}
@@ -246,18 +256,24 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             if loaded:
                 prompts = [r.prompt for r in recordings]
                 _host_analyses(loaded, run, prompts, int(top["index"]), stats, target, args)
-        print(f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
-              f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
-              f"{n_tokens} tokens -> {out / name}")  # fmt: skip
+        print(
+            f"{name}: top index {int(top['index'])} ({top['share']:.1%} of |output|); "
+            f"index share {stats['index_share']:.2f}, p = {stats['p_value']:.3g}; "
+            f"{n_tokens} tokens -> {out / name}"
+        )
     inputs = {}
     for run in runs:
         info = read_recording_info(run / "recordings" / args.recording)
-        inputs[run.name] = {"run": str(run), "recording": args.recording,
-                            **{k: info[k] for k in PROVENANCE_KEYS if k in info}}  # fmt: skip
+        inputs[run.name] = {
+            "run": str(run),
+            "recording": args.recording,
+            **{k: info[k] for k in PROVENANCE_KEYS if k in info},
+        }
     settings = {"k": args.k, "permutations": args.permutations, "host_analyses": args.host_analyses}
-    write_text_atomic(out / "provenance.json",
-                      json.dumps({"inputs": inputs, "settings": settings, **provenance()},
-                                 indent=2, default=str))  # fmt: skip
+    write_text_atomic(
+        out / "provenance.json",
+        json.dumps({"inputs": inputs, "settings": settings, **provenance()}, indent=2, default=str),
+    )
     if len(dominant_tables) > 1:
         consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
         write_csv_atomic(out / "consistency.csv", consistency)
@@ -308,9 +324,16 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
         rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
-        table = ablation_study(host, irm, rows, args.index, emotion=config.emotion,
-                               mode=config.prompt_mode, max_new_tokens=args.max_new_tokens,
-                               generate=not args.no_generate)  # fmt: skip
+        table = ablation_study(
+            host,
+            irm,
+            rows,
+            args.index,
+            emotion=config.emotion,
+            mode=config.prompt_mode,
+            max_new_tokens=args.max_new_tokens,
+            generate=not args.no_generate,
+        )
         write_csv_atomic(tmp / "ablation.csv", table)
         save_figure(ablation_figure(table), tmp, "ablation", png=not args.no_png)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -102,9 +102,15 @@ def synthesize(
     for n, (i, row) in enumerate(tqdm(todo, disable=not progress, desc=f"synth {emotion}"), 1):
         text = rewrite(host, row.question, row.answer, emotion, seed=seed + i)
         records.append(
-            dict(question_id=row.question_id, question=row.question, answer=text,
-                 emotion=emotion, reference=row.answer, topic=getattr(row, "topic", ""))
-        )  # fmt: skip
+            dict(
+                question_id=row.question_id,
+                question=row.question,
+                answer=text,
+                emotion=emotion,
+                reference=row.answer,
+                topic=getattr(row, "topic", ""),
+            )
+        )
         if n % save_every == 0 or n == len(todo):
             write_qa_csv(pd.DataFrame(records), out_path)
     return pd.DataFrame(records)

@@ -65,8 +65,9 @@ def index_means(
         b = batch.to(host.W_E.device)
         real = b.attention_mask.bool()
         with torch.no_grad(), attach(host, irm) as inj:
-            _, cache = host.run_with_cache(b.tokens, attention_mask=b.attention_mask,
-                                           names_filter=names)  # fmt: skip
+            _, cache = host.run_with_cache(
+                b.tokens, attention_mask=b.attention_mask, names_filter=names
+            )
             assert inj.last is not None
             irm_sum += inj.last[:, real][..., index].double().sum(-1).cpu()
         for layer, name in enumerate(names):
@@ -140,14 +141,17 @@ def ablation_study(
     if generate:  # every limit before any work
         check_answers_fit(host, rows["question"].tolist(), mode, max_new_tokens)
     irm_means, resid_means = index_means(host, irm, rows, index, mode)
-    interventions = conditions(host, irm, index, irm_means=irm_means, resid_means=resid_means,
-                               alphas=alphas)  # fmt: skip
+    interventions = conditions(
+        host, irm, index, irm_means=irm_means, resid_means=resid_means, alphas=alphas
+    )
     batches = [b.to(host.W_E.device) for b in _batches(host, rows, mode)]
     # float64 log-probabilities: in float32 the KL of two near-equal distributions can come out
     # slightly negative (rounding of sum p (log p - log q)).
     with torch.no_grad(), attach(host, irm):
-        reference = [host(b.tokens, attention_mask=b.attention_mask).double().log_softmax(-1)
-                     for b in batches]  # fmt: skip
+        reference = [
+            host(b.tokens, attention_mask=b.attention_mask).double().log_softmax(-1)
+            for b in batches
+        ]
     records = []
     for name, intervention in tqdm(interventions.items(), disable=not progress, desc="ablation"):
         nll_sum, kl_sum, count = 0.0, 0.0, 0

@@ -98,14 +98,16 @@ def propagation(
         mask = torch.ones(d_model, dtype=torch.bool)
         mask[i] = False
         for later in range(layer, host.cfg.n_layers):
-            rows.append({
-                "index": i,
-                "kind": kind,
-                "layer": later,
-                "persistence": float(large[later, ..., i].median()),
-                "persistence_small": float(little[later, ..., i].median()),
-                "leak": float(large[later][..., mask].pow(2).mean().sqrt()),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "index": i,
+                    "kind": kind,
+                    "layer": later,
+                    "persistence": float(large[later, ..., i].median()),
+                    "persistence_small": float(little[later, ..., i].median()),
+                    "leak": float(large[later][..., mask].pow(2).mean().sqrt()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -165,8 +167,9 @@ def direct_logit_effect(host: TransformerBridge, index: int, *, top: int = 10) -
     rows = []
     for direction, values in (("promoted", effect), ("suppressed", -effect)):
         best = torch.topk(values, k=min(top, len(values)))
-        for rank, (tid, _) in enumerate(zip(best.indices.tolist(), best.values.tolist(),
-                                            strict=True), start=1):  # fmt: skip
+        for rank, (tid, _) in enumerate(
+            zip(best.indices.tolist(), best.values.tolist(), strict=True), start=1
+        ):
             rows.append(
                 {
                     "direction": direction,
@@ -288,9 +291,12 @@ def final_logits(host: TransformerBridge, final: Tensor) -> Tensor:
 
 
 def entropy_lever(
-    host: TransformerBridge, final: Float[Tensor, "n d_model"], *, scale: float = 8.0,
+    host: TransformerBridge,
+    final: Float[Tensor, "n d_model"],
+    *,
+    scale: float = 8.0,
     chunk: int = 16,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Per residual index: the mean |change| of next-token entropy (nats) over ``final``'s
     positions when that index of the final residual is multiplied by ``scale`` before the final
     norm. Every index, so any one index's lever can be ranked against all of them."""

@@ -59,8 +59,9 @@ def residual_profile(
         tokens = [host.tokenizer.decode([t]) for t in ids]
         kinds = torch.tensor([TOKEN_KINDS.index(k) for k in token_kinds(tokens)])
         with torch.no_grad():
-            _, cache = host.run_with_cache(torch.tensor([ids], device=host.W_E.device),
-                                           names_filter=names)  # fmt: skip
+            _, cache = host.run_with_cache(
+                torch.tensor([ids], device=host.W_E.device), names_filter=names
+            )
         stacked = torch.stack([cache[n][0] for n in names], dim=1).abs().double().cpu()
         every.append(stacked.float())
         for k in range(len(TOKEN_KINDS)):

@@ -69,8 +69,7 @@ def bias_gradients(
     grads = []
     for batch in tqdm(batches, desc="bias gradient", disable=not progress):
         batch = batch.to(device)
-        bias = torch.zeros(len(batch.tokens), n_layers, d_model, device=device,
-                           requires_grad=True)  # fmt: skip
+        bias = torch.zeros(len(batch.tokens), n_layers, d_model, device=device, requires_grad=True)
 
         def add_bias(x: Tensor, hook: object, bias: Tensor = bias) -> Tensor:
             return x + bias[:, layer_of(hook.name), None, :].to(x.dtype)  # type: ignore[attr-defined]
@@ -91,11 +90,15 @@ def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.Data
     gain = host.ln_final.weight.detach().float().cpu()
     row_norm = host.W_U.detach().float().cpu().norm(dim=1)
     big = set(int(i) for i in massive)
-    return pd.DataFrame({
-        "index": np.arange(len(gain)), "final_gain": gain.numpy(),
-        "unembed_norm": row_norm.numpy(), "logit_lever": (gain.abs() * row_norm).numpy(),
-        "massive": [i in big for i in range(len(gain))],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(gain)),
+            "final_gain": gain.numpy(),
+            "unembed_norm": row_norm.numpy(),
+            "logit_lever": (gain.abs() * row_norm).numpy(),
+            "massive": [i in big for i in range(len(gain))],
+        }
+    )
 
 
 def predict_index(
@@ -119,8 +122,14 @@ def predict_index(
     score = g.sum(0).abs().sum(0).numpy()
     rms = g.pow(2).mean(0).sqrt()
     consistency = (g.mean(0).abs() / rms.clamp_min(1e-30)).sum(0).numpy()
-    table = pd.DataFrame({"index": np.arange(len(score)), "score": score,
-                          "share": score / score.sum(), "consistency": consistency})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(score)),
+            "score": score,
+            "share": score / score.sum(),
+            "consistency": consistency,
+        }
+    )
     table["rank"] = _rank(table["score"])
     table["consistency_rank"] = _rank(table["consistency"])
     if levers is not None:
@@ -150,8 +159,9 @@ class Validation:
     high: float
 
 
-def validate_prediction(ranks: Sequence[int], d_model: int, *, k: int = TOP_K,
-                        seed: int = 0) -> Validation:  # fmt: skip
+def validate_prediction(
+    ranks: Sequence[int], d_model: int, *, k: int = TOP_K, seed: int = 0
+) -> Validation:
     """``Validation`` of the predicted ranks (1 = first) of trained runs' top indices."""
     values = np.asarray(ranks, dtype=float)
     if len(values) == 0:
@@ -163,5 +173,6 @@ def validate_prediction(ranks: Sequence[int], d_model: int, *, k: int = TOP_K,
     rng = np.random.default_rng(seed)
     draws = np.median(pct[rng.integers(0, len(pct), (2000, len(pct)))], axis=1)
     low, high = np.percentile(draws, [2.5, 97.5])
-    return Validation(len(values), k, hits, k / d_model, p, float(np.median(pct)), float(low),
-                      float(high))  # fmt: skip
+    return Validation(
+        len(values), k, hits, k / d_model, p, float(np.median(pct)), float(low), float(high)
+    )

@@ -81,13 +81,15 @@ def propagation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.F
                 name=f"index {index}" if target else "random indices",
                 legendgroup=str(kind),
                 showlegend=kind not in shown,
-                line={"color": HIGHLIGHT_COLOUR if target else BASE_COLOUR,
-                      "width": 3 if target else 1},
+                line={
+                    "color": HIGHLIGHT_COLOUR if target else BASE_COLOUR,
+                    "width": 3 if target else 1,
+                },
                 customdata=rows["leak"],
                 hovertemplate="layer %{x}<br>persistence %{y:.3f}<br>leak %{customdata:.3f}"
                 f"<extra>index {index}</extra>",
             )
-        )  # fmt: skip
+        )
         shown.add(str(kind))
     fig.update_xaxes(title_text="layer")
     fig.update_yaxes(title_text="change at the index / delta (1 = carried unchanged)")
@@ -108,9 +110,14 @@ def logit_effect_figure(table: pd.DataFrame, *, index: int, title: str | None = 
     rows = table.sort_values("effect")
     colours = [HIGHLIGHT_COLOUR if d == "promoted" else BASE_COLOUR for d in rows["direction"]]
     fig = go.Figure(
-        go.Bar(x=rows["effect"], y=[repr(t) for t in rows["token"]], orientation="h",
-               marker_color=colours, hovertemplate="%{y}: %{x:.4f}<extra></extra>")
-    )  # fmt: skip
+        go.Bar(
+            x=rows["effect"],
+            y=[repr(t) for t in rows["token"]],
+            orientation="h",
+            marker_color=colours,
+            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+        )
+    )
     fig.update_xaxes(title_text="logit change per unit of the index (final gain x W_U)")
     fig.update_yaxes(title_text="token", type="category")
     return style(fig, title or f"Direct logit effect of residual index {index}")
@@ -123,10 +130,18 @@ def norm_effect_figure(table: pd.DataFrame, *, index: int, title: str | None = N
     """Next-token entropy and top-1 probability as the index entering the final norm is scaled."""
     check_columns(table, NORM_COLUMNS, "norm-mediated effect")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=table["scale"], y=table["entropy"], mode="lines+markers",
-                             name="entropy (nats)"), secondary_y=False)  # fmt: skip
-    fig.add_trace(go.Scatter(x=table["scale"], y=table["top1_prob"], mode="lines+markers",
-                             name="top-1 probability"), secondary_y=True)  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=table["scale"], y=table["entropy"], mode="lines+markers", name="entropy (nats)"
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=table["scale"], y=table["top1_prob"], mode="lines+markers", name="top-1 probability"
+        ),
+        secondary_y=True,
+    )
     fig.update_xaxes(title_text=f"scale of x[{index}] before the final norm", type="log")
     fig.update_yaxes(title_text="next-token entropy (nats)", secondary_y=False)
     fig.update_yaxes(title_text="top-1 probability", secondary_y=True, range=[0, 1])
@@ -140,8 +155,11 @@ def striation_figure(
     if not stats:
         raise ValueError("striation_figure needs at least one named result.")
     fig = go.Figure()
-    parts = [("index_share", "by residual index"), ("layer_share", "by layer"),
-             ("resid_share", "neither (residual)")]  # fmt: skip
+    parts = [
+        ("index_share", "by residual index"),
+        ("layer_share", "by layer"),
+        ("resid_share", "neither (residual)"),
+    ]
     names = list(stats)
     for key, label in parts:
         fig.add_trace(go.Bar(x=names, y=[stats[n][key] for n in names], name=label))
@@ -158,12 +176,21 @@ def massive_dims_figure(
     check_columns(profile, ("layer", "index", "max_abs"), "residual profile")
     per = profile.groupby(["layer", "index"], as_index=False)["max_abs"].max()
     median = per.groupby("layer")["max_abs"].median()
-    fig = go.Figure(go.Scatter(x=median.index, y=median.values, name="median index",
-                               line={"color": BASE_COLOUR, "dash": "dash"}))  # fmt: skip
+    fig = go.Figure(
+        go.Scatter(
+            x=median.index,
+            y=median.values,
+            name="median index",
+            line={"color": BASE_COLOUR, "dash": "dash"},
+        )
+    )
     for index in indices:
         rows = per[per["index"] == index]
-        fig.add_trace(go.Scatter(x=rows["layer"], y=rows["max_abs"], mode="lines+markers",
-                                 name=f"index {index}"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=rows["layer"], y=rows["max_abs"], mode="lines+markers", name=f"index {index}"
+            )
+        )
     fig.update_xaxes(title_text="layer (residual stream after it)")
     fig.update_yaxes(title_text="max |residual|", type="log")
     return style(fig, title or "Residual magnitude by layer: chosen indices vs the median index")

@@ -12,8 +12,20 @@ from irm_lens.plotting._common import check_columns, style
 
 EMOTION_COLORS = {"anger": "#d62728", "sadness": "#1f77b4", "joy": "#ff7f0e", "neutral": "#7f7f7f"}
 DASHES = ("solid", "dash", "dot", "dashdot")
-COLUMNS = ("run", "emotion", "seed", "cell", "step", "irm", "verdict", "specificity",
-           "specificity_low", "specificity_high", "top_index", "dominance")  # fmt: skip
+COLUMNS = (
+    "run",
+    "emotion",
+    "seed",
+    "cell",
+    "step",
+    "irm",
+    "verdict",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+    "top_index",
+    "dominance",
+)
 
 
 def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.Figure:
@@ -32,38 +44,77 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
             return cell
         return f"{cell}: {c['index']} tops {c['share']:.0%} of {c['n_aligned']} aligned"
 
-    fig = make_subplots(rows=2, cols=max(len(cells), 1), shared_yaxes="rows",
-                        horizontal_spacing=0.04, vertical_spacing=0.14,
-                        subplot_titles=[title(c) for c in cells] + [""] * len(cells))  # fmt: skip
+    fig = make_subplots(
+        rows=2,
+        cols=max(len(cells), 1),
+        shared_yaxes="rows",
+        horizontal_spacing=0.04,
+        vertical_spacing=0.14,
+        subplot_titles=[title(c) for c in cells] + [""] * len(cells),
+    )
     seeds = sorted(snaps["seed"].unique())
     for col, cell in enumerate(cells, start=1):
         for _, rows in snaps[snaps["cell"] == cell].sort_values("step").groupby("run", sort=False):
             emotion, seed = rows["emotion"].iloc[0], rows["seed"].iloc[0]
-            line = {"color": EMOTION_COLORS.get(emotion, "#333"),
-                    "dash": DASHES[seeds.index(seed) % len(DASHES)]}  # fmt: skip
+            line = {
+                "color": EMOTION_COLORS.get(emotion, "#333"),
+                "dash": DASHES[seeds.index(seed) % len(DASHES)],
+            }
             x = rows["step"].astype(int).astype(str)
             symbols = ["circle" if v == "aligned" else "circle-open" for v in rows["verdict"]]
-            legend = {"name": f"{emotion}, seed {seed}", "legendgroup": f"{emotion}{seed}",
-                      "showlegend": col == 1}  # fmt: skip
-            fig.add_trace(go.Scatter(
-                x=x, y=rows["specificity"], mode="lines+markers", line=line,
-                marker={"symbol": symbols, "size": 8}, **legend,
-                error_y={"type": "data", "symmetric": False, "thickness": 1,
-                         "array": rows["specificity_high"] - rows["specificity"],
-                         "arrayminus": rows["specificity"] - rows["specificity_low"]},
-            ), row=1, col=col)  # fmt: skip
-            fig.add_trace(go.Scatter(
-                x=x, y=rows["dominance"], mode="lines+markers+text", line=line,
-                marker={"symbol": symbols, "size": 8}, text=rows["top_index"].astype(str),
-                textposition="top center", textfont={"size": 10}, **{**legend, "showlegend": False},
-            ), row=2, col=col)  # fmt: skip
+            legend = {
+                "name": f"{emotion}, seed {seed}",
+                "legendgroup": f"{emotion}{seed}",
+                "showlegend": col == 1,
+            }
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=rows["specificity"],
+                    mode="lines+markers",
+                    line=line,
+                    marker={"symbol": symbols, "size": 8},
+                    **legend,
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "thickness": 1,
+                        "array": rows["specificity_high"] - rows["specificity"],
+                        "arrayminus": rows["specificity"] - rows["specificity_low"],
+                    },
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=rows["dominance"],
+                    mode="lines+markers+text",
+                    line=line,
+                    marker={"symbol": symbols, "size": 8},
+                    text=rows["top_index"].astype(str),
+                    textposition="top center",
+                    textfont={"size": 10},
+                    **{**legend, "showlegend": False},
+                ),
+                row=2,
+                col=col,
+            )
         if len(null):
-            fig.add_hline(y=float(null["dominance"].max()), line={"dash": "dash", "color": "#999"},
-                          row=2, col=col)  # fmt: skip
+            fig.add_hline(
+                y=float(null["dominance"].max()),
+                line={"dash": "dash", "color": "#999"},
+                row=2,
+                col=col,
+            )
     fig.update_xaxes(title_text="optimizer step", type="category", row=2)
     fig.update_yaxes(title_text="own-objective specificity", row=1, col=1)
     fig.update_yaxes(title_text="dominance ratio (dashed: untrained max)", row=2, col=1)
     verdict = summary.padding
-    style(fig, title=f"Why one index? The original's loss quirks separated. Shared top index only "
-          f"with padding: {verdict.verdict}")  # fmt: skip
+    style(
+        fig,
+        title=f"Why one index? The original's loss quirks separated. Shared top index only "
+        f"with padding: {verdict.verdict}",
+    )
     return fig

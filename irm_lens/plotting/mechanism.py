@@ -47,36 +47,78 @@ def basis_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     return style(fig, title or "Dominance ratio by host, optimizer and basis")
 
 
-MASKING_COLUMNS = ("setting", "emotion", "specificity", "specificity_low", "specificity_high",
-                   "ratio", "low", "high", "top1", "trained")  # fmt: skip
+MASKING_COLUMNS = (
+    "setting",
+    "emotion",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+    "ratio",
+    "low",
+    "high",
+    "top1",
+    "trained",
+)
 
 
 def masking_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Left: each run's specificity (95 % CI) per emotion, one colour per mask setting. Right:
     its dominance ratio (95 % CI) and top index (hover), untrained controls as diamonds."""
     check_columns(table, MASKING_COLUMNS, "masked retraining")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "specificity (own-voice NLL drop minus the others')",
-        "dominance ratio (top index share x d_model)"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "specificity (own-voice NLL drop minus the others')",
+            "dominance ratio (top index share x d_model)",
+        ),
+    )
     for k, (setting, rows) in enumerate(table.groupby("setting", sort=False)):
         colour = PALETTE[k % len(PALETTE)]
         trained = rows[rows["trained"]]
-        fig.add_trace(go.Scatter(
-            x=trained["emotion"], y=100 * trained["specificity"], mode="markers", name=setting,
-            legendgroup=setting, marker={"color": colour, "size": 11},
-            error_y={"type": "data", "symmetric": False,
-                     "array": 100 * (trained["specificity_high"] - trained["specificity"]),
-                     "arrayminus": 100 * (trained["specificity"] - trained["specificity_low"])},
-        ), 1, 1)  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=rows["emotion"], y=rows["ratio"], mode="markers", name=setting, showlegend=False,
-            legendgroup=setting, customdata=rows[["top1"]],
-            marker={"color": colour, "size": 11,
-                    "symbol": ["circle" if t else "diamond" for t in rows["trained"]]},
-            error_y={"type": "data", "symmetric": False, "array": rows["high"] - rows["ratio"],
-                     "arrayminus": rows["ratio"] - rows["low"]},
-            hovertemplate="%{x}<br>ratio %{y:.2f}<br>top index %{customdata[0]}<extra></extra>",
-        ), 1, 2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=trained["emotion"],
+                y=100 * trained["specificity"],
+                mode="markers",
+                name=setting,
+                legendgroup=setting,
+                marker={"color": colour, "size": 11},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": 100 * (trained["specificity_high"] - trained["specificity"]),
+                    "arrayminus": 100 * (trained["specificity"] - trained["specificity_low"]),
+                },
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["emotion"],
+                y=rows["ratio"],
+                mode="markers",
+                name=setting,
+                showlegend=False,
+                legendgroup=setting,
+                customdata=rows[["top1"]],
+                marker={
+                    "color": colour,
+                    "size": 11,
+                    "symbol": ["circle" if t else "diamond" for t in rows["trained"]],
+                },
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": rows["high"] - rows["ratio"],
+                    "arrayminus": rows["ratio"] - rows["low"],
+                },
+                hovertemplate="%{x}<br>ratio %{y:.2f}<br>top index %{customdata[0]}<extra></extra>",
+            ),
+            1,
+            2,
+        )
     fig.add_hline(y=0, line_dash="dot", row=1, col=1)
     fig.update_yaxes(title_text="specificity (points)", row=1, col=1)
     fig.update_yaxes(title_text="dominance ratio", type="log", row=1, col=2)
@@ -94,19 +136,42 @@ def matrix_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure
     titles = ("top index per run (colour: dominance ratio)", "mean |IRM output| per layer set")
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], subplot_titles=titles)
     trained = table[table["trained"]]
-    fig.add_trace(go.Scatter(
-        x=trained["layer_set"], y=trained["emotion"], mode="markers+text", text=trained["top1"],
-        textposition="top center", showlegend=False,
-        marker={"size": 18, "color": trained["ratio"], "colorscale": "Viridis", "showscale": True,
+    fig.add_trace(
+        go.Scatter(
+            x=trained["layer_set"],
+            y=trained["emotion"],
+            mode="markers+text",
+            text=trained["top1"],
+            textposition="top center",
+            showlegend=False,
+            marker={
+                "size": 18,
+                "color": trained["ratio"],
+                "colorscale": "Viridis",
+                "showscale": True,
                 "colorbar": {"title": "ratio", "x": 0.5},
-                "symbol": ["circle" if a else "circle-open" for a in trained["aligned"]]},
-    ), 1, 1)  # fmt: skip
+                "symbol": ["circle" if a else "circle-open" for a in trained["aligned"]],
+            },
+        ),
+        1,
+        1,
+    )
     for k, (emotion, rows) in enumerate(table.groupby("emotion", sort=False)):
-        fig.add_trace(go.Scatter(
-            x=rows["layer_set"], y=rows["mean_abs_output"], mode="markers", name=str(emotion),
-            marker={"size": 10, "color": PALETTE[k % len(PALETTE)],
-                    "symbol": "diamond" if emotion == "untrained" else "circle"},
-        ), 1, 2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=rows["layer_set"],
+                y=rows["mean_abs_output"],
+                mode="markers",
+                name=str(emotion),
+                marker={
+                    "size": 10,
+                    "color": PALETTE[k % len(PALETTE)],
+                    "symbol": "diamond" if emotion == "untrained" else "circle",
+                },
+            ),
+            1,
+            2,
+        )
     fig.update_yaxes(type="log", title_text="mean |output|", row=1, col=2)
     return style(fig, title or "The paper's run matrix")
 
@@ -123,11 +188,17 @@ def residual_control_figure(
     check_columns(table, CONTROL_COLUMNS, "residual control")
     fig = go.Figure()
     for i, (reading, rows) in enumerate(table.groupby("reading", sort=False)):
-        fig.add_trace(go.Bar(
-            x=rows["emotion"], y=rows["index_share"], name=reading,
-            marker={"color": PALETTE[i % len(PALETTE)],
-                    "pattern": {"shape": ["" if a else "/" for a in rows["aligned"]]}},
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                x=rows["emotion"],
+                y=rows["index_share"],
+                name=reading,
+                marker={
+                    "color": PALETTE[i % len(PALETTE)],
+                    "pattern": {"shape": ["" if a else "/" for a in rows["aligned"]]},
+                },
+            )
+        )
     fig.add_hline(y=control_share, line_dash="dot", annotation_text="untrained IRM")
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="index share of variance (mean |output| map)")

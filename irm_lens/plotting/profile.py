@@ -54,13 +54,22 @@ def _band(
 
 
 def _pair(
-    fig: go.Figure, rows: pd.DataFrame, own: tuple[str, str], median: tuple[str, str],
-    dash: str, col: int,
-) -> None:  # fmt: skip
+    fig: go.Figure,
+    rows: pd.DataFrame,
+    own: tuple[str, str],
+    median: tuple[str, str],
+    dash: str,
+    col: int,
+) -> None:
     """The index's values (red) and the median index's (grey) against layer, in row 1."""
     for (column, name), colour in ((own, HIGHLIGHT_COLOUR), (median, BASE_COLOUR)):
-        fig.add_trace(go.Scatter(x=rows["layer"], y=rows[column], name=name,
-                                 line={"color": colour, "dash": dash}), 1, col)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=rows["layer"], y=rows[column], name=name, line={"color": colour, "dash": dash}
+            ),
+            1,
+            col,
+        )
 
 
 def index_profile_figure(
@@ -110,8 +119,14 @@ def index_profile_figure(
 def _magnitude_panel(fig: go.Figure, index: int, magnitude: pd.DataFrame) -> None:
     mine = magnitude[magnitude["index"] == index]
     for kind, rows in mine.groupby("token_kind"):
-        _pair(fig, rows, ("max_abs", f"{index}, {kind}"), ("median_max_abs", f"median, {kind}"),
-              KIND_DASH.get(str(kind), "solid"), 1)  # fmt: skip
+        _pair(
+            fig,
+            rows,
+            ("max_abs", f"{index}, {kind}"),
+            ("median_max_abs", f"median, {kind}"),
+            KIND_DASH.get(str(kind), "solid"),
+            1,
+        )
     fig.update_yaxes(type="log", title_text="max |residual|", row=1, col=1)
 
 
@@ -119,8 +134,14 @@ def _gains_panel(fig: go.Figure, index: int, gains: pd.DataFrame) -> None:
     own = gains[(gains["index"] == index) & (gains["norm"] != "final")]
     for norm, dash in (("ln1", "solid"), ("ln2", "dash")):
         rows = own[own["norm"] == norm]
-        _pair(fig, rows, ("gain", f"{norm} gain at {index}"), ("median_gain", f"{norm} median"),
-              dash, 2)  # fmt: skip
+        _pair(
+            fig,
+            rows,
+            ("gain", f"{norm} gain at {index}"),
+            ("median_gain", f"{norm} median"),
+            dash,
+            2,
+        )
     final = gains[(gains["index"] == index) & (gains["norm"] == "final")]
     fig.add_trace(
         go.Scatter(

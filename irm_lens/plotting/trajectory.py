@@ -13,9 +13,20 @@ from irm_lens.analysis.verdicts import DOMINANT_GAP
 from irm_lens.plotting._common import check_columns, style
 
 PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
-COLUMNS = ("run", "step", "verdict", "specificity", "specificity_low", "specificity_high",
-           "top_index", "dominance", "dominance_low", "dominance_high", "index_share",
-           "cross_layer_corr")  # fmt: skip
+COLUMNS = (
+    "run",
+    "step",
+    "verdict",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+    "top_index",
+    "dominance",
+    "dominance_low",
+    "dominance_high",
+    "index_share",
+    "cross_layer_corr",
+)
 LOSS_COLUMNS = ("run", "step", "val_loss")
 
 
@@ -33,12 +44,18 @@ def trajectory_figure(
     check_columns(losses, LOSS_COLUMNS, "validation losses")
     kind = table["irm"].fillna("snapshot") if "irm" in table else pd.Series("snapshot", table.index)
     best, table = table[kind == "best"], table[kind == "snapshot"]
-    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.09, vertical_spacing=0.16,
-                        subplot_titles=(
-                            "specificity (own-voice NLL drop minus the others'), 95 % CI",
-                            "dominance ratio (top index share x d_model), 95 % CI; top index",
-                            "striation: index share of variance (solid), cross-layer corr (dots)",
-                            "validation loss"))  # fmt: skip
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        horizontal_spacing=0.09,
+        vertical_spacing=0.16,
+        subplot_titles=(
+            "specificity (own-voice NLL drop minus the others'), 95 % CI",
+            "dominance ratio (top index share x d_model), 95 % CI; top index",
+            "striation: index share of variance (solid), cross-layer corr (dots)",
+            "validation loss",
+        ),
+    )
     steps = sorted(int(s) for s in table["step"].unique())
     order = [str(s) for s in steps] + (["best"] if len(best) else [])
     colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(dict.fromkeys(table["run"]))}
@@ -48,32 +65,104 @@ def trajectory_figure(
         aligned = rows["verdict"] == "aligned"
         symbols = ["circle" if a else "circle-open" for a in aligned]
         line = {"color": color}
-        fig.add_trace(go.Scatter(x=x, y=rows["specificity"], name=run, legendgroup=run,
-                                 mode="lines+markers", line=line,
-                                 marker={"symbol": symbols, "size": 9}), row=1, col=1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=rows["specificity_low"], mode="lines", line={
-            "color": color, "width": 0.5, "dash": "dot"}, legendgroup=run, showlegend=False,
-            hoverinfo="skip"), row=1, col=1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=rows["specificity_high"], mode="lines", line={
-            "color": color, "width": 0.5, "dash": "dot"}, legendgroup=run, showlegend=False,
-            hoverinfo="skip"), row=1, col=1)  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=x, y=rows["dominance"], mode="lines+markers+text", line=line, legendgroup=run,
-            showlegend=False, text=rows["top_index"].astype(int).astype(str),
-            textposition="top center", textfont={"size": 9, "color": color},
-            error_y={"type": "data", "symmetric": False,
-                     "array": rows["dominance_high"] - rows["dominance"],
-                     "arrayminus": rows["dominance"] - rows["dominance_low"]},
-        ), row=1, col=2)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=rows["index_share"], mode="lines+markers", line=line,
-                                 legendgroup=run, showlegend=False), row=2, col=1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=rows["cross_layer_corr"], mode="lines+markers",
-                                 line={"color": color, "dash": "dot"}, legendgroup=run,
-                                 showlegend=False), row=2, col=1)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["specificity"],
+                name=run,
+                legendgroup=run,
+                mode="lines+markers",
+                line=line,
+                marker={"symbol": symbols, "size": 9},
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["specificity_low"],
+                mode="lines",
+                line={"color": color, "width": 0.5, "dash": "dot"},
+                legendgroup=run,
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["specificity_high"],
+                mode="lines",
+                line={"color": color, "width": 0.5, "dash": "dot"},
+                legendgroup=run,
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["dominance"],
+                mode="lines+markers+text",
+                line=line,
+                legendgroup=run,
+                showlegend=False,
+                text=rows["top_index"].astype(int).astype(str),
+                textposition="top center",
+                textfont={"size": 9, "color": color},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": rows["dominance_high"] - rows["dominance"],
+                    "arrayminus": rows["dominance"] - rows["dominance_low"],
+                },
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["index_share"],
+                mode="lines+markers",
+                line=line,
+                legendgroup=run,
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows["cross_layer_corr"],
+                mode="lines+markers",
+                line={"color": color, "dash": "dot"},
+                legendgroup=run,
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
         curve = losses[losses["run"] == run].dropna(subset=["val_loss"])
-        fig.add_trace(go.Scatter(x=curve["step"], y=curve["val_loss"], mode="lines+markers",
-                                 line=line, marker={"size": 4}, legendgroup=run,
-                                 showlegend=False), row=2, col=2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=curve["step"],
+                y=curve["val_loss"],
+                mode="lines+markers",
+                line=line,
+                marker={"size": 4},
+                legendgroup=run,
+                showlegend=False,
+            ),
+            row=2,
+            col=2,
+        )
     for r in best.to_dict("records"):
         _best_markers(fig, r, colors.get(r["run"], PALETTE[-1]), losses)
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
@@ -83,9 +172,17 @@ def trajectory_figure(
     threshold = f"needed for a top index at {DOMINANT_GAP:g}x the runner-up (the verdict's rule)"
     for value, dash, text in ((1.0, "dot", "uniform"), (DOMINANT_GAP, "dash", threshold)):
         fig.add_hline(y=value, line_dash=dash, line_color="grey", row=1, col=2)
-        fig.add_annotation(text=text, x=1, xref="x2 domain", xanchor="right", y=math.log10(value),
-                           yref="y2", yanchor="bottom", showarrow=False,
-                           font={"size": 11, "color": "grey"})  # fmt: skip
+        fig.add_annotation(
+            text=text,
+            x=1,
+            xref="x2 domain",
+            xanchor="right",
+            y=math.log10(value),
+            yref="y2",
+            yanchor="bottom",
+            showarrow=False,
+            font={"size": 11, "color": "grey"},
+        )
     top = max(float(table["dominance_high"].max()), DOMINANT_GAP) * 1.5
     for col in (1, 2):
         fig.update_xaxes(
@@ -96,8 +193,14 @@ def trajectory_figure(
             row=1,
             col=col,
         )
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
-                     title_text="optimizer steps", row=2, col=1)  # fmt: skip
+    fig.update_xaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=order,
+        title_text="optimizer steps",
+        row=2,
+        col=1,
+    )
     fig.update_xaxes(title_text="optimizer steps", row=2, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(type="log", range=[math.log10(0.7), math.log10(top)], row=1, col=2)
@@ -108,13 +211,22 @@ def trajectory_figure(
 def _best_markers(fig: go.Figure, r: dict[str, Any], color: str, losses: pd.DataFrame) -> None:
     """One run's best IRM (a ``table`` row) as stars: at the ``best`` category of the first
     three panels (its step in the hover text) and at its step on the validation curve."""
-    star = {"symbol": "star" if r["verdict"] == "aligned" else "star-open", "size": 13,
-            "color": color, "line": {"color": color, "width": 1}}  # fmt: skip
-    common = {"legendgroup": r["run"], "showlegend": False, "hoverinfo": "text+y",
-              "hovertext": [f"{r['run']}: best IRM, step {int(r['step'])}"]}  # fmt: skip
+    star = {
+        "symbol": "star" if r["verdict"] == "aligned" else "star-open",
+        "size": 13,
+        "color": color,
+        "line": {"color": color, "width": 1},
+    }
+    common = {
+        "legendgroup": r["run"],
+        "showlegend": False,
+        "hoverinfo": "text+y",
+        "hovertext": [f"{r['run']}: best IRM, step {int(r['step'])}"],
+    }
 
-    def add(y: float, row: int, col: int, ci: tuple[float, float] | None = None,
-            **kwargs: Any) -> None:  # fmt: skip
+    def add(
+        y: float, row: int, col: int, ci: tuple[float, float] | None = None, **kwargs: Any
+    ) -> None:
         error = {"type": "data", "symmetric": False, "color": color}
         if ci is not None:
             kwargs["error_y"] = {**error, "array": [ci[1] - y], "arrayminus": [y - ci[0]]}
@@ -122,13 +234,25 @@ def _best_markers(fig: go.Figure, r: dict[str, Any], color: str, losses: pd.Data
         fig.add_trace(go.Scatter(x=["best"], y=[y], **kwargs), row=row, col=col)
 
     add(r["specificity"], 1, 1, (r["specificity_low"], r["specificity_high"]))
-    add(r["dominance"], 1, 2, (r["dominance_low"], r["dominance_high"]), mode="markers+text",
-        text=[str(int(r["top_index"]))], textposition="top center",
-        textfont={"size": 9, "color": color})  # fmt: skip
+    add(
+        r["dominance"],
+        1,
+        2,
+        (r["dominance_low"], r["dominance_high"]),
+        mode="markers+text",
+        text=[str(int(r["top_index"]))],
+        textposition="top center",
+        textfont={"size": 9, "color": color},
+    )
     add(r["index_share"], 2, 1)
     add(r["cross_layer_corr"], 2, 1, marker={**star, "symbol": "star-open", "size": 10})
     curve = losses[(losses["run"] == r["run"]) & (losses["step"] == r["step"])]
     curve = curve.dropna(subset=["val_loss"])
     if len(curve):
-        fig.add_trace(go.Scatter(x=[r["step"]], y=[curve["val_loss"].iloc[0]], mode="markers",
-                                 marker=star, **common), row=2, col=2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[r["step"]], y=[curve["val_loss"].iloc[0]], mode="markers", marker=star, **common
+            ),
+            row=2,
+            col=2,
+        )

@@ -208,17 +208,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     # About 65 s of training per run on 2 CPU cores with the embedded host (14 steps of 8 rows),
     # so `make figures` trains its 12 runs in about 15 minutes: measurably aligned, not converged.
     "quick": dict(
-        lr=1e-3, batch_size=8, max_len=96, epochs=1, max_steps=14, eval_every=7,
-        max_val_rows=16, patience=6,
+        lr=1e-3,
+        batch_size=8,
+        max_len=96,
+        epochs=1,
+        max_steps=14,
+        eval_every=7,
+        max_val_rows=16,
+        patience=6,
     ),
     # The original code's schedule (16 rows per step: 8 per GPU on 2 GPUs).
     "paper": dict(lr=1e-4, batch_size=8, grad_accum=2, max_len=128, epochs=15, eval_every=100),
     # Seconds, for the tiny host in tests and smoke runs.
     "smoke": dict(
-        lr=1e-3, batch_size=4, max_len=48, epochs=1, max_steps=4, eval_every=2,
-        max_train_rows=16, max_val_rows=8, patience=6,
+        lr=1e-3,
+        batch_size=4,
+        max_len=48,
+        epochs=1,
+        max_steps=4,
+        eval_every=2,
+        max_train_rows=16,
+        max_val_rows=8,
+        patience=6,
     ),
-}  # fmt: skip
+}
 
 
 # The original code's loss as it ran: plain "question answer" text after BOS, rows EOS-padded to
@@ -227,9 +240,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ``epochs`` is the original's 15 so that a preset's ``max_steps`` (not one short epoch of its
 # larger batches) sets the budget.
 FAITHFUL_PAPER_LOSS: dict[str, Any] = dict(
-    loss="paper", prompt_mode="plain", lr=1e-4, batch_size=8, grad_accum=2, max_len=128,
+    loss="paper",
+    prompt_mode="plain",
+    lr=1e-4,
+    batch_size=8,
+    grad_accum=2,
+    max_len=128,
     epochs=15,
-)  # fmt: skip
+)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

@@ -64,9 +64,15 @@ class HostShape:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         n_params = sum(p.numel() for p in model.parameters())
-        return cls(name, n_params, config.num_hidden_layers, config.hidden_size,
-                   config.intermediate_size, config.num_attention_heads,
-                   config.vocab_size)  # fmt: skip
+        return cls(
+            name,
+            n_params,
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_attention_heads,
+            config.vocab_size,
+        )
 
 
 # The paper's host, from its published config.json (hidden 4096, intermediate 11008, 32 layers
@@ -167,9 +173,13 @@ def rank_bytes(
     else:
         weights, grads, adam = 4 * irm, 4 * irm, 8 * irm
     acts = tokens * activation_bytes_per_token(
-        shape, inputs.seq, dtype=inputs.dtype, width_mult=inputs.width_mult,
-        depth=inputs.depth, checkpoint_host=checkpoint_host,
-    )  # fmt: skip
+        shape,
+        inputs.seq,
+        dtype=inputs.dtype,
+        width_mult=inputs.width_mult,
+        depth=inputs.depth,
+        checkpoint_host=checkpoint_host,
+    )
     transient = tokens * (2 * 4 * shape.d_model * inputs.n_inject + shape.d_vocab * (size + 4))
     if checkpoint_host:  # one block recomputed at a time in the backward pass
         transient += tokens * layer_bytes_per_token(shape, inputs.seq, inputs.dtype)
@@ -188,8 +198,12 @@ def plan_table(
 ) -> tuple[pd.DataFrame, str]:
     """Per-rank GiB of each component under each strategy, and the recommendation."""
     rows = []
-    options = [("one", 1, False), ("ddp", procs, False), ("fsdp", procs, False),
-               ("fsdp", procs, True)]  # fmt: skip
+    options = [
+        ("one", 1, False),
+        ("ddp", procs, False),
+        ("fsdp", procs, False),
+        ("fsdp", procs, True),
+    ]
     for mode, n, ckpt in options:
         parts = rank_bytes(inputs, mode, n, ckpt)
         label = {"one": "one process", "ddp": f"DDP x{n}", "fsdp": f"FSDP x{n}"}[mode]
@@ -243,8 +257,9 @@ def saved_activation_bytes(
     return sum(seen.values())
 
 
-def predict_bytes(shape: HostShape, batch: int = 8, seq: int = 128, dtype: str = "float32",
-                  rows: int = 64) -> dict[str, int]:  # fmt: skip
+def predict_bytes(
+    shape: HostShape, batch: int = 8, seq: int = 128, dtype: str = "float32", rows: int = 64
+) -> dict[str, int]:
     """Estimated bytes of ``irm-lens predict``: the host, one batch's backward pass through it
     (no IRM, no optimizer), its logits, and the per-row bias gradients it keeps (fp32)."""
     size, tokens = _DTYPE_BYTES[dtype], batch * seq

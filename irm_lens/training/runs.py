@@ -47,8 +47,11 @@ def extension_problem(saved: TrainConfig, config: TrainConfig) -> str | None:
     snapshots after the old cap, and the old cap fell on a validation pass (a run evaluates
     at its last step, so another cap would add a pass the longer run never made). Otherwise
     the reason it does not."""
-    others = [k for k in dataclasses.asdict(config)
-              if k not in EXTENDABLE and getattr(saved, k) != getattr(config, k)]  # fmt: skip
+    others = [
+        k
+        for k in dataclasses.asdict(config)
+        if k not in EXTENDABLE and getattr(saved, k) != getattr(config, k)
+    ]
     if others:
         return f"it differs in {others}, not only in {list(EXTENDABLE)}"
     cap, new_cap = saved.max_steps, config.max_steps

@@ -56,10 +56,16 @@ def matrix(
 
 def paper_matrix(preset_name: str = "paper", **overrides: Any) -> list[TrainConfig]:
     """The paper's 24 runs: 3 emotions x 6 layer sets, plus 3 emotions x {q1, all} with L1."""
-    base = matrix(emotions=PAPER_EMOTIONS, layer_sets=PAPER_LAYER_SETS,
-                  preset_name=preset_name, **overrides)  # fmt: skip
-    regularised = matrix(emotions=PAPER_EMOTIONS, layer_sets=("q1", "all"), l1=(PAPER_L1,),
-                         preset_name=preset_name, **overrides)  # fmt: skip
+    base = matrix(
+        emotions=PAPER_EMOTIONS, layer_sets=PAPER_LAYER_SETS, preset_name=preset_name, **overrides
+    )
+    regularised = matrix(
+        emotions=PAPER_EMOTIONS,
+        layer_sets=("q1", "all"),
+        l1=(PAPER_L1,),
+        preset_name=preset_name,
+        **overrides,
+    )
     return base + regularised
 
 
@@ -130,8 +136,14 @@ def run_sweep(
         if log is not None:
             who = f"rank {world.rank}: " if world.parallel else ""
             log(f"{who}[{k + 1}/{len(mine)}] {dirs[k].name} ({status})")
-        result = train(mine[k], dirs[k], resume=status != "new", host=get_host(),
-                       progress=progress and not world.parallel, parallel="none")  # fmt: skip
+        result = train(
+            mine[k],
+            dirs[k],
+            resume=status != "new",
+            host=get_host(),
+            progress=progress and not world.parallel,
+            parallel="none",
+        )
         outcome[k] = "interrupted" if result.stopped == "interrupted" else "trained"
 
     held = claim_each(dirs, "sweep", work, first=world.rank, wait=wait, poll_s=poll_s)

@@ -215,8 +215,10 @@ class _Trainer:
             cap_allocator_cache()
         self.pad = pad_id(host.tokenizer)
         self.train_ex, val_ex = self._examples()
-        self.val_batches = [self._collate(val_ex[i : i + config.batch_size])
-                            for i in range(0, len(val_ex), config.batch_size)]  # fmt: skip
+        self.val_batches = [
+            self._collate(val_ex[i : i + config.batch_size])
+            for i in range(0, len(val_ex), config.batch_size)
+        ]
         self.irm = IRM.from_train_config(host, config)
         self.irm.train()
         self.parallel = Parallel(self.irm, world, parallel)
@@ -271,8 +273,12 @@ class _Trainer:
         return train_ex, val_ex
 
     def _collate(self, examples: list[Encoded]) -> Batch:
-        return collate(examples, self.pad, self.config.max_len,
-                       pad_to_max=pads_to_max_len(self.config.objective))  # fmt: skip
+        return collate(
+            examples,
+            self.pad,
+            self.config.max_len,
+            pad_to_max=pads_to_max_len(self.config.objective),
+        )
 
     def _share(self, whole: Batch) -> tuple[Batch, float]:
         """This rank's rows of a collated batch (``rank::size``, see ``shard_rows``), on the
@@ -293,8 +299,9 @@ class _Trainer:
             return self._finish() if self.extended else self._result()
         stop = _StopRequest()
         show = progress and self.world.is_main
-        bar = tqdm(total=self.total, initial=prog.step, disable=not show,
-                   desc=f"IRM {self.config.emotion}")  # fmt: skip
+        bar = tqdm(
+            total=self.total, initial=prog.step, disable=not show, desc=f"IRM {self.config.emotion}"
+        )
         prog.stopped = ""
         self._snapshot()  # step 0: the initial IRM, when asked for
         with _graceful_sigint(stop):
@@ -306,8 +313,11 @@ class _Trainer:
                     break
                 row = self._step()
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", best_val=f"{prog.best_val:.3f}",
-                                tok_s=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+                bar.set_postfix(
+                    loss=f"{row['train_loss']:.3f}",
+                    best_val=f"{prog.best_val:.3f}",
+                    tok_s=f"{row['tokens_per_s']:.0f}",
+                )
                 self._snapshot()
                 if on_step is not None:
                     on_step(prog.step)
@@ -429,8 +439,9 @@ class _Trainer:
         opt_state = self.parallel.optimizer_state(self.opt)
         if self.world.is_main:
             path = self.run_dir / "last.safetensors"
-            save_state(path, irm_state, opt_state, self.sched, self.prog, self.metrics,
-                       self.identity)  # fmt: skip
+            save_state(
+                path, irm_state, opt_state, self.sched, self.prog, self.metrics, self.identity
+            )
             write_metrics(self.run_dir / "metrics.csv", self.metrics)
 
     def _check_finished(self) -> None:
