@@ -4,12 +4,12 @@ The original's loss predicts the token two ahead (t+2) and counts every position
 EOS-padded to 128 tokens; bank rows are about 30 tokens, so most of its terms are "EOS predicts
 EOS". Its four 14-step runs on this host share one top index (316 in 4/4). This tier trains the
 2 x 2 {t+1, t+2} x {padding counted, padding masked} in the original's setting (plain text after
-BOS, lr 1e-4, 16 rows a step) for anger and sadness and two seeds, each to ``STEPS`` optimizer
-steps with snapshots on ``SCHEDULE``, and measures every snapshot and each run's best IRM: the
-own-objective specificity (its target, on held-out questions), the top index and its dominance
-(share of |output| x d_model and over the runner-up) against a null of untrained IRMs on the same
-rows, the index and layer shares of the output map, and the top index's direct effect on the
-EOS logit through the final norm and unembedding.
+BOS, lr 1e-4, 16 rows a step) for anger and sadness and two seeds, each to the last step of
+``SCHEDULE`` with snapshots on it, and measures the first trained and the last snapshot and each
+run's best IRM: the own-objective specificity (its target, on held-out questions), the top index
+and its dominance (share of |output| x d_model and over the runner-up) against a null of
+untrained IRMs on the same rows, the index and layer shares of the output map, and the top
+index's direct effect on the EOS logit through the final norm and unembedding.
 
 ``irm_lens.analysis.explain.padding_rule`` decides whether a shared top index appears only when
 padding counts; ``concentration_rule`` whether it concentrates with training. Each run's rows are
@@ -124,7 +124,10 @@ def _shape_row(ctx: Context, irm: IRM, outputs: list[Tensor]) -> dict[str, Any]:
 def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
     """One row per saved snapshot of the run and one for its best IRM (``irm`` = ``best``)."""
     run_dir, config = ctx.runs[spec.name], spec.config
-    steps = [s for s in config.snapshots if snapshot_path(run_dir, s).exists()]
+    # the first trained snapshot and the last: the growth rule's two ends (the untrained IRM is
+    # the null's; the snapshots between are kept in the run for a finer trajectory)
+    measured = (config.snapshots[1], config.snapshots[-1])
+    steps = [s for s in measured if snapshot_path(run_dir, s).exists()]
     best_step = int(json.loads((run_dir / "summary.json").read_text())["best_step"])
     rows = []
     for step, snapshot in [*((s, s) for s in steps), (best_step, None)]:
@@ -158,7 +161,7 @@ def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> 
 
 def run_measures(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> pd.DataFrame:
     """``_measure_run``, cached in the run's directory."""
-    path = ctx.runs[spec.name] / "explain" / f"measures-{cache_key('explain', 1)}.csv"
+    path = ctx.runs[spec.name] / "explain" / f"measures-{cache_key('explain', 2)}.csv"
     return cached_table(path, lambda: _measure_run(ctx, spec, memo))
 
 

@@ -863,10 +863,8 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     data = pd.read_csv(out / "data.csv")
     cells = ["t2-counted", "t2-masked", "t1-counted", "t1-masked"]
     assert list(data["cell"].unique()) == cells and set(data["emotion"]) == {"anger"}
-    assert sorted(data["step"].unique()) == [0, 2, 4] and set(data["irm"]) == {"snapshot", "best"}
+    assert sorted(data["step"].unique()) == [2, 4] and set(data["irm"]) == {"snapshot", "best"}
     assert data["pad_logit_z"].notna().all() and (data["gap"] >= 1).all()
-    untrained = data[data["step"] == 0]  # the same IRM before training in every cell
-    assert untrained["top_index"].nunique() == 1 and (untrained["specificity"].abs() < 1e-4).all()
     for cell, padding in (("t2-masked", "masked"), ("t1-counted", "counted")):
         run_dir = next((tmp / "runs").glob(f"anger_{cell}_s42-*"))
         config = json.loads((run_dir / "config.json").read_text())
