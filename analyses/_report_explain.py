@@ -25,7 +25,7 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     for group in ("counted", "masked"):
         rules[GROWTH_CLAIM.format(group)] = s.concentration[group] if s else None
     p = read_typed(out, "predict", PredictSummary)
-    for score in ("gradient", "consistency", "lever"):
+    for score in ("gradient", "consistency", "bias fit", "lever", "stop lever"):
         rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
     return rules
 
@@ -85,14 +85,17 @@ def predict_lines(out: Path) -> list[str]:
     lines = [
         title,
         "",
-        "Before any training, the gradient of the alignment loss with respect to a zero bias at "
-        "every layer's write point (`blocks.L.hook_attn_out`), one per training row, gives "
-        "three predictors of the index an IRM will push on, each summed over the injected "
-        "layers (`irm_lens.interventions.predict`): **gradient**, the summed gradient's "
-        "magnitude (where gradient descent pushes first); **consistency**, how far the rows "
-        "agree on its sign (|mean| / rms: Adam's per-coordinate step moves a coordinate at full "
-        "rate when they do, whatever its size); **lever**, the host's final-norm gain times "
-        "the unembedding row norm (no loss at all). Each trained run's top index is looked up "
+        "Before any IRM is trained, five predictors rank the residual indices, each summed "
+        "over the injected layers (`irm_lens.interventions.predict`): **gradient**, the "
+        "magnitude of the alignment loss's gradient with respect to a zero bias at every "
+        "layer's write point (`blocks.L.hook_attn_out`; where gradient descent pushes first); "
+        "**consistency**, how far the training rows agree on that gradient's sign (|mean| / "
+        "rms: Adam's per-coordinate step moves a coordinate at full rate when they do, "
+        "whatever its size); **bias fit**, the |vector| of a bias-only IRM (one vector per "
+        f"layer, no input) trained with Adam for {p.fit_steps} steps of 8 rows: a steering "
+        "vector; **lever**, the host's final-norm gain times the unembedding row norm; **stop "
+        "lever**, the gain times the stop token's centred unembedding weight (the last two read "
+        "no loss at all). Each trained run's top index is looked up "
         f"in the ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
         f"{p.rows_per_gradient} training rows per emotion and objective). Control: a random "
         "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5). Runs "
@@ -113,7 +116,9 @@ def predict_lines(out: Path) -> list[str]:
     return [
         *lines,
         "",
-        f"The gradient's first index (all layers): {predicted}.",
+        f"The gradient's first index (all layers): {predicted}. The bias fit's largest: "
+        + ", ".join(f"{k}: {v}" for k, v in p.fitted.items())
+        + ".",
         "",
         "Run it on any host: `irm-lens predict HOST --emotion anger` (add `--loss paper` for the "
         "original's objective); on Llama-2-7b-chat, `irm-lens predict "

@@ -296,10 +296,12 @@ class PredictSummary:
     n_runs: int
     d_model: int
     rows_per_gradient: int
+    fit_steps: int  # the bias-only fit's Adam steps
     validation: dict[str, dict[str, float]]  # score -> interventions.predict.Validation
     by_objective: dict[str, dict[str, dict[str, float]]]  # score -> objective -> the same
     verdicts: Rules  # score -> analysis.explain.predictor_rule
     predicted: dict[str, int]  # "emotion / objective" -> the gradient's first index
+    fitted: dict[str, int]  # "emotion / objective" -> the bias fit's largest index
 
 
 def _field_value(kind: Any, raw: Any) -> Any:

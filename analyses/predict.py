@@ -29,7 +29,9 @@ from irm_lens.analysis.explain import predictor_rule
 from irm_lens.data.datasets import load_dataset
 from irm_lens.interventions.host_profile import host_profile
 from irm_lens.interventions.predict import (
+    FIT_STEPS,
     bias_gradients,
+    fit_bias,
     host_levers,
     predict_index,
     validate_prediction,
@@ -42,14 +44,22 @@ from irm_lens.training.config import Objective
 NEEDS_RUN_SET = False  # reads committed results and the host only
 ROWS = 64  # training rows per gradient
 SMOKE_ROWS = 8
+SMOKE_FIT_STEPS = 4
 SHOWN = 20
 MAX_LEN = 128
 NEXT_TOKEN = "next-token"
 PAPER = "t2-counted"  # the original's loss as it ran
 # The predictors compared, by the rank column of ``predict_index`` they read: the summed bias
 # gradient (where gradient descent pushes first), the rows' sign consistency (where Adam's
-# per-coordinate step pushes at full rate) and the host's logit lever alone (no loss at all).
-SCORES = {"gradient": "rank", "consistency": "consistency_rank", "lever": "lever_rank"}
+# per-coordinate step pushes at full rate), a bias-only fit with Adam (a steering vector per
+# layer), and the host's logit and stop-token levers alone (no loss at all).
+SCORES = {
+    "gradient": "rank",
+    "consistency": "consistency_rank",
+    "bias fit": "fit_rank",
+    "lever": "lever_rank",
+    "stop lever": "stop_rank",
+}
 
 
 def _objective(name: str) -> tuple[Objective, PromptMode]:
@@ -131,32 +141,43 @@ def main(ctx: Context) -> PredictSummary:
     massive = host_profile(host, PAPER_PROMPTS, mode="plain")["massive"]["index"].tolist()
     levers = host_levers(host, massive)
     n_rows = SMOKE_ROWS if ctx.figures.fast else ROWS
+    fit_steps = SMOKE_FIT_STEPS if ctx.figures.fast else FIT_STEPS
     grads: dict[tuple[str, str], torch.Tensor] = {}
-    for emotion, objective in (
-        runs[["emotion", "objective"]].drop_duplicates().itertuples(index=False)
-    ):
+    fits: dict[tuple[str, str], torch.Tensor] = {}
+    for key in runs[["emotion", "objective"]].drop_duplicates().itertuples(index=False):
+        emotion, objective = key
         o, mode = _objective(objective)
         rows = load_dataset(emotion, split="train").head(n_rows)
         grads[(emotion, objective)] = bias_gradients(
             host, rows, objective=o, mode=mode, max_len=MAX_LEN, progress=ctx.progress
         )
+        fit = fit_bias(
+            host,
+            load_dataset(emotion, split="train"),
+            objective=o,
+            mode=mode,
+            max_len=MAX_LEN,
+            steps=fit_steps,
+            progress=ctx.progress,
+        )
+        fits[(emotion, objective)] = fit.vectors
     ranks, shown = [], []
     for r in runs.itertuples():
-        table = predict_index(
-            grads[(r.emotion, r.objective)], _layers(r.layers, n_layers), levers
-        ).set_index("index")
+        key = (r.emotion, r.objective)
+        table = predict_index(grads[key], _layers(r.layers, n_layers), levers, fits[key])
+        table = table.set_index("index")
         ranks.append(
             {
                 "predicted_index": int(table["rank"].idxmin()),
                 **{
-                    f"{score}_rank": int(table.loc[r.top_index, column])
-                    for score, column in SCORES.items()
+                    f"{score}_rank": int(table.loc[r.top_index, col])
+                    for score, col in SCORES.items()
                 },
             }
         )
     data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
     for (emotion, objective), g in grads.items():
-        top = predict_index(g, levers=levers).head(SHOWN)
+        top = predict_index(g, levers=levers, fitted=fits[(emotion, objective)]).head(SHOWN)
         shown.append(top.assign(emotion=emotion, objective=objective))
     predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
     validation = {
@@ -173,11 +194,18 @@ def main(ctx: Context) -> PredictSummary:
         n_runs=len(data),
         d_model=d_model,
         rows_per_gradient=n_rows,
+        fit_steps=fit_steps,
         validation={s: dataclasses.asdict(v) for s, v in validation.items()},
         by_objective=by_objective,
         verdicts={s: predictor_rule(v) for s, v in validation.items()},
         predicted={
             f"{e} / {o}": int(predict_index(g).iloc[0]["index"]) for (e, o), g in grads.items()
+        },
+        fitted={
+            f"{e} / {o}": int(
+                predict_index(grads[(e, o)], fitted=f).sort_values("fit_rank").iloc[0]["index"]
+            )
+            for (e, o), f in fits.items()
         },
     )
     figure = predict_figure(data, predictions, summary)

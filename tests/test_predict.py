@@ -121,34 +121,40 @@ def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys
     from irm_lens.cli.main import main
 
     out = tmp_path / "pred"
-    code = main(
-        [
-            "predict",
-            "tiny-random-llama",
-            "--emotion",
-            "joy",
-            "--rows",
-            "4",
-            "--max-len",
-            "32",
-            "--prompt-mode",
-            "plain",
-            "--layers",
-            "0-1",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--device",
-            "cpu",
-        ]
-    )
+    args = "predict tiny-random-llama --emotion joy --rows 4 --max-len 32 --prompt-mode plain "
+    args += "--layers 0-1 --fit-steps 2 --no-progress --device cpu"
+    code = main([*args.split(), "--out", str(out)])
     assert code == 0
     table = pd.read_csv(out / "prediction.csv")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["layers"] == [0, 1] and summary["rows"] == 4
     assert summary["predicted_index"] == int(table.iloc[0]["index"])
-    assert {"consistency_rank", "lever_rank", "massive"} <= set(table.columns)
+    assert {"consistency_rank", "fit_rank", "lever_rank", "stop_rank", "massive"} <= set(table)
+    assert summary["fitted_index"] == int(table.loc[table["fit_rank"] == 1, "index"].iloc[0])
     printed = capsys.readouterr().out
-    assert f"an IRM would push first on index {summary['predicted_index']}" in printed
+    assert f"bias gradient is largest at index {summary['predicted_index']}" in printed
+    assert f"a bias-only fit pushes most on {summary['fitted_index']}" in printed
     assert main(["predict", "tiny-random-llama", "--emotion", "fear", "--out", str(out)]) == 2
     assert "fear" in capsys.readouterr().err
+
+
+def test_a_bias_fit_learns_and_the_stop_lever_is_read(planted_host):
+    from irm_lens.data.batches import pad_id
+    from irm_lens.interventions.predict import fit_bias
+
+    host, rows = planted_host
+    fit = fit_bias(host, rows, mode="plain", max_len=48, steps=12, lr=1e-2, batch_size=16)
+    fitted = fit.vectors
+    assert fitted.shape == (host.cfg.n_layers, host.cfg.d_model) and fitted.abs().sum() > 0
+    assert len(fit.losses) == 12 and max(fit.losses[-3:]) < fit.losses[0]  # it learns
+    again = fit_bias(host, rows, mode="plain", max_len=48, steps=12, lr=1e-2, batch_size=16)
+    assert torch.equal(fitted, again.vectors)  # seeded: the same rows in the same order
+    table = predict_index(torch.zeros(1, *fitted.shape), levers=host_levers(host), fitted=fitted)
+    table = table.set_index("index")
+    expected = fitted[:, PLANTED].abs().sum().item()
+    assert table.loc[PLANTED, "fit"] == pytest.approx(expected, rel=1e-6)
+    assert sorted(table["fit_rank"]) == list(range(1, host.cfg.d_model + 1))
+    stop = pad_id(host.tokenizer)
+    gain, w_u = host.ln_final.weight.detach(), host.W_U.detach()
+    expected = (gain[5] * (w_u[5, stop] - w_u[5].mean())).abs().item()
+    assert table.loc[5, "stop_lever"] == pytest.approx(expected, rel=1e-5)

@@ -4,9 +4,10 @@ irm-lens predict --emotion anger                                   # the embedde
 irm-lens predict /models/Llama-2-7b-chat-hf --emotion anger \\
     --loss paper --device cuda --dtype float16                     # is 1512 the one, and why?
 Ranks residual indices by the gradient of the alignment loss with respect to a zero per-layer
-bias at the IRM's write points, summed over the injected layers, beside the final-norm gain, the
-unembedding row norm and massive-activation status. Writes prediction.csv and summary.json into
---out (default predict/<emotion>).
+bias at the IRM's write points and by a 60-step bias-only fit (a steering vector per layer),
+summed over the injected layers, beside the final-norm gain, the unembedding row norm, the stop
+token's weight and massive-activation status. Writes prediction.csv and summary.json into --out
+(default predict/<emotion>).
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from irm_lens.files import write_csv_atomic, write_text_atomic
     from irm_lens.host import host_name, load_host
     from irm_lens.interventions.host_profile import host_profile
-    from irm_lens.interventions.predict import bias_gradients, host_levers, predict_index
+    from irm_lens.interventions.predict import (
+        bias_gradients,
+        fit_bias,
+        host_levers,
+        predict_index,
+    )
     from irm_lens.irm import parse_layers
     from irm_lens.prompts import PAPER_PROMPTS, PromptMode
     from irm_lens.training.config import Objective, TrainConfig
@@ -50,7 +56,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     massive = host_profile(host, PAPER_PROMPTS)["massive"]["index"].tolist()
-    table = predict_index(grads, layers, host_levers(host, massive))
+    fit = None
+    if args.fit_steps:
+        fit = fit_bias(host, config.rows("train"), objective=objective, mode=mode,
+                       max_len=args.max_len, steps=args.fit_steps, batch_size=args.batch_size,
+                       progress=not args.no_progress).vectors  # fmt: skip
+    table = predict_index(grads, layers, host_levers(host, massive), fit)
     label = args.emotion or config.emotion
     out = Path(args.out or f"predict/{label}")
     write_csv_atomic(out / "prediction.csv", table)
@@ -63,6 +74,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         "layers": list(layers),
         "rows": len(rows),
         "predicted_index": int(table.iloc[0]["index"]),
+        "fitted_index": None
+        if fit is None
+        else int(table.loc[table["fit_rank"].idxmin(), "index"]),
         "massive_dims": [int(i) for i in massive],
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -72,19 +86,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _describe(table: Any, summary: dict[str, Any], top: int) -> str:
-    lines = [
+    fitted = "fit_rank" in table
+    head = (
         f"host {summary['host']}, {summary['emotion']} ({summary['rows']} rows, "
-        f"{summary['objective']['kind']} loss, {len(summary['layers'])} injected layers): "
-        f"an IRM would push first on index {summary['predicted_index']}",
-        "rank  index  share of the bias gradient  final gain  |W_U row|  lever rank  massive",
-    ]
-    for r in table.head(top).itertuples():
-        massive = "yes" if r.massive else ""
-        lines.append(
-            f"{r.rank:>4}  {r.index:>5}  {r.share:>26.4f}  {r.final_gain:>10.3f}  "
-            f"{r.unembed_norm:>9.3f}  {r.lever_rank:>10}  {massive}"
-        )
-    return "\n".join(lines)
+        f"{summary['objective']['kind']} loss, {len(summary['layers'])} injected layers): the "
+        f"bias gradient is largest at index {summary['predicted_index']}"
+    )
+    if fitted:
+        head += f"; a bias-only fit pushes most on {summary['fitted_index']}"
+    columns = ["rank", "index", "share", "consistency_rank"] + (["fit_rank"] if fitted else [])
+    columns += ["final_gain", "unembed_norm", "lever_rank", "stop_rank", "massive"]
+    shown = table.head(top)[columns].rename(columns={"rank": "gradient_rank"})
+    return head + "\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
@@ -109,6 +122,8 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     pr.add_argument("--rows", type=at_least(1), default=64, help="training rows (default 64)")
     pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
     pr.add_argument("--batch-size", type=at_least(1), default=8)
+    pr.add_argument("--fit-steps", type=at_least(0), default=60,
+                    help="Adam steps of the bias-only fit (default 60; 0: skip it)")  # fmt: skip
     pr.add_argument("--top", type=at_least(1), default=10, help="indices to print (default 10)")
     pr.add_argument("--out", default=None, help="output directory (default predict/<emotion>)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")

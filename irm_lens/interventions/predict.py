@@ -1,13 +1,14 @@
-"""Which residual index will an IRM push on? A prediction from the host alone, with no training.
+"""Which residual index will an IRM push on? Predictions from the host, before any IRM is trained.
 
 An IRM adds one vector per injected layer to the residual stream (at ``blocks.L.hook_attn_out``).
 Its first optimizer steps follow the gradient of the alignment loss with respect to those
-vectors at zero. ``bias_gradients`` computes that gradient for a zero per-layer bias over an
-emotion's training rows; ``predict_index`` ranks residual indices by its magnitude summed over the
-injected layers (``score``), beside the host properties that could explain a rank (the final
-norm's gain, the unembedding row norm, massive-activation status).
+vectors at zero. ``bias_gradients`` computes that gradient per training row for a zero per-layer
+bias; ``fit_bias`` trains such a bias alone (a steering vector per layer, one minute on CPU);
+``host_levers`` reads the host's own levers (final-norm gain, unembedding row norm, the stop
+token's weight, massive-activation status). ``predict_index`` ranks the residual indices by each
+(summed over the injected layers).
 
-Whether the prediction names the index a trained IRM pushes on is an empirical question:
+Whether a prediction names the index a trained IRM pushes on is an empirical question:
 ``validate_prediction`` compares it with trained runs against a random ranking.
 """
 
@@ -33,6 +34,7 @@ from irm_lens.training.config import LossKind, Objective
 from irm_lens.training.losses import loss_sum, loss_terms, pads_to_max_len
 
 TOP_K = 10
+FIT_STEPS = 60
 
 
 def bias_gradients(
@@ -83,12 +85,70 @@ def bias_gradients(
     return torch.cat(grads)
 
 
+@dataclass(frozen=True)
+class BiasFit:
+    """``fit_bias``'s per-layer vectors ``[n_layers, d_model]`` and its loss at every step."""
+
+    vectors: Tensor
+    losses: list[float]
+
+
+def fit_bias(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    *,
+    objective: LossKind | Objective = "next-token",
+    mode: PromptMode = "chat",
+    max_len: int = 128,
+    steps: int = FIT_STEPS,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> BiasFit:
+    """A bias-only "IRM": one vector per layer, added at every layer's write point with no
+    input, trained with Adam (the IRM's optimizer) on the alignment loss for ``steps`` steps of
+    ``batch_size`` rows drawn from ``rows``. Where its |vector| is largest is where a steering
+    vector, and perhaps the IRM, pushes."""
+    if rows.empty:
+        raise ValueError("fit_bias needs at least one question/answer row.")
+    o = objective if isinstance(objective, Objective) else Objective(objective)
+    device = host.W_E.device
+    bias = torch.zeros(host.cfg.n_layers, host.cfg.d_model, device=device, requires_grad=True)
+    opt = torch.optim.Adam([bias], lr=lr)
+    examples = encode_rows(host.tokenizer, rows, mode)
+    pad, gen = pad_id(host.tokenizer), torch.Generator().manual_seed(seed)
+
+    def add_bias(x: Tensor, hook: object) -> Tensor:
+        return x + bias[layer_of(hook.name)].to(x.dtype)  # type: ignore[attr-defined]
+
+    fwd_hooks = [(write_hook(layer), add_bias) for layer in range(host.cfg.n_layers)]
+    losses = []
+    for _ in tqdm(range(steps), desc="bias fit", disable=not progress):
+        pick = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=gen)
+        batch = collate([examples[i] for i in pick.tolist()], pad, max_len,
+                        pad_to_max=pads_to_max_len(o)).to(device)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        with host.hooks(fwd_hooks=fwd_hooks):
+            logits = host(batch.tokens, attention_mask=batch.attention_mask)
+            loss = loss_sum(logits, batch, o) / max(loss_terms(batch, o), 1)
+            loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return BiasFit(bias.detach().float().cpu(), losses)
+
+
 def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.DataFrame:
     """Per residual index: the final norm's gain, the unembedding row norm (W_U[i]), their
-    product (how far a unit push there moves the logits, before the norm's 1/rms) and whether
-    the index holds a massive activation (``massive``: e.g. ``host_profile``'s)."""
+    product (``logit_lever``: how far a unit push there moves the logits, before the norm's
+    1/rms), the stop lever (|gain x centred unembedding weight of the pad/stop token|: how far
+    a push there moves the answer's end) and whether the index holds a massive activation
+    (``massive``: e.g. ``host_profile``'s)."""
     gain = host.ln_final.weight.detach().float().cpu()
-    row_norm = host.W_U.detach().float().cpu().norm(dim=1)
+    w_u = host.W_U.detach().float().cpu()
+    row_norm = w_u.norm(dim=1)
+    stop = pad_id(host.tokenizer)
+    stop_lever = (gain * (w_u[:, stop] - w_u.mean(dim=1))).abs()
     big = set(int(i) for i in massive)
     return pd.DataFrame(
         {
@@ -96,6 +156,7 @@ def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.Data
             "final_gain": gain.numpy(),
             "unembed_norm": row_norm.numpy(),
             "logit_lever": (gain.abs() * row_norm).numpy(),
+            "stop_lever": stop_lever.numpy(),
             "massive": [i in big for i in range(len(gain))],
         }
     )
@@ -105,6 +166,7 @@ def predict_index(
     gradients: Float[Tensor, "row n_layers d_model"],
     layers: Sequence[int] | None = None,
     levers: pd.DataFrame | None = None,
+    fitted: Float[Tensor, "n_layers d_model"] | None = None,
 ) -> pd.DataFrame:
     """Residual indices ranked by two scores of the per-row bias gradients over ``layers``
     (default all), each summed over those layers:
@@ -116,7 +178,9 @@ def predict_index(
       consistently the rows agree on the sign: Adam's per-coordinate step moves a coordinate at
       full rate when they do, whatever the size); ``consistency_rank`` orders by it.
 
-    ``levers`` columns (``host_levers``) are merged in, with ``lever_rank``."""
+    ``fitted`` (``fit_bias``'s vectors) adds ``fit`` (its |vector| summed over ``layers``) and
+    ``fit_rank``; ``levers`` columns (``host_levers``) are merged in, with ``lever_rank`` and
+    ``stop_rank``."""
     chosen = list(range(gradients.shape[1])) if layers is None else list(layers)
     g = gradients[:, chosen].double()
     score = g.sum(0).abs().sum(0).numpy()
@@ -126,15 +190,19 @@ def predict_index(
         {
             "index": np.arange(len(score)),
             "score": score,
-            "share": score / score.sum(),
+            "share": score / score.sum() if score.sum() > 0 else np.zeros_like(score),
             "consistency": consistency,
         }
     )
     table["rank"] = _rank(table["score"])
     table["consistency_rank"] = _rank(table["consistency"])
+    if fitted is not None:
+        table["fit"] = fitted[chosen].double().abs().sum(0).numpy()
+        table["fit_rank"] = _rank(table["fit"])
     if levers is not None:
         table = table.merge(levers, on="index", how="left")
         table["lever_rank"] = _rank(table["logit_lever"])
+        table["stop_rank"] = _rank(table["stop_lever"])
     return table.sort_values("rank").reset_index(drop=True)
 
 
