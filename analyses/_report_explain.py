@@ -8,22 +8,35 @@ import pandas as pd
 
 from analyses._report_mechanism import NOT_RUN
 from analyses._summaries import ExplainSummary, PredictSummary, read_typed
-from analyses.explain import final_rows
+from analyses.explain import Judgement, final_rows, judge
 from irm_lens.analysis.explain import MIN_GROWTH, MIN_RUNS, SHARED
 from irm_lens.analysis.mechanism import Verdict
+from irm_lens.interventions.predict import validate_prediction
 
 TITLE = "## Why one index? (`make figures TIER=explain`)"
 PADDING_CLAIM = "why one index / a shared top index only when padding counts"
+PADDING_LEARNED_CLAIM = f"{PADDING_CLAIM} (runs that learned their objective)"
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
 PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
 
 
+def judged(out: Path) -> Judgement | None:
+    """The committed rows judged under the current rules (None where the tier has not run)."""
+    target = out / "explain"
+    if not (target / "data.csv").exists() or not (target / "null.csv").exists():
+        return None
+    return judge(pd.read_csv(target / "data.csv"), pd.read_csv(target / "null.csv"))
+
+
 def explain_rules(out: Path) -> dict[str, Verdict | None]:
     """The tier's verdicts by claim (None where the tier has not run)."""
-    s = read_typed(out, "explain", ExplainSummary)
-    rules: dict[str, Verdict | None] = {PADDING_CLAIM: s.padding if s else None}
+    j = judged(out)
+    rules: dict[str, Verdict | None] = {
+        PADDING_CLAIM: j.padding if j else None,
+        PADDING_LEARNED_CLAIM: j.padding_learned if j else None,
+    }
     for group in ("counted", "masked"):
-        rules[GROWTH_CLAIM.format(group)] = s.concentration[group] if s else None
+        rules[GROWTH_CLAIM.format(group)] = j.concentration[group] if j else None
     p = read_typed(out, "predict", PredictSummary)
     for score in ("gradient", "consistency", "bias fit", "lever", "stop lever"):
         rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
@@ -58,18 +71,52 @@ def run_rows(last: pd.DataFrame) -> list[str]:
     return lines
 
 
-def cell_rows(s: ExplainSummary) -> list[str]:
+def cell_rows(j: Judgement) -> list[str]:
+    """Per cell: the aligned runs and those that learned their objective, each with the most
+    frequent top index among them and whether the cell shares it."""
     lines = [
-        "| objective | aligned / runs | most frequent top index | its share | shares an index |",
-        "|---|---|---|---|---|",
+        "| objective | runs | aligned: n, most frequent top (share), shares | learned own "
+        "objective: n, most frequent top (share), shares |",
+        "|---|---|---|---|",
     ]
-    for c in s.cells:
-        index = "-" if c["index"] is None else str(c["index"])
-        share = "-" if c["index"] is None else f"{c['share']:.0%}"
-        lines.append(
-            f"| {c['cell']} | {c['n_aligned']} / {c['n_runs']} | {index} | {share} | "
-            f"{'yes' if c['shares'] else 'no'} |"
-        )
+
+    def part(c: object) -> str:
+        n, index, share, shares = c.n_aligned, c.index, c.share, c.shares  # type: ignore[attr-defined]
+        if n == 0 or pd.isna(index):
+            return f"{n}, -, -"
+        return f"{n}, {int(index)} ({share:.0%}), {'yes' if shares else 'no'}"
+
+    for a, b in zip(j.cells.itertuples(), j.cells_learned.itertuples(), strict=True):
+        lines.append(f"| {a.cell} | {a.n_runs} | {part(a)} | {part(b)} |")
+    return lines
+
+
+SOURCES = {
+    "default": "default tier (Adam, 14 steps)",
+    "long": "long tier (Adam, best IRM)",
+    "matrix": "layer sets and L1 (Adam)",
+    "sgd": "SGD (original host)",
+    "explain": "loss quirks (explain tier)",
+}
+
+
+def source_rows(data: pd.DataFrame, scores: list[str], d_model: int) -> list[str]:
+    """Per source of runs and predictor: top-k hits and the median rank percentile with its
+    bootstrap CI (the same statistics as the overall rule, on each slice)."""
+    lines = [
+        "| runs | n | " + " | ".join(scores) + " |",
+        "|---|---|" + "---|" * len(scores),
+    ]
+    for (source, objective), rows in data.groupby(["source", "objective"], sort=False):
+        cells = []
+        for score in scores:
+            v = validate_prediction(rows[f"{score}_rank"].tolist(), d_model)
+            cells.append(
+                f"{v.in_top_k}/{v.n_runs} in top {v.k}; {v.median_percentile:.2f} "
+                f"[{v.low:.2f}, {v.high:.2f}]"
+            )
+        name = f"{SOURCES.get(str(source), source)}, {objective}"
+        lines.append(f"| {name} | {len(rows)} | {' | '.join(cells)} |")
     return lines
 
 
@@ -116,6 +163,10 @@ def predict_lines(out: Path) -> list[str]:
     return [
         *lines,
         "",
+        "By where the runs come from (top-10 hits; median rank percentile [95 % CI], random 0.50):",
+        "",
+        *source_rows(data, list(p.verdicts), p.d_model),
+        "",
         f"The gradient's first index (all layers): {predicted}. The bias fit's largest: "
         + ", ".join(f"{k}: {v}" for k, v in p.fitted.items())
         + ".",
@@ -137,6 +188,8 @@ def explain_section(out: Path) -> list[str]:
         return [TITLE, "", "Not run here: `make figures TIER=explain`.", "", *predict_lines(out)]
     data = pd.read_csv(out / "explain" / "data.csv")
     last = final_rows(data)
+    j = judged(out)
+    assert j is not None  # the summary was read above
     status = (
         f"All {s.n_planned} runs measured."
         if s.finished
@@ -148,7 +201,7 @@ def explain_section(out: Path) -> list[str]:
     cost = f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step." if rates else ""
     growth = "\n".join(
         f"- **Dominance grows with training, padding {g}: {v.verdict}.** {v.reason}."
-        for g, v in s.concentration.items()
+        for g, v in j.concentration.items()
     )
     return [
         TITLE,
@@ -173,12 +226,16 @@ def explain_section(out: Path) -> list[str]:
         f"snapshot over the first trained one, median with a bootstrap CI over aligned runs, "
         f"above {1 + MIN_GROWTH:.2f}x.",
         "",
-        f"**A shared top index only when padding counts: {s.padding.verdict}.** "
-        f"{s.padding.reason}.",
+        f"**A shared top index only when padding counts: {j.padding.verdict}.** "
+        f"{j.padding.reason}.",
+        "",
+        "The same rule over the runs that learned their own objective (own-voice drop CI above "
+        "0, specific to the emotion or not: the original's loss can lower every voice's t+2 "
+        f"loss alike): **{j.padding_learned.verdict}.** {j.padding_learned.reason}.",
         "",
         growth,
         "",
-        *cell_rows(s),
+        *cell_rows(j),
         "",
         *run_rows(last),
         "",

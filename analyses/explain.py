@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from irm_lens.analysis.explain import (
     signed_push,
     top_two,
 )
+from irm_lens.analysis.mechanism import Verdict
 from irm_lens.analysis.trajectory import output_shape
 from irm_lens.data.batches import pad_id
 from irm_lens.irm import IRM
@@ -207,7 +209,7 @@ def _null(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Each run's IRM at its last snapshot, with ``aligned`` and its dominance growth since the
     first trained snapshot (last / first)."""
-    snaps = table[table["irm"] == "snapshot"].sort_values("step")
+    snaps = table[table["irm"] == "snapshot"].sort_values("step", kind="stable")
     out = []
     for _, rows in snaps.groupby("run", sort=False):
         trained = rows[rows["step"] > 0]
@@ -217,34 +219,56 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """The tier's verdicts under the current rules: the padding rule over the runs aligned to
+    their emotion (the paper's criterion) and over the runs that learned their own objective
+    (own-voice drop CI above 0, specific or not), the growth rule per padding group, and each
+    cell's sharing under both."""
+
+    padding: Verdict
+    padding_learned: Verdict
+    concentration: dict[str, Verdict]
+    cells: pd.DataFrame
+    cells_learned: pd.DataFrame
+
+
+def judge(table: pd.DataFrame, null: pd.DataFrame) -> Judgement:
+    """``Judgement`` from the tier's rows (``data.csv``) and its null (``null.csv``)."""
+    columns = ["cell", "padding", "aligned", "top_index", "own_low", "growth"]
+    last = final_rows(table) if len(table) else pd.DataFrame(columns=columns)
+    learned = last.assign(aligned=last["own_low"] > 0)
+    null_tops = [int(t) for t in null["top_index"]]
+    concentration = {
+        group: concentration_rule(
+            list(last.loc[(last["padding"] == group) & last["aligned"], "growth"]),
+            group=f"aligned runs with padding {group}",
+        )
+        for group in ("counted", "masked")
+    }
+    return Judgement(
+        padding=padding_rule(last, null_tops),
+        padding_learned=padding_rule(learned, null_tops),
+        concentration=concentration,
+        cells=cell_sharing(last, null_tops),
+        cells_learned=cell_sharing(learned, null_tops),
+    )
+
+
 def summarise(
     table: pd.DataFrame, null: pd.DataFrame, specs: list[RunSpec], seconds: dict[str, float]
 ) -> ExplainSummary:
-    """The tier's verdicts from its rows and the null."""
-    last = final_rows(table)
-    null_tops = [int(t) for t in null["top_index"]]
-    padding = (
-        padding_rule(last, null_tops)
-        if len(last)
-        else padding_rule(
-            pd.DataFrame(columns=["cell", "padding", "aligned", "top_index"]), null_tops
-        )
-    )
-    concentration = {}
-    for group in ("counted", "masked"):
-        rows = last[(last["padding"] == group) & last["aligned"]] if len(last) else last
-        concentration[group] = concentration_rule(
-            list(rows.get("growth", [])), group=f"runs with padding {group}"
-        )
-    cells = cell_sharing(last, null_tops).to_dict("records") if len(last) else []
+    """The tier's bookkeeping and its verdicts when written (the report judges again from the
+    committed rows, ``judge``)."""
+    j = judge(table, null)
     done = set(table["run"]) if len(table) else set()
     return ExplainSummary(
         runs=[s.name for s in specs if s.name in done],
         finished=all(s.name in done for s in specs),
         n_planned=len(specs),
-        padding=padding,
-        concentration=concentration,
-        cells=cells,
+        padding=j.padding,
+        concentration=j.concentration,
+        cells=j.cells.to_dict("records"),
         null_ratio_median=float(null["dominance"].median()),
         null_ratio_max=float(null["dominance"].max()),
         null_gap_max=float(null["gap"].max()),

@@ -131,3 +131,37 @@ def test_concentration_rule_reaches_every_verdict():
     assert verdicts == ["concentrates", "does not concentrate", "not tested", "not tested"]
     assert set(verdicts) == set(CONCENTRATION_VERDICTS)
     assert grows.effects["low"] > 1.05 and "spans" in spans.reason
+
+
+def _table(runs: dict[str, tuple[str, int, bool, float]]) -> pd.DataFrame:
+    """``data.csv`` rows: per run (cell, top index at the last snapshot, aligned, own_low), a
+    first snapshot at step 14 with half the dominance and the last at 60."""
+    rows = []
+    for run, (cell, top, aligned, own_low) in runs.items():
+        for step, dominance in ((14, 1.0), (60, 2.0)):
+            rows.append({"run": run, "cell": cell, "padding": cell.split("-")[1], "step": step,
+                         "irm": "snapshot", "verdict": "aligned" if aligned else "not aligned",
+                         "top_index": top, "own_low": own_low, "dominance": dominance})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_judge_reads_aligned_runs_and_runs_that_learned_their_objective_apart():
+    from analyses.explain import judge
+
+    # the counted cells learn t+2 for every voice (own drop > 0, not specific) on one index
+    runs = {
+        "a_t2c": ("t2-counted", 316, False, 0.3), "s_t2c": ("t2-counted", 316, False, 0.3),
+        "a_t2m": ("t2-masked", 5, True, 0.2), "s_t2m": ("t2-masked", 9, True, 0.2),
+        "a_t1c": ("t1-counted", 316, False, 0.3), "s_t1c": ("t1-counted", 316, False, 0.2),
+        "a_t1m": ("t1-masked", 8, True, 0.1), "s_t1m": ("t1-masked", 44, True, 0.1),
+    }  # fmt: skip
+    null = pd.DataFrame({"top_index": list(range(10))})
+    j = judge(_table(runs), null)
+    assert j.padding.verdict == "not tested"  # no counted run is aligned
+    assert j.padding_learned.verdict == "only with padding"
+    assert j.concentration["masked"].verdict == "concentrates"  # 2x in every aligned run
+    assert j.concentration["counted"].verdict == "not tested"
+    assert list(j.cells["n_aligned"]) == [0, 2, 0, 2]
+    assert list(j.cells_learned["n_aligned"]) == [2] * 4
+    empty = judge(_table({}), null)
+    assert empty.padding.verdict == "not tested" and empty.cells.empty

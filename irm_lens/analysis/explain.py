@@ -116,7 +116,8 @@ def cell_sharing(rows: pd.DataFrame, null_tops: Sequence[int]) -> pd.DataFrame:
                 "shares": shares,
             }
         )
-    return pd.DataFrame(out)
+    columns = ["cell", "padding", "n_runs", "n_aligned", "index", "share", "shares"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
@@ -129,6 +130,8 @@ def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
     index, or no counted cell does); *not tested* (a cell has fewer than ``MIN_RUNS`` aligned
     runs)."""
     cells = cell_sharing(rows, null_tops)
+    if cells.empty:
+        return Verdict("not tested", "no run measured yet", {})
     effects = {f"{r.cell} shared fraction": r.share for r in cells.itertuples()}
     effects |= {f"{r.cell} aligned runs": float(r.n_aligned) for r in cells.itertuples()}
     thin = cells[cells["n_aligned"] < MIN_RUNS]
