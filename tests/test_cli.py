@@ -114,3 +114,18 @@ def test_train_mask_option_refuses_bad_indices(capsys, tmp_path, mask, message):
     err = capsys.readouterr().err
     assert "--mask" in err and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_help_and_argument_errors_load_neither_torch_nor_transformer_lens():
+    """`irm-lens --help` answers at once: building the parser imports no heavy library (torch,
+    TransformerLens) and the package's public names load on first use."""
+    code = (
+        "import sys, irm_lens, irm_lens.cli\n"
+        "sys.modules['irm_lens.cli.main'].build_parser().format_help()\n"
+        "heavy = [k for k in ('torch', 'transformer_lens', 'transformers') if k in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert irm_lens.IrmLensError and callable(irm_lens.load_host)\n"
+        "assert 'torch' in sys.modules  # load_host pulled in the host stack on first use\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _host(args: argparse.Namespace) -> Any:
@@ -26,6 +27,8 @@ def _host(args: argparse.Namespace) -> Any:
 
 
 def _tokens(host: Any, prompt: str) -> torch.Tensor:
+    import torch
+
     from irm_lens.prompts import encode
 
     if not prompt.strip():

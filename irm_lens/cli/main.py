@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import torch
-
 from irm_lens.cli import lens as cli_lens
 from irm_lens.cli import predict as cli_predict
 from irm_lens.cli import profile as cli_profile
@@ -30,8 +28,10 @@ from irm_lens.cli import recorded as cli_recorded
 from irm_lens.cli.types import at_least, device, index_list, positive_float
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
-from irm_lens.seeding import seeded
-from irm_lens.training.distributed import PARALLEL_MODES, launched
+from irm_lens.training.modes import PARALLEL_MODES
+
+# torch, the host and the training loop are imported where a command runs, so that `--help`
+# and argument errors answer at once.
 
 _HOST_HELP = (
     "host model: omit for the embedded SmolLM2-135M-Instruct, 'tiny-random-llama', a Hugging "
@@ -77,11 +77,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
     from irm_lens.canary import check_generation
     from irm_lens.host import check_context, load_host
     from irm_lens.inject import attach
     from irm_lens.irm import IRM
     from irm_lens.prompts import encode
+    from irm_lens.seeding import seeded
 
     if args.greedy and (args.temperature is not None or args.top_k is not None):
         raise IrmLensError("--greedy cannot be combined with --temperature or --top-k.")
@@ -178,6 +181,7 @@ def _persona_label(data: str) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from irm_lens.training.distributed import launched
     from irm_lens.training.runs import EXTENDABLE
     from irm_lens.training.train import TrainConfig, preset, train
 
@@ -271,6 +275,7 @@ def _split(text: str, kind: type, option: str) -> list[Any]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from irm_lens.training.distributed import launched
     from irm_lens.training.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
 
     host_opts = {k: getattr(args, k) for k in ("host", "device", "dtype") if getattr(args, k)}

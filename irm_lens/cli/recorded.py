@@ -12,8 +12,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
@@ -155,6 +153,8 @@ def _host_analyses(
 ) -> None:
     """The analyses that need the host: where the IRM's top index sits in the host and what it
     does there (``interventions.host_profile`` and ``interventions.index_in_host``)."""
+    import torch
+
     from irm_lens import interventions, plotting
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from irm_lens.errors import IrmLensError
 
 ParallelMode = Literal["auto", "none", "ddp", "fsdp"]
-PARALLEL_MODES: tuple[str, ...] = ("auto", "none", "ddp", "fsdp")
 T = TypeVar("T")
 
 
