@@ -53,7 +53,7 @@ MECHANISM = ("index_profile", "rotation", "masked", "matrix", "report")
 LONG = ("trajectory",)
 # Why one index (issue 28): the original's loss quirks separated, 16 runs of 60 steps (hours on
 # 2 CPU cores). It rewrites the report when the default tier's results are there.
-EXPLAIN = ("predict", "explain")
+EXPLAIN = ("steering", "predict", "explain")
 TIERS = {"default": RESULTS, "mechanism": MECHANISM, "long": LONG, "explain": EXPLAIN}
 KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM + LONG + EXPLAIN))
 

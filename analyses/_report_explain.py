@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses._report_mechanism import NOT_RUN
-from analyses._summaries import ExplainSummary, PredictSummary, read_typed
+from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
 from irm_lens.analysis.explain import MIN_GROWTH, MIN_RUNS, SHARED
 from irm_lens.analysis.mechanism import Verdict
@@ -18,6 +18,7 @@ PADDING_CLAIM = "why one index / a shared top index only when padding counts"
 PADDING_LEARNED_CLAIM = f"{PADDING_CLAIM} (runs that learned their objective)"
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
 PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
+STEERING_CLAIM = "why one index / the IRM is a fixed steering vector"
 
 
 def judged(out: Path) -> Judgement | None:
@@ -37,6 +38,8 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     }
     for group in ("counted", "masked"):
         rules[GROWTH_CLAIM.format(group)] = j.concentration[group] if j else None
+    st = read_typed(out, "steering", SteeringSummary)
+    rules[STEERING_CLAIM] = st.verdict if st else None
     p = read_typed(out, "predict", PredictSummary)
     for score in ("gradient", "consistency", "bias fit", "lever", "stop lever"):
         rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
@@ -120,6 +123,32 @@ def source_rows(data: pd.DataFrame, scores: list[str], d_model: int) -> list[str
     return lines
 
 
+def steering_lines(out: Path) -> list[str]:
+    """Is the IRM a fixed steering vector? The constant part of its outputs."""
+    s = read_typed(out, "steering", SteeringSummary)
+    title = "### Is the IRM a fixed steering vector?"
+    if s is None:
+        return [title, "", "Not run here: `make figures TIER=explain`.", ""]
+    data = pd.read_csv(out / "steering" / "data.csv")
+    null = data[data["run_kind"] == "untrained"]
+    return [
+        title,
+        "",
+        "Each IRM's recorded outputs on the paper prompts split into their mean over tokens (one "
+        "vector per layer: what a steering vector could write) plus the rest "
+        "(`irm_lens.analysis.steering`). Control: the untrained IRMs of the null (an untrained "
+        f"MLP's biases give it a constant part too: {null['constant_share'].min():.2f}-"
+        f"{s.null_max:.2f} of its sum of squares).",
+        "",
+        f"**The IRM is a fixed steering vector: {s.verdict.verdict}.** {s.verdict.reason}. The "
+        f"constant part's largest index is the IRM's top index in {s.same_top} of "
+        f"{len(s.runs)} of them (untrained IRMs: {int(null['same_top'].sum())} of {len(null)}).",
+        "",
+        "![steering](steering/figure.png)",
+        "",
+    ]
+
+
 def predict_lines(out: Path) -> list[str]:
     """The predictor's validation: does the host alone name the index an IRM pushes on?"""
     p = read_typed(out, "predict", PredictSummary)
@@ -185,7 +214,14 @@ def predict_lines(out: Path) -> list[str]:
 def explain_section(out: Path) -> list[str]:
     s = read_typed(out, "explain", ExplainSummary)
     if s is None:
-        return [TITLE, "", "Not run here: `make figures TIER=explain`.", "", *predict_lines(out)]
+        return [
+            TITLE,
+            "",
+            "Not run here: `make figures TIER=explain`.",
+            "",
+            *steering_lines(out),
+            *predict_lines(out),
+        ]
     data = pd.read_csv(out / "explain" / "data.csv")
     last = final_rows(data)
     j = judged(out)
@@ -245,5 +281,6 @@ def explain_section(out: Path) -> list[str]:
         "",
         "![why one index](explain/figure.png)",
         "",
+        *steering_lines(out),
         *predict_lines(out),
     ]

@@ -292,6 +292,14 @@ class ExplainSummary:
 
 
 @dataclass(frozen=True)
+class SteeringSummary:
+    verdict: Verdict  # analysis.steering.steering_rule over the headline runs
+    runs: list[str]  # the headline runs judged
+    same_top: int  # of them, how many have the constant part's top index as their top index
+    null_max: float  # the untrained IRMs' largest constant share
+
+
+@dataclass(frozen=True)
 class PredictSummary:
     n_runs: int
     d_model: int

@@ -857,7 +857,7 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert first.returncode == 0
     proc = _figures(tmp, TIER="explain")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run set ready" not in proc.stdout  # trains only its own runs
+    assert "anger_s42 (next-token): train" not in proc.stdout  # the run set is read, not trained
     out = tmp / "figures" / "explain"
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = pd.read_csv(out / "data.csv")
@@ -875,6 +875,11 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert summary["finished"] is True and summary["padding"]["verdict"] in PADDING_VERDICTS
     text = (tmp / "figures" / "REPORT.md").read_text()  # the tier rewrote the report
     assert "## Why one index? (`make figures TIER=explain`)" in text
+    steering = pd.read_csv(tmp / "figures" / "steering" / "data.csv")
+    assert set(steering["run_kind"]) == {"next-token", "paper loss", "untrained"}
+    assert steering["constant_share"].between(0, 1).all()
+    assert "### Is the IRM a fixed steering vector?" in text
+    assert "### Does the host alone name the index? (`irm-lens predict`)" in text
     assert (
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text
     )
@@ -888,5 +893,5 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
         shutil.rmtree(run_dir)
     again = _figures(tmp, TIER="explain")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "[run " not in again.stdout and not list((tmp / "runs").glob("anger_t*_s42-*"))
+    assert ": train" not in again.stdout and not list((tmp / "runs").glob("anger_t*_s42-*"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)

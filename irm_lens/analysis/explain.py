@@ -51,7 +51,7 @@ class TopTwo:
     gap: float
 
 
-def top_two(outputs: Sequence[Float[Tensor, "pos inject d_model"]]) -> TopTwo:
+def top_two(outputs: Sequence[Tensor]) -> TopTwo:
     """``TopTwo`` of an IRM's outputs over every token and injected layer of the rows."""
     if not outputs:
         raise ValueError("top_two needs the outputs of at least one row.")
@@ -61,7 +61,7 @@ def top_two(outputs: Sequence[Float[Tensor, "pos inject d_model"]]) -> TopTwo:
     return TopTwo(int(indices[0]), int(indices[1]), gap)
 
 
-def signed_push(outputs: Sequence[Float[Tensor, "pos inject d_model"]], index: int) -> float:
+def signed_push(outputs: Sequence[Tensor], index: int) -> float:
     """The IRM's mean signed output at ``index`` per token, summed over the injected layers:
     what it adds to the residual stream's ``index`` by the last layer."""
     pooled = torch.cat([o.double() for o in outputs], dim=0)

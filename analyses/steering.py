@@ -1,0 +1,76 @@
+"""Is the IRM a fixed steering vector? Each run's recorded outputs split into their mean over
+tokens (one vector per layer) plus the rest.
+
+For every trained IRM and every untrained IRM of the null, over the paper prompts' recorded
+tokens: the share of the outputs' sum of squares the constant part explains, the index where
+the constant part is largest and whether it is the IRM's top index by |output|.
+``irm_lens.analysis.steering.steering_rule`` judges the aligned next-token IRMs against the null.
+Needs the default run set's recordings (the run cache).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from analyses._common import Context
+from analyses._summaries import SteeringSummary
+from irm_lens.analysis.steering import constant_share, constant_top, steering_rule
+from irm_lens.plotting._common import style
+
+
+def main(ctx: Context) -> SteeringSummary:
+    rows = []
+    for run in [*ctx.trained(), *ctx.null]:
+        outputs = [r.outputs for r in ctx.recordings(run)]
+        spec = ctx.specs[run]
+        rows.append(
+            {
+                **ctx.spec_columns(run),
+                "aligned": run in ctx.aligned(spec.kind) if spec.trained else False,
+                "constant_share": constant_share(outputs),
+                "constant_top": constant_top(outputs),
+                "irm_top": int(ctx.dominance[run].iloc[0]["index"]),
+            }
+        )
+    data = pd.DataFrame(rows)
+    data["same_top"] = data["constant_top"] == data["irm_top"]
+    headline = data[data["run"].isin(ctx.headline)]
+    null = data[data["run_kind"] == "untrained"]
+    verdict = steering_rule(list(headline["constant_share"]), list(null["constant_share"]))
+    summary = SteeringSummary(
+        verdict=verdict,
+        runs=list(headline["run"]),
+        same_top=int(headline["same_top"].sum()),
+        null_max=float(null["constant_share"].max()),
+    )
+    ctx.write("steering", data, _figure(data, verdict.verdict), summary=summary, size=(1100, 600))
+    return summary
+
+
+def _figure(data: pd.DataFrame, verdict: str) -> go.Figure:
+    fig = go.Figure()
+    for kind, rows in data.groupby("run_kind", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=rows["run"],
+                y=rows["constant_share"],
+                name=str(kind),
+                text=[
+                    f"{c}/{t}" for c, t in zip(rows["constant_top"], rows["irm_top"], strict=True)
+                ],
+                textposition="outside",
+            )
+        )
+    fig.update_yaxes(title_text="share of sum of squares in the constant part", range=[0, 1.1])
+    fig.update_xaxes(tickangle=-45)
+    return style(
+        fig,
+        title=f"Is the IRM a fixed steering vector? {verdict} (labels: constant's top / IRM's top)",
+    )
+
+
+if __name__ == "__main__":
+    from analyses.__main__ import run_one
+
+    run_one(main)

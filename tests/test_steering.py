@@ -1,0 +1,46 @@
+"""The constant part of an IRM's outputs and the steering rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from irm_lens.analysis.steering import (
+    STEERING_VERDICTS,
+    constant_part,
+    constant_share,
+    constant_top,
+    steering_rule,
+)
+
+
+def test_constant_share_of_planted_outputs():
+    g = torch.Generator().manual_seed(0)
+    vector = torch.zeros(2, 6)
+    vector[:, 4] = 3.0
+    fixed = [vector.expand(5, 2, 6).clone(), vector.expand(3, 2, 6).clone()]
+    assert constant_share(fixed) == pytest.approx(1.0)
+    assert constant_top(fixed) == 4 and torch.allclose(constant_part(fixed), vector.double())
+    noise = [torch.randn(400, 2, 6, generator=g)]  # mean ~0: nothing constant
+    assert constant_share(noise) < 0.02
+    # half constant, half zero-mean noise of the same energy
+    mixed = [vector + torch.randn(4000, 2, 6, generator=g) * 3.0 / math.sqrt(6)]
+    assert constant_share(mixed) == pytest.approx(0.5, abs=0.03)
+    assert math.isnan(constant_share([torch.zeros(2, 1, 3)]))
+    with pytest.raises(ValueError, match="at least one"):
+        constant_share([])
+
+
+def test_steering_rule_reaches_every_verdict():
+    null = [0.3, 0.35, 0.4]
+    verdicts = [
+        steering_rule([0.95, 0.9, 0.97, 0.92], null),
+        steering_rule([0.6, 0.7, 0.65, 0.75], null),
+        steering_rule([0.6, 0.7, 0.65, 0.75], [0.68]),  # the untrained IRMs are as constant
+        steering_rule([0.2, 0.3, 0.25], null),
+        steering_rule([0.9], null),
+    ]
+    assert [v.verdict for v in verdicts] == list(STEERING_VERDICTS)
+    assert steering_rule([0.9, 0.92, 0.95], [0.96]).verdict == "as constant as untrained"
