@@ -16,6 +16,7 @@ from irm_lens.interventions.predict import validate_prediction
 TITLE = "## Why one index? (`make figures TIER=explain`)"
 PADDING_CLAIM = "why one index / a shared top index only when padding counts"
 PADDING_LEARNED_CLAIM = f"{PADDING_CLAIM} (runs that learned their objective)"
+PADDING_FIRST_CLAIM = f"{PADDING_CLAIM} (runs that learned their objective, first snapshot)"
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
 PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
 STEERING_CLAIM = "why one index / the IRM is a fixed steering vector"
@@ -35,6 +36,7 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     rules: dict[str, Verdict | None] = {
         PADDING_CLAIM: j.padding if j else None,
         PADDING_LEARNED_CLAIM: j.padding_learned if j else None,
+        PADDING_FIRST_CLAIM: j.padding_first if j else None,
     }
     for group in ("counted", "masked"):
         rules[GROWTH_CLAIM.format(group)] = j.concentration[group] if j else None
@@ -49,6 +51,10 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
 def explain_verdicts(out: Path) -> dict[str, str]:
     """Entries for verdicts.json (``not run`` where the tier has not run)."""
     return {k: v.verdict if v else NOT_RUN for k, v in explain_rules(out).items()}
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
@@ -75,12 +81,13 @@ def run_rows(last: pd.DataFrame) -> list[str]:
 
 
 def cell_rows(j: Judgement) -> list[str]:
-    """Per cell: the aligned runs and those that learned their objective, each with the most
-    frequent top index among them and whether the cell shares it."""
+    """Per cell: the aligned runs and those that learned their objective (at the last snapshot,
+    and at the first trained one), each with the most frequent top index among them and whether
+    the cell shares it."""
     lines = [
-        "| objective | runs | aligned: n, most frequent top (share), shares | learned own "
-        "objective: n, most frequent top (share), shares |",
-        "|---|---|---|---|",
+        "| objective | runs | last snapshot, aligned: n, most frequent top (share), shares | "
+        "last, learned own objective | first trained snapshot, learned own objective |",
+        "|---|---|---|---|---|",
     ]
 
     def part(c: object) -> str:
@@ -89,8 +96,10 @@ def cell_rows(j: Judgement) -> list[str]:
             return f"{n}, -, -"
         return f"{n}, {int(index)} ({share:.0%}), {'yes' if shares else 'no'}"
 
-    for a, b in zip(j.cells.itertuples(), j.cells_learned.itertuples(), strict=True):
-        lines.append(f"| {a.cell} | {a.n_runs} | {part(a)} | {part(b)} |")
+    cells = zip(j.cells.itertuples(), j.cells_learned.itertuples(), j.cells_first.itertuples(),
+                strict=True)  # fmt: skip
+    for a, b, c in cells:
+        lines.append(f"| {a.cell} | {a.n_runs} | {part(a)} | {part(b)} | {part(c)} |")
     return lines
 
 
@@ -140,7 +149,8 @@ def steering_lines(out: Path) -> list[str]:
         f"MLP's biases give it a constant part too: {null['constant_share'].min():.2f}-"
         f"{s.null_max:.2f} of its sum of squares).",
         "",
-        f"**The IRM is a fixed steering vector: {s.verdict.verdict}.** {s.verdict.reason}. The "
+        f"**The IRM is a fixed steering vector: {s.verdict.verdict}.** "
+        f"{_sentence(s.verdict.reason)}. The "
         f"constant part's largest index is the IRM's top index in {s.same_top} of "
         f"{len(s.runs)} of them (untrained IRMs: {int(null['same_top'].sum())} of {len(null)}).",
         "",
@@ -181,7 +191,7 @@ def predict_lines(out: Path) -> list[str]:
     ]
     for score, verdict in p.verdicts.items():
         lines.append(
-            f"- **{score}: {verdict.verdict}.** {verdict.reason}. By objective: "
+            f"- **{score}: {verdict.verdict}.** {_sentence(verdict.reason)}. By objective: "
             + "; ".join(
                 f"{kind} {int(v['in_top_k'])}/{int(v['n_runs'])} in the top "
                 f"{int(v['k'])}, median percentile {v['median_percentile']:.2f}"
@@ -236,7 +246,7 @@ def explain_section(out: Path) -> list[str]:
     rates = sorted(s.seconds_by_run.values())
     cost = f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step." if rates else ""
     growth = "\n".join(
-        f"- **Dominance grows with training, padding {g}: {v.verdict}.** {v.reason}."
+        f"- **Dominance grows with training, padding {g}: {v.verdict}.** {_sentence(v.reason)}."
         for g, v in j.concentration.items()
     )
     return [
@@ -263,11 +273,14 @@ def explain_section(out: Path) -> list[str]:
         f"above {1 + MIN_GROWTH:.2f}x.",
         "",
         f"**A shared top index only when padding counts: {j.padding.verdict}.** "
-        f"{j.padding.reason}.",
+        f"{_sentence(j.padding.reason)}.",
         "",
         "The same rule over the runs that learned their own objective (own-voice drop CI above "
         "0, specific to the emotion or not: the original's loss can lower every voice's t+2 "
-        f"loss alike): **{j.padding_learned.verdict}.** {j.padding_learned.reason}.",
+        f"loss alike): **{j.padding_learned.verdict}.** "
+        f"{_sentence(j.padding_learned.reason)}. At the "
+        "first trained snapshot (where the default tier's runs share one index): "
+        f"**{j.padding_first.verdict}.** {_sentence(j.padding_first.reason)}.",
         "",
         growth,
         "",

@@ -206,15 +206,16 @@ def _null(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
     return null_measures(ctx, specs).assign(key=key)
 
 
-def final_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Each run's IRM at its last snapshot, with ``aligned`` and its dominance growth since the
-    first trained snapshot (last / first)."""
+def final_rows(table: pd.DataFrame, *, first: bool = False) -> pd.DataFrame:
+    """Each run's IRM at its last snapshot (``first``: its first trained one), with
+    ``aligned`` and its dominance growth from the first trained snapshot to the last."""
     snaps = table[table["irm"] == "snapshot"].sort_values("step", kind="stable")
     out = []
     for _, rows in snaps.groupby("run", sort=False):
         trained = rows[rows["step"] > 0]
-        last = trained.iloc[-1]
-        growth = last["dominance"] / trained.iloc[0]["dominance"] if len(trained) > 1 else np.nan
+        last = trained.iloc[0 if first else -1]
+        end = trained.iloc[-1]
+        growth = end["dominance"] / trained.iloc[0]["dominance"] if len(trained) > 1 else np.nan
         out.append({**last.to_dict(), "aligned": last["verdict"] == ALIGNED, "growth": growth})
     return pd.DataFrame(out)
 
@@ -223,14 +224,20 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 class Judgement:
     """The tier's verdicts under the current rules: the padding rule over the runs aligned to
     their emotion (the paper's criterion) and over the runs that learned their own objective
-    (own-voice drop CI above 0, specific or not), the growth rule per padding group, and each
-    cell's sharing under both."""
+    (own-voice drop CI above 0, specific or not), at the last snapshot and at the first trained
+    one (the default tier's budget), the growth rule per padding group, and each cell's sharing
+    under each."""
 
     padding: Verdict
     padding_learned: Verdict
+    padding_first: Verdict  # over runs that learned their objective, at the first snapshot
     concentration: dict[str, Verdict]
     cells: pd.DataFrame
     cells_learned: pd.DataFrame
+    cells_first: pd.DataFrame
+
+
+LEARNED = "runs that learned their objective"
 
 
 def judge(table: pd.DataFrame, null: pd.DataFrame) -> Judgement:
@@ -238,20 +245,25 @@ def judge(table: pd.DataFrame, null: pd.DataFrame) -> Judgement:
     columns = ["cell", "padding", "aligned", "top_index", "own_low", "growth"]
     last = final_rows(table) if len(table) else pd.DataFrame(columns=columns)
     learned = last.assign(aligned=last["own_low"] > 0)
+    early = final_rows(table, first=True) if len(table) else pd.DataFrame(columns=columns)
+    early = early.assign(aligned=early["own_low"] > 0)
     null_tops = [int(t) for t in null["top_index"]]
+    names = [cell_name(offset, padding) for offset, padding in CELLS]
     concentration = {
         group: concentration_rule(
             list(last.loc[(last["padding"] == group) & last["aligned"], "growth"]),
-            group=f"aligned runs with padding {group}",
+            group=f"runs with padding {group}",
         )
         for group in ("counted", "masked")
     }
     return Judgement(
-        padding=padding_rule(last, null_tops),
-        padding_learned=padding_rule(learned, null_tops),
+        padding=padding_rule(last, null_tops, names),
+        padding_learned=padding_rule(learned, null_tops, names, LEARNED),
+        padding_first=padding_rule(early, null_tops, names, LEARNED),
         concentration=concentration,
-        cells=cell_sharing(last, null_tops),
-        cells_learned=cell_sharing(learned, null_tops),
+        cells=cell_sharing(last, null_tops, names),
+        cells_learned=cell_sharing(learned, null_tops, names),
+        cells_first=cell_sharing(early, null_tops, names),
     )
 
 

@@ -159,9 +159,10 @@ def test_judge_reads_aligned_runs_and_runs_that_learned_their_objective_apart():
     j = judge(_table(runs), null)
     assert j.padding.verdict == "not tested"  # no counted run is aligned
     assert j.padding_learned.verdict == "only with padding"
+    assert j.padding_first.verdict == "only with padding"  # the same tops at step 14
     assert j.concentration["masked"].verdict == "concentrates"  # 2x in every aligned run
     assert j.concentration["counted"].verdict == "not tested"
     assert list(j.cells["n_aligned"]) == [0, 2, 0, 2]
     assert list(j.cells_learned["n_aligned"]) == [2] * 4
     empty = judge(_table({}), null)
-    assert empty.padding.verdict == "not tested" and empty.cells.empty
+    assert empty.padding.verdict == "not tested" and list(empty.cells["n_runs"]) == [0] * 4

@@ -92,12 +92,15 @@ def shared_index(tops: Sequence[int]) -> tuple[int | None, float]:
     return best, float(counts.max() / len(tops))
 
 
-def cell_sharing(rows: pd.DataFrame, null_tops: Sequence[int]) -> pd.DataFrame:
+def cell_sharing(
+    rows: pd.DataFrame, null_tops: Sequence[int], cells: Sequence[str] = ()
+) -> pd.DataFrame:
     """Per cell of ``rows`` (one row per run: ``cell``, ``padding``, ``aligned``, ``top_index``):
     the aligned runs, the modal top index among them, its share, and whether the cell shares an
     index: at least ``MIN_RUNS`` aligned runs, ``SHARED`` of them on one index, and that index
     not one the untrained IRMs (``null_tops``) already share (an index of the initialisation,
-    not of the objective)."""
+    not of the objective). ``cells`` (names like ``t2-counted``): every cell planned, listed
+    with no runs where ``rows`` has none yet."""
     null_index, null_share = shared_index(null_tops)
     init_index = null_index if null_share >= 0.5 else None
     out = []
@@ -116,11 +119,21 @@ def cell_sharing(rows: pd.DataFrame, null_tops: Sequence[int]) -> pd.DataFrame:
                 "shares": shares,
             }
         )
+    seen = {o["cell"] for o in out}
+    for cell in cells:
+        if cell not in seen:
+            empty = {"n_runs": 0, "n_aligned": 0, "index": None, "share": float("nan")}
+            out.append({"cell": cell, "padding": cell.split("-", 1)[1], **empty, "shares": False})
     columns = ["cell", "padding", "n_runs", "n_aligned", "index", "share", "shares"]
     return pd.DataFrame(out, columns=columns)
 
 
-def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
+def padding_rule(
+    rows: pd.DataFrame,
+    null_tops: Sequence[int],
+    planned: Sequence[str] = (),
+    what: str = "aligned runs",
+) -> Verdict:
     """Does a shared top index appear only when the padding counts?
 
     ``rows``: one per run, columns ``cell``, ``padding`` (``counted``/``masked``), ``aligned``,
@@ -128,8 +141,9 @@ def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
     with padding* (every counted cell shares an index, no masked cell does); *one offset only*
     (one counted cell shares, no masked cell does); *not padding* (a masked cell shares an
     index, or no counted cell does); *not tested* (a cell has fewer than ``MIN_RUNS`` aligned
-    runs)."""
-    cells = cell_sharing(rows, null_tops)
+    runs). ``aligned`` marks the runs that count (``what`` names them in the reason);
+    ``planned``: every cell of the design, so that one with no runs yet is named."""
+    cells = cell_sharing(rows, null_tops, planned)
     if cells.empty:
         return Verdict("not tested", "no run measured yet", {})
     effects = {f"{r.cell} shared fraction": r.share for r in cells.itertuples()}
@@ -140,7 +154,7 @@ def padding_rule(rows: pd.DataFrame, null_tops: Sequence[int]) -> Verdict:
         verb = "has" if len(thin) == 1 else "have"
         return Verdict(
             "not tested",
-            f"needs {MIN_RUNS} aligned runs in every cell; {names} {verb} fewer",
+            f"needs {MIN_RUNS} {what} in every cell; {names} {verb} fewer",
             effects,
         )
     counted, masked = cells[cells["padding"] == "counted"], cells[cells["padding"] == "masked"]
