@@ -418,6 +418,17 @@ def layer_sets(n_layers: int) -> dict[str, tuple[int, ...]]:
     return sets
 
 
+def _spans(values: Sequence[int]) -> str:
+    """``[4, 5, 6, 9]`` as ``4..6, 9``: a long list of layers read at a glance."""
+    runs: list[list[int]] = []
+    for v in sorted(set(values)):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
 def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
     """Injected layers from a spec: None/"all", "every4", "q1".."q4", "0-7", "3,7,11", "0-3,8".
 
@@ -447,7 +458,7 @@ def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int, 
     bad = [x for x in chosen if not 0 <= x < n_layers]
     if bad:
         raise LayerRangeError(
-            f"layers {bad} are out of range: this host has layers 0..{n_layers - 1}."
+            f"layers {_spans(bad)} are out of range: this host has layers 0..{n_layers - 1}."
         )
     if not chosen:
         raise LayerRangeError(f"layers={spec!r} selects no layer.")

@@ -332,3 +332,21 @@ def test_masked_padding_trains_on_unpadded_rows_with_the_same_loss(tiny_host, ir
                 float(loss_sum(logits, batch, masked).detach()) / loss_terms(batch, masked)
             )
         assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_hostile_architecture_seed_and_layer_values_are_refused_with_their_names(tiny_host):
+    from irm_lens.cli.types import seed
+    from irm_lens.errors import LayerRangeError
+    from irm_lens.irm import parse_layers
+
+    for field in ("width_mult", "depth"):
+        with pytest.raises(ValueError, match=f"{field} must be at least 1"):
+            TrainConfig(**{field: 0})
+    for bad in (-1, 2**64 + 1):
+        with pytest.raises(ValueError, match="seed must be a whole number from 0 to 4294967295"):
+            TrainConfig(seed=bad)
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+    with pytest.raises(Exception, match=r"at most 4294967295"):
+        seed(str(2**64 + 1))
+    with pytest.raises(LayerRangeError, match=r"layers 4\.\.99, 120 are out of range"):
+        parse_layers("2-99,120", tiny_host.cfg.n_layers)

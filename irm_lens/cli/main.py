@@ -25,7 +25,7 @@ from irm_lens.cli import lens as cli_lens
 from irm_lens.cli import predict as cli_predict
 from irm_lens.cli import profile as cli_profile
 from irm_lens.cli import recorded as cli_recorded
-from irm_lens.cli.types import at_least, device, index_list, positive_float
+from irm_lens.cli.types import at_least, device, index_list, positive_float, seed
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.training.modes import PARALLEL_MODES
@@ -148,9 +148,9 @@ _TRAIN_OPTIONS = {
     "--patience": ("patience", int, "validation passes without improvement before stopping"),
     "--max-train-rows": ("max_train_rows", int, "use only the first N training rows"),
     "--max-val-rows": ("max_val_rows", int, "use only the first N validation rows"),
-    "--width-mult": ("width_mult", int, "IRM hidden width multiplier"),
+    "--width-mult": ("width_mult", at_least(1), "IRM hidden width multiplier"),
     "--init": ("init", str, "IRM init: paper or torch"),
-    "--seed": ("seed", int, "seed of IRM init and data order"),
+    "--seed": ("seed", seed, "seed of IRM init and data order (0 to 2**32 - 1)"),
     "--mask": ("masked", index_list, "residual indices held at 0 in the IRM's output: 270,507"),
     "--snapshots": (
         "snapshots",

@@ -8,6 +8,16 @@ import math
 from collections.abc import Callable
 
 
+def seed(text: str) -> int:
+    """A ``--seed``: a whole number from 0 to 2**32 - 1."""
+    from irm_lens.training.modes import MAX_SEED
+
+    value = at_least(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED} (2**32 - 1), got {value}")
+    return value
+
+
 def at_least(low: int) -> Callable[[str], int]:
     """An ``int`` option that must be ``>= low``."""
 

@@ -14,6 +14,7 @@ import pandas as pd
 from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
+from irm_lens.training.modes import MAX_SEED
 
 LossKind = Literal["next-token", "paper"]
 
@@ -130,7 +131,8 @@ class TrainConfig:
         self.objective  # noqa: B018  (checks paper_offset and paper_padding)
         if self.prompt_mode not in ("chat", "plain"):
             raise ValueError(f"prompt_mode={self.prompt_mode!r}; use 'chat' or 'plain'.")
-        positive = ("batch_size", "grad_accum", "max_len", "epochs", "eval_every", "patience")
+        positive = ("batch_size", "grad_accum", "max_len", "epochs", "eval_every", "patience",
+                    "width_mult", "depth")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -138,6 +140,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or unset), got {value}.")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}.")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
         if not 0 < self.gamma <= 1:
