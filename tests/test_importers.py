@@ -257,3 +257,32 @@ def test_write_rejects_frame_without_columns(tmp_path):
 def _write(path, text):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_special_files_huge_files_and_deep_json_are_refused_before_they_are_read(tmp_path):
+    import os
+
+    from irm_lens.data import importers
+    from irm_lens.training.config import RunDirError, TrainConfig
+
+    with pytest.raises(DataImportError, match="/dev/zero: not a regular file"):
+        read_qa_csv("/dev/zero")
+    with pytest.raises(DataImportError, match="a directory; give a CSV file"):
+        read_qa_csv(tmp_path)
+    big = tmp_path / "big.csv"
+    big.write_text("question,answer\n" + "q?,a\n" * 100)
+    with pytest.raises(DataImportError, match="more than the"):
+        importers._read_text(big, max_bytes=64)
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataImportError, match="not a regular file"):  # would block if opened
+        read_qa_csv(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataImportError, match="nested deeper than a JSON reader can follow"):
+        read_squad_json(deep)
+    config = tmp_path / "run" / "config.json"
+    config.parent.mkdir()
+    config.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RunDirError, match=r"config\.json: not a valid irm_lens training config"):
+        TrainConfig.load(config)

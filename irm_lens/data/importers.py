@@ -65,14 +65,33 @@ def question_id_for(question: str) -> str:
     return "q-" + hashlib.sha1(normalized.encode("utf-8")).hexdigest()[:12]
 
 
-def _read_text(path: PathLike) -> str:
-    """The file's text, decoded strictly as UTF-8 (a leading BOM is dropped)."""
+MAX_BYTES = 1 << 30  # 1 GiB: far beyond any question/answer bank, short of a runaway read
+
+
+def _read_text(path: PathLike, max_bytes: int = MAX_BYTES) -> str:
+    """The file's text, decoded strictly as UTF-8 (a leading BOM is dropped). A path that is
+    not a regular file (a directory, /dev/zero, a pipe) or is larger than ``max_bytes`` is
+    refused before it is read."""
+    p = Path(path)
     try:
-        data = Path(path).read_bytes()
+        if not p.is_file():
+            what = "a directory" if p.is_dir() else "not a regular file"
+            if not p.exists():
+                raise FileNotFoundError
+            raise DataImportError(f"{path}: {what}; give a CSV file.")
+        if p.stat().st_size > max_bytes:
+            raise DataImportError(
+                f"{path}: {p.stat().st_size / 2**30:.1f} GiB, more than the {max_bytes / 2**30:g} "
+                "GiB a question/answer CSV may have; split it or pass fewer rows."
+            )
+        with p.open("rb") as handle:  # bounded even if the file grows while it is read
+            data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise DataImportError(f"{path}: no such file.") from None
     except OSError as err:
         raise DataImportError(f"{path}: cannot read the file ({err.strerror}).") from None
+    if len(data) > max_bytes:
+        raise DataImportError(f"{path}: grew past {max_bytes / 2**30:g} GiB while it was read.")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -216,6 +235,11 @@ def read_squad_json(path: PathLike, *, seed: int = SPLIT_SEED) -> tuple[pd.DataF
     except json.JSONDecodeError as err:
         raise DataImportError(
             f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+        ) from None
+    except RecursionError:
+        raise DataImportError(
+            f"{path}: nested deeper than a JSON reader can follow; SQuAD 2.0 JSON is four levels "
+            "deep. Check that this is the file you meant."
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataImportError(f'{path}: no "data" list at the top level; is this SQuAD 2.0 JSON?')

@@ -183,6 +183,11 @@ class TrainConfig:
                 if isinstance(raw.get(key), list):
                     raw[key] = tuple(raw[key])
             return cls(**raw)
+        except RecursionError:
+            raise RunDirError(
+                f"{source}: not a valid irm_lens training config (nested deeper than a JSON "
+                "reader can follow). Restore the file, or train the run again with --overwrite."
+            ) from None
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise RunDirError(
                 f"{source}: not a valid irm_lens training config ({exc}). Restore the file, or "
