@@ -350,3 +350,25 @@ def test_hostile_architecture_seed_and_layer_values_are_refused_with_their_names
         seed(str(2**64 + 1))
     with pytest.raises(LayerRangeError, match=r"layers 4\.\.99, 120 are out of range"):
         parse_layers("2-99,120", tiny_host.cfg.n_layers)
+
+
+def test_rows_whose_answers_do_not_fit_are_refused_before_the_run_exists(tiny_host, tmp_path):
+    import csv
+
+    from irm_lens.errors import IrmLensError
+    from irm_lens.training.train import train
+
+    data = tmp_path / "long.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer"])
+        for i in range(40):
+            writer.writerow([f"Question {i} " + "word " * 80 + "?", "A short answer."])
+    config = preset("smoke", host="tiny-random-llama", device="cpu", data=str(data),
+                    emotion="pirate")  # fmt: skip
+    with pytest.raises(IrmLensError, match=r"rows of .*long\.csv, train split have no answer"):
+        train(config, tmp_path / "run", host=tiny_host, progress=False)
+    assert not (tmp_path / "run").exists()
+    # the same rows fit when max_len leaves room for their answers: no error
+    roomy = dataclasses.replace(config, max_len=512, max_steps=1)
+    train(roomy, tmp_path / "run2", host=tiny_host, progress=False)

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +98,22 @@ def _graceful_sigint(stop: _StopRequest) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------- training
+
+
+def _check_answers_fit(examples: list[Encoded], max_len: int, what: str) -> None:
+    """Refuse rows whose answers are cut away by ``max_len``: the next-token loss would have no
+    terms and the run would "train" on nothing. Most such rows is an error; some, a warning."""
+    lost = [i for i, ex in enumerate(examples) if len(ex.prompt_ids) >= max_len]
+    if not lost:
+        return
+    longest = max(len(examples[i].prompt_ids) for i in lost)
+    detail = (
+        f"{len(lost)} of {len(examples)} rows of {what} have no answer token within max_len "
+        f"{max_len} (questions up to {longest} tokens; first such row: {lost[0]})"
+    )
+    if len(lost) * 2 > len(examples):
+        raise IrmLensError(f"{detail}; raise --max-len or shorten the questions.")
+    warnings.warn(f"{detail}; those rows add nothing to the loss.", stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -270,6 +287,8 @@ class _Trainer:
                     "id; the validation split gets its first question at 11 distinct "
                     "questions). Add rows, or raise --max-train-rows / --max-val-rows."
                 )
+            if config.objective.kind == "next-token":
+                _check_answers_fit(examples, config.max_len, f"{data_name}, {split} split")
         return train_ex, val_ex
 
     def _collate(self, examples: list[Encoded]) -> Batch:
