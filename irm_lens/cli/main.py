@@ -274,6 +274,31 @@ def _split(text: str, kind: type, option: str) -> list[Any]:
     return values
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds``: whole numbers from 0 to 2**32 - 1, the option named in every error."""
+    values = _split(text, int, "--seeds")
+    for value in values:
+        try:
+            seed(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise IrmLensError(f"--seeds {text!r}: {exc}.") from None
+    return values
+
+
+def _check_layer_sets(host: str | None, specs: Sequence[str]) -> None:
+    """Every layer set of a sweep against the host's layer count, before any run trains (from
+    the host's config alone: no weights are loaded)."""
+    from irm_lens.irm import parse_layers
+    from irm_lens.training.plan import host_shape
+
+    n_layers = host_shape(host).n_layers
+    for spec in specs:
+        try:
+            parse_layers(spec, n_layers)
+        except IrmLensError as exc:
+            raise IrmLensError(f"--layer-sets {spec}: {exc}") from None
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from irm_lens.training.distributed import launched
     from irm_lens.training.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
@@ -286,11 +311,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             emotions=_split(args.emotions, str, "--emotions"),
             layer_sets=_split(args.layer_sets, str, "--layer-sets"),
             l1=_split(args.l1, float, "--l1"),
-            seeds=_split(args.seeds, int, "--seeds"),
+            seeds=_seeds(args.seeds),
             losses=_split(args.losses, str, "--losses"),
             preset_name=args.preset,
             **host_opts,
         )
+    _check_layer_sets(args.host, sorted({c.layers for c in configs}))
     try:
         shard = parse_shard(args.shard)
     except ValueError as exc:
