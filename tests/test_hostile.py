@@ -574,7 +574,7 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
         ("--l1", "-1", "finite and >= 0"),
         ("--layer-sets", "all,q9", "q9"),
         ("--layer-sets", "0-99", "4..99 are out of range"),
-        ("--seeds", str(2**64 + 1), "from 0 to 4294967295"),
+        ("--seeds", str(2**64 + 1), "at most 4294967295"),
     ],
 )
 def test_sweep_lists_name_the_option(tmp_path, capsys, option, value, message):
