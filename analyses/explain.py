@@ -148,13 +148,7 @@ def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> 
                 "padding": config.paper_padding,
                 "step": step,
                 "irm": "snapshot" if snapshot is not None else "best",
-                "verdict": verdict.verdict,
-                "specificity": verdict.specificity,
-                "specificity_low": verdict.low,
-                "specificity_high": verdict.high,
-                "own_drop": verdict.own_drop,
-                "own_low": verdict.own_low,
-                "own_high": verdict.own_high,
+                **verdict.columns(),
                 **shape,
             }
         )

@@ -156,14 +156,7 @@ def _row(
         "kind": spec.kind,
         "step": step,
         "irm": "snapshot" if snapshot is not None else "best",
-        "verdict": verdict.verdict,
-        "specificity": verdict.specificity,
-        "specificity_low": verdict.low,
-        "specificity_high": verdict.high,
-        "own_drop": verdict.own_drop,
-        "own_low": verdict.own_low,
-        "own_high": verdict.own_high,
-        "n_questions": verdict.n_questions,
+        **verdict.columns(),
         **dataclasses.asdict(shape),
     }
 

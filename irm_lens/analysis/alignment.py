@@ -55,6 +55,15 @@ class Specificity:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def columns(self) -> dict[str, object]:
+        """The table columns a result writes for it: ``verdict``, ``specificity`` with
+        ``specificity_low``/``_high``, ``own_drop`` with ``own_low``/``own_high``, and
+        ``n_questions``."""
+        return {"verdict": self.verdict, "specificity": self.specificity,
+                "specificity_low": self.low, "specificity_high": self.high,
+                "own_drop": self.own_drop, "own_low": self.own_low, "own_high": self.own_high,
+                "n_questions": self.n_questions}  # fmt: skip
+
 
 def verdict_of(low: float, own_low: float) -> str:
     """``aligned`` when the specificity CI's lower bound ``low`` reaches ``MIN_SPECIFICITY`` and
