@@ -41,7 +41,6 @@ from irm_lens.irm import IRM
 from irm_lens.record import (
     PAPER_SAMPLING,
     GenerationSettings,
-    load_recordings,
     prompt_set,
     record,
     save_recordings,
@@ -558,7 +557,3 @@ def stage_seconds(run_dir: Path) -> dict[str, float]:
     path = run_dir / "stages.json"
     return dict(json.loads(path.read_text())) if path.exists() else {}
 
-
-def load_run_recordings(run_dir: Path, prompt_set_name: str = "paper") -> list[Any]:
-    """The recordings of one stage-complete run (``paper`` or ``heldout``)."""
-    return load_recordings(run_dir / "recordings" / prompt_set_name)
