@@ -556,4 +556,3 @@ def stage_seconds(run_dir: Path) -> dict[str, float]:
     """Seconds each stage of a run took when it ran (empty for runs cached before)."""
     path = run_dir / "stages.json"
     return dict(json.loads(path.read_text())) if path.exists() else {}
-
