@@ -96,8 +96,9 @@ def cell_rows(j: Judgement) -> list[str]:
             return f"{n}, -, -"
         return f"{n}, {int(index)} ({share:.0%}), {'yes' if shares else 'no'}"
 
-    cells = zip(j.cells.itertuples(), j.cells_learned.itertuples(), j.cells_first.itertuples(),
-                strict=True)  # fmt: skip
+    cells = zip(
+        j.cells.itertuples(), j.cells_learned.itertuples(), j.cells_first.itertuples(), strict=True
+    )
     for a, b, c in cells:
         lines.append(f"| {a.cell} | {a.n_runs} | {part(a)} | {part(b)} | {part(c)} |")
     return lines

@@ -139,9 +139,19 @@ def _table(runs: dict[str, tuple[str, int, bool, float]]) -> pd.DataFrame:
     rows = []
     for run, (cell, top, aligned, own_low) in runs.items():
         for step, dominance in ((14, 1.0), (60, 2.0)):
-            rows.append({"run": run, "cell": cell, "padding": cell.split("-")[1], "step": step,
-                         "irm": "snapshot", "verdict": "aligned" if aligned else "not aligned",
-                         "top_index": top, "own_low": own_low, "dominance": dominance})  # fmt: skip
+            rows.append(
+                {
+                    "run": run,
+                    "cell": cell,
+                    "padding": cell.split("-")[1],
+                    "step": step,
+                    "irm": "snapshot",
+                    "verdict": "aligned" if aligned else "not aligned",
+                    "top_index": top,
+                    "own_low": own_low,
+                    "dominance": dominance,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -150,11 +160,15 @@ def test_judge_reads_aligned_runs_and_runs_that_learned_their_objective_apart():
 
     # the counted cells learn t+2 for every voice (own drop > 0, not specific) on one index
     runs = {
-        "a_t2c": ("t2-counted", 316, False, 0.3), "s_t2c": ("t2-counted", 316, False, 0.3),
-        "a_t2m": ("t2-masked", 5, True, 0.2), "s_t2m": ("t2-masked", 9, True, 0.2),
-        "a_t1c": ("t1-counted", 316, False, 0.3), "s_t1c": ("t1-counted", 316, False, 0.2),
-        "a_t1m": ("t1-masked", 8, True, 0.1), "s_t1m": ("t1-masked", 44, True, 0.1),
-    }  # fmt: skip
+        "a_t2c": ("t2-counted", 316, False, 0.3),
+        "s_t2c": ("t2-counted", 316, False, 0.3),
+        "a_t2m": ("t2-masked", 5, True, 0.2),
+        "s_t2m": ("t2-masked", 9, True, 0.2),
+        "a_t1c": ("t1-counted", 316, False, 0.3),
+        "s_t1c": ("t1-counted", 316, False, 0.2),
+        "a_t1m": ("t1-masked", 8, True, 0.1),
+        "s_t1m": ("t1-masked", 44, True, 0.1),
+    }
     null = pd.DataFrame({"top_index": list(range(10))})
     j = judge(_table(runs), null)
     assert j.padding.verdict == "not tested"  # no counted run is aligned

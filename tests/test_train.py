@@ -364,8 +364,9 @@ def test_rows_whose_answers_do_not_fit_are_refused_before_the_run_exists(tiny_ho
         writer.writerow(["question", "answer"])
         for i in range(40):
             writer.writerow([f"Question {i} " + "word " * 80 + "?", "A short answer."])
-    config = preset("smoke", host="tiny-random-llama", device="cpu", data=str(data),
-                    emotion="pirate")  # fmt: skip
+    config = preset(
+        "smoke", host="tiny-random-llama", device="cpu", data=str(data), emotion="pirate"
+    )
     with pytest.raises(IrmLensError, match=r"rows of .*long\.csv, train split have no answer"):
         train(config, tmp_path / "run", host=tiny_host, progress=False)
     assert not (tmp_path / "run").exists()

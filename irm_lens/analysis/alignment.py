@@ -59,10 +59,16 @@ class Specificity:
         """The table columns a result writes for it: ``verdict``, ``specificity`` with
         ``specificity_low``/``_high``, ``own_drop`` with ``own_low``/``own_high``, and
         ``n_questions``."""
-        return {"verdict": self.verdict, "specificity": self.specificity,
-                "specificity_low": self.low, "specificity_high": self.high,
-                "own_drop": self.own_drop, "own_low": self.own_low, "own_high": self.own_high,
-                "n_questions": self.n_questions}  # fmt: skip
+        return {
+            "verdict": self.verdict,
+            "specificity": self.specificity,
+            "specificity_low": self.low,
+            "specificity_high": self.high,
+            "own_drop": self.own_drop,
+            "own_low": self.own_low,
+            "own_high": self.own_high,
+            "n_questions": self.n_questions,
+        }
 
 
 def verdict_of(low: float, own_low: float) -> str:

@@ -22,8 +22,13 @@ from irm_lens.analysis.mechanism import Verdict
 STEERING = 0.8  # a steering vector: the constant explains at least this share
 MOSTLY = 0.5
 MIN_RUNS = 2
-STEERING_VERDICTS = ("steering vector", "mostly constant", "as constant as untrained",
-                     "input-dependent", "not tested")  # fmt: skip
+STEERING_VERDICTS = (
+    "steering vector",
+    "mostly constant",
+    "as constant as untrained",
+    "input-dependent",
+    "not tested",
+)
 
 
 def _pooled(outputs: Sequence[Tensor]) -> Tensor:

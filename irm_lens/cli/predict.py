@@ -58,9 +58,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     massive = host_profile(host, PAPER_PROMPTS)["massive"]["index"].tolist()
     fit = None
     if args.fit_steps:
-        fit = fit_bias(host, config.rows("train"), objective=objective, mode=mode,
-                       max_len=args.max_len, steps=args.fit_steps, batch_size=args.batch_size,
-                       progress=not args.no_progress).vectors  # fmt: skip
+        fit = fit_bias(
+            host,
+            config.rows("train"),
+            objective=objective,
+            mode=mode,
+            max_len=args.max_len,
+            steps=args.fit_steps,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        ).vectors
     table = predict_index(grads, layers, host_levers(host, massive), fit)
     label = args.emotion or config.emotion
     out = Path(args.out or f"predict/{label}")
@@ -122,8 +129,12 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     pr.add_argument("--rows", type=at_least(1), default=64, help="training rows (default 64)")
     pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
     pr.add_argument("--batch-size", type=at_least(1), default=8)
-    pr.add_argument("--fit-steps", type=at_least(0), default=60,
-                    help="Adam steps of the bias-only fit (default 60; 0: skip it)")  # fmt: skip
+    pr.add_argument(
+        "--fit-steps",
+        type=at_least(0),
+        default=60,
+        help="Adam steps of the bias-only fit (default 60; 0: skip it)",
+    )
     pr.add_argument("--top", type=at_least(1), default=10, help="indices to print (default 10)")
     pr.add_argument("--out", default=None, help="output directory (default predict/<emotion>)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -126,8 +126,9 @@ def fit_bias(
     losses = []
     for _ in tqdm(range(steps), desc="bias fit", disable=not progress):
         pick = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=gen)
-        batch = collate([examples[i] for i in pick.tolist()], pad, max_len,
-                        pad_to_max=pads_to_max_len(o)).to(device)  # fmt: skip
+        batch = collate(
+            [examples[i] for i in pick.tolist()], pad, max_len, pad_to_max=pads_to_max_len(o)
+        ).to(device)
         opt.zero_grad(set_to_none=True)
         with host.hooks(fwd_hooks=fwd_hooks):
             logits = host(batch.tokens, attention_mask=batch.attention_mask)

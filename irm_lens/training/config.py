@@ -131,8 +131,16 @@ class TrainConfig:
         self.objective  # noqa: B018  (checks paper_offset and paper_padding)
         if self.prompt_mode not in ("chat", "plain"):
             raise ValueError(f"prompt_mode={self.prompt_mode!r}; use 'chat' or 'plain'.")
-        positive = ("batch_size", "grad_accum", "max_len", "epochs", "eval_every", "patience",
-                    "width_mult", "depth")  # fmt: skip
+        positive = (
+            "batch_size",
+            "grad_accum",
+            "max_len",
+            "epochs",
+            "eval_every",
+            "patience",
+            "width_mult",
+            "depth",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
