@@ -102,7 +102,8 @@ def _graceful_sigint(stop: _StopRequest) -> Iterator[None]:
 
 def _check_answers_fit(examples: list[Encoded], max_len: int, what: str) -> None:
     """Refuse rows whose answers are cut away by ``max_len``: the next-token loss would have no
-    terms and the run would "train" on nothing. Most such rows is an error; some, a warning."""
+    terms and the run would "train" on nothing. Most such rows is an error; a tenth or more, a
+    warning."""
     lost = [i for i, ex in enumerate(examples) if len(ex.prompt_ids) >= max_len]
     if not lost:
         return
@@ -113,7 +114,8 @@ def _check_answers_fit(examples: list[Encoded], max_len: int, what: str) -> None
     )
     if len(lost) * 2 > len(examples):
         raise IrmLensError(f"{detail}; raise --max-len or shorten the questions.")
-    warnings.warn(f"{detail}; those rows add nothing to the loss.", stacklevel=3)
+    if len(lost) * 10 >= len(examples):  # a stray long question is not worth a warning
+        warnings.warn(f"{detail}; those rows add nothing to the loss.", stacklevel=3)
 
 
 @dataclass(frozen=True)
