@@ -84,3 +84,41 @@ def test_embedded_host_massive_dim_507(embedded_host):
     gains = norm_gains(embedded_host).set_index("index")
     assert gains.loc[507, "final_gain_rank"] == 1
     assert torch.tensor(found["max_abs"].iloc[0]) > 1e3
+
+
+def test_a_planted_super_weight_is_found_and_zeroing_it_costs_perplexity(_cache_dir):
+    from irm_lens import load_host
+    from irm_lens.interventions.host_profile import perplexity_without, super_weights
+
+    host = load_host("tiny-random-llama", device="cpu")  # a fresh host: weights are planted
+    layer, row, col = 1, 7, 11
+    mlp = host.blocks[layer].mlp.original_component
+    with torch.no_grad():  # neuron col fires hard on every token; down_proj carries it to row
+        mlp.gate_proj.weight[col] = host.W_E.detach().mean(0).sign() * 3.0
+        mlp.up_proj.weight[col] = host.W_E.detach().mean(0).sign() * 3.0
+        host.blocks[layer].mlp.out.original_component.weight[row, col] = 200.0
+    prompt = "The cat sat on the mat. It was warm."
+    table = super_weights(host, prompt)
+    top = table.sort_values("over_median", ascending=False).iloc[0]
+    assert (int(top["layer"]), int(top["row"]), int(top["col"])) == (layer, row, col)
+    assert bool(top["super"]) and not table.loc[table["layer"] != layer, "super"].any()
+    base, zeroed = perplexity_without(
+        host, [prompt, "A dog ran home. Then it slept."], layer, row, col
+    )
+    assert zeroed != base
+    weight = host.blocks[layer].mlp.out.original_component.weight
+    assert float(weight[row, col]) == 200.0  # restored
+
+
+def test_profile_anatomy_command_writes_massive_dims_and_super_weights(tmp_path, capsys):
+    from irm_lens.cli.main import main
+
+    out = tmp_path / "anatomy"
+    argv = ["profile", "tiny-random-llama", "--anatomy", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    weights = pd.read_csv(out / "super_weights.csv")
+    assert len(weights) == 4 and {"row", "col", "over_median", "super"} <= set(weights.columns)
+    assert (out / "massive.csv").exists()
+    assert "super weights (down_proj output peak" in capsys.readouterr().out
+    assert main(["profile", "tiny-random-llama", "--device", "cpu"]) == 2
+    assert "--index I" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``irm-lens profile HOST --index I``: one residual index of a host, no IRM and no training.
 
 irm-lens profile --index 507                                  # the embedded host
+irm-lens profile --anatomy                                    # its massive dims, super weights
 irm-lens profile /models/Llama-2-7b-chat-hf --index 1512      # the paper's question, on a GPU
 Writes gains.csv, magnitude.csv, massive.csv, lever_rms.csv, lever_entropy.csv, summary.json and
 a figure (PNG + HTML) into --out (default profile/index-<I>).
@@ -42,7 +43,63 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+def _cmd_anatomy(args: argparse.Namespace) -> int:
+    """The host's anatomy: massive dims per token kind and the super weights behind them."""
+    from irm_lens.data.datasets import load_dataset
+    from irm_lens.files import write_csv_atomic
+    from irm_lens.host import host_name, load_host
+    from irm_lens.interventions.host_profile import (
+        perplexity_without,
+        residual_profile,
+        super_weights,
+    )
+    from irm_lens.interventions.index_profile import massive_activations
+
+    prompts = _prompts(args.prompts)
+    host = load_host(args.host, device=args.device, dtype=args.dtype)
+    massive = massive_activations(residual_profile(host, prompts))
+    weights = super_weights(host, prompts[0])
+    rows = load_dataset("neutral", split="test").head(20)
+    texts = (rows["question"] + " " + rows["answer"]).tolist()
+    found = weights[weights["super"]].sort_values("over_median", ascending=False)
+    effects = [
+        perplexity_without(host, texts, int(r.layer), int(r.row), int(r.col))
+        for r in found.itertuples()
+    ]
+    found = found.assign(perplexity=[b for b, _ in effects], zeroed=[z for _, z in effects])
+    out = Path(args.out or "profile/anatomy")
+    write_csv_atomic(out / "massive.csv", massive)
+    write_csv_atomic(out / "super_weights.csv", weights)
+    print(
+        f"host {host_name(host)}: massive dims (|a| > 100 and > 1000x the layer median), by "
+        "token kind:"
+    )
+    for index, group in massive.groupby("index", sort=False):
+        kinds = ", ".join(sorted(set(group["token_kind"])))
+        print(f"  {index}: up to {group['max_abs'].max():.4g} ({kinds})")
+    if massive.empty:
+        print("  none")
+    print(
+        "super weights (down_proj output peak >= 10x the median layer's; perplexity on 20 "
+        "bundled rows as is -> with the weight zeroed):"
+    )
+    for r in found.itertuples():
+        where = f"layers[{r.layer}].mlp.down_proj[{r.row}, {r.col}]"
+        print(
+            f"  {where}: output {r.output_value:.4g} ({r.over_median:.0f}x median), "
+            f"perplexity {r.perplexity:.4g} -> {r.zeroed:.4g}"
+        )
+    if found.empty:
+        print("  none")
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
+    if args.anatomy:
+        return _cmd_anatomy(args)
+    if args.index is None:
+        raise IrmLensError("give --index I (one residual index) or --anatomy (the whole host).")
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic, write_text_atomic
     from irm_lens.host import load_host
@@ -114,7 +171,12 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
         "massive activations, the norm lever (no training)",
     )
     pr.add_argument("host", nargs="?", default=None, help=host_help)
-    pr.add_argument("--index", type=at_least(0), required=True, help="the residual index")
+    pr.add_argument("--index", type=at_least(0), default=None, help="the residual index")
+    pr.add_argument(
+        "--anatomy",
+        action="store_true",
+        help="the host's massive dims per token kind and its super weights (Yu et al. 2024)",
+    )
     pr.add_argument(
         "--prompts",
         default=None,

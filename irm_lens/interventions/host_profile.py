@@ -155,3 +155,84 @@ def host_profile(
         "massive": massive_dims(residual, ratio=ratio),
         "gains": norm_gains(host),
     }
+
+
+def _down_proj(host: TransformerBridge, layer: int) -> torch.nn.Linear:
+    """The HF ``down_proj`` (``[d_model, d_mlp]`` weight) of ``layer``'s MLP."""
+    bridge = getattr(host.blocks[layer].mlp, "out", None)  # the bridge's down-projection
+    module = getattr(bridge, "original_component", None)
+    if not isinstance(module, torch.nn.Linear):
+        raise ValueError(f"layer {layer}'s MLP has no down_proj Linear (a gated MLP is needed).")
+    return module
+
+
+def super_weights(
+    host: TransformerBridge, prompt: str, *, mode: PromptMode = "plain", ratio: float = 10.0
+) -> pd.DataFrame:
+    """Super-weight candidates by Yu et al. (2024)'s one-prompt procedure: in every layer, the
+    largest |output| of ``down_proj`` over the prompt's tokens and residual dims, and at that
+    token the largest |input| (the MLP neuron). A layer whose output peak is at least ``ratio``
+    times the median layer's peak holds a super weight at ``[row, col]`` = ``[output dim, input
+    neuron]`` of its ``down_proj``.
+
+    Returns:
+        One row per layer: ``layer, row, col, position, output_value, input_value,
+        over_median, super`` (``super``: the ratio test passed).
+    """
+    ids = encode(host.tokenizer, prompt, mode=mode).prompt_ids
+    if not ids:
+        raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
+    n_layers = host.cfg.n_layers
+    names = [
+        f"blocks.{layer}.mlp.out.hook_{side}" for layer in range(n_layers) for side in ("in", "out")
+    ]
+    with torch.no_grad():
+        _, cache = host.run_with_cache(
+            torch.tensor([ids], device=host.W_E.device), names_filter=lambda n: n in names
+        )
+    rows = []
+    for layer in range(n_layers):
+        out = cache[f"blocks.{layer}.mlp.out.hook_out"][0].float().abs()  # [pos, d_model]
+        inp = cache[f"blocks.{layer}.mlp.out.hook_in"][0].float()  # [pos, d_mlp]
+        pos, row = divmod(int(out.argmax()), out.shape[1])
+        col = int(inp[pos].abs().argmax())
+        values = {"output_value": float(out[pos, row]), "input_value": float(inp[pos, col])}
+        rows.append({"layer": layer, "row": row, "col": col, "position": pos, **values})
+    table = pd.DataFrame(rows)
+    table["over_median"] = table["output_value"] / float(table["output_value"].median())
+    table["super"] = table["over_median"] >= ratio
+    return table
+
+
+def perplexity_without(
+    host: TransformerBridge, texts: Sequence[str], layer: int, row: int, col: int
+) -> tuple[float, float]:
+    """Perplexity of the host on ``texts`` (plain, next-token) as it is and with
+    ``down_proj[row, col]`` of ``layer`` set to zero; the weight is restored afterwards."""
+    weight = _down_proj(host, layer).weight
+
+    def perplexity() -> float:
+        total, count = 0.0, 0
+        for text in texts:
+            ids = encode(host.tokenizer, text, mode="plain").prompt_ids
+            if len(ids) < 2:
+                continue
+            tokens = torch.tensor([ids], device=host.W_E.device)
+            with torch.no_grad():
+                logits = host(tokens).float()
+            nll = torch.nn.functional.cross_entropy(logits[0, :-1], tokens[0, 1:], reduction="sum")
+            total, count = total + float(nll), count + len(ids) - 1
+        if count == 0:
+            raise ValueError("the texts give no token to predict.")
+        return float(torch.exp(torch.tensor(total / count)))
+
+    base = perplexity()
+    saved = weight.data[row, col].clone()
+    try:
+        with torch.no_grad():
+            weight.data[row, col] = 0
+        zeroed = perplexity()
+    finally:
+        with torch.no_grad():
+            weight.data[row, col] = saved
+    return base, zeroed
