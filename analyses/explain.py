@@ -305,6 +305,19 @@ def _write(
     return summary
 
 
+def render(ctx: Context) -> ExplainSummary | None:
+    """Write the result again from its committed rows (figure, summary under the current
+    rules), training nothing; None where no run has been measured."""
+    specs = explain_specs(ctx)
+    done = _written(ctx, specs)
+    if not done or not (ctx.out / "explain" / "null.csv").exists():
+        return None
+    null = pd.read_csv(ctx.out / "explain" / "null.csv", dtype={"key": str})
+    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
+    seconds = {str(k): float(v) for k, v in kept.items() if k in done}
+    return _write(ctx, pd.concat(done.values(), ignore_index=True), null, specs, seconds)
+
+
 def main(ctx: Context) -> ExplainSummary:
     specs = explain_specs(ctx)
     done = _written(ctx, specs)

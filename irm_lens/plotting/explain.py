@@ -42,7 +42,7 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
         c = shared.get(cell)
         if not c or c["index"] is None or c["index"] != c["index"]:
             return cell
-        return f"{cell}: {c['index']} tops {c['share']:.0%} of {c['n_aligned']} aligned"
+        return f"{cell}<br>{int(c['index'])} tops {c['share']:.0%} of {c['n_aligned']} aligned"
 
     fig = make_subplots(
         rows=2,
