@@ -317,7 +317,9 @@ class _Trainer:
         more = prog.stopped == "max_steps" and prog.step < self.total  # extended: a larger cap
         if prog.stopped and prog.stopped != "interrupted" and not more:
             self._check_finished()  # finished: check what it points at
-            return self._finish() if self.extended else self._result()
+            # a run stopped between its last checkpoint and its summary is finished here
+            unsummarised = not (self.run_dir / "summary.json").exists()
+            return self._finish() if self.extended or unsummarised else self._result()
         stop = _StopRequest()
         show = progress and self.world.is_main
         bar = tqdm(
