@@ -104,6 +104,9 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=None)
     try:
         yield
+        # rank 0 writes the summary while the others are done: meet before the teardown (a rank
+        # tearing gloo down alone hung the job after training, now and then, under load)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
