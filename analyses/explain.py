@@ -305,6 +305,12 @@ def _write(
     return summary
 
 
+def _kept_seconds(ctx: Context, done: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Training seconds per step of the runs the committed result already holds."""
+    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
+    return {str(k): float(v) for k, v in kept.items() if k in done}
+
+
 def render(ctx: Context) -> ExplainSummary | None:
     """Write the result again from its committed rows (figure, summary under the current
     rules), training nothing; None where no run has been measured."""
@@ -313,16 +319,14 @@ def render(ctx: Context) -> ExplainSummary | None:
     if not done or not (ctx.out / "explain" / "null.csv").exists():
         return None
     null = pd.read_csv(ctx.out / "explain" / "null.csv", dtype={"key": str})
-    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
-    seconds = {str(k): float(v) for k, v in kept.items() if k in done}
+    seconds = _kept_seconds(ctx, done)
     return _write(ctx, pd.concat(done.values(), ignore_index=True), null, specs, seconds)
 
 
 def main(ctx: Context) -> ExplainSummary:
     specs = explain_specs(ctx)
     done = _written(ctx, specs)
-    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
-    seconds = {str(k): float(v) for k, v in kept.items() if k in done}
+    seconds = _kept_seconds(ctx, done)
     null = _null(ctx, specs)
     memo: dict[Any, pd.DataFrame] = {}
     summary = None
