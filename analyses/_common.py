@@ -28,10 +28,7 @@ from analyses._runset import (
     ensure_runs,
     run_specs,
 )
-from irm_lens import analysis, interventions
-from irm_lens.analysis.alignment import ALIGNED, Specificity, specificity
-from irm_lens.analysis.mechanism import dominance_ratio
-from irm_lens.analysis.recorded import analyze_recordings, pooled
+from irm_lens import interventions, measures
 from irm_lens.canary import check_generation
 from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
@@ -40,8 +37,12 @@ from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.irm import IRM
+from irm_lens.measures.alignment import ALIGNED, Specificity, specificity
+from irm_lens.measures.dominance import dominance_ratio
+from irm_lens.measures.recorded import analyze_recordings, pooled
 from irm_lens.prompts import PAPER_PROMPTS, encode
 from irm_lens.record import Recording, load_recordings
+from irm_lens.rundir import RunDir
 from irm_lens.stack import provenance
 from irm_lens.training.config import Objective
 from irm_lens.training.distributed import launched, rank_device
@@ -145,7 +146,7 @@ class Context:
     def alignment(self) -> dict[str, Specificity]:
         """Every run's specificity to its emotion on all held-out questions, on its own
         objective (next token; t+2 for the original's loss), with its CI and verdict
-        (``analysis.alignment``; cached in the run directories)."""
+        (``measures.alignment``; cached in the run directories)."""
         memo: dict[Any, pd.DataFrame] = {}
         return {
             run: specificity(nll_by_question(self, run, memo), spec.config.emotion)
@@ -199,7 +200,7 @@ class Context:
     def recordings(self, run: str, prompt_set: str = "paper") -> list[Recording]:
         key = (run, prompt_set)
         if key not in self._recordings:
-            self._recordings[key] = load_recordings(self.runs[run] / "recordings" / prompt_set)
+            self._recordings[key] = load_recordings(RunDir(self.runs[run]).recordings / prompt_set)
         return self._recordings[key]
 
     def outputs(self, run: str, prompt_set: str = "paper") -> torch.Tensor:
@@ -231,7 +232,7 @@ class Context:
     def dominant_index(self) -> int:
         """The index that ranks first in most headline runs (ties: most top-5 places)."""
         tables = {n: self.dominance[n] for n in self.headline}
-        frequencies, _ = analysis.dominance_consistency(tables, k=5)
+        frequencies, _ = measures.dominance_consistency(tables, k=5)
         return int(frequencies.iloc[0]["index"])
 
     @cached_property
@@ -404,7 +405,7 @@ def _nll_tables(
 ) -> dict[int, pd.DataFrame]:
     config = ctx.specs[run].config
     host = ctx.host()
-    best = ctx.runs[run] / "irm.safetensors"
+    best = RunDir(ctx.runs[run]).irm
     irm = IRM.load(best if step is None else snapshot_path(ctx.runs[run], step), host)
     settings = dict(mode=config.prompt_mode, max_len=config.max_len, offsets=offsets)
     parts: dict[int, list[pd.DataFrame]] = {o: [] for o in offsets}
@@ -425,7 +426,7 @@ def dominance_rows(
 ) -> list[dict[str, Any]]:
     """Per next-token run and untrained baseline of ``ctx``, and per basis to read its outputs
     in (``outputs @ matrix``; None = as recorded): alignment (specificity) and the dominance
-    ratio on the paper prompts (``analysis.mechanism.dominance_ratio``)."""
+    ratio on the paper prompts (``rules.mechanism.dominance_ratio``)."""
     rows = []
     for run, spec in ctx.specs.items():
         if spec.trained and spec.kind != "next-token":

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from analyses._summaries import Rules
-from irm_lens.analysis.mechanism import Verdict
-from irm_lens.analysis.verdicts import (
+from analyses.rules.base import Verdict
+from analyses.rules.paper import (
     DOMINANT_GAP,
     EARLY,
     LEVER_PERCENTILE,

@@ -9,8 +9,8 @@ import pandas as pd
 from analyses._report_mechanism import NOT_RUN
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
-from irm_lens.analysis.explain import MIN_GROWTH, MIN_RUNS, SHARED
-from irm_lens.analysis.mechanism import Verdict
+from analyses.rules.base import Verdict
+from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, SHARED
 from irm_lens.interventions.predict import validate_prediction
 
 TITLE = "## Why one index? (`make figures TIER=explain`)"
@@ -146,7 +146,7 @@ def steering_lines(out: Path) -> list[str]:
         "",
         "Each IRM's recorded outputs on the paper prompts split into their mean over tokens (one "
         "vector per layer: what a steering vector could write) plus the rest "
-        "(`irm_lens.analysis.steering`). Control: the untrained IRMs of the null (an untrained "
+        "(`irm_lens.measures.steering`). Control: the untrained IRMs of the null (an untrained "
         f"MLP's biases give it a constant part too: {null['constant_share'].min():.2f}-"
         f"{s.null_max:.2f} of its sum of squares).",
         "",
@@ -262,7 +262,7 @@ def explain_section(out: Path) -> list[str]:
         "lr 1e-4, 16 rows a step) for anger and sadness and two seeds, each judged on its own "
         "objective (held-out questions, 95 % CIs). " + status + cost,
         "",
-        f"Rule (`irm_lens.analysis.explain.padding_rule`): a cell shares an index when one "
+        f"Rule (`analyses.rules.explain.padding_rule`): a cell shares an index when one "
         f"index tops at least {SHARED:.0%} of its aligned runs (at least {MIN_RUNS}) and the "
         "untrained IRMs do not already share it; *only with padding* when every counted cell "
         "shares one and no masked cell does, *not padding* when a masked cell shares one or no "

@@ -173,7 +173,7 @@ def mechanism_section(
         b, o = rotation.basis, rotation.optimizer
         lines += [
             "**Rotated-basis host and SGD control** (`irm_lens.rotate`, "
-            "`irm_lens.analysis.mechanism`). The rotated host computes the same logits (tested: "
+            "`analyses.rules.mechanism`). The rotated host computes the same logits (tested: "
             "within 1e-4 in float64) with its norm gains folded and no massive dims. Dominance "
             "ratio = top index's share of total |output| x d_model (1 = uniform), bootstrap "
             "95 % CI over the 7 paper prompts, each against the untrained IRM of the same "

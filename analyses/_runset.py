@@ -45,6 +45,7 @@ from irm_lens.record import (
     record,
     save_recordings,
 )
+from irm_lens.rundir import RECORDING_INFO, RunDir
 from irm_lens.stack import versions
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, PRESETS, TrainConfig, preset
 from irm_lens.training.distributed import launched
@@ -315,12 +316,13 @@ def null_seeds(figures: FiguresConfig) -> list[int]:
 
 def stage_done(run_dir: Path, stage: str) -> bool:
     """Whether ``stage`` of the run in ``run_dir`` has finished (its last file exists)."""
+    run = RunDir(run_dir)
     markers = {
-        "train": ["summary.json", "irm.safetensors"],
-        "record": ["recordings/paper/recording.json", "recordings/heldout/recording.json"],
-        "evaluate": ["evaluation.csv", "generations.csv"],
+        "train": [run.summary, run.irm],
+        "record": [run.recordings / kind / RECORDING_INFO for kind in ("paper", "heldout")],
+        "evaluate": [run.path / RunDir.EVALUATION, run.path / RunDir.GENERATIONS],
     }
-    return all((run_dir / m).exists() for m in markers[stage])
+    return all(m.exists() for m in markers[stage])
 
 
 def _shorter_run(spec: RunSpec, figures: FiguresConfig) -> Path | None:
@@ -356,7 +358,7 @@ def _timed(run_dir: Path) -> Timed:
 def _saved_step(run_dir: Path) -> int:
     """The optimizer step of the resumable state in ``run_dir`` (``metrics.csv`` is written
     with it), 0 when there is none."""
-    path = run_dir / "metrics.csv"
+    path = RunDir(run_dir).metrics
     if not path.exists():
         return 0
     steps = pd.read_csv(path, usecols=["step"])["step"]
@@ -368,14 +370,7 @@ def _copy_training(source: Path, run_dir: Path) -> Timed:
     ``config.json`` last (a copy cut short is not a run); the time it trained for."""
     names = [p.relative_to(source) for p in sorted(source.glob("snapshots/*.safetensors"))]
     names += [
-        Path(n)
-        for n in (
-            "last.safetensors",
-            "irm.safetensors",
-            "metrics.csv",
-            "summary.json",
-            "config.json",
-        )
+        Path(n) for n in (RunDir.LAST, RunDir.IRM, RunDir.METRICS, RunDir.SUMMARY, RunDir.CONFIG)
     ]
     for name in names:
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -397,9 +392,9 @@ def _train(
         irm = IRM.from_train_config(host, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", config.to_json())
-        irm.save(run_dir / "irm.safetensors")
+        irm.save(RunDir(run_dir).irm)
         summary = {"steps": 0, "stopped": "untrained", "best_val": None}
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(RunDir(run_dir).summary, json.dumps(summary, indent=2))
         return Timed()
     status = run_status(run_dir, spec.config)
     earlier = Timed() if status == "new" else _timed(run_dir)  # resumed, or extended in place
@@ -422,7 +417,7 @@ def _train(
 def _record(
     spec: RunSpec, run_dir: Path, host: TransformerBridge, figures: FiguresConfig, progress: bool
 ) -> None:
-    irm_path = run_dir / "irm.safetensors"
+    irm_path = RunDir(run_dir).irm
     irm = IRM.load(irm_path, host)
     irm.eval()
     sets: dict[str, tuple[list[str], str, GenerationSettings]] = {
@@ -439,8 +434,8 @@ def _record(
         ),
     }
     for name, (prompts, mode, settings) in sets.items():
-        target = run_dir / "recordings" / name
-        if (target / "recording.json").exists():
+        target = RunDir(run_dir).recordings / name
+        if (target / RECORDING_INFO).exists():
             continue
         recordings = record(host, irm, prompts, mode=mode, settings=settings, progress=progress)  # type: ignore[arg-type]
         meta = {

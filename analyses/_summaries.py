@@ -2,7 +2,7 @@
 
 Each is a frozen dataclass; the analysis builds it, ``Context.write`` stores it as JSON, and the
 report reads it back with ``read_typed`` (a summary written by another version fails clearly).
-Verdict rules travel as ``analysis.mechanism.Verdict`` (one) or ``Rules`` (one per loss kind);
+Verdict rules travel as ``rules.mechanism.Verdict`` (one) or ``Rules`` (one per loss kind);
 per-run rows stay plain records (``by_run``: a table's rows, as ``data.csv`` holds them).
 ``index_profile``'s summary is keyed by the role of the index profiled, so it stays a mapping.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from irm_lens.analysis.mechanism import Verdict
+from analyses.rules.base import Verdict
 from irm_lens.errors import IrmLensError
 
 Rules = dict[str, Verdict]
@@ -293,7 +293,7 @@ class ExplainSummary:
 
 @dataclass(frozen=True)
 class SteeringSummary:
-    verdict: Verdict  # analysis.steering.steering_rule over the headline runs
+    verdict: Verdict  # rules.steering.steering_rule over the headline runs
     runs: list[str]  # the headline runs judged
     same_top: int  # of them, how many have the constant part's top index as their top index
     null_max: float  # the untrained IRMs' largest constant share
@@ -307,7 +307,7 @@ class PredictSummary:
     fit_steps: int  # the bias-only fit's Adam steps
     validation: dict[str, dict[str, float]]  # score -> interventions.predict.Validation
     by_objective: dict[str, dict[str, dict[str, float]]]  # score -> objective -> the same
-    verdicts: Rules  # score -> analysis.explain.predictor_rule
+    verdicts: Rules  # score -> rules.explain.predictor_rule
     predicted: dict[str, int]  # "emotion / objective" -> the gradient's first index
     fitted: dict[str, int]  # "emotion / objective" -> the bias fit's largest index
 

@@ -22,6 +22,7 @@ from irm_lens import plotting
 from irm_lens.data.datasets import load_dataset
 from irm_lens.interventions.ablation import ablation_study, own_index_ablation
 from irm_lens.irm import IRM
+from irm_lens.rundir import RunDir
 
 MAX_NEW_TOKENS = 24
 N_CONTROLS = 5
@@ -39,7 +40,7 @@ def own_top(ctx: Context, run: str) -> dict[str, object]:
     key = cache_key("own_top", ranked[0], controls, rows["question_id"].tolist())
 
     def compute() -> pd.DataFrame:
-        irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
+        irm = IRM.load(RunDir(ctx.runs[run]).irm, ctx.host())
         return own_index_ablation(
             ctx.host(), irm, rows, ranked[0], controls, mode=config.prompt_mode
         )
@@ -81,7 +82,7 @@ def main(ctx: Context) -> AblationSummary:
     run = ctx.trained("next-token")[0]
     config = ctx.specs[run].config
     host = ctx.host()
-    irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
+    irm = IRM.load(RunDir(ctx.runs[run]).irm, host)
     rows = load_dataset(config.emotion, split="test").head(ctx.figures.ablation_rows)
     dominant, massive = ctx.dominant_index, ctx.massive_index
     indices = [dominant] + ([massive] if massive is not None and massive != dominant else [])

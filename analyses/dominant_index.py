@@ -14,9 +14,10 @@ import pandas as pd
 
 from analyses._common import KINDS, Context
 from analyses._summaries import DominanceSummary
-from irm_lens import analysis, plotting
-from irm_lens.analysis.mechanism import Verdict
-from irm_lens.analysis.verdicts import consistency_rule, dominant_rule
+from analyses.plots import runset
+from analyses.rules.base import Verdict
+from analyses.rules.paper import consistency_rule, dominant_rule
+from irm_lens import measures
 
 TOP = 5
 
@@ -29,13 +30,13 @@ def main(ctx: Context) -> DominanceSummary:
         shown += [int(i) for i in ctx.dominance[run]["index"].head(TOP)]
     data = _table(ctx, runs, sorted(set(shown) | set(massive)), massive)
     trained = ctx.headline  # medians and counts over the aligned next-token runs
-    frequencies, overlap = analysis.dominance_consistency(
+    frequencies, overlap = measures.dominance_consistency(
         {r: ctx.dominance[r] for r in trained}, k=TOP
     )
     top1 = {run: int(ctx.dominance[run].iloc[0]["index"]) for run in runs}
     dominant = ctx.dominant_index
     d_model = len(ctx.dominance[runs[0]])
-    fig = plotting.dominance_matrix_figure(
+    fig = runset.dominance_matrix_figure(
         data,
         title=(
             f"Dominant indices: share of total |IRM output| per run ({ctx.figures.host_label}, "
@@ -75,7 +76,7 @@ def main(ctx: Context) -> DominanceSummary:
             for m in massive
         },
         top1_heldout_by_run={
-            r: int(analysis.dominant_indices(ctx.outputs(r, "heldout")).iloc[0]["index"])
+            r: int(measures.dominant_indices(ctx.outputs(r, "heldout")).iloc[0]["index"])
             for r in runs
         },
         mean_top5_jaccard=float(overlap["jaccard"].mean()) if len(overlap) else float("nan"),

@@ -1,10 +1,10 @@
 """The alignment evaluation table: does each IRM make the host answer in its emotion?
 
 Per run, on held-out test questions: answer NLL of every emotion's bundled answers with and
-without the IRM, the voice classifier's P(own voice) of greedy answers (``analysis.voice``, with
+without the IRM, the voice classifier's P(own voice) of greedy answers (``measures.voice``, with
 its bootstrap CI; the behavioural measure), their NRC emotion-lexicon profile, and fact retention
 (the reference answer still contained in the greedy answer). And its specificity
-(``irm_lens.analysis.alignment``): own-voice NLL drop minus the other voices' mean drop on
+(``irm_lens.measures.alignment``): own-voice NLL drop minus the other voices' mean drop on
 every question not trained on (val + test), with a bootstrap 95 % CI over questions, on each
 run's own objective (t+2 for the original's loss), and on the next token beside it (what a run
 trained on another objective did to the host's own prediction).
@@ -19,11 +19,12 @@ import pandas as pd
 
 from analyses._common import HELDOUT_SPLITS, Context, nll_by_question, own_offset
 from analyses._summaries import EvaluationSummary
-from irm_lens import plotting
-from irm_lens.analysis.voice import VoiceClassifier, bank_classifier, held_out_accuracy, own_voice
+from analyses.plots import runset
 from irm_lens.data.datasets import load_dataset
 from irm_lens.data.lexicon import emotion_profile
 from irm_lens.evaluate import alignment_summary
+from irm_lens.measures.voice import VoiceClassifier, bank_classifier, held_out_accuracy, own_voice
+from irm_lens.rundir import RunDir
 
 OBJECTIVES = {1: "next token", 2: "t+2 (the original's)"}
 
@@ -57,10 +58,10 @@ def main(ctx: Context) -> EvaluationSummary:
     headline: dict[str, dict[str, object]] = {}
     scores: dict[str, dict[str, float]] = {}
     for run in runs:
-        table = pd.read_csv(ctx.runs[run] / "evaluation.csv")
+        table = pd.read_csv(ctx.runs[run] / RunDir.EVALUATION)
         parts.append(table.assign(**ctx.spec_columns(run)))
         emotion = ctx.specs[run].config.emotion
-        generations = pd.read_csv(ctx.runs[run] / "generations.csv")
+        generations = pd.read_csv(ctx.runs[run] / RunDir.GENERATIONS)
         scores[run] = {
             **alignment_summary(table, emotion),
             **reference_share(emotion, ctx.figures.eval_rows),
@@ -68,7 +69,7 @@ def main(ctx: Context) -> EvaluationSummary:
         }
         headline[run] = {"target": emotion, **scores[run]}
     data = pd.concat(parts, ignore_index=True)
-    fig = plotting.evaluation_figure(
+    fig = runset.evaluation_figure(
         pd.DataFrame([{"run": r, **v} for r, v in headline.items()]),
         title=(
             f"Alignment per run on held-out questions ({ctx.figures.host_label}, "

@@ -11,7 +11,7 @@ and its dominance (share of |output| x d_model and over the runner-up) against a
 untrained IRMs on the same rows, the index and layer shares of the output map, and the top
 index's direct effect on the EOS logit through the final norm and unembedding.
 
-``irm_lens.analysis.explain.padding_rule`` decides whether a shared top index appears only when
+``analyses.rules.explain.padding_rule`` decides whether a shared top index appears only when
 padding counts; ``concentration_rule`` whether it concentrates with training. Each run's rows are
 written as soon as it is measured (``data.csv`` grows run by run): a tier stopped part way keeps
 the finished runs' results; run it again to go on.
@@ -31,21 +31,17 @@ from torch import Tensor
 from analyses._common import Context, heldout, nll_by_question, read_summary
 from analyses._runset import RunSpec, cache_key, cached_table
 from analyses._summaries import ExplainSummary
+from analyses.plots.explain import explain_figure
+from analyses.rules.base import Verdict
+from analyses.rules.explain import cell_sharing, concentration_rule, padding_rule
 from analyses.trajectory import heldout_outputs, seconds_per_step
-from irm_lens.analysis.alignment import ALIGNED, specificity
-from irm_lens.analysis.explain import (
-    cell_sharing,
-    concentration_rule,
-    direct_token_z,
-    padding_rule,
-    signed_push,
-    top_two,
-)
-from irm_lens.analysis.mechanism import Verdict
-from irm_lens.analysis.trajectory import output_shape
 from irm_lens.data.batches import pad_id
 from irm_lens.irm import IRM
-from irm_lens.plotting.explain import explain_figure
+from irm_lens.measures.alignment import ALIGNED, specificity
+from irm_lens.measures.dominance import top_two
+from irm_lens.measures.push import direct_token_z, signed_push
+from irm_lens.measures.shape import output_shape
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, preset
 from irm_lens.training.runs import snapshot_path
 
@@ -130,10 +126,10 @@ def _measure_run(ctx: Context, spec: RunSpec, memo: dict[Any, pd.DataFrame]) -> 
     # the null's; the snapshots between are kept in the run for a finer trajectory)
     measured = (config.snapshots[1], config.snapshots[-1])
     steps = [s for s in measured if snapshot_path(run_dir, s).exists()]
-    best_step = int(json.loads((run_dir / "summary.json").read_text())["best_step"])
+    best_step = int(json.loads(RunDir(run_dir).summary.read_text())["best_step"])
     rows = []
     for step, snapshot in [*((s, s) for s in steps), (best_step, None)]:
-        path = run_dir / "irm.safetensors" if snapshot is None else snapshot_path(run_dir, snapshot)
+        path = RunDir(run_dir).irm if snapshot is None else snapshot_path(run_dir, snapshot)
         irm = IRM.load(path, ctx.host())
         irm.eval()
         verdict = specificity(nll_by_question(ctx, spec.name, memo, step=snapshot), config.emotion)

@@ -14,9 +14,10 @@ import pandas as pd
 
 from analyses._common import KINDS, Context, panel_name
 from analyses._summaries import TimingSummary
-from irm_lens import analysis, plotting
-from irm_lens.analysis.timing import file_order
-from irm_lens.analysis.verdicts import timing_rule
+from analyses.plots import runset
+from analyses.rules.paper import timing_rule
+from irm_lens import measures
+from irm_lens.measures.timing import file_order
 
 K = 1000
 LLAMA2_VALUES_PER_TOKEN = 4096 * 32
@@ -34,7 +35,7 @@ def scaled_k(ctx: Context) -> int:
 def timing_table(ctx: Context, run: str, prompt_set: str = "paper", k: int = K) -> pd.DataFrame:
     parts = []
     for rec in ctx.recordings(run, prompt_set):
-        table = analysis.topk_timing(rec.outputs, rec.kinds, k=k)
+        table = measures.topk_timing(rec.outputs, rec.kinds, k=k)
         position = file_order(rec.kinds.count("prompt"), len(rec.kinds))
         parts.append(
             table.assign(
@@ -48,7 +49,7 @@ def timing_table(ctx: Context, run: str, prompt_set: str = "paper", k: int = K) 
 
 def shares(table: pd.DataFrame) -> dict[str, float]:
     """Shares of the counted values: before the midpoint (in sequence order and in the
-    original's file order, ``analysis.file_order``), on prompt tokens, on token 0."""
+    original's file order, ``measures.file_order``), on prompt tokens, on token 0."""
     total = table["count"].sum()
     early = table.loc[table["token"] < table["n_tokens"] / 2, "count"].sum()
     prompt = table.loc[table["kind"] == "prompt", "count"].sum()
@@ -94,7 +95,7 @@ def main(ctx: Context) -> TimingSummary:
         f"{ctx.figures.host_label}; paper prompt {first.prompt!r}, sampled to "
         f"{ctx.figures.paper_max_length} tokens; seed {ctx.first_seed}</sup>"
     )
-    fig = plotting.timing_grid(panels, title=title)
+    fig = runset.timing_grid(panels, title=title)
     fig.update_layout(margin={"t": 130})
     headline = ctx.headline  # medians over the aligned next-token runs
     trained = [by_run[r]["before_midpoint"] for r in headline]

@@ -14,7 +14,7 @@ import torch
 
 from analyses._common import Context, prompt_tokens
 from analyses._summaries import LogitAttributionSummary
-from irm_lens import plotting
+from analyses.plots import runset
 from irm_lens.interventions import causal
 from irm_lens.lenses import decoding_matrix
 
@@ -39,7 +39,7 @@ def main(ctx: Context) -> LogitAttributionSummary:
         ],
         ignore_index=True,
     )
-    fig = plotting.logit_attribution_figure(
+    fig = runset.logit_attribution_figure(
         {i: tables["direct"] for i, tables in parts.items()},
         {i: tables["norm"] for i, tables in parts.items()},
         title=(

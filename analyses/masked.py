@@ -3,7 +3,7 @@
 The ``K`` indices that are most often in the trained runs' top ``K`` are masked out of the IRM's
 output (``TrainConfig.masked``), and, as the control, ``K`` random indices outside them. Per run:
 alignment (specificity with its CI), the new top index (a substitute?) and what the host profile
-says about it; ``irm_lens.analysis.mechanism.masking_verdict`` decides.
+says about it; ``analyses.rules.mechanism.masking_verdict`` decides.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pandas as pd
 
 from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import MaskedSummary
-from irm_lens import analysis
-from irm_lens.analysis.mechanism import MARGIN, MIN_LOSS, Verdict, masking_verdict
-from irm_lens.plotting.mechanism import masking_figure
+from analyses.plots.mechanism import masking_figure
+from analyses.rules.base import Verdict
+from analyses.rules.mechanism import MARGIN, MIN_LOSS, masking_verdict
+from irm_lens import measures
 
 K = 5
 SETTINGS = ("no mask", f"top {K} masked", f"{K} random masked")
@@ -23,7 +24,7 @@ SETTINGS = ("no mask", f"top {K} masked", f"{K} random masked")
 
 def _masks(ctx: Context) -> tuple[tuple[int, ...], tuple[int, ...]]:
     tables = {r: ctx.dominance[r] for r in ctx.trained("next-token")}
-    frequencies, _ = analysis.dominance_consistency(tables, k=K)
+    frequencies, _ = measures.dominance_consistency(tables, k=K)
     top = tuple(sorted(int(i) for i in frequencies["index"].head(K)))
     rng = np.random.default_rng(ctx.first_seed)
     pool = np.setdiff1d(np.arange(ctx.host().cfg.d_model), top)

@@ -15,8 +15,8 @@ import pandas as pd
 
 from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import MatrixSummary
-from irm_lens.analysis.mechanism import early_layers_verdict, same_index_verdict
-from irm_lens.plotting.mechanism import matrix_figure
+from analyses.plots.mechanism import matrix_figure
+from analyses.rules.mechanism import early_layers_verdict, same_index_verdict
 
 EMOTIONS = ("anger", "sadness", "neutral")
 LAYER_SETS = ("q1", "q2", "q3", "q4", "every4", "all")

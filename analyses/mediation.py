@@ -6,8 +6,8 @@ voice's held-out answers with the IRM, and the same with the final norm's scale 
 held at the host-alone value (``evaluate.frozen_scale_nll_table``). The share that disappears
 when the scale is frozen went through it. The lever: the mean |change| of next-token entropy when
 one index of the final residual is scaled x8 before the final norm, for all ``d_model`` indices,
-at the first answer position of every held-out question (``analysis.causal.entropy_lever``);
-the dominant index's percentile among them. ``analysis.verdicts.lm_head_rule`` decides.
+at the first answer position of every held-out question (``measures.causal.entropy_lever``);
+the dominant index's percentile among them. ``rules.paper.lm_head_rule`` decides.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from irm_lens.evaluate import frozen_scale_nll_table
 from irm_lens.inject import resid_post_hook
 from irm_lens.interventions.causal import entropy_lever
 from irm_lens.irm import IRM
-from irm_lens.plotting._common import style
+from irm_lens.plotting.base import style
 from irm_lens.prompts import encode
+from irm_lens.rundir import RunDir
 
 
 def _drop(table: pd.DataFrame) -> float:
@@ -45,7 +46,7 @@ def run_gains(ctx: Context, run: str, memo: dict[Any, pd.DataFrame]) -> dict[str
     key = cache_key("frozen_scale", config.prompt_mode, config.max_len)
 
     def compute() -> pd.DataFrame:
-        irm = IRM.load(ctx.runs[run] / "irm.safetensors", ctx.host())
+        irm = IRM.load(RunDir(ctx.runs[run]).irm, ctx.host())
         return frozen_scale_nll_table(
             ctx.host(),
             heldout(config.emotion),

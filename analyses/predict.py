@@ -25,7 +25,8 @@ import torch
 
 from analyses._common import Context
 from analyses._summaries import PredictSummary
-from irm_lens.analysis.explain import predictor_rule
+from analyses.plots.predict import predict_figure
+from analyses.rules.explain import predictor_rule
 from irm_lens.data.datasets import load_dataset
 from irm_lens.interventions.host_profile import host_profile
 from irm_lens.interventions.predict import (
@@ -37,7 +38,6 @@ from irm_lens.interventions.predict import (
     validate_prediction,
 )
 from irm_lens.irm import parse_layers
-from irm_lens.plotting.predict import predict_figure
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode
 from irm_lens.training.config import Objective
 

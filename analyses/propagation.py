@@ -18,6 +18,7 @@ from irm_lens import plotting
 from irm_lens.interventions import causal
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS
+from irm_lens.rundir import RunDir
 
 
 def main(ctx: Context) -> PropagationSummary:
@@ -27,7 +28,7 @@ def main(ctx: Context) -> PropagationSummary:
     tables = {i: causal.propagation(host, tokens, index=i) for i in targets}
     data = pd.concat([t.assign(target=i) for i, t in tables.items()], ignore_index=True)
     run = ctx.trained("next-token")[0]
-    irm = IRM.load(ctx.runs[run] / "irm.safetensors", host)
+    irm = IRM.load(RunDir(ctx.runs[run]).irm, host)
     carried = causal.irm_index_propagation(host, irm, tokens, index=dominant)
     title = (
         f"Propagation of a perturbation at the IRM's dominant index {dominant}, added at "

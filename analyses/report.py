@@ -2,7 +2,7 @@
 
 Reads only the ``summary`` of each result's config.json (written by the other scripts in the same
 invocation), so every number in the report comes from the figures beside it. The verdict rules
-live in ``irm_lens.analysis.verdicts``; when and why they changed is told in the report itself
+live in ``analyses.rules.paper``; when and why they changed is told in the report itself
 (``rules_account``), and a verdict that changes is kept in ``verdict_changes.json``.
 """
 
@@ -50,9 +50,8 @@ from analyses._summaries import (
     TrajectorySummary,
     read_typed,
 )
-from irm_lens.analysis.alignment import MIN_SPECIFICITY
-from irm_lens.analysis.mechanism import Verdict
-from irm_lens.analysis.verdicts import (
+from analyses.rules.base import Verdict
+from analyses.rules.paper import (
     DOMINANT_GAP,
     NOT_TESTED,
     PARTLY,
@@ -65,6 +64,7 @@ from irm_lens.analysis.verdicts import (
     top_gap_bound,
 )
 from irm_lens.files import write_text_atomic
+from irm_lens.measures.alignment import MIN_SPECIFICITY
 from irm_lens.stack import describe
 
 KIND_LABEL = {
@@ -84,7 +84,7 @@ def rules_account() -> list[str]:
     return [
         "### How the verdicts are decided",
         "",
-        "Each claim is a rule in `irm_lens/analysis/verdicts.py` with an effect size against a "
+        "Each claim is a rule in `analyses/rules/paper.py` with an effect size against a "
         "control (the untrained null: untrained IRMs of different init seeds, recorded like "
         "the trained runs; chance overlap; or a rotated injection), thresholds as module "
         "constants, and a verdict of *reproduced*, *partly reproduced*, *not reproduced*, or "
@@ -223,7 +223,7 @@ def _linearity(ratio: float) -> str:
 def residual_claim(
     p: PropagationSummary, control: ResidualControlSummary | None, striation: Rules
 ) -> tuple[Rules, str]:
-    """The rotated-injection control decides (``analysis.verdicts.residual_rule``); the
+    """The rotated-injection control decides (``rules.paper.residual_rule``); the
     propagation numbers describe the skip path, which carries any perturbation by construction."""
     dom = str(p.dominant_index)
     own, rand = p.persistence_median[dom], p.random_persistence_median
@@ -267,7 +267,7 @@ def lm_head_claim(
     dominance: Rules,
 ) -> tuple[Rules, str]:
     """Mediation through the final norm's scale and the index's entropy lever against every
-    index (``analysis.verdicts.lm_head_rule``); not tested when no index dominates."""
+    index (``rules.paper.lm_head_rule``); not tested when no index dominates."""
     dom = str(h.dominant_index)
     info = h.indices[dom]
     rules: Rules = {}
@@ -620,7 +620,7 @@ def trajectory_section(out: Path) -> list[str]:
         f"{_earlier(t.earlier)}), each "
         f"measured at steps {t.schedule} it reached (step 0 is the untrained IRM, each run's "
         "control). "
-        f"Budget chosen by `analysis.trajectory.choose_budget`: {chosen}: {t.budget_reason} "
+        f"Budget chosen by `rules.budget.choose_budget`: {chosen}: {t.budget_reason} "
         f"(aligned emotions per step: {t.aligned_by_step}; measured training cost "
         f"{t.minutes_per_budget_step:.2f} min per step of the whole default run set on top "
         f"of about {t.fixed_min:.0f} min that do not depend on it, so a 60-minute cold "
@@ -811,7 +811,7 @@ def header_lines(ctx: Context, claims: list[Claim]) -> list[str]:
         f"{list(f.emotions)}, dtype {f.dtype}; {len(ctx.specs)} runs "
         f"({len(ctx.trained('next-token'))} next-token, {len(ctx.trained('paper loss'))} paper "
         f"loss, {len(ctx.null)} untrained: the null). Verdict rules: "
-        '`irm_lens/analysis/verdicts.py`; see "How the verdicts are decided" below.',
+        '`analyses/rules/paper.py`; see "How the verdicts are decided" below.',
         "",
         f"Software: {describe()}, Python {platform.python_version()} (`requirements.lock`); "
         "the host's KV-cache generation passed irm_lens's self-check (`irm_lens.canary`) "
@@ -868,7 +868,7 @@ def alignment_lines(e: EvaluationSummary) -> list[str]:
         "carries the NLL's CIs over every held-out question). NLL drops in "
         f"{e.runs_with_nll_drop}/{e.n_trained} trained runs; median drop "
         f"{_aligned_nll_drop(e)}. The behavioural measure is a voice classifier "
-        "(`irm_lens.analysis.voice`: TF-IDF of character n-grams and logistic regression over "
+        "(`irm_lens.measures.voice`: TF-IDF of character n-grams and logistic regression over "
         "the four voices, fitted on the bank's training-split answers; "
         f"{voice_accuracy_text(e)}): its mean probability of the run's own voice over the greedy "
         "answers, with a bootstrap 95 % CI over questions, for the host alone and with the "
@@ -882,7 +882,7 @@ def alignment_lines(e: EvaluationSummary) -> list[str]:
         "",
         "![alignment](evaluation/figure.png)",
         "",
-        "**Specificity** (`irm_lens.analysis.alignment`): each IRM's relative NLL drop on its own "
+        "**Specificity** (`irm_lens.measures.alignment`): each IRM's relative NLL drop on its own "
         "voice's answers minus the mean drop on the other voices' parallel answers, on its own "
         "training objective (the next token; for the original's loss, the token two ahead, "
         "answer tokens only and padding excluded, in its plain-text prompt), over every "

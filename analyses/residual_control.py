@@ -5,7 +5,7 @@ reaching the IRM's outputs at different layers agree index by index, and its out
 stripes. Its control: the first seed's next-token IRMs trained again writing ``R_l v_l`` (a
 fixed random orthogonal ``R_l`` per layer, ``IRMConfig.rotated_output``). If the skip path makes
 the stripes, they form in the residual basis (the written deltas) and not in the IRM's own
-outputs ``v_l``; ``irm_lens.analysis.verdicts.residual_rule`` decides (the report).
+outputs ``v_l``; ``analyses.rules.paper.residual_rule`` decides (the report).
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import torch
 
 from analyses._common import Context
 from analyses._summaries import ResidualControlSummary
-from irm_lens import analysis
+from analyses.plots.mechanism import residual_control_figure
+from irm_lens import measures
 from irm_lens.irm import IRM
-from irm_lens.plotting.mechanism import residual_control_figure
+from irm_lens.rundir import RunDir
 
 READINGS = ("plain IRM", "rotated injection: written deltas", "rotated injection: own outputs")
 
 
 def _share(outputs: torch.Tensor, layers: Sequence[int]) -> float:
-    return float(analysis.striation(outputs, layers, n_permutations=0)["index_share"])
+    return float(measures.striation(outputs, layers, n_permutations=0)["index_share"])
 
 
 def main(ctx: Context) -> ResidualControlSummary:
@@ -35,7 +36,7 @@ def main(ctx: Context) -> ResidualControlSummary:
     for run, twin in zip(plain.trained("next-token"), rotated.trained("next-token"), strict=True):
         emotion = ctx.specs[run].config.emotion
         layers = ctx.recordings(run)[0].layers
-        irm = IRM.load(rotated.runs[twin] / "irm.safetensors", ctx.host())
+        irm = IRM.load(RunDir(rotated.runs[twin]).irm, ctx.host())
         written = rotated.outputs(twin)
         aligned_plain, aligned_rot = (
             run in plain.aligned("next-token"),

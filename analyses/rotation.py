@@ -5,7 +5,7 @@ in a random orthogonal basis (``<host>+rotated``, the same function), and on the
 with SGD and momentum instead of Adam. Each run's dominance ratio (top index share x d_model,
 bootstrap CI over the paper prompts) is read in the host's basis and in the rotated one, against
 the untrained IRM of the same setting, and only aligned runs (specificity CI above 0) count.
-``irm_lens.analysis.mechanism`` holds the rules.
+``analyses.rules.mechanism`` holds the rules.
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ import pandas as pd
 
 from analyses._common import Context, dominance_rows, mechanism_emotions
 from analyses._summaries import RotationSummary
-from irm_lens.analysis.mechanism import (
-    MARGIN,
-    MIN_RUNS,
-    Verdict,
-    basis_verdict,
-    optimizer_verdict,
-)
-from irm_lens.plotting.mechanism import basis_figure
+from analyses.plots.mechanism import basis_figure
+from analyses.rules.base import MIN_RUNS, Verdict
+from analyses.rules.mechanism import MARGIN, basis_verdict, optimizer_verdict
 from irm_lens.rotate import random_rotation
 
 ROTATION_SEED = 0

@@ -4,7 +4,7 @@ tokens (one vector per layer) plus the rest.
 For every trained IRM and every untrained IRM of the null, over the paper prompts' recorded
 tokens: the share of the outputs' sum of squares the constant part explains, the index where
 the constant part is largest and whether it is the IRM's top index by |output|.
-``irm_lens.analysis.steering.steering_rule`` judges the aligned next-token IRMs against the null.
+``irm_lens.measures.steering.steering_rule`` judges the aligned next-token IRMs against the null.
 Needs the default run set's recordings (the run cache).
 """
 
@@ -15,8 +15,9 @@ import plotly.graph_objects as go
 
 from analyses._common import Context
 from analyses._summaries import SteeringSummary
-from irm_lens.analysis.steering import constant_share, constant_top, steering_rule
-from irm_lens.plotting._common import style
+from analyses.rules.steering import steering_rule
+from irm_lens.measures.steering import constant_share, constant_top
+from irm_lens.plotting.base import style
 
 
 def main(ctx: Context) -> SteeringSummary:

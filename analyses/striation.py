@@ -13,9 +13,9 @@ import pandas as pd
 
 from analyses._common import KINDS, Context
 from analyses._summaries import StriationSummary
+from analyses.rules.paper import striation_rule
 from irm_lens import plotting
-from irm_lens.analysis.recorded import analyze_recordings
-from irm_lens.analysis.verdicts import striation_rule
+from irm_lens.measures.recorded import analyze_recordings
 
 PERMUTATIONS = 200
 

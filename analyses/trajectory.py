@@ -11,7 +11,7 @@ Per snapshot, and for the run's best IRM by validation loss (``irm`` column ``be
 apart where it is not on the schedule): specificity with its 95 % CI on every held-out
 question, and the shape of its outputs on the own-voice held-out rows (top index, dominance
 ratio with its CI, index share of variance, cross-layer correlation).
-``irm_lens.analysis.trajectory.choose_budget`` picks ``make figures``'s default budget from it.
+``analyses.rules.budget.choose_budget`` picks ``make figures``'s default budget from it.
 
 Each run's measures are written as soon as it is finished (``data.csv`` grows run by run), so a
 tier stopped part way leaves the finished runs' results; run it again to go on.
@@ -39,13 +39,15 @@ from analyses._common import (
 )
 from analyses._runset import RunSpec, cached_table, stage_seconds
 from analyses._summaries import TrajectorySummary
-from irm_lens.analysis.alignment import specificity, verdict_of
-from irm_lens.analysis.trajectory import choose_budget, largest_step_within, output_shape
+from analyses.plots.trajectory import trajectory_figure
+from analyses.rules.budget import choose_budget, largest_step_within
 from irm_lens.files import write_csv_atomic
 from irm_lens.irm import IRM
-from irm_lens.plotting.trajectory import trajectory_figure
+from irm_lens.measures.alignment import specificity, verdict_of
+from irm_lens.measures.shape import output_shape
 from irm_lens.prompts import encode
 from irm_lens.record import irm_outputs
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, preset
 from irm_lens.training.runs import snapshot_path
 
@@ -121,7 +123,7 @@ def best_measures(
 ) -> pd.DataFrame:
     """The row of the run's best IRM by validation loss (``irm.safetensors``; ``irm`` column
     ``best``): its snapshot's row where that step is on the schedule, else measured (cached)."""
-    best_step = int(json.loads((ctx.runs[run] / "summary.json").read_text())["best_step"])
+    best_step = int(json.loads(RunDir(ctx.runs[run]).summary.read_text())["best_step"])
     if best_step in set(measured["step"]):
         return measured[measured["step"] == best_step].assign(irm="best")
     path = ctx.runs[run] / "trajectory" / f"best-{cache_key('trajectory', 1)}.csv"
@@ -143,7 +145,7 @@ def _row(
     spec, run_dir = ctx.specs[run], ctx.runs[run]
     config = spec.config
     host = ctx.host()
-    path = run_dir / "irm.safetensors" if snapshot is None else snapshot_path(run_dir, snapshot)
+    path = RunDir(run_dir).irm if snapshot is None else snapshot_path(run_dir, snapshot)
     irm = IRM.load(path, host)
     irm.eval()
     verdict = specificity(nll_by_question(ctx, run, memo, step=snapshot), config.emotion)
@@ -162,14 +164,14 @@ def _row(
 
 
 def _losses(ctx: Context, run: str) -> pd.DataFrame:
-    metrics = pd.read_csv(ctx.runs[run] / "metrics.csv")
+    metrics = pd.read_csv(RunDir(ctx.runs[run]).metrics)
     return metrics[["step", "val_loss"]].assign(run=run)
 
 
 def seconds_per_step(run_dir: Path) -> float:
     """Training seconds per step over the steps whose time was kept (a run resumed after an
     interruption: those since it resumed, ``train_from_step``)."""
-    steps = int(pd.read_csv(run_dir / "metrics.csv")["step"].max())
+    steps = int(pd.read_csv(RunDir(run_dir).metrics)["step"].max())
     times = stage_seconds(run_dir)
     timed = steps - int(times.get("train_from_step", 0))
     return times.get("train_s", float("nan")) / max(timed, 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from irm_lens import analysis
+from irm_lens import measures
 from irm_lens.record import Recording, load_recordings, save_recordings
 
 
@@ -41,15 +41,15 @@ def _fake_run(seed: int, n_prompts: int, n_layers: int, d_model: int) -> list[Re
 
 def analyze(recordings: list[Recording]) -> torch.Tensor:
     layers = recordings[0].layers
-    selected = torch.cat([r.outputs[analysis.token_mask(r.kinds)] for r in recordings])
+    selected = torch.cat([r.outputs[measures.token_mask(r.kinds)] for r in recordings])
     every = torch.cat([r.outputs for r in recordings])
-    analysis.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
+    measures.heatmap(selected, ["prompt"] * len(selected), layers, token_set="all")
     for r in recordings:
-        analysis.topk_timing(r.outputs, r.kinds, k=1000)
-    analysis.layer_topk(every, layers)
-    analysis.sparsity_by_layer(every, layers)
-    analysis.striation(every, layers, n_permutations=200)
-    return analysis.dominant_indices(every)
+        measures.topk_timing(r.outputs, r.kinds, k=1000)
+    measures.layer_topk(every, layers)
+    measures.sparsity_by_layer(every, layers)
+    measures.striation(every, layers, n_permutations=200)
+    return measures.dominant_indices(every)
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
             )
         start = time.perf_counter()
         tables = {d.name: analyze(load_recordings(d)) for d in dirs}
-        analysis.dominance_consistency(tables, k=5)
+        measures.dominance_consistency(tables, k=5)
         elapsed = time.perf_counter() - start
     print(f"{args.runs} runs x {args.prompts} prompts (40 tokens x 30 layers x 576 indices each)")
     print(f"all analyses from saved recordings: {elapsed:.1f} s  (target < 30 s)")

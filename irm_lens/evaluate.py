@@ -37,6 +37,7 @@ from irm_lens.host import check_context, load_host
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
 from irm_lens.prompts import PromptMode, encode
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig
 from irm_lens.training.losses import next_token_loss
 from irm_lens.training.runlock import run_lock
@@ -403,7 +404,7 @@ def evaluate_run(
             )
         if host is None:
             host = load_host(config.host, device=config.device, dtype=config.dtype)
-        irm = IRM.load(run_dir / "irm.safetensors", host)
+        irm = IRM.load(RunDir(run_dir).irm, host)
         irm.eval()
         own = targets[config.emotion]
         own = own if max_rows is None else own.iloc[:max_rows]
@@ -417,10 +418,10 @@ def evaluate_run(
         table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
         # The two files are one result: the old pair goes first and evaluation.csv, written
         # last, marks the new pair complete, so a kill in between never leaves a mix.
-        for name in ("evaluation.csv", "generations.csv"):
+        for name in (RunDir.EVALUATION, RunDir.GENERATIONS):
             (run_dir / name).unlink(missing_ok=True)
-        write_csv_atomic(run_dir / "generations.csv", pd.DataFrame(generations))
-        write_csv_atomic(run_dir / "evaluation.csv", table)
+        write_csv_atomic(run_dir / RunDir.GENERATIONS, pd.DataFrame(generations))
+        write_csv_atomic(run_dir / RunDir.EVALUATION, table)
         return table
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from irm_lens.errors import OutputPathError
+from irm_lens.rundir import RECORDING_INFO
 
 
 def _umask_mode() -> int:
@@ -140,7 +141,7 @@ def result_kind(path: str | os.PathLike[str]) -> str | None:
     if "ablation.csv" in files and all(Path(n).suffix in _FIGURE_FILES for n in files):
         return "ablation"
     try:
-        info = json.loads((target / "recording.json").read_text(encoding="utf-8"))
+        info = json.loads((target / RECORDING_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return "recording" if isinstance(info, dict) and "files" in info else None

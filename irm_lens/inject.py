@@ -70,6 +70,12 @@ def mlp_post_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
+def down_proj_hooks(layer: int) -> tuple[str, str]:
+    """Hook names of ``layer``'s MLP down-projection input (``[pos, d_mlp]``) and output
+    (``[pos, d_model]``): where a super weight turns one neuron into a massive activation."""
+    return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.mlp.out.hook_out"
+
+
 def attn_z_hook(layer: int) -> str:
     """Hook name of ``layer``'s per-head attention results before the output projection."""
     return f"blocks.{layer}.attn.hook_z"

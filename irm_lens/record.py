@@ -40,6 +40,7 @@ from irm_lens.host import check_context
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
+from irm_lens.rundir import RECORDING_INFO
 from irm_lens.seeding import seeded
 
 _FORMAT = "irm_lens.recording"
@@ -287,7 +288,7 @@ def save_recordings(
             "files": {name: sha256_file(tmp / name) for name in _DATA_FILES},
             **(meta or {}),
         }
-        write_text_atomic(tmp / "recording.json", json.dumps(info, indent=2, default=str))
+        write_text_atomic(tmp / RECORDING_INFO, json.dumps(info, indent=2, default=str))
     return out
 
 
@@ -303,7 +304,7 @@ def _damaged(path: Path, what: str) -> IrmLensError:
 
 def read_recording_info(directory: str | Path) -> dict[str, Any]:
     """A recording's ``recording.json`` (prompts, layers, provenance), checked for its keys."""
-    path = Path(directory) / "recording.json"
+    path = Path(directory) / RECORDING_INFO
     try:
         info = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(info, dict) or not {"prompts", "layers"} <= set(info):
@@ -325,7 +326,7 @@ def load_recordings(directory: str | Path) -> list[Recording]:
             hash, or a prompt's token count); the message names the file.
     """
     src = Path(directory)
-    missing = [f for f in (*_DATA_FILES, "recording.json") if not (src / f).exists()]
+    missing = [f for f in (*_DATA_FILES, RECORDING_INFO) if not (src / f).exists()]
     if missing:
         raise IrmLensError(f"{src}: not a recording directory (missing {', '.join(missing)}).")
     info = read_recording_info(src)

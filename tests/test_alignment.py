@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irm_lens.analysis.alignment import (
+from irm_lens.measures.alignment import (
     ALIGNED,
     MIN_SPECIFICITY,
     NOT_ALIGNED,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from irm_lens.analysis import (
+from irm_lens.measures import (
     dominance_consistency,
     dominant_indices,
     heatmap,
@@ -309,7 +309,7 @@ def _original_names(n_prompt: int, n_tokens: int) -> list[str]:
 def test_file_order_is_the_originals_natural_sort(n_prompt, n_tokens):
     import re
 
-    from irm_lens.analysis.timing import file_order
+    from irm_lens.measures.timing import file_order
 
     names = _original_names(n_prompt, n_tokens)
     natural = sorted(names, key=lambda n: (n.split("_")[0], int(re.findall(r"\d+", n)[0])))
@@ -320,7 +320,7 @@ def test_file_order_is_the_originals_natural_sort(n_prompt, n_tokens):
 
 
 def test_file_order_checks_its_arguments():
-    from irm_lens.analysis.timing import file_order
+    from irm_lens.measures.timing import file_order
 
     with pytest.raises(ValueError, match="n_prompt"):
         file_order(0, 5)

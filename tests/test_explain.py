@@ -8,17 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from irm_lens.analysis.explain import (
+from analyses.rules.explain import (
     CONCENTRATION_VERDICTS,
     PADDING_VERDICTS,
     cell_sharing,
     concentration_rule,
-    direct_token_z,
     padding_rule,
     shared_index,
-    signed_push,
-    top_two,
 )
+from irm_lens.measures.dominance import top_two
+from irm_lens.measures.push import direct_token_z, signed_push
 
 
 def _runs(tops: dict[str, list[int | None]]) -> pd.DataFrame:

@@ -32,14 +32,10 @@ from analyses._summaries import (
     from_dict,
     read_typed,
 )
-from irm_lens.analysis import verdicts
-from irm_lens.analysis.explain import PADDING_VERDICTS
-from irm_lens.analysis.mechanism import (
-    BASIS_VERDICTS,
-    MASKING_VERDICTS,
-    OPTIMIZER_VERDICTS,
-    Verdict,
-)
+from analyses.rules import paper as verdicts
+from analyses.rules.base import Verdict
+from analyses.rules.explain import PADDING_VERDICTS
+from analyses.rules.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
 from irm_lens.errors import IrmLensError
 from tests import _procs
 

@@ -1,4 +1,4 @@
-"""``analysis.index_profile`` and ``irm-lens profile`` on inputs with known answers."""
+"""``measures.index_profile`` and ``irm-lens profile`` on inputs with known answers."""
 
 from __future__ import annotations
 

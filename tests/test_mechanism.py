@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from irm_lens.analysis.mechanism import (
+from analyses.rules.mechanism import (
     BASIS_VERDICTS,
     MASKING_VERDICTS,
     NOT,
@@ -14,12 +14,12 @@ from irm_lens.analysis.mechanism import (
     PARTLY,
     REPRODUCED,
     basis_verdict,
-    dominance_ratio,
     early_layers_verdict,
     masking_verdict,
     optimizer_verdict,
     same_index_verdict,
 )
+from irm_lens.measures.dominance import dominance_ratio
 
 
 def test_dominance_ratio_known_answers():

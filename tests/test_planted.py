@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from irm_lens.analysis import dominant_indices, index_rank, striation, topk_timing
+from irm_lens.measures import dominant_indices, index_rank, striation, topk_timing
 
 N_TOKENS, N_LAYERS, D_MODEL, PLANTED = 40, 8, 96, 37
 
@@ -42,7 +42,7 @@ def test_one_call_analyses_a_run_of_planted_prompts():
     import pandas as pd
     import pytest
 
-    from irm_lens.analysis.recorded import TABLES, analyze_recordings, paper_heatmap, pooled
+    from irm_lens.measures.recorded import TABLES, analyze_recordings, paper_heatmap, pooled
 
     prompts = []
     for i, n_prompt in enumerate((6, 12)):

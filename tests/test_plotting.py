@@ -271,7 +271,7 @@ def _trajectory_rows(run: str, steps: tuple[int, ...], irm: str = "snapshot") ->
 
 
 def test_trajectory_draws_each_runs_best_irm_as_a_star_after_the_schedule():
-    from irm_lens.plotting.trajectory import trajectory_figure
+    from analyses.plots.trajectory import trajectory_figure
 
     table = pd.concat(
         [

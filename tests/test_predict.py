@@ -102,7 +102,7 @@ def test_validation_against_chance():
 
 
 def test_predictor_rule_reaches_every_verdict():
-    from irm_lens.analysis.explain import PREDICTOR_VERDICTS, predictor_rule
+    from analyses.rules.explain import PREDICTOR_VERDICTS, predictor_rule
 
     names = predictor_rule(validate_prediction([1, 2, 1, 4, 9, 30], d_model=576))
     better = predictor_rule(validate_prediction([1, 2, 40, 200, 90, 300, 150, 75], d_model=576))

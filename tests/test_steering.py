@@ -7,13 +7,8 @@ import math
 import pytest
 import torch
 
-from irm_lens.analysis.steering import (
-    STEERING_VERDICTS,
-    constant_part,
-    constant_share,
-    constant_top,
-    steering_rule,
-)
+from analyses.rules.steering import STEERING_VERDICTS, steering_rule
+from irm_lens.measures.steering import constant_part, constant_share, constant_top
 
 
 def test_constant_share_of_planted_outputs():

@@ -12,13 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from analyses._runset import FiguresConfig, run_specs
-from irm_lens.analysis.trajectory import (
-    choose_budget,
-    largest_step_within,
-    minutes_at,
-    output_shape,
-)
+from analyses.rules.budget import choose_budget, largest_step_within, minutes_at
 from irm_lens.irm import IRM
+from irm_lens.measures.shape import output_shape
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, TrainConfig, preset
 from irm_lens.training.runs import snapshot_path
 from irm_lens.training.train import train

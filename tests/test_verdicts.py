@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from irm_lens.analysis import verdicts as v
+from analyses.rules import paper as v
 
 RUNS = 4
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from irm_lens.analysis import voice
 from irm_lens.data.datasets import EMOTIONS, load_dataset
+from irm_lens.measures import voice
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from irm_lens.cli import recorded as cli_recorded
 from irm_lens.cli.types import at_least, device, index_list, positive_float, seed
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
+from irm_lens.rundir import RunDir
 from irm_lens.training.modes import PARALLEL_MODES
 
 # torch, the host and the training loop are imported where a command runs, so that `--help`
@@ -196,15 +197,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ]
     if args.resume and (given or args.overwrite):
         raise IrmLensError(
-            f"--resume continues the run saved in {run_dir / 'config.json'}; "
+            f"--resume continues the run saved in {RunDir(run_dir).config}; "
             f"{', '.join(given) or '--overwrite'} cannot apply to it (only --max-steps and "
             "--snapshots, to extend it). Drop them, or start a new run (another directory, or "
             "--overwrite without --resume)."
         )
     if args.resume:
-        if not (run_dir / "config.json").exists():
+        if not RunDir(run_dir).config.exists():
             raise IrmLensError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
-        config = TrainConfig.load(run_dir / "config.json")
+        config = TrainConfig.load(RunDir(run_dir).config)
         longer = {k: getattr(args, k) for k in EXTENDABLE if getattr(args, k) is not None}
         config = dataclasses.replace(config, **longer)  # train() checks it extends the run
     else:
@@ -234,7 +235,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
     print(
         f"done: {result.steps} steps ({result.stopped}); best val loss {result.best_val:.4f} at "
-        f"step {result.best_step}; IRM: {run_dir / 'irm.safetensors'}"
+        f"step {result.best_step}; IRM: {RunDir(run_dir).irm}"
     )
     print(
         f"next: irm-lens evaluate {run_dir}   (NLL, voice, facts)\n"
@@ -248,14 +249,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from irm_lens.training.train import TrainConfig
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "irm.safetensors").exists():
+    if not RunDir(run_dir).irm.exists():
         raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
     table = evaluate_run(run_dir, max_rows=args.max_rows, max_new_tokens=args.max_new_tokens)
-    emotion = TrainConfig.load(run_dir / "config.json").emotion
+    emotion = TrainConfig.load(RunDir(run_dir).config).emotion
     for key, value in alignment_summary(table, emotion).items():
         shown = "not measured" if value != value else f"{value:.4f}"  # NaN: e.g. no references
         print(f"{key:<20} {shown}")
-    print(f"wrote {run_dir / 'evaluation.csv'} and {run_dir / 'generations.csv'}")
+    print(f"wrote {run_dir / RunDir.EVALUATION} and {run_dir / RunDir.GENERATIONS}")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
+from irm_lens.rundir import RECORDING_INFO, RunDir
 from irm_lens.training.runlock import run_lock
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
                 f"{recording_dir} was recorded on host {meta['host']!r}, but {run_dir} trains on "
                 f"{run_host!r}. Record again: irm-lens record {run_dir}"
             )
-    irm_path = run_dir / "irm.safetensors"
+    irm_path = RunDir(run_dir).irm
     if irm_path.exists():
         IRM.load(irm_path)  # a damaged checkpoint is named as such, not as "another IRM"
     if "irm_sha256" in meta and irm_path.exists() and meta["irm_sha256"] != sha256_file(irm_path):
@@ -63,11 +64,11 @@ def _load_run(
     from irm_lens.irm import IRM
     from irm_lens.training.config import TrainConfig
 
-    if not (run_dir / "irm.safetensors").exists():
+    if not RunDir(run_dir).irm.exists():
         raise IrmLensError(f"{run_dir}: no irm.safetensors; train the run first (irm-lens train).")
     config = TrainConfig.load(run_dir / "config.json")
     host = load_host(config.host, device=device or config.device, dtype=dtype or config.dtype)
-    return config, host, IRM.load(run_dir / "irm.safetensors", host)
+    return config, host, IRM.load(RunDir(run_dir).irm, host)
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -99,11 +100,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         else:
             prompts = prompt_set(args.prompts, limit=args.limit)
         mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
-        out = Path(args.out) if args.out else run_dir / "recordings" / args.prompts
+        out = Path(args.out) if args.out else RunDir(run_dir).recordings / args.prompts
         if out.exists() and not out.is_dir():
             raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
         check_replaceable(out, "recording")  # before the work: never a user's folder or a run
-        if (out / "recording.json").exists() and not args.overwrite:
+        if (out / RECORDING_INFO).exists() and not args.overwrite:
             raise IrmLensError(
                 f"{out} already holds a recording. Pass --overwrite to replace it (the new one "
                 "is swapped in whole once finished), or choose another --out."
@@ -111,15 +112,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
         recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
         meta = {
             "host": host_name(host),
-            "irm": str(run_dir / "irm.safetensors"),
-            "irm_sha256": sha256_file(run_dir / "irm.safetensors"),
+            "irm": str(RunDir(run_dir).irm),
+            "irm_sha256": sha256_file(RunDir(run_dir).irm),
             "mode": mode,
             "settings": dataclasses.asdict(settings),
         }
         save_recordings(recordings, out, meta=meta)
         n_tokens = sum(len(r.token_ids) for r in recordings)
         print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
-        if out == run_dir / "recordings" / args.prompts:
+        if out == RunDir(run_dir).recordings / args.prompts:
             print(f"next: irm-lens analyze {run_dir} --recording {args.prompts} --out analysis")
         return 0
 
@@ -129,8 +130,8 @@ def _untrained_outputs(
 ) -> Any:
     """The control: the run's IRM before training, recorded on the same prompts with the same
     generation settings, pooled over every token."""
-    from irm_lens.analysis.recorded import pooled
     from irm_lens.irm import IRM
+    from irm_lens.measures.recorded import pooled
     from irm_lens.record import GenerationSettings, read_recording_info, record
 
     config, host, _ = loaded
@@ -162,7 +163,7 @@ def _host_analyses(
     from irm_lens.record import read_recording_info
 
     _, host, irm = loaded
-    mode = read_recording_info(run / "recordings" / args.recording).get("mode", "plain")
+    mode = read_recording_info(RunDir(run).recordings / args.recording).get("mode", "plain")
     profile = interventions.host_profile(host, prompts, mode=mode)
     tokens = torch.tensor(
         [encode(host.tokenizer, prompts[0], mode=mode).prompt_ids], device=host.W_E.device
@@ -202,10 +203,10 @@ def _host_analyses(
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
 
-    from irm_lens import analysis, plotting
-    from irm_lens.analysis.recorded import analyze_recordings
+    from irm_lens import measures, plotting
     from irm_lens.export import require_browser, save_figure
     from irm_lens.files import atomic_dir, check_replaceable, write_csv_atomic, write_text_atomic
+    from irm_lens.measures.recorded import analyze_recordings
     from irm_lens.record import load_recordings, read_recording_info
     from irm_lens.stack import provenance
 
@@ -214,15 +215,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if not args.no_png:
         require_browser()
     for run in runs:  # check every input and output before writing anything
-        load_recordings(run / "recordings" / args.recording)
-        _check_provenance(run, run / "recordings" / args.recording)
+        load_recordings(RunDir(run).recordings / args.recording)
+        _check_provenance(run, RunDir(run).recordings / args.recording)
         check_replaceable(out / run.name, "analysis")
     dominant_tables = {}
     for run in runs:
-        recordings = load_recordings(run / "recordings" / args.recording)
+        recordings = load_recordings(RunDir(run).recordings / args.recording)
         name = run.name
         loaded = _load_run(run, args.device, args.dtype) if args.host_analyses else None
-        recording = run / "recordings" / args.recording
+        recording = RunDir(run).recordings / args.recording
         baseline = _untrained_outputs(loaded, recording, recordings) if loaded else None
         tables = analyze_recordings(
             recordings, k=args.k, n_permutations=args.permutations, baseline=baseline
@@ -231,7 +232,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         dominant_tables[name] = dominant
         stats = {key: float(value) for key, value in tables["striation"].iloc[0].items()}
         n_tokens = sum(len(r.kinds) for r in recordings)
-        n_paper = sum(int(analysis.token_mask(r.kinds).sum()) for r in recordings)
+        n_paper = sum(int(measures.token_mask(r.kinds).sum()) for r in recordings)
         top = dominant.iloc[0]
         # One unit per run: a reader sees the old folder or the new one, never a mix.
         with atomic_dir(out / name, kind="analysis") as target:
@@ -244,7 +245,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             figures = {
                 "heatmap": plotting.heatmap_figure(heat, title=heat_title),
                 "topk_timing": plotting.topk_timing_figure(
-                    analysis.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
+                    measures.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
                 ),
                 "dominant_indices": plotting.dominant_indices_figure(
                     dominant, highlight=args.highlight
@@ -263,7 +264,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         )
     inputs = {}
     for run in runs:
-        info = read_recording_info(run / "recordings" / args.recording)
+        info = read_recording_info(RunDir(run).recordings / args.recording)
         inputs[run.name] = {
             "run": str(run),
             "recording": args.recording,
@@ -275,7 +276,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         json.dumps({"inputs": inputs, "settings": settings, **provenance()}, indent=2, default=str),
     )
     if len(dominant_tables) > 1:
-        consistency, pairs = analysis.dominance_consistency(dominant_tables, k=5)
+        consistency, pairs = measures.dominance_consistency(dominant_tables, k=5)
         write_csv_atomic(out / "consistency.csv", consistency)
         write_csv_atomic(out / "jaccard.csv", pairs)
         save_figure(
@@ -292,18 +293,18 @@ def _index_or_top(text: str) -> int | str:
 def top_index(run_dir: Path) -> int:
     """The run's own top index: the residual index with the largest share of |output| in its
     paper-prompt recording."""
-    from irm_lens import analysis
-    from irm_lens.analysis.recorded import pooled
+    from irm_lens import measures
+    from irm_lens.measures.recorded import pooled
     from irm_lens.record import load_recordings
 
-    recording = run_dir / "recordings" / "paper"
-    if not (recording / "recording.json").exists():
+    recording = RunDir(run_dir).recordings / "paper"
+    if not (recording / RECORDING_INFO).exists():
         raise IrmLensError(
             f"--index top: {run_dir} has no paper-prompt recording to find its top index in. "
             f"Record it first (irm-lens record {run_dir}), or give --index N."
         )
     outputs = pooled(load_recordings(recording))
-    return int(analysis.dominant_indices(outputs).iloc[0]["index"])
+    return int(measures.dominant_indices(outputs).iloc[0]["index"])
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Interventions on the host: these run the host model, where ``irm_lens.analysis`` only computes
+"""Interventions on the host: these run the host model, where ``irm_lens.measures`` only computes
 on recorded outputs.
 
     residual_profile, massive_dims, norm_gains, host_profile   where an index sits in the host

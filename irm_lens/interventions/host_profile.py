@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.inject import resid_post_hook
+from irm_lens.inject import down_proj_hooks, resid_post_hook
 from irm_lens.prompts import PromptMode, encode
 
 TOKEN_KINDS = ("first", "delimiter", "other")
@@ -183,17 +183,16 @@ def super_weights(
     if not ids:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
     n_layers = host.cfg.n_layers
-    names = [
-        f"blocks.{layer}.mlp.out.hook_{side}" for layer in range(n_layers) for side in ("in", "out")
-    ]
+    names = [name for layer in range(n_layers) for name in down_proj_hooks(layer)]
     with torch.no_grad():
         _, cache = host.run_with_cache(
             torch.tensor([ids], device=host.W_E.device), names_filter=lambda n: n in names
         )
     rows = []
     for layer in range(n_layers):
-        out = cache[f"blocks.{layer}.mlp.out.hook_out"][0].float().abs()  # [pos, d_model]
-        inp = cache[f"blocks.{layer}.mlp.out.hook_in"][0].float()  # [pos, d_mlp]
+        hook_in, hook_out = down_proj_hooks(layer)
+        out = cache[hook_out][0].float().abs()  # [pos, d_model]
+        inp = cache[hook_in][0].float()  # [pos, d_mlp]
         pos, row = divmod(int(out.argmax()), out.shape[1])
         col = int(inp[pos].abs().argmax())
         values = {"output_value": float(out[pos, row]), "input_value": float(inp[pos, col])}

@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from irm_lens.plotting._common import TableError
+from irm_lens.plotting.base import TableError
 
 if TYPE_CHECKING:
     from irm_lens.record import Recording

@@ -11,13 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import (
-    BASE_COLOUR,
-    HIGHLIGHT_COLOUR,
-    check_columns,
-    constant,
-    style,
-)
+from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns, constant, style
 
 ABLATION_COLUMNS = ("condition", "alpha", "nll", "kl_to_irm", "index")
 

@@ -19,14 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import (
-    DIVERGING,
-    SEQUENTIAL,
-    TableError,
-    check_columns,
-    constant,
-    style,
-)
+from irm_lens.plotting.base import DIVERGING, SEQUENTIAL, TableError, check_columns, constant, style
 
 HEATMAP_COLUMNS = ("layer", "index", "value", "stat", "n_tokens")
 TOKEN_MAP_COLUMNS = ("layer", "index", "value")

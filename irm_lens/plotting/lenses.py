@@ -9,12 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import (
-    BASE_COLOUR,
-    HIGHLIGHT_COLOUR,
-    check_columns,
-    style,
-)
+from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns, style
 
 DECODE_COLUMNS = ("unit", "direction", "rank", "token_id", "token", "score")
 ATTRIBUTION_COLUMNS = ("kind", "layer", "unit", "importance")

@@ -1,4 +1,4 @@
-"""The figure of ``analysis.index_profile``: one host index against magnitude-matched controls."""
+"""The figure of ``measures.index_profile``: one host index against magnitude-matched controls."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns, style
+from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns, style
 
 KIND_DASH = {"first": "solid", "delimiter": "dash", "other": "dot"}
 SCALE_DASH = ("solid", "dash", "dot", "dashdot")

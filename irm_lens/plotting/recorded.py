@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from irm_lens.plotting._common import (
+from irm_lens.plotting.base import (
     BASE_COLOUR,
     HIGHLIGHT_COLOUR,
     KIND_COLOURS,

@@ -22,17 +22,10 @@ from torch import Tensor
 from irm_lens.errors import CheckpointError
 from irm_lens.files import atomic_path, result_kind, write_csv_atomic, write_text_atomic
 from irm_lens.irm import HostFingerprint
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import RunDirError, TrainConfig
 
-RUN_FILES = (
-    "config.json",
-    "irm.safetensors",
-    "last.safetensors",
-    "metrics.csv",
-    "summary.json",
-    "evaluation.csv",
-    "generations.csv",
-)
+RUN_FILES = RunDir.FILES
 _STATE_FORMAT = "irm_lens.train_state"
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s"]
 
@@ -68,15 +61,15 @@ def extend_run_dir(run_dir: Path, config: TrainConfig) -> None:
     """Make the run in ``run_dir`` the start of the longer run ``config`` (see
     :func:`extension_problem`): it is no longer finished, and its config is the new one. The
     summary goes first, so a crash in between leaves a run that is not marked finished."""
-    (run_dir / "summary.json").unlink(missing_ok=True)
-    write_text_atomic(run_dir / "config.json", config.to_json())
+    RunDir(run_dir).summary.unlink(missing_ok=True)
+    write_text_atomic(RunDir(run_dir).config, config.to_json())
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
     """Validate the run directory, writing nothing; True when a saved state should be resumed.
     A new run's directory is set up by :func:`start_run_dir` once everything else checked out;
     a resumed run whose ``config`` extends the saved one, by :func:`extend_run_dir`."""
-    config_path = run_dir / "config.json"
+    config_path = RunDir(run_dir).config
     if resume:
         if not config_path.exists():
             raise RunDirError(f"{run_dir}: no run to resume (no config.json). Drop --resume.")
@@ -93,7 +86,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: b
                 "Resume with the saved config (the CLI reads it from the run directory), or "
                 "extend it by a larger max_steps alone."
             )
-        return (run_dir / "last.safetensors").exists()
+        return RunDir(run_dir).last.exists()
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
     if present and not overwrite:
         raise RunDirError(
@@ -106,15 +99,15 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: b
 def run_status(run_dir: Path, config: TrainConfig) -> str:
     """``done``, ``partial`` (resumable), ``shorter`` (a run ``config`` extends: resume it),
     ``new``, or ``conflict`` (a different run is there)."""
-    config_path = run_dir / "config.json"
+    config_path = RunDir(run_dir).config
     if not config_path.exists():
         return "new"
     saved = TrainConfig.load(config_path)
     if saved != config:
-        if extension_problem(saved, config) is None and (run_dir / "last.safetensors").exists():
+        if extension_problem(saved, config) is None and RunDir(run_dir).last.exists():
             return "shorter"
         return "conflict"
-    return "done" if (run_dir / "summary.json").exists() else "partial"
+    return "done" if RunDir(run_dir).summary.exists() else "partial"
 
 
 def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
@@ -125,7 +118,7 @@ def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
         (run_dir / name).unlink(missing_ok=True)
     _clear_derived(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.json", config.to_json())
+    write_text_atomic(RunDir(run_dir).config, config.to_json())
 
 
 @dataclass
@@ -242,17 +235,17 @@ def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
 
 def _clear_derived(run_dir: Path) -> None:
     """Remove the old run's snapshots and the result folders irm_lens made from it."""
-    for snapshot in (run_dir / "snapshots").glob("step-*.safetensors"):
+    for snapshot in RunDir(run_dir).snapshots.glob("step-*.safetensors"):
         snapshot.unlink()
-    derived = [*(run_dir / "recordings").glob("*"), *run_dir.glob("ablation_index*")]
+    derived = [*RunDir(run_dir).recordings.glob("*"), *run_dir.glob("ablation_index*")]
     for folder in derived:
         if folder.is_dir() and not folder.is_symlink() and result_kind(folder) is not None:
             shutil.rmtree(folder)
-    for folder in (run_dir / "snapshots", run_dir / "recordings"):
+    for folder in (RunDir(run_dir).snapshots, RunDir(run_dir).recordings):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 
 def snapshot_path(run_dir: str | Path, step: int) -> Path:
     """Where a run keeps its IRM as it was after ``step`` optimizer steps (``snapshots``)."""
-    return Path(run_dir) / "snapshots" / f"step-{step:06d}.safetensors"
+    return RunDir(run_dir).snapshot(step)

@@ -20,6 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig, preset
 from irm_lens.training.distributed import launched, rank_device
 from irm_lens.training.runlock import claim_each
@@ -151,8 +152,8 @@ def run_sweep(
     for k, (config, run_dir) in enumerate(zip(mine, dirs, strict=True)):
         status = outcome.get(k) or ("locked" if k in held else run_status(run_dir, config))
         row: dict[str, Any] = {"name": run_dir.name, "status": status}
-        if (run_dir / "summary.json").exists():
-            summary = json.loads((run_dir / "summary.json").read_text())
+        if RunDir(run_dir).summary.exists():
+            summary = json.loads(RunDir(run_dir).summary.read_text())
             row.update({key: summary[key] for key in ("steps", "best_val", "stopped")})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["name", "status", "steps", "best_val", "stopped"])

@@ -35,6 +35,7 @@ from irm_lens.host import host_name, load_host
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.prompts import Encoded
+from irm_lens.rundir import RunDir
 from irm_lens.training.config import RunDirError, TrainConfig, preset
 from irm_lens.training.distributed import (
     Parallel,
@@ -180,7 +181,7 @@ def train(
             instead of keeping their activations: less memory, about one more forward of time.
 
     Returns:
-        A ``TrainResult``; the best IRM is ``run_dir / "irm.safetensors"``.
+        A ``TrainResult``; the best IRM is ``RunDir(run_dir).irm``.
     """
     run_dir = Path(run_dir)
     world = World() if parallel == "none" else launched()
@@ -248,13 +249,13 @@ class _Trainer:
         self.before = _host_fingerprint(host)  # per-parameter sums: frozen check and identity
         self.identity = host_identity(host, self.before)
         if continuing:
-            saved = read_state(run_dir / "last.safetensors", self.identity)
+            saved = read_state(RunDir(run_dir).last, self.identity)
             self.parallel.load(saved.irm, saved.optimizer, self.opt)
             self.sched.load_state_dict(saved.scheduler)
             self.prog, self.metrics = saved.progress, saved.metrics
         self.fresh = not continuing and not resume
         # resumed under a config that extends the saved one (a larger max_steps)
-        self.extended = continuing and TrainConfig.load(run_dir / "config.json") != config
+        self.extended = continuing and TrainConfig.load(RunDir(run_dir).config) != config
         rows = config.batch_size * config.grad_accum
         self.rows_per_step = rows
         self.steps_per_epoch = max(1, len(self.train_ex) // rows)
@@ -318,7 +319,7 @@ class _Trainer:
         if prog.stopped and prog.stopped != "interrupted" and not more:
             self._check_finished()  # finished: check what it points at
             # a run stopped between its last checkpoint and its summary is finished here
-            unsummarised = not (self.run_dir / "summary.json").exists()
+            unsummarised = not RunDir(self.run_dir).summary.exists()
             return self._finish() if self.extended or unsummarised else self._result()
         stop = _StopRequest()
         show = progress and self.world.is_main
@@ -417,8 +418,8 @@ class _Trainer:
         run_dir = self.run_dir
         raise TrainingDivergedError(
             f"Non-finite loss ({losses}) at step {self.prog.step + 1} of {run_dir}; stopped. The "
-            f"last good state is kept in {run_dir / 'last.safetensors'} and the best IRM in "
-            f"{run_dir / 'irm.safetensors'}. Lower --lr (now {self.config.lr}) or --l1."
+            f"last good state is kept in {RunDir(run_dir).last} and the best IRM in "
+            f"{RunDir(run_dir).irm}. Lower --lr (now {self.config.lr}) or --l1."
         )
 
     def _val_loss(self) -> float:
@@ -442,7 +443,7 @@ class _Trainer:
             prog.best_val, prog.best_step, prog.bad_evals = val, prog.step, 0
             state = self.parallel.irm_state()  # a collective under FSDP
             if self.world.is_main:
-                self.irm.save(self.run_dir / "irm.safetensors", state)
+                self.irm.save(RunDir(self.run_dir).irm, state)
         else:
             prog.bad_evals += 1
 
@@ -461,15 +462,15 @@ class _Trainer:
         irm_state = self.parallel.irm_state()  # collectives under FSDP: every rank takes part
         opt_state = self.parallel.optimizer_state(self.opt)
         if self.world.is_main:
-            path = self.run_dir / "last.safetensors"
+            path = RunDir(self.run_dir).last
             save_state(
                 path, irm_state, opt_state, self.sched, self.prog, self.metrics, self.identity
             )
-            write_metrics(self.run_dir / "metrics.csv", self.metrics)
+            write_metrics(RunDir(self.run_dir).metrics, self.metrics)
 
     def _check_finished(self) -> None:
         try:
-            IRM.load(self.run_dir / "irm.safetensors", self.host)
+            IRM.load(RunDir(self.run_dir).irm, self.host)
         except CheckpointError as exc:
             raise CheckpointError(
                 f"{self.run_dir} finished training, but its best IRM cannot be used: {exc} Train "
@@ -497,5 +498,5 @@ class _Trainer:
                 "layers": list(self.irm.layers),
                 "irm_params": self.irm.n_params(),
             }
-            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+            write_text_atomic(RunDir(self.run_dir).summary, json.dumps(summary, indent=2))
         return result

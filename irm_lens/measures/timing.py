@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from irm_lens.analysis.maps import Recorded, _check_kinds, _check_layers
+from irm_lens.measures.maps import Recorded, _check_kinds, _check_layers
 
 
 def _topk_flat(outputs: Recorded, k: int) -> tuple[torch.Tensor, int]:

@@ -1,23 +1,19 @@
-"""Why one index? Rules and measures for the experiments that can decide it.
+"""Why one index? Rules for the experiments that can decide it.
 
-Pure functions over tensors and tables; ``analyses/explain.py`` trains the runs and measures
-them. Every rule returns an ``analysis.mechanism.Verdict`` whose outcomes are each reached in
-``tests/test_explain.py``.
+Pure functions over tables (the measures are in ``irm_lens.measures``); ``analyses/explain.py``
+trains the runs and measures them. Every rule returns a ``rules.base.Verdict`` whose outcomes
+are each reached in ``tests/test_explain.py``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from jaxtyping import Float
-from torch import Tensor
 
-from irm_lens.analysis.mechanism import Verdict
+from analyses.rules.base import Verdict
 from irm_lens.interventions.predict import Validation
 
 # A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
@@ -39,47 +35,6 @@ ALPHA = 0.01
 MIN_VALIDATION_RUNS = 5
 PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", "not tested")
 CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", "not tested")
-
-
-@dataclass(frozen=True)
-class TopTwo:
-    """The two indices with the largest summed |output| and the top one's lead over the
-    runner-up (``gap`` = top / runner-up: 1 when two indices tie)."""
-
-    top: int
-    runner_up: int
-    gap: float
-
-
-def top_two(outputs: Sequence[Tensor]) -> TopTwo:
-    """``TopTwo`` of an IRM's outputs over every token and injected layer of the rows."""
-    if not outputs:
-        raise ValueError("top_two needs the outputs of at least one row.")
-    total = torch.stack([o.double().abs().sum(dim=(0, 1)) for o in outputs]).sum(0)
-    values, indices = torch.topk(total, 2)
-    gap = float(values[0] / values[1]) if values[1] > 0 else math.inf
-    return TopTwo(int(indices[0]), int(indices[1]), gap)
-
-
-def signed_push(outputs: Sequence[Tensor], index: int) -> float:
-    """The IRM's mean signed output at ``index`` per token, summed over the injected layers:
-    what it adds to the residual stream's ``index`` by the last layer."""
-    pooled = torch.cat([o.double() for o in outputs], dim=0)
-    return float(pooled[:, :, index].sum(dim=1).mean())
-
-
-def direct_token_z(
-    gain: Float[Tensor, " d_model"],
-    w_u: Float[Tensor, "d_model d_vocab"],
-    index: int,
-    token: int,
-    sign: float = 1.0,
-) -> float:
-    """How much a push of sign ``sign`` at residual ``index`` raises ``token``'s logit over the
-    vocabulary's, through the final norm's gain and the unembedding (a z-score over the
-    vocabulary; > 0: the push favours ``token``). The norm's 1/rms scales every logit alike."""
-    effect = gain[index].double() * w_u[index].double() * (1.0 if sign >= 0 else -1.0)
-    return float((effect[token] - effect.mean()) / effect.std())
 
 
 def shared_index(tops: Sequence[int]) -> tuple[int | None, float]:

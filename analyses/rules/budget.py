@@ -1,8 +1,8 @@
-"""A training trajectory: how alignment, dominance and striation grow with optimizer steps, and
-the smallest step budget at which every emotion is measurably aligned.
+"""The step budget of ``make figures``: the smallest snapshot step at which every emotion is
+measurably aligned, among the steps that fit the time limit.
 
-Pure functions over tensors and tables; ``analyses/trajectory.py`` trains the runs (saving the IRM
-at a schedule of steps) and measures each snapshot.
+Pure functions over the trajectory table; ``analyses/trajectory.py`` trains the runs (saving the
+IRM at a schedule of steps) and measures each snapshot (``irm_lens.measures.shape``).
 """
 
 from __future__ import annotations
@@ -11,50 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from torch import Tensor
 
-from irm_lens.analysis.alignment import ALIGNED
-from irm_lens.analysis.mechanism import dominance_ratio
-from irm_lens.analysis.striation import striation
+from irm_lens.measures.alignment import ALIGNED
 
 COLUMNS = ("run", "emotion", "kind", "step", "verdict")
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Where one IRM's outputs concentrate: the top index, its dominance ratio (share of total
-    |output| x d_model, 1 = uniform) with a bootstrap 95 % CI over rows, and the striation
-    statistics of the mean |output| map (index and layer shares of variance, cross-layer
-    correlation of the index profiles)."""
-
-    top_index: int
-    dominance: float
-    dominance_low: float
-    dominance_high: float
-    index_share: float
-    layer_share: float
-    cross_layer_corr: float
-
-
-def output_shape(outputs: Sequence[Tensor], layers: Sequence[int], *, seed: int = 0) -> Shape:
-    """The ``Shape`` of an IRM's outputs, one ``[token, inject, d_model]`` tensor per row."""
-    d = dominance_ratio(outputs, seed=seed)
-    pooled = striation(_pool(outputs), layers, n_permutations=0)
-    return Shape(
-        d.top1,
-        d.ratio,
-        d.low,
-        d.high,
-        pooled["index_share"],
-        pooled["layer_share"],
-        pooled["cross_layer_corr"],
-    )
-
-
-def _pool(outputs: Sequence[Tensor]) -> Tensor:
-    import torch
-
-    return torch.cat([o.float() for o in outputs], dim=0)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import check_columns, style
+from irm_lens.plotting.base import check_columns, style
 
 EMOTION_COLORS = {"anger": "#d62728", "sadness": "#1f77b4", "joy": "#ff7f0e", "neutral": "#7f7f7f"}
 DASHES = ("solid", "dash", "dot", "dashdot")

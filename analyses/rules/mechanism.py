@@ -1,5 +1,5 @@
-"""The mechanism experiments' statistics and verdict rules: dominance ratios, where the dominant
-coordinate comes from (rotated host, SGD), masked retraining and the layer-set matrix.
+"""The mechanism experiments' verdict rules: where the dominant coordinate comes from (rotated
+host, SGD), masked retraining and the layer-set matrix.
 
 An IRM trained on a rotated-basis host (``irm_lens.rotate``: same function, no privileged
 coordinates) writes in the rotated basis. Its outputs can be read in that basis (``own``: where
@@ -9,74 +9,23 @@ not in ``own``, the host's basis made it; if it dominates in ``own`` but not in 
 or its optimizer did. An IRM trained with SGD (rotation-equivariant) on the original host splits
 the second case: dominance without Adam's per-coordinate steps is not Adam's.
 
-Dominance is measured as the **dominance ratio**: the top index's share of total |output| times
-``d_model`` (1 = every index alike), with a bootstrap 95 % CI over prompts, and always against
-the untrained IRM of the same host read in the same basis (the control: a random MLP's outputs
-have a top index too).
+Dominance is measured as the **dominance ratio** (``irm_lens.measures.dominance``): the top
+index's share of total |output| times ``d_model`` (1 = every index alike), with a bootstrap 95 %
+CI over prompts, and always against the untrained IRM of the same host read in the same basis
+(the control: a random MLP's outputs have a top index too).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import Tensor
+
+from analyses.rules.base import MIN_RUNS, Verdict
 
 MARGIN = 1.5
 """A trained IRM's dominance ratio must be this many times its untrained control's to count."""
-MIN_RUNS = 2
-"""Aligned runs a comparison needs on each side."""
-
-
-@dataclass(frozen=True)
-class Dominance:
-    """One run's dominance in one basis."""
-
-    top1: int
-    ratio: float
-    low: float
-    high: float
-
-
-def dominance_ratio(
-    outputs: Sequence[Tensor], basis: Tensor | None = None, *, n_boot: int = 1000, seed: int = 0
-) -> Dominance:
-    """The top index's share of total |output| times ``d_model``, with a bootstrap 95 % CI.
-
-    Args:
-        outputs: one ``[token, inject, d_model]`` tensor per prompt.
-        basis: ``[d_model, d_model]``; outputs are read as ``outputs @ basis`` (None: as they are).
-        n_boot: bootstrap resamples of the prompts.
-    """
-    if not outputs:
-        raise ValueError("dominance_ratio needs the outputs of at least one prompt.")
-    per_prompt = []
-    for out in outputs:
-        values = out.double() if basis is None else out.double() @ basis.double()
-        per_prompt.append(values.abs().sum(dim=(0, 1)))
-    sums = torch.stack(per_prompt).numpy()  # [prompt, d_model]
-    d_model = sums.shape[1]
-
-    def ratio(rows: np.ndarray) -> float:
-        total = rows.sum(axis=0)
-        return float(total.max() / total.sum() * d_model)
-
-    rng = np.random.default_rng(seed)
-    draws = [ratio(sums[rng.integers(0, len(sums), len(sums))]) for _ in range(n_boot)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return Dominance(int(sums.sum(axis=0).argmax()), ratio(sums), float(low), float(high))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A rule's outcome: the verdict, why, and the effect sizes it was decided on."""
-
-    verdict: str
-    reason: str
-    effects: dict[str, float]
 
 
 def _effect(ratios: Sequence[float], control: float) -> float:

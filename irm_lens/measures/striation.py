@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
-from irm_lens.analysis.maps import Recorded, _check_layers, _check_outputs
+from irm_lens.measures.maps import Recorded, _check_layers, _check_outputs
 
 
 def _mean_abs(outputs: Tensor) -> np.ndarray:

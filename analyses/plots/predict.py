@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import check_columns, style
+from irm_lens.plotting.base import check_columns, style
 
 SOURCE_COLORS = {
     "default": "#1f77b4",

@@ -1,4 +1,4 @@
-"""The figure of ``analysis.mechanism``: dominance ratios per run, host, optimizer and basis."""
+"""The figure of ``rules.mechanism``: dominance ratios per run, host, optimizer and basis."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import check_columns, style
+from irm_lens.plotting.base import check_columns, style
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 BASIS_COLUMNS = ("setting", "basis", "run", "emotion", "ratio", "low", "high", "aligned", "trained")

@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from irm_lens.analysis.dominance import dominant_indices
-from irm_lens.analysis.maps import heatmap, token_mask
-from irm_lens.analysis.striation import striation
-from irm_lens.analysis.timing import layer_topk, sparsity_by_layer, topk_timing
+from irm_lens.measures.dominance import dominant_indices
+from irm_lens.measures.maps import heatmap, token_mask
+from irm_lens.measures.striation import striation
+from irm_lens.measures.timing import layer_topk, sparsity_by_layer, topk_timing
 
 
 @runtime_checkable

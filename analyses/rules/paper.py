@@ -2,7 +2,7 @@
 returns ``reproduced`` / ``partly reproduced`` / ``not reproduced``, or ``not tested`` when the
 evidence cannot decide (too few aligned runs, or nothing for the claim to be about).
 
-Every rule takes numbers measured on **aligned runs only** (``analysis.alignment``) and of one
+Every rule takes numbers measured on **aligned runs only** (``measures.alignment``) and of one
 loss kind; the report calls it once per kind. Thresholds are module constants, so a reader sees
 them in one place and the tests build inputs on both sides of each.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from irm_lens.analysis.mechanism import MIN_RUNS, Verdict
+from analyses.rules.base import MIN_RUNS, Verdict
 
 REPRODUCED, PARTLY, NOT, NOT_TESTED = (
     "reproduced",

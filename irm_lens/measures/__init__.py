@@ -1,4 +1,4 @@
-"""Pure analyses of recorded IRM outputs: tensors in, long-format pandas DataFrames out.
+"""Measures of recorded IRM outputs: tensors in, numbers or long-format pandas DataFrames out.
 
 Every function takes one recorded prompt as ``outputs: [token, inject, d_model]`` (prompt tokens
 then generated tokens), with ``kinds`` (``"prompt"``/``"generated"`` per token) and/or ``layers``
@@ -12,12 +12,18 @@ then generated tokens), with ``kinds`` (``"prompt"``/``"generated"`` per token) 
     dominant_indices, index_rank          residual indices ranked by mean |output|
     dominance_consistency                 the dominant index across runs, seeds and prompts
     analyze_recordings                    all of the above for one run's recorded prompts
-    alignment, mechanism, verdicts        specificity, output shapes, the claims' rules
-    trajectory                            the output shape per snapshot and the budget rule
+    dominance_ratio, top_two              the top index's share of |output| and its lead
+    shape.output_shape                    top index, dominance and striation in one record
+    push                                  the top index's signed push and direct logit effect
+    steering                              the constant (steering-vector) part of the outputs
+    alignment, voice                      specificity with CIs; the behavioural voice classifier
+
+The rules that judge these numbers against the paper's claims belong to the paper's pipeline
+(``analyses/rules``), not here.
 """
 
-from irm_lens.analysis.dominance import dominance_consistency, dominant_indices, index_rank
-from irm_lens.analysis.maps import (
+from irm_lens.measures.dominance import dominance_consistency, dominant_indices, index_rank
+from irm_lens.measures.maps import (
     PAPER_TOKEN_SET,
     TOKEN_SETS,
     Recorded,
@@ -25,9 +31,9 @@ from irm_lens.analysis.maps import (
     token_map,
     token_mask,
 )
-from irm_lens.analysis.recorded import analyze_recordings
-from irm_lens.analysis.striation import striation
-from irm_lens.analysis.timing import layer_topk, sparsity_by_layer, topk_timing
+from irm_lens.measures.recorded import analyze_recordings
+from irm_lens.measures.striation import striation
+from irm_lens.measures.timing import layer_topk, sparsity_by_layer, topk_timing
 
 __all__ = [
     "PAPER_TOKEN_SET",

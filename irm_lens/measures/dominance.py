@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
-from irm_lens.analysis.maps import Recorded, _check_outputs
+from irm_lens.measures.maps import Recorded, _check_outputs
 
 _TABLE_COLUMNS = ("index", "rank")
 
@@ -133,3 +137,62 @@ def dominance_consistency(
     ]
     overlap = pd.DataFrame(pairs, columns=["run_a", "run_b", "jaccard"])
     return freq, overlap
+
+
+@dataclass(frozen=True)
+class Dominance:
+    """One run's dominance in one basis."""
+
+    top1: int
+    ratio: float
+    low: float
+    high: float
+
+
+def dominance_ratio(
+    outputs: Sequence[Tensor], basis: Tensor | None = None, *, n_boot: int = 1000, seed: int = 0
+) -> Dominance:
+    """The top index's share of total |output| times ``d_model``, with a bootstrap 95 % CI.
+
+    Args:
+        outputs: one ``[token, inject, d_model]`` tensor per prompt.
+        basis: ``[d_model, d_model]``; outputs are read as ``outputs @ basis`` (None: as they are).
+        n_boot: bootstrap resamples of the prompts.
+    """
+    if not outputs:
+        raise ValueError("dominance_ratio needs the outputs of at least one prompt.")
+    per_prompt = []
+    for out in outputs:
+        values = out.double() if basis is None else out.double() @ basis.double()
+        per_prompt.append(values.abs().sum(dim=(0, 1)))
+    sums = torch.stack(per_prompt).numpy()  # [prompt, d_model]
+    d_model = sums.shape[1]
+
+    def ratio(rows: np.ndarray) -> float:
+        total = rows.sum(axis=0)
+        return float(total.max() / total.sum() * d_model)
+
+    rng = np.random.default_rng(seed)
+    draws = [ratio(sums[rng.integers(0, len(sums), len(sums))]) for _ in range(n_boot)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Dominance(int(sums.sum(axis=0).argmax()), ratio(sums), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class TopTwo:
+    """The two indices with the largest summed |output| and the top one's lead over the
+    runner-up (``gap`` = top / runner-up: 1 when two indices tie)."""
+
+    top: int
+    runner_up: int
+    gap: float
+
+
+def top_two(outputs: Sequence[Tensor]) -> TopTwo:
+    """``TopTwo`` of an IRM's outputs over every token and injected layer of the rows."""
+    if not outputs:
+        raise ValueError("top_two needs the outputs of at least one row.")
+    total = torch.stack([o.double().abs().sum(dim=(0, 1)) for o in outputs]).sum(0)
+    values, indices = torch.topk(total, 2)
+    gap = float(values[0] / values[1]) if values[1] > 0 else math.inf
+    return TopTwo(int(indices[0]), int(indices[1]), gap)

@@ -1,4 +1,4 @@
-"""The figure of ``analysis.trajectory``: alignment, dominance and striation against steps."""
+"""The figure of ``rules.budget``: alignment, dominance and striation against steps."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.analysis.verdicts import DOMINANT_GAP
-from irm_lens.plotting._common import check_columns, style
+from analyses.rules.paper import DOMINANT_GAP
+from irm_lens.plotting.base import check_columns, style
 
 PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
 COLUMNS = (

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting._common import (
+from irm_lens.plotting.base import (
     BASE_COLOUR,
     HIGHLIGHT_COLOUR,
     KIND_COLOURS,

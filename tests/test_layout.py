@@ -1,0 +1,98 @@
+"""The layout's rules, checked on the source: the toolkit never imports the paper's pipeline,
+hook names are spelled only in ``irm_lens/inject.py``, and a run's file names only in
+``irm_lens/rundir.py``."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from irm_lens.rundir import RECORDING_INFO, RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLKIT = sorted((ROOT / "irm_lens").rglob("*.py"))
+PIPELINE = sorted((ROOT / "analyses").rglob("*.py"))
+HOOK_NAME = re.compile(
+    r"((blocks\.\{\}|blocks\.\d+)\.)?([\w.]*\.)?hook_\w+|(irm|ln_final)\.hook_\w+"
+)
+# "config.json" and "summary.json" also name a Hugging Face model's config and other results'
+# summaries, so only the names nothing else uses are held to their owner.
+RUN_FILE_NAMES = {
+    RunDir.IRM,
+    RunDir.LAST,
+    RunDir.METRICS,
+    RunDir.EVALUATION,
+    RunDir.GENERATIONS,
+    RECORDING_INFO,
+}
+
+
+def _strings(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """Every string literal that is not a docstring, f-strings with ``{}`` for each field."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = [v.value if isinstance(v, ast.Constant) else "{}" for v in node.values]
+            yield node.lineno, "".join(str(p) for p in parts)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            yield node.lineno, node.value
+
+
+def _where(path: Path, line: int) -> str:
+    return f"{path.relative_to(ROOT)}:{line}"
+
+
+def test_the_toolkit_never_imports_the_pipeline() -> None:
+    offenders = []
+    for path in TOOLKIT:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [_where(path, node.lineno) for n in names if n.split(".")[0] == "analyses"]
+    assert offenders == [], f"irm_lens/ imports analyses/ at {offenders}"
+
+
+@pytest.mark.parametrize(
+    "owner, pattern, others",
+    [
+        ("irm_lens/inject.py", "hook", TOOLKIT + PIPELINE),
+        ("irm_lens/rundir.py", "run file", TOOLKIT + PIPELINE),
+    ],
+)
+def test_each_name_is_spelled_by_its_owner_alone(
+    owner: str, pattern: str, others: list[Path]
+) -> None:
+    offenders = []
+    for path in others:
+        if path == ROOT / owner:
+            continue
+        for line, text in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            hit = HOOK_NAME.fullmatch(text) if pattern == "hook" else text in RUN_FILE_NAMES
+            if hit:
+                offenders.append(f"{_where(path, line)} {text!r}")
+    assert offenders == [], f"spell these through {owner}: {offenders}"
+
+
+def test_the_checks_catch_what_they_are_for() -> None:
+    """The scans above see an f-string hook name and a bare run-file name (they can fail)."""
+    tree = ast.parse('x = f"blocks.{layer}.hook_attn_out"\ny = "irm.safetensors"\n')
+    found = dict(_strings(tree))
+    assert HOOK_NAME.fullmatch(found[1])
+    assert found[2] in RUN_FILE_NAMES
+    assert not HOOK_NAME.fullmatch("the IRM writes at `blocks.L.hook_attn_out` (prose)")
