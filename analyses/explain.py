@@ -35,6 +35,7 @@ from analyses.plots.explain import explain_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import cell_sharing, concentration_rule, padding_rule
 from analyses.trajectory import heldout_outputs, seconds_per_step
+from irm_lens.anatomy import final_gain, unembedding
 from irm_lens.data.batches import pad_id
 from irm_lens.irm import IRM
 from irm_lens.measures.alignment import ALIGNED, specificity
@@ -108,7 +109,7 @@ def _shape_row(ctx: Context, irm: IRM, outputs: list[Tensor]) -> dict[str, Any]:
     shape = output_shape(outputs, irm.layers, seed=ctx.first_seed)
     two = top_two(outputs)
     push = signed_push(outputs, two.top)
-    gain, w_u = host.ln_final.weight.detach().float().cpu(), host.W_U.detach().float().cpu()
+    gain, w_u = final_gain(host).cpu(), unembedding(host).cpu()
     pad_z = direct_token_z(gain, w_u, two.top, pad_id(host.tokenizer), push)
     return {
         **dataclasses.asdict(shape),

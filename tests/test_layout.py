@@ -1,6 +1,7 @@
 """The layout's rules, checked on the source: the toolkit never imports the paper's pipeline,
-hook names are spelled only in ``irm_lens/inject.py``, and a run's file names only in
-``irm_lens/rundir.py``."""
+hook names are spelled only in ``irm_lens/inject.py``, a run's file names only in
+``irm_lens/rundir.py``, and the final norm's gain and the unembedding are read only in
+``irm_lens/anatomy.py``."""
 
 from __future__ import annotations
 
@@ -89,6 +90,25 @@ def test_each_name_is_spelled_by_its_owner_alone(
     assert offenders == [], f"spell these through {owner}: {offenders}"
 
 
+ANATOMY = {"W_U", "ln_final"}
+
+
+def _anatomy_reads(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ANATOMY:
+            yield node.lineno, node.attr
+
+
+def test_the_host_anatomy_is_read_by_its_owner_alone() -> None:
+    offenders = [
+        f"{_where(path, line)} .{attr}"
+        for path in TOOLKIT + PIPELINE
+        if path != ROOT / "irm_lens/anatomy.py"
+        for line, attr in _anatomy_reads(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert offenders == [], f"read these through irm_lens.anatomy: {offenders}"
+
+
 def test_the_checks_catch_what_they_are_for() -> None:
     """The scans above see an f-string hook name and a bare run-file name (they can fail)."""
     tree = ast.parse('x = f"blocks.{layer}.hook_attn_out"\ny = "irm.safetensors"\n')
@@ -96,3 +116,5 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert HOOK_NAME.fullmatch(found[1])
     assert found[2] in RUN_FILE_NAMES
     assert not HOOK_NAME.fullmatch("the IRM writes at `blocks.L.hook_attn_out` (prose)")
+    reads = list(_anatomy_reads(ast.parse("g = host.ln_final.weight\nw = host.W_U\n")))
+    assert sorted(reads) == [(1, "ln_final"), (2, "W_U")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from irm_lens import encode, load_host
+from irm_lens.anatomy import AnatomyError
 from irm_lens.inject import mlp_post_hook
 from irm_lens.lenses import (
     LensError,
@@ -119,7 +120,7 @@ def test_bad_input(tiny_host):
 def test_host_without_final_norm_gain_is_refused():
     host = load_host("tiny-random-llama", device="cpu")  # a private copy: it gets mutated
     host.ln_final = None
-    with pytest.raises(LensError, match="no separate final norm"):
+    with pytest.raises(AnatomyError, match="no separate final norm"):
         decoding_matrix(host)
 
 

@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.anatomy import direct_effect, final_gain, unembedding
 from irm_lens.errors import LayerRangeError
 from irm_lens.inject import add_at, attach, keep_index, patch, resid_post_hook, write_hook
 from irm_lens.irm import IRM
@@ -162,8 +163,7 @@ def direct_logit_effect(host: TransformerBridge, index: int, *, top: int = 10) -
         ``top`` rows each for ``promoted`` and ``suppressed``.
     """
     _check_index(host, index)
-    gain = host.ln_final.weight.detach().float()[index]
-    effect = (gain * host.W_U.detach().float()[index]).cpu()
+    effect = direct_effect(host, index).cpu()
     rows = []
     for direction, values in (("promoted", effect), ("suppressed", -effect)):
         best = torch.topk(values, k=min(top, len(values)))
@@ -243,8 +243,7 @@ def index_logit_attribution(host: TransformerBridge, tokens: Tensor, *, index: i
     component[..., index] = final[..., index]
     scaled = cache.apply_ln_to_stack(component[None], layer=None)[0, 0]  # [pos, d_model]
     predicted = logits[0].argmax(-1)
-    gain = host.ln_final.weight.detach()
-    row = host.W_U.detach()[index]
+    gain, row = final_gain(host), unembedding(host)[index]
     contribution = scaled[:, index] * gain[index] * row[predicted]
     predicted_logit = logits[0].gather(-1, predicted[:, None])[:, 0]
     # centred on the mean over the vocabulary: a logit's offset does not change any probability
@@ -286,8 +285,7 @@ def final_logits(host: TransformerBridge, final: Tensor) -> Tensor:
     unembedding; equal to the host's own output at those positions."""
     x = final.float()
     scale = (x.pow(2).mean(-1, keepdim=True) + host.cfg.eps).sqrt()
-    gain = host.ln_final.weight.detach().float()
-    return (x / scale * gain) @ host.W_U.detach().float() + host.b_U.detach().float()
+    return (x / scale * final_gain(host)) @ unembedding(host) + host.b_U.detach().float()
 
 
 def entropy_lever(

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.anatomy import final_gain, unembedding
 from irm_lens.inject import down_proj_hooks, resid_post_hook
 from irm_lens.prompts import PromptMode, encode
 
@@ -117,13 +118,10 @@ def norm_gains(host: TransformerBridge) -> pd.DataFrame:
         Columns ``index, final_gain, final_gain_rank, mean_ln1_gain, mean_ln2_gain,
         unembed_norm, unembed_norm_rank`` (ranks: 1 = smallest gain, 1 = largest unembed norm).
     """
-    final = getattr(getattr(host, "ln_final", None), "weight", None)
-    if final is None:
-        raise ValueError("This host has no separate final norm with a gain (ln_final.weight).")
-    final = final.detach().float().cpu()
+    final = final_gain(host).cpu()
     ln1 = torch.stack([b.ln1.weight.detach().float().cpu() for b in host.blocks]).mean(0)
     ln2 = torch.stack([b.ln2.weight.detach().float().cpu() for b in host.blocks]).mean(0)
-    unembed = host.W_U.detach().float().cpu().norm(dim=1)  # [d_model]
+    unembed = unembedding(host).cpu().norm(dim=1)  # [d_model]
     frame = pd.DataFrame(
         {
             "index": range(len(final)),

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.anatomy import final_gain, unembedding
 from irm_lens.host import host_name
 from irm_lens.inject import patch, resid_mid_hook, resid_post_hook, resid_pre_hook
 from irm_lens.interventions.host_profile import TOKEN_KINDS, residual_profile, token_kinds
@@ -40,10 +41,7 @@ DEFAULT_SCALES = (0.0, 2.0)
 
 
 def _gain_vectors(host: TransformerBridge) -> dict[str, Tensor]:
-    final = getattr(getattr(host, "ln_final", None), "weight", None)
-    if final is None:
-        raise ValueError("This host has no final norm with a gain (ln_final.weight) to profile.")
-    gains = {"final": final.detach().float().cpu()[None]}
+    gains = {"final": final_gain(host).cpu()[None]}
     for name in ("ln1", "ln2"):
         gains[name] = torch.stack(
             [getattr(b, name).weight.detach().float().cpu() for b in host.blocks]
@@ -381,7 +379,7 @@ def _facts(
     scales: Sequence[float],
 ) -> IndexFacts:
     final = gains[(gains["norm"] == "final") & (gains["index"] == index)].iloc[0]
-    unembed = host.W_U.detach().float().cpu().norm(dim=1)
+    unembed = unembedding(host).cpu().norm(dim=1)
     unembed_rank = int((unembed > unembed[index]).sum()) + 1
     at = residual[residual["index"] == index]
     peak = at.loc[at["max_abs"].idxmax()]

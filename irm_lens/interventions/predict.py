@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.anatomy import final_gain, unembedding
 from irm_lens.data.batches import collate, encode_rows, pad_id
 from irm_lens.inject import layer_of, write_hook
 from irm_lens.prompts import PromptMode
@@ -145,8 +146,7 @@ def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.Data
     1/rms), the stop lever (|gain x centred unembedding weight of the pad/stop token|: how far
     a push there moves the answer's end) and whether the index holds a massive activation
     (``massive``: e.g. ``host_profile``'s)."""
-    gain = host.ln_final.weight.detach().float().cpu()
-    w_u = host.W_U.detach().float().cpu()
+    gain, w_u = final_gain(host).cpu(), unembedding(host).cpu()
     row_norm = w_u.norm(dim=1)
     stop = pad_id(host.tokenizer)
     stop_lever = (gain * (w_u[:, stop] - w_u.mean(dim=1))).abs()

@@ -20,28 +20,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.errors import IrmLensError
+from irm_lens.anatomy import AnatomyError, decoding_matrix, unembedding
 from irm_lens.inject import mlp_post_hook, patch, set_at
 
 
-class LensError(IrmLensError, ValueError):
+class LensError(AnatomyError):
     """A lens asked for something the host does not have (layer, neuron, final norm)."""
-
-
-def decoding_matrix(host: TransformerBridge) -> Float[Tensor, "d_model d_vocab"]:
-    """``diag(g) @ W_U``: the final norm's gain folded into the unembedding.
-
-    Raises:
-        LensError: the host has no separate final norm with a gain (``ln_final.weight``).
-    """
-    gain = getattr(getattr(host, "ln_final", None), "weight", None)
-    if gain is None:
-        raise LensError(
-            f"Host {getattr(host.cfg, 'model_name', '?')!r} has no separate final norm with a "
-            "gain (ln_final.weight), so LM-head decoding through it is undefined. Decode "
-            "through W_U alone with decode_directions(..., through_norm=False)."
-        )
-    return gain.detach().float()[:, None] * host.W_U.detach().float()
 
 
 def _check_layer(host: TransformerBridge, layer: int) -> None:
@@ -110,7 +94,7 @@ def decode_directions(
         raise LensError(
             f"directions must be [unit, d_model={host.cfg.d_model}], got {list(directions.shape)}."
         )
-    matrix = decoding_matrix(host) if through_norm else host.W_U.detach().float()
+    matrix = decoding_matrix(host) if through_norm else unembedding(host)
     scores = directions.float().to(matrix.device) @ matrix
     names = list(range(len(directions))) if names is None else list(names)
     return _table(host, scores, names, top, "direction")
