@@ -15,10 +15,7 @@ import pandas as pd
 import pytest
 
 from analyses import _runset as runset
-from analyses import report
 from analyses.__main__ import RESULTS
-from analyses._report_explain import explain_verdicts
-from analyses._report_mechanism import mechanism_verdicts
 from analyses._runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
 from analyses._summaries import (
     HostProfileSummary,
@@ -32,6 +29,10 @@ from analyses._summaries import (
     from_dict,
     read_typed,
 )
+from analyses.report import claims
+from analyses.report import trajectory as report_trajectory
+from analyses.report.explain import explain_verdicts
+from analyses.report.mechanism import mechanism_verdicts
 from analyses.rules import paper as verdicts
 from analyses.rules.base import Verdict
 from analyses.rules.explain import PADDING_VERDICTS
@@ -111,8 +112,8 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
     assert (out / "atlas" / "plotly.min.js").stat().st_size > 1_000_000
     text = (out / "REPORT.md").read_text()
     written = json.loads((out / "verdicts.json").read_text())
-    original = written.pop(report.ORIGINAL_LOSS)
-    long = written.pop(report.LONG_TIER)
+    original = written.pop(claims.ORIGINAL_LOSS)
+    long = written.pop(claims.LONG_TIER)
     tiers = {*mechanism_verdicts(), *explain_verdicts(out)}
     paper_claims = {k: v for k, v in written.items() if k not in tiers}
     assert len(paper_claims) == 6 and set(paper_claims.values()) <= set(VERDICTS)
@@ -260,7 +261,7 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     assert "Lowest validation loss: anger_long_s42 " in text
     # the verdict table's long-tier column: striation, consistency and dominance at the runs'
     # best IRMs
-    long = json.loads((tmp / "figures" / "verdicts.json").read_text())[report.LONG_TIER]
+    long = json.loads((tmp / "figures" / "verdicts.json").read_text())[claims.LONG_TIER]
     measured = {k: v for k, v in long.items() if v != "not run"}
     assert len(measured) == 3 and set(measured.values()) <= set(VERDICTS)
     for claim, verdict in measured.items():
@@ -490,12 +491,12 @@ def test_report_claims_take_each_kinds_rule():
         p_min_possible=0.005,
         rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
     )
-    rules, text = report.striation_claim(striation)
+    rules, text = claims.striation_claim(striation)
     assert rules["next-token"].verdict == verdicts.PARTLY
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED and "0.150" in text
     assert "median over the 4 aligned next-token runs" in text
     # the residual control decides; without it: not tested, saying why
-    rules, _ = report.residual_claim(PROPAGATION, None, striation.rules)
+    rules, _ = claims.residual_claim(PROPAGATION, None, striation.rules)
     assert rules["next-token"] == Verdict(
         verdicts.NOT_TESTED, "the rotated-injection control was not run", {}
     )
@@ -509,7 +510,7 @@ def test_report_claims_take_each_kinds_rule():
             "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]},
         },
     )
-    rules, _ = report.residual_claim(PROPAGATION, control, striation.rules)
+    rules, _ = claims.residual_claim(PROPAGATION, control, striation.rules)
     assert rules["next-token"].verdict == verdicts.REPRODUCED
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED  # no stripes there
     host = HostProfileSummary(
@@ -547,7 +548,7 @@ def test_report_claims_take_each_kinds_rule():
         n_positions=54,
         by_kind={"next-token": {"gains": [0.3, 0.3], "frozen_gains": [0.1, 0.1]}},
     )
-    rules, text = report.lm_head_claim(host, logits, mediation, dominance)
+    rules, text = claims.lm_head_claim(host, logits, mediation, dominance)
     assert rules["next-token"].verdict == verdicts.REPRODUCED and "+0.500 nats" in text
     assert "entropy lever beats 99.0 % of them" in text
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED
@@ -834,14 +835,14 @@ def test_validation_lines_say_where_each_curve_bottomed_out():
             "val_loss": [nan, 2.0, nan, 1.5, nan, 1.7, nan, 3.0, nan, 2.5],
         }
     )
-    assert report.validation_lines(losses) == (
+    assert report_trajectory.validation_lines(losses) == (
         "a 1.500 at step 4 of 6 (no lower in the 2 steps after it); "
         "b 2.500 at step 4 of 4 (still falling at its last evaluation)"
     )
     long = pd.DataFrame(
         {"run": ["c"] * 4, "step": [50, 100, 220, 240], "val_loss": [2.5, 2.0, 1.0, 1.1]}
     )
-    assert report.validation_lines(long) == (
+    assert report_trajectory.validation_lines(long) == (
         "c 1.000 at step 220 of 240 (no lower in the 20 steps after it; 50.0 % below its "
         "loss 120 steps before)"
     )

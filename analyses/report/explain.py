@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses._report_mechanism import NOT_RUN
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
+from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
 from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, SHARED
 from irm_lens.interventions.predict import validate_prediction
