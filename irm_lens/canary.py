@@ -117,7 +117,7 @@ def _failure(host: TransformerBridge, what: str) -> GenerationCheckError:
         f"Generation self-check failed on host {host_name(host)!r}: {what}. Installed: "
         f"{describe()}. {where} Results built on this generation would be wrong, so nothing "
         "was written. Reinstall the tested stack from the lock with `make clean install`; to "
-        "move the lock to newer releases, run `make lock`, then `make test` (see the README's "
+        "move the lock to newer releases, run `make lock`, then `make test` (see docs/install.md, "
         "compatibility notes)."
     )
 

@@ -1,4 +1,4 @@
-"""Work-arounds for upstream changes, each with the cause it answers (README, compatibility notes).
+"""Work-arounds for upstream changes, each with the cause it answers (docs/install.md).
 
 KV-cache generation on transformers >= 5.24 (TransformerLens 4.3.0):
     transformers 5.24 renamed the keyword that carries the KV cache from ``past_key_values`` to

@@ -1,4 +1,4 @@
-"""Hostile input and concurrency (issue 16), on the tiny host: two writers, failed starts,
+"""Hostile input and concurrency, on the tiny host: two writers, failed starts,
 empty data, arguments at their edges, damaged run files. Each case must end in a clear error
 (exit code 2, the file or option named) and leave what was there untouched."""
 

@@ -1,5 +1,5 @@
 """``kill -9`` at seeded random moments of train, record and the ``make figures`` run-set stages,
-each followed by a rerun: the files must end as an uninterrupted run's (issue 16).
+each followed by a rerun: the files must end as an uninterrupted run's.
 
 Every process here runs with one OpenMP thread, references included, so that results are
 bit-comparable across processes."""

@@ -148,7 +148,7 @@ def mechanism_section(
         "Written by `make figures TIER=mechanism`, its own invocation (the `written` date in "
         "each result's `config.json`), so where a run set's thread count or stack differed "
         "from the default tier's, the first-seed runs both sections quote differ slightly "
-        "(README: bit-identical numbers). In its tables, a run marked not aligned with a "
+        "(docs/figures.md: bit-identical numbers). In its tables, a run marked not aligned with a "
         "specificity above 100 % broke the host: the other voices' NLL rose by more than half "
         f"while its own did not fall. {DOMINANCE_CI_NOTE}",
         "",
