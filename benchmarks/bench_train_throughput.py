@@ -53,7 +53,7 @@ def main() -> None:
     def host_fwd_bwd() -> None:
         deltas = [torch.zeros(shape, requires_grad=True) for _ in range(host.cfg.n_layers)]
         hooks = [
-            (write_hook(layer), lambda x, hook, d=deltas[layer]: x + d)
+            (write_hook(layer), lambda x, hook, d=deltas[layer]: x + d)  # noqa: ARG005 (TL passes hook=)
             for layer in range(host.cfg.n_layers)
         ]
         with host.hooks(fwd_hooks=hooks):

@@ -25,7 +25,7 @@ _OLD_NAME = "past_key_values"
 
 
 def _cache_under_old_name(
-    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if kwargs.get(_OLD_NAME) is None and kwargs.get(_NEW_NAME) is not None:
         kwargs = dict(kwargs)

@@ -142,7 +142,7 @@ def _nll_rows(rows: pd.DataFrame, parts: list[tuple[list[float], list[int]]]) ->
 
 
 def _const(value: Tensor) -> Callable[[Tensor, int], Tensor]:
-    return lambda x, layer: value
+    return lambda _x, _layer: value
 
 
 def frozen_scale_nll_table(
@@ -160,7 +160,7 @@ def frozen_scale_nll_table(
     parts: list[tuple[list[float], list[int]]] = []
     seen: dict[str, Tensor] = {}
 
-    def keep(x: Tensor, layer: int) -> Tensor:
+    def keep(x: Tensor, _layer: int) -> Tensor:
         seen["scale"] = x
         return x
 

@@ -149,10 +149,10 @@ class Injection:
             out = edited
         return out
 
-    def _stash_resid_pre(self, resid_pre: Tensor, hook: Any) -> None:
+    def _stash_resid_pre(self, resid_pre: Tensor, hook: Any) -> None:  # noqa: ARG002 (TL passes hook=)
         self._resid_pre = resid_pre
 
-    def _run_irm(self, attn_out: Tensor, hook: Any) -> Tensor:
+    def _run_irm(self, attn_out: Tensor, hook: Any) -> Tensor:  # noqa: ARG002 (TL passes hook=)
         if self._resid_pre is None:
             raise RuntimeError("IRM attach: blocks.0.hook_resid_pre did not fire before attn_out.")
         out = self.irm_output(self.points[IRM_IN_HOOK](self._resid_pre + attn_out))
@@ -298,7 +298,7 @@ def set_at(index: int, value: float | Tensor | Callable[[int], float | Tensor]) 
 def add_at(index: int, delta: float) -> Patch:
     """A patch adding ``delta`` to channel ``index`` of the activation."""
 
-    def fn(x: Tensor, layer: int) -> Tensor:
+    def fn(x: Tensor, _layer: int) -> Tensor:
         x[..., index] += delta
         return x
 

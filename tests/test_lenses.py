@@ -180,8 +180,7 @@ def test_activation_x_gradient_matches_finite_differences(tiny_host):
 
     def log_p(value):
         with torch.no_grad(), clamp_neuron(tiny_host, layer, neuron, value):
-            lp = tiny_host(tokens)[0, -1].double().log_softmax(-1)
-        return lp
+            return tiny_host(tokens)[0, -1].double().log_softmax(-1)
 
     plain = tiny_host(tokens)[0, -1].log_softmax(-1)
     predicted = int(plain.argmax())

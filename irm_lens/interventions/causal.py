@@ -201,7 +201,7 @@ def norm_mediated_effect(
     for scale in scales:
         seen: dict[str, Tensor] = {}
 
-        def rescale(x: Tensor, layer: int, scale: float = scale, seen: dict = seen) -> Tensor:
+        def rescale(x: Tensor, _layer: int, scale: float = scale, seen: dict = seen) -> Tensor:
             x[..., index] *= scale
             seen["rms"] = x.float().pow(2).mean(-1).sqrt()
             return x

@@ -157,7 +157,7 @@ def _rms_and_entropy(
     names = [hook for _, _, hook in _norm_inputs(host)]
     hook, index, scale = scale_at or ("", 0, 1.0)
 
-    def rescale(x: Tensor, layer: int) -> Tensor:
+    def rescale(x: Tensor, _layer: int) -> Tensor:
         x[..., index] *= scale
         return x
 

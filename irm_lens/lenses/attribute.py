@@ -226,14 +226,14 @@ def activation_x_gradient(host: TransformerBridge, tokens: Tensor) -> pd.DataFra
     stash: dict[int, Tensor] = {}
 
     def keep(layer: int) -> Callable[[Tensor, object], Tensor]:
-        def hook(act: Tensor, hook: object) -> Tensor:
+        def hook(act: Tensor, hook: object) -> Tensor:  # noqa: ARG001 (TL passes hook=)
             act.retain_grad()
             stash[layer] = act
             return act
 
         return hook
 
-    def leaf(x: Tensor, hook: object) -> Tensor:
+    def leaf(x: Tensor, hook: object) -> Tensor:  # noqa: ARG001 (TL passes hook=)
         # The host is frozen and its input is token ids: start the graph at the residual stream.
         return x.detach().requires_grad_(True)
 

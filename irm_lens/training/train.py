@@ -79,7 +79,7 @@ class _StopRequest:
     def __init__(self) -> None:
         self.requested = False
 
-    def __call__(self, signum: int, frame: Any) -> None:
+    def __call__(self, _signum: int, _frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
