@@ -7,6 +7,12 @@ from dataclasses import dataclass
 MIN_RUNS = 2
 """Aligned runs a comparison needs on each side."""
 
+NOT_TESTED = "not tested"
+"""Every rule's verdict when the evidence cannot decide."""
+REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
+CLAIM_VERDICTS = (REPRODUCED, PARTLY, NOT, NOT_TESTED)
+"""The verdicts of a claim of the paper."""
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analyses.rules.base import Verdict
+from analyses.rules.base import NOT_TESTED, Verdict
 from irm_lens.interventions.predict import Validation
 
 # A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
@@ -27,14 +27,14 @@ PREDICTOR_VERDICTS = (
     "names the index",
     "better than chance",
     "no better than chance",
-    "not tested",
+    NOT_TESTED,
 )
 # The predictor names the index when at least this share of runs' top indices is in its top k.
 NAMES_SHARE = 0.5
 ALPHA = 0.01
 MIN_VALIDATION_RUNS = 5
-PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", "not tested")
-CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", "not tested")
+PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", NOT_TESTED)
+CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", NOT_TESTED)
 
 
 def shared_index(tops: Sequence[int]) -> tuple[int | None, float]:
@@ -100,7 +100,7 @@ def padding_rule(
     ``planned``: every cell of the design, so that one with no runs yet is named."""
     cells = cell_sharing(rows, null_tops, planned)
     if cells.empty:
-        return Verdict("not tested", "no run measured yet", {})
+        return Verdict(NOT_TESTED, "no run measured yet", {})
     effects = {f"{r.cell} shared fraction": r.share for r in cells.itertuples()}
     effects |= {f"{r.cell} aligned runs": float(r.n_aligned) for r in cells.itertuples()}
     thin = cells[cells["n_aligned"] < MIN_RUNS]
@@ -108,7 +108,7 @@ def padding_rule(
         names = ", ".join(thin["cell"]) if len(thin) else "no cell"
         verb = "has" if len(thin) == 1 else "have"
         return Verdict(
-            "not tested",
+            NOT_TESTED,
             f"needs {MIN_RUNS} {what} in every cell; {names} {verb} fewer",
             effects,
         )
@@ -154,7 +154,7 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
     values = [g for g in growth if math.isfinite(g)]
     if len(values) < MIN_RUNS:
         return Verdict(
-            "not tested",
+            NOT_TESTED,
             f"needs {MIN_RUNS} aligned {group}; got {len(values)}",
             {"runs": float(len(values))},
         )
@@ -168,7 +168,7 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
         return Verdict("concentrates", text, effects)
     if high < 1 + MIN_GROWTH:
         return Verdict("does not concentrate", text, effects)
-    return Verdict("not tested", f"{text}: the CI spans {1 + MIN_GROWTH:.2f}x", effects)
+    return Verdict(NOT_TESTED, f"{text}: the CI spans {1 + MIN_GROWTH:.2f}x", effects)
 
 
 def predictor_rule(v: Validation) -> Verdict:
@@ -189,7 +189,7 @@ def predictor_rule(v: Validation) -> Verdict:
     }
     if v.n_runs < MIN_VALIDATION_RUNS:
         return Verdict(
-            "not tested", f"needs {MIN_VALIDATION_RUNS} trained runs; got {v.n_runs}", effects
+            NOT_TESTED, f"needs {MIN_VALIDATION_RUNS} trained runs; got {v.n_runs}", effects
         )
     share = v.in_top_k / v.n_runs
     text = (

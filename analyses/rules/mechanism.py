@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from analyses.rules.base import MIN_RUNS, Verdict
+from analyses.rules.base import MIN_RUNS, NOT, NOT_TESTED, PARTLY, REPRODUCED, Verdict
 
 MARGIN = 1.5
 """A trained IRM's dominance ratio must be this many times its untrained control's to count."""
@@ -32,7 +32,7 @@ def _effect(ratios: Sequence[float], control: float) -> float:
     return float(np.median(ratios) / control) if len(ratios) else float("nan")
 
 
-BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", "not tested")
+BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", NOT_TESTED)
 
 
 def basis_verdict(
@@ -80,14 +80,14 @@ def basis_verdict(
             f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
             f"original and {len(rotated_own)} on the rotated host"
         )
-        return Verdict("not tested", reason, effects)
+        return Verdict(NOT_TESTED, reason, effects)
     if effects["original"] < margin:
         reason = (
             f"no index dominates on the original host beyond the untrained IRM "
             f"({effects['original']:.2f}x < {margin}x): nothing to explain (measured: "
             f"{measured})"
         )
-        return Verdict("not tested", reason, effects)
+        return Verdict(NOT_TESTED, reason, effects)
     own = effects["rotated_own"] >= margin
     back = effects["rotated_back"] >= margin and not (
         foreign and effects["rotated_back"] < margin * effects["foreign"]
@@ -101,7 +101,7 @@ def basis_verdict(
     return Verdict(verdict, measured, effects)
 
 
-OPTIMIZER_VERDICTS = ("dominance without Adam", "Adam needed", "not tested")
+OPTIMIZER_VERDICTS = ("dominance without Adam", "Adam needed", NOT_TESTED)
 
 
 def optimizer_verdict(
@@ -123,13 +123,13 @@ def optimizer_verdict(
         reason = (
             f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and {len(sgd)} SGD"
         )
-        return Verdict("not tested", reason, effects)
+        return Verdict(NOT_TESTED, reason, effects)
     if effects["adam"] < margin:
         reason = (
             f"no index dominates under Adam beyond the untrained IRM "
             f"({effects['adam']:.2f}x < {margin}x): nothing to explain"
         )
-        return Verdict("not tested", reason, effects)
+        return Verdict(NOT_TESTED, reason, effects)
     verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"
     reason = (
         f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
@@ -138,7 +138,7 @@ def optimizer_verdict(
     return Verdict(verdict, reason, effects)
 
 
-MASKING_VERDICTS = ("needed for alignment", "substituted", "not tested")
+MASKING_VERDICTS = ("needed for alignment", "substituted", NOT_TESTED)
 MIN_LOSS = 0.02
 """Specificity (a fraction) masking must cost before it counts as a loss: 2 points."""
 
@@ -196,7 +196,7 @@ def masking_decision(
     }
     if n_aligned < min_runs:
         return Verdict(
-            "not tested", f"needs {min_runs} aligned unmasked runs; got {n_aligned}", effects
+            NOT_TESTED, f"needs {min_runs} aligned unmasked runs; got {n_aligned}", effects
         )
     needed = loss_top >= max(min_loss, 2 * loss_random)
     reason = (
@@ -209,12 +209,6 @@ def masking_decision(
     return Verdict("needed for alignment" if needed else "substituted", reason, effects)
 
 
-REPRODUCED, PARTLY, NOT, NOT_TESTED = (
-    "reproduced",
-    "partly reproduced",
-    "not reproduced",
-    "not tested",
-)
 SAME_INDEX_SHARES = (0.75, 0.4)
 """Share of aligned runs whose top index is the modal one: reproduced at the first, partly at the
 second (chance: two random top indices of d_model = 576 coincide 0.2 % of the time)."""

@@ -16,15 +16,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from analyses.rules.base import MIN_RUNS, Verdict
-
-REPRODUCED, PARTLY, NOT, NOT_TESTED = (
-    "reproduced",
-    "partly reproduced",
-    "not reproduced",
-    "not tested",
+from analyses.rules.base import (
+    CLAIM_VERDICTS,
+    MIN_RUNS,
+    NOT,
+    NOT_TESTED,
+    PARTLY,
+    REPRODUCED,
+    Verdict,
 )
-VERDICTS = (REPRODUCED, PARTLY, NOT, NOT_TESTED)
+
+VERDICTS = CLAIM_VERDICTS
 
 STRONG_SHARE = 0.5
 """Striation: the index share of variance (and the cross-layer correlation) of a map a reader

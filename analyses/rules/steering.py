@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyses.rules.base import MIN_RUNS, Verdict
+from analyses.rules.base import MIN_RUNS, NOT_TESTED, Verdict
 
 STEERING = 0.8  # a steering vector: the constant explains at least this share
 MOSTLY = 0.5
@@ -16,7 +16,7 @@ STEERING_VERDICTS = (
     "mostly constant",
     "as constant as untrained",
     "input-dependent",
-    "not tested",
+    NOT_TESTED,
 )
 
 
@@ -39,7 +39,7 @@ def steering_rule(trained: Sequence[float], null: Sequence[float]) -> Verdict:
     values = [v for v in trained if np.isfinite(v)]
     null_max = max((v for v in null if np.isfinite(v)), default=float("nan"))
     if len(values) < MIN_RUNS:
-        return Verdict("not tested", f"needs {MIN_RUNS} aligned IRMs; got {len(values)}", {})
+        return Verdict(NOT_TESTED, f"needs {MIN_RUNS} aligned IRMs; got {len(values)}", {})
     median, low, high = _median_ci(values)
     effects = {"median": median, "low": low, "high": high, "null max": null_max}
     text = (

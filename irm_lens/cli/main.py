@@ -29,7 +29,15 @@ from irm_lens.cli.types import at_least, device, index_list, positive_float, see
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.rundir import RunDir
-from irm_lens.training.modes import PARALLEL_MODES
+from irm_lens.training.modes import (
+    INITS,
+    LOSS_KINDS,
+    OPTIMIZERS,
+    PADDING_RULES,
+    PAPER_OFFSETS,
+    PARALLEL_MODES,
+    PRESET_NAMES,
+)
 
 # torch, the host and the training loop are imported where a command runs, so that `--help`
 # and argument errors answer at once.
@@ -112,12 +120,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 _TRAIN_CHOICES = {
-    "init": ("paper", "torch"),
-    "loss": ("next-token", "paper"),
+    "init": INITS,
+    "loss": LOSS_KINDS,
     "prompt_mode": PROMPT_MODES,
-    "optimizer": ("adam", "sgd"),
-    "paper_offset": (1, 2),
-    "paper_padding": ("counted", "masked"),
+    "optimizer": OPTIMIZERS,
+    "paper_offset": PAPER_OFFSETS,
+    "paper_padding": PADDING_RULES,
 }
 _TRAIN_OPTIONS = {
     # flag: (config field, type, help)
@@ -416,7 +424,7 @@ def _add_train_parser(sub: Any) -> None:
     tr.add_argument(
         "--preset",
         default=None,
-        choices=["quick", "paper", "smoke"],
+        choices=PRESET_NAMES,
         help="quick: minutes on a CPU (default); paper: the original's schedule",
     )
     tr.add_argument("--host", default=None, help=_HOST_HELP)
@@ -465,7 +473,7 @@ def _add_run_parsers(sub: Any) -> None:
     sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
     sw.add_argument("--seeds", default="42")
     sw.add_argument("--losses", default="next-token", help="next-token, paper, or both")
-    sw.add_argument("--preset", default="quick", choices=["quick", "paper", "smoke"])
+    sw.add_argument("--preset", default="quick", choices=PRESET_NAMES)
     sw.add_argument("--host", default=None, help=_HOST_HELP)
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     sw.add_argument(

@@ -19,6 +19,8 @@ from typing import Any
 
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
+from irm_lens.prompts import PROMPT_MODES
+from irm_lens.training.modes import LOSS_KINDS, PADDING_RULES, PAPER_OFFSETS
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -117,12 +119,12 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     pr.add_argument("--emotion", default=None, help="bundled dataset: anger, sadness, neutral, joy")
     pr.add_argument("--data", default=None, help="question/answer CSV instead of a bundled set")
     pr.add_argument("--layers", default="all", help="injected layers (all, every4, q1, 0-7, ...)")
-    pr.add_argument("--loss", choices=("next-token", "paper"), default="next-token")
-    pr.add_argument("--paper-offset", type=int, choices=(1, 2), default=2)
-    pr.add_argument("--paper-padding", choices=("counted", "masked"), default="counted")
+    pr.add_argument("--loss", choices=LOSS_KINDS, default="next-token")
+    pr.add_argument("--paper-offset", type=int, choices=PAPER_OFFSETS, default=2)
+    pr.add_argument("--paper-padding", choices=PADDING_RULES, default="counted")
     pr.add_argument(
         "--prompt-mode",
-        choices=("chat", "plain"),
+        choices=PROMPT_MODES,
         default=None,
         help="default: chat (plain with --loss paper)",
     )

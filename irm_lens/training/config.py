@@ -7,18 +7,23 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PromptMode
-from irm_lens.training.modes import MAX_SEED
-
-LossKind = Literal["next-token", "paper"]
-
-PaddingRule = Literal["counted", "masked"]
+from irm_lens.training.modes import (
+    MAX_SEED,
+    PADDING_RULES,
+    PAPER_OFFSETS,
+    PRESET_NAMES,
+    InitKind,
+    LossKind,
+    OptimizerKind,
+    PaddingRule,
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,10 @@ class Objective:
     padding: PaddingRule = "counted"
 
     def __post_init__(self) -> None:
-        if self.offset not in (1, 2):
+        if self.offset not in PAPER_OFFSETS:
             raise ValueError(f"offset={self.offset}; the paper loss predicts 1 or 2 tokens ahead.")
-        if self.padding not in ("counted", "masked"):
+        if self.padding not in PADDING_RULES:
             raise ValueError(f"padding={self.padding!r}; use 'counted' or 'masked'.")
-
-
-OptimizerKind = Literal["adam", "sgd"]
 
 
 class RunDirError(IrmLensError, FileExistsError):
@@ -89,7 +91,7 @@ class TrainConfig:
     layers: str = "all"
     width_mult: int = 3
     depth: int = 5
-    init: Literal["paper", "torch"] = "paper"
+    init: InitKind = "paper"
     masked: tuple[int, ...] = ()
     snapshots: tuple[int, ...] = ()
     rotated_output: int | None = None
@@ -265,6 +267,9 @@ FAITHFUL_PAPER_LOSS: dict[str, Any] = dict(
     max_len=128,
     epochs=15,
 )
+
+if tuple(PRESETS) != PRESET_NAMES:  # the CLI offers PRESET_NAMES before this module is imported
+    raise AssertionError(f"PRESETS {list(PRESETS)} and modes.PRESET_NAMES {PRESET_NAMES} differ")
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
