@@ -35,12 +35,13 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.data.datasets import EMOTIONS
 from irm_lens.errors import IrmLensError
-from irm_lens.files import atomic_path, sha256_file, write_csv_atomic, write_text_atomic
-from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir, host_name
+from irm_lens.files import atomic_path, write_csv_atomic, write_text_atomic
+from irm_lens.host import BUILTIN_HOSTS, TINY, cache_dir
 from irm_lens.irm import IRM
 from irm_lens.record import (
     PAPER_SAMPLING,
     GenerationSettings,
+    RecordingSource,
     prompt_set,
     record,
     save_recordings,
@@ -438,14 +439,9 @@ def _record(
         if (target / RECORDING_INFO).exists():
             continue
         recordings = record(host, irm, prompts, mode=mode, settings=settings, progress=progress)  # type: ignore[arg-type]
-        meta = {
-            "host": host_name(host),
-            "irm": str(irm_path),
-            "irm_sha256": sha256_file(irm_path),
-            "mode": mode,
-            "settings": dataclasses.asdict(settings),
-        }
-        save_recordings(recordings, target, meta=meta)
+        save_recordings(
+            recordings, target, source=RecordingSource.of(host, irm_path, mode, settings)
+        )
 
 
 def _evaluate(

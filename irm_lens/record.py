@@ -17,6 +17,7 @@ settings, host, prompts). The original code wrote one CSV per token; see benchma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from irm_lens.data.batches import left_pad, pad_id
 from irm_lens.data.datasets import load_dataset
 from irm_lens.errors import IrmLensError
 from irm_lens.files import atomic_dir, sha256_file, write_csv_atomic, write_text_atomic
-from irm_lens.host import check_context
+from irm_lens.host import check_context, host_name
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.prompts import PAPER_PROMPTS, PromptMode, encode
@@ -81,6 +82,38 @@ class GenerationSettings:
 
 # The original's recording: HF defaults (T 1.0, top-k 50), 100 tokens including the prompt.
 PAPER_SAMPLING = GenerationSettings(greedy=False, max_new_tokens=100, max_length=100, top_k=50)
+
+
+@dataclass(frozen=True)
+class RecordingSource:
+    """Where a recording came from, as ``recording.json`` keeps it: the host, the IRM file and
+    its SHA-256 (a recording of another IRM is refused against the run), the prompt format and
+    the decoding settings."""
+
+    host: str
+    irm: str
+    irm_sha256: str
+    mode: str
+    settings: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, host: TransformerBridge, irm_path: Path, mode: str, settings: GenerationSettings
+    ) -> RecordingSource:
+        return cls(
+            host_name(host),
+            str(irm_path),
+            sha256_file(irm_path),
+            mode,
+            dataclasses.asdict(settings),
+        )
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -250,7 +283,11 @@ def record(
 
 
 def save_recordings(
-    recordings: Sequence[Recording], directory: str | Path, *, meta: dict[str, Any] | None = None
+    recordings: Sequence[Recording],
+    directory: str | Path,
+    *,
+    source: RecordingSource | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write recordings to ``directory`` (safetensors + tokens.csv + recording.json) as one unit.
 
@@ -286,6 +323,7 @@ def save_recordings(
                 {"name": r.name, "prompt": r.prompt, "tokens": len(r.token_ids)} for r in recordings
             ],
             "files": {name: sha256_file(tmp / name) for name in _DATA_FILES},
+            **(source.as_dict() if source else {}),
             **(meta or {}),
         }
         write_text_atomic(tmp / RECORDING_INFO, json.dumps(info, indent=2, default=str))

@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     from irm_lens.training.config import TrainConfig
 
 
-PROVENANCE_KEYS = ("host", "irm", "irm_sha256", "mode", "settings")
-"""What a recording says of where it came from (``recording.json``)."""
-
-
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
     from irm_lens.files import sha256_file
@@ -38,7 +34,7 @@ def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     from irm_lens.training.config import TrainConfig
 
     meta = read_recording_info(recording_dir)
-    config_path = run_dir / "config.json"
+    config_path = RunDir(run_dir).config
     if config_path.exists() and "host" in meta:
         run_host = TrainConfig.load(config_path).host or EMBEDDED
         if run_host != meta["host"]:
@@ -74,11 +70,11 @@ def _load_run(
 def _cmd_record(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from irm_lens.files import check_replaceable, sha256_file
-    from irm_lens.host import host_name
+    from irm_lens.files import check_replaceable
     from irm_lens.record import (
         PAPER_SAMPLING,
         GenerationSettings,
+        RecordingSource,
         prompt_set,
         record,
         save_recordings,
@@ -110,14 +106,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
                 "is swapped in whole once finished), or choose another --out."
             )
         recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
-        meta = {
-            "host": host_name(host),
-            "irm": str(RunDir(run_dir).irm),
-            "irm_sha256": sha256_file(RunDir(run_dir).irm),
-            "mode": mode,
-            "settings": dataclasses.asdict(settings),
-        }
-        save_recordings(recordings, out, meta=meta)
+        source = RecordingSource.of(host, RunDir(run_dir).irm, mode, settings)
+        save_recordings(recordings, out, source=source)
         n_tokens = sum(len(r.token_ids) for r in recordings)
         print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
         if out == RunDir(run_dir).recordings / args.prompts:
@@ -207,7 +197,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from irm_lens.export import require_browser, save_figure
     from irm_lens.files import atomic_dir, check_replaceable, write_csv_atomic, write_text_atomic
     from irm_lens.measures.recorded import analyze_recordings
-    from irm_lens.record import load_recordings, read_recording_info
+    from irm_lens.record import RecordingSource, load_recordings, read_recording_info
     from irm_lens.stack import provenance
 
     out = Path(args.out)
@@ -268,7 +258,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         inputs[run.name] = {
             "run": str(run),
             "recording": args.recording,
-            **{k: info[k] for k in PROVENANCE_KEYS if k in info},
+            **{k: info[k] for k in RecordingSource.field_names() if k in info},
         }
     settings = {"k": args.k, "permutations": args.permutations, "host_analyses": args.host_analyses}
     write_text_atomic(
