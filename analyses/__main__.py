@@ -7,7 +7,7 @@
     TIER=explain python -m analyses    # why one index: the original's loss quirks separated
 
 Settings come from environment variables (``make figures HOST=... SEEDS=...`` passes them); see
-``analyses._runset.FiguresConfig.from_env``.
+``analyses._config.FiguresConfig.from_env``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from analyses._common import Context, check_writable
-from analyses._runset import FiguresConfig, run_specs, stage_done
+from analyses._config import FiguresConfig
+from analyses._runset import run_specs, stage_done
 from irm_lens.errors import IrmLensError
 from irm_lens.training.distributed import launched
 

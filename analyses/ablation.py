@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analyses._common import Context, cache_key
-from analyses._runset import cached_table
+from analyses._common import Context
+from analyses._config import cache_key, cached_table
 from analyses._summaries import AblationSummary
 from irm_lens import plotting
 from irm_lens.data.datasets import load_dataset

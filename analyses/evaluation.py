@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from analyses._common import HELDOUT_SPLITS, Context, nll_by_question, own_offset
+from analyses._common import Context
+from analyses._measured import HELDOUT_SPLITS, nll_by_question, own_offset
 from analyses._summaries import EvaluationSummary
 from analyses.plots import runset
 from irm_lens.data.datasets import load_dataset

@@ -28,8 +28,10 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from analyses._common import Context, heldout, nll_by_question, read_summary
-from analyses._runset import RunSpec, cache_key, cached_table
+from analyses._common import Context, read_summary
+from analyses._config import cache_key, cached_table
+from analyses._measured import heldout, nll_by_question
+from analyses._runset import RunSpec
 from analyses._summaries import ExplainSummary
 from analyses.plots.explain import explain_figure
 from analyses.rules.base import Verdict

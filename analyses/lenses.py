@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from analyses._common import Context, cache_key
+from analyses._common import Context
+from analyses._config import cache_key
 from analyses._summaries import LensesSummary, from_dict
 from irm_lens import lenses
 from irm_lens.files import write_csv_atomic, write_text_atomic

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analyses._common import Context, dominance_rows, mechanism_emotions
+from analyses._common import Context, mechanism_emotions
+from analyses._measured import dominance_rows
 from analyses._summaries import MaskedSummary
 from analyses.plots.mechanism import masking_figure
 from analyses.rules.base import Verdict

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from analyses._common import Context, dominance_rows, mechanism_emotions
+from analyses._common import Context, mechanism_emotions
+from analyses._measured import dominance_rows
 from analyses._summaries import MatrixSummary
 from analyses.plots.mechanism import matrix_figure
 from analyses.rules.mechanism import early_layers_verdict, same_index_verdict

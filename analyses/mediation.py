@@ -20,8 +20,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from analyses._common import KINDS, Context, cache_key, heldout, nll_by_question
-from analyses._runset import cached_table
+from analyses._common import KINDS, Context
+from analyses._config import cache_key, cached_table
+from analyses._measured import heldout, nll_by_question
 from analyses._summaries import MediationSummary
 from irm_lens.evaluate import frozen_scale_nll_table
 from irm_lens.inject import resid_post_hook

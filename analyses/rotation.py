@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import Context, dominance_rows, mechanism_emotions
+from analyses._common import Context, mechanism_emotions
+from analyses._measured import dominance_rows
 from analyses._summaries import RotationSummary
 from analyses.plots.mechanism import basis_figure
 from analyses.rules.base import MIN_RUNS, Verdict

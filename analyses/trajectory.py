@@ -30,14 +30,10 @@ import pandas as pd
 import torch
 from einops import rearrange
 
-from analyses._common import (
-    Context,
-    cache_key,
-    heldout,
-    nll_by_question,
-    read_summary,
-)
-from analyses._runset import RunSpec, cached_table, stage_seconds
+from analyses._common import Context, read_summary
+from analyses._config import cache_key, cached_table
+from analyses._measured import heldout, nll_by_question
+from analyses._runset import RunSpec, stage_seconds
 from analyses._summaries import TrajectorySummary
 from analyses.plots.trajectory import trajectory_figure
 from analyses.rules.budget import choose_budget, largest_step_within

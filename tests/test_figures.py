@@ -14,9 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analyses import _config as figures_config
 from analyses import _runset as runset
 from analyses.__main__ import RESULTS
-from analyses._runset import FiguresConfig, FiguresConfigError, ensure_runs, run_specs, stage_done
+from analyses._config import FiguresConfig, FiguresConfigError
+from analyses._runset import ensure_runs, run_specs, stage_done
 from analyses._summaries import (
     HostProfileSummary,
     LogitAttributionSummary,
@@ -346,7 +348,7 @@ def test_a_run_of_the_long_tier_under_another_key_stands_until_redone(fast_run, 
     assert same["specificity"].tolist() == best["specificity"].tolist()
     # ... else measured apart, from irm.safetensors (here the same IRM: equal measures)
     from analyses._common import Context
-    from analyses._runset import FiguresConfig
+    from analyses._config import FiguresConfig
 
     ctx = Context(FiguresConfig.from_env({**settings, "TIER": ""}), progress=False)
     upto = ctx.subset([s for s in trajectory.long_specs(ctx) if s.name == run])
@@ -746,8 +748,8 @@ def test_a_full_disk_mid_stage_leaves_the_cache_consistent(tmp_path, tiny_host, 
     spec = next(s for s in run_specs(figures) if not s.trained)  # the untrained baseline
     real_save = runset.save_recordings
 
-    def full_disk(recordings, target, meta=None):
-        real_save(recordings, target, meta=meta)  # files land, then the disk "fills"
+    def full_disk(recordings, target, **kwargs):
+        real_save(recordings, target, **kwargs)  # files land, then the disk "fills"
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(runset, "save_recordings", full_disk)
@@ -807,8 +809,8 @@ def test_one_cache_helper_computes_once_and_never_leaves_half_a_table(tmp_path):
         return pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
 
     path = tmp_path / "run" / "specificity" / "t.csv"
-    first = runset.cached_table(path, compute)
-    again = runset.cached_table(path, compute)
+    first = figures_config.cached_table(path, compute)
+    again = figures_config.cached_table(path, compute)
     assert calls == [1]
     pd.testing.assert_frame_equal(first, again)
 
@@ -816,12 +818,14 @@ def test_one_cache_helper_computes_once_and_never_leaves_half_a_table(tmp_path):
         raise RuntimeError("stopped mid-way")
 
     with pytest.raises(RuntimeError):
-        runset.cached_table(tmp_path / "other.csv", broken)
+        figures_config.cached_table(tmp_path / "other.csv", broken)
     assert list(tmp_path.iterdir()) == [tmp_path / "run"]
     # the key scheme is pinned: results cached by earlier versions keep their names
-    blob = json.dumps([runset.RUNSET_VERSION, "nll_by_question", ["val", "test"], "chat", 256])
+    blob = json.dumps(
+        [figures_config.RUNSET_VERSION, "nll_by_question", ["val", "test"], "chat", 256]
+    )
     assert (
-        runset.cache_key("nll_by_question", ("val", "test"), "chat", 256)
+        figures_config.cache_key("nll_by_question", ("val", "test"), "chat", 256)
         == (hashlib.sha256(blob.encode()).hexdigest()[:12])
     )
 

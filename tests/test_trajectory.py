@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from analyses._runset import FiguresConfig, run_specs
+from analyses._config import FiguresConfig
+from analyses._runset import run_specs
 from analyses.rules.budget import choose_budget, largest_step_within, minutes_at
 from irm_lens.irm import IRM
 from irm_lens.measures.shape import output_shape
