@@ -76,7 +76,7 @@ def test_generate_and_evaluate_refuse_a_broken_host(tmp_path, capsys, monkeypatc
     assert main(["generate", *common, "--prompt", "Why?", "--greedy"]) == 2
     _assert_names_the_stack(capsys.readouterr().err)
     assert main(["evaluate", str(run), "--max-rows", "2", "--max-new-tokens", "3"]) == 2
-    assert main(["record", str(run), "--max-new-tokens", "3", "--limit", "2"]) == 2
+    assert main(["record", str(run), "--max-new-tokens", "3", "--max-rows", "2"]) == 2
     _assert_names_the_stack(capsys.readouterr().err)
     assert sorted(_files(run)) == before  # no evaluation.csv, no recordings
 

@@ -204,7 +204,7 @@ def test_every_limit_is_checked_before_work_generation_within_the_context(
     argv = {
         "evaluate": ["evaluate", str(run)],
         "ablate": ["ablate", str(run), "--index", "1", "--no-png"],
-        "record": ["record", str(run), "--limit", "1"],
+        "record": ["record", str(run), "--max-rows", "1"],
     }[verb]
     assert main([*argv, "--max-new-tokens", "100000"]) == 2
     err = capsys.readouterr().err
@@ -334,7 +334,7 @@ def test_orphans_of_dead_writers_are_removed(tmp_path):
 def test_record_into_an_existing_file_is_refused_before_any_work(finished, tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("keep me")
-    assert main(["record", str(finished), "--out", str(target), "--limit", "1"]) == 2
+    assert main(["record", str(finished), "--out", str(target), "--max-rows", "1"]) == 2
     assert f"--out {target} is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
 
@@ -482,7 +482,7 @@ def test_a_corrupt_best_irm_is_named_by_resume_and_analyze(finished, tmp_path, c
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "1"]) == 0
     irm = run / "irm.safetensors"
     irm.write_bytes(irm.read_bytes()[:-64])  # truncated: the header still parses
     capsys.readouterr()
@@ -506,12 +506,12 @@ def test_options_that_cannot_apply_to_resume_are_refused(finished, capsys):
 def test_a_recording_is_not_replaced_by_less_without_overwrite(finished, tmp_path, capsys):
     out = tmp_path / "rec"
     record = ["record", str(finished), "--max-new-tokens", "2", "--out", str(out)]
-    assert main([*record, "--limit", "2"]) == 0
+    assert main([*record, "--max-rows", "2"]) == 0
     before = _snapshot(out)
-    assert main([*record, "--limit", "1"]) == 2
+    assert main([*record, "--max-rows", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert _snapshot(out) == before
-    assert main([*record, "--limit", "1", "--overwrite"]) == 0
+    assert main([*record, "--max-rows", "1", "--overwrite"]) == 0
     assert len(json.loads((out / "recording.json").read_text())["prompts"]) == 1
 
 
@@ -522,7 +522,7 @@ def test_a_recording_is_not_replaced_by_less_without_overwrite(finished, tmp_pat
         (["lens", "decode", "--layer", "-2", "--neuron", "1"], "--layer"),
         (["lens", "channels", "--index", "-5"], "--index"),
         (["lens", "decode", "--index", "3", "--top", "0"], "--top"),
-        (["analyze", "r", "--out", "o", "--k", "0"], "--k"),
+        (["analyze", "r", "--out", "o", "--top", "0"], "--top"),
         (["analyze", "r", "--out", "o", "--permutations", "0"], "--permutations"),
     ],
 )
@@ -542,7 +542,7 @@ def test_result_folders_are_units_and_never_replace_a_run(finished, tmp_path, ca
 
     run = tmp_path / "anger"
     shutil.copytree(finished, run)
-    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "2"]) == 0
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "2"]) == 0
     before = _snapshot(run)
     # --out pointed at the run's own parent: the per-run folder would be the run itself.
     assert main(["analyze", str(run), "--no-png", "--out", str(tmp_path)]) == 2
@@ -652,7 +652,7 @@ def test_never_destroy_a_users_folder_with_any_verb(finished, tmp_path, capsys, 
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "1"]) == 0
     capsys.readouterr()
     # analyze writes <out>/<run name>/: there the user's folder sits where the run's would go
     folder = _user_folder(tmp_path / "out" / run.name if verb == "analyze" else tmp_path / "mine")
@@ -663,7 +663,7 @@ def test_never_destroy_a_users_folder_with_any_verb(finished, tmp_path, capsys, 
             str(run),
             "--max-new-tokens",
             "2",
-            "--limit",
+            "--max-rows",
             "1",
             "--overwrite",
             "--out",
@@ -695,7 +695,7 @@ def test_never_destroy_a_run_directory_by_recording_into_it(finished, tmp_path, 
     shutil.copytree(finished, other)
     for target in (run, other):  # the run itself, another run
         before = _snapshot(target)
-        argv = ["record", str(run), "--limit", "1", "--max-new-tokens", "2", "--overwrite"]
+        argv = ["record", str(run), "--max-rows", "1", "--max-new-tokens", "2", "--overwrite"]
         assert main([*argv, "--out", str(target)]) == 2
         assert "it would be replaced whole" in capsys.readouterr().err
         assert _snapshot(target) == before
@@ -728,7 +728,7 @@ def test_never_replace_a_result_of_another_kind(finished, tmp_path, capsys):
     assert main([*ablate, "--out", str(ablation)]) == 0
     assert main([*ablate, "--out", str(ablation)]) == 0  # its own kind: replaced whole
     capsys.readouterr()
-    argv = ["record", str(run), "--limit", "1", "--max-new-tokens", "2", "--overwrite"]
+    argv = ["record", str(run), "--max-rows", "1", "--max-new-tokens", "2", "--overwrite"]
     assert main([*argv, "--out", str(ablation)]) == 2
     assert "holds a ablation irm_lens wrote, not a recording" in capsys.readouterr().err
     assert (ablation / "ablation.csv").exists()
@@ -742,7 +742,7 @@ def test_the_workflow_leads_ablate_takes_the_runs_own_top_index(finished, tmp_pa
     ablate = ["ablate", str(run), "--index", "top", "--no-generate", "--no-png"]
     assert main(ablate) == 2
     assert f"irm-lens record {run}" in capsys.readouterr().err  # says what to run first
-    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "2"]) == 0
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "2"]) == 0
     assert f"next: irm-lens analyze {run}" in capsys.readouterr().out
     from irm_lens.cli.recorded import top_index
 
@@ -757,7 +757,7 @@ def test_never_keep_the_old_runs_results_beside_an_overwritten_run(finished, tmp
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    assert main(["record", str(run), "--max-new-tokens", "2", "--limit", "1"]) == 0
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "1"]) == 0
     assert main(["ablate", str(run), "--index", "1", "--no-generate", "--no-png"]) == 0
     (run / "snapshots").mkdir(exist_ok=True)
     (run / "snapshots" / "step-000001.safetensors").write_bytes(b"old")

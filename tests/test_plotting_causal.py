@@ -68,7 +68,7 @@ def test_logit_norm_striation_and_profile_figures():
 
 
 def test_analyze_with_host_analyses(tiny_host, run_dir, tmp_path, capsys):
-    assert main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"]) == 0
+    assert main(["record", str(tmp_path / "run"), "--max-rows", "2", "--max-new-tokens", "3"]) == 0
     code = main(
         [
             "analyze",

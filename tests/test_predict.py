@@ -121,7 +121,7 @@ def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys
     from irm_lens.cli.main import main
 
     out = tmp_path / "pred"
-    args = "predict tiny-random-llama --emotion joy --rows 4 --max-len 32 --prompt-mode plain "
+    args = "predict tiny-random-llama --emotion joy --max-rows 4 --max-len 32 --prompt-mode plain "
     args += "--layers 0-1 --fit-steps 2 --no-progress --device cpu"
     code = main([*args.split(), "--out", str(out)])
     assert code == 0

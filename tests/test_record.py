@@ -11,6 +11,7 @@ import torch
 from irm_lens import IRM, attach, encode
 from irm_lens.cli import main
 from irm_lens.errors import IrmLensError
+from irm_lens.measures import dominant_indices
 from irm_lens.record import (
     PAPER_SAMPLING,
     GenerationSettings,
@@ -131,10 +132,29 @@ def test_tokens_with_carriage_returns_and_quotes_round_trip(tiny_host, steer, tm
 
 
 def test_record_from_the_command_line(run_dir, tmp_path, capsys):
-    code = main(["record", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "3"])
+    code = main(["record", str(tmp_path / "run"), "--max-rows", "2", "--max-new-tokens", "3"])
     assert code == 0 and "recorded 2 prompts" in capsys.readouterr().out
     recs = load_recordings(tmp_path / "run" / "recordings" / "paper")
     assert [r.prompt for r in recs] == prompt_set("paper", limit=2)
+
+
+def test_record_your_own_prompts_then_its_atlas(run_dir, tmp_path, capsys):
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("Why is the sea salty?\nWhat is a comet?\n", encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["record", str(run), "--prompts", str(prompts), "--max-new-tokens", "2"]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "recorded 2 prompts" in said and f"irm-lens atlas {run} --recording mine" in said
+    recs = load_recordings(run / "recordings" / "mine")
+    assert [r.prompt for r in recs] == ["Why is the sea salty?", "What is a comet?"]
+    assert main(["atlas", str(run), "--recording", "mine", "--top", "8"]) == 0
+    html = (run / "atlas" / "atlas.html").read_text(encoding="utf-8")
+    top = int(dominant_indices(torch.cat([r.outputs for r in recs])).iloc[0]["index"])
+    assert f"top index {top} highlighted" in capsys.readouterr().out
+    assert "What is a comet?" in html and f"highlighted {top}" in html
+    assert main(["atlas", str(run), "--recording", "absent"]) == 2  # names the record command
+    assert f"irm-lens record {run} --prompts absent" in capsys.readouterr().err
 
 
 def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
@@ -143,12 +163,15 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
         cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1, emotion=emotion)
         train(cfg, tmp_path / emotion, host=tiny_host, progress=False)
         assert (
-            main(["record", str(tmp_path / emotion), "--limit", "2", "--max-new-tokens", "4"]) == 0
+            main(["record", str(tmp_path / emotion), "--max-rows", "2", "--max-new-tokens", "4"])
+            == 0
         )
         runs.append(str(tmp_path / emotion))
     out = tmp_path / "analysis"
     assert (
-        main(["analyze", *runs, "--out", str(out), "--k", "50", "--permutations", "20", "--no-png"])
+        main(
+            ["analyze", *runs, "--out", str(out), "--top", "50", "--permutations", "20", "--no-png"]
+        )
         == 0
     )
     printed = capsys.readouterr().out
@@ -181,7 +204,7 @@ def test_analyze_from_the_command_line(tiny_host, tmp_path, capsys):
 
 def test_analyze_refuses_a_recording_of_another_irm(tiny_host, run_dir, tmp_path):
     cfg = preset("smoke", host="tiny-random-llama", device="cpu", max_steps=1)
-    assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
+    assert main(["record", str(tmp_path / "run"), "--max-rows", "1", "--max-new-tokens", "2"]) == 0
     train(
         cfg.__class__(**{**cfg.__dict__, "seed": 7}),
         tmp_path / "run",
@@ -195,7 +218,7 @@ def test_analyze_refuses_a_recording_of_another_irm(tiny_host, run_dir, tmp_path
 
 
 def test_analyze_refuses_a_recording_from_another_host(run_dir, tmp_path, capsys):
-    assert main(["record", str(tmp_path / "run"), "--limit", "1", "--max-new-tokens", "2"]) == 0
+    assert main(["record", str(tmp_path / "run"), "--max-rows", "1", "--max-new-tokens", "2"]) == 0
     meta_path = tmp_path / "run" / "recordings" / "paper" / "recording.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "host": "meta-llama/Llama-2-7b-chat-hf"}))

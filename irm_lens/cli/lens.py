@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irm_lens.cli.grammar import add_host, add_out, add_top
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
@@ -46,6 +47,7 @@ def _write(out: Path, tables: dict[str, Any], fig: Any, png: bool) -> None:
     if fig is not None:
         save_figure(fig, out, "figure", png=png, height=max(650, 60 * len(tables) + 500))
     print(f"wrote {out}")
+    print("next: irm-lens lens decode | attribute | channels on another unit, or irm-lens profile")
 
 
 def _decode(args: argparse.Namespace) -> int:
@@ -135,7 +137,7 @@ def _channels(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+def add_parser(sub: Any, add_host_options: Any) -> None:
     """Register ``irm-lens lens ...`` on the main parser's subcommands."""
     lens = sub.add_parser("lens", help="neuron-level lenses: decode, attribute, channels")
     verbs = lens.add_subparsers(dest="lens_verb", required=True)
@@ -166,8 +168,8 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     cha.add_argument("--index", type=at_least(0), required=True, help="residual index")
     cha.set_defaults(func=_channels)
     for p in (dec, att, cha):
-        p.add_argument("--host", default=None, help=host_help)
+        add_host(p)
         add_host_options(p)
-        p.add_argument("--top", type=at_least(1), default=10, help="rows per table shown / kept")
-        p.add_argument("--out", default=None, help="output directory (default lens/<verb>)")
+        add_top(p, 10, "rows per table shown / kept")
+        add_out(p, "lens/<verb>")
         p.add_argument("--no-png", action="store_true", help="HTML only")

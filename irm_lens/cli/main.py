@@ -1,12 +1,15 @@
 """The ``irm-lens`` command line.
 
-irm-lens info [HOST]
+irm-lens info [--host HOST]
 irm-lens generate --prompt TEXT [--host HOST] [--irm PATH] [--greedy | --temperature T --seed S]
-irm-lens train | evaluate | sweep | data ...
-irm-lens record | analyze | ablate ...            (irm_lens/cli/recorded.py)
+irm-lens train | evaluate | sweep | data | plan ...
+irm-lens record | analyze | atlas | ablate ...    (irm_lens/cli/recorded.py)
 irm-lens lens decode | attribute | channels ...   (irm_lens/cli/lens.py)
-irm-lens profile HOST --index I                   (irm_lens/cli/profile.py)
-irm-lens predict HOST --emotion E                 (irm_lens/cli/predict.py)
+irm-lens profile [--host HOST] --index I          (irm_lens/cli/profile.py)
+irm-lens predict [--host HOST] --emotion E        (irm_lens/cli/predict.py)
+
+Every verb speaks one grammar (irm_lens/cli/grammar.py): --host, --out, --prompts, --top,
+--max-rows, each with one meaning, and every help shows its default.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from irm_lens.cli import lens as cli_lens
 from irm_lens.cli import predict as cli_predict
 from irm_lens.cli import profile as cli_profile
 from irm_lens.cli import recorded as cli_recorded
+from irm_lens.cli.grammar import (
+    PresetDefaults,
+    add_host,
+    add_max_rows,
+    resolve_host,
+    show_defaults,
+)
 from irm_lens.cli.types import at_least, device, index_list, positive_float, seed
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
@@ -41,11 +51,6 @@ from irm_lens.training.modes import (
 
 # torch, the host and the training loop are imported where a command runs, so that `--help`
 # and argument errors answer at once.
-
-_HOST_HELP = (
-    "host model: omit for the embedded SmolLM2-135M-Instruct, 'tiny-random-llama', a Hugging "
-    "Face id (e.g. meta-llama/Llama-2-7b-chat-hf) or a local model directory"
-)
 
 
 def _add_host_options(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +87,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    hosted = f" --host {args.host}" if args.host else ""
+    print(f"next: irm-lens train runs/anger --emotion anger{hosted}   (or: irm-lens plan{hosted})")
     return 0
 
 
@@ -116,6 +123,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             stack.enter_context(attach(host, irm))
         out = cast(torch.Tensor, host.generate(tokens, **kwargs))
     print(host.tokenizer.decode(out[0, tokens.shape[1] :], skip_special_tokens=True).strip())
+    # stdout carries the answer alone (for scripts); the hint goes to stderr
+    print("next: irm-lens train runs/anger --emotion anger   (an IRM to attach)", file=sys.stderr)
     return 0
 
 
@@ -265,6 +274,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         shown = "not measured" if value != value else f"{value:.4f}"  # NaN: e.g. no references
         print(f"{key:<20} {shown}")
     print(f"wrote {run_dir / RunDir.EVALUATION} and {run_dir / RunDir.GENERATIONS}")
+    print(f"next: irm-lens record {run_dir}   (its outputs on the paper's prompts)")
     return 0
 
 
@@ -342,6 +352,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     table = run_sweep(configs, args.out_dir, shard=shard, wait=not args.no_wait, log=log)
     if main:
         print(table.to_string(index=False))
+        print(f"next: irm-lens evaluate {args.out_dir}/RUN and irm-lens record {args.out_dir}/RUN")
     return 130 if (table["status"] == "interrupted").any() else 0
 
 
@@ -371,6 +382,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"recommended: {advice}")
+    hosted = f" --host {args.host}" if args.host else ""
+    print(f"next: irm-lens train runs/anger --emotion anger{hosted}   (or: torchrun ... train)")
     return 0
 
 
@@ -380,6 +393,7 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     frame, report = read_source(args.src)
     write_qa_csv(frame, args.out)
     print(f"{report}; wrote {args.out}")
+    print(f"next: irm-lens data synth {args.out} VOICE.csv --emotion anger   (answers in a voice)")
     return 0
 
 
@@ -389,24 +403,25 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
     source = read_source(args.src)
     host = load_host(args.host, device=args.device, dtype=args.dtype)
-    out = synthesize(host, source, args.emotion, args.out, seed=args.seed, limit=args.limit)
-    print(f"{len(out)} rows in {args.out}; train with: irm-lens train RUN_DIR --data {args.out}")
+    out = synthesize(host, source, args.emotion, args.out, seed=args.seed, limit=args.max_rows)
+    print(f"{len(out)} rows in {args.out}")
+    print(f"next: irm-lens train runs/{args.emotion} --data {args.out} --emotion {args.emotion}")
     return 0
 
 
 def _add_inspect_parsers(sub: Any) -> None:
     """``info`` and ``generate``."""
     info = sub.add_parser("info", help="describe a host: sizes, hook points the IRM uses")
-    info.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
+    add_host(info, first_argument=True)
     _add_host_options(info)
     info.set_defaults(func=_cmd_info)
 
     gen = sub.add_parser("generate", help="generate an answer, with or without an IRM attached")
     gen.add_argument("--prompt", required=True, help="the user's message")
-    gen.add_argument("--host", default=None, help=_HOST_HELP)
+    add_host(gen)
     gen.add_argument("--irm", default=None, help="IRM checkpoint (.safetensors) to attach")
     gen.add_argument("--mode", choices=PROMPT_MODES, default="chat", help="prompt format")
-    gen.add_argument("--max-new-tokens", type=at_least(1), default=64)
+    gen.add_argument("--max-new-tokens", type=at_least(1), default=64, help="answer length cap")
     gen.add_argument("--greedy", action="store_true", help="greedy decoding")
     gen.add_argument(
         "--temperature", type=positive_float, default=None, help="sampling temperature"
@@ -419,7 +434,9 @@ def _add_inspect_parsers(sub: Any) -> None:
 
 def _add_train_parser(sub: Any) -> None:
     """``train``."""
-    tr = sub.add_parser("train", help="train an IRM on a bundled emotion dataset")
+    tr = sub.add_parser(
+        "train", help="train an IRM on a bundled emotion dataset", formatter_class=PresetDefaults
+    )
     tr.add_argument("run_dir", help="run directory (config.json, irm.safetensors, metrics.csv)")
     tr.add_argument(
         "--preset",
@@ -427,7 +444,7 @@ def _add_train_parser(sub: Any) -> None:
         choices=PRESET_NAMES,
         help="quick: minutes on a CPU (default); paper: the original's schedule",
     )
-    tr.add_argument("--host", default=None, help=_HOST_HELP)
+    add_host(tr)
     for flag, (field, kind, text) in _TRAIN_OPTIONS.items():
         choices = _TRAIN_CHOICES.get(field)
         tr.add_argument(flag, dest=field, type=kind, default=None, help=text, choices=choices)
@@ -457,8 +474,10 @@ def _add_run_parsers(sub: Any) -> None:
     """``evaluate`` and ``sweep``."""
     ev = sub.add_parser("evaluate", help="NLL, NRC emotion profile and fact retention of a run")
     ev.add_argument("run_dir")
-    ev.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
-    ev.add_argument("--max-new-tokens", type=at_least(1), default=40)
+    add_max_rows(ev, "held-out rows to use (default: all)")
+    ev.add_argument(
+        "--max-new-tokens", type=at_least(1), default=40, help="length of the greedy answers"
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     sw = sub.add_parser("sweep", help="train a matrix of runs, skipping finished ones")
@@ -468,13 +487,13 @@ def _add_run_parsers(sub: Any) -> None:
         action="store_true",
         help="the paper's 24 runs (3 emotions x 6 layer sets + 6 with L1)",
     )
-    sw.add_argument("--emotions", default="anger,sadness,neutral")
+    sw.add_argument("--emotions", default="anger,sadness,neutral", help="comma list of voices")
     sw.add_argument("--layer-sets", default="all", help="comma list: q1..q4, every4, all, 0-7")
     sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
-    sw.add_argument("--seeds", default="42")
+    sw.add_argument("--seeds", default="42", help="comma list of seeds")
     sw.add_argument("--losses", default="next-token", help="next-token, paper, or both")
-    sw.add_argument("--preset", default="quick", choices=PRESET_NAMES)
-    sw.add_argument("--host", default=None, help=_HOST_HELP)
+    sw.add_argument("--preset", default="quick", choices=PRESET_NAMES, help="every run's preset")
+    add_host(sw)
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     sw.add_argument(
         "--shard",
@@ -505,11 +524,9 @@ def _add_data_parsers(sub: Any) -> None:
     syn.add_argument("src", help="SQuAD 2.0 JSON or a question/answer CSV")
     syn.add_argument("out", help="output CSV (rows already there are kept)")
     syn.add_argument("--emotion", required=True, help="target voice, e.g. anger")
-    syn.add_argument("--host", default=None, help=_HOST_HELP)
-    syn.add_argument(
-        "--limit", type=at_least(1), default=None, help="rewrite only the first N rows"
-    )
-    syn.add_argument("--seed", type=int, default=42)
+    add_host(syn)
+    add_max_rows(syn, "rewrite only the first N rows (default: all)")
+    syn.add_argument("--seed", type=int, default=42, help="sampling seed of the rewrites")
     _add_host_options(syn)
     syn.set_defaults(func=_cmd_data_synth)
 
@@ -519,7 +536,7 @@ def _add_plan_parser(sub: Any) -> None:
     pl = sub.add_parser(
         "plan", help="memory per process to train an IRM: one process, DDP, FSDP (no training)"
     )
-    pl.add_argument("host", nargs="?", default=None, help=_HOST_HELP)
+    add_host(pl, first_argument=True)
     pl.add_argument(
         "--for",
         dest="task",
@@ -530,8 +547,13 @@ def _add_plan_parser(sub: Any) -> None:
     pl.add_argument("--layers", default="all", help="injected layers: all, every4, q1..q4, 0-7")
     pl.add_argument("--batch-size", type=at_least(1), default=8, help="rows per optimizer step")
     pl.add_argument("--max-len", type=at_least(2), default=128, help="tokens per row")
-    pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    pl.add_argument("--width-mult", type=at_least(1), default=3)
+    pl.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="the host's weights",
+    )
+    pl.add_argument("--width-mult", type=at_least(1), default=3, help="IRM hidden width multiplier")
     pl.add_argument("--procs", type=at_least(1), default=2, help="processes (GPUs) to plan for")
     pl.add_argument(
         "--device-gib",
@@ -562,16 +584,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parsers(sub)
     cli_recorded.add_parsers(sub, _add_host_options)  # record, analyze, ablate
     _add_data_parsers(sub)
-    cli_lens.add_parser(sub, _HOST_HELP, _add_host_options)
+    cli_lens.add_parser(sub, _add_host_options)
     _add_plan_parser(sub)
-    cli_profile.add_parser(sub, _HOST_HELP, _add_host_options)
-    cli_predict.add_parser(sub, _HOST_HELP, _add_host_options)
+    cli_profile.add_parser(sub, _add_host_options)
+    cli_predict.add_parser(sub, _add_host_options)
+    show_defaults(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    resolve_host(parser, args)
     try:
         return int(args.func(args))
     except (IrmLensError, ValueError, OSError) as exc:  # OSError: names the file (full disk...)

@@ -1,7 +1,8 @@
-"""``irm-lens predict HOST --emotion E``: the residual index an IRM would push on, before training.
+"""``irm-lens predict --host HOST --emotion E``: the residual index an IRM would push on, before
+training.
 
 irm-lens predict --emotion anger                                   # the embedded host
-irm-lens predict /models/Llama-2-7b-chat-hf --emotion anger \\
+irm-lens predict --host /models/Llama-2-7b-chat-hf --emotion anger \\
     --loss paper --device cuda --dtype float16                     # is 1512 the one, and why?
 Ranks residual indices by the gradient of the alignment loss with respect to a zero per-layer
 bias at the IRM's write points and by a 60-step bias-only fit (a steering vector per layer),
@@ -17,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irm_lens.cli.grammar import add_host, add_max_rows, add_out, add_top
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
@@ -43,7 +45,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise IrmLensError(str(exc)) from None
     mode: PromptMode = args.prompt_mode or ("plain" if args.loss == "paper" else "chat")
-    rows = config.rows("train").head(args.rows)
+    rows = config.rows("train").head(args.max_rows)
     if rows.empty:
         raise IrmLensError(f"no training rows for {args.data or args.emotion}; check --data.")
     host = load_host(args.host, device=args.device, dtype=args.dtype)
@@ -91,6 +93,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     print(_describe(table, summary, args.top))
     print(f"wrote {out}")
+    print("next: train an IRM on the same data and compare its top index (irm-lens train, record)")
     return 0
 
 
@@ -109,36 +112,47 @@ def _describe(table: Any, summary: dict[str, Any], top: int) -> str:
     return head + "\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+def add_parser(sub: Any, add_host_options: Any) -> None:
     """``predict``."""
     pr = sub.add_parser(
         "predict",
         help="rank the residual indices an IRM would push on, from the host alone (no training)",
     )
-    pr.add_argument("host", nargs="?", default=None, help=host_help)
+    add_host(pr, first_argument=True)
     pr.add_argument("--emotion", default=None, help="bundled dataset: anger, sadness, neutral, joy")
     pr.add_argument("--data", default=None, help="question/answer CSV instead of a bundled set")
     pr.add_argument("--layers", default="all", help="injected layers (all, every4, q1, 0-7, ...)")
-    pr.add_argument("--loss", choices=LOSS_KINDS, default="next-token")
-    pr.add_argument("--paper-offset", type=int, choices=PAPER_OFFSETS, default=2)
-    pr.add_argument("--paper-padding", choices=PADDING_RULES, default="counted")
+    pr.add_argument("--loss", choices=LOSS_KINDS, default="next-token", help="the IRM's objective")
+    pr.add_argument(
+        "--paper-offset",
+        type=int,
+        choices=PAPER_OFFSETS,
+        default=2,
+        help="with --loss paper: tokens ahead",
+    )
+    pr.add_argument(
+        "--paper-padding",
+        choices=PADDING_RULES,
+        default="counted",
+        help="with --loss paper: padding targets",
+    )
     pr.add_argument(
         "--prompt-mode",
         choices=PROMPT_MODES,
         default=None,
         help="default: chat (plain with --loss paper)",
     )
-    pr.add_argument("--rows", type=at_least(1), default=64, help="training rows (default 64)")
+    add_max_rows(pr, "training rows to use", default=64)
     pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
-    pr.add_argument("--batch-size", type=at_least(1), default=8)
+    pr.add_argument("--batch-size", type=at_least(1), default=8, help="rows per backward pass")
     pr.add_argument(
         "--fit-steps",
         type=at_least(0),
         default=60,
         help="Adam steps of the bias-only fit (default 60; 0: skip it)",
     )
-    pr.add_argument("--top", type=at_least(1), default=10, help="indices to print (default 10)")
-    pr.add_argument("--out", default=None, help="output directory (default predict/<emotion>)")
+    add_top(pr, 10, "indices to print")
+    add_out(pr, "predict/<emotion>")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_host_options(pr)
     pr.set_defaults(func=_cmd_predict)

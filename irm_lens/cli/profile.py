@@ -1,8 +1,8 @@
-"""``irm-lens profile HOST --index I``: one residual index of a host, no IRM and no training.
+"""``irm-lens profile --host HOST --index I``: one residual index of a host, no IRM, no training.
 
-irm-lens profile --index 507                                  # the embedded host
-irm-lens profile --anatomy                                    # its massive dims, super weights
-irm-lens profile /models/Llama-2-7b-chat-hf --index 1512      # the paper's question, on a GPU
+irm-lens profile --index 507                                    # the embedded host
+irm-lens profile --anatomy                                      # its massive dims, super weights
+irm-lens profile --host /models/Llama-2-7b-chat-hf --index 1512 # the paper's question, on a GPU
 Writes gains.csv, magnitude.csv, massive.csv, lever_rms.csv, lever_entropy.csv, summary.json and
 a figure (PNG + HTML) into --out (default profile/index-<I>).
 """
@@ -14,23 +14,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irm_lens.cli.grammar import add_host, add_out, add_prompts, read_prompt_file
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
 
-def _prompts(path: str | None) -> list[str]:
+def _prompts(source: str) -> list[str]:
     from irm_lens.prompts import PAPER_PROMPTS
 
-    if path is None:
+    if source == "paper":
         return list(PAPER_PROMPTS)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise IrmLensError(f"--prompts {path}: cannot read it ({exc.strerror or exc}).") from exc
-    prompts = [line for line in lines if line.strip()]
-    if not prompts:
-        raise IrmLensError(f"--prompts {path}: no prompts in it; write one prompt per line.")
-    return prompts
+    if source == "heldout":
+        raise IrmLensError(
+            "--prompts heldout needs a run's emotion; profile a host on paper or a prompt file."
+        )
+    return read_prompt_file(source)
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -92,6 +90,7 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     if found.empty:
         print("  none")
     print(f"wrote {out}")
+    print("next: irm-lens profile --index I   (one index: gains, magnitudes, the norm lever)")
     return 0
 
 
@@ -132,6 +131,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     save_figure(fig, out, "figure", png=not args.no_png, width=1300, height=900)
     print(_describe(result))
     print(f"wrote {out}")
+    print("next: irm-lens predict --emotion anger   (which index an IRM would push on, and why)")
     return 0
 
 
@@ -163,25 +163,21 @@ def _describe(result: Any) -> str:
     return "\n".join(lines)
 
 
-def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
+def add_parser(sub: Any, add_host_options: Any) -> None:
     """``profile``."""
     pr = sub.add_parser(
         "profile",
         help="one residual index of a host: gains, magnitudes, "
         "massive activations, the norm lever (no training)",
     )
-    pr.add_argument("host", nargs="?", default=None, help=host_help)
+    add_host(pr, first_argument=True)
     pr.add_argument("--index", type=at_least(0), default=None, help="the residual index")
     pr.add_argument(
         "--anatomy",
         action="store_true",
         help="the host's massive dims per token kind and its super weights (Yu et al. 2024)",
     )
-    pr.add_argument(
-        "--prompts",
-        default=None,
-        help="text file, one prompt per line (default: the paper's 7 prompts)",
-    )
+    add_prompts(pr, "paper", "prompts to profile on")
     pr.add_argument(
         "--controls",
         type=at_least(1),
@@ -190,7 +186,7 @@ def add_parser(sub: Any, host_help: str, add_host_options: Any) -> None:
     )
     pr.add_argument("--scales", default="0,2", help="factors for the norm lever (default 0,2)")
     pr.add_argument("--seed", type=int, default=0, help="draws the control indices")
-    pr.add_argument("--out", default=None, help="output directory (default profile/index-I)")
+    add_out(pr, "profile/index-<I>")
     pr.add_argument("--no-png", action="store_true", help="HTML figure only")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_host_options(pr)

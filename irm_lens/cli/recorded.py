@@ -12,6 +12,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irm_lens.cli.grammar import (
+    PROMPT_SETS,
+    add_max_rows,
+    add_out,
+    add_prompts,
+    add_top,
+    prompts_name,
+    read_prompt_file,
+)
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
@@ -92,11 +101,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
             )
         if args.prompts == "heldout":  # the run's own test split (a custom-data run's too)
-            prompts = config.rows("test")["question"].tolist()[: args.limit]
+            prompts = config.rows("test")["question"].tolist()[: args.max_rows]
+        elif args.prompts in PROMPT_SETS:
+            prompts = prompt_set(args.prompts, limit=args.max_rows)
         else:
-            prompts = prompt_set(args.prompts, limit=args.limit)
+            prompts = read_prompt_file(args.prompts)[: args.max_rows]
         mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
-        out = Path(args.out) if args.out else RunDir(run_dir).recordings / args.prompts
+        name = prompts_name(args.prompts)
+        out = Path(args.out) if args.out else RunDir(run_dir).recordings / name
         if out.exists() and not out.is_dir():
             raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
         check_replaceable(out, "recording")  # before the work: never a user's folder or a run
@@ -110,8 +122,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
         save_recordings(recordings, out, source=source)
         n_tokens = sum(len(r.token_ids) for r in recordings)
         print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
-        if out == RunDir(run_dir).recordings / args.prompts:
-            print(f"next: irm-lens analyze {run_dir} --recording {args.prompts} --out analysis")
+        if out == RunDir(run_dir).recordings / name:
+            print(f"next: irm-lens analyze {run_dir} --recording {name}")
+            print(f"      irm-lens atlas {run_dir} --recording {name}")
         return 0
 
 
@@ -200,7 +213,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from irm_lens.record import RecordingSource, load_recordings, read_recording_info
     from irm_lens.stack import provenance
 
-    out = Path(args.out)
+    out = Path(args.out or "analysis")
     runs = [Path(r) for r in args.run_dirs]
     if not args.no_png:
         require_browser()
@@ -216,7 +229,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         recording = RunDir(run).recordings / args.recording
         baseline = _untrained_outputs(loaded, recording, recordings) if loaded else None
         tables = analyze_recordings(
-            recordings, k=args.k, n_permutations=args.permutations, baseline=baseline
+            recordings, k=args.top, n_permutations=args.permutations, baseline=baseline
         )
         heat, dominant = tables["heatmap"], tables["dominant_indices"]
         dominant_tables[name] = dominant
@@ -230,12 +243,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 write_csv_atomic(target / f"{key}.csv", table)
             first = recordings[0]
             heat_title = f"{name}: mean IRM output, {n_paper} tokens of {len(recordings)} prompts"
-            k_used = min(args.k, first.outputs.numel())
+            k_used = min(args.top, first.outputs.numel())
             timing_title = f"{name}: top-{k_used} |IRM output| by token, prompt {first.prompt!r}"
             figures = {
                 "heatmap": plotting.heatmap_figure(heat, title=heat_title),
                 "topk_timing": plotting.topk_timing_figure(
-                    measures.topk_timing(first.outputs, first.kinds, k=args.k), title=timing_title
+                    measures.topk_timing(first.outputs, first.kinds, k=args.top), title=timing_title
                 ),
                 "dominant_indices": plotting.dominant_indices_figure(
                     dominant, highlight=args.highlight
@@ -260,7 +273,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "recording": args.recording,
             **{k: info[k] for k in RecordingSource.field_names() if k in info},
         }
-    settings = {"k": args.k, "permutations": args.permutations, "host_analyses": args.host_analyses}
+    settings = {
+        "k": args.top,
+        "permutations": args.permutations,
+        "host_analyses": args.host_analyses,
+    }
     write_text_atomic(
         out / "provenance.json",
         json.dumps({"inputs": inputs, "settings": settings, **provenance()}, indent=2, default=str),
@@ -329,18 +346,60 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         save_figure(ablation_figure(table), tmp, "ablation", png=not args.no_png)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"wrote {out}")
+        print(f"next: open {out}/figure.html; irm-lens atlas {run_dir}   (every token's outputs)")
         return 0
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from irm_lens.export import save_figure
+    from irm_lens.files import atomic_dir, check_replaceable
+    from irm_lens.measures import dominant_indices
+    from irm_lens.plotting import atlas_figure
+    from irm_lens.record import load_recordings
+
+    run_dir = Path(args.run_dir)
+    recording = RunDir(run_dir).recordings / args.recording
+    if not (recording / RECORDING_INFO).exists():
+        raise IrmLensError(
+            f"{run_dir} has no recording {args.recording!r}. Record it first: "
+            f"irm-lens record {run_dir} --prompts {args.recording}"
+        )
+    _check_provenance(run_dir, recording)
+    out = Path(args.out) if args.out else RunDir(run_dir).path / "atlas"
+    check_replaceable(out, "atlas")
+    recordings = load_recordings(recording)
+    pooled = _pooled_outputs(recordings)
+    top = int(dominant_indices(pooled).iloc[0]["index"])
+    highlight = sorted({top, *args.highlight})
+    fig = atlas_figure(
+        recordings,
+        run=run_dir.name,
+        indices=args.top,
+        highlight=highlight,
+        max_tokens=args.max_tokens,
+    )
+    with atomic_dir(out, kind="atlas") as target:
+        save_figure(fig, target, "atlas", png=False)
+    print(f"wrote {out / 'atlas.html'}: {len(recordings)} prompts, top index {top} highlighted")
+    print(f"next: open it in a browser; irm-lens ablate {run_dir} --index top")
+    return 0
+
+
+def _pooled_outputs(recordings: Any) -> Any:
+    """Every recorded token's outputs, the prompts one after another."""
+    import torch
+
+    return torch.cat([r.outputs for r in recordings])
 
 
 def add_parsers(sub: Any, add_host_options: Any) -> None:
     """Register ``record``, ``analyze`` and ``ablate`` on the main parser's subcommands."""
     rec = sub.add_parser("record", help="record IRM outputs while the host answers prompts")
     rec.add_argument("run_dir")
-    rec.add_argument(
-        "--prompts",
-        default="paper",
-        choices=["paper", "heldout"],
-        help="paper: the original's seven prompts; heldout: test-split questions",
+    add_prompts(
+        rec,
+        "paper",
+        "prompts to answer (heldout: the run's own test questions)",
     )
     rec.add_argument(
         "--sampling",
@@ -348,17 +407,17 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         choices=["greedy", "paper"],
         help="greedy, or the original's sampling (T 1, top-k 50, 100 tokens)",
     )
-    rec.add_argument("--max-new-tokens", type=at_least(1), default=40)
-    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument(
+        "--max-new-tokens", type=at_least(1), default=40, help="tokens generated per prompt"
+    )
+    rec.add_argument("--seed", type=int, default=0, help="sampling seed (--sampling paper)")
     rec.add_argument(
         "--batch-size",
         type=at_least(1),
         default=8,
         help="prompts answered at once (greedy answers do not depend on it; sampled ones do)",
     )
-    rec.add_argument(
-        "--limit", type=at_least(1), default=None, help="record only the first N prompts"
-    )
+    add_max_rows(rec, "record only the first N prompts (default: all)")
     rec.add_argument(
         "--overwrite", action="store_true", help="replace a recording already at the output"
     )
@@ -369,17 +428,15 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         help="prompt format (default: plain for the paper set, else the run's)",
     )
     rec.add_argument("--hooks", nargs="*", default=[], help="host hook points to capture too")
-    rec.add_argument(
-        "--out", default=None, help="output directory (default RUN_DIR/recordings/SET)"
-    )
+    add_out(rec, "RUN_DIR/recordings/<prompts>")
     add_host_options(rec)
     rec.set_defaults(func=_cmd_record)
 
     an = sub.add_parser("analyze", help="tables and figures from recorded IRM outputs")
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    an.add_argument("--out", required=True, help="output directory (one folder per run)")
+    add_out(an, "analysis, one folder per run")
     an.add_argument("--recording", default="paper", help="recording set under RUN_DIR/recordings")
-    an.add_argument("--k", type=at_least(1), default=1000, help="top-k for the timing histogram")
+    add_top(an, 1000, "the largest outputs counted by the timing histogram")
     an.add_argument(
         "--permutations", type=at_least(1), default=200, help="striation permutation test"
     )
@@ -396,6 +453,23 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     add_host_options(an)
     an.set_defaults(func=_cmd_analyze)
 
+    at = sub.add_parser("atlas", help="an interactive per-token atlas of a run's recorded outputs")
+    at.add_argument("run_dir")
+    at.add_argument("--recording", default="paper", help="recording under RUN_DIR/recordings")
+    add_top(at, 64, "residual indices shown: the largest mean |output|, plus the highlighted")
+    at.add_argument(
+        "--highlight",
+        type=at_least(0),
+        nargs="*",
+        default=[],
+        help="indices to highlight besides the run's own top index",
+    )
+    at.add_argument(
+        "--max-tokens", type=at_least(1), default=48, help="tokens per prompt on the slider"
+    )
+    add_out(at, "RUN_DIR/atlas")
+    at.set_defaults(func=_cmd_atlas)
+
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
     ab.add_argument("run_dir")
     ab.add_argument(
@@ -406,11 +480,11 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         "recording (irm-lens record first)",
     )
     ab.add_argument("--max-rows", type=at_least(1), default=None, help="held-out rows to use")
-    ab.add_argument("--max-new-tokens", type=at_least(1), default=30)
-    ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
     ab.add_argument(
-        "--out", default=None, help="output directory (default RUN_DIR/ablation_indexI)"
+        "--max-new-tokens", type=at_least(1), default=30, help="length of the ablated answers"
     )
+    ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
+    add_out(ab, "RUN_DIR/ablation_index<I>")
     ab.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
     add_host_options(ab)
     ab.set_defaults(func=_cmd_ablate)
