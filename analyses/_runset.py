@@ -105,6 +105,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "rotated_output": None,
     "paper_offset": 2,
     "paper_padding": "counted",
+    "data_sha256": None,
 }
 
 

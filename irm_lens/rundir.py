@@ -27,9 +27,11 @@ class RunDir:
     SUMMARY = "summary.json"
     EVALUATION = "evaluation.csv"
     GENERATIONS = "generations.csv"
+    DATA = "data.csv"
+    """A custom-data run's copy of the rows it trained on (``--data``, or a DataFrame)."""
     SNAPSHOTS = "snapshots"
     RECORDINGS = "recordings"
-    FILES = (CONFIG, IRM, LAST, METRICS, SUMMARY, EVALUATION, GENERATIONS)
+    FILES = (CONFIG, IRM, LAST, METRICS, SUMMARY, EVALUATION, GENERATIONS, DATA)
     """The files of a run (``train --overwrite`` replaces exactly these)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -57,6 +59,10 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def data(self) -> Path:
+        return self.path / self.DATA
 
     @property
     def snapshots(self) -> Path:

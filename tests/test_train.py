@@ -89,7 +89,7 @@ def test_the_originals_two_quirks_separate_offset_and_padding():
 
 def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="emotion='fear'"):
-        TrainConfig(emotion="fear")
+        TrainConfig(emotion="fear").rows("train")  # a free label only for custom rows
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
     assert preset("quick").max_steps == 14
@@ -97,6 +97,44 @@ def test_config_validation_and_presets():
         preset("fast")
     cfg = preset("smoke", host="tiny-random-llama")
     assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def _pirate_rows(n: int = 60) -> list[tuple[str, str]]:
+    return [(f"What is fact number {i}?", f"Arr, fact {i} be true, matey.") for i in range(n)]
+
+
+def test_train_from_python_rows_keeps_and_pins_them(tiny_host, tmp_path):
+    run = tmp_path / "pirate"
+    config = _smoke(emotion="pirate", max_steps=2)
+    result = train(config, run, host=tiny_host, progress=False, data=_pirate_rows())
+    assert result.steps == 2
+    saved = TrainConfig.load(run / "config.json")
+    assert saved.data == str((run / "data.csv").resolve()) and saved.emotion == "pirate"
+    assert len(saved.rows()) == 60 and set(saved.rows()["emotion"]) == {"pirate"}
+    frame = pd.DataFrame(_pirate_rows(), columns=["question", "answer"])
+    again = train(config, run, resume=True, host=tiny_host, progress=False, data=frame)
+    assert again.steps == 2  # the same rows as a DataFrame: the same run, finished
+    with pytest.raises(RunDirError, match="data_sha256"):  # other rows: another run
+        train(config, run, resume=True, host=tiny_host, progress=False, data=_pirate_rows(50))
+    with pytest.raises(ValueError, match=r"rows \[1\] have an empty answer"):
+        train(config, tmp_path / "bad", host=tiny_host, data=[("Q?", "A."), ("Q2?", " ")])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_data_file_changed_after_training_is_refused_not_resplit(tiny_host, tmp_path):
+    csv = tmp_path / "mine.csv"
+    pd.DataFrame(_pirate_rows(), columns=["question", "answer"]).to_csv(csv, index=False)
+    run = tmp_path / "run"
+    train(_smoke(emotion="pirate", data=str(csv), max_steps=2), run, host=tiny_host, progress=False)
+    saved = TrainConfig.load(run / "config.json")
+    assert saved.data_sha256 is not None and (run / "data.csv").read_bytes() == csv.read_bytes()
+    assert len(saved.rows("test")) > 0
+    with csv.open("a", encoding="utf-8") as fh:  # rows appended after training
+        fh.write("What is new?,Arr.\n")
+    with pytest.raises(RunDirError, match="changed since the run was trained"):
+        saved.rows("test")
+    restored = dataclasses.replace(saved, data=str(run / "data.csv"))
+    assert len(restored.rows("test")) > 0  # the run's own copy still reads
 
 
 def _smoke(**overrides):

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,46 @@ def defuse_formula(text: str) -> str:
 
 def _restore_formula(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
+def qa_frame(rows: pd.DataFrame | Sequence[tuple[str, str]], emotion: str) -> pd.DataFrame:
+    """A frame ``write_qa_csv`` takes, from Python data: a DataFrame with ``question`` and
+    ``answer`` columns (``question_id``, ``reference`` and ``topic`` kept when present) or
+    ``(question, answer)`` pairs. Rows with an empty question or answer are refused by number."""
+    if isinstance(rows, pd.DataFrame):
+        missing = [c for c in ("question", "answer") if c not in rows.columns]
+        if missing:
+            raise DataImportError(
+                f"the DataFrame has no column(s) {missing}; give question and answer columns."
+            )
+        frame = rows.reset_index(drop=True).copy()
+    else:
+        pairs = list(rows)
+        bad = [
+            i
+            for i, pair in enumerate(pairs)
+            if not isinstance(pair, tuple | list) or len(pair) != 2
+        ]
+        if bad:
+            raise DataImportError(
+                f"rows {bad[:5]} are not (question, answer) pairs; give pairs or a DataFrame."
+            )
+        frame = pd.DataFrame(pairs, columns=["question", "answer"])
+    if frame.empty:
+        raise DataImportError("no rows to train on; give at least one (question, answer).")
+    for column in ("question", "answer"):
+        text = frame[column].fillna("").astype(str).str.strip()
+        empty = text.index[text == ""].tolist()
+        if empty:
+            raise DataImportError(f"rows {empty[:5]} have an empty {column}; fill or drop them.")
+        frame[column] = text
+    if "question_id" not in frame.columns:
+        frame["question_id"] = [question_id_for(q) for q in frame["question"]]
+    for column in ("reference", "topic"):
+        if column not in frame.columns:
+            frame[column] = ""
+    frame["emotion"] = emotion
+    return frame
 
 
 def write_qa_csv(frame: pd.DataFrame, path: PathLike) -> None:

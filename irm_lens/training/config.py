@@ -56,6 +56,9 @@ class TrainConfig:
     Args:
         emotion: bundled dataset to align to (``anger``, ``sadness``, ``neutral``, ``joy``), or
             the label of the rows in ``data``.
+        data_sha256: the SHA-256 of ``data`` when the run started (``pin_data`` fills it in):
+            rows read for the run later are refused if the file changed, since its 90/5/5
+            split would move trained-on questions into the held-out ones.
         data: a question/answer CSV to train on instead of a bundled dataset (see
             ``irm_lens.data.importers.read_qa_csv``; split by question id).
         host: host name for ``load_host`` (None = embedded SmolLM2-135M-Instruct).
@@ -87,6 +90,7 @@ class TrainConfig:
 
     emotion: str = "anger"
     data: str | None = None
+    data_sha256: str | None = None
     host: str | None = None
     layers: str = "all"
     width_mult: int = 3
@@ -121,11 +125,6 @@ class TrainConfig:
             raise ValueError(f"masked {list(self.masked)}: give residual indices (ints >= 0).")
         if any(not isinstance(i, int) or i < 0 for i in self.snapshots):
             raise ValueError(f"snapshots {list(self.snapshots)}: give optimizer steps (ints >= 0).")
-        if self.data is None and self.emotion not in EMOTIONS:
-            raise ValueError(
-                f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
-                f"{list(EMOTIONS)} (or pass data=PATH to a question/answer CSV)."
-            )
         if self.loss not in ("next-token", "paper"):
             raise ValueError(f"loss={self.loss!r}; use 'next-token' or 'paper'.")
         if self.loss != "paper" and (self.paper_offset, self.paper_padding) != (2, "counted"):
@@ -172,10 +171,27 @@ class TrainConfig:
 
     def rows(self, split: str | None = None) -> pd.DataFrame:
         """The question/answer rows of this run (one ``split``, or all): the bundled dataset
-        ``emotion``, or the rows of ``data`` split 90/5/5 by question id."""
+        ``emotion``, or the rows of ``data`` split 90/5/5 by question id (refused when the file
+        is not the one the run was pinned to)."""
         if self.data is None:
+            if self.emotion not in EMOTIONS:  # a label of custom rows (train(data=...)) is free
+                raise ValueError(
+                    f"emotion={self.emotion!r} is not a bundled dataset; the bundled ones are "
+                    f"{list(EMOTIONS)} (or pass data=PATH to a question/answer CSV, or rows "
+                    "to train(..., data=...))."
+                )
             return load_dataset(self.emotion, split=split)
         from irm_lens.data.importers import read_qa_csv
+        from irm_lens.files import sha256_file
+
+        if self.data_sha256 is not None and sha256_file(self.data) != self.data_sha256:
+            raise RunDirError(
+                f"{self.data} changed since the run was trained on it (SHA-256 "
+                f"{self.data_sha256[:12]}..., now {sha256_file(self.data)[:12]}...): its split "
+                "would move trained-on questions into the held-out ones. Restore the file (the "
+                f"run keeps the rows it trained on as {RUN_DATA} in its directory) or train a "
+                "new run on the new file."
+            )
 
         frame = read_qa_csv(self.data, emotion=self.emotion)[0]
         return frame if split is None else frame[frame["split"] == split]
@@ -267,6 +283,24 @@ FAITHFUL_PAPER_LOSS: dict[str, Any] = dict(
     max_len=128,
     epochs=15,
 )
+
+RUN_DATA = "data.csv"
+"""The copy of its ``--data`` file a run keeps (``irm_lens.rundir.RunDir.DATA``)."""
+
+
+def pin_data(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``data_sha256`` filled in from its data file (unchanged when it has no
+    file or is already pinned)."""
+    if config.data is None or config.data_sha256 is not None:
+        return config
+    from irm_lens.files import sha256_file
+
+    try:
+        digest = sha256_file(config.data)
+    except OSError as exc:
+        raise RunDirError(f"--data {config.data}: cannot read it ({exc.strerror or exc}).") from exc
+    return dataclasses.replace(config, data_sha256=digest)
+
 
 if tuple(PRESETS) != PRESET_NAMES:  # the CLI offers PRESET_NAMES before this module is imported
     raise AssertionError(f"PRESETS {list(PRESETS)} and modes.PRESET_NAMES {PRESET_NAMES} differ")

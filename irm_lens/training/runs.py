@@ -110,14 +110,24 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
     return "done" if RunDir(run_dir).summary.exists() else "partial"
 
 
-def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` alone. What was
-    made from the old run goes with it (its snapshots, and the recordings and ablations
-    irm_lens wrote there, by their markers); anything else in the directory is left alone."""
+def start_run_dir(run_dir: Path, config: TrainConfig, data_source: Path | None = None) -> None:
+    """Replace whatever run ``run_dir`` held by a new one: its ``config.json`` and, for a
+    custom-data run, a copy of the rows it trains on (``data.csv``, from ``data_source``,
+    default ``config.data``). What was made from the old run goes with it (its snapshots, and
+    the recordings and ablations irm_lens wrote there, by their markers); anything else in the
+    directory is left alone."""
+    kept = RunDir(run_dir).data
+    given = data_source or config.data
+    source = Path(given) if given is not None else None
+    same = source is not None and source.resolve() == kept.resolve()
     for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+        if not (same and name == RunDir.DATA):
+            (run_dir / name).unlink(missing_ok=True)
     _clear_derived(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if source is not None and not same:
+        with atomic_path(kept) as tmp:
+            shutil.copyfile(source, tmp)
     write_text_atomic(RunDir(run_dir).config, config.to_json())
 
 

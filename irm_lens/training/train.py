@@ -14,9 +14,10 @@ import contextlib
 import dataclasses
 import json
 import signal
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,15 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.data.batches import Batch, collate, encode_rows, pad_id
+from irm_lens.data.importers import qa_frame, write_qa_csv
 from irm_lens.errors import CheckpointError, IrmLensError
-from irm_lens.files import write_text_atomic
+from irm_lens.files import sha256_file, write_text_atomic
 from irm_lens.host import host_name, load_host
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
 from irm_lens.prompts import Encoded
 from irm_lens.rundir import RunDir
-from irm_lens.training.config import RunDirError, TrainConfig, preset
+from irm_lens.training.config import RunDirError, TrainConfig, pin_data, preset
 from irm_lens.training.distributed import (
     Parallel,
     ParallelMode,
@@ -161,6 +163,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
     parallel: ParallelMode = "auto",
     checkpoint_host: bool = False,
+    data: pd.DataFrame | Sequence[tuple[str, str]] | None = None,
 ) -> TrainResult:
     """Train an IRM as ``config`` says, writing the run to ``run_dir``.
 
@@ -179,11 +182,51 @@ def train(
             (``irm_lens.training.distributed``).
         checkpoint_host: recompute the host's blocks (after block 0) in the backward pass
             instead of keeping their activations: less memory, about one more forward of time.
+        data: rows to train on from Python instead of a CSV: a DataFrame with ``question`` and
+            ``answer`` columns (``reference``, ``topic``, ``question_id`` kept when present),
+            or ``(question, answer)`` pairs. They are kept in the run as ``data.csv``, which
+            ``config.data`` then names; split 90/5/5 as a CSV would be.
 
     Returns:
         A ``TrainResult``; the best IRM is ``RunDir(run_dir).irm``.
     """
     run_dir = Path(run_dir)
+    with contextlib.ExitStack() as staging:
+        source = None
+        if data is not None:  # staged outside the run until the run directory is started
+            source = Path(staging.enter_context(tempfile.TemporaryDirectory())) / RunDir.DATA
+            write_qa_csv(qa_frame(data, config.emotion), source)
+            digest = sha256_file(source)
+            config = dataclasses.replace(
+                config, data=str(RunDir(run_dir).data.resolve()), data_sha256=digest
+            )
+        return _train(
+            pin_data(config) if source is None else config,
+            run_dir,
+            source,
+            resume=resume,
+            overwrite=overwrite,
+            host=host,
+            progress=progress,
+            on_step=on_step,
+            parallel=parallel,
+            checkpoint_host=checkpoint_host,
+        )
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    data_source: Path | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    host: TransformerBridge | None,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+    parallel: ParallelMode,
+    checkpoint_host: bool,
+) -> TrainResult:
     world = World() if parallel == "none" else launched()
     device = rank_device(config.device, world)
     with process_group(world, _device_of(device)), contextlib.ExitStack() as stack:
@@ -191,7 +234,9 @@ def train(
         try:
             if world.is_main:
                 stack.enter_context(run_lock(run_dir, "train"))
-            trainer = _Trainer(config, run_dir, host, world, device, parallel, resume, overwrite)
+            trainer = _Trainer(
+                config, run_dir, host, world, device, parallel, resume, overwrite, data_source
+            )
         except Exception as exc:  # shared with the other ranks before it is raised
             error = exc
         agree(world, _device_of(device), error, "setup")
@@ -219,10 +264,12 @@ class _Trainer:
         parallel: ParallelMode,
         resume: bool,
         overwrite: bool,
+        data_source: Path | None = None,
     ) -> None:
         # Everything that can fail on bad input (host, data, layers, IRM) runs before anything of
         # the run directory is written or replaced.
         self.config, self.run_dir, self.world = config, run_dir, world
+        self.data_source = data_source  # rows given from Python, staged until the run starts
         continuing = check_run_dir(run_dir, config, resume, overwrite)
         if host is None:
             host = load_host(config.host, device=device, dtype=config.dtype)
@@ -268,12 +315,15 @@ class _Trainer:
         if not self.world.is_main:
             return
         if self.fresh:
-            start_run_dir(self.run_dir, self.config)
+            start_run_dir(self.run_dir, self.config, self.data_source)
         elif self.extended:
             extend_run_dir(self.run_dir, self.config)
 
     def _examples(self) -> tuple[list[Encoded], list[Encoded]]:
-        config, every = self.config, self.config.rows()
+        config = self.config
+        staged = self.data_source is not None and not RunDir(self.run_dir).data.exists()
+        reading = dataclasses.replace(config, data=str(self.data_source)) if staged else config
+        every = reading.rows()
 
         def rows(split: str, cap: int | None) -> pd.DataFrame:
             frame = every[every["split"] == split]
