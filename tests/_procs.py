@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,30 @@ def descendants(pid: int) -> list[int]:
         found += kids
         todo += kids
     return found
+
+
+IRM_LENS = str(Path(sys.executable).with_name("irm-lens"))
+"""The ``irm-lens`` console script beside this interpreter."""
+
+
+def torchrun(n: int, *args: str) -> list[str]:
+    """The command that starts ``args`` on ``n`` ranks of this machine (``torch.distributed.run
+    --standalone``); ``args`` begin with what each rank runs: ``-m <module>`` or
+    ``--no-python <program>``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(n),
+        *args,
+    ]
+
+
+def torchrun_cli(n: int, *args: str) -> list[str]:
+    """The command that runs ``irm-lens <args>`` on ``n`` ranks of this machine."""
+    return torchrun(n, "--no-python", IRM_LENS, *args)
 
 
 def kill_tree(job: subprocess.Popen) -> None:

@@ -95,23 +95,9 @@ _GPU_OPTS = [
 
 def _gpu_torchrun(n, *args):
     import os
-    import sys
-    from pathlib import Path
 
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    irm_lens = str(Path(sys.executable).with_name("irm-lens"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(n),
-        "--no-python",
-        irm_lens,
-        *args,
-    ]
-    return _procs.run(cmd, env=env, timeout=600)
+    return _procs.run(_procs.torchrun_cli(n, *args), env=env, timeout=600)
 
 
 @TWO_GPUS

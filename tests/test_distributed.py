@@ -20,18 +20,14 @@ from irm_lens.cli import main as cli_main
 from irm_lens.training.distributed import DistributedError, World, shard_rows
 from irm_lens.training.sweep import matrix, parse_shard, run_name, run_sweep
 from irm_lens.training.train import train
-from tests._procs import children, kill_tree, run
+from tests._procs import children, kill_tree, run, torchrun_cli
 
-IRM_LENS = str(Path(sys.executable).with_name("irm-lens"))
+SMOKE = ["--preset", "smoke", "--host", "tiny-random-llama", "--device", "cpu"]
+"""The smoke preset on the tiny host, on the CPU."""
 # Uneven shares (3 rows over 2 ranks), gradient accumulation, the L1 penalty and an epoch
 # boundary (16 rows / 6 per step) all in six steps.
 OPTS = [
-    "--preset",
-    "smoke",
-    "--host",
-    "tiny-random-llama",
-    "--device",
-    "cpu",
+    *SMOKE,
     "--batch-size",
     "3",
     "--grad-accum",
@@ -51,20 +47,6 @@ def _env() -> dict[str, str]:
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return env
-
-
-def _torchrun(n: int, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(n),
-        "--no-python",
-        IRM_LENS,
-        *args,
-    ]
 
 
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -92,7 +74,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 @pytest.mark.parametrize("extra", [[], ["--parallel", "fsdp", "--checkpoint-host"]])
 def test_two_processes_train_the_same_irm_as_one(reference, tmp_path, extra):
     run = tmp_path / "run"
-    cmd = _torchrun(2, "train", str(run), *OPTS, "--max-steps", "6", *extra)
+    cmd = torchrun_cli(2, "train", str(run), *OPTS, "--max-steps", "6", *extra)
     done = _run(cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done: 6 steps") == 1  # rank 0 alone reports
@@ -128,7 +110,7 @@ def _saved_step(path: Path) -> int:
 @pytest.mark.slow
 def test_a_killed_rank_stops_the_job_and_the_run_resumes_in_one_process(reference, tmp_path):
     run = tmp_path / "run"
-    cmd = _torchrun(2, "train", str(run), *OPTS, "--max-steps", "60")
+    cmd = torchrun_cli(2, "train", str(run), *OPTS, "--max-steps", "60")
     log = (tmp_path / "torchrun.log").open("w")
     job = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     ranks: dict[int | None, int] = {}
@@ -270,14 +252,9 @@ def test_torchrun_ranks_share_a_sweep(tmp_path):
         "anger,joy,sadness",
         "--layer-sets",
         "q1",
-        "--preset",
-        "smoke",
-        "--host",
-        "tiny-random-llama",
-        "--device",
-        "cpu",
+        *SMOKE,
     ]
-    done = _run(_torchrun(2, *args))
+    done = _run(torchrun_cli(2, *args))
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout
     names = [d.name for d in out.iterdir() if d.is_dir()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import pytest
 import torch
@@ -80,18 +82,12 @@ def test_evaluate_run_writes_tables(tiny_host, run_dir, tmp_path):
 def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monkeypatch):
     from irm_lens import evaluate
 
-    plain = evaluate_run(
-        tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3, progress=False
+    evaluated = functools.partial(
+        evaluate_run, tmp_path / "run", host=tiny_host, max_rows=2, max_new_tokens=3, progress=False
     )
+    plain = evaluated()
     memo: dict = {}
-    first = evaluate_run(
-        tmp_path / "run",
-        host=tiny_host,
-        max_rows=2,
-        max_new_tokens=3,
-        progress=False,
-        host_memo=memo,
-    )
+    first = evaluated(host_memo=memo)
     pd.testing.assert_frame_equal(first, plain)
     assert len(memo) == 5  # 4 emotions' host NLL + the host's greedy answers
     calls = {"nll": 0, "greedy": 0}
@@ -106,14 +102,7 @@ def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monke
 
     monkeypatch.setattr(evaluate, "answer_nll", count("nll", real_nll))
     monkeypatch.setattr(evaluate, "greedy_answers", count("greedy", real_greedy))
-    again = evaluate_run(
-        tmp_path / "run",
-        host=tiny_host,
-        max_rows=2,
-        max_new_tokens=3,
-        progress=False,
-        host_memo=memo,
-    )
+    again = evaluated(host_memo=memo)
     pd.testing.assert_frame_equal(again, plain)
     assert calls == {"nll": 4, "greedy": 1}  # only the IRM condition is recomputed
 

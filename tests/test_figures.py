@@ -779,19 +779,7 @@ def test_torchrun_ranks_share_the_run_set_and_rank_0_writes(fast_run):
         "IRM_LENS_RUNS": str(tmp / "runs"),
         "OMP_NUM_THREADS": "1",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "analyses",
-        "--no-progress",
-        "--only",
-        "striation",
-    ]
+    cmd = _procs.torchrun(2, "-m", "analyses", "--no-progress", "--only", "striation")
     proc = _procs.run(cmd, cwd=ROOT, env=full, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for run_dir in redo:  # each redone once, by one rank

@@ -16,6 +16,19 @@ def _tokens(host, questions=("What is the capital of France?",)):
     return torch.tensor(rows)
 
 
+def _logits_four_ways(host, hf_model, irm, tokens):
+    """The host's logits with ``irm`` attached, then the inline reference decoder's on
+    ``hf_model``: with the IRM, without it, and with the original code's grouping of the sum
+    (the delta added after the residual add, ``(resid + attn) + delta``)."""
+    with torch.no_grad():
+        with attach(host, irm):
+            ours = host(tokens)
+        ref = injected_logits(hf_model, irm, tokens)
+        plain = injected_logits(hf_model, None, tokens)
+        paper_grouping = injected_logits(hf_model, irm, tokens, delta_into_attn=False)
+    return ours, ref, plain, paper_grouping
+
+
 @pytest.fixture(scope="module")
 def tiny_hf():
     model, _ = load_hf("tiny-random-llama")
@@ -25,13 +38,9 @@ def tiny_hf():
 @pytest.mark.parametrize("layers", [None, (0,), (1, 3), (3, 2)])
 def test_attach_equals_inline_reference(tiny_host, tiny_hf, layers):
     irm = IRM.for_host(tiny_host, layers=layers, seed=2, init="torch")
-    tokens = _tokens(tiny_host)
-    with torch.no_grad():
-        with attach(tiny_host, irm):
-            ours = tiny_host(tokens)
-        ref = injected_logits(tiny_hf, irm, tokens)
-        plain = injected_logits(tiny_hf, None, tokens)
-        paper_grouping = injected_logits(tiny_hf, irm, tokens, delta_into_attn=False)
+    ours, ref, plain, paper_grouping = _logits_four_ways(
+        tiny_host, tiny_hf, irm, _tokens(tiny_host)
+    )
     assert (ref - plain).abs().max() > 1e-2  # the IRM matters, so the comparison means something
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours, paper_grouping, rtol=0, atol=1e-5)
@@ -175,12 +184,7 @@ def test_attach_equals_inline_reference_on_embedded_host(embedded_host):
         assert torch.equal(value, fresh_weights[name]), name
     irm = IRM.for_host(embedded_host, seed=5, init="torch")
     tokens = _tokens(embedded_host, ["What do Elon Musk and Mark Zuckerberg have in common?"])
-    with torch.no_grad():
-        with attach(embedded_host, irm):
-            ours = embedded_host(tokens)
-        ref = injected_logits(hf_model, irm, tokens)
-        plain = injected_logits(hf_model, None, tokens)
-        paper_grouping = injected_logits(hf_model, irm, tokens, delta_into_attn=False)
+    ours, ref, plain, paper_grouping = _logits_four_ways(embedded_host, hf_model, irm, tokens)
     assert (ref - plain).abs().max() > 1e-2
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
     # The original code's grouping ((resid + attn) + delta) differs only by fp32 rounding,

@@ -8,24 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting.base import check_columns, style
+from analyses.plots.trajectory import SNAPSHOT_COLUMNS
+from irm_lens.plotting.base import check_columns, ci_error_bars, style
 
 EMOTION_COLORS = {"anger": "#d62728", "sadness": "#1f77b4", "joy": "#ff7f0e", "neutral": "#7f7f7f"}
 DASHES = ("solid", "dash", "dot", "dashdot")
-COLUMNS = (
-    "run",
-    "emotion",
-    "seed",
-    "cell",
-    "step",
-    "irm",
-    "verdict",
-    "specificity",
-    "specificity_low",
-    "specificity_high",
-    "top_index",
-    "dominance",
-)
+COLUMNS = ("run", "emotion", "seed", "cell", "step", "irm", *SNAPSHOT_COLUMNS)
 
 
 def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.Figure:
@@ -60,8 +48,13 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
                 "color": EMOTION_COLORS.get(emotion, "#333"),
                 "dash": DASHES[seeds.index(seed) % len(DASHES)],
             }
-            x = rows["step"].astype(int).astype(str)
             symbols = ["circle" if v == "aligned" else "circle-open" for v in rows["verdict"]]
+            # both panels: the run's steps, line and markers (hollow: not aligned)
+            series = {
+                "x": rows["step"].astype(int).astype(str),
+                "line": line,
+                "marker": {"symbol": symbols, "size": 8},
+            }
             legend = {
                 "name": f"{emotion}, seed {seed}",
                 "legendgroup": f"{emotion}{seed}",
@@ -69,30 +62,25 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
             }
             fig.add_trace(
                 go.Scatter(
-                    x=x,
                     y=rows["specificity"],
                     mode="lines+markers",
-                    line=line,
-                    marker={"symbol": symbols, "size": 8},
+                    **series,
                     **legend,
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "thickness": 1,
-                        "array": rows["specificity_high"] - rows["specificity"],
-                        "arrayminus": rows["specificity"] - rows["specificity_low"],
-                    },
+                    error_y=ci_error_bars(
+                        rows["specificity"],
+                        rows["specificity_low"],
+                        rows["specificity_high"],
+                        thickness=1,
+                    ),
                 ),
                 row=1,
                 col=col,
             )
             fig.add_trace(
                 go.Scatter(
-                    x=x,
                     y=rows["dominance"],
                     mode="lines+markers+text",
-                    line=line,
-                    marker={"symbol": symbols, "size": 8},
+                    **series,
                     text=rows["top_index"].astype(str),
                     textposition="top center",
                     textfont={"size": 10},

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from irm_lens.plotting.base import check_columns, style
+from irm_lens.plotting.base import check_columns, ci_error_bars, style
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 BASIS_COLUMNS = ("setting", "basis", "run", "emotion", "ratio", "low", "high", "aligned", "trained")
@@ -31,12 +31,7 @@ def basis_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
                 mode="markers",
                 name=f"read in the {basis}",
                 marker={"size": 11, "symbol": symbols},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": rows["high"] - rows["ratio"],
-                    "arrayminus": rows["ratio"] - rows["low"],
-                },
+                error_y=ci_error_bars(rows["ratio"], rows["low"], rows["high"]),
                 customdata=rows[["top1"]] if "top1" in rows else None,
                 hovertemplate="%{x}<br>ratio %{y:.2f}<br>top index %{customdata[0]}<extra></extra>",
             )
@@ -84,12 +79,12 @@ def masking_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figur
                 name=setting,
                 legendgroup=setting,
                 marker={"color": colour, "size": 11},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": 100 * (trained["specificity_high"] - trained["specificity"]),
-                    "arrayminus": 100 * (trained["specificity"] - trained["specificity_low"]),
-                },
+                error_y=ci_error_bars(
+                    trained["specificity"],
+                    trained["specificity_low"],
+                    trained["specificity_high"],
+                    scale=100,
+                ),
             ),
             1,
             1,
@@ -108,12 +103,7 @@ def masking_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figur
                     "size": 11,
                     "symbol": ["circle" if t else "diamond" for t in rows["trained"]],
                 },
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": rows["high"] - rows["ratio"],
-                    "arrayminus": rows["ratio"] - rows["low"],
-                },
+                error_y=ci_error_bars(rows["ratio"], rows["low"], rows["high"]),
                 hovertemplate="%{x}<br>ratio %{y:.2f}<br>top index %{customdata[0]}<extra></extra>",
             ),
             1,

@@ -10,18 +10,22 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.rules.paper import DOMINANT_GAP
-from irm_lens.plotting.base import check_columns, style
+from irm_lens.plotting.base import check_columns, ci_error_bars, style
 
 PALETTE = ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd")
-COLUMNS = (
-    "run",
-    "step",
+SNAPSHOT_COLUMNS = (
     "verdict",
     "specificity",
     "specificity_low",
     "specificity_high",
     "top_index",
     "dominance",
+)
+"""The measures of one IRM snapshot that this figure and the explain tier's both draw."""
+COLUMNS = (
+    "run",
+    "step",
+    *SNAPSHOT_COLUMNS,
     "dominance_low",
     "dominance_high",
     "index_share",
@@ -65,6 +69,7 @@ def trajectory_figure(
         aligned = rows["verdict"] == "aligned"
         symbols = ["circle" if a else "circle-open" for a in aligned]
         line = {"color": color}
+        hidden = {"legendgroup": run, "showlegend": False}  # one legend entry per run
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -78,77 +83,48 @@ def trajectory_figure(
             row=1,
             col=1,
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=rows["specificity_low"],
-                mode="lines",
-                line={"color": color, "width": 0.5, "dash": "dot"},
-                legendgroup=run,
-                showlegend=False,
-                hoverinfo="skip",
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=rows["specificity_high"],
-                mode="lines",
-                line={"color": color, "width": 0.5, "dash": "dot"},
-                legendgroup=run,
-                showlegend=False,
-                hoverinfo="skip",
-            ),
-            row=1,
-            col=1,
-        )
+        for bound in ("specificity_low", "specificity_high"):
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=rows[bound],
+                    mode="lines",
+                    line={"color": color, "width": 0.5, "dash": "dot"},
+                    hoverinfo="skip",
+                    **hidden,
+                ),
+                row=1,
+                col=1,
+            )
         fig.add_trace(
             go.Scatter(
                 x=x,
                 y=rows["dominance"],
                 mode="lines+markers+text",
                 line=line,
-                legendgroup=run,
-                showlegend=False,
                 text=rows["top_index"].astype(int).astype(str),
                 textposition="top center",
                 textfont={"size": 9, "color": color},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": rows["dominance_high"] - rows["dominance"],
-                    "arrayminus": rows["dominance"] - rows["dominance_low"],
-                },
+                error_y=ci_error_bars(
+                    rows["dominance"], rows["dominance_low"], rows["dominance_high"]
+                ),
+                **hidden,
             ),
             row=1,
             col=2,
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=rows["index_share"],
-                mode="lines+markers",
-                line=line,
-                legendgroup=run,
-                showlegend=False,
-            ),
-            row=2,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=rows["cross_layer_corr"],
-                mode="lines+markers",
-                line={"color": color, "dash": "dot"},
-                legendgroup=run,
-                showlegend=False,
-            ),
-            row=2,
-            col=1,
-        )
+        # striation: the index share solid, the cross-layer correlation dotted
+        for column, striation_line in (
+            ("index_share", line),
+            ("cross_layer_corr", {**line, "dash": "dot"}),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=rows[column], mode="lines+markers", line=striation_line, **hidden
+                ),
+                row=2,
+                col=1,
+            )
         curve = losses[losses["run"] == run].dropna(subset=["val_loss"])
         fig.add_trace(
             go.Scatter(
@@ -157,8 +133,7 @@ def trajectory_figure(
                 mode="lines+markers",
                 line=line,
                 marker={"size": 4},
-                legendgroup=run,
-                showlegend=False,
+                **hidden,
             ),
             row=2,
             col=2,
@@ -184,23 +159,15 @@ def trajectory_figure(
             font={"size": 11, "color": "grey"},
         )
     top = max(float(table["dominance_high"].max()), DOMINANT_GAP) * 1.5
+    snapshots = {"type": "category", "categoryorder": "array", "categoryarray": order}
     for col in (1, 2):
         fig.update_xaxes(
-            type="category",
-            categoryorder="array",
-            categoryarray=order,
             title_text="optimizer steps (snapshot; 0 = untrained; best: lowest val loss)",
             row=1,
             col=col,
+            **snapshots,
         )
-    fig.update_xaxes(
-        type="category",
-        categoryorder="array",
-        categoryarray=order,
-        title_text="optimizer steps",
-        row=2,
-        col=1,
-    )
+    fig.update_xaxes(title_text="optimizer steps", row=2, col=1, **snapshots)
     fig.update_xaxes(title_text="optimizer steps", row=2, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(type="log", range=[math.log10(0.7), math.log10(top)], row=1, col=2)

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 from analyses._summaries import (
     EvaluationSummary,
 )
-from analyses.report.claims import pct
+from analyses.report.claims import pct, pct_ci
 from irm_lens.measures.alignment import MIN_SPECIFICITY
 
 
@@ -33,7 +33,7 @@ def evaluation_rows(e: EvaluationSummary) -> str:
 
 
 def _voice(v: dict[str, Any], key: str) -> str:
-    return f"{pct(v[key])} [{pct(v[key + '_low'])}, {pct(v[key + '_high'])}]"
+    return pct_ci(v[key], v[key + "_low"], v[key + "_high"])
 
 
 def voice_accuracy_text(e: EvaluationSummary) -> str:
@@ -42,7 +42,7 @@ def voice_accuracy_text(e: EvaluationSummary) -> str:
     return (
         f"held-out accuracy {pct(full['accuracy'])} [Wilson 95 % CI {pct(full['low'])}, "
         f"{pct(full['high'])}] on the {full['n']:.0f} val + test answers of the bank "
-        f"({pct(cut['accuracy'])} [{pct(cut['low'])}, {pct(cut['high'])}] cut to the first "
+        f"({pct_ci(cut['accuracy'], cut['low'], cut['high'])} cut to the first "
         f"100 characters, about the generated length; chance {pct(full['chance'])})"
     )
 
@@ -60,7 +60,7 @@ def _next_token(e: EvaluationSummary, run: str) -> str:
     if e.objective[run] == "next token":
         return "(its objective)"
     n = e.next_token[run]
-    return f"{pct(n['own_drop'])} [{pct(n['own_low'])}, {pct(n['own_high'])}]"
+    return pct_ci(n["own_drop"], n["own_low"], n["own_high"])
 
 
 def specificity_rows(e: EvaluationSummary) -> str:
@@ -71,9 +71,9 @@ def specificity_rows(e: EvaluationSummary) -> str:
     )
     rows = [
         f"| {run} | {v['emotion']} | {e.objective[run]} | {v['n_questions']} | "
-        f"{pct(v['own_drop'])} [{pct(v['own_low'])}, {pct(v['own_high'])}] | "
-        f"{pct(v['other_drop'])} | {pct(v['specificity'])} [{pct(v['low'])}, "
-        f"{pct(v['high'])}] | {v['verdict']} | {_next_token(e, run)} |"
+        f"{pct_ci(v['own_drop'], v['own_low'], v['own_high'])} | {pct(v['other_drop'])} | "
+        f"{pct_ci(v['specificity'], v['low'], v['high'])} | {v['verdict']} | "
+        f"{_next_token(e, run)} |"
         for run, v in e.specificity.items()
     ]
     return "\n".join([head, *rows])

@@ -87,6 +87,21 @@ def pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f} %"  # NaN: e.g. NRC has no "neutral" category
 
 
+def not_run_lines(title: str, how: str) -> list[str]:
+    """A section's lines when its result is missing: its title and ``how`` to run it."""
+    return [title, "", f"Not run here: {how}.", ""]
+
+
+def pct_ci(value: float, low: float, high: float) -> str:
+    """A fraction and its CI, each written by ``pct``: ``27.5 % [23.9 %, 31.2 %]``."""
+    return f"{pct(value)} [{pct(low)}, {pct(high)}]"
+
+
+def num_ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
+    """A number and its CI, all three in the format ``fmt``: ``1.426 [1.423, 1.429]``."""
+    return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
 def striation_claim(s: StriationSummary) -> tuple[Rules, str]:
     null = s.null_index_shares
     text = (

@@ -8,6 +8,7 @@ import pandas as pd
 
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
+from analyses.report.claims import not_run_lines, num_ci
 from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
 from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, SHARED
@@ -57,10 +58,6 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
-    return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
-
-
 def run_rows(last: pd.DataFrame) -> list[str]:
     """One table row per run at its last snapshot."""
     lines = [
@@ -72,9 +69,9 @@ def run_rows(last: pd.DataFrame) -> list[str]:
     for r in last.itertuples():
         lines.append(
             f"| {r.run} | {r.cell} | {int(r.step)} | "
-            f"{_ci(r.specificity, r.specificity_low, r.specificity_high)} | {r.verdict} | "
+            f"{num_ci(r.specificity, r.specificity_low, r.specificity_high)} | {r.verdict} | "
             f"{int(r.top_index)} ({int(r.runner_up)}, {r.gap:.2f}x) | "
-            f"{_ci(r.dominance, r.dominance_low, r.dominance_high, '.2f')} | "
+            f"{num_ci(r.dominance, r.dominance_low, r.dominance_high, '.2f')} | "
             f"{r.index_share:.3f} / {r.layer_share:.3f} | {r.pad_logit_z:+.1f} |"
         )
     return lines
@@ -138,7 +135,7 @@ def steering_lines(out: Path) -> list[str]:
     s = read_typed(out, "steering", SteeringSummary)
     title = "### Is the IRM a fixed steering vector?"
     if s is None:
-        return [title, "", "Not run here: `make figures TIER=explain`.", ""]
+        return not_run_lines(title, "`make figures TIER=explain`")
     data = pd.read_csv(out / "steering" / "data.csv")
     null = data[data["run_kind"] == "untrained"]
     return [
@@ -165,7 +162,7 @@ def predict_lines(out: Path) -> list[str]:
     p = read_typed(out, "predict", PredictSummary)
     title = "### Does the host alone name the index? (`irm-lens predict`)"
     if p is None:
-        return [title, "", "Not run here: `make figures TIER=explain` (or `--only predict`).", ""]
+        return not_run_lines(title, "`make figures TIER=explain` (or `--only predict`)")
     data = pd.read_csv(out / "predict" / "data.csv")
     sources = ", ".join(f"{k} {v}" for k, v in data["source"].value_counts().items())
     predicted = ", ".join(f"{k}: {v}" for k, v in p.predicted.items())
@@ -226,10 +223,7 @@ def explain_section(out: Path) -> list[str]:
     s = read_typed(out, "explain", ExplainSummary)
     if s is None:
         return [
-            TITLE,
-            "",
-            "Not run here: `make figures TIER=explain`.",
-            "",
+            *not_run_lines(TITLE, "`make figures TIER=explain`"),
             *steering_lines(out),
             *predict_lines(out),
         ]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from analyses._summaries import MaskedSummary, MatrixSummary, RotationSummary
 from analyses.masked import masking_rule
+from analyses.report.claims import num_ci
 from analyses.rotation import basis_rule
 
 NOT_RUN = "not run"
@@ -59,7 +60,7 @@ def _run_rows(by_run: list[dict[str, Any]]) -> list[str]:
             aligned += f" ({100 * r['specificity']:.1f} %)"
         rows.append(
             f"| {r['setting']} | {r['run']} | {aligned} | {r['basis']} | {r['top1']} | "
-            f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}] |"
+            f"{num_ci(r['ratio'], r['low'], r['high'], '.2f')} |"
         )
     return rows
 
@@ -78,7 +79,7 @@ def _masked_lines(m: MaskedSummary) -> list[str]:
             f"| {r['setting']} | {r['run']} | {100 * r['specificity']:.1f} % "
             f"[{100 * r['specificity_low']:.1f}, {100 * r['specificity_high']:.1f}] | "
             f"{'yes' if r['aligned'] else 'no'} | {r['top1']} ({r['top1_rank_unmasked']}) | "
-            f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}] |"
+            f"{num_ci(r['ratio'], r['low'], r['high'], '.2f')} |"
         )
     subs = ", ".join(
         f"{run}: {s['index']} (final-gain rank {s['final_gain_rank']}, peak "

@@ -14,7 +14,7 @@ from analyses._summaries import (
     TrajectorySummary,
     read_typed,
 )
-from analyses.report.claims import pct
+from analyses.report.claims import not_run_lines, num_ci, pct, pct_ci
 from analyses.report.costs import COSTS, cold_costs
 from analyses.report.mechanism import (
     DOMINANCE_CI_NOTE,
@@ -148,15 +148,14 @@ def trajectory_section(out: Path) -> list[str]:
     t = read_typed(out, "trajectory", TrajectorySummary)
     title = "## Training budget: the trajectory (`make figures TIER=long`)"
     if not t:
-        return [title, "", "Not run here: `make figures TIER=long`.", ""]
+        return not_run_lines(title, "`make figures TIER=long`")
     data = _trajectory_data(out)
     rows = [
-        f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | {pct(r.specificity)} "
-        f"[{pct(r.specificity_low)}, "
-        f"{pct(r.specificity_high)}] | {pct(r.own_drop)} [{pct(r.own_low)}, "
-        f"{pct(r.own_high)}] | {r.verdict} | {r.top_index} | {r.dominance:.2f} "
-        f"[{r.dominance_low:.2f}, {r.dominance_high:.2f}] | {r.index_share:.3f} | "
-        f"{r.cross_layer_corr:.3f} |"
+        f"| {r.run} | {r.step}{' (best)' if r.irm == 'best' else ''} | "
+        f"{pct_ci(r.specificity, r.specificity_low, r.specificity_high)} | "
+        f"{pct_ci(r.own_drop, r.own_low, r.own_high)} | {r.verdict} | {r.top_index} | "
+        f"{num_ci(r.dominance, r.dominance_low, r.dominance_high, '.2f')} | "
+        f"{r.index_share:.3f} | {r.cross_layer_corr:.3f} |"
         for r in data.itertuples()
     ]
     last = _final_irms(data)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from analyses.rules.base import NOT_TESTED, Verdict
 from irm_lens.interventions.predict import Validation
+from irm_lens.measures.bootstrap import resampled_median_ci
 
 # A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
 SHARED = 0.75
@@ -135,17 +135,6 @@ def padding_rule(
     )
 
 
-def median_ratio_ci(
-    ratios: Sequence[float], *, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Median of ``ratios`` with a bootstrap 95 % CI over them."""
-    values = np.asarray(ratios, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = np.median(values[rng.integers(0, len(values), (n_boot, len(values)))], axis=1)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(np.median(values)), float(low), float(high)
-
-
 def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdict:
     """Does the top index's dominance grow with training? ``growth``: per aligned run, its
     dominance ratio at the last snapshot over the ratio at the first trained one. *concentrates*
@@ -158,7 +147,7 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
             f"needs {MIN_RUNS} aligned {group}; got {len(values)}",
             {"runs": float(len(values))},
         )
-    median, low, high = median_ratio_ci(values)
+    median, low, high = resampled_median_ci(values)
     effects = {"median growth": median, "low": low, "high": high, "runs": float(len(values))}
     text = (
         f"dominance last/first snapshot {median:.2f}x [{low:.2f}, {high:.2f}] over "

@@ -32,6 +32,15 @@ def _effect(ratios: Sequence[float], control: float) -> float:
     return float(np.median(ratios) / control) if len(ratios) else float("nan")
 
 
+def _no_dominance(where: str, effect: float, margin: float) -> str:
+    """Why a rule is not tested when no index dominates ``where`` (its ``effect`` over the
+    untrained control below ``margin``): there is no dominance for it to explain."""
+    return (
+        f"no index dominates {where} beyond the untrained IRM ({effect:.2f}x < {margin}x): "
+        "nothing to explain"
+    )
+
+
 BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", NOT_TESTED)
 
 
@@ -82,12 +91,8 @@ def basis_verdict(
         )
         return Verdict(NOT_TESTED, reason, effects)
     if effects["original"] < margin:
-        reason = (
-            f"no index dominates on the original host beyond the untrained IRM "
-            f"({effects['original']:.2f}x < {margin}x): nothing to explain (measured: "
-            f"{measured})"
-        )
-        return Verdict(NOT_TESTED, reason, effects)
+        reason = _no_dominance("on the original host", effects["original"], margin)
+        return Verdict(NOT_TESTED, f"{reason} (measured: {measured})", effects)
     own = effects["rotated_own"] >= margin
     back = effects["rotated_back"] >= margin and not (
         foreign and effects["rotated_back"] < margin * effects["foreign"]
@@ -125,11 +130,7 @@ def optimizer_verdict(
         )
         return Verdict(NOT_TESTED, reason, effects)
     if effects["adam"] < margin:
-        reason = (
-            f"no index dominates under Adam beyond the untrained IRM "
-            f"({effects['adam']:.2f}x < {margin}x): nothing to explain"
-        )
-        return Verdict(NOT_TESTED, reason, effects)
+        return Verdict(NOT_TESTED, _no_dominance("under Adam", effects["adam"], margin), effects)
     verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"
     reason = (
         f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "

@@ -25,6 +25,7 @@ from analyses.rules.base import (
     REPRODUCED,
     Verdict,
 )
+from irm_lens.measures.bootstrap import percentile_ci
 
 VERDICTS = CLAIM_VERDICTS
 
@@ -56,18 +57,7 @@ def median_ci(values: Sequence[float], *, seed: int = 0) -> tuple[float, float, 
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return math.nan, math.nan, math.nan
-    median = float(np.median(data))
-    if data.size == 1 or np.all(data == data[0]):
-        return median, median, median
-    result = stats.bootstrap(
-        (data,),
-        np.median,
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
-    return median, float(low), float(high)
+    return percentile_ci(data, np.median, seed=seed)
 
 
 def _too_few(n: int, min_runs: int, what: str = "aligned runs") -> Verdict | None:

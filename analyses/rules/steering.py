@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from analyses.rules.base import MIN_RUNS, NOT_TESTED, Verdict
+from irm_lens.measures.bootstrap import resampled_median_ci
 
 STEERING = 0.8  # a steering vector: the constant explains at least this share
 MOSTLY = 0.5
@@ -18,14 +19,6 @@ STEERING_VERDICTS = (
     "input-dependent",
     NOT_TESTED,
 )
-
-
-def _median_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
-    v = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = np.median(v[rng.integers(0, len(v), (2000, len(v)))], axis=1)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(np.median(v)), float(low), float(high)
 
 
 def steering_rule(trained: Sequence[float], null: Sequence[float]) -> Verdict:
@@ -40,7 +33,7 @@ def steering_rule(trained: Sequence[float], null: Sequence[float]) -> Verdict:
     null_max = max((v for v in null if np.isfinite(v)), default=float("nan"))
     if len(values) < MIN_RUNS:
         return Verdict(NOT_TESTED, f"needs {MIN_RUNS} aligned IRMs; got {len(values)}", {})
-    median, low, high = _median_ci(values)
+    median, low, high = resampled_median_ci(values)
     effects = {"median": median, "low": low, "high": high, "null max": null_max}
     text = (
         f"The constant part explains {median:.2f} [{low:.2f}, {high:.2f}] of the outputs' sum "

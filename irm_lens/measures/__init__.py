@@ -17,6 +17,7 @@ then generated tokens), with ``kinds`` (``"prompt"``/``"generated"`` per token) 
     push                                  the top index's signed push and direct logit effect
     steering                              the constant (steering-vector) part of the outputs
     alignment, voice                      specificity with CIs; the behavioural voice classifier
+    bootstrap                             the bootstrap 95 % CIs measures and rules share
 
 The rules that judge these numbers against the paper's claims belong to the paper's pipeline
 (``analyses/rules``), not here.

@@ -33,25 +33,30 @@ def _check_outputs(outputs: Tensor, name: str = "outputs") -> None:
         raise ValueError(f"{name} is empty (shape {tuple(outputs.shape)}): record some tokens.")
 
 
-def _check_kinds(outputs: Tensor, kinds: Sequence[str]) -> None:
+def _check_one_per(
+    outputs: Tensor, entries: Sequence[object], name: str, axis: int, unit: str, hint: str
+) -> None:
+    """Check ``outputs``, then that ``entries`` (the argument ``name``) holds one entry per
+    ``unit`` of ``outputs``, i.e. per index along ``axis``; ``hint`` says what to give."""
     _check_outputs(outputs)
-    if len(kinds) != outputs.shape[0]:
+    if len(entries) != outputs.shape[axis]:
         raise ValueError(
-            f"kinds has {len(kinds)} entries but outputs has {outputs.shape[0]} tokens: "
-            "give one kind ('prompt' or 'generated') per recorded token."
+            f"{name} has {len(entries)} entries but outputs has {outputs.shape[axis]} {unit}: "
+            f"{hint}"
         )
+
+
+def _check_kinds(outputs: Tensor, kinds: Sequence[str]) -> None:
+    hint = "give one kind ('prompt' or 'generated') per recorded token."
+    _check_one_per(outputs, kinds, "kinds", 0, "tokens", hint)
     bad = sorted({k for k in kinds if k not in KINDS})
     if bad:
         raise ValueError(f"kinds contains {bad}; every entry must be one of {list(KINDS)}.")
 
 
 def _check_layers(outputs: Tensor, layers: Sequence[int]) -> None:
-    _check_outputs(outputs)
-    if len(layers) != outputs.shape[1]:
-        raise ValueError(
-            f"layers has {len(layers)} entries but outputs has {outputs.shape[1]} inject slots: "
-            "give the host layer of every inject slot (IRM.layers)."
-        )
+    hint = "give the host layer of every inject slot (IRM.layers)."
+    _check_one_per(outputs, layers, "layers", 1, "inject slots", hint)
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers {list(layers)} contains duplicates.")
 

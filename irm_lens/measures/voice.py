@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from irm_lens.data.datasets import EMOTIONS, load_dataset
+from irm_lens.measures.bootstrap import percentile_ci
 
 HELD_OUT = ("val", "test")
 CUT_CHARS = 100
@@ -114,13 +115,4 @@ def own_voice(
     if len(answers) == 0:
         return OwnVoice(float("nan"), float("nan"), float("nan"), 0)
     p = classifier.proba(answers)[voice].to_numpy(float)
-    if len(p) == 1 or np.all(p == p[0]):
-        return OwnVoice(float(p.mean()), float(p.mean()), float(p.mean()), len(p))
-    ci = stats.bootstrap(
-        (p,),
-        np.mean,
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    ).confidence_interval
-    return OwnVoice(float(p.mean()), float(ci.low), float(ci.high), len(p))
+    return OwnVoice(*percentile_ci(p, np.mean, seed=seed), len(p))

@@ -1,4 +1,5 @@
-"""What every figure builder shares: the table check, the error it raises, style and colours."""
+"""What every figure builder shares: the table check, the error it raises, CI error bars, style
+and colours."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ def constant(table: pd.DataFrame, column: str, what: str) -> Any:
         )
     value = values[0]
     return value.item() if isinstance(value, np.generic) else value
+
+
+def ci_error_bars(
+    value: Any, low: Any, high: Any, *, scale: float = 1.0, **extra: Any
+) -> dict[str, Any]:
+    """Plotly ``error_y`` (or ``error_x``) settings for asymmetric bars from ``value`` to the
+    bounds of its confidence interval, ``low`` and ``high`` (Series or arrays alike).
+
+    ``scale`` multiplies the bars' lengths (100: fractions drawn in points); ``extra``: further
+    settings of the bars (``thickness``, ``color``)."""
+    above, below = high - value, value - low
+    if scale != 1.0:
+        above, below = scale * above, scale * below
+    return {"type": "data", "symmetric": False, "array": above, "arrayminus": below, **extra}
 
 
 def style(fig: go.Figure, title: str) -> go.Figure:
