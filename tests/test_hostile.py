@@ -57,9 +57,9 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
             str(run),
             *S,
             "--epochs",
-            "50",
+            "1000",
             "--max-steps",
-            "150",
+            "600",  # long enough to be killed mid-run on a free machine (150 once raced the checks)
             "--eval-every",
             "50",
         ],
@@ -90,7 +90,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     assert str(first.pid) in (run / LOCK_NAME).read_text()  # the dead writer's stamp stays
     # ... but the kernel dropped its lock: the next writer takes it over.
     assert main(["train", str(run), "--resume"]) == 0, capsys.readouterr().err
-    assert json.loads((run / "summary.json").read_text())["steps"] == 150
+    assert json.loads((run / "summary.json").read_text())["steps"] == 600
 
 
 def test_run_lock_is_reentrant_in_one_process_and_refuses_another(tmp_path):
@@ -769,3 +769,26 @@ def test_never_keep_the_old_runs_results_beside_an_overwritten_run(finished, tmp
     assert not (run / "snapshots").exists()
     assert (run / "my_notes.txt").read_text() == "keep"
     assert (run / "my_folder" / "data.csv").exists()
+
+
+def test_two_writers_of_one_out_the_second_is_refused(finished, tmp_path, capsys):
+    """A second record into an --out another process is writing is refused at once."""
+    import fcntl
+
+    out = tmp_path / "shared"
+    lock = tmp_path / ".shared.irm_lens.lock"
+    with lock.open("a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = [
+            "record",
+            str(finished),
+            "--out",
+            str(out),
+            "--max-rows",
+            "1",
+            "--max-new-tokens",
+            "2",
+        ]
+        assert main(argv) == 2
+    assert "is being written by" in capsys.readouterr().err and not out.exists()
+    assert main(argv) == 0 and (out / "recording.json").exists()

@@ -259,6 +259,16 @@ def test_a_finished_run_extended_ends_as_the_longer_run(tiny_host, tmp_path):
     )
 
 
+def test_an_extension_the_epoch_cap_would_swallow_is_refused(tiny_host, tmp_path):
+    capped = _smoke(max_steps=2, eval_every=2, epochs=1, max_train_rows=8)  # 2 steps an epoch
+    train(capped, tmp_path / "run", host=tiny_host, progress=False)
+    saved = (tmp_path / "run" / "config.json").read_text()
+    longer = dataclasses.replace(capped, max_steps=4)
+    with pytest.raises(RunDirError, match="Raise --epochs too"):
+        train(longer, tmp_path / "run", host=tiny_host, progress=False, resume=True)
+    assert (tmp_path / "run" / "config.json").read_text() == saved
+
+
 def test_what_may_not_extend_a_run_is_named():
     saved = _smoke(max_steps=4, eval_every=2, snapshots=(0, 2))
     fine = [dict(max_steps=8), dict(max_steps=None), dict(max_steps=8, snapshots=(0, 2, 6))]

@@ -25,7 +25,7 @@ from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.rundir import RECORDING_INFO, RunDir
-from irm_lens.training.runlock import run_lock
+from irm_lens.training.runlock import out_lock, run_lock
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -109,17 +109,18 @@ def _cmd_record(args: argparse.Namespace) -> int:
         mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
         name = prompts_name(args.prompts)
         out = Path(args.out) if args.out else RunDir(run_dir).recordings / name
-        if out.exists() and not out.is_dir():
-            raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
-        check_replaceable(out, "recording")  # before the work: never a user's folder or a run
-        if (out / RECORDING_INFO).exists() and not args.overwrite:
-            raise IrmLensError(
-                f"{out} already holds a recording. Pass --overwrite to replace it (the new one "
-                "is swapped in whole once finished), or choose another --out."
-            )
-        recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
-        source = RecordingSource.of(host, RunDir(run_dir).irm, mode, settings)
-        save_recordings(recordings, out, source=source)
+        with out_lock(out, "record"):  # one writer per --out, its check included
+            if out.exists() and not out.is_dir():
+                raise IrmLensError(f"--out {out} is a file; give a directory for the recording.")
+            check_replaceable(out, "recording")  # before the work: never a user's folder or a run
+            if (out / RECORDING_INFO).exists() and not args.overwrite:
+                raise IrmLensError(
+                    f"{out} already holds a recording. Pass --overwrite to replace it (the new one "
+                    "is swapped in whole once finished), or choose another --out."
+                )
+            recordings = record(host, irm, prompts, mode=mode, settings=settings, hooks=args.hooks)
+            source = RecordingSource.of(host, RunDir(run_dir).irm, mode, settings)
+            save_recordings(recordings, out, source=source)
         n_tokens = sum(len(r.token_ids) for r in recordings)
         print(f"recorded {len(recordings)} prompts ({n_tokens} tokens) into {out}")
         if out == RunDir(run_dir).recordings / name:
@@ -205,7 +206,12 @@ def _host_analyses(
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    out = Path(args.out or "analysis")
+    with out_lock(out, "analyze"):
+        return _analyze(args, out)
 
+
+def _analyze(args: argparse.Namespace, out: Path) -> int:
     from irm_lens import measures, plotting
     from irm_lens.export import require_browser, save_figure
     from irm_lens.files import atomic_dir, check_replaceable, write_csv_atomic, write_text_atomic
@@ -213,7 +219,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from irm_lens.record import RecordingSource, load_recordings, read_recording_info
     from irm_lens.stack import provenance
 
-    out = Path(args.out or "analysis")
     runs = [Path(r) for r in args.run_dirs]
     if not args.no_png:
         require_browser()
@@ -328,7 +333,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         print(f"--index top: the run's top index is {args.index}")
     out = Path(args.out) if args.out else run_dir / f"ablation_index{args.index}"
     # The output is one unit, checked (not a run directory by mistake) before the work.
-    with run_lock(run_dir, "ablate"), atomic_dir(out, kind="ablation") as tmp:
+    with (
+        run_lock(run_dir, "ablate"),
+        out_lock(out, "ablate"),
+        atomic_dir(out, kind="ablation") as tmp,
+    ):
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
         rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
@@ -351,12 +360,6 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from irm_lens.export import save_figure
-    from irm_lens.files import atomic_dir, check_replaceable
-    from irm_lens.measures import dominant_indices
-    from irm_lens.plotting import atlas_figure
-    from irm_lens.record import load_recordings
-
     run_dir = Path(args.run_dir)
     recording = RunDir(run_dir).recordings / args.recording
     if not (recording / RECORDING_INFO).exists():
@@ -366,6 +369,17 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
         )
     _check_provenance(run_dir, recording)
     out = Path(args.out) if args.out else RunDir(run_dir).path / "atlas"
+    with out_lock(out, "atlas"):
+        return _atlas(args, run_dir, recording, out)
+
+
+def _atlas(args: argparse.Namespace, run_dir: Path, recording: Path, out: Path) -> int:
+    from irm_lens.export import save_figure
+    from irm_lens.files import atomic_dir, check_replaceable
+    from irm_lens.measures import dominant_indices
+    from irm_lens.plotting import atlas_figure
+    from irm_lens.record import load_recordings
+
     check_replaceable(out, "atlas")
     recordings = load_recordings(recording)
     pooled = _pooled_outputs(recordings)

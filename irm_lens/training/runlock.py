@@ -102,6 +102,48 @@ def run_lock(run_dir: str | os.PathLike[str], verb: str) -> Iterator[None]:
                     run_dir.rmdir()
 
 
+@contextlib.contextmanager
+def out_lock(out: str | os.PathLike[str], verb: str) -> Iterator[None]:
+    """Hold the writer lock of the result directory ``out`` for the block: a flock on
+    ``.<name>.irm_lens.lock`` beside it (inside would be swapped away with the directory). A
+    second writer of the same ``--out`` is refused at once, naming the holder.
+
+    Raises:
+        RunLockedError: another live process is writing ``out``.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}{LOCK_NAME}"
+    key = lock_path.resolve()
+    if key in _held:
+        yield
+        return
+    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(
+                    f"{out} is being written by {_holder(handle)}. Wait for it to finish, or "
+                    "choose another --out."
+                ) from None
+        stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "verb": verb, "started": stamp}))
+        handle.flush()
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            with contextlib.suppress(OSError):
+                lock_path.unlink()  # while still held: a later writer makes a fresh one
+    finally:
+        handle.close()
+
+
 def claim_each(
     run_dirs: Sequence[Path],
     verb: str,

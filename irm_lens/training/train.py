@@ -308,6 +308,12 @@ class _Trainer:
         self.steps_per_epoch = max(1, len(self.train_ex) // rows)
         total = self.steps_per_epoch * config.epochs
         self.total = total if config.max_steps is None else min(total, config.max_steps)
+        if self.extended and self.total <= self.prog.step:  # refused before config.json moves
+            raise RunDirError(
+                f"{run_dir}: a larger max_steps ({config.max_steps}) adds nothing: its "
+                f"{config.epochs} epochs of {self.steps_per_epoch} steps end at step "
+                f"{total}, where the run already is ({self.prog.step}). Raise --epochs too."
+            )
 
     def start_run_dir(self) -> None:
         """A new run replaces what its directory held; an extended one takes the new config
