@@ -68,6 +68,12 @@ def test_structure(recs):
     assert fig.layout.title.text.startswith("demo: IRM output per token: 9 of 64 residual")
     assert "first 10 tokens" in fig.layout.title.text
     assert "all tokens" in atlas_figure(recs, run="x", max_tokens=None).layout.title.text
+    # what the title says is highlighted is outlined on the map and named above it
+    (box,) = fig.layout.shapes
+    column = chosen.index(extra)
+    assert (box.x0, box.x1, box.yref) == (column - 0.5, column + 0.5, "paper")
+    assert [a.text for a in fig.layout.annotations] == [f"<b>{extra}</b>"]
+    assert f"highlighted {extra}" in fig.layout.title.text
 
 
 def test_bad_input(recs):

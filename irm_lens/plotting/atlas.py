@@ -201,4 +201,26 @@ def atlas_figure(
     )
     fig.update_xaxes(title_text="residual index", type="category")
     fig.update_yaxes(title_text="injected layer", type="category")
+    for index in sorted({int(i) for i in highlight}):  # outlined, and named above the map
+        column = chosen.index(index)
+        fig.add_shape(
+            type="rect",
+            xref="x",
+            yref="paper",
+            x0=column - 0.5,
+            x1=column + 0.5,
+            y0=0,
+            y1=1,
+            line={"color": "black", "width": 2},
+            fillcolor="rgba(0,0,0,0)",
+        )
+        fig.add_annotation(
+            x=column,
+            y=1.0,
+            xref="x",
+            yref="paper",
+            text=f"<b>{index}</b>",
+            showarrow=False,
+            yanchor="bottom",
+        )
     return fig
