@@ -89,7 +89,7 @@ def main(ctx: Context) -> AblationSummary:
     tables = {i: cached_study(ctx, run, irm, rows, i, generate=i == dominant) for i in indices}
     data = pd.concat(tables.values(), ignore_index=True).assign(run=run)
     title = (
-        f"Ablating index {dominant} (the IRMs' dominant index) in run {run}: "
+        f"Ablating index {dominant} (the IRMs' most frequent top index) in run {run}: "
         f"{config.emotion} NLL per condition and the IRM dose-response "
         f"({len(rows)} held-out questions, {ctx.figures.host_label})"
     )

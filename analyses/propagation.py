@@ -31,7 +31,7 @@ def main(ctx: Context) -> PropagationSummary:
     irm = IRM.load(RunDir(ctx.runs[run]).irm, host)
     carried = causal.irm_index_propagation(host, irm, tokens, index=dominant)
     title = (
-        f"Propagation of a perturbation at the IRM's dominant index {dominant}, added at "
+        f"Propagation of a perturbation at the IRMs' most frequent top index {dominant}, added at "
         f"layer 0, against random indices ({ctx.figures.host_label})"
     )
     fig = plotting.propagation_figure(tables[dominant], title=title)
