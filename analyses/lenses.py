@@ -52,7 +52,7 @@ def main(ctx: Context) -> LensesSummary:
         shares.astype(float).astype({"layer": int, "head": int}),
         index=dominant,
         title=(
-            f"Residual index {dominant} (IRMs' dominant index) in attention heads' write and "
+            f"Residual index {dominant} (the IRMs' top index) in attention heads' write and "
             f"read subspaces ({f.host_label}; 1 = chance)"
         ),
     )

@@ -43,7 +43,7 @@ def main(ctx: Context) -> LogitAttributionSummary:
         {i: tables["direct"] for i, tables in parts.items()},
         {i: tables["norm"] for i, tables in parts.items()},
         title=(
-            "Logit attribution of the dominant index and the host's massive dim<br><sup>"
+            "Logit attribution of the IRMs' top index and the host's massive dim<br><sup>"
             "left: direct effect per unit through final gain and W_U; right: next-token entropy "
             f"when the index is scaled before the final norm; {ctx.figures.host_label}</sup>"
         ),
