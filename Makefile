@@ -112,6 +112,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_analyses
 	$(PY) -m benchmarks.bench_export
 	$(PY) -m benchmarks.bench_distributed
+	$(PY) -m benchmarks.bench_cli
 
 # The paper's figures and REPORT.md (analyses/, results in figures/). Variables (docs/figures.md):
 #   HOST= DEVICE= DTYPE= SEEDS= PRESET= EMOTIONS=   the run set (default: embedded host, quick)
