@@ -47,7 +47,27 @@ def irm_out_hook(layer: int) -> str:
 
 
 HookFn = Callable[..., Tensor | None]
-Edit = Callable[[IRMOutput], IRMOutput]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A named edit of the IRM's output ``[inject, batch, pos, d_model]`` (what
+    ``attach(..., edit=)`` applies): ``name`` is what tables and provenance files record, e.g.
+    ``zero index 270``. Build one with ``zero_index``, ``keep_index``, ``set_index`` or
+    ``edit_index``; a plain function of the output is accepted by ``attach`` too."""
+
+    name: str
+    index: int | None
+    fn: Callable[[IRMOutput], IRMOutput] = field(repr=False, compare=False)
+
+    def __call__(self, out: IRMOutput) -> IRMOutput:
+        return self.fn(out)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+EditFn = Edit | Callable[[IRMOutput], IRMOutput]
 
 
 def resid_pre_hook(layer: int) -> str:
@@ -110,7 +130,7 @@ class Injection:
     irm: IRM
     call: torch.nn.Module | None = None
     scale: float = 1.0
-    edit: Edit | None = None
+    edit: EditFn | None = None
     keep_history: bool = False
     last: IRMOutput | None = None
     history: list[Tensor] = field(default_factory=list)
@@ -185,7 +205,7 @@ def attach(
     irm: IRM,
     *,
     scale: float = 1.0,
-    edit: Edit | None = None,
+    edit: EditFn | None = None,
     keep_history: bool = False,
     call: torch.nn.Module | None = None,
 ) -> Iterator[Injection]:
@@ -259,7 +279,25 @@ def active_hook_names(host: TransformerBridge) -> list[str]:
 # - host patches (``patch(host, points, fn)``): a scoped rewrite of host activations at hook
 #   points, ``fn(activation, layer)`` receiving a copy it may change in place.
 
-Patch = Callable[[Tensor, int], Tensor]
+
+@dataclass(frozen=True)
+class Patch:
+    """A named rewrite of a host activation, ``fn(copy, layer)`` (what ``patch`` applies):
+    ``name`` is what tables record, e.g. ``set channel 507 to 0``. Build one with ``set_at`` or
+    ``add_at``; a plain function ``(activation, layer) -> activation`` is accepted too."""
+
+    name: str
+    index: int | None
+    fn: Callable[[Tensor, int], Tensor] = field(repr=False, compare=False)
+
+    def __call__(self, x: Tensor, layer: int) -> Tensor:
+        return self.fn(x, layer)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+PatchFn = Patch | Callable[[Tensor, int], Tensor]
 
 
 def layer_of(hook_name: str) -> int:
@@ -270,7 +308,7 @@ def layer_of(hook_name: str) -> int:
 
 
 @contextlib.contextmanager
-def patch(host: TransformerBridge, points: Sequence[str], fn: Patch) -> Iterator[None]:
+def patch(host: TransformerBridge, points: Sequence[str], fn: PatchFn) -> Iterator[None]:
     """Within the block, each activation at ``points`` is replaced by ``fn(copy, layer)``.
 
     The copy is the activation cloned (so ``fn`` may write into it); ``layer`` comes from the hook
@@ -284,15 +322,22 @@ def patch(host: TransformerBridge, points: Sequence[str], fn: Patch) -> Iterator
         yield
 
 
-def set_at(index: int, value: float | Tensor | Callable[[int], float | Tensor]) -> Patch:
-    """A patch setting channel ``index`` of the activation to ``value`` (or ``value(layer)``)."""
+def set_at(
+    index: int,
+    value: float | Tensor | Callable[[int], float | Tensor],
+    *,
+    label: str | None = None,
+) -> Patch:
+    """A patch setting channel ``index`` of the activation to ``value`` (or ``value(layer)``);
+    ``label`` names the value in the patch's name (default: the number, or "per-layer values")."""
 
     def fn(x: Tensor, layer: int) -> Tensor:
         v = value(layer) if callable(value) else value
         x[..., index] = v.to(x.device, x.dtype) if isinstance(v, Tensor) else v
         return x
 
-    return fn
+    shown = label or (f"{value:g}" if isinstance(value, int | float) else "per-layer values")
+    return Patch(f"set channel {index} to {shown}", index, fn)
 
 
 def add_at(index: int, delta: float) -> Patch:
@@ -302,10 +347,10 @@ def add_at(index: int, delta: float) -> Patch:
         x[..., index] += delta
         return x
 
-    return fn
+    return Patch(f"add {delta:g} to channel {index}", index, fn)
 
 
-def edit_index(index: int, fn: Callable[[Tensor], Tensor]) -> Edit:
+def edit_index(index: int, fn: Callable[[Tensor], Tensor], *, name: str | None = None) -> Edit:
     """An IRM-output edit replacing residual index ``index`` (its ``[inject, batch, pos]`` slice)
     by ``fn(slice)``; the other indices pass unchanged."""
 
@@ -314,12 +359,12 @@ def edit_index(index: int, fn: Callable[[Tensor], Tensor]) -> Edit:
         out[..., index] = fn(out[..., index])
         return out
 
-    return edit
+    return Edit(name or f"edit index {index}", index, edit)
 
 
 def zero_index(index: int) -> Edit:
     """An ``edit`` that zeroes residual index ``index`` of the IRM output at every layer."""
-    return edit_index(index, torch.zeros_like)
+    return edit_index(index, torch.zeros_like, name=f"zero index {index}")
 
 
 def keep_index(index: int) -> Edit:
@@ -330,12 +375,14 @@ def keep_index(index: int) -> Edit:
         mask[index] = 1
         return out * mask
 
-    return edit
+    return Edit(f"keep only index {index}", index, edit)
 
 
-def set_index(index: int, values: Tensor) -> Edit:
+def set_index(index: int, values: Tensor, *, label: str = "given values") -> Edit:
     """An ``edit`` setting residual index ``index`` to ``values[slot]`` in each injected layer's
-    slot (``values``: one number per injected layer)."""
+    slot (``values``: one number per injected layer); ``label`` names them (``its mean``)."""
     return edit_index(
-        index, lambda col: values.to(col.device, col.dtype)[:, None, None].expand_as(col)
+        index,
+        lambda col: values.to(col.device, col.dtype)[:, None, None].expand_as(col),
+        name=f"set index {index} to {label}",
     )

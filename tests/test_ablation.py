@@ -10,13 +10,32 @@ import torch
 
 from irm_lens import IRM, encode, load_dataset
 from irm_lens.evaluate import answer_nll
-from irm_lens.inject import resid_mid_hook, resid_pre_hook, write_hook
+from irm_lens.inject import (
+    add_at,
+    keep_index,
+    resid_mid_hook,
+    resid_pre_hook,
+    set_at,
+    write_hook,
+    zero_index,
+)
 from irm_lens.interventions.ablation import _resid_set, ablation_study, conditions, set_index
 
 
 @pytest.fixture(scope="module")
 def steer(tiny_host):
     return IRM.for_host(tiny_host, seed=1, init="torch")
+
+
+def test_edits_and_patches_are_named_for_the_tables_that_record_them():
+    assert str(zero_index(270)) == "zero index 270" and zero_index(270).index == 270
+    assert str(keep_index(5)) == "keep only index 5"
+    assert str(set_index(7, torch.zeros(2), label="its mean")) == "set index 7 to its mean"
+    assert (
+        str(set_at(507, 0.0)) == "set channel 507 to 0"
+        and str(add_at(3, 2.5)) == "add 2.5 to channel 3"
+    )
+    assert zero_index(4) == zero_index(4) != zero_index(5)  # compared by what they do, by name
 
 
 def test_set_index_edit_per_layer_slot():
@@ -29,7 +48,7 @@ def test_set_index_edit_per_layer_slot():
 def test_residual_ablation_reaches_the_stream(tiny_host):
     tokens = torch.tensor([encode(tiny_host.tokenizer, "What is the capital of France?").ids])
     values = torch.zeros(tiny_host.cfg.n_layers)
-    with torch.no_grad(), _resid_set(tiny_host, 6, values):
+    with torch.no_grad(), _resid_set(tiny_host, 6, values, "0"):
         _, cache = tiny_host.run_with_cache(tokens, names_filter=[resid_mid_hook(2), write_hook(2)])
     # x_6 entered block 2 as 0, so after attention it holds only attention's contribution
     torch.testing.assert_close(cache[resid_mid_hook(2)][..., 6], cache[write_hook(2)][..., 6])
@@ -107,8 +126,14 @@ def test_ablate_from_the_command_line(run_dir, tmp_path, capsys):
     )
     assert code == 0
     out = tmp_path / "run" / "ablation_index3"
-    assert {p.name for p in out.iterdir()} == {"ablation.csv", "ablation.html", ".irm_lens.json"}
-    assert "resid_zero" in capsys.readouterr().out
+    kept = {p.name for p in out.iterdir()}
+    assert kept == {"ablation.csv", "answers.csv", "ablation.html", ".irm_lens.json"}
+    said = capsys.readouterr().out
+    assert "resid_zero" in said and "IRM with output index 3 set to 0" in said
+    answers = pd.read_csv(out / "answers.csv", keep_default_na=False)
+    table = pd.read_csv(out / "ablation.csv")
+    assert len(answers) == 2 * len(table)  # every condition's answer to both questions
+    assert set(answers["intervention"]) == set(table["intervention"])
     assert main(["ablate", str(tmp_path / "run"), "--index", "64"]) == 2
     assert "0..63" in capsys.readouterr().err
     assert main(["ablate", str(tmp_path / "missing"), "--index", "1"]) == 2

@@ -341,6 +341,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
         rows = config.rows("test")
         rows = rows if args.max_rows is None else rows.iloc[: args.max_rows]
+        answers: list[dict[str, Any]] = []
         table = ablation_study(
             host,
             irm,
@@ -350,12 +351,17 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             mode=config.prompt_mode,
             max_new_tokens=args.max_new_tokens,
             generate=not args.no_generate,
+            answers=answers,
         )
         write_csv_atomic(tmp / "ablation.csv", table)
+        if answers:  # what each condition made the host say, beside the numbers
+            import pandas as pd
+
+            write_csv_atomic(tmp / "answers.csv", pd.DataFrame(answers))
         save_figure(ablation_figure(table), tmp, "ablation", png=not args.no_png)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"wrote {out}")
-        print(f"next: open {out}/figure.html; irm-lens atlas {run_dir}   (every token's outputs)")
+        print(f"next: open {out}/ablation.html; irm-lens atlas {run_dir}   (every token's outputs)")
         return 0
 
 

@@ -39,10 +39,26 @@ Intervention = Callable[[], AbstractContextManager[Any]]
 DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
-def _resid_set(host: TransformerBridge, index: int, values: Tensor) -> AbstractContextManager[None]:
+def _resid_set(
+    host: TransformerBridge, index: int, values: Tensor, label: str = "given values"
+) -> AbstractContextManager[None]:
     """Residual index ``index`` entering every layer set to ``values[layer]``."""
     points = [resid_pre_hook(layer) for layer in range(host.cfg.n_layers)]
-    return patch(host, points, set_at(index, lambda layer: values[layer]))
+    return patch(host, points, set_at(index, lambda layer: values[layer], label=label))
+
+
+def describe(condition: str, index: int) -> str:
+    """What a condition of ``conditions`` does, in words (the ``intervention`` column)."""
+    if condition.startswith("scale_"):
+        return f"IRM output x{condition.split('_', 1)[1]}"
+    return {
+        "host": "host alone, no IRM",
+        "irm": "IRM as trained",
+        "irm_zero": f"IRM with output index {index} set to 0",
+        "irm_mean": f"IRM with output index {index} set to its mean",
+        "resid_zero": f"IRM, residual index {index} set to 0 entering every layer",
+        "resid_mean": f"IRM, residual index {index} set to its mean entering every layer",
+    }[condition]
 
 
 def _batches(host: TransformerBridge, rows: pd.DataFrame, mode: PromptMode) -> list[Batch]:
@@ -89,19 +105,19 @@ def conditions(
     zeros_irm, zeros_resid = torch.zeros_like(irm_means), torch.zeros_like(resid_means)
 
     @contextlib.contextmanager
-    def resid(values: Tensor) -> Iterator[None]:
+    def resid(values: Tensor, label: str) -> Iterator[None]:
         # The setter goes first, so the IRM (which stashes resid_pre(0)) reads the ablated
         # stream, consistent with the attn_out(0) it sees.
-        with _resid_set(host, index, values), attach(host, irm):
+        with _resid_set(host, index, values, label), attach(host, irm):
             yield
 
     found: dict[str, Intervention] = {
         "host": contextlib.nullcontext,
         "irm": lambda: attach(host, irm),
-        "irm_zero": lambda: attach(host, irm, edit=set_index(index, zeros_irm)),
-        "irm_mean": lambda: attach(host, irm, edit=set_index(index, irm_means)),
-        "resid_zero": lambda: resid(zeros_resid),
-        "resid_mean": lambda: resid(resid_means),
+        "irm_zero": lambda: attach(host, irm, edit=set_index(index, zeros_irm, label="0")),
+        "irm_mean": lambda: attach(host, irm, edit=set_index(index, irm_means, label="its mean")),
+        "resid_zero": lambda: resid(zeros_resid, "0"),
+        "resid_mean": lambda: resid(resid_means, "its mean"),
     }
     for alpha in alphas:
         if alpha != 1.0:
@@ -121,12 +137,15 @@ def ablation_study(
     max_new_tokens: int = 30,
     generate: bool = True,
     progress: bool = True,
+    answers: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Effects of ablating residual index ``index`` and of scaling the IRM, on ``rows``.
 
     Args:
         rows: held-out rows (``question``, ``answer`` in the target voice, ``reference``).
         emotion: the NRC emotion to report (the IRM's target, e.g. ``"anger"``).
+        answers: a list that receives each greedy answer as ``{condition, intervention,
+            question, answer}`` (with ``generate``).
 
     Returns:
         One row per condition: ``condition, alpha, nll, kl_to_irm, nrc_share, fact_retention,
@@ -166,6 +185,7 @@ def ablation_study(
                 count += int(mask.sum())
         record: dict[str, Any] = {
             "condition": name,
+            "intervention": describe(name, index),
             "alpha": {"host": float("nan"), "irm": 1.0}.get(name, 1.0),
             "nll": nll_sum / count,
             "kl_to_irm": kl_sum / count,
@@ -181,6 +201,16 @@ def ablation_study(
                 max_new_tokens=max_new_tokens,
                 intervention=intervention,
             )
+            if answers is not None:
+                answers += [
+                    {
+                        "condition": name,
+                        "intervention": record["intervention"],
+                        "question": q,
+                        "answer": a,
+                    }
+                    for q, a in zip(rows["question"], texts, strict=True)
+                ]
             profile = emotion_profile(texts).set_index("emotion")
             # NaN for a voice the NRC lexicon has no category for (neutral, a custom label).
             record["nrc_share"] = float(profile["share"].get(emotion, float("nan")))
