@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,23 @@ class Context:
         }
         write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
         return target
+
+    def write_variants(
+        self,
+        result: str,
+        data: pd.DataFrame,
+        fig: go.Figure,
+        variants: Iterable[Context],
+        *,
+        summary: Any,
+        size: tuple[int, int],
+        settings: dict[str, Any],
+    ) -> Path:
+        """``write`` for a result on ``variants`` of the run set (``variant``): it names no run
+        of the main set, and its ``settings`` gain ``run_dirs``, the variants' run directories."""
+        run_dirs = [p.name for c in variants for p in c.runs.values()]
+        settings = {**settings, "run_dirs": run_dirs}
+        return self.write(result, data, fig, summary=summary, runs=[], size=size, settings=settings)
 
 
 SMOKE_MECHANISM_EMOTIONS = 2

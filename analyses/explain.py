@@ -235,7 +235,7 @@ LEARNED = "runs that learned their objective"
 
 def judge(table: pd.DataFrame, null: pd.DataFrame) -> Judgement:
     """``Judgement`` from the tier's rows (``data.csv``) and its null (``null.csv``)."""
-    columns = ["cell", "padding", "aligned", "top_index", "own_low", "growth"]
+    columns = ["cell", "padding", "aligned", "top_index", "own_low", "growth", "seed"]
     last = final_rows(table) if len(table) else pd.DataFrame(columns=columns)
     learned = last.assign(aligned=last["own_low"] > 0)
     early = final_rows(table, first=True) if len(table) else pd.DataFrame(columns=columns)

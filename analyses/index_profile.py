@@ -12,7 +12,7 @@ import pandas as pd
 
 from analyses._common import Context
 from irm_lens.interventions.index_profile import IndexProfile, index_profile
-from irm_lens.plotting.profile import index_profile_figure
+from irm_lens.plotting.profile import index_profile_result_figure
 from irm_lens.prompts import PAPER_PROMPTS
 
 
@@ -33,12 +33,8 @@ def main(ctx: Context) -> dict[str, object]:
     data = pd.concat([_long(r, role) for role, r in results.items()], ignore_index=True)
     summary: dict[str, object] = {role: r.summary() for role, r in results.items()}
     for role, result in results.items():
-        fig = index_profile_figure(
-            result.index,
-            result.magnitude,
-            result.gains,
-            result.lever_rms,
-            result.lever_entropy,
+        fig = index_profile_result_figure(
+            result,
             title=(
                 f"{ctx.figures.host_label}, residual index {result.index} ({role}; controls "
                 f"{list(result.controls)}, 7 paper prompts)"

@@ -111,15 +111,8 @@ def main(ctx: Context) -> MaskedSummary:
         substitutes=substitutes,
         by_run=data.to_dict(orient="records"),
     )
-    runs = [p for c in contexts.values() for p in c.runs.values()]
-    ctx.write(
-        "masked",
-        data,
-        fig,
-        summary=summary,
-        runs=[],
-        size=(1300, 650),
-        settings={"k": K, "run_dirs": [p.name for p in runs]},
+    ctx.write_variants(
+        "masked", data, fig, contexts.values(), summary=summary, size=(1300, 650), settings={"k": K}
     )
     return summary
 

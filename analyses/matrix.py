@@ -67,15 +67,14 @@ def main(ctx: Context) -> MatrixSummary:
         emotions=list(mechanism_emotions(ctx, EMOTIONS)),
         by_run=data.to_dict(orient="records"),
     )
-    runs = [p for c in contexts.values() for p in c.runs.values()]
-    ctx.write(
+    ctx.write_variants(
         "matrix",
         data,
         fig,
+        contexts.values(),
         summary=summary,
-        runs=[],
         size=(1300, 650),
-        settings={"layer_sets": list(LAYER_SETS), "l1": L1, "run_dirs": [p.name for p in runs]},
+        settings={"layer_sets": list(LAYER_SETS), "l1": L1},
     )
     return summary
 

@@ -100,19 +100,14 @@ def main(ctx: Context) -> RotationSummary:
         },
         by_run=data.to_dict(orient="records"),
     )
-    runs = [p for c in (first, rotated, *sgd.values()) for p in c.runs.values()]
-    ctx.write(
+    ctx.write_variants(
         "rotation",
         data,
         fig,
+        [first, rotated, *sgd.values()],
         summary=summary,
-        runs=[],
         size=(1300, 700),
-        settings={
-            "rotation_seed": ROTATION_SEED,
-            "sgd_lrs": SGD_LRS,
-            "run_dirs": [p.name for p in runs],
-        },
+        settings={"rotation_seed": ROTATION_SEED, "sgd_lrs": SGD_LRS},
     )
     return summary
 

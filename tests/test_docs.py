@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from irm_lens.export import find_browser
 from tests import _procs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-# As the Makefile's `browser` target looks for one (and $BROWSER_PATH, as irm_lens.export does).
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # Markdown links and images: [text](target) or ![alt](target "title").
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 # A page element that loads something from the network when the page is viewed (a script, style
@@ -97,24 +94,13 @@ def _readme_sections() -> list[str]:
     return [_clean(line[3:]) for line in README.read_text().splitlines() if line.startswith("## ")]
 
 
-def _browser() -> str | None:
-    override = os.environ.get("BROWSER_PATH")
-    if override:
-        return override if os.access(override, os.X_OK) else None
-    for name in BROWSERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def _render(page: Path, profile: Path) -> str:
     """The DOM of ``page`` after headless Chromium has loaded it and run its scripts."""
-    browser = _browser()
+    browser = find_browser()  # the browser kaleido uses: $BROWSER_PATH, else one on PATH
     if browser is None:
         pytest.skip(
-            "no Chromium found (looked for $BROWSER_PATH and "
-            f"{', '.join(BROWSERS)} on PATH): run `make browser` to render the docs"
+            "no Chromium found ($BROWSER_PATH, or a Chromium-family browser on PATH): "
+            "run `make browser` to render the docs"
         )
     flags = [
         "--headless",

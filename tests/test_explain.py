@@ -20,18 +20,20 @@ from irm_lens.measures.dominance import top_two
 from irm_lens.measures.push import direct_token_z, signed_push
 
 
-def _runs(tops: dict[str, list[int | None]]) -> pd.DataFrame:
-    """One row per run; ``None`` marks a run that did not align."""
+def _runs(tops: dict[str, list[int | None]], seed: int | None = None) -> pd.DataFrame:
+    """One row per run; ``None`` marks a run that did not align. Runs alternate seeds 42 and
+    420 unless ``seed`` gives them all one."""
     rows = []
     for cell, indices in tops.items():
         padding = cell.split("-")[1]
-        for t in indices:
+        for i, t in enumerate(indices):
             rows.append(
                 {
                     "cell": cell,
                     "padding": padding,
                     "aligned": t is not None,
                     "top_index": -1 if t is None else t,
+                    "seed": seed if seed is not None else 42 + 378 * (i % 2),  # 42, 420, ...
                 }
             )
     return pd.DataFrame(rows)
@@ -106,6 +108,20 @@ def test_padding_rule_reaches_every_verdict():
     assert none.verdict == "not padding" and "no cell" in none.reason
 
 
+def test_one_seeds_runs_do_not_decide_a_cell():
+    # the "only with padding" pattern, but every run from one init seed: not tested
+    tops = {
+        "t2-counted": [316, 316],
+        "t2-masked": [5, 9],
+        "t1-counted": [316, 316],
+        "t1-masked": [8, 44],
+    }
+    assert padding_rule(_runs(tops), NULL).verdict == "only with padding"
+    one = padding_rule(_runs(tops, seed=42), NULL)
+    assert one.verdict == "not tested" and "2 init seeds" in one.reason
+    assert cell_sharing(_runs(tops, seed=42), NULL)["n_seeds"].tolist() == [1, 1, 1, 1]
+
+
 def test_an_index_the_untrained_irms_already_share_is_not_the_objectives():
     # every counted run tops 394, the index that tops most untrained IRMs: no evidence
     tops = {
@@ -149,6 +165,7 @@ def _table(runs: dict[str, tuple[str, int, bool, float]]) -> pd.DataFrame:
                     "top_index": top,
                     "own_low": own_low,
                     "dominance": dominance,
+                    "seed": 42 if run.startswith("a") else 420,  # one emotion per seed here
                 }
             )
     return pd.DataFrame(rows)

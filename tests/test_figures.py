@@ -81,6 +81,29 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     return tmp, _figures(tmp)
 
 
+def _tier(
+    fast_run: tuple[Path, subprocess.CompletedProcess], tier: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The fast run's folder and ``make figures TIER=tier`` run on it (both must succeed)."""
+    tmp, first = fast_run
+    assert first.returncode == 0
+    proc = _figures(tmp, TIER=tier)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, proc
+
+
+def _without_runs(tmp: Path, tier: str, runs: str) -> subprocess.CompletedProcess[str]:
+    """``make figures TIER=tier`` again after deleting the run directories that match the glob
+    ``runs``: the committed result is the cache of record, so it succeeds and trains none again
+    (the caller checks its output says so)."""
+    for run_dir in (tmp / "runs").glob(runs):
+        shutil.rmtree(run_dir)
+    again = _figures(tmp, TIER=tier)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not list((tmp / "runs").glob(runs))
+    return again
+
+
 @pytest.mark.slow
 def test_fast_run_writes_every_result_and_the_report(fast_run):
     tmp, proc = fast_run
@@ -166,10 +189,7 @@ def test_second_run_reuses_every_cached_run(fast_run):
 
 @pytest.mark.slow
 def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
-    tmp, first = fast_run
-    assert first.returncode == 0
-    proc = _figures(tmp, TIER="mechanism")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    tmp, _ = _tier(fast_run, "mechanism")
     out = tmp / "figures"
     for result in ("index_profile", "rotation", "masked", "matrix"):
         assert (out / result / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result
@@ -212,10 +232,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
 
 @pytest.mark.slow
 def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
-    tmp, first = fast_run
-    assert first.returncode == 0
-    proc = _figures(tmp, TIER="long")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    tmp, proc = _tier(fast_run, "long")
     assert "run set ready" not in proc.stdout  # the long tier trains only its own runs
     out = tmp / "figures" / "trajectory"
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -243,12 +260,8 @@ def test_long_tier_writes_a_trajectory_and_picks_a_budget(fast_run):
     config = json.loads((paper_dir / "config.json").read_text())
     assert (config["prompt_mode"], config["lr"], config["grad_accum"]) == ("plain", 1e-4, 2)
     assert len(list((paper_dir / "snapshots").glob("step-*.safetensors"))) == 3
-    # the committed result is the cache of record: without the runs, nothing is trained again
-    for run_dir in (tmp / "runs").glob("*_long_s42-*"):
-        shutil.rmtree(run_dir)
-    again = _figures(tmp, TIER="long")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "[run " not in again.stdout and not list((tmp / "runs").glob("*_long_s42-*"))
+    again = _without_runs(tmp, "long", "*_long_s42-*")
+    assert "[run " not in again.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
     assert (
         json.loads((out / "config.json").read_text())["summary"]["budget_step"]
@@ -472,33 +485,35 @@ PROPAGATION = PropagationSummary(
 )
 
 
+STRIATION = StriationSummary(
+    n_trained=8,
+    n_headline=4,
+    headline_aligned=True,
+    index_share_median=0.15,
+    layer_share_median=0.07,
+    index_over_layer_runs=4,
+    significant_runs=4,
+    cross_layer_corr_median=0.13,
+    untrained_index_share=0.03,
+    untrained_cross_layer_corr=0.0,
+    null_index_shares=[0.03, 0.035],
+    null_layer_shares=[0.01, 0.01],
+    null_cross_layer_corrs=[0.0, 0.01],
+    signed_index_share_median=0.2,
+    signed_layer_share_median=0.05,
+    above_untrained_runs=4,
+    p_min_possible=0.005,
+    rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
+)
+
+
 def test_report_claims_take_each_kinds_rule():
-    striation = StriationSummary(
-        n_trained=8,
-        n_headline=4,
-        headline_aligned=True,
-        index_share_median=0.15,
-        layer_share_median=0.07,
-        index_over_layer_runs=4,
-        significant_runs=4,
-        cross_layer_corr_median=0.13,
-        untrained_index_share=0.03,
-        untrained_cross_layer_corr=0.0,
-        null_index_shares=[0.03, 0.035],
-        null_layer_shares=[0.01, 0.01],
-        null_cross_layer_corrs=[0.0, 0.01],
-        signed_index_share_median=0.2,
-        signed_layer_share_median=0.05,
-        above_untrained_runs=4,
-        p_min_possible=0.005,
-        rules={"next-token": _rule(verdicts.PARTLY), "paper loss": _rule(verdicts.NOT_TESTED)},
-    )
-    rules, text = claims.striation_claim(striation)
+    rules, text = claims.striation_claim(STRIATION)
     assert rules["next-token"].verdict == verdicts.PARTLY
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED and "0.150" in text
     assert "median over the 4 aligned next-token runs" in text
     # the residual control decides; without it: not tested, saying why
-    rules, _ = claims.residual_claim(PROPAGATION, None, striation.rules)
+    rules, _ = claims.residual_claim(PROPAGATION, None, STRIATION.rules)
     assert rules["next-token"] == Verdict(
         verdicts.NOT_TESTED, "the rotated-injection control was not run", {}
     )
@@ -512,7 +527,7 @@ def test_report_claims_take_each_kinds_rule():
             "paper loss": {"delta": [0.03, 0.03], "output": [0.03, 0.04]},
         },
     )
-    rules, _ = claims.residual_claim(PROPAGATION, control, striation.rules)
+    rules, _ = claims.residual_claim(PROPAGATION, control, STRIATION.rules)
     assert rules["next-token"].verdict == verdicts.REPRODUCED
     assert rules["paper loss"].verdict == verdicts.NOT_TESTED  # no stripes there
     host = HostProfileSummary(
@@ -576,28 +591,7 @@ def test_typed_summaries_round_trip_and_refuse_old_ones(tmp_path):
     summary = from_dict(
         StriationSummary,
         {
-            **dataclasses.asdict(
-                report_striation := StriationSummary(
-                    n_trained=1,
-                    n_headline=1,
-                    headline_aligned=False,
-                    index_share_median=0.1,
-                    layer_share_median=0.1,
-                    index_over_layer_runs=0,
-                    significant_runs=0,
-                    cross_layer_corr_median=0.0,
-                    untrained_index_share=0.0,
-                    untrained_cross_layer_corr=0.0,
-                    null_index_shares=[0.0],
-                    null_layer_shares=[0.0],
-                    null_cross_layer_corrs=[0.0],
-                    signed_index_share_median=0.0,
-                    signed_layer_share_median=0.0,
-                    above_untrained_runs=0,
-                    p_min_possible=0.1,
-                    rules={},
-                )
-            ),
+            **dataclasses.asdict(report_striation := dataclasses.replace(STRIATION, rules={})),
             "rules": rules,
         },
         "test",
@@ -842,10 +836,7 @@ def test_validation_lines_say_where_each_curve_bottomed_out():
 
 @pytest.mark.slow
 def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
-    tmp, first = fast_run
-    assert first.returncode == 0
-    proc = _figures(tmp, TIER="explain")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    tmp, proc = _tier(fast_run, "explain")
     assert "anger_s42 (next-token): train" not in proc.stdout  # the run set is read, not trained
     out = tmp / "figures" / "explain"
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -877,10 +868,6 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
         verdicts["why one index / a shared top index only when padding counts"]
         == (summary["padding"]["verdict"])
     )
-    # the committed result is the cache of record: without the runs, nothing trains again
-    for run_dir in (tmp / "runs").glob("anger_t*_s42-*"):
-        shutil.rmtree(run_dir)
-    again = _figures(tmp, TIER="explain")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert ": train" not in again.stdout and not list((tmp / "runs").glob("anger_t*_s42-*"))
+    again = _without_runs(tmp, "explain", "anger_t*_s42-*")
+    assert ": train" not in again.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)

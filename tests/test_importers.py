@@ -96,20 +96,15 @@ def test_empty_answers_are_skipped_and_counted(tmp_path):
 
 
 def test_missing_columns(tmp_path):
-    path = tmp_path / "wrong.csv"
-    path.write_text("prompt,response\nHi?,Hello.\n", encoding="utf-8")
-    with pytest.raises(DataImportError, match=re.escape(str(path))) as info:
-        read_qa_csv(path)
-    message = str(info.value)
+    error = _refused(read_qa_csv, tmp_path / "wrong.csv", "prompt,response\nHi?,Hello.\n")
+    message = str(error)
     assert "question and answer, or text" in message and "'prompt'" in message
-    assert isinstance(info.value, ValueError)
+    assert isinstance(error, ValueError)
 
 
 def test_malformed_text_row_names_its_line(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("text\nWhat is up? Not much.\nNo question mark here\n", encoding="utf-8")
-    with pytest.raises(DataImportError, match=re.escape(str(path)) + r".*line 3\b"):
-        read_qa_csv(path)
+    text = "text\nWhat is up? Not much.\nNo question mark here\n"
+    _refused(read_qa_csv, tmp_path / "bad.csv", text, r".*line 3\b")
 
 
 def test_empty_question_names_its_line(tmp_path):
@@ -215,22 +210,15 @@ def test_squad_json(tmp_path):
 
 
 def test_squad_invalid_json_names_file_and_position(tmp_path):
-    path = tmp_path / "broken.json"
-    path.write_text('{"data": [\n  {"title": "x",,}\n]}', encoding="utf-8")
-    with pytest.raises(DataImportError, match=re.escape(str(path)) + r".*line 2, column"):
-        read_squad_json(path)
+    text = '{"data": [\n  {"title": "x",,}\n]}'
+    _refused(read_squad_json, tmp_path / "broken.json", text, r".*line 2, column")
 
 
 def test_squad_missing_data_and_question(tmp_path):
-    path = tmp_path / "nodata.json"
-    path.write_text('{"version": "v2.0"}', encoding="utf-8")
-    with pytest.raises(DataImportError, match=re.escape(str(path)) + '.*"data"'):
-        read_squad_json(path)
+    _refused(read_squad_json, tmp_path / "nodata.json", '{"version": "v2.0"}', '.*"data"')
     doc = {"data": [{"title": "Normans", "paragraphs": [{"context": "c", "qas": [{"id": "a"}]}]}]}
-    path = tmp_path / "noquestion.json"
-    path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(DataImportError, match=re.escape(str(path)) + r".*'Normans'.*qas\[0\]"):
-        read_squad_json(path)
+    text = json.dumps(doc)
+    _refused(read_squad_json, tmp_path / "noquestion.json", text, r".*'Normans'.*qas\[0\]")
 
 
 def test_write_read_round_trip(tmp_path):
@@ -257,6 +245,15 @@ def test_write_rejects_frame_without_columns(tmp_path):
 def _write(path, text):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _refused(reader, path, text, after=""):
+    """The error ``reader`` raises on ``text`` written to ``path``: a ``DataImportError`` whose
+    message names the file, then matches ``after``."""
+    _write(path, text)
+    with pytest.raises(DataImportError, match=re.escape(str(path)) + after) as info:
+        reader(path)
+    return info.value
 
 
 def test_special_files_huge_files_and_deep_json_are_refused_before_they_are_read(tmp_path):

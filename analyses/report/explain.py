@@ -11,7 +11,7 @@ from analyses.explain import Judgement, final_rows, judge
 from analyses.report.claims import not_run_lines, num_ci
 from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
-from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, SHARED
+from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, MIN_SEEDS, SHARED
 from irm_lens.interventions.predict import validate_prediction
 
 TITLE = "## Why one index? (`make figures TIER=explain`)"
@@ -257,8 +257,11 @@ def explain_section(out: Path) -> list[str]:
         "objective (held-out questions, 95 % CIs). " + status + cost,
         "",
         f"Rule (`analyses.rules.explain.padding_rule`): a cell shares an index when one "
-        f"index tops at least {SHARED:.0%} of its aligned runs (at least {MIN_RUNS}) and the "
-        "untrained IRMs do not already share it; *only with padding* when every counted cell "
+        f"index tops at least {SHARED:.0%} of its aligned runs (at least {MIN_RUNS}, from at "
+        f"least {MIN_SEEDS} init seeds: runs of one seed start from the same IRM; this seed "
+        "condition was added after the first seed's runs had been measured, before the "
+        "second's) and the untrained IRMs do not already share it; *only with padding* when "
+        "every counted cell "
         "shares one and no masked cell does, *not padding* when a masked cell shares one or no "
         "cell does. Control: the masked cells (same data, same offsets) and the untrained "
         f"IRMs of the tier's seeds and seeds 1-8 on the same rows (dominance median "

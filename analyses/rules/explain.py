@@ -19,6 +19,10 @@ from irm_lens.measures.bootstrap import resampled_median_ci
 # A cell "shares" an index when it tops at least this fraction of the cell's aligned runs.
 SHARED = 0.75
 MIN_RUNS = 2
+# Runs of one init seed start from the same IRM: two emotions sharing a top index then may share
+# it through their start. A cell counts only with aligned runs from this many seeds (added after
+# the first seed's 8 runs were measured, before the second seed's).
+MIN_SEEDS = 2
 # Dominance grows with training when the median ratio last/first trained snapshot has its 95 %
 # CI above 1 + this (and shrinks when below 1 - this).
 MIN_GROWTH = 0.05
@@ -50,25 +54,29 @@ def shared_index(tops: Sequence[int]) -> tuple[int | None, float]:
 def cell_sharing(
     rows: pd.DataFrame, null_tops: Sequence[int], cells: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Per cell of ``rows`` (one row per run: ``cell``, ``padding``, ``aligned``, ``top_index``):
-    the aligned runs, the modal top index among them, its share, and whether the cell shares an
-    index: at least ``MIN_RUNS`` aligned runs, ``SHARED`` of them on one index, and that index
-    not one the untrained IRMs (``null_tops``) already share (an index of the initialisation,
-    not of the objective). ``cells`` (names like ``t2-counted``): every cell planned, listed
-    with no runs where ``rows`` has none yet."""
+    """Per cell of ``rows`` (one row per run: ``cell``, ``padding``, ``aligned``, ``top_index``,
+    ``seed``): the aligned runs and their seeds, the modal top index among them, its share, and
+    whether the cell shares an index: at least ``MIN_RUNS`` aligned runs from ``MIN_SEEDS``
+    seeds, ``SHARED`` of them on one index, and that index not one the untrained IRMs
+    (``null_tops``) already share (an index of the initialisation, not of the objective).
+    ``cells`` (names like ``t2-counted``): every cell planned, listed with no runs where ``rows``
+    has none yet."""
     null_index, null_share = shared_index(null_tops)
     init_index = null_index if null_share >= 0.5 else None
     out = []
     for cell, group in rows.groupby("cell", sort=False):
         tops = [int(t) for t in group.loc[group["aligned"], "top_index"]]
+        seeds = group.loc[group["aligned"], "seed"].nunique()
         index, share = shared_index(tops)
-        shares = len(tops) >= MIN_RUNS and share >= SHARED and index != init_index
+        enough = len(tops) >= MIN_RUNS and seeds >= MIN_SEEDS
+        shares = enough and share >= SHARED and index != init_index
         out.append(
             {
                 "cell": cell,
                 "padding": group["padding"].iloc[0],
                 "n_runs": len(group),
                 "n_aligned": len(tops),
+                "n_seeds": seeds,
                 "index": index,
                 "share": share,
                 "shares": shares,
@@ -77,9 +85,9 @@ def cell_sharing(
     seen = {o["cell"] for o in out}
     for cell in cells:
         if cell not in seen:
-            empty = {"n_runs": 0, "n_aligned": 0, "index": None, "share": float("nan")}
+            empty = {"n_runs": 0, "n_aligned": 0, "n_seeds": 0, "index": None, "share": math.nan}
             out.append({"cell": cell, "padding": cell.split("-", 1)[1], **empty, "shares": False})
-    columns = ["cell", "padding", "n_runs", "n_aligned", "index", "share", "shares"]
+    columns = ["cell", "padding", "n_runs", "n_aligned", "n_seeds", "index", "share", "shares"]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -96,8 +104,9 @@ def padding_rule(
     with padding* (every counted cell shares an index, no masked cell does); *one offset only*
     (one counted cell shares, no masked cell does); *not padding* (a masked cell shares an
     index, or no counted cell does); *not tested* (a cell has fewer than ``MIN_RUNS`` aligned
-    runs). ``aligned`` marks the runs that count (``what`` names them in the reason);
-    ``planned``: every cell of the design, so that one with no runs yet is named."""
+    runs, or all of them from one seed). ``aligned`` marks the runs that count (``what`` names
+    them in the reason); ``planned``: every cell of the design, so that one with no runs yet is
+    named."""
     cells = cell_sharing(rows, null_tops, planned)
     if cells.empty:
         return Verdict(NOT_TESTED, "no run measured yet", {})
@@ -110,6 +119,15 @@ def padding_rule(
         return Verdict(
             NOT_TESTED,
             f"needs {MIN_RUNS} {what} in every cell; {names} {verb} fewer",
+            effects,
+        )
+    one_seed = cells[cells["n_seeds"] < MIN_SEEDS]
+    if not one_seed.empty:
+        names = ", ".join(one_seed["cell"])
+        return Verdict(
+            NOT_TESTED,
+            f"needs {what} from {MIN_SEEDS} init seeds in every cell ({names}: one seed; runs "
+            "of one seed start from the same IRM, so a top index they share may be the start's)",
             effects,
         )
     counted, masked = cells[cells["padding"] == "counted"], cells[cells["padding"] == "masked"]
