@@ -137,6 +137,30 @@ def test_a_data_file_changed_after_training_is_refused_not_resplit(tiny_host, tm
     assert len(restored.rows("test")) > 0  # the run's own copy still reads
 
 
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("batch_size", 2.5, "a whole number"),
+        ("batch_size", True, "a whole number"),
+        ("max_steps", 4.5, "a whole number or null"),
+        ("layers", 3, "text"),
+        ("seed", "1", "a whole number"),
+        ("masked", [1.5], "a list of whole numbers"),
+        ("loss", "t+3", "one of ['next-token', 'paper']"),
+        ("data", 7, "text or null"),
+        ("patience", None, "a whole number"),
+    ],
+)
+def test_a_hand_edited_config_field_of_the_wrong_type_is_named(field, value, says, tmp_path):
+    raw = json.loads(TrainConfig().to_json()) | {field: value}
+    with pytest.raises(
+        RunDirError, match=re.escape(f"field {field} is {value!r}; it must be {says}")
+    ):
+        TrainConfig.from_json(json.dumps(raw), str(tmp_path / "run" / "config.json"))
+    ok = json.loads(TrainConfig().to_json()) | {"lr": 1, "max_steps": None}  # an int is a float
+    assert TrainConfig.from_json(json.dumps(ok)).lr == 1
+
+
 def _smoke(**overrides):
     return preset("smoke", host="tiny-random-llama", device="cpu", **overrides)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,7 @@ class TrainConfig:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            _check_field_types(raw)
             for key in ("masked", "snapshots"):
                 if isinstance(raw.get(key), list):
                     raw[key] = tuple(raw[key])
@@ -283,6 +286,50 @@ FAITHFUL_PAPER_LOSS: dict[str, Any] = dict(
     max_len=128,
     epochs=15,
 )
+
+
+def _accepts(value: Any, hint: Any) -> bool:
+    """Whether a JSON ``value`` is of the type ``hint`` (an int is no bool, a float may be an
+    int, a tuple is a JSON list)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (types.UnionType, typing.Union):
+        return any(_accepts(value, arm) for arm in args)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_accepts(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """A type in words, for the message that refuses a value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return f"one of {list(args)}"
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(arm) for arm in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    names = {int: "a whole number", float: "a number", str: "text", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_field_types(raw: dict[str, Any]) -> None:
+    """Refuse a field whose JSON value has the wrong type, naming the field and the value; a
+    whole number where a number is wanted becomes a float (JSON writes 1.0 as 1 by hand)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in raw.items():
+        if key in hints and not _accepts(value, hints[key]):
+            raise TypeError(f"field {key} is {value!r}; it must be {_describe(hints[key])}")
+        if hints.get(key) is float:
+            raw[key] = float(value)
+
 
 RUN_DATA = "data.csv"
 """The copy of its ``--data`` file a run keeps (``irm_lens.rundir.RunDir.DATA``)."""
