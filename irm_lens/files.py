@@ -13,6 +13,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -208,3 +209,21 @@ def atomic_dir(path: str | os.PathLike[str], *, kind: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_tensors_atomic(
+    tensors: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str]
+) -> None:
+    """``safetensors.torch.save_file`` through a temporary beside ``path``; a failed write (a
+    full disk, a file-size limit) is an ``OSError`` that names ``path``, and leaves it as it was."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise OSError(
+                f"{path}: could not write it ({exc}). Is the disk full? Free space and run the "
+                "command again; the previous file is unchanged."
+            ) from exc

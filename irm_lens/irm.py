@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import einops
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.errors import CheckpointError, HostMismatchError, LayerRangeError
-from irm_lens.files import atomic_path
+from irm_lens.files import save_tensors_atomic
 from irm_lens.host import host_name
 from irm_lens.rotate import random_rotation
 from irm_lens.seeding import seeded
@@ -335,8 +335,7 @@ class IRM(nn.Module):
         weights = self.state_dict() if state is None else state
         tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         meta = {"format": _FORMAT, "irm_config": self.config.to_json()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        save_tensors_atomic(tensors, path, meta)
         return path
 
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, cast
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
@@ -36,7 +36,13 @@ from irm_lens.canary import check_generation
 from irm_lens.data.batches import left_pad, pad_id
 from irm_lens.data.datasets import load_dataset
 from irm_lens.errors import IrmLensError
-from irm_lens.files import atomic_dir, sha256_file, write_csv_atomic, write_text_atomic
+from irm_lens.files import (
+    atomic_dir,
+    save_tensors_atomic,
+    sha256_file,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from irm_lens.host import check_context, host_name
 from irm_lens.inject import attach
 from irm_lens.irm import IRM
@@ -314,7 +320,7 @@ def save_recordings(
         columns["token"] += rec.tokens
         columns["kind"] += rec.kinds
     with atomic_dir(out, kind="recording") as tmp:
-        save_file(tensors, str(tmp / "outputs.safetensors"), metadata={"format": _FORMAT})
+        save_tensors_atomic(tensors, tmp / "outputs.safetensors", {"format": _FORMAT})
         write_csv_atomic(tmp / "tokens.csv", pd.DataFrame(columns))
         info = {
             "format": _FORMAT,

@@ -68,3 +68,29 @@ def test_a_result_directory_is_replaced_only_under_its_own_marker(tmp_path):
         atomic_dir(tmp_path / "x", kind="run"),
     ):
         pass
+
+
+def test_a_full_disk_while_saving_tensors_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A file-size limit (what a full disk looks like to the writer) during a safetensors save:
+    an OSError naming the file, not safetensors' own error, and the previous file unchanged."""
+    import resource
+    import signal
+
+    import torch
+
+    from irm_lens.files import save_tensors_atomic
+
+    path = tmp_path / "irm.safetensors"
+    save_tensors_atomic({"w": torch.zeros(4)}, path, {"format": "test"})
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))
+    try:
+        with pytest.raises(OSError, match=r"irm\.safetensors: could not write it .*disk full"):
+            save_tensors_atomic({"w": torch.zeros(1 << 18)}, path, {"format": "test"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["irm.safetensors"]  # no temporary left

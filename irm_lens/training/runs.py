@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from irm_lens.errors import CheckpointError
-from irm_lens.files import atomic_path, result_kind, write_csv_atomic, write_text_atomic
+from irm_lens.files import (
+    atomic_path,
+    result_kind,
+    save_tensors_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from irm_lens.irm import HostFingerprint
 from irm_lens.rundir import RunDir
 from irm_lens.training.config import RunDirError, TrainConfig
@@ -167,8 +173,7 @@ def save_state(
         "metrics": json.dumps(metrics),
         "host": json.dumps(host),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_tensors_atomic(tensors, path, meta)
 
 
 def host_identity(host: Any, param_sums: Tensor) -> dict[str, Any]:
