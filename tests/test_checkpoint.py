@@ -82,7 +82,7 @@ def test_failed_save_leaves_previous_file(tiny_host, tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("irm_lens.irm.save_file", explode)
+    monkeypatch.setattr("safetensors.torch.save_file", explode)
     with pytest.raises(OSError, match="disk full"):
         IRM.for_host(tiny_host, seed=9).save(path)
     assert path.read_bytes() == before
