@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from irm_lens.cli import main
-from irm_lens.data.importers import read_qa_csv
+from irm_lens.data.importers import DataImportError, read_qa_csv
 from irm_lens.data.synth import SAMPLING, synthesize
 from irm_lens.training.train import preset, train
 
@@ -35,6 +36,10 @@ def test_resumed_synthesis_equals_straight(tiny_host, tmp_path):
     assert len(straight) == 4 and straight["reference"].tolist() == [f"item {i}" for i in range(4)]
     _, report = read_qa_csv(tmp_path / "a.csv", emotion="anger")
     assert report.rows_read == 4
+    before = (tmp_path / "b.csv").read_bytes()
+    with pytest.raises(DataImportError, match="'anger' voice; this run writes 'sadness'"):
+        synthesize(tiny_host, _source(), "sadness", tmp_path / "b.csv", limit=6, **kwargs)
+    assert (tmp_path / "b.csv").read_bytes() == before  # not relabelled
 
 
 def test_trainer_reads_a_csv(tiny_host, tmp_path, capsys):

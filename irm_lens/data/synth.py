@@ -20,7 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.canary import check_generation
 from irm_lens.data import importers
-from irm_lens.data.importers import read_qa_csv, write_qa_csv
+from irm_lens.data.importers import DataImportError, label_of, read_qa_csv, write_qa_csv
 from irm_lens.host import check_context
 from irm_lens.prompts import encode
 from irm_lens.seeding import seeded
@@ -92,6 +92,12 @@ def synthesize(
     rows = source if limit is None else source.iloc[:limit]
     records: list[dict[str, Any]] = []
     if out_path.exists():
+        label = label_of(out_path)
+        if label is not None and label != emotion:  # resuming would relabel its rows
+            raise DataImportError(
+                f"{out_path} holds rows in the {label!r} voice; this run writes {emotion!r}. "
+                f"Give another output file, or --emotion {label} to go on with that one."
+            )
         records = read_qa_csv(out_path, emotion=emotion)[0].to_dict("records")
     keyed = {(r["question"], r["reference"]) for r in records}
     todo = [
