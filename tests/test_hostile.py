@@ -792,3 +792,23 @@ def test_two_writers_of_one_out_the_second_is_refused(finished, tmp_path, capsys
         assert main(argv) == 2
     assert "is being written by" in capsys.readouterr().err and not out.exists()
     assert main(argv) == 0 and (out / "recording.json").exists()
+
+
+def test_a_lock_holding_bytes_that_are_not_utf8_still_names_a_holder(tmp_path):
+    import fcntl
+
+    from irm_lens.training.runlock import RunLockedError
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / LOCK_NAME).write_bytes(b"\xff\xfe not a stamp \x80")
+    with (run / LOCK_NAME).open("rb+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with (
+            pytest.raises(RunLockedError, match="being written by another process"),
+            run_lock(run, "train"),
+        ):
+            pass
+    (run / LOCK_NAME).write_bytes(b"[1, 2]")  # JSON, but not a stamp
+    with run_lock(run, "train"):  # free again: taken, the stamp rewritten
+        assert json.loads((run / LOCK_NAME).read_text())["verb"] == "train"

@@ -42,9 +42,9 @@ def _holder(handle: IO[str]) -> str:
     handle.seek(0)
     try:
         info = json.loads(handle.read() or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):  # a stamp someone else wrote over
         info = {}
-    if not info:
+    if not isinstance(info, dict) or not info:
         return "another process"
     return (
         f"process {info.get('pid')} on {info.get('host')} ({info.get('verb')}, started "
