@@ -9,6 +9,7 @@ flat unit ``u`` is residual index ``u // n_inject`` of injected layer slot ``u %
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -42,7 +43,8 @@ _FORMAT = "irm_lens.irm"
 
 @dataclass(frozen=True)
 class HostFingerprint:
-    """What identifies a host: its name, shapes, and a probe of its embedding matrix."""
+    """What identifies a host: its name, shapes, a probe of its embedding matrix, and a hash of
+    its chat template (None in checkpoints written before it was kept)."""
 
     name: str
     n_layers: int
@@ -50,6 +52,7 @@ class HostFingerprint:
     d_vocab: int
     n_heads: int
     embed_probe: tuple[float, ...]
+    chat_template: str | None = None
 
     @classmethod
     def of(cls, host: TransformerBridge) -> HostFingerprint:
@@ -57,8 +60,16 @@ class HostFingerprint:
         rows = torch.linspace(0, w_e.shape[0] - 1, 8).long()
         probe = w_e[rows.to(w_e.device), :8].float().flatten().cpu().tolist()
         cfg = host.cfg
+        template = getattr(host.tokenizer, "chat_template", None)
+        digest = None if template is None else hashlib.sha256(str(template).encode()).hexdigest()
         return cls(
-            host_name(host), cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_heads, tuple(probe)
+            host_name(host),
+            cfg.n_layers,
+            cfg.d_model,
+            cfg.d_vocab,
+            cfg.n_heads,
+            tuple(probe),
+            None if digest is None else digest[:16],
         )
 
     @classmethod
@@ -82,6 +93,14 @@ class HostFingerprint:
             return "same shapes but different embedding weights"
         if self.name != other.name:
             return f"host name {self.name!r} vs {other.name!r}"
+        if None not in (self.chat_template, other.chat_template) and (
+            self.chat_template != other.chat_template
+        ):
+            return (
+                f"the same weights but another chat template ({self.chat_template} vs "
+                f"{other.chat_template}): the prompts it was trained on are not the ones it "
+                "would now see. Restore the template or train again"
+            )
         return None
 
 

@@ -87,3 +87,13 @@ def test_failed_save_leaves_previous_file(tiny_host, tmp_path, monkeypatch):
         IRM.for_host(tiny_host, seed=9).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["irm.safetensors"]
+
+
+def test_a_host_whose_chat_template_changed_is_refused(tmp_path):
+    host = load_host("tiny-random-llama", device="cpu")  # a private copy: its template changes
+    host.tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    path = IRM.for_host(host).save(tmp_path / "irm.safetensors")
+    IRM.load(path, host)  # the same template: fine
+    host.tokenizer.chat_template = "<|user|>{{ messages[0]['content'] }}<|assistant|>"
+    with pytest.raises(HostMismatchError, match="another chat template"):
+        IRM.load(path, host)
