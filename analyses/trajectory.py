@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import torch
 from einops import rearrange
 
 from analyses._common import Context, read_summary
-from analyses._config import cache_key, cached_table
+from analyses._config import FiguresConfig, cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._runset import RunSpec, stage_seconds
 from analyses._summaries import TrajectorySummary
@@ -64,6 +65,18 @@ FIXED_MIN = 18.9
 LIMIT_MIN = 60.0
 
 
+def schedule_settings(figures: FiguresConfig, schedule: Sequence[int]) -> dict[str, Any]:
+    """Training settings of a tier's run on this invocation's host, device and dtype: trained to
+    the last step of ``schedule``, with its IRM saved at each of the schedule's steps."""
+    return {
+        "max_steps": schedule[-1],
+        "snapshots": schedule,
+        "host": figures.host,
+        "device": figures.device,
+        "dtype": figures.dtype,
+    }
+
+
 def long_specs(ctx: Context) -> list[RunSpec]:
     """The tier's runs, in the order they are trained."""
     figures = ctx.figures
@@ -71,12 +84,8 @@ def long_specs(ctx: Context) -> list[RunSpec]:
     paper_schedule = SMOKE_SCHEDULE if figures.fast else PAPER_SCHEDULE
     extra = {
         **(SMOKE_LONG if figures.fast else LONG),
-        "max_steps": schedule[-1],
-        "snapshots": schedule,
+        **schedule_settings(figures, schedule),
         "seed": ctx.first_seed,
-        "host": figures.host,
-        "device": figures.device,
-        "dtype": figures.dtype,
     }
     emotions = [e for e in EMOTIONS if e in figures.emotions]
     specs = []
@@ -87,12 +96,7 @@ def long_specs(ctx: Context) -> list[RunSpec]:
     paper = preset(
         figures.preset,
         emotion=emotions[0],
-        **{
-            **extra,
-            **FAITHFUL_PAPER_LOSS,
-            "max_steps": paper_schedule[-1],
-            "snapshots": paper_schedule,
-        },
+        **{**extra, **FAITHFUL_PAPER_LOSS, **schedule_settings(figures, paper_schedule)},
     )
     specs.append(RunSpec(f"{emotions[0]}_paperloss_long_s{ctx.first_seed}", paper))
     return specs

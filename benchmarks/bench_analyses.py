@@ -11,13 +11,13 @@ consistency across runs. Target: under 30 s on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._setup import int_options
 from irm_lens import measures
 from irm_lens.record import Recording, load_recordings, save_recordings
 
@@ -53,10 +53,7 @@ def analyze(recordings: list[Recording]) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=24)
-    parser.add_argument("--prompts", type=int, default=7)
-    args = parser.parse_args()
+    args = int_options(__doc__, runs=24, prompts=7)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = []
         for run in range(args.runs):

@@ -11,21 +11,19 @@ kept. Target: the kept browser at least 2x faster per figure.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 
+from benchmarks._setup import int_options
 from benchmarks._timing import interleaved_medians
 from irm_lens.export import find_browser, keep_browser, save_figure
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = int_options(__doc__, repeats=5)
     if find_browser() is None:
         raise SystemExit("bench_export: no Chromium-family browser; run `make browser`.")
     z = np.random.default_rng(0).standard_normal((30, 576))

@@ -9,29 +9,23 @@ HF's default (sdpa) is reported beside it.
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 
+from benchmarks._setup import int_options, random_tokens
 from benchmarks._timing import interleaved_medians
 from irm_lens.host import load_hf, load_host
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pos", type=int, default=64)
-    args = parser.parse_args()
-
+    args = int_options(__doc__, repeats=7, batch=8, pos=64)
     host = load_host(device="cpu")
     hf_eager, _ = load_hf(None)
     hf_eager.set_attn_implementation("eager")
     hf_sdpa, _ = load_hf(None)
     hf_sdpa.set_attn_implementation("sdpa")
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, host.cfg.d_vocab, (args.batch, args.pos), generator=gen)
+    tokens = random_tokens(host, args.batch, args.pos)
 
     with torch.no_grad():
         medians = interleaved_medians(

@@ -12,7 +12,6 @@ one CSV file per token (d_model x n_inject values each), on the same recordings.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks._setup import int_options
 from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, PAPER_PROMPTS, attach, encode, load_host
 from irm_lens.data.batches import left_pad, pad_id
@@ -45,12 +45,7 @@ def _csv_per_token_pandas(recordings, directory: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompts", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    args = parser.parse_args()
-
+    args = int_options(__doc__, prompts=3, repeats=3, max_new_tokens=40)
     host = load_host(device="cpu")
     irm = IRM.for_host(host, seed=0)
     prompts = list(PAPER_PROMPTS[: args.prompts])

@@ -10,11 +10,10 @@ Target: attach / inline <= 1.10.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
+from benchmarks._setup import int_options, random_tokens
 from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, attach
 from irm_lens.host import load_hf, load_host
@@ -26,12 +25,7 @@ def _loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pos", type=int, default=64)
-    args = parser.parse_args()
-
+    args = int_options(__doc__, repeats=5, batch=8, pos=64)
     host = load_host(device="cpu")
     hf_model, _ = load_hf(None)
     hf_model.requires_grad_(False)
@@ -39,8 +33,7 @@ def main() -> None:
     irm_b = IRM.for_host(host, seed=0)
     opt_a = torch.optim.Adam(irm_a.parameters(), lr=1e-4)
     opt_b = torch.optim.Adam(irm_b.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, host.cfg.d_vocab, (args.batch, args.pos), generator=gen)
+    tokens = random_tokens(host, args.batch, args.pos)
 
     def step_attach() -> None:
         opt_a.zero_grad(set_to_none=True)

@@ -13,11 +13,11 @@ functions run). Target at batch 8 x 128: < 4 GiB.
 
 from __future__ import annotations
 
-import argparse
 import resource
 
 import torch
 
+from benchmarks._setup import int_options
 from benchmarks._timing import interleaved_medians
 from irm_lens import IRM, attach, load_dataset, load_host
 from irm_lens.data.batches import collate, encode_rows
@@ -27,12 +27,7 @@ from irm_lens.training.memory import cap_allocator_cache
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-len", type=int, default=128)
-    args = parser.parse_args()
-
+    args = int_options(__doc__, repeats=5, batch=8, max_len=128)
     cap_allocator_cache()  # as irm_lens.training.train does on CPU
     host = load_host(device="cpu")
     tok = host.tokenizer

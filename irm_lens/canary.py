@@ -18,6 +18,7 @@ and TransformerLens versions, the locked ones, and what to run; callers check be
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -63,25 +64,39 @@ def _prompts(host: TransformerBridge) -> list[list[int]]:
     return [encode(host.tokenizer, text, mode=mode).prompt_ids for text in (QUESTION, SHORT_PROMPT)]
 
 
+def greedy_continuations(
+    host: TransformerBridge,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    stop_at_eos: bool = True,
+) -> torch.Tensor:
+    """The new tokens of greedy answers to ``prompts`` (token ids), generated as one left-padded
+    batch with the KV cache: one row per prompt. ``evaluate`` generates this way, and
+    ``check_generation`` checks it (with ``stop_at_eos=False``: every row gets all its tokens).
+    Call it under ``torch.no_grad()``."""
+    tokens, mask = left_pad(prompts, pad_id(host.tokenizer))
+    device = host.W_E.device
+    out = host.generate(
+        tokens.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        stop_at_eos=stop_at_eos,
+        use_past_kv_cache=True,
+        verbose=False,
+    )
+    return cast(torch.Tensor, out)[:, tokens.shape[1] :]
+
+
 def cached_vs_uncached(
     host: TransformerBridge, prompts: list[list[int]], new_tokens: int = NEW_TOKENS
 ) -> tuple[list[list[int]], list[Mismatch]]:
     """Greedy answers from one left-padded KV-cache batch, and where they leave the uncached
     greedy choice (empty: they agree). ``prompts`` should differ in length."""
-    tokens, mask = left_pad(prompts, pad_id(host.tokenizer))
     device = host.W_E.device
-    width = tokens.shape[1]
     with torch.no_grad():
-        out = host.generate(
-            tokens.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            stop_at_eos=False,
-            use_past_kv_cache=True,
-            verbose=False,
-        )
-        answers = cast(torch.Tensor, out)[:, width:].tolist()
+        answers = greedy_continuations(host, prompts, new_tokens, stop_at_eos=False).tolist()
         mismatches = []
         limit = tolerance(host.W_E.dtype)
         for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 import torch
@@ -27,8 +27,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.canary import check_generation
-from irm_lens.data.batches import Batch, collate, encode_rows, left_pad, pad_id
+from irm_lens.canary import check_generation, greedy_continuations
+from irm_lens.data.batches import Batch, collate, encode_rows, pad_id
 from irm_lens.data.datasets import EMOTIONS, load_dataset
 from irm_lens.data.lexicon import emotion_profile
 from irm_lens.errors import IrmLensError
@@ -208,25 +208,12 @@ def greedy_answers(
     tok = host.tokenizer
     encoded = check_answers_fit(host, questions, mode, max_new_tokens)
     check_generation(host)
-    pad = pad_id(tok)
     answers: list[str] = []
     context = intervention() if intervention is not None else _maybe_attached(host, irm)
     with torch.no_grad(), context:
         for i in range(0, len(questions), batch_size):
-            prompts = encoded[i : i + batch_size]
-            tokens, mask = left_pad(prompts, pad)
-            width = tokens.shape[1]
-            device = host.W_E.device
-            out = host.generate(
-                tokens.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                verbose=False,
-            )
-            out = cast(torch.Tensor, out)
-            for row in range(len(prompts)):
-                answers.append(tok.decode(out[row, width:], skip_special_tokens=True).strip())
+            new = greedy_continuations(host, encoded[i : i + batch_size], max_new_tokens)
+            answers += [tok.decode(row, skip_special_tokens=True).strip() for row in new]
     return answers
 
 

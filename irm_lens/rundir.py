@@ -11,9 +11,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn, overload
 
 RECORDING_INFO = "recording.json"
 """The provenance and prompt list of a recording directory (``irm_lens.record``)."""
+
+
+class _Entry:
+    """A read-only attribute of ``RunDir`` for one of its entries: ``irm = _Entry(IRM)`` makes
+    ``RunDir(p).irm`` the path ``p / "irm.safetensors"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, run: None, owner: type[RunDir]) -> _Entry: ...
+    @overload
+    def __get__(self, run: RunDir, owner: type[RunDir]) -> Path: ...
+    def __get__(self, run: RunDir | None, owner: type[RunDir]) -> Path | _Entry:
+        return self if run is None else run.path / self.name
+
+    def __set__(self, run: RunDir, value: object) -> NoReturn:
+        raise AttributeError(f"RunDir paths are read-only; this one is always {self.name!r}.")
 
 
 class RunDir:
@@ -40,37 +59,15 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def irm(self) -> Path:
-        return self.path / self.IRM
-
-    @property
-    def last(self) -> Path:
-        return self.path / self.LAST
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def summary(self) -> Path:
-        return self.path / self.SUMMARY
-
-    @property
-    def data(self) -> Path:
-        return self.path / self.DATA
-
-    @property
-    def snapshots(self) -> Path:
-        return self.path / self.SNAPSHOTS
-
-    @property
-    def recordings(self) -> Path:
-        return self.path / self.RECORDINGS
+    # The paths of its entries, ``self.path / NAME`` (read-only).
+    config = _Entry(CONFIG)
+    irm = _Entry(IRM)
+    last = _Entry(LAST)
+    metrics = _Entry(METRICS)
+    summary = _Entry(SUMMARY)
+    data = _Entry(DATA)
+    snapshots = _Entry(SNAPSHOTS)
+    recordings = _Entry(RECORDINGS)
 
     def snapshot(self, step: int) -> Path:
         """The IRM saved at optimizer step ``step``."""

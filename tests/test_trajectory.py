@@ -32,17 +32,24 @@ def _table(verdicts: dict[tuple[str, int], str], kind: str = "next-token") -> pd
     )
 
 
-def test_budget_is_the_smallest_step_with_every_emotion_aligned():
-    table = _table(
+def _by_step(verdicts: dict[int, tuple[str, str]]) -> pd.DataFrame:
+    """``_table`` from each step's verdicts of anger and sadness (``EMOTIONS``), in that order."""
+    return _table(
         {
-            ("anger", 0): "not aligned",
-            ("sadness", 0): "not aligned",
-            ("anger", 14): "aligned",
-            ("sadness", 14): "not aligned",
-            ("anger", 60): "aligned",
-            ("sadness", 60): "aligned",
-            ("anger", 200): "aligned",
-            ("sadness", 200): "aligned",
+            (e, step): v
+            for step, pair in verdicts.items()
+            for e, v in zip(EMOTIONS, pair, strict=True)
+        }
+    )
+
+
+def test_budget_is_the_smallest_step_with_every_emotion_aligned():
+    table = _by_step(
+        {
+            0: ("not aligned", "not aligned"),
+            14: ("aligned", "not aligned"),
+            60: ("aligned", "aligned"),
+            200: ("aligned", "aligned"),
         }
     )
     budget = choose_budget(table, EMOTIONS, max_step=200)
@@ -52,20 +59,13 @@ def test_budget_is_the_smallest_step_with_every_emotion_aligned():
 
 
 def test_budget_beyond_the_time_limit_is_refused():
-    table = _table(
-        {
-            ("anger", 14): "aligned",
-            ("sadness", 14): "not aligned",
-            ("anger", 60): "aligned",
-            ("sadness", 60): "aligned",
-        }
-    )
+    table = _by_step({14: ("aligned", "not aligned"), 60: ("aligned", "aligned")})
     budget = choose_budget(table, EMOTIONS, max_step=30)
     assert budget.step is None and "only from step 60, beyond the time limit" in budget.reason
 
 
 def test_budget_none_when_never_aligned_or_not_measured():
-    never = _table({("anger", 14): "aligned", ("sadness", 14): "not aligned"})
+    never = _by_step({14: ("aligned", "not aligned")})
     assert choose_budget(never, EMOTIONS, max_step=100).step is None
     assert "at no measured step" in choose_budget(never, EMOTIONS, max_step=100).reason
     partial = _table({("anger", 14): "aligned", ("anger", 60): "aligned"})  # sadness not yet run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -21,6 +22,10 @@ PADDING_FIRST_CLAIM = f"{PADDING_CLAIM} (runs that learned their objective, firs
 GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
 PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
 STEERING_CLAIM = "why one index / the IRM is a fixed steering vector"
+STEERING_TITLE = "### Is the IRM a fixed steering vector?"
+PREDICT_TITLE = "### Does the host alone name the index? (`irm-lens predict`)"
+
+T = TypeVar("T")
 
 
 def judged(out: Path) -> Judgement | None:
@@ -130,16 +135,20 @@ def source_rows(data: pd.DataFrame, scores: list[str], d_model: int) -> list[str
     return lines
 
 
+def _summary_and_data(out: Path, result: str, cls: type[T]) -> tuple[T, pd.DataFrame] | None:
+    """``result``'s typed summary and its ``data.csv`` (None where the result has not run)."""
+    summary = read_typed(out, result, cls)
+    return None if summary is None else (summary, pd.read_csv(out / result / "data.csv"))
+
+
 def steering_lines(out: Path) -> list[str]:
     """Is the IRM a fixed steering vector? The constant part of its outputs."""
-    s = read_typed(out, "steering", SteeringSummary)
-    title = "### Is the IRM a fixed steering vector?"
-    if s is None:
-        return not_run_lines(title, "`make figures TIER=explain`")
-    data = pd.read_csv(out / "steering" / "data.csv")
+    if (found := _summary_and_data(out, "steering", SteeringSummary)) is None:
+        return not_run_lines(STEERING_TITLE, "`make figures TIER=explain`")
+    s, data = found
     null = data[data["run_kind"] == "untrained"]
     return [
-        title,
+        STEERING_TITLE,
         "",
         "Each IRM's recorded outputs on the paper prompts split into their mean over tokens (one "
         "vector per layer: what a steering vector could write) plus the rest "
@@ -159,15 +168,13 @@ def steering_lines(out: Path) -> list[str]:
 
 def predict_lines(out: Path) -> list[str]:
     """The predictor's validation: does the host alone name the index an IRM pushes on?"""
-    p = read_typed(out, "predict", PredictSummary)
-    title = "### Does the host alone name the index? (`irm-lens predict`)"
-    if p is None:
-        return not_run_lines(title, "`make figures TIER=explain` (or `--only predict`)")
-    data = pd.read_csv(out / "predict" / "data.csv")
+    if (found := _summary_and_data(out, "predict", PredictSummary)) is None:
+        return not_run_lines(PREDICT_TITLE, "`make figures TIER=explain` (or `--only predict`)")
+    p, data = found
     sources = ", ".join(f"{k} {v}" for k, v in data["source"].value_counts().items())
     predicted = ", ".join(f"{k}: {v}" for k, v in p.predicted.items())
     lines = [
-        title,
+        PREDICT_TITLE,
         "",
         "Before any IRM is trained, five predictors rank the residual indices, each summed "
         "over the injected layers (`irm_lens.interventions.predict`): **gradient**, the "

@@ -6,7 +6,8 @@ shows its default. ``tests/test_cli_grammar.py`` holds every verb to it.
 - where results go: ``--out DIR``, always optional, its default in the help;
 - prompts: ``--prompts`` takes a set name (``paper``, ``heldout``) or a text file, one prompt per
   line;
-- how many to show or keep: ``--top N``; how many data rows to use: ``--max-rows N``.
+- how many to show or keep: ``--top N``; how many data rows to use: ``--max-rows N``;
+- figures as HTML alone (no browser needed): ``--no-png``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def add_top(parser: argparse.ArgumentParser, default: int, what: str) -> None:
 
 def add_max_rows(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:
     parser.add_argument("--max-rows", type=at_least(1), default=default, help=what)
+
+
+def add_no_png(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--no-png``: write figures as HTML only; ``what`` is its help."""
+    parser.add_argument("--no-png", action="store_true", help=what)
 
 
 def add_prompts(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irm_lens.cli.grammar import add_host, add_out, add_top
+from irm_lens.cli.grammar import add_host, add_no_png, add_out, add_top
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
@@ -172,4 +172,4 @@ def add_parser(sub: Any, add_host_options: Any) -> None:
         add_host_options(p)
         add_top(p, 10, "rows per table shown / kept")
         add_out(p, "lens/<verb>")
-        p.add_argument("--no-png", action="store_true", help="HTML only")
+        add_no_png(p, "HTML only")

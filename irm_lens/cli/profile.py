@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irm_lens.cli.grammar import add_host, add_out, add_prompts, read_prompt_file
+from irm_lens.cli.grammar import add_host, add_no_png, add_out, add_prompts, read_prompt_file
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
@@ -103,7 +103,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from irm_lens.files import write_csv_atomic, write_text_atomic
     from irm_lens.host import load_host
     from irm_lens.interventions.index_profile import index_profile
-    from irm_lens.plotting.profile import index_profile_figure
+    from irm_lens.plotting.profile import index_profile_result_figure
 
     prompts, scales = _prompts(args.prompts), _scales(args.scales)
     host = load_host(args.host, device=args.device, dtype=args.dtype)
@@ -120,14 +120,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     for name, table in result.tables().items():
         write_csv_atomic(out / f"{name}.csv", table)
     write_text_atomic(out / "summary.json", json.dumps(result.summary(), indent=2))
-    fig = index_profile_figure(
-        result.index,
-        result.magnitude,
-        result.gains,
-        result.lever_rms,
-        result.lever_entropy,
-        title=f"{result.host}, residual index {result.index}",
-    )
+    fig = index_profile_result_figure(result, title=f"{result.host}, residual index {result.index}")
     save_figure(fig, out, "figure", png=not args.no_png, width=1300, height=900)
     print(_describe(result))
     print(f"wrote {out}")
@@ -187,7 +180,7 @@ def add_parser(sub: Any, add_host_options: Any) -> None:
     pr.add_argument("--scales", default="0,2", help="factors for the norm lever (default 0,2)")
     pr.add_argument("--seed", type=int, default=0, help="draws the control indices")
     add_out(pr, "profile/index-<I>")
-    pr.add_argument("--no-png", action="store_true", help="HTML figure only")
+    add_no_png(pr, "HTML figure only")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_host_options(pr)
     pr.set_defaults(func=_cmd_profile)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from irm_lens.cli.grammar import (
     PROMPT_SETS,
     add_max_rows,
+    add_no_png,
     add_out,
     add_prompts,
     add_top,
@@ -463,7 +464,7 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     an.add_argument(
         "--highlight", type=at_least(0), nargs="*", default=[], help="indices to highlight"
     )
-    an.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    add_no_png(an, "HTML only (no browser needed)")
     an.add_argument(
         "--host-analyses",
         action="store_true",
@@ -505,6 +506,6 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     )
     ab.add_argument("--no-generate", action="store_true", help="skip the greedy generations")
     add_out(ab, "RUN_DIR/ablation_index<I>")
-    ab.add_argument("--no-png", action="store_true", help="HTML only (no browser needed)")
+    add_no_png(ab, "HTML only (no browser needed)")
     add_host_options(ab)
     ab.set_defaults(func=_cmd_ablate)

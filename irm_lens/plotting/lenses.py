@@ -5,6 +5,8 @@ A tidy DataFrame in, a ``go.Figure`` out, no file I/O.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -14,6 +16,22 @@ from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns,
 DECODE_COLUMNS = ("unit", "direction", "rank", "token_id", "token", "score")
 ATTRIBUTION_COLUMNS = ("kind", "layer", "unit", "importance")
 SUBSPACE_COLUMNS = ("layer", "head", "write", "read_q", "read_k", "read_v", "chance")
+
+
+def _unit_bars(
+    values: pd.Series, labels: list[str], colours: list[str], hover: str, **more: Any
+) -> go.Bar:
+    """One horizontal bar per unit: ``values`` against the units' ``labels`` (a category axis),
+    in ``colours``, with ``hover`` as the hover text (``%{y}``: the label, ``%{x}``: the value);
+    ``more``: further ``go.Bar`` properties."""
+    return go.Bar(
+        x=values,
+        y=labels,
+        orientation="h",
+        marker_color=colours,
+        hovertemplate=f"{hover}<extra></extra>",
+        **more,
+    )
 
 
 def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
@@ -30,16 +48,8 @@ def decode_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure
         rows = table[table["unit"] == unit].sort_values("score")
         labels = [f"{t!r} #{i_}" for t, i_ in zip(rows["token"], rows["token_id"], strict=True)]
         colours = [HIGHLIGHT_COLOUR if d == "promoted" else BASE_COLOUR for d in rows["direction"]]
-        fig.add_bar(
-            x=rows["score"],
-            y=labels,
-            orientation="h",
-            marker_color=colours,
-            showlegend=False,
-            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
-            row=i,
-            col=1,
-        )
+        bars = _unit_bars(rows["score"], labels, colours, "%{y}: %{x:.4f}", showlegend=False)
+        fig.add_trace(bars, row=i, col=1)
         fig.update_yaxes(type="category", tickfont={"size": 10}, row=i, col=1)
     fig.update_xaxes(title_text="logit change per unit (final gain x W_U)", row=len(units), col=1)
     return style(fig, title or "LM-head decoding: promoted and suppressed tokens")
@@ -70,16 +80,8 @@ def attribution_figure(
             for kind, layer, unit in zip(rows["kind"], rows["layer"], rows["unit"], strict=True)
         ]
     colours = [HIGHLIGHT_COLOUR if k == "neuron" else "#1f77b4" for k in rows["kind"]]
-    fig = go.Figure(
-        go.Bar(
-            x=rows["importance"],
-            y=labels,
-            orientation="h",
-            marker_color=colours,
-            customdata=custom,
-            hovertemplate="%{y}: %{x:.3f} nats%{customdata}<extra></extra>",
-        )
-    )
+    hover = "%{y}: %{x:.3f} nats%{customdata}"
+    fig = go.Figure(_unit_bars(rows["importance"], labels, colours, hover, customdata=custom))
     fig.update_xaxes(title_text="increase of log p(predicted token) (nats)")
     fig.update_yaxes(title_text="unit (N = MLP neuron, H = attention head)", type="category")
     predicted = table.attrs.get("predicted")

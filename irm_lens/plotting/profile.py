@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR, check_columns, style
+
+if TYPE_CHECKING:
+    from irm_lens.interventions.index_profile import IndexProfile
 
 KIND_DASH = {"first": "solid", "delimiter": "dash", "other": "dot"}
 SCALE_DASH = ("solid", "dash", "dot", "dashdot")
@@ -114,6 +119,18 @@ def index_profile_figure(
     fig.update_xaxes(title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="layer (final norm: n_layers)", row=1, col=2)
     return style(fig, title or f"Residual index {index}: magnitude, norm gains and the norm lever")
+
+
+def index_profile_result_figure(profile: IndexProfile, *, title: str | None = None) -> go.Figure:
+    """``index_profile_figure`` of the tables of ``interventions.index_profile``'s result."""
+    return index_profile_figure(
+        profile.index,
+        profile.magnitude,
+        profile.gains,
+        profile.lever_rms,
+        profile.lever_entropy,
+        title=title,
+    )
 
 
 def _magnitude_panel(fig: go.Figure, index: int, magnitude: pd.DataFrame) -> None:
