@@ -225,7 +225,7 @@ def _train(
 
     if not spec.trained:
         config = spec.config
-        irm = IRM.from_train_config(host, config)
+        irm = config.untrained_irm(host)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", config.to_json())
         irm.save(RunDir(run_dir).irm)

@@ -170,7 +170,7 @@ def null_measures(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
     for emotion in dict.fromkeys(s.config.emotion for s in specs):
         spec = next(s for s in specs if s.config.emotion == emotion)
         for seed in seeds:
-            irm = IRM.from_train_config(ctx.host(), dataclasses.replace(spec.config, seed=seed))
+            irm = dataclasses.replace(spec.config, seed=seed).untrained_irm(ctx.host())
             irm.eval()
             shape = _shape_row(ctx, irm, _outputs(ctx, irm, emotion, spec))
             rows.append({"emotion": emotion, "seed": seed, **shape})

@@ -15,7 +15,7 @@ import pandas as pd
 from analyses._common import KINDS, Context, panel_name
 from analyses._summaries import TimingSummary
 from analyses.plots import runset
-from analyses.rules.paper import timing_rule
+from analyses.rules.acting import timing_rule
 from irm_lens import measures
 from irm_lens.measures.timing import file_order
 

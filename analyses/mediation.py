@@ -7,7 +7,7 @@ held at the host-alone value (``evaluate.frozen_scale_nll_table``). The share th
 when the scale is frozen went through it. The lever: the mean |change| of next-token entropy when
 one index of the final residual is scaled x8 before the final norm, for all ``d_model`` indices,
 at the first answer position of every held-out question (``measures.causal.entropy_lever``);
-the dominant index's percentile among them. ``rules.paper.lm_head_rule`` decides.
+the dominant index's percentile among them. ``rules.acting.lm_head_rule`` decides.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import einops
 import torch
@@ -31,9 +31,6 @@ from irm_lens.host import host_name
 from irm_lens.rotate import random_rotation
 from irm_lens.seeding import seeded
 from irm_lens.types import IRMOutput, Residual
-
-if TYPE_CHECKING:
-    from irm_lens.training.config import TrainConfig
 
 LAYOUT_VERSION = 1  # 1 = layer-fastest flat output, as the original view(b, s, d, L)
 FLAT_TO_LAYERS = "batch pos (d_model inject) -> inject batch pos d_model"
@@ -280,22 +277,6 @@ class IRM(nn.Module):
         with seeded(seed):  # built on the CPU, so the same weights on every device
             irm = cls(config)
         return irm.to(host.W_E.device)
-
-    @classmethod
-    def from_train_config(cls, host: TransformerBridge, config: TrainConfig) -> IRM:
-        """The untrained IRM a training config describes (layers, width, depth, init, seed,
-        masked indices)."""
-        layers = parse_layers(config.layers, host.cfg.n_layers)
-        return cls.for_host(
-            host,
-            layers,
-            config.width_mult,
-            config.seed,
-            depth=config.depth,
-            init=config.init,
-            masked=config.masked,
-            rotated_output=config.rotated_output,
-        )
 
     def forward(self, resid: Residual) -> IRMOutput:
         if resid.shape[-1] != self.config.d_model:

@@ -90,6 +90,53 @@ def test_each_name_is_spelled_by_its_owner_alone(
     assert offenders == [], f"spell these through {owner}: {offenders}"
 
 
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A name with a leading underscore stays in its module (private modules of the pipeline,
+    ``analyses._common`` and friends, are imported by name, their names public)."""
+    offenders = []
+    for path in TOOLKIT + PIPELINE:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                "irm_lens",
+                "analyses",
+            ):
+                names = [
+                    a.name
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")  # dunders are public
+                ]
+                offenders += [f"{_where(path, node.lineno)} {n}" for n in names]
+    assert offenders == [], f"private names imported across modules: {offenders}"
+
+
+# Arrows that would run backwards: the model knowing its training config, data running a host.
+BACKWARDS = {
+    "irm_lens/irm.py": ("irm_lens.training",),
+    "irm_lens/data": ("irm_lens.host", "irm_lens.canary", "irm_lens.inject", "irm_lens.record"),
+}
+
+
+def _imports(path: Path) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.lineno, node.module
+
+
+def test_no_arrow_runs_back_up() -> None:
+    offenders = []
+    for where, banned in BACKWARDS.items():
+        base = ROOT / where
+        for path in [base] if base.is_file() else sorted(base.rglob("*.py")):
+            offenders += [
+                f"{_where(path, line)} imports {module}"
+                for line, module in _imports(path)
+                if module.startswith(banned)
+            ]
+    assert offenders == [], offenders
+
+
 ANATOMY = {"W_U", "ln_final"}
 
 

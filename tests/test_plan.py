@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from irm_lens.cli import main as cli_main
-from irm_lens.irm import IRM
 from irm_lens.training.config import preset
 from irm_lens.training.plan import (
     LLAMA_2_7B,
@@ -21,7 +20,7 @@ from irm_lens.training.plan import (
 
 
 def test_irm_sizes_match_the_irm_and_the_papers_count(tiny_host):
-    irm = IRM.from_train_config(tiny_host, preset("smoke", host="tiny-random-llama"))
+    irm = preset("smoke", host="tiny-random-llama").untrained_irm(tiny_host)
     sizes = irm_linear_sizes(tiny_host.cfg.d_model, irm.n_inject)
     assert sum(sizes) == irm.n_params()
     # The paper's IRM on Llama-2-7B, all 32 layers: 2.11 B parameters, the last Linear 1.61 B.
@@ -68,7 +67,7 @@ def test_activation_estimate_against_what_autograd_keeps(request, host_name, che
     """Never more than 10 % under; over by at most 10 % on the 30-layer embedded host (measured
     1-5 %) and 40 % on the 3-4 layer random hosts (measured 7-35 %, most with checkpointing)."""
     host = request.getfixturevalue(host_name)
-    irm = IRM.from_train_config(host, preset("smoke"))
+    irm = preset("smoke").untrained_irm(host)
     shape = HostShape.of(host)
     upper = 1.1 if host_name == "embedded_host" else 1.4
     for rows, seq in ((1, 32), (2, 128)):

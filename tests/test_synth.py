@@ -7,7 +7,7 @@ import pytest
 
 from irm_lens.cli import main
 from irm_lens.data.importers import DataImportError, read_qa_csv
-from irm_lens.data.synth import SAMPLING, synthesize
+from irm_lens.synth import SAMPLING, synthesize
 from irm_lens.training.train import preset, train
 
 

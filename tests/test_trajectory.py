@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from analyses._config import FiguresConfig
 from analyses._runset import run_specs
 from analyses.rules.budget import choose_budget, largest_step_within, minutes_at
-from irm_lens.irm import IRM
 from irm_lens.measures.shape import output_shape
 from irm_lens.training.config import FAITHFUL_PAPER_LOSS, TrainConfig, preset
 from irm_lens.training.runs import snapshot_path
@@ -114,7 +113,7 @@ def test_output_shape_of_a_planted_index():
 def test_snapshots_hold_the_irm_at_their_steps(tiny_host, tmp_path):
     config = preset("smoke", snapshots=(0, 2, 4), max_steps=4, epochs=4, eval_every=2)
     train(config, tmp_path / "run", host=tiny_host, progress=False)
-    initial = IRM.from_train_config(tiny_host, config).state_dict()
+    initial = config.untrained_irm(tiny_host).state_dict()
     at0 = load_file(snapshot_path(tmp_path / "run", 0))
     assert all(torch.equal(at0[k], v) for k, v in initial.items())
     at4 = load_file(snapshot_path(tmp_path / "run", 4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analyses.rules import acting
 from analyses.rules import paper as v
 
 RUNS = 4
@@ -176,7 +177,7 @@ def test_top_gap_bound_caps_what_a_ratio_allows():
     ],
 )
 def test_residual_rule(deltas, outputs, striated, expected):
-    verdict = v.residual_rule(deltas, outputs, NULL_SHARES, striated=striated)
+    verdict = acting.residual_rule(deltas, outputs, NULL_SHARES, striated=striated)
     assert verdict.verdict == expected, verdict.reason
 
 
@@ -191,7 +192,7 @@ def test_residual_rule(deltas, outputs, striated, expected):
     ],
 )
 def test_lm_head_rule(frozen, percentile, dominated, expected):
-    verdict = v.lm_head_rule([0.3, 0.3, 0.3], frozen, percentile, dominated=dominated)
+    verdict = acting.lm_head_rule([0.3, 0.3, 0.3], frozen, percentile, dominated=dominated)
     assert verdict.verdict == expected, verdict.reason
 
 
@@ -206,13 +207,13 @@ def test_lm_head_rule(frozen, percentile, dominated, expected):
     ],
 )
 def test_timing_rule(true, file, expected, where):
-    verdict = v.timing_rule(true, [0.45, 0.49, 0.52], file, [0.5, 0.47, 0.55])
+    verdict = acting.timing_rule(true, [0.45, 0.49, 0.52], file, [0.5, 0.47, 0.55])
     assert verdict.verdict == expected and where in verdict.reason, verdict.reason
 
 
 def test_timing_needs_an_effect_over_the_untrained_irm():
     # 85 % early, but the untrained IRM is as early: no effect of training
-    verdict = v.timing_rule([0.85] * RUNS, [0.8, 0.78], [0.85] * RUNS, [0.8, 0.81])
+    verdict = acting.timing_rule([0.85] * RUNS, [0.8, 0.78], [0.85] * RUNS, [0.8, 0.81])
     assert verdict.verdict == v.NOT
 
 
@@ -241,7 +242,7 @@ def test_every_rule_reaches_every_verdict():
             ]
         },
         "timing": {
-            v.timing_rule(t, [0.5, 0.5], f, [0.5, 0.5]).verdict
+            acting.timing_rule(t, [0.5, 0.5], f, [0.5, 0.5]).verdict
             for t, f in [
                 ([0.9] * RUNS, [0.9] * RUNS),
                 ([0.9] * RUNS, [0.5] * RUNS),
@@ -255,9 +256,9 @@ def test_every_rule_reaches_every_verdict():
 
 
 def test_lm_head_rule_states_its_measures_when_the_claim_has_no_subject():
-    verdict = v.lm_head_rule([0.3, 0.3, 0.3], [0.29, 0.28, 0.3], 0.5, dominated=False)
+    verdict = acting.lm_head_rule([0.3, 0.3, 0.3], [0.29, 0.28, 0.3], 0.5, dominated=False)
     assert verdict.verdict == v.NOT_TESTED
     assert "3% of the NLL gain goes through the final norm's scale" in verdict.reason
     assert verdict.effects["mediated"] == pytest.approx(1 - 0.29 / 0.3)
-    empty = v.lm_head_rule([], [], 0.5, dominated=False)
+    empty = acting.lm_head_rule([], [], 0.5, dominated=False)
     assert empty.verdict == v.NOT_TESTED and "measured anyway" not in empty.reason

@@ -14,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from analyses._summaries import Rules
+from analyses.rules.acting import EARLY, LEVER_PERCENTILE, MEDIATED
 from analyses.rules.base import Verdict
-from analyses.rules.paper import (
-    DOMINANT_GAP,
-    EARLY,
-    LEVER_PERCENTILE,
-    MEDIATED,
-    MIN_SHARE_EFFECT,
-    OVERLAP_OVER_CHANCE,
-    STRONG_SHARE,
-)
+from analyses.rules.paper import DOMINANT_GAP, MIN_SHARE_EFFECT, OVERLAP_OVER_CHANCE, STRONG_SHARE
 from irm_lens.files import write_text_atomic
 
 CHANGES = "verdict_changes.json"

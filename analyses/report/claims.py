@@ -16,15 +16,9 @@ from analyses._summaries import (
     StriationSummary,
     TimingSummary,
 )
+from analyses.rules.acting import lm_head_rule, residual_rule
 from analyses.rules.base import Verdict
-from analyses.rules.paper import (
-    DOMINANT_GAP,
-    NOT_TESTED,
-    PARTLY,
-    REPRODUCED,
-    lm_head_rule,
-    residual_rule,
-)
+from analyses.rules.paper import DOMINANT_GAP, NOT_TESTED, PARTLY, REPRODUCED
 from irm_lens.measures.alignment import MIN_SPECIFICITY
 
 KIND_LABEL = {
@@ -204,7 +198,7 @@ def _linearity(ratio: float) -> str:
 def residual_claim(
     p: PropagationSummary, control: ResidualControlSummary | None, striation: Rules
 ) -> tuple[Rules, str]:
-    """The rotated-injection control decides (``rules.paper.residual_rule``); the
+    """The rotated-injection control decides (``rules.acting.residual_rule``); the
     propagation numbers describe the skip path, which carries any perturbation by construction."""
     dom = str(p.dominant_index)
     own, rand = p.persistence_median[dom], p.random_persistence_median
@@ -248,7 +242,7 @@ def lm_head_claim(
     dominance: Rules,
 ) -> tuple[Rules, str]:
     """Mediation through the final norm's scale and the index's entropy lever against every
-    index (``rules.paper.lm_head_rule``); not tested when no index dominates."""
+    index (``rules.acting.lm_head_rule``); not tested when no index dominates."""
     dom = str(h.dominant_index)
     info = h.indices[dom]
     rules: Rules = {}

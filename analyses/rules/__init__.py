@@ -5,7 +5,8 @@ each returns a ``base.Verdict``: the verdict, why, and the effect sizes it was d
 verdict of every rule is reached in the tests.
 
     base        Verdict, MIN_RUNS
-    paper       the paper's claims: striation, consistency, dominance, residual, LM head, timing
+    paper       the paper's claims on the output map: striation, consistency, dominance
+    acting      the paper's claims on how the IRM acts: residual architecture, LM head, timing
     mechanism   where a dominant coordinate comes from: rotated host, SGD, masking, layer sets
     explain     why one index: the loss quirks (padding, concentration) and the predictor
     steering    is an IRM a fixed steering vector

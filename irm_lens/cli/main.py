@@ -398,8 +398,8 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from irm_lens.data.synth import read_source, synthesize
     from irm_lens.host import load_host
+    from irm_lens.synth import read_source, synthesize
 
     source = read_source(args.src)
     host = load_host(args.host, device=args.device, dtype=args.dtype)

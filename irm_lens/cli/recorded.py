@@ -135,14 +135,13 @@ def _untrained_outputs(
 ) -> Any:
     """The control: the run's IRM before training, recorded on the same prompts with the same
     generation settings, pooled over every token."""
-    from irm_lens.irm import IRM
     from irm_lens.measures.recorded import pooled
     from irm_lens.record import GenerationSettings, read_recording_info, record
 
     config, host, _ = loaded
     meta = read_recording_info(recording)
     settings = GenerationSettings(**meta.get("settings", {}))
-    untrained = IRM.from_train_config(host, config)
+    untrained = config.untrained_irm(host)
     prompts = [r.prompt for r in recordings]
     mode = meta.get("mode", "plain")
     return pooled(record(host, untrained, prompts, mode=mode, settings=settings, progress=False))

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from irm_lens.measures.maps import Recorded, _check_outputs
+from irm_lens.measures.maps import Recorded, check_outputs
 
 _TABLE_COLUMNS = ("index", "rank")
 
@@ -30,7 +30,7 @@ def dominant_indices(outputs: Recorded, *, top: int | None = None) -> pd.DataFra
         ``share`` (the index's sum of ``|output|`` over the total; NaN if all outputs are zero),
         ``rank`` (1 = largest; ties go to the lower index).
     """
-    _check_outputs(outputs)
+    check_outputs(outputs)
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1 or None, got {top}.")
     mags = outputs.detach().abs().double()

@@ -24,7 +24,7 @@ TOKEN_SETS = ("paper", "prompt", "generated", "all")
 KINDS = ("prompt", "generated")
 
 
-def _check_outputs(outputs: Tensor, name: str = "outputs") -> None:
+def check_outputs(outputs: Tensor, name: str = "outputs") -> None:
     if outputs.ndim != 3:
         raise ValueError(
             f"{name} must be [token, inject, d_model] (3-D), got shape {tuple(outputs.shape)}."
@@ -38,7 +38,7 @@ def _check_one_per(
 ) -> None:
     """Check ``outputs``, then that ``entries`` (the argument ``name``) holds one entry per
     ``unit`` of ``outputs``, i.e. per index along ``axis``; ``hint`` says what to give."""
-    _check_outputs(outputs)
+    check_outputs(outputs)
     if len(entries) != outputs.shape[axis]:
         raise ValueError(
             f"{name} has {len(entries)} entries but outputs has {outputs.shape[axis]} {unit}: "
@@ -46,7 +46,7 @@ def _check_one_per(
         )
 
 
-def _check_kinds(outputs: Tensor, kinds: Sequence[str]) -> None:
+def check_kinds(outputs: Tensor, kinds: Sequence[str]) -> None:
     hint = "give one kind ('prompt' or 'generated') per recorded token."
     _check_one_per(outputs, kinds, "kinds", 0, "tokens", hint)
     bad = sorted({k for k in kinds if k not in KINDS})
@@ -54,7 +54,7 @@ def _check_kinds(outputs: Tensor, kinds: Sequence[str]) -> None:
         raise ValueError(f"kinds contains {bad}; every entry must be one of {list(KINDS)}.")
 
 
-def _check_layers(outputs: Tensor, layers: Sequence[int]) -> None:
+def check_layers(outputs: Tensor, layers: Sequence[int]) -> None:
     hint = "give the host layer of every inject slot (IRM.layers)."
     _check_one_per(outputs, layers, "layers", 1, "inject slots", hint)
     if len(set(layers)) != len(layers):
@@ -137,8 +137,8 @@ def heatmap(
         ``value`` (the mean), ``stat`` (``"mean"`` or ``"mean_abs"``), ``n_tokens`` (how many
         tokens were averaged).
     """
-    _check_kinds(outputs, kinds)
-    _check_layers(outputs, layers)
+    check_kinds(outputs, kinds)
+    check_layers(outputs, layers)
     mask = token_mask(kinds, token_set, n_generated).to(outputs.device)
     n_tokens = int(mask.sum())
     if n_tokens == 0:
@@ -167,7 +167,7 @@ def token_map(outputs: Recorded, layers: Sequence[int], token: int) -> pd.DataFr
     Returns:
         One row per (layer, index): ``layer``, ``index``, ``value`` (the output at ``token``).
     """
-    _check_layers(outputs, layers)
+    check_layers(outputs, layers)
     n_tokens = outputs.shape[0]
     if not 0 <= token < n_tokens:
         raise ValueError(f"token={token} is out of range: outputs has tokens 0..{n_tokens - 1}.")

@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
-from irm_lens.measures.maps import Recorded, _check_layers, _check_outputs
+from irm_lens.measures.maps import Recorded, check_layers, check_outputs
 
 
 def _mean_abs(outputs: Tensor) -> np.ndarray:
@@ -88,7 +88,7 @@ def striation(
         ``n_permutations``: the number of null draws (NaN p-value and null mean when 0);
         with ``baseline``: ``baseline_index_share`` and ``baseline_cross_layer_corr``.
     """
-    _check_layers(outputs, layers)
+    check_layers(outputs, layers)
     if n_permutations < 0:
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}.")
     m = _mean_abs(outputs)
@@ -117,7 +117,7 @@ def striation(
         "n_permutations": float(n_permutations),
     }
     if baseline is not None:
-        _check_outputs(baseline, "baseline")
+        check_outputs(baseline, "baseline")
         if baseline.shape[1:] != outputs.shape[1:]:
             raise ValueError(
                 f"baseline has [inject, d_model] = {list(baseline.shape[1:])} but outputs has "

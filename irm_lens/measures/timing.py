@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from irm_lens.measures.maps import Recorded, _check_kinds, _check_layers
+from irm_lens.measures.maps import Recorded, check_kinds, check_layers
 
 
 def _topk_flat(outputs: Recorded, k: int) -> tuple[torch.Tensor, int]:
@@ -32,7 +32,7 @@ def topk_timing(outputs: Recorded, kinds: Sequence[str], k: int = 1000) -> pd.Da
         One row per token position, zeros included: ``token`` (position), ``kind``, ``count``
         (top-k values at that token), ``k_used`` (``min(k, outputs.numel())``, what was counted).
     """
-    _check_kinds(outputs, kinds)
+    check_kinds(outputs, kinds)
     top, k_used = _topk_flat(outputs, k)
     n_tokens, n_inject, d_model = outputs.shape
     token = top // (n_inject * d_model)
@@ -73,7 +73,7 @@ def layer_topk(outputs: Recorded, layers: Sequence[int], k: int = 100) -> pd.Dat
         One row per inject slot, zeros included: ``layer`` (host layer), ``count``, ``k_used``
         (``min(k, outputs.numel())``).
     """
-    _check_layers(outputs, layers)
+    check_layers(outputs, layers)
     top, k_used = _topk_flat(outputs, k)
     _, n_inject, d_model = outputs.shape
     slot = (top // d_model) % n_inject
@@ -100,7 +100,7 @@ def sparsity_by_layer(
     Returns:
         One row per inject slot: ``layer``, ``sparsity`` (fraction in [0, 1]), ``threshold``.
     """
-    _check_layers(outputs, layers)
+    check_layers(outputs, layers)
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}.")
     small = (outputs.detach().abs() < threshold).double()

@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,6 +26,11 @@ from irm_lens.training.modes import (
     OptimizerKind,
     PaddingRule,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from irm_lens.irm import IRM
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,22 @@ class TrainConfig:
 
         frame = read_qa_csv(self.data, emotion=self.emotion)[0]
         return frame if split is None else frame[frame["split"] == split]
+
+    def untrained_irm(self, host: TransformerBridge) -> IRM:
+        """The untrained IRM this config describes for ``host`` (layers, width, depth, init,
+        seed, masked indices, output rotation)."""
+        from irm_lens.irm import IRM, parse_layers
+
+        return IRM.for_host(
+            host,
+            parse_layers(self.layers, host.cfg.n_layers),
+            self.width_mult,
+            self.seed,
+            depth=self.depth,
+            init=self.init,
+            masked=self.masked,
+            rotated_output=self.rotated_output,
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

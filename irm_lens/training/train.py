@@ -286,7 +286,7 @@ class _Trainer:
             self._collate(val_ex[i : i + config.batch_size])
             for i in range(0, len(val_ex), config.batch_size)
         ]
-        self.irm = IRM.from_train_config(host, config)
+        self.irm = config.untrained_irm(host)
         self.irm.train()
         self.parallel = Parallel(self.irm, world, parallel)
         fused = _fused_ok(self.device) and self.parallel.mode != "fsdp"
