@@ -18,6 +18,7 @@ PARSER = build_parser()
 VERBS = dict(grammar.verbs(PARSER))
 EXPECTED = {
     "info", "generate", "train", "evaluate", "sweep", "record", "analyze", "atlas", "ablate",
+    "export",
     "data import", "data synth", "lens decode", "lens attribute", "lens channels", "plan",
     "profile", "predict",
 }  # fmt: skip
@@ -41,7 +42,7 @@ def test_the_grammar_sees_every_verb() -> None:
     assert set(VERBS) == EXPECTED
 
 
-ON_A_RUN = {"evaluate", "record", "analyze", "atlas", "ablate"}  # the run's own host
+ON_A_RUN = {"evaluate", "record", "analyze", "atlas", "ablate", "export"}  # the run's own host
 NO_HOST = {"data import"}  # converts files
 
 

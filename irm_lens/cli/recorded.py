@@ -412,6 +412,38 @@ def _pooled_outputs(recordings: Any) -> Any:
     return torch.cat([r.outputs for r in recordings])
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from irm_lens.record import load_recordings
+    from irm_lens.steer import SteeringVectors, steering_norms
+
+    run_dir = Path(args.run_dir)
+    recording = RunDir(run_dir).recordings / args.recording
+    if not (recording / RECORDING_INFO).exists():
+        raise IrmLensError(
+            f"{run_dir} has no recording {args.recording!r}. Record it first: "
+            f"irm-lens record {run_dir} --prompts {args.recording}"
+        )
+    _check_provenance(run_dir, recording)
+    out = Path(args.out) if args.out else RunDir(run_dir).path / "steering.safetensors"
+    if out.is_dir():
+        raise IrmLensError(f"--out {out} is a directory; give the file to write.")
+    if out.exists() and not args.overwrite:
+        raise IrmLensError(f"{out} exists. Pass --overwrite to replace it, or another --out.")
+    source = f"{run_dir.name}, recording {args.recording}"
+    vectors = SteeringVectors.from_recordings(load_recordings(recording), source=source)
+    vectors.save(out)
+    norms = steering_norms(vectors)
+    print(
+        f"wrote {out}: {len(norms)} vectors (L2 norms {min(norms.values()):.3g} to "
+        f"{max(norms.values()):.3g}), the IRM's mean output per layer"
+    )
+    print(
+        "next: host.run_with_hooks(tokens, fwd_hooks=SteeringVectors.load(path).hooks())   "
+        "(irm_lens.steer)"
+    )
+    return 0
+
+
 def add_parsers(sub: Any, add_host_options: Any) -> None:
     """Register ``record``, ``analyze`` and ``ablate`` on the main parser's subcommands."""
     rec = sub.add_parser("record", help="record IRM outputs while the host answers prompts")
@@ -489,6 +521,15 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     )
     add_out(at, "RUN_DIR/atlas")
     at.set_defaults(func=_cmd_atlas)
+
+    ex = sub.add_parser(
+        "export", help="the IRM's mean output per layer as steering vectors (safetensors)"
+    )
+    ex.add_argument("run_dir")
+    ex.add_argument("--recording", default="paper", help="recording under RUN_DIR/recordings")
+    add_out(ex, "RUN_DIR/steering.safetensors")
+    ex.add_argument("--overwrite", action="store_true", help="replace the file at --out")
+    ex.set_defaults(func=_cmd_export)
 
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
     ab.add_argument("run_dir")

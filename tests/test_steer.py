@@ -1,0 +1,74 @@
+"""Steering vectors from an IRM's recordings: saved by hook point, added back by plain hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from irm_lens import IRM, encode
+from irm_lens.cli import main
+from irm_lens.errors import IrmLensError
+from irm_lens.inject import write_hook
+from irm_lens.record import GenerationSettings, load_recordings, record
+from irm_lens.steer import SteeringVectors
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_host):
+    irm = IRM.for_host(tiny_host, layers=(0, 2), seed=1, init="torch")
+    settings = GenerationSettings(max_new_tokens=3)
+    return record(tiny_host, irm, ["Why?", "What is rain?"], settings=settings, progress=False)
+
+
+def test_vectors_are_the_mean_output_per_layer_and_round_trip(recorded, tmp_path):
+    vectors = SteeringVectors.from_recordings(recorded, source="test")
+    pooled = torch.cat([r.outputs.double() for r in recorded])
+    assert list(vectors.vectors) == [write_hook(0), write_hook(2)]
+    torch.testing.assert_close(vectors.vectors[write_hook(2)], pooled[:, 1].mean(0).float())
+    back = SteeringVectors.load(vectors.save(tmp_path / "v.safetensors"))
+    assert back.meta["source"] == "test" and back.meta["layers"] == "[0, 2]"
+    for name, vector in vectors.vectors.items():
+        assert torch.equal(back.vectors[name], vector)
+
+
+def test_plain_hooks_add_each_vector_where_the_irm_writes(tiny_host, recorded):
+    vectors = SteeringVectors.from_recordings(recorded)
+    tokens = torch.tensor([encode(tiny_host.tokenizer, "Where do rivers go?").ids])
+    names = [write_hook(0), write_hook(2), write_hook(1)]
+    with torch.no_grad():
+        _, plain = tiny_host.run_with_cache(tokens, names_filter=names)
+        with vectors.applied(tiny_host, scale=2.0):
+            _, steered = tiny_host.run_with_cache(tokens, names_filter=names)
+    # at layer 0 the added vector is all the difference; later layers see its effect too
+    torch.testing.assert_close(
+        steered[write_hook(0)] - plain[write_hook(0)],
+        2.0 * vectors.vectors[write_hook(0)].expand_as(plain[write_hook(0)]),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    assert not torch.allclose(steered[write_hook(1)], plain[write_hook(1)])
+    after = tiny_host.run_with_cache(tokens, names_filter=names)[1]  # hooks removed on exit
+    torch.testing.assert_close(after[write_hook(2)], plain[write_hook(2)])
+
+
+def test_a_file_that_is_not_steering_vectors_is_named(tmp_path):
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(IrmLensError, match=r"other\.safetensors: not irm_lens steering vectors"):
+        SteeringVectors.load(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file format")
+    with pytest.raises(IrmLensError, match=r"junk\.safetensors: not a readable safetensors"):
+        SteeringVectors.load(tmp_path / "junk.safetensors")
+
+
+def test_export_from_the_command_line(run_dir, capsys):
+    assert main(["record", str(run_dir), "--max-rows", "2", "--max-new-tokens", "2"]) == 0
+    assert main(["export", str(run_dir)]) == 0
+    said = capsys.readouterr().out
+    assert "steering.safetensors: " in said and "run_with_hooks" in said
+    vectors = SteeringVectors.load(run_dir / "steering.safetensors")
+    recs = load_recordings(run_dir / "recordings" / "paper")
+    assert len(vectors.vectors) == len(recs[0].layers)
+    assert main(["export", str(run_dir)]) == 2  # exists: needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--recording", "heldout"]) == 2
