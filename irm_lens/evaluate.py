@@ -424,13 +424,14 @@ def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
     The NRC lexicon has no ``neutral`` category: for such targets the NRC numbers are NaN.
     """
     wide = table.pivot_table(index=["metric", "target"], columns="condition", values="value")
+    counts = table.pivot_table(index=["metric", "target"], columns="condition", values="n")
     nan = pd.Series({"host": float("nan"), "host+irm": float("nan")})
     nll = wide.loc[("nll", emotion)]
     nrc = wide.loc[("nrc_share", emotion)] if ("nrc_share", emotion) in wide.index else nan
     # NaN when no answer had a reference to check (pivot_table drops all-NaN rows)
-    facts = (
-        wide.loc[("fact_retention", emotion)] if ("fact_retention", emotion) in wide.index else nan
-    )
+    measured = ("fact_retention", emotion) in wide.index
+    facts = wide.loc[("fact_retention", emotion)] if measured else nan
+    facts_n = counts.loc[("fact_retention", emotion)] if measured else nan
     return {
         "nll_host": float(nll["host"]),
         "nll_irm": float(nll["host+irm"]),
@@ -440,4 +441,6 @@ def alignment_summary(table: pd.DataFrame, emotion: str) -> dict[str, float]:
         "nrc_ratio": _ratio(float(nrc["host+irm"]), float(nrc["host"])),
         "fact_retention_host": float(facts["host"]),
         "fact_retention_irm": float(facts["host+irm"]),
+        "fact_n_host": float(facts_n["host"]),  # answers with a reference: the CI's n
+        "fact_n_irm": float(facts_n["host+irm"]),
     }

@@ -299,3 +299,35 @@ def test_trajectory_draws_each_runs_best_irm_as_a_star_after_the_schedule():
     plain = trajectory_figure(table[table["irm"] == "snapshot"], losses)
     assert list(plain.layout.xaxis.categoryarray) == ["0", "4", "8"]
     assert not [t for t in plain.data if t.marker.symbol in ("star", "star-open")]
+
+
+def test_evaluation_figure_keeps_its_colours_apart_and_bounds_fact_retention():
+    from scipy import stats
+
+    from analyses.plots.runset import evaluation_figure
+    from irm_lens.plotting.base import BASE_COLOUR, HIGHLIGHT_COLOUR
+
+    table = pd.DataFrame(
+        {
+            "run": ["a", "b"],
+            "target": ["anger", "sadness"],
+            "nll_drop": [0.3, -0.1],
+            "nrc_share_host": [0.02, 0.01],
+            "nrc_share_irm": [0.05, 0.01],
+            "fact_retention_host": [0.5, 0.75],
+            "fact_retention_irm": [0.25, 0.5],
+            "fact_n_host": [4, 4],
+            "fact_n_irm": [4, 4],
+        }
+    )
+    fig = evaluation_figure(table)
+    drops = [t for t in fig.data if t.xaxis == "x"]
+    assert [(t.name, list(t.x)) for t in drops] == [("NLL lowered", ["a"]), ("NLL raised", ["b"])]
+    assert {t.marker.color for t in drops}.isdisjoint({BASE_COLOUR, HIGHLIGHT_COLOUR})
+    facts = [t for t in fig.data if t.xaxis == "x3"]
+    irm = next(t for t in facts if t.name == "host + IRM")
+    ci = stats.binomtest(1, 4).proportion_ci(method="wilson")  # run a: 1 of 4 answers
+    assert irm.error_y.array[0] == pytest.approx(100 * (ci.high - 0.25))
+    assert irm.error_y.arrayminus[0] == pytest.approx(100 * (0.25 - ci.low))
+    bare = evaluation_figure(table.drop(columns=["fact_n_host", "fact_n_irm"]))
+    assert all(t.error_y.array is None for t in bare.data if t.xaxis == "x3")

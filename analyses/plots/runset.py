@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from scipy import stats
 
 from irm_lens.plotting.base import (
     BASE_COLOUR,
@@ -209,6 +211,22 @@ def logit_attribution_figure(
     return style(fig, title or f"Logit attribution of residual indices {names}")
 
 
+def _wilson_bars(share: np.ndarray, n: pd.Series | None) -> dict[str, Any] | None:
+    """Wilson 95 % error bars (in %) of shares over ``n`` answers each; None without counts."""
+    if n is None:
+        return None
+    low, high = [], []
+    for p, count in zip(share, n.to_numpy(dtype=float), strict=True):
+        if not (count > 0 and np.isfinite(p)):
+            low.append(0.0)
+            high.append(0.0)
+            continue
+        ci = stats.binomtest(round(p * count), round(count)).proportion_ci(method="wilson")
+        low.append(100 * (p - ci.low))
+        high.append(100 * (ci.high - p))
+    return {"type": "data", "symmetric": False, "array": high, "arrayminus": low}
+
+
 def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Per run: own-emotion NLL drop, NRC share of the target emotion and fact retention, each
     without and with the IRM.
@@ -229,24 +247,27 @@ def evaluation_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
         ),
     )
     drop = table["nll_drop"].to_numpy(dtype=float) * 100
-    fig.add_bar(
-        x=runs,
-        y=drop,
-        name="NLL drop",
-        showlegend=False,
-        marker_color=np.where(drop >= 0, HIGHLIGHT_COLOUR, BASE_COLOUR),
-        hovertemplate="%{x}<br>%{y:.1f} %<extra></extra>",
-        row=1,
-        col=1,
-    )
+    for sign, name, colour in ((1, "NLL lowered", "#2ca02c"), (-1, "NLL raised", "#ff7f0e")):
+        keep = drop < 0 if sign < 0 else drop >= 0
+        fig.add_bar(
+            x=[r for r, k in zip(runs, keep, strict=True) if k],
+            y=drop[keep],
+            name=name,  # its own colours: grey and blue mean host and IRM in the other panels
+            marker_color=colour,
+            hovertemplate="%{x}<br>%{y:.1f} %<extra></extra>",
+            row=1,
+            col=1,
+        )
     for col, stem in ((2, "nrc_share"), (3, "fact_retention")):
         for suffix, name, colour in (
             ("host", "host alone", BASE_COLOUR),
             ("irm", "host + IRM", HIGHLIGHT_COLOUR),
         ):
+            share = table[f"{stem}_{suffix}"].to_numpy(dtype=float)
             fig.add_bar(
                 x=runs,
-                y=table[f"{stem}_{suffix}"] * 100,
+                y=share * 100,
+                error_y=_wilson_bars(share, table.get(f"fact_n_{suffix}")) if col == 3 else None,
                 name=name,
                 legendgroup=name,
                 showlegend=col == 2,
