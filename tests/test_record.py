@@ -136,6 +136,8 @@ def test_record_from_the_command_line(run_dir, tmp_path, capsys):
     assert code == 0 and "recorded 2 prompts" in capsys.readouterr().out
     recs = load_recordings(tmp_path / "run" / "recordings" / "paper")
     assert [r.prompt for r in recs] == prompt_set("paper", limit=2)
+    info = json.loads((tmp_path / "run" / "recordings" / "paper" / "recording.json").read_text())
+    assert info["mode"] == "chat"  # the run's own prompt format unless told otherwise
 
 
 def test_record_your_own_prompts_then_its_atlas(run_dir, tmp_path, capsys):

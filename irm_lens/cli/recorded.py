@@ -107,7 +107,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
             prompts = prompt_set(args.prompts, limit=args.max_rows)
         else:
             prompts = read_prompt_file(args.prompts)[: args.max_rows]
-        mode = args.mode or ("plain" if args.prompts == "paper" else config.prompt_mode)
+        mode = args.mode or config.prompt_mode  # the format it was trained on; plain: as recorded
         name = prompts_name(args.prompts)
         out = Path(args.out) if args.out else RunDir(run_dir).recordings / name
         with out_lock(out, "record"):  # one writer per --out, its check included
@@ -477,7 +477,7 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         "--mode",
         choices=PROMPT_MODES,
         default=None,
-        help="prompt format (default: plain for the paper set, else the run's)",
+        help="prompt format (default: the run's own; plain: as the original recorded)",
     )
     rec.add_argument("--hooks", nargs="*", default=[], help="host hook points to capture too")
     add_out(rec, "RUN_DIR/recordings/<prompts>")
