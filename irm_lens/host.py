@@ -179,7 +179,12 @@ def _load_embedded_hf(*, use_cache: bool = True) -> tuple[Any, Any]:
             try:
                 _save_dequantized(model, tokenizer, cached)
             except OSError as exc:  # read-only home, full disk: slower next time, not wrong
-                logging.getLogger(__name__).warning("not caching the dequantized host: %s", exc)
+                logging.getLogger(__name__).warning(
+                    "not caching the dequantized host in %s (%s); it loads from the GGUF each "
+                    "time. Free space there or point IRM_LENS_CACHE at a disk with ~0.6 GB.",
+                    cached,
+                    exc.strerror or exc,
+                )
     model.config.name_or_path = EMBEDDED
     model.eval()
     return model, tokenizer
