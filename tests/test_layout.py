@@ -165,3 +165,23 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert not HOOK_NAME.fullmatch("the IRM writes at `blocks.L.hook_attn_out` (prose)")
     reads = list(_anatomy_reads(ast.parse("g = host.ln_final.weight\nw = host.W_U\n")))
     assert sorted(reads) == [(1, "ln_final"), (2, "W_U")]
+
+
+def _layout_block() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    return text.split("## Layout", 1)[1].split("```")[1]
+
+
+def test_the_folder_map_names_every_module_and_folder_and_nothing_else() -> None:
+    block = _layout_block()
+    words = set(re.findall(r"[A-Za-z_][\w.]*", block))
+    flat = {p.stem for p in (ROOT / "irm_lens").glob("*.py")} - {"__init__", "__main__"}
+    folders = {p.name for p in (ROOT / "irm_lens").iterdir() if (p / "__init__.py").exists()}
+    folders |= {p.name for p in (ROOT / "analyses").iterdir() if (p / "__init__.py").exists()}
+    missing = sorted((flat | folders) - words)
+    assert missing == [], f"docs/architecture.md's layout does not name {missing}"
+    named = set(re.findall(r"^  ([a-z_]+)/", block, re.M))
+    gone = sorted(
+        n for n in named if not any((ROOT / top / n).is_dir() for top in ("irm_lens", "analyses"))
+    )
+    assert gone == [], f"docs/architecture.md's layout names folders that do not exist: {gone}"
