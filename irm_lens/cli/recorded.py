@@ -365,15 +365,21 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         return 0
 
 
-def _cmd_atlas(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    recording = RunDir(run_dir).recordings / args.recording
+def _recording_of(run_dir: Path, name: str) -> Path:
+    """The run's recording ``name``, made by its current IRM (else an error saying what to do)."""
+    recording = RunDir(run_dir).recordings / name
     if not (recording / RECORDING_INFO).exists():
         raise IrmLensError(
-            f"{run_dir} has no recording {args.recording!r}. Record it first: "
-            f"irm-lens record {run_dir} --prompts {args.recording}"
+            f"{run_dir} has no recording {name!r}. Record it first: "
+            f"irm-lens record {run_dir} --prompts {name}"
         )
     _check_provenance(run_dir, recording)
+    return recording
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    recording = _recording_of(run_dir, args.recording)
     out = Path(args.out) if args.out else RunDir(run_dir).path / "atlas"
     with out_lock(out, "atlas"):
         return _atlas(args, run_dir, recording, out)
@@ -417,13 +423,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from irm_lens.steer import SteeringVectors, steering_norms
 
     run_dir = Path(args.run_dir)
-    recording = RunDir(run_dir).recordings / args.recording
-    if not (recording / RECORDING_INFO).exists():
-        raise IrmLensError(
-            f"{run_dir} has no recording {args.recording!r}. Record it first: "
-            f"irm-lens record {run_dir} --prompts {args.recording}"
-        )
-    _check_provenance(run_dir, recording)
+    recording = _recording_of(run_dir, args.recording)
     out = Path(args.out) if args.out else RunDir(run_dir).path / "steering.safetensors"
     if out.is_dir():
         raise IrmLensError(f"--out {out} is a directory; give the file to write.")
