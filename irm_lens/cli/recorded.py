@@ -389,12 +389,13 @@ def _atlas(args: argparse.Namespace, run_dir: Path, recording: Path, out: Path) 
     from irm_lens.export import save_figure
     from irm_lens.files import atomic_dir, check_replaceable
     from irm_lens.measures import dominant_indices
+    from irm_lens.measures.recorded import pooled as pooled_outputs
     from irm_lens.plotting import atlas_figure
     from irm_lens.record import load_recordings
 
     check_replaceable(out, "atlas")
     recordings = load_recordings(recording)
-    pooled = _pooled_outputs(recordings)
+    pooled = pooled_outputs(recordings)
     top = int(dominant_indices(pooled).iloc[0]["index"])
     highlight = sorted({top, *args.highlight})
     fig = atlas_figure(
@@ -409,13 +410,6 @@ def _atlas(args: argparse.Namespace, run_dir: Path, recording: Path, out: Path) 
     print(f"wrote {out / 'atlas.html'}: {len(recordings)} prompts, top index {top} highlighted")
     print(f"next: open it in a browser; irm-lens ablate {run_dir} --index top")
     return 0
-
-
-def _pooled_outputs(recordings: Any) -> Any:
-    """Every recorded token's outputs, the prompts one after another."""
-    import torch
-
-    return torch.cat([r.outputs for r in recordings])
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
