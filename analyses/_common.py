@@ -23,7 +23,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from analyses._config import FiguresConfig
 from analyses._measured import nll_by_question, own_offset
-from analyses._runset import RunSpec, ensure_runs, run_specs
+from analyses._runset import RunSpec, ensure_runs, null_seeds, run_specs
 from irm_lens import interventions, measures
 from irm_lens.canary import check_generation
 from irm_lens.errors import IrmLensError
@@ -98,12 +98,14 @@ class Context:
         *,
         host: str | None = None,
         emotions: tuple[str, ...] | None = None,
+        null: bool = False,
         **training: Any,
     ) -> Context:
         """The first seed's next-token runs (of ``emotions``; default all) and untrained
         baseline again, on another ``host`` and/or with ``training`` changes to every run's
         config (e.g. ``optimizer="sgd"``); ``label`` goes into the run names
-        (``anger_rotated_s42``)."""
+        (``anger_rotated_s42``). ``null``: the whole untrained null of the run set's init seeds
+        (``Context.null``), not only the first seed's control."""
         seed = self.first_seed
         figures = dataclasses.replace(
             self.figures,
@@ -113,18 +115,31 @@ class Context:
             null_irms=1,
             emotions=emotions or self.figures.emotions,
         )
+        base = run_specs(figures)
+        if null:
+            control = next(s for s in base if not s.trained)
+            base += [
+                RunSpec(
+                    f"untrained_s{n}",
+                    dataclasses.replace(control.config, seed=n),
+                    trained=False,
+                    null=True,
+                )
+                for n in null_seeds(self.figures)[1:]
+            ]
         specs = []
-        for s in run_specs(figures):
+        for s in base:
             # An untrained IRM is the same under any optimizer or loss: only what builds it
             # changes it, so the other changes keep it on the main set's cached baseline.
             changes = (
                 training if s.trained else {k: v for k, v in training.items() if k in IRM_FIELDS}
             )
             renamed = label and (s.trained or changes or host)
+            stem, _, run_seed = s.name.rpartition("_s")
             specs.append(
                 dataclasses.replace(
                     s,
-                    name=s.name.replace(f"_s{seed}", f"_{label}_s{seed}") if renamed else s.name,
+                    name=f"{stem}_{label}_s{run_seed}" if renamed else s.name,
                     config=dataclasses.replace(s.config, **changes),
                 )
             )

@@ -49,14 +49,14 @@ def masking_rule(data: pd.DataFrame) -> Verdict:
         s: trained[trained["setting"] == s].set_index("emotion")["specificity"] for s in SETTINGS
     }
     emotions = list(spec[SETTINGS[0]].index)
-    unmasked = data[data["setting"] == SETTINGS[0]].set_index("emotion")
-    control = float(unmasked.loc["untrained", "ratio"])
+    unmasked = data[data["setting"] == SETTINGS[0]]
+    null = unmasked[~unmasked["trained"]]["ratio"]
     aligned_unmasked = trained[(trained["setting"] == SETTINGS[0]) & trained["aligned"]]
     return masking_verdict(
         [spec[SETTINGS[0]][e] for e in emotions],
         [spec[SETTINGS[1]][e] for e in emotions],
         [spec[SETTINGS[2]][e] for e in emotions],
-        dominance_effect=float(np.median(aligned_unmasked["ratio"]) / control)
+        dominance_effect=float(np.median(aligned_unmasked["ratio"]) / np.median(null))
         if len(aligned_unmasked)
         else float("nan"),
         n_aligned=len(aligned_unmasked),
@@ -67,7 +67,7 @@ def main(ctx: Context) -> MaskedSummary:
     top, random = _masks(ctx)
     emo = mechanism_emotions(ctx)
     contexts = {
-        SETTINGS[0]: ctx.variant(emotions=emo),
+        SETTINGS[0]: ctx.variant(emotions=emo, null=True),
         SETTINGS[1]: ctx.variant("masktop", masked=top, emotions=emo),
         SETTINGS[2]: ctx.variant("maskrandom", masked=random, emotions=emo),
     }
@@ -79,10 +79,11 @@ def main(ctx: Context) -> MaskedSummary:
         ]
     )
     data["top1_in_mask"] = data["top1"].isin(top)
-    unmasked = data[data["setting"] == SETTINGS[0]].set_index("emotion")
+    unmasked = data[data["setting"] == SETTINGS[0]]
     rank_before = {
-        e: ctx.dominance[r].set_index("index")["rank"]
-        for e, r in zip(unmasked.index, unmasked["run"], strict=True)
+        "untrained" if not t else e: ctx.dominance[r].set_index("index")["rank"]
+        for e, r, t in zip(unmasked["emotion"], unmasked["run"], unmasked["trained"], strict=True)
+        if t or r == ctx.untrained
     }
     data["top1_rank_unmasked"] = [
         int(rank_before[e].loc[i]) for e, i in zip(data["emotion"], data["top1"], strict=True)

@@ -4,7 +4,9 @@ The first seed's next-token runs are trained again twice: on the host with its r
 in a random orthogonal basis (``<host>+rotated``, the same function), and on the original host
 with SGD and momentum instead of Adam. Each run's dominance ratio (top index share x d_model,
 bootstrap CI over the paper prompts) is read in the host's basis and in the rotated one, against
-the untrained IRM of the same setting, and only aligned runs (specificity CI above 0) count.
+the untrained null of the same host (IRMs of the run set's null init seeds, never trained), and
+only aligned runs (specificity CI above 0) count. An untrained IRM is the same under either
+optimizer, so the SGD runs read the original host's null.
 ``analyses.rules.mechanism`` holds the rules.
 """
 
@@ -34,11 +36,11 @@ def _sgd_setting(lr: float) -> str:
     return f"original host, SGD lr {lr:g}"
 
 
-def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], float]:
-    """Aligned runs' ratios and the untrained control's, for one setting read in one basis."""
+def _ratios(data: pd.DataFrame, setting: str, basis: str) -> tuple[list[float], list[float]]:
+    """Aligned runs' ratios and the untrained null's, for one setting read in one basis."""
     at = data[(data["setting"] == setting) & (data["basis"] == basis)]
-    control = float(at[~at["trained"]]["ratio"].iloc[0])
-    return [float(r) for r in at[at["trained"] & at["aligned"]]["ratio"]], control
+    null, trained = at[~at["trained"]], at[at["trained"] & at["aligned"]]
+    return [float(r) for r in trained["ratio"]], [float(r) for r in null["ratio"]]
 
 
 def basis_rule(data: pd.DataFrame) -> Verdict:
@@ -52,16 +54,29 @@ def basis_rule(data: pd.DataFrame) -> Verdict:
     )
 
 
+def optimizer_rule(data: pd.DataFrame) -> tuple[Verdict, float]:
+    """``optimizer_verdict`` over a rotation table at the SGD step size more runs align at (the
+    larger on a tie), and that step size. An untrained IRM is the same under either optimizer:
+    both sides read the original host's null."""
+    adam, null = _ratios(data, SETTINGS[0], "host basis")
+    candidates = {lr: _ratios(data, _sgd_setting(lr), "host basis")[0] for lr in SGD_LRS.values()}
+    lr = max(candidates, key=lambda k: (len(candidates[k]), k))
+    return optimizer_verdict(adam, null, candidates[lr], null), lr
+
+
 def main(ctx: Context) -> RotationSummary:
     host = ctx.figures.host_label
     emotions = mechanism_emotions(ctx)
-    rotated = ctx.variant("rotated", host=f"{host}+rotated{ROTATION_SEED}", emotions=emotions)
+    rotated = ctx.variant(
+        "rotated", host=f"{host}+rotated{ROTATION_SEED}", emotions=emotions, null=True
+    )
     sgd = {
         label: ctx.variant(label, optimizer="sgd", lr=lr, emotions=emotions)
         for label, lr in SGD_LRS.items()
     }
     r = random_rotation(ctx.host().cfg.d_model, ROTATION_SEED).float()
-    first = ctx.variant(emotions=emotions)  # the main set's first-seed runs (cached)
+    # the main set's first-seed runs and its untrained null (cached)
+    first = ctx.variant(emotions=emotions, null=True)
     data = pd.DataFrame(
         dominance_rows(first, SETTINGS[0], {"host basis": None, "rotated basis": r})
         + dominance_rows(rotated, SETTINGS[1], {"rotated basis": None, "host basis": r.T})
@@ -71,16 +86,13 @@ def main(ctx: Context) -> RotationSummary:
             for row in dominance_rows(c, _sgd_setting(SGD_LRS[label]), {"host basis": None})
         ]
     )
-    original = _ratios(data, SETTINGS[0], "host basis")
     basis = basis_rule(data)
-    candidates = [_ratios(data, _sgd_setting(lr), "host basis") for lr in SGD_LRS.values()]
-    best = max(range(len(candidates)), key=lambda k: (len(candidates[k][0]), -k))
-    optimizer = optimizer_verdict(*original, *candidates[best])
+    optimizer, sgd_lr = optimizer_rule(data)
     fig = basis_figure(
         data,
         title=(
             f"Dominance ratio of each IRM: original vs rotated-basis host, Adam vs SGD ({host}, "
-            f"seed {ctx.first_seed}; hollow = not aligned, diamond = untrained control)"
+            f"seed {ctx.first_seed}; hollow = not aligned, diamonds = untrained null)"
         ),
     )
     trained = data[data["trained"]]
@@ -90,7 +102,7 @@ def main(ctx: Context) -> RotationSummary:
         margin=MARGIN,
         min_runs=MIN_RUNS,
         sgd_lrs=list(SGD_LRS.values()),
-        sgd_lr_used=list(SGD_LRS.values())[best],
+        sgd_lr_used=sgd_lr,
         rotation_seed=ROTATION_SEED,
         aligned={
             s: sorted(

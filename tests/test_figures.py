@@ -18,7 +18,7 @@ from analyses import _config as figures_config
 from analyses import _runset as runset
 from analyses.__main__ import RESULTS
 from analyses._config import FiguresConfig, FiguresConfigError
-from analyses._runset import ensure_runs, run_specs, stage_done
+from analyses._runset import ensure_runs, null_seeds, run_specs, stage_done
 from analyses._summaries import (
     HostProfileSummary,
     LogitAttributionSummary,
@@ -201,6 +201,12 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     assert {"anger_rotated_s42", "untrained_rotated_s42", "anger_sgd_s42", "anger_s42"} <= runs
     assert "anger_sgdlow_s42" in runs and rotation["sgd_lr_used"] in rotation["sgd_lrs"]
     assert "untrained_sgd_s42" not in runs  # the same untrained IRM: the main set's baseline
+    # every rule reads a null of the run set's size, on each host: the main set's (cached) and
+    # one built on the rotated host
+    null = [r["run"] for r in rotation["by_run"] if not r["trained"] and r["basis"] == "host basis"]
+    n = len(null_seeds(FiguresConfig.from_env({"FAST": "1"})))
+    assert n >= 3 and {"untrained_s1", "untrained_rotated_s1", "untrained_rotated_s2"} <= set(null)
+    assert f"null n={n}" in rotation["basis"]["reason"]
     rotated_dir = next((tmp / "runs").glob("anger_rotated_s42-*"))
     host = json.loads((rotated_dir / "config.json").read_text())["host"]
     assert host == "tiny-random-llama+rotated0"
@@ -212,6 +218,7 @@ def test_mechanism_tier_profiles_rotates_and_reports(fast_run):
     assert written[basis_claim] == rotation["basis"]["verdict"]
     assert f"**Where the dominant coordinate comes from: {rotation['basis']['verdict']}.**" in text
     assert "| rotated host, Adam | anger_rotated_s42 |" in text
+    assert f"| rotated host, Adam | untrained null (n={n}) | control |" in text
     masked = json.loads((out / "masked" / "config.json").read_text())["summary"]
     assert masked["verdict"]["verdict"] in MASKING_VERDICTS and len(masked["masked_top"]) == 5
     assert not set(masked["masked_top"]) & set(masked["masked_random"])

@@ -59,7 +59,7 @@ def test_dominance_ratio_ci_covers_the_estimate_and_needs_prompts():
     ],
 )
 def test_basis_verdicts(own, back, expected):
-    v = basis_verdict([4.0, 5.0], 2.0, [own * 2, own * 2], 2.0, [back, back], 1.0)
+    v = basis_verdict([4.0, 5.0], [2.0], [own * 2, own * 2], [2.0], [back, back], [1.0])
     assert v.verdict == expected
     assert v.effects["original"] == pytest.approx(2.25)
 
@@ -67,17 +67,34 @@ def test_basis_verdicts(own, back, expected):
 def test_basis_rule_reads_the_symmetric_control():
     # the rotated host's IRMs concentrate 3x read in the original basis, but the original
     # host's IRMs concentrate 2.5x read in the rotated one: reading in a foreign basis does it
-    foreign = basis_verdict([4.0, 5.0], 2.0, [2.0, 2.0], 2.0, [3.0, 3.0], 1.0, [2.5, 2.5], 1.0)
+    foreign = basis_verdict(
+        [4.0, 5.0], [2.0], [2.0, 2.0], [2.0], [3.0, 3.0], [1.0], [2.5, 2.5], [1.0]
+    )
     assert foreign.verdict == "neither" and "symmetric control" in foreign.reason
     assert foreign.effects["foreign"] == pytest.approx(2.5)
-    plain = basis_verdict([4.0, 5.0], 2.0, [2.0, 2.0], 2.0, [3.0, 3.0], 1.0, [1.0, 1.0], 1.0)
+    plain = basis_verdict(
+        [4.0, 5.0], [2.0], [2.0, 2.0], [2.0], [3.0, 3.0], [1.0], [1.0, 1.0], [1.0]
+    )
     assert plain.verdict == "host basis"
 
 
+def test_basis_and_optimizer_rules_read_the_whole_null():
+    # one untrained IRM at 2.0 makes the original host's runs (median 4.5) dominate 2.25x; a
+    # null whose median is 3.5 puts them at 1.29x, under the margin: not tested
+    spread = [1.0, 3.0, 3.5, 4.0, 4.5]
+    one = basis_verdict([4.0, 5.0], [2.0], [6.0, 6.0], [2.0], [3.0, 3.0], [1.0])
+    null = basis_verdict([4.0, 5.0], spread, [6.0, 6.0], [2.0], [3.0, 3.0], [1.0])
+    assert one.verdict == "both" and null.verdict == "not tested"
+    assert null.effects["original"] == pytest.approx(4.5 / 3.5)
+    assert "original null n=5, ratio 1.00-4.50" in null.reason
+    adam = optimizer_verdict([4.0, 4.0], spread, [3.0, 3.0], spread)
+    assert adam.verdict == "not tested" and "nothing to explain" in adam.reason
+
+
 def test_basis_not_tested_without_runs_or_without_dominance():
-    few = basis_verdict([4.0], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
+    few = basis_verdict([4.0], [2.0], [4.0, 4.0], [1.0], [4.0, 4.0], [1.0])
     assert few.verdict == "not tested" and "aligned runs" in few.reason
-    flat = basis_verdict([2.1, 2.2], 2.0, [4.0, 4.0], 1.0, [4.0, 4.0], 1.0)
+    flat = basis_verdict([2.1, 2.2], [2.0], [4.0, 4.0], [1.0], [4.0, 4.0], [1.0])
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
     assert "measured: on the rotated host" in flat.reason  # the effects are stated anyway
     reached = {"host basis", "IRM or optimizer", "both", "neither", few.verdict}
@@ -85,11 +102,13 @@ def test_basis_not_tested_without_runs_or_without_dominance():
 
 
 def test_optimizer_verdicts_all_reachable():
-    assert optimizer_verdict([4.0, 4.0], 1.0, [3.0, 3.0], 1.0).verdict == "dominance without Adam"
-    assert optimizer_verdict([4.0, 4.0], 1.0, [1.2, 1.2], 1.0).verdict == "Adam needed"
-    unaligned = optimizer_verdict([4.0, 4.0], 1.0, [3.0], 1.0)
+    assert (
+        optimizer_verdict([4.0, 4.0], [1.0], [3.0, 3.0], [1.0]).verdict == "dominance without Adam"
+    )
+    assert optimizer_verdict([4.0, 4.0], [1.0], [1.2, 1.2], [1.0]).verdict == "Adam needed"
+    unaligned = optimizer_verdict([4.0, 4.0], [1.0], [3.0], [1.0])
     assert unaligned.verdict == "not tested" and "1 SGD" in unaligned.reason
-    flat = optimizer_verdict([1.1, 1.2], 1.0, [3.0, 3.0], 1.0)
+    flat = optimizer_verdict([1.1, 1.2], [1.0], [3.0, 3.0], [1.0])
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
     assert {"dominance without Adam", "Adam needed", "not tested"} == set(OPTIMIZER_VERDICTS)
 
@@ -112,7 +131,7 @@ def test_masking_verdicts_all_reachable():
     assert both.verdict == "substituted"
     # judged by its effect whether or not the masked indices dominate, which is stated
     flat = masking_verdict(base, base, base, dominance_effect=1.2, n_aligned=4)
-    assert flat.verdict == "substituted" and "1.20x the untrained control" in flat.reason
+    assert flat.verdict == "substituted" and "1.20x the untrained null's median" in flat.reason
     assert "0.0 points" in flat.reason
     few = masking_verdict(base, base, base, dominance_effect=3.0, n_aligned=1)
     assert few.verdict == "not tested"

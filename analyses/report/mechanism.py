@@ -10,7 +10,7 @@ import pandas as pd
 from analyses._summaries import MaskedSummary, MatrixSummary, RotationSummary
 from analyses.masked import masking_rule
 from analyses.report.claims import num_ci
-from analyses.rotation import basis_rule
+from analyses.rotation import basis_rule, optimizer_rule
 
 NOT_RUN = "not run"
 
@@ -19,9 +19,14 @@ def rejudged(
     rotation: RotationSummary | None, masked: MaskedSummary | None
 ) -> tuple[RotationSummary | None, MaskedSummary | None]:
     """The tier's committed results under the current rules: the basis rule with its symmetric
-    control and the masking rule by its effect, recomputed from each result's per-run rows."""
+    control, the optimizer rule against the original host's null and the masking rule by its
+    effect, recomputed from each result's per-run rows."""
     if rotation is not None:
-        rotation = dataclasses.replace(rotation, basis=basis_rule(pd.DataFrame(rotation.by_run)))
+        data = pd.DataFrame(rotation.by_run)
+        optimizer, sgd_lr = optimizer_rule(data)
+        rotation = dataclasses.replace(
+            rotation, basis=basis_rule(data), optimizer=optimizer, sgd_lr_used=sgd_lr
+        )
     if masked is not None:
         masked = dataclasses.replace(masked, verdict=masking_rule(pd.DataFrame(masked.by_run)))
     return rotation, masked
@@ -49,19 +54,29 @@ def _effects(effects: dict[str, float]) -> str:
 
 
 def _run_rows(by_run: list[dict[str, Any]]) -> list[str]:
+    """One row per trained run and basis, and one per untrained null and basis (its median
+    ratio and range)."""
     rows = [
         "| setting | run | aligned (specificity) | read in | top index | "
         "dominance ratio [95 % CI] |",
         "|---|---|---|---|---|---|",
     ]
-    for r in by_run:
-        aligned = "control" if not r["trained"] else ("yes" if r["aligned"] else "no")
-        if r["trained"]:
-            aligned += f" ({100 * r['specificity']:.1f} %)"
-        rows.append(
-            f"| {r['setting']} | {r['run']} | {aligned} | {r['basis']} | {r['top1']} | "
-            f"{num_ci(r['ratio'], r['low'], r['high'], '.2f')} |"
-        )
+    table = pd.DataFrame(by_run)
+    for (setting, basis), at in table.groupby(["setting", "basis"], sort=False):
+        for _, r in at[at["trained"]].iterrows():
+            aligned = f"{'yes' if r['aligned'] else 'no'} ({100 * r['specificity']:.1f} %)"
+            rows.append(
+                f"| {setting} | {r['run']} | {aligned} | {basis} | {r['top1']} | "
+                f"{num_ci(r['ratio'], r['low'], r['high'], '.2f')} |"
+            )
+        null = at[~at["trained"]]
+        if len(null):
+            tops = ", ".join(str(i) for i in null["top1"])
+            rows.append(
+                f"| {setting} | untrained null (n={len(null)}) | control | {basis} | {tops} | "
+                f"median {null['ratio'].median():.2f} (range {null['ratio'].min():.2f}-"
+                f"{null['ratio'].max():.2f}) |"
+            )
     return rows
 
 
@@ -177,16 +192,17 @@ def mechanism_section(
             "`analyses.rules.mechanism`). The rotated host computes the same logits (tested: "
             "within 1e-4 in float64) with its norm gains folded and no massive dims. Dominance "
             "ratio = top index's share of total |output| x d_model (1 = uniform), bootstrap "
-            "95 % CI over the 7 paper prompts, each against the untrained IRM of the same "
-            f"setting read in the same basis; a trained IRM counts when its ratio is at least "
-            f"{rotation.margin}x its control's (median over aligned runs, at least "
+            "95 % CI over the 7 paper prompts, each against the untrained null of the same "
+            "host read in the same basis (IRMs of the run set's null init seeds, never trained; "
+            "SGD runs read the original host's null); dominance counts when the aligned runs' "
+            f"median ratio is at least {rotation.margin}x the null's median (at least "
             f"{rotation.min_runs} per side). SGD: momentum 0.9, lr {rotation.sgd_lrs[0]:g} "
             "(matched to Adam's total step size over the budget) and, added after that one broke "
             f"the host, lr {rotation.sgd_lrs[1]:g}; the verdict uses lr "
             f"{rotation.sgd_lr_used:g} (more aligned runs).",
             "",
             f"- **Where the dominant coordinate comes from: {b.verdict}.** {b.reason}. "
-            f"Effects (median ratio over its control): {_effects(b.effects)}.",
+            f"Effects (median ratio over its null's median): {_effects(b.effects)}.",
             f"- **Does it need Adam's per-coordinate steps: {o.verdict}.** {o.reason}. "
             f"Effects: {_effects(o.effects)}.",
             "",

@@ -11,8 +11,9 @@ the second case: dominance without Adam's per-coordinate steps is not Adam's.
 
 Dominance is measured as the **dominance ratio** (``irm_lens.measures.dominance``): the top
 index's share of total |output| times ``d_model`` (1 = every index alike), with a bootstrap 95 %
-CI over prompts, and always against the untrained IRM of the same host read in the same basis
-(the control: a random MLP's outputs have a top index too).
+CI over prompts, and always against the untrained null of the same host read in the same basis
+(IRMs of different init seeds, built and never trained: a random MLP's outputs have a top index
+too). An effect is the trained runs' median ratio over the null's median.
 """
 
 from __future__ import annotations
@@ -25,18 +26,33 @@ import numpy as np
 from analyses.rules.base import MIN_RUNS, NOT, NOT_TESTED, PARTLY, REPRODUCED, Verdict
 
 MARGIN = 1.5
-"""A trained IRM's dominance ratio must be this many times its untrained control's to count."""
+"""A trained IRM's dominance ratio must be this many times its untrained null's median to count."""
 
 
-def _effect(ratios: Sequence[float], control: float) -> float:
-    return float(np.median(ratios) / control) if len(ratios) else float("nan")
+def _effect(ratios: Sequence[float], null: Sequence[float]) -> float:
+    """The median of ``ratios`` over the median of the untrained ``null`` (NaN when either is
+    empty)."""
+    if not len(ratios) or not len(null):
+        return float("nan")
+    return float(np.median(ratios) / np.median(null))
+
+
+def _null_sizes(**nulls: Sequence[float]) -> str:
+    """How many untrained IRMs each null holds, and the spread of its ratios, in words."""
+    return "; ".join(
+        f"{name.replace('_', ' ')} null n={len(v)}, ratio {min(v):.2f}-{max(v):.2f}"
+        if len(v)
+        else f"{name.replace('_', ' ')} null empty"
+        for name, v in nulls.items()
+    )
 
 
 def _no_dominance(where: str, effect: float, margin: float) -> str:
     """Why a rule is not tested when no index dominates ``where`` (its ``effect`` over the
-    untrained control below ``margin``): there is no dominance for it to explain."""
+    untrained null's median below ``margin``): there is no dominance for it to explain."""
     return (
-        f"no index dominates {where} beyond the untrained IRM ({effect:.2f}x < {margin}x): "
+        f"no index dominates {where} beyond the untrained null ({effect:.2f}x its median < "
+        f"{margin}x): "
         "nothing to explain"
     )
 
@@ -46,32 +62,34 @@ BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", NOT_TESTE
 
 def basis_verdict(
     original: Sequence[float],
-    original_control: float,
+    original_null: Sequence[float],
     rotated_own: Sequence[float],
-    rotated_own_control: float,
+    rotated_own_null: Sequence[float],
     rotated_back: Sequence[float],
-    rotated_back_control: float,
+    rotated_back_null: Sequence[float],
     foreign: Sequence[float] = (),
-    foreign_control: float = float("nan"),
+    foreign_null: Sequence[float] = (),
     *,
     margin: float = MARGIN,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
     """Decide where the dominant coordinate comes from (``BASIS_VERDICTS``).
 
-    Each list holds the dominance ratios of aligned runs; each control is the untrained IRM's
-    ratio on the same host in the same basis. An effect is a median ratio over its control.
+    Each list holds the dominance ratios of aligned runs; each ``*_null`` the ratios of the
+    untrained IRMs (different init seeds) on the same host read in the same basis. An effect is
+    a median ratio over its null's median.
     ``foreign``: the original host's IRMs read in the rotated basis, the symmetric control of
     ``rotated_back`` (the rotated host's IRMs read in the original basis): reading an IRM in a
     basis other than the one it wrote in may concentrate it by itself, so the original basis
     counts only when ``rotated_back`` exceeds ``foreign`` by ``margin`` too.
     """
     effects = {
-        "original": _effect(original, original_control),
-        "rotated_own": _effect(rotated_own, rotated_own_control),
-        "rotated_back": _effect(rotated_back, rotated_back_control),
-        "foreign": _effect(foreign, foreign_control),
+        "original": _effect(original, original_null),
+        "rotated_own": _effect(rotated_own, rotated_own_null),
+        "rotated_back": _effect(rotated_back, rotated_back_null),
+        "foreign": _effect(foreign, foreign_null),
     }
+    nulls = _null_sizes(original=original_null, rotated=rotated_own_null)
     symmetric = (
         f"; read in the other basis, the original host's IRMs hold "
         f"{effects['foreign']:.2f}x (the symmetric control)"
@@ -80,14 +98,14 @@ def basis_verdict(
     )
     measured = (
         f"on the rotated host the top index holds {effects['rotated_own']:.2f}x its "
-        f"control in the IRM's own basis and {effects['rotated_back']:.2f}x in the "
+        f"null's median in the IRM's own basis and {effects['rotated_back']:.2f}x in the "
         f"original host's basis{symmetric} (threshold {margin}x; original host "
-        f"{effects['original']:.2f}x)"
+        f"{effects['original']:.2f}x; {nulls})"
     )
     if len(original) < min_runs or len(rotated_own) < min_runs:
         reason = (
             f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
-            f"original and {len(rotated_own)} on the rotated host"
+            f"original and {len(rotated_own)} on the rotated host ({nulls})"
         )
         return Verdict(NOT_TESTED, reason, effects)
     if effects["original"] < margin:
@@ -111,30 +129,33 @@ OPTIMIZER_VERDICTS = ("dominance without Adam", "Adam needed", NOT_TESTED)
 
 def optimizer_verdict(
     adam: Sequence[float],
-    adam_control: float,
+    adam_null: Sequence[float],
     sgd: Sequence[float],
-    sgd_control: float,
+    sgd_null: Sequence[float],
     *,
     margin: float = MARGIN,
     min_runs: int = MIN_RUNS,
 ) -> Verdict:
     """Is Adam's per-coordinate update needed for the dominance (``OPTIMIZER_VERDICTS``)?
 
-    ``adam``/``sgd``: dominance ratios of aligned runs on the original host; controls as in
-    ``basis_verdict``.
+    ``adam``/``sgd``: dominance ratios of aligned runs on the original host; nulls as in
+    ``basis_verdict`` (an untrained IRM is the same under either optimizer, so both may be the
+    same null).
     """
-    effects = {"adam": _effect(adam, adam_control), "sgd": _effect(sgd, sgd_control)}
+    effects = {"adam": _effect(adam, adam_null), "sgd": _effect(sgd, sgd_null)}
     if len(adam) < min_runs or len(sgd) < min_runs:
         reason = (
             f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and {len(sgd)} SGD"
+            f" ({_null_sizes(adam=adam_null, sgd=sgd_null)})"
         )
         return Verdict(NOT_TESTED, reason, effects)
     if effects["adam"] < margin:
         return Verdict(NOT_TESTED, _no_dominance("under Adam", effects["adam"], margin), effects)
     verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"
     reason = (
-        f"top index {effects['sgd']:.2f}x its control under SGD with momentum, "
-        f"{effects['adam']:.2f}x under Adam (threshold {margin}x)"
+        f"top index {effects['sgd']:.2f}x its null's median under SGD with momentum, "
+        f"{effects['adam']:.2f}x under Adam (threshold {margin}x; "
+        f"{_null_sizes(adam=adam_null, sgd=sgd_null)})"
     )
     return Verdict(verdict, reason, effects)
 
@@ -160,8 +181,9 @@ def masking_verdict(
         unmasked, masked_top, masked_random: specificity per emotion (same order) of the runs
             without a mask, with the top indices masked, and with as many random indices
             masked (the control).
-        dominance_effect: the unmasked runs' dominance ratio over the untrained control's
-            (stated: whether the masked indices dominate does not change what masking shows).
+        dominance_effect: the unmasked runs' median dominance ratio over the untrained null's
+            median (stated: whether the masked indices dominate does not change what masking
+            shows).
         n_aligned: aligned unmasked runs.
 
     The loss of a mask is the median over emotions of (unmasked - masked) specificity; the top
@@ -204,7 +226,7 @@ def masking_decision(
         f"masking them costs {100 * loss_top:.1f} points of specificity (median over "
         f"emotions), masking as many random indices {100 * loss_random:.1f} (needed: at "
         f"least {100 * min_loss:.0f} points and twice the random mask's); the masked "
-        f"indices hold {dominance_effect:.2f}x the untrained control's "
+        f"indices hold {dominance_effect:.2f}x the untrained null's median "
         "dominance"
     )
     return Verdict("needed for alignment" if needed else "substituted", reason, effects)
