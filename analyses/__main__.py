@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from analyses._common import Context, check_writable
+from analyses._common import Context
 from analyses._config import FiguresConfig
 from analyses._runset import run_specs, stage_done
+from analyses._written import check_writable
 from irm_lens.errors import IrmLensError
 from irm_lens.training.distributed import launched
 

@@ -1,42 +1,32 @@
-"""What every analysis script shares: the run set, the loaded host, and writing a result.
-
-A result is a directory ``<out>/<name>/`` with ``data.csv`` (the long table the figure is drawn
-from), ``figure.png`` and ``figure.html`` (the figure), and ``config.json`` (the settings, the runs
-it used and a ``summary`` of its headline numbers, which ``report.py`` turns into REPORT.md).
+"""What every analysis script reads: the run set (which runs, trained or not, aligned or not),
+the loaded host, and the measurements several results share (alignment, dominance tables, the
+host's profile). Writing a result is ``analyses._written``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from analyses._config import FiguresConfig
-from analyses._measured import nll_by_question, own_offset
+from analyses._measured import nll_by_question
 from analyses._runset import RunSpec, ensure_runs, null_seeds, run_specs
 from irm_lens import interventions, measures
 from irm_lens.canary import check_generation
-from irm_lens.errors import IrmLensError
-from irm_lens.export import save_figure
-from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.host import load_host
 from irm_lens.measures.alignment import ALIGNED, Specificity, specificity
 from irm_lens.measures.recorded import analyze_recordings, pooled
 from irm_lens.prompts import PAPER_PROMPTS, encode
 from irm_lens.record import Recording, load_recordings
 from irm_lens.rundir import RunDir
-from irm_lens.stack import provenance
-from irm_lens.training.config import Objective
 from irm_lens.training.distributed import launched, rank_device
 
 KINDS = ("next-token", "paper loss")
@@ -160,19 +150,6 @@ class Context:
             if not spec.null
         }
 
-    @cached_property
-    def next_token(self) -> dict[str, Specificity]:
-        """The same on the next-token target for every run: for a run trained on another
-        objective (the original's t+2), how much it damaged the host's own prediction."""
-        memo: dict[Any, pd.DataFrame] = {}
-        return {
-            run: specificity(nll_by_question(self, run, memo, offset=1), spec.config.emotion)
-            if own_offset(spec.config) != 1
-            else self.alignment[run]
-            for run, spec in self.specs.items()
-            if not spec.null
-        }
-
     def aligned(self, kind: str) -> list[str]:
         """Trained runs of ``kind`` (``next-token`` or ``paper loss``) that are aligned: only
         these enter the mechanistic verdicts."""
@@ -252,95 +229,6 @@ class Context:
         massive = self.host_profile["massive"]
         return int(massive.iloc[0]["index"]) if len(massive) else None
 
-    def run_settings(self, run: str) -> dict[str, Any]:
-        """What a result's ``config.json`` says of a run it read: its cache directory's name
-        (name and key) and the training settings that define it."""
-        spec = self.specs[run]
-        config = spec.config
-        fields: tuple[str, ...] = (
-            "emotion",
-            "seed",
-            "loss",
-            "prompt_mode",
-            "lr",
-            "optimizer",
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "layers",
-        )
-        if config.loss == "paper" and config.objective != Objective("paper"):
-            fields += ("paper_offset", "paper_padding")
-        # the directory's name from the spec: reading settings never trains a run
-        return {
-            "directory": spec.directory(self.figures).name,
-            "trained": spec.trained,
-            **{f: getattr(config, f) for f in fields},
-        }
-
-    def spec_columns(self, run: str) -> dict[str, Any]:
-        spec = self.specs[run]
-        return {
-            "run": run,
-            "emotion": spec.config.emotion if spec.trained else "untrained",
-            "seed": spec.config.seed,
-            "run_kind": spec.kind,
-        }
-
-    def write(
-        self,
-        result: str,
-        data: pd.DataFrame,
-        fig: go.Figure,
-        *,
-        summary: dict[str, Any] | Any,
-        runs: Sequence[str] | None = None,
-        size: tuple[int, int] = (1100, 650),
-        settings: dict[str, Any] | None = None,
-        tables: dict[str, pd.DataFrame] | None = None,
-    ) -> Path:
-        """Write ``<out>/<result>/`` (data.csv, figure.png, figure.html, config.json; ``tables``:
-        more CSVs by file stem, e.g. the per-run numbers behind a large ``data.csv``)."""
-        target = self.out / result
-        used = list(self.specs) if runs is None else list(runs)
-        write_csv_atomic(target / "data.csv", data)
-        for stem, table in (tables or {}).items():
-            write_csv_atomic(target / f"{stem}.csv", table)
-        _wrap_title(fig)
-        save_figure(fig, target, "figure", width=size[0], height=size[1], scale=1.5)
-        if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
-            summary = dataclasses.asdict(summary)  # a typed summary (analyses._summaries)
-        config = {
-            "result": result,
-            "summary": summary,
-            "settings": settings or {},
-            # no machine paths in committed files: the run directory's name is its cache key
-            "figures_config": {
-                k: v for k, v in self.figures.to_dict().items() if k not in ("out", "cache")
-            },
-            "runs": {name: self.run_settings(name) for name in used},
-            **provenance(),
-        }
-        write_text_atomic(target / "config.json", json.dumps(config, indent=2, default=str))
-        return target
-
-    def write_variants(
-        self,
-        result: str,
-        data: pd.DataFrame,
-        fig: go.Figure,
-        variants: Iterable[Context],
-        *,
-        summary: Any,
-        size: tuple[int, int],
-        settings: dict[str, Any],
-    ) -> Path:
-        """``write`` for a result on ``variants`` of the run set (``variant``): it names no run
-        of the main set, and its ``settings`` gain ``run_dirs``, the variants' run directories."""
-        run_dirs = [p.name for c in variants for p in c.runs.values()]
-        settings = {**settings, "run_dirs": run_dirs}
-        return self.write(result, data, fig, summary=summary, runs=[], size=size, settings=settings)
-
 
 SMOKE_MECHANISM_EMOTIONS = 2
 """Under ``FAST=1`` (the pipeline tests) the mechanism tier trains its variants of the first
@@ -357,7 +245,18 @@ def mechanism_emotions(ctx: Context, emotions: tuple[str, ...] | None = None) ->
 def heatmap_table(ctx: Context, run: str) -> pd.DataFrame:
     """Signed mean IRM output over the paper token set of a run's paper prompts."""
     table = analyze_recordings(ctx.recordings(run), tables=("heatmap",))["heatmap"]
-    return table.assign(**ctx.spec_columns(run))
+    return table.assign(**spec_columns(ctx, run))
+
+
+def spec_columns(ctx: Context, run: str) -> dict[str, Any]:
+    """The columns that name a run in a result's table."""
+    spec = ctx.specs[run]
+    return {
+        "run": run,
+        "emotion": spec.config.emotion if spec.trained else "untrained",
+        "seed": spec.config.seed,
+        "run_kind": spec.kind,
+    }
 
 
 def panel_name(ctx: Context, run: str) -> str:
@@ -370,34 +269,3 @@ def prompt_tokens(ctx: Context) -> torch.Tensor:
     host = ctx.host()
     ids = encode(host.tokenizer, PAPER_PROMPTS[0], mode="plain").prompt_ids
     return torch.tensor([ids], device=host.W_E.device)
-
-
-def _wrap_title(fig: go.Figure, width: int = 95) -> None:
-    """Put a long title's parenthesised details on a smaller second line, so PNGs keep it."""
-    title = fig.layout.title.text or ""
-    if len(title) <= width or "<br>" in title or " (" not in title:
-        return
-    head, _, rest = title.partition(" (")
-    fig.update_layout(title_text=f"{head}<br><sup>({rest}</sup>", margin={"t": 130})
-
-
-def check_writable(path: Path) -> None:
-    """Fail early, before any training, if results cannot be written to ``path``."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise IrmLensError(
-            f"Cannot write results to {path}: {exc.strerror or exc}. Free some space or fix the "
-            "permissions, or choose another directory with FIGURES_DIR=..."
-        ) from exc
-
-
-def read_summary(out: Path, result: str) -> dict[str, Any]:
-    """The ``summary`` a result wrote into its config.json ({} if that result is missing)."""
-    path = out / result / "config.json"
-    if not path.exists():
-        return {}
-    return dict(json.loads(path.read_text())["summary"])

@@ -1,7 +1,8 @@
 """Typed summaries: what a result hands the report (and writes into its ``config.json``).
 
-Each is a frozen dataclass; the analysis builds it, ``Context.write`` stores it as JSON, and the
-report reads it back with ``read_typed`` (a summary written by another version fails clearly).
+Each is a frozen dataclass; the analysis builds it, ``analyses._written.write_result`` stores it
+as JSON, and the report reads it back with ``read_typed`` (a summary written by another version
+fails clearly).
 Verdict rules travel as ``rules.mechanism.Verdict`` (one) or ``Rules`` (one per loss kind);
 per-run rows stay plain records (``by_run``: a table's rows, as ``data.csv`` holds them).
 ``index_profile``'s summary is keyed by the role of the index profiled, so it stays a mapping.

@@ -18,6 +18,7 @@ import pandas as pd
 from analyses._common import Context
 from analyses._config import cache_key, cached_table
 from analyses._summaries import AblationSummary
+from analyses._written import write_result
 from irm_lens import plotting
 from irm_lens.data.datasets import load_dataset
 from irm_lens.interventions.ablation import ablation_study, own_index_ablation
@@ -115,7 +116,8 @@ def main(ctx: Context) -> AblationSummary:
             np.median([o["controls_undone_median"] for o in own.values()])
         ),
     )
-    ctx.write(
+    write_result(
+        ctx,
         "ablation",
         data,
         fig,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import Context, spec_columns
+from analyses._written import write_result
 from irm_lens import plotting
 from irm_lens.export import save_figure
 
@@ -34,7 +35,7 @@ def main(ctx: Context) -> dict[str, object]:
         figures[run] = fig
         rows.append(
             {
-                **ctx.spec_columns(run),
+                **spec_columns(ctx, run),
                 "file": path.name,
                 "n_prompts": len(recordings),
                 "bytes": path.stat().st_size,
@@ -47,7 +48,7 @@ def main(ctx: Context) -> dict[str, object]:
         "max_tokens": MAX_TOKENS,
         "highlight": highlight,
     }
-    ctx.write("atlas", data, figures[runs[0]], summary=summary, runs=runs, size=(1300, 700))
+    write_result(ctx, "atlas", data, figures[runs[0]], summary=summary, runs=runs, size=(1300, 700))
     return summary
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import KINDS, Context
+from analyses._common import KINDS, Context, spec_columns
 from analyses._summaries import DominanceSummary
+from analyses._written import write_result
 from analyses.plots import runset
 from analyses.rules.base import Verdict
 from analyses.rules.paper import consistency_rule, dominant_rule
@@ -85,7 +86,8 @@ def main(ctx: Context) -> DominanceSummary:
         consistency_rules={kind: rules[kind][0] for kind in KINDS},
         dominance_rules={kind: rules[kind][1] for kind in KINDS},
     )
-    ctx.write(
+    write_result(
+        ctx,
         "dominant_index",
         data,
         fig,
@@ -105,7 +107,7 @@ def _table(ctx: Context, runs: list[str], shown: list[int], massive: list[int]) 
         for index in shown:
             rows.append(
                 {
-                    **ctx.spec_columns(run),
+                    **spec_columns(ctx, run),
                     "index": index,
                     "rank": int(table.loc[index, "rank"]),
                     "share": float(table.loc[index, "share"]),

@@ -17,13 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from analyses._common import Context
+from analyses._common import Context, spec_columns
 from analyses._measured import HELDOUT_SPLITS, nll_by_question, own_offset
 from analyses._summaries import EvaluationSummary
+from analyses._written import write_result
 from analyses.plots import runset
 from irm_lens.data.datasets import load_dataset
 from irm_lens.data.lexicon import emotion_profile
 from irm_lens.evaluate import alignment_summary
+from irm_lens.measures.alignment import Specificity, specificity
 from irm_lens.measures.voice import VoiceClassifier, bank_classifier, held_out_accuracy, own_voice
 from irm_lens.rundir import RunDir
 
@@ -52,6 +54,17 @@ def voice_scores(
     return scores
 
 
+def next_token(ctx: Context, run: str) -> Specificity:
+    """A run's specificity on the next-token target: for a run trained on another objective (the
+    original's t+2), how much it damaged the host's own prediction (its ``ctx.alignment``
+    otherwise)."""
+    spec = ctx.specs[run]
+    if own_offset(spec.config) == 1:
+        return ctx.alignment[run]
+    table = nll_by_question(ctx, run, {}, offset=1)
+    return specificity(table, spec.config.emotion)
+
+
 def main(ctx: Context) -> EvaluationSummary:
     runs = [*ctx.trained(), ctx.untrained]
     classifier = bank_classifier()
@@ -60,7 +73,7 @@ def main(ctx: Context) -> EvaluationSummary:
     scores: dict[str, dict[str, float]] = {}
     for run in runs:
         table = pd.read_csv(ctx.runs[run] / RunDir.EVALUATION)
-        parts.append(table.assign(**ctx.spec_columns(run)))
+        parts.append(table.assign(**spec_columns(ctx, run)))
         emotion = ctx.specs[run].config.emotion
         generations = pd.read_csv(ctx.runs[run] / RunDir.GENERATIONS)
         scores[run] = {
@@ -81,7 +94,7 @@ def main(ctx: Context) -> EvaluationSummary:
     specific = {run: ctx.alignment[run].to_dict() for run in runs}
     summary = EvaluationSummary(
         specificity=specific,
-        next_token={run: ctx.next_token[run].to_dict() for run in runs},
+        next_token={run: next_token(ctx, run).to_dict() for run in runs},
         objective={run: OBJECTIVES[own_offset(ctx.specs[run].config)] for run in runs},
         aligned_runs=[r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],
         heldout_splits=list(HELDOUT_SPLITS),
@@ -103,7 +116,8 @@ def main(ctx: Context) -> EvaluationSummary:
         ],
         ignore_index=True,
     )
-    ctx.write(
+    write_result(
+        ctx,
         "evaluation",
         data,
         fig,

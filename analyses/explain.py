@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from analyses._common import Context, read_summary
+from analyses._common import Context
 from analyses._config import cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._runset import RunSpec
 from analyses._summaries import ExplainSummary
+from analyses._written import read_summary, write_result
 from analyses.plots.explain import explain_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import cell_sharing, concentration_rule, padding_rule
@@ -292,7 +293,8 @@ def _write(
     summary = summarise(table, null, specs, seconds)
     figure = explain_figure(table, null, summary)
     tier = ctx.subset(specs)  # the tier's runs, for the settings written beside the result
-    tier.write(
+    write_result(
+        tier,
         "explain",
         table,
         figure,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analyses._common import Context, heatmap_table, panel_name
+from analyses._written import write_result
 from irm_lens import plotting
 
 
@@ -40,7 +41,9 @@ def main(ctx: Context) -> dict[str, object]:
         "top_index_by_run": top,
         "n_tokens": [int(data["n_tokens"].min()), int(data["n_tokens"].max())],
     }
-    ctx.write("fig2_heatmaps", data, fig, summary=summary, runs=runs, size=(1200, 260 + 300 * rows))
+    write_result(
+        ctx, "fig2_heatmaps", data, fig, summary=summary, runs=runs, size=(1200, 260 + 300 * rows)
+    )
     return summary
 
 

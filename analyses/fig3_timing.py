@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import KINDS, Context, panel_name
+from analyses._common import KINDS, Context, panel_name, spec_columns
 from analyses._summaries import TimingSummary
+from analyses._written import write_result
 from analyses.plots import runset
 from analyses.rules.acting import timing_rule
 from irm_lens import measures
@@ -44,7 +45,7 @@ def timing_table(ctx: Context, run: str, prompt_set: str = "paper", k: int = K) 
                 file_position=position[table["token"].to_numpy()],
             )
         )
-    return pd.concat(parts, ignore_index=True).assign(**ctx.spec_columns(run))
+    return pd.concat(parts, ignore_index=True).assign(**spec_columns(ctx, run))
 
 
 def shares(table: pd.DataFrame) -> dict[str, float]:
@@ -139,12 +140,13 @@ def main(ctx: Context) -> TimingSummary:
     )
     per_run = pd.DataFrame(
         [
-            {**ctx.spec_columns(r), "k": k, **v}
+            {**spec_columns(ctx, r), "k": k, **v}
             for k, table in ((K, by_run), (k_scaled, scaled))
             for r, v in table.items()
         ]
     )
-    ctx.write(
+    write_result(
+        ctx,
         "fig3_timing",
         data,
         fig,

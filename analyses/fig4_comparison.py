@@ -11,6 +11,7 @@ import pandas as pd
 
 from analyses._common import Context, heatmap_table, panel_name
 from analyses._summaries import Fig4ComparisonSummary
+from analyses._written import write_result
 from irm_lens import plotting
 
 
@@ -33,8 +34,8 @@ def main(ctx: Context) -> Fig4ComparisonSummary:
         trained_over_untrained={r: max_abs[r] / max_abs[ctx.untrained] for r in runs[:-1]},
     )
     rows = (len(panels) + 2) // 3
-    ctx.write(
-        "fig4_comparison", data, fig, summary=summary, runs=runs, size=(1500, 260 + 320 * rows)
+    write_result(
+        ctx, "fig4_comparison", data, fig, summary=summary, runs=runs, size=(1500, 260 + 320 * rows)
     )
     return summary
 

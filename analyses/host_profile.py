@@ -12,6 +12,7 @@ import pandas as pd
 
 from analyses._common import Context
 from analyses._summaries import HostProfileSummary
+from analyses._written import write_result
 from irm_lens import plotting
 
 
@@ -58,7 +59,8 @@ def main(ctx: Context) -> HostProfileSummary:
         median_final_gain=float(gains["final_gain"].median()),
         smallest_gain_index=int(gains.sort_values("final_gain").iloc[0]["index"]),
     )
-    ctx.write(
+    write_result(
+        ctx,
         "host_profile",
         data,
         fig,

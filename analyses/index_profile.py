@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analyses._common import Context
+from analyses._written import write_result
 from irm_lens.interventions.index_profile import IndexProfile, index_profile
 from irm_lens.plotting.profile import index_profile_result_figure
 from irm_lens.prompts import PAPER_PROMPTS
@@ -41,7 +42,8 @@ def main(ctx: Context) -> dict[str, object]:
             ),
         )
         name = "index_profile" if role == "IRM dominant index" else "index_profile_massive"
-        ctx.write(
+        write_result(
+            ctx,
             name,
             data[data["role"] == role],
             fig,

@@ -23,6 +23,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from analyses._common import Context
 from analyses._config import cache_key
 from analyses._summaries import LensesSummary, from_dict
+from analyses._written import write_result
 from irm_lens import lenses
 from irm_lens.files import write_csv_atomic, write_text_atomic
 from irm_lens.plotting.lenses import SUBSPACE_COLUMNS, subspace_figure
@@ -56,7 +57,7 @@ def main(ctx: Context) -> LensesSummary:
             f"read subspaces ({f.host_label}; 1 = chance)"
         ),
     )
-    ctx.write("lenses", data, fig, summary=summary, runs=[], size=(1300, 650))
+    write_result(ctx, "lenses", data, fig, summary=summary, runs=[], size=(1300, 650))
     return summary
 
 

@@ -14,6 +14,7 @@ import torch
 
 from analyses._common import Context, prompt_tokens
 from analyses._summaries import LogitAttributionSummary
+from analyses._written import write_result
 from analyses.plots import runset
 from irm_lens.interventions import causal
 from irm_lens.lenses import decoding_matrix
@@ -92,7 +93,7 @@ def main(ctx: Context) -> LogitAttributionSummary:
         },
         norm={str(i): norm_numbers(t["norm"]) for i, t in parts.items()},
     )
-    ctx.write("logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))
+    write_result(ctx, "logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))
     return summary
 
 

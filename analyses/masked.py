@@ -14,6 +14,7 @@ import pandas as pd
 from analyses._common import Context, mechanism_emotions
 from analyses._measured import dominance_rows
 from analyses._summaries import MaskedSummary
+from analyses._written import write_variants
 from analyses.plots.mechanism import masking_figure
 from analyses.rules.base import Verdict
 from analyses.rules.mechanism import MARGIN, MIN_LOSS, masking_verdict
@@ -112,8 +113,15 @@ def main(ctx: Context) -> MaskedSummary:
         substitutes=substitutes,
         by_run=data.to_dict(orient="records"),
     )
-    ctx.write_variants(
-        "masked", data, fig, contexts.values(), summary=summary, size=(1300, 650), settings={"k": K}
+    write_variants(
+        ctx,
+        "masked",
+        data,
+        fig,
+        contexts.values(),
+        summary=summary,
+        size=(1300, 650),
+        settings={"k": K},
     )
     return summary
 

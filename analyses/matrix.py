@@ -16,6 +16,7 @@ import pandas as pd
 from analyses._common import Context, mechanism_emotions
 from analyses._measured import dominance_rows
 from analyses._summaries import MatrixSummary
+from analyses._written import write_variants
 from analyses.plots.mechanism import matrix_figure
 from analyses.rules.mechanism import early_layers_verdict, same_index_verdict
 
@@ -29,7 +30,7 @@ def _contexts(ctx: Context) -> dict[str, Context]:
     found = {}
     emotions = mechanism_emotions(ctx, EMOTIONS)
     for ls in LAYER_SETS:
-        changes = {} if ls == "all" else {"layers": ls}
+        changes: dict[str, Any] = {} if ls == "all" else {"layers": ls}
         found[ls] = ctx.variant(f"layers{ls}" if changes else "", emotions=emotions, **changes)
     found[L1_SETTING] = ctx.variant("l1", emotions=emotions, **L1)
     return found
@@ -67,7 +68,8 @@ def main(ctx: Context) -> MatrixSummary:
         emotions=list(mechanism_emotions(ctx, EMOTIONS)),
         by_run=data.to_dict(orient="records"),
     )
-    ctx.write_variants(
+    write_variants(
+        ctx,
         "matrix",
         data,
         fig,

@@ -20,10 +20,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from analyses._common import KINDS, Context
+from analyses._common import KINDS, Context, spec_columns
 from analyses._config import cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._summaries import MediationSummary
+from analyses._written import write_result
 from irm_lens.evaluate import frozen_scale_nll_table
 from irm_lens.inject import resid_post_hook
 from irm_lens.interventions.causal import entropy_lever
@@ -88,7 +89,7 @@ def main(ctx: Context) -> MediationSummary:
             gains = run_gains(ctx, run, memo) if run in ctx.aligned(kind) else {}
             rows.append(
                 {
-                    **ctx.spec_columns(run),
+                    **spec_columns(ctx, run),
                     "aligned": run in ctx.aligned(kind),
                     "gain": gains.get("gain", np.nan),
                     "frozen_gain": gains.get("frozen_gain", np.nan),
@@ -121,7 +122,7 @@ def main(ctx: Context) -> MediationSummary:
         n_positions=len(heldout("neutral")),
     )
     fig = _figure(data, lever, dominant, massive)
-    ctx.write("mediation", data, fig, summary=summary, runs=[*ctx.trained(), ctx.untrained])
+    write_result(ctx, "mediation", data, fig, summary=summary, runs=[*ctx.trained(), ctx.untrained])
     return summary
 
 

@@ -25,6 +25,7 @@ import torch
 
 from analyses._common import Context
 from analyses._summaries import PredictSummary
+from analyses._written import write_result
 from analyses.plots.predict import predict_figure
 from analyses.rules.explain import predictor_rule
 from irm_lens.data.datasets import load_dataset
@@ -209,7 +210,8 @@ def main(ctx: Context) -> PredictSummary:
         },
     )
     figure = predict_figure(data, predictions, summary)
-    ctx.write(
+    write_result(
+        ctx,
         "predict",
         data,
         figure,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analyses._common import Context, prompt_tokens
 from analyses._summaries import PropagationSummary
+from analyses._written import write_result
 from irm_lens import plotting
 from irm_lens.interventions import causal
 from irm_lens.irm import IRM
@@ -55,7 +56,8 @@ def main(ctx: Context) -> PropagationSummary:
         irm_carried_median=float(carried["carried"].median()),
         irm_leak_median=float(carried["leak"].median()),
     )
-    ctx.write(
+    write_result(
+        ctx,
         "propagation",
         data,
         fig,

@@ -17,6 +17,7 @@ import torch
 
 from analyses._common import Context
 from analyses._summaries import ResidualControlSummary
+from analyses._written import write_result
 from analyses.plots.mechanism import residual_control_figure
 from irm_lens import measures
 from irm_lens.irm import IRM
@@ -88,7 +89,8 @@ def main(ctx: Context) -> ResidualControlSummary:
             "|output| variance; rotated injection writes R_l v_l (hatched: not aligned)"
         ),
     )
-    ctx.write(
+    write_result(
+        ctx,
         "residual_control",
         data,
         fig,

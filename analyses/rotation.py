@@ -17,6 +17,7 @@ import pandas as pd
 from analyses._common import Context, mechanism_emotions
 from analyses._measured import dominance_rows
 from analyses._summaries import RotationSummary
+from analyses._written import write_variants
 from analyses.plots.mechanism import basis_figure
 from analyses.rules.base import MIN_RUNS, Verdict
 from analyses.rules.mechanism import MARGIN, basis_verdict, optimizer_verdict
@@ -112,7 +113,8 @@ def main(ctx: Context) -> RotationSummary:
         },
         by_run=data.to_dict(orient="records"),
     )
-    ctx.write_variants(
+    write_variants(
+        ctx,
         "rotation",
         data,
         fig,

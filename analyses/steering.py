@@ -13,8 +13,9 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses._common import Context
+from analyses._common import Context, spec_columns
 from analyses._summaries import SteeringSummary
+from analyses._written import write_result
 from analyses.rules.steering import steering_rule
 from irm_lens.measures.steering import constant_share, constant_top
 from irm_lens.plotting.base import style
@@ -27,7 +28,7 @@ def main(ctx: Context) -> SteeringSummary:
         spec = ctx.specs[run]
         rows.append(
             {
-                **ctx.spec_columns(run),
+                **spec_columns(ctx, run),
                 "aligned": run in ctx.aligned(spec.kind) if spec.trained else False,
                 "constant_share": constant_share(outputs),
                 "constant_top": constant_top(outputs),
@@ -45,7 +46,9 @@ def main(ctx: Context) -> SteeringSummary:
         same_top=int(headline["same_top"].sum()),
         null_max=float(null["constant_share"].max()),
     )
-    ctx.write("steering", data, _figure(data, verdict.verdict), summary=summary, size=(1100, 600))
+    write_result(
+        ctx, "steering", data, _figure(data, verdict.verdict), summary=summary, size=(1100, 600)
+    )
     return summary
 
 

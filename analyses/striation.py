@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyses._common import KINDS, Context
+from analyses._common import KINDS, Context, spec_columns
 from analyses._summaries import StriationSummary
+from analyses._written import write_result
 from analyses.rules.paper import striation_rule
 from irm_lens import plotting
 from irm_lens.measures.recorded import analyze_recordings
@@ -30,7 +31,7 @@ def main(ctx: Context) -> StriationSummary:
         )
         stats = table["striation"].iloc[0].to_dict()
         aligned = run in ctx.aligned(ctx.specs[run].kind) if ctx.specs[run].trained else False
-        rows.append({**ctx.spec_columns(run), "aligned": aligned, **stats})
+        rows.append({**spec_columns(ctx, run), "aligned": aligned, **stats})
     data = pd.DataFrame(rows)
     named = {row["run"]: row for row in rows if row["run"] in [*ctx.trained(), ctx.untrained]}
     fig = plotting.striation_figure(
@@ -82,7 +83,8 @@ def main(ctx: Context) -> StriationSummary:
             for kind in KINDS
         },
     )
-    ctx.write(
+    write_result(
+        ctx,
         "striation",
         data,
         fig,

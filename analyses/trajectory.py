@@ -31,11 +31,12 @@ import pandas as pd
 import torch
 from einops import rearrange
 
-from analyses._common import Context, read_summary
+from analyses._common import Context
 from analyses._config import FiguresConfig, cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._runset import RunSpec, stage_seconds
 from analyses._summaries import TrajectorySummary
+from analyses._written import read_summary, write_result
 from analyses.plots.trajectory import trajectory_figure
 from analyses.rules.budget import choose_budget, largest_step_within
 from irm_lens.files import write_csv_atomic
@@ -303,7 +304,9 @@ def _write(
     )
     table = table.set_index("run").loc[order].reset_index()  # the tier's run order
     figure = trajectory_figure(table, losses)
-    ctx.write("trajectory", table, figure, summary=summary, runs=list(ctx.specs), size=(1300, 850))
+    write_result(
+        ctx, "trajectory", table, figure, summary=summary, runs=list(ctx.specs), size=(1300, 850)
+    )
     write_csv_atomic(ctx.out / "trajectory" / "losses.csv", losses)
     return summary
 

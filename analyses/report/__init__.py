@@ -12,7 +12,7 @@ import json
 import platform
 from pathlib import Path
 
-from analyses._common import Context, read_summary
+from analyses._common import Context
 from analyses._summaries import (
     LensesSummary,
     MaskedSummary,
@@ -22,6 +22,7 @@ from analyses._summaries import (
     RotationSummary,
     read_typed,
 )
+from analyses._written import read_summary
 from analyses.report.alignment import alignment_lines
 from analyses.report.answers import answer_table, change_lines, log_changes
 from analyses.report.claims import (
