@@ -32,6 +32,15 @@ def heldout(voice: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def selection_questions(config: Any) -> list[str]:
+    """The questions a run's best-IRM selection read: its first ``max_val_rows`` validation rows
+    (the trainer keeps the IRM with the lowest loss on them). They are held out from training
+    but also among the evaluation questions (``HELDOUT_SPLITS``)."""
+    val = config.rows("val")
+    rows = val if config.max_val_rows is None else val.iloc[: config.max_val_rows]
+    return sorted(set(rows["question_id"]))
+
+
 def own_offset(config: Any) -> int:
     """How far ahead the run's own objective predicts: the original's loss ``paper_offset`` (2
     as it ran, t+2), else 1."""

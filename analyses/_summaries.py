@@ -182,6 +182,8 @@ class AblationSummary:
 class EvaluationSummary:
     specificity: dict[str, dict[str, Any]]  # run -> ``Specificity.to_dict()``, own objective
     next_token: dict[str, dict[str, Any]]  # the same on the next-token target (host damage)
+    # trained run -> the same on the questions its best-IRM selection did not read
+    unselected: dict[str, dict[str, Any]]
     objective: dict[str, str]  # run -> the target its specificity is measured on
     aligned_runs: list[str]
     heldout_splits: list[str]

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from analyses._common import Context, spec_columns
-from analyses._measured import HELDOUT_SPLITS, nll_by_question, own_offset
+from analyses._measured import HELDOUT_SPLITS, nll_by_question, own_offset, selection_questions
 from analyses._summaries import EvaluationSummary
 from analyses._written import write_result
 from analyses.plots import runset
@@ -65,6 +65,16 @@ def next_token(ctx: Context, run: str) -> Specificity:
     return specificity(table, spec.config.emotion)
 
 
+def unselected(ctx: Context, run: str) -> Specificity:
+    """A run's specificity (own objective) on the held-out questions its best-IRM selection never
+    read (``selection_questions`` left out): whether picking the IRM on validation rows that are
+    also evaluation questions flattered it."""
+    config = ctx.specs[run].config
+    table = nll_by_question(ctx, run, {})
+    chosen = table[~table["question_id"].isin(selection_questions(config))]
+    return specificity(chosen, config.emotion)
+
+
 def main(ctx: Context) -> EvaluationSummary:
     runs = [*ctx.trained(), ctx.untrained]
     classifier = bank_classifier()
@@ -95,6 +105,7 @@ def main(ctx: Context) -> EvaluationSummary:
     summary = EvaluationSummary(
         specificity=specific,
         next_token={run: next_token(ctx, run).to_dict() for run in runs},
+        unselected={run: unselected(ctx, run).to_dict() for run in ctx.trained()},
         objective={run: OBJECTIVES[own_offset(ctx.specs[run].config)] for run in runs},
         aligned_runs=[r for r in ctx.trained() if specific[r]["verdict"] == "aligned"],
         heldout_splits=list(HELDOUT_SPLITS),

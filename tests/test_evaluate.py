@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pandas as pd
@@ -167,3 +168,19 @@ def test_the_originals_target_scores_answer_tokens_two_ahead_without_padding(tin
     assert t2["nll_sum"].iloc[0] == pytest.approx(by_hand, rel=1e-4)
     with pytest.raises(ValueError, match="offset must be >= 1"):
         answer_nll_table(tiny_host, rows, offset=0)
+
+
+def test_selection_questions_are_the_validation_rows_the_trainer_reads():
+    from analyses._measured import HELDOUT_SPLITS, heldout, selection_questions
+    from irm_lens.data.datasets import load_dataset
+    from irm_lens.training.config import preset
+
+    config = preset("quick", emotion="anger")
+    chosen = selection_questions(config)
+    val = load_dataset("anger", split="val")
+    assert len(chosen) == config.max_val_rows == 16
+    assert set(chosen) == set(val["question_id"].iloc[:16])
+    assert set(chosen) <= set(heldout("anger")["question_id"])  # why the check exists
+    assert "val" in HELDOUT_SPLITS
+    everything = selection_questions(dataclasses.replace(config, max_val_rows=None))
+    assert set(everything) == set(val["question_id"])

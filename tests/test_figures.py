@@ -167,6 +167,12 @@ def test_fast_run_writes_every_result_and_the_report(fast_run):
         assert f"| {run} | {spec['emotion']} | {objective} | {spec['n_questions']} |" in text
     assert evaluation["voice_accuracy"]["full"]["low"] > 0.25  # the classifier beats chance
     assert "**Specificity**" in text
+    # every trained run measured again without the questions its best-IRM selection read
+    trained = {s.name for s in specs if s.trained}
+    assert set(evaluation["unselected"]) == trained
+    for run, u in evaluation["unselected"].items():
+        assert 0 < u["n_questions"] < evaluation["specificity"][run]["n_questions"], run
+    assert f"/{len(trained)} trained runs keep their verdict" in text
 
 
 @pytest.mark.slow

@@ -88,6 +88,33 @@ def _aligned_nll_drop(e: EvaluationSummary) -> str:
     return f"{over_aligned}{pct(e.nll_drop_median)} over all {e.n_trained} trained runs"
 
 
+def _spec_ci(v: dict[str, Any]) -> str:
+    return f"{pct_ci(v['specificity'], v['low'], v['high'])} over {v['n_questions']} questions"
+
+
+def selection_line(e: EvaluationSummary) -> str:
+    """Whether each run's verdict holds on the questions its best-IRM selection never read."""
+    changed = [
+        f"{run} ({e.specificity[run]['verdict']} at {_spec_ci(e.specificity[run])} -> "
+        f"{u['verdict']} at {_spec_ci(u)})"
+        for run, u in e.unselected.items()
+        if u["verdict"] != e.specificity[run]["verdict"]
+    ]
+    runs = list(e.unselected)
+    n = {v["n_questions"] for v in e.unselected.values()}
+    total = {e.specificity[r]["n_questions"] for r in runs}
+    same = len(runs) - len(changed)
+    return (
+        "**Best-IRM selection.** Each run keeps the IRM with the lowest loss on its first "
+        "validation rows (`max_val_rows`), and those questions are also among the questions "
+        f"above. On the {'/'.join(map(str, sorted(n)))} of {'/'.join(map(str, sorted(total)))} "
+        f"questions no selection read, {same}/{len(runs)} trained runs keep their verdict"
+        + (f"; changed: {'; '.join(changed)}." if changed else ".")
+        + " The long tier's runs (selected over many more validation passes) are not "
+        "re-measured this way: their per-question NLLs are not kept in the repository."
+    )
+
+
 def alignment_lines(e: EvaluationSummary) -> list[str]:
     return [
         "## Alignment: did the IRMs learn their emotions?",
@@ -129,5 +156,7 @@ def alignment_lines(e: EvaluationSummary) -> list[str]:
         f"({', '.join(e.aligned_runs) or 'none'}). The untrained IRM is the control.",
         "",
         specificity_rows(e),
+        "",
+        selection_line(e),
         "",
     ]
