@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -53,9 +54,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _umask_mode()
         os.chmod(tmp, mode)
         os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class WriteError(OSError):
+    """A file or result directory could not be written: one line naming it and what to do."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, code: int | None) -> None:
+        hint = (
+            "Free space (or raise the file-size limit) and run the command again"
+            if code in _NO_ROOM
+            else "Check the folder's permissions and free space, and run the command again"
+        )
+        super().__init__(
+            code, f"{path}: could not write it ({reason}). {hint}; nothing was replaced."
+        )
+        self.path, self.reason = Path(path), reason
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: str | os.PathLike[str], exc: OSError) -> WriteError:
+    """``exc`` (raised while writing ``path``, its temporary or a file inside it) as a
+    ``WriteError`` naming ``path``; the reason of an inner ``WriteError`` is kept."""
+    if isinstance(exc, WriteError):
+        return exc if exc.path == Path(path) else WriteError(path, exc.reason, exc.errno)
+    return WriteError(path, exc.strerror or str(exc), exc.errno)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -206,6 +238,8 @@ def atomic_dir(path: str | os.PathLike[str], *, kind: str) -> Iterator[Path]:
             os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -222,8 +256,8 @@ def save_tensors_atomic(
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as exc:
-            raise OSError(
-                f"{path}: could not write it ({exc}). Is the disk full? Free space and run the "
-                "command again; the previous file is unchanged."
-            ) from exc
+        except SafetensorError as exc:  # its text carries the OS error: "(os error 27)"
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise WriteError(path, f"{exc}; is the disk full?", errno.ENOSPC) from exc
+            raise WriteError(path, os.strerror(int(code[1])), int(code[1])) from exc

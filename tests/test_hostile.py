@@ -812,3 +812,114 @@ def test_a_lock_holding_bytes_that_are_not_utf8_still_names_a_holder(tmp_path):
     (run / LOCK_NAME).write_bytes(b"[1, 2]")  # JSON, but not a stamp
     with run_lock(run, "train"):  # free again: taken, the stamp rewritten
         assert json.loads((run / LOCK_NAME).read_text())["verb"] == "train"
+
+
+# ------------------------------------ principle: every failure one clear line
+
+LIMIT = 1024
+"""A file-size limit (bytes) every verb below must write past: each writes a larger file."""
+
+
+@pytest.fixture(scope="module")
+def recorded(finished, tmp_path_factory) -> Path:
+    """A copy of the finished run with a recording (what analyze, atlas and export read)."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("limited") / "run"
+    shutil.copytree(finished, run)
+    assert main(["record", str(run), "--max-new-tokens", "2", "--max-rows", "1"]) == 0
+    return run
+
+
+def _limited() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+T = ["--host", "tiny-random-llama", "--device", "cpu"]
+WRITERS = {
+    "train": lambda run, out: ["train", str(out), *S, "--max-steps", "1"],
+    "sweep": lambda run, out: [
+        "sweep", str(out), "--emotions", "anger", "--preset", "smoke", *T, "--no-wait"
+    ],
+    "evaluate": lambda run, out: ["evaluate", str(run), "--max-rows", "1", "--max-new-tokens", "2"],
+    "record": lambda run, out: [
+        "record", str(run), "--max-new-tokens", "2", "--max-rows", "1", "--out", str(out)
+    ],
+    "analyze": lambda run, out: ["analyze", str(run), "--no-png", "--out", str(out)],
+    "atlas": lambda run, out: ["atlas", str(run), "--out", str(out)],
+    "export": lambda run, out: ["export", str(run), "--out", str(out / "vectors.safetensors")],
+    "ablate": lambda run, out: [
+        "ablate", str(run), "--index", "1", "--no-generate", "--no-png", "--out", str(out)
+    ],
+    "data import": lambda run, out: ["data", "import", str(run / "qa.csv"), str(out / "qa.csv")],
+    "lens decode": lambda run, out: [
+        "lens", "decode", "--index", "1", *T, "--no-png", "--out", str(out)
+    ],
+    "profile": lambda run, out: ["profile", "--index", "1", *T, "--no-png", "--out", str(out)],
+    "predict": lambda run, out: [
+        "predict", "--emotion", "anger", *T, "--max-rows", "4", "--out", str(out)
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", sorted(WRITERS))
+def test_every_failure_one_clear_line_under_a_file_size_limit(recorded, tmp_path, verb):
+    """Each verb that writes, run under a file-size limit: exit 2, one line naming the file it
+    could not write and what to do, no traceback, no temporary left beside its output."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(recorded, run)
+    rows = pd.DataFrame({"question": [f"Question number {i}?" for i in range(60)]})
+    rows.assign(answer="An answer long enough to pass the limit.").to_csv(run / "qa.csv")
+    out = tmp_path / "out"
+    argv = WRITERS[verb](run, out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "irm_lens.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_limited,
+        timeout=300,
+    )
+    err = proc.stderr
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "could not write it (File too large)" in last and str(tmp_path) in last, last
+    assert "raise the file-size limit" in last
+    leftovers = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    assert not leftovers, leftovers
+
+
+def test_every_failure_one_clear_line_a_second_ctrl_c_during_train(tmp_path, capsys, monkeypatch):
+    """The first Ctrl-C asks training to stop after the step; a second one, within the step,
+    stops it at once: one line (exit 130), no traceback, the progress bar's line ended, and the
+    run resumes from what was written."""
+    from irm_lens.training import train as training
+
+    run = tmp_path / "run"
+    step = training._Trainer._step
+
+    def pressed_twice(self):  # Ctrl-C twice in the middle of the third step
+        if self.prog.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self)
+
+    monkeypatch.setattr(training._Trainer, "_step", pressed_twice)
+    argv = ["train", str(run), *S, "--max-steps", "4", "--eval-every", "1"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.endswith(
+        "\nirm-lens train: interrupted; files already written are complete, run the command "
+        "again to go on.\n"
+    )
+    monkeypatch.setattr(training._Trainer, "_step", step)
+    assert main(["train", str(run), "--resume"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4

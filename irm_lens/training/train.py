@@ -383,8 +383,9 @@ class _Trainer:
             total=self.total, initial=prog.step, disable=not show, desc=f"IRM {self.config.emotion}"
         )
         prog.stopped = ""
-        self._snapshot()  # step 0: the initial IRM, when asked for
-        with _graceful_sigint(stop):
+        # the bar closes (and ends its line) before any error reaches the user
+        with bar, _graceful_sigint(stop):
+            self._snapshot()  # step 0: the initial IRM, when asked for
             while not prog.stopped:
                 if prog.step >= self.total:
                     max_steps = self.config.max_steps
@@ -408,7 +409,6 @@ class _Trainer:
                 last_step = prog.step >= self.total
                 if prog.step % self.config.eval_every == 0 or prog.stopped or last_step:
                     self._checkpoint()
-        bar.close()
         return self._finish()
 
     def _step(self) -> dict[str, Any]:
