@@ -65,10 +65,13 @@ _NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 class WriteError(OSError):
-    """A file or result directory could not be written: one line naming it and what to do."""
+    """A file or result directory could not be written: one line naming it and what to do
+    (``hint``; by default, free space or fix the permissions)."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str, code: int | None) -> None:
-        hint = (
+    def __init__(
+        self, path: str | os.PathLike[str], reason: str, code: int | None, hint: str = ""
+    ) -> None:
+        hint = hint or (
             "Free space (or raise the file-size limit) and run the command again"
             if code in _NO_ROOM
             else "Check the folder's permissions and free space, and run the command again"
@@ -82,12 +85,20 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def write_error(path: str | os.PathLike[str], exc: OSError) -> WriteError:
-    """``exc`` (raised while writing ``path``, its temporary or a file inside it) as a
-    ``WriteError`` naming ``path``; the reason of an inner ``WriteError`` is kept."""
+def write_error(path: str | os.PathLike[str], exc: Exception, hint: str = "") -> WriteError:
+    """``exc`` (an ``OSError`` or safetensors' error, raised while writing ``path``, its
+    temporary or a file inside it) as a ``WriteError`` naming ``path``; the reason of an inner
+    ``WriteError`` is kept, and safetensors' text is read for its OS error ("os error 27")."""
     if isinstance(exc, WriteError):
-        return exc if exc.path == Path(path) else WriteError(path, exc.reason, exc.errno)
-    return WriteError(path, exc.strerror or str(exc), exc.errno)
+        if exc.path == Path(path) and not hint:
+            return exc
+        return WriteError(path, exc.reason, exc.errno, hint)
+    if isinstance(exc, OSError):
+        return WriteError(path, exc.strerror or str(exc), exc.errno, hint)
+    code = re.search(r"os error (\d+)", str(exc))
+    if code is None:  # no OS error named: a full disk or a file-size limit, most likely
+        return WriteError(path, f"{exc}; is the disk full?", errno.ENOSPC, hint)
+    return WriteError(path, os.strerror(int(code[1])), int(code[1]), hint)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -256,8 +267,5 @@ def save_tensors_atomic(
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as exc:  # its text carries the OS error: "(os error 27)"
-            code = re.search(r"os error (\d+)", str(exc))
-            if code is None:
-                raise WriteError(path, f"{exc}; is the disk full?", errno.ENOSPC) from exc
-            raise WriteError(path, os.strerror(int(code[1])), int(code[1])) from exc
+        except SafetensorError as exc:
+            raise write_error(path, exc) from exc

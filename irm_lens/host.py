@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformer_lens.model_bridge import TransformerBridge
 
 from irm_lens.compat import route_kv_cache
 from irm_lens.errors import HostNotFoundError
+from irm_lens.files import write_error
 from irm_lens.rotate import random_rotation, rotate_residual_basis, split_rotated
 from irm_lens.seeding import seeded
 
@@ -138,6 +140,18 @@ def _load_embedded_gguf(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+CACHE_HINT = (
+    "This is irm_lens's cache of derived host files: free space there, or point IRM_LENS_CACHE "
+    "at a folder with room, and run the command again"
+)
+
+
+def _write_failure(exc: Exception) -> bool:
+    """Whether ``exc``, raised while saving a model or tokenizer, is a failed write (an OS
+    error, or the Rust libraries' errors that carry one)."""
+    return isinstance(exc, OSError | SafetensorError) or "os error" in str(exc)
+
+
 def _save_dequantized(model: Any, tokenizer: Any, target: Path) -> None:
     """Save the dequantized model as an ordinary HF directory, atomically (rename into place)."""
     # The weights are plain fp32 after dequantization; only the GGUF marker blocks saving.
@@ -151,9 +165,11 @@ def _save_dequantized(model: Any, tokenizer: Any, target: Path) -> None:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
         os.replace(staging, target)
-    except OSError:
-        if not (target / "config.json").exists():  # a parallel loader won the race: fine
+    except Exception as exc:  # tokenizers raises a bare Exception("... (os error 28)")
+        if not _write_failure(exc):
             raise
+        if not (target / "config.json").exists():  # a parallel loader won the race: fine
+            raise write_error(target, exc, CACHE_HINT) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -222,9 +238,11 @@ def _tiny_tokenizer_dir() -> Path:
     try:
         tok.save_pretrained(staging)
         os.replace(staging, target)
-    except OSError:
-        if not (target / "tokenizer.json").exists():  # lost a race to a parallel builder: fine
+    except Exception as exc:
+        if not _write_failure(exc):
             raise
+        if not (target / "tokenizer.json").exists():  # lost a race to a parallel builder: fine
+            raise write_error(target, exc, CACHE_HINT) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

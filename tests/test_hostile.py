@@ -923,3 +923,25 @@ def test_every_failure_one_clear_line_a_second_ctrl_c_during_train(tmp_path, cap
     monkeypatch.setattr(training._Trainer, "_step", step)
     assert main(["train", str(run), "--resume"]) == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+def test_every_failure_one_clear_line_the_host_cache_on_a_full_disk(tmp_path):
+    """Loading a host writes derived files (the tiny host's tokenizer, the embedded host's
+    dequantized weights) into the cache: when that disk is full, the line names the cache
+    folder and IRM_LENS_CACHE."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IRM_LENS_CACHE": str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "irm_lens.cli", "info", "--host", "tiny-random-llama"],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_limited,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"{cache}" in last and "could not write it (File too large)" in last, last
+    assert "IRM_LENS_CACHE" in last
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing half-written is kept
