@@ -400,7 +400,7 @@ def read_config(path: str | Path) -> IRMConfig:
         raise CheckpointError(f"{path}: a safetensors file, but not an irm_lens IRM checkpoint.")
     try:
         return IRMConfig.from_json(meta["irm_config"])
-    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the IRM config in its header is invalid ({exc}).") from exc
 
 

@@ -342,16 +342,24 @@ def test_record_into_an_existing_file_is_refused_before_any_work(finished, tmp_p
 # ---------------------------------------------------------------------------------------- hosts
 
 
-def _rewrite_irm_header(path: Path, change) -> None:
+def _rewrite_header(path: Path, change) -> None:
+    """Apply ``change`` to a safetensors file's metadata dict (strings), in place."""
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
-    config = json.loads(header["__metadata__"]["irm_config"])
-    change(config)
-    header["__metadata__"]["irm_config"] = json.dumps(config)
+    change(header["__metadata__"])
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     path.write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n :])
+
+
+def _rewrite_irm_header(path: Path, change) -> None:
+    def edit(meta: dict[str, str]) -> None:
+        config = json.loads(meta["irm_config"])
+        change(config)
+        meta["irm_config"] = json.dumps(config)
+
+    _rewrite_header(path, edit)
 
 
 def test_irm_loading_compares_the_host_name_and_needs_a_fingerprint(tiny_host, tmp_path):
@@ -945,3 +953,46 @@ def test_every_failure_one_clear_line_the_host_cache_on_a_full_disk(tmp_path):
     assert f"{cache}" in last and "could not write it (File too large)" in last, last
     assert "IRM_LENS_CACHE" in last
     assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing half-written is kept
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("progress", "{not json"), ("progress", '["step"]'), ("metrics", None)],
+)
+def test_every_failure_one_clear_line_a_damaged_training_state(
+    finished, tmp_path, capsys, key, value
+):
+    """A training state whose header was edited or damaged: resume names the file, no traceback."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    state = run / "last.safetensors"
+
+    def damage(meta: dict[str, str]) -> None:
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+
+    _rewrite_header(state, damage)
+    assert main(["train", str(run), "--resume", "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{state}: the training state's header is damaged" in err and "--overwrite" in err
+
+
+def test_every_failure_one_clear_line_a_damaged_run_summary_in_a_sweep(tmp_path, capsys):
+    """A finished run's summary.json damaged: the sweep names it and says what to do, which
+    works."""
+    argv = ["sweep", str(tmp_path / "sw"), "--emotions", "anger", *S[:2], "--preset", "smoke"]
+    argv += ["--device", "cpu"]
+    assert main(argv) == 0
+    summary = next((tmp_path / "sw").glob("*/summary.json"))
+    summary.write_text('{"steps": 4')
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{summary}: not a run summary" in err and "Delete it" in err
+    summary.unlink()
+    assert main(argv) == 0
+    assert json.loads(summary.read_text())["steps"] > 0

@@ -220,7 +220,17 @@ def read_state(path: Path, host: dict[str, Any] | None = None) -> SavedState:
         raise CheckpointError(f"{path}: cannot read the training state ({exc}).") from exc
     if meta.get("format") != _STATE_FORMAT:
         raise CheckpointError(f"{path}: not an irm_lens training state.")
-    saved_host = json.loads(meta.get("host") or "null")
+    try:
+        saved_host = json.loads(meta.get("host") or "null")
+        saved = {
+            k: json.loads(meta[k]) for k in ("param_groups", "scheduler", "progress", "metrics")
+        }
+        progress = Progress(**saved["progress"])
+    except (ValueError, KeyError, TypeError) as exc:  # hand-edited or damaged metadata
+        raise CheckpointError(
+            f"{path}: the training state's header is damaged ({type(exc).__name__}: {exc}). "
+            "Resume from another checkpoint, or start the run again with --overwrite."
+        ) from exc
     if host is not None and saved_host is not None:
         change = _host_change(saved_host, host)
         if change:
@@ -236,10 +246,10 @@ def read_state(path: Path, host: dict[str, Any] | None = None) -> SavedState:
             state.setdefault(int(idx), {})[name] = value
     return SavedState(
         irm={k[4:]: v for k, v in tensors.items() if k.startswith("irm.")},
-        optimizer={"state": state, "param_groups": json.loads(meta["param_groups"])},
-        scheduler=json.loads(meta["scheduler"]),
-        progress=Progress(**json.loads(meta["progress"])),
-        metrics=json.loads(meta["metrics"]),
+        optimizer={"state": state, "param_groups": saved["param_groups"]},
+        scheduler=saved["scheduler"],
+        progress=progress,
+        metrics=saved["metrics"],
     )
 
 

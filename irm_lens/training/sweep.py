@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
+from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.rundir import RunDir
@@ -153,14 +154,25 @@ def run_sweep(
         status = outcome.get(k) or ("locked" if k in held else run_status(run_dir, config))
         row: dict[str, Any] = {"name": run_dir.name, "status": status}
         if RunDir(run_dir).summary.exists():
-            summary = json.loads(RunDir(run_dir).summary.read_text())
-            row.update({key: summary[key] for key in ("steps", "best_val", "stopped")})
+            row.update(_summary_columns(RunDir(run_dir).summary))
         rows.append(row)
     table = pd.DataFrame(rows, columns=["name", "status", "steps", "best_val", "stopped"])
     if world.is_main:
         name = "sweep.csv" if count == 1 else f"sweep-shard{index}of{count}.csv"
         write_csv_atomic(out / name, table)
     return table
+
+
+def _summary_columns(path: Path) -> dict[str, Any]:
+    """A finished run's steps, best validation loss and stop reason from its summary."""
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+        return {key: summary[key] for key in ("steps", "best_val", "stopped")}
+    except (ValueError, KeyError, TypeError) as exc:  # hand-edited or damaged
+        raise IrmLensError(
+            f"{path}: not a run summary ({type(exc).__name__}: {exc}). Delete it and run the "
+            "sweep again: the run is finished and its summary is written again."
+        ) from exc
 
 
 def describe(configs: Sequence[TrainConfig]) -> str:
