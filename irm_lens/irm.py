@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,7 @@ class IRMConfig:
             raise ValueError(f"d_model and width_mult must be positive, got {self}.")
         if self.depth < 2:
             raise ValueError(f"depth must be at least 2 Linear layers, got depth={self.depth}.")
+        _check_fits_in_memory(self)
         if self.init not in ("paper", "torch"):
             raise ValueError(f"init={self.init!r}; use 'paper' or 'torch'.")
         if not self.layers:
@@ -196,12 +198,8 @@ class IRM(nn.Module):
     def __init__(self, config: IRMConfig) -> None:
         super().__init__()
         self.config = config
-        hidden = config.width_mult * config.d_model
-        widths = (
-            [config.d_model] + [hidden] * (config.depth - 1) + [config.d_model * config.n_inject]
-        )
         modules: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(_widths(config))):
             modules.append(nn.Linear(d_in, d_out))
             if i < config.depth - 1:
                 modules.append(nn.ReLU())
@@ -404,6 +402,35 @@ def read_config(path: str | Path) -> IRMConfig:
         raise CheckpointError(f"{path}: the IRM config in its header is invalid ({exc}).") from exc
 
 
+def _widths(config: IRMConfig) -> list[int]:
+    """The widths of the IRM's Linear layers, input first: d_model, hidden x (depth - 1), one
+    d_model vector per injected layer."""
+    hidden = config.width_mult * config.d_model
+    return [config.d_model] + [hidden] * (config.depth - 1) + [config.d_model * config.n_inject]
+
+
+def parameter_count(config: IRMConfig) -> int:
+    """How many parameters ``IRM(config)`` holds (weights and biases of its Linear layers)."""
+    return sum((a + 1) * b for a, b in itertools.pairwise(_widths(config)))
+
+
+def _check_fits_in_memory(config: IRMConfig) -> None:
+    """Refuse, before anything is allocated, an IRM whose float32 weights alone exceed this
+    machine's memory (a typo in --width-mult or --depth should not exhaust it)."""
+    need = parameter_count(config) * 4
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: nothing to compare
+        return
+    if need > have:
+        raise ValueError(
+            f"width_mult={config.width_mult}, depth={config.depth}: the IRM would hold "
+            f"{parameter_count(config):,} parameters ({need / 2**30:,.0f} GiB in float32), more "
+            f"than this machine's {have / 2**30:.0f} GiB of memory. Lower --width-mult or "
+            "--depth (the paper's IRM: width_mult 3, depth 5)."
+        )
+
+
 def layer_sets(n_layers: int) -> dict[str, tuple[int, ...]]:
     """The paper's injected layer sets scaled to ``n_layers``: quarters, every 4th, all.
 
@@ -443,17 +470,29 @@ def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int, 
         text = spec.strip().lower()
         if text in named:
             return named[text]
-        chosen_list: list[int] = []
+        spans: list[tuple[int, int]] = []
         try:
             for part in text.split(","):
                 lo, _, hi = part.strip().partition("-")
-                chosen_list += range(int(lo), int(hi) + 1) if hi else [int(lo)]
+                spans.append((int(lo), int(hi) if hi else int(lo)))
         except ValueError as exc:
             raise LayerRangeError(
                 f"layers={spec!r} is not a layer spec; use 'all', 'every4', 'q1'..'q4', a range "
                 "like '0-7', or a list like '3,7,11'."
             ) from exc
-        chosen = tuple(chosen_list)
+        # bounded before anything is expanded: "0-2000000000" names its excess, allocates nothing
+        outside = [
+            (a, b)
+            for first, last in spans
+            for a, b in ((first, min(last, -1)), (max(first, n_layers), last))
+            if a <= b
+        ]
+        if outside:
+            excess = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in outside)
+            raise LayerRangeError(
+                f"layers {excess} are out of range: this host has layers 0..{n_layers - 1}."
+            )
+        chosen = tuple(x for first, last in spans for x in range(first, last + 1))
     bad = [x for x in chosen if not 0 <= x < n_layers]
     if bad:
         raise LayerRangeError(

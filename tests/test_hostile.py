@@ -117,6 +117,10 @@ def test_run_lock_is_reentrant_in_one_process_and_refuses_another(tmp_path):
         (["--lr", "nan"], "lr must be a finite number"),
         (["--max-train-rows", "0"], "max_train_rows must be at least 1"),
         (["--data", "missing.csv"], "missing.csv"),
+        # every limit checked before work: a range bounded before it is expanded, an IRM's size
+        # before it is allocated
+        (["--layers", "0-2000000000"], "..2000000000 are out of range: this host has layers 0.."),
+        (["--width-mult", "1000000"], "Lower --width-mult or --depth"),
     ],
 )
 def test_a_failed_start_leaves_no_phantom_run(tmp_path, capsys, bad, message):
