@@ -36,6 +36,7 @@ from irm_lens.files import write_csv_atomic
 from irm_lens.host import check_context, load_host
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
+from irm_lens.measures.alignment import Specificity, specificity
 from irm_lens.prompts import PromptMode, encode
 from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig
@@ -261,9 +262,12 @@ class _Setting:
         return self.memo if use is None else None
 
 
-def _nll_records(setting: _Setting, targets: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
-    """Answer NLL of every voice's rows, host alone and with the IRM."""
-    config, records = setting.config, []
+def _nll_records(
+    setting: _Setting, targets: dict[str, pd.DataFrame]
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Answer NLL of every voice's rows, host alone and with the IRM: the mean per token (the
+    evaluation table's records) and per question (``RunDir.SPECIFICITY``'s table)."""
+    config, records, tables = setting.config, [], []
     for emotion, rows in targets.items():
         rows = rows if setting.max_rows is None else rows.iloc[: setting.max_rows]
         source = config.data if emotion == config.emotion else None
@@ -277,18 +281,20 @@ def _nll_records(setting: _Setting, targets: dict[str, pd.DataFrame]) -> list[di
                 config.prompt_mode,
                 config.max_len,
             )
-            nll = _memo(
+            table = _memo(
                 setting.host_memo(use),
                 key,
-                lambda use=use, rows=rows: answer_nll(
+                lambda use=use, rows=rows: answer_nll_table(
                     setting.host, rows, irm=use, mode=config.prompt_mode, max_len=config.max_len
                 ),
             )
+            nll = float(table["nll_sum"].sum()) / max(int(table["n_tokens"].sum()), 1)
             records.append(
                 dict(metric="nll", target=emotion, condition=condition, value=nll, n=len(rows))
             )
+            tables.append(table.assign(target=emotion, condition=condition))
             setting.steps.update(1)
-    return records
+    return records, pd.concat(tables, ignore_index=True)
 
 
 def _generations(setting: _Setting, rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -398,18 +404,32 @@ def evaluate_run(
         check_answers_fit(host, own["question"].tolist(), config.prompt_mode, max_new_tokens)
         steps = tqdm(total=len(targets) * 2 + 2, disable=not progress, desc="evaluate")
         setting = _Setting(host, irm, config, split, max_rows, max_new_tokens, host_memo, steps)
-        records = _nll_records(setting, targets)
-        generations = _generations(setting, own)
+        with steps:
+            records, per_question = _nll_records(setting, targets)
+            generations = _generations(setting, own)
         records += _answer_records(generations, config.emotion)
-        steps.close()
         table = pd.DataFrame(records, columns=["metric", "target", "condition", "value", "n"])
-        # The two files are one result: the old pair goes first and evaluation.csv, written
-        # last, marks the new pair complete, so a kill in between never leaves a mix.
-        for name in (RunDir.EVALUATION, RunDir.GENERATIONS):
+        # The files are one result: the old ones go first and evaluation.csv, written last,
+        # marks the new set complete, so a kill in between never leaves a mix.
+        for name in (RunDir.EVALUATION, RunDir.GENERATIONS, RunDir.SPECIFICITY):
             (run_dir / name).unlink(missing_ok=True)
         write_csv_atomic(run_dir / RunDir.GENERATIONS, pd.DataFrame(generations))
+        write_csv_atomic(run_dir / RunDir.SPECIFICITY, per_question)
         write_csv_atomic(run_dir / RunDir.EVALUATION, table)
         return table
+
+
+def run_specificity(run_dir: str | Path) -> Specificity:
+    """A run's specificity to its emotion, with its bootstrap 95 % CI over questions and its
+    verdict (``measures.alignment.specificity``), from the per-question table ``evaluate_run``
+    wrote. On the next token: for a run trained on the original's t+2 loss that is the host's
+    own objective, not the run's. Raises ``IrmLensError`` when the run was not evaluated (or by
+    a version that did not keep the table)."""
+    run = RunDir(run_dir)
+    if not run.specificity.exists() or not (run.path / RunDir.EVALUATION).exists():
+        raise IrmLensError(f"{run.path}: not evaluated yet; run irm-lens evaluate {run.path}.")
+    emotion = TrainConfig.load(run.config).emotion
+    return specificity(pd.read_csv(run.specificity), emotion)
 
 
 def _ratio(new: float, old: float) -> float:

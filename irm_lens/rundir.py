@@ -46,11 +46,14 @@ class RunDir:
     SUMMARY = "summary.json"
     EVALUATION = "evaluation.csv"
     GENERATIONS = "generations.csv"
+    SPECIFICITY = "specificity.csv"
+    """Per held-out question, voice and condition: summed answer NLL and token count (what
+    ``measures.alignment.specificity`` bootstraps over), written by ``evaluate``."""
     DATA = "data.csv"
     """A custom-data run's copy of the rows it trained on (``--data``, or a DataFrame)."""
     SNAPSHOTS = "snapshots"
     RECORDINGS = "recordings"
-    FILES = (CONFIG, IRM, LAST, METRICS, SUMMARY, EVALUATION, GENERATIONS, DATA)
+    FILES = (CONFIG, IRM, LAST, METRICS, SUMMARY, EVALUATION, GENERATIONS, SPECIFICITY, DATA)
     """The files of a run (``train --overwrite`` replaces exactly these)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -66,6 +69,7 @@ class RunDir:
     metrics = _Entry(METRICS)
     summary = _Entry(SUMMARY)
     data = _Entry(DATA)
+    specificity = _Entry(SPECIFICITY)
     snapshots = _Entry(SNAPSHOTS)
     recordings = _Entry(RECORDINGS)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from irm_lens import IRM
@@ -101,6 +103,15 @@ def test_train_resume_and_evaluate_from_the_command_line(capsys, tmp_path):
     assert main(["evaluate", run, "--max-rows", "2", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "nll_drop" in out and "evaluation.csv" in out
+    assert "specificity          not tested (2 questions in every voice)" in out
+    # the report's measure, with its CI over questions, from the run's per-question table
+    assert main(["evaluate", run, "--max-rows", "12", "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("specificity"))
+    assert "[95 % CI" in line and "over 12 questions" in line, line
+    assert line.endswith((": aligned", ": not aligned")), line
+    table = pd.read_csv(Path(run) / "specificity.csv")
+    assert set(table["condition"]) == {"host", "host+irm"} and table["target"].nunique() == 4
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monke
     pd.testing.assert_frame_equal(first, plain)
     assert len(memo) == 5  # 4 emotions' host NLL + the host's greedy answers
     calls = {"nll": 0, "greedy": 0}
-    real_nll, real_greedy = evaluate.answer_nll, evaluate.greedy_answers
+    real_nll, real_greedy = evaluate.answer_nll_table, evaluate.greedy_answers
 
     def count(name, fn):
         def wrapped(*args, **kwargs):
@@ -101,7 +101,7 @@ def test_host_memo_reuses_host_alone_results(tiny_host, run_dir, tmp_path, monke
 
         return wrapped
 
-    monkeypatch.setattr(evaluate, "answer_nll", count("nll", real_nll))
+    monkeypatch.setattr(evaluate, "answer_nll_table", count("nll", real_nll))
     monkeypatch.setattr(evaluate, "greedy_answers", count("greedy", real_greedy))
     again = evaluated(host_memo=memo)
     pd.testing.assert_frame_equal(again, plain)

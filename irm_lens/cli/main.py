@@ -261,8 +261,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _specificity_line(s: Any) -> str:
+    """A ``Specificity`` as the report prints it: estimate, 95 % CI, own-voice drop, verdict."""
+    if s.low != s.low:  # NaN: too few questions or no other voice to compare with
+        return f"{'specificity':<20} not tested ({s.n_questions} questions in every voice)"
+    return (
+        f"{'specificity':<20} {100 * s.specificity:.1f} % [95 % CI {100 * s.low:.1f}, "
+        f"{100 * s.high:.1f}] over {s.n_questions} questions; own-voice NLL drop "
+        f"{100 * s.own_drop:.1f} % [{100 * s.own_low:.1f}, {100 * s.own_high:.1f}]: {s.verdict}"
+    )
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from irm_lens.evaluate import alignment_summary, evaluate_run
+    from irm_lens.evaluate import alignment_summary, evaluate_run, run_specificity
     from irm_lens.training.train import TrainConfig
 
     run_dir = Path(args.run_dir)
@@ -273,7 +284,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for key, value in alignment_summary(table, emotion).items():
         shown = "not measured" if value != value else f"{value:.4f}"  # NaN: e.g. no references
         print(f"{key:<20} {shown}")
-    print(f"wrote {run_dir / RunDir.EVALUATION} and {run_dir / RunDir.GENERATIONS}")
+    print(_specificity_line(run_specificity(run_dir)))
+    print(f"wrote {RunDir.EVALUATION}, {RunDir.GENERATIONS} and {RunDir.SPECIFICITY} in {run_dir}")
     print(f"next: irm-lens record {run_dir}   (its outputs on the paper's prompts)")
     return 0
 
