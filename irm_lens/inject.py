@@ -28,8 +28,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint, LensHandle
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import Slice
 
 from irm_lens.irm import IRM
 from irm_lens.types import IRMOutput, Residual
@@ -298,6 +300,44 @@ class Patch:
 
 
 PatchFn = Patch | Callable[[Tensor, int], Tensor]
+
+
+def decompose_resid(
+    cache: ActivationCache,
+    layer: int | None = None,
+    *,
+    mlp_input: bool = False,
+    pos_slice: int | slice | None = None,
+    apply_ln: bool = False,
+) -> tuple[Tensor, list[str]]:
+    """``cache.decompose_resid`` with the IRM as a component of its own.
+
+    The IRM adds its delta to ``blocks.{l}.hook_attn_out``, so TransformerLens's decomposition
+    credits it to attention. When ``cache`` was taken with an IRM attached (its
+    ``blocks.{l}.hook_irm_out`` are in the cache), each injected layer's ``{l}_attn_out`` is
+    split into attention alone and ``{l}_irm_out``; the components still sum to the residual
+    stream. Arguments as ``ActivationCache.decompose_resid``; returns ``(components, labels)``,
+    components ``[component, *batch_and_pos, d_model]``.
+    """
+    where = Slice(pos_slice)
+    parts, labels = cache.decompose_resid(
+        layer, mlp_input=mlp_input, pos_slice=where, return_labels=True
+    )
+    split, names = [], []
+    for part, label in zip(parts, labels, strict=True):
+        number, _, kind = label.partition("_")
+        delta_name = irm_out_hook(int(number)) if kind == "attn_out" else ""
+        if delta_name in cache:
+            delta = where.apply(cache[delta_name], dim=-2).to(part)
+            split += [part - delta, delta]
+            names += [label, f"{number}_irm_out"]
+        else:
+            split.append(part)
+            names.append(label)
+    stack = torch.stack(split)
+    if apply_ln:
+        stack = cache.apply_ln_to_stack(stack, layer, pos_slice=where, mlp_input=mlp_input)
+    return stack, names
 
 
 def layer_of(hook_name: str) -> int:

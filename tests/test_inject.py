@@ -224,6 +224,43 @@ def test_the_irm_has_hook_points_of_its_own_that_tl_caches_and_patches(tiny_host
     assert not set(names) & set(tiny_host.hook_dict) and not active_hook_names(tiny_host)
 
 
+def test_decompose_resid_gives_the_irm_a_component_of_its_own(tiny_host):
+    from irm_lens.inject import decompose_resid, irm_out_hook, resid_post_hook
+
+    irm = IRM.for_host(tiny_host, layers=(0, 2), seed=2, init="torch")
+    tokens = _tokens(tiny_host)
+    n = tiny_host.cfg.n_layers
+    with torch.no_grad(), attach(tiny_host, irm):
+        _, cache = tiny_host.run_with_cache(tokens)
+    plain, plain_labels = cache.decompose_resid(return_labels=True)
+    parts, labels = decompose_resid(cache)
+    # TransformerLens credits the IRM to attention; here it is a component of its own
+    expected = []
+    for label in plain_labels:
+        expected.append(label)
+        if label in ("0_attn_out", "2_attn_out"):
+            expected.append(label.replace("attn", "irm"))
+    assert labels == expected
+    assert len(parts) == len(plain) + 2 and "0_irm_out" in labels and "1_irm_out" not in labels
+    torch.testing.assert_close(parts[labels.index("2_irm_out")], cache[irm_out_hook(2)])
+    attention = parts[labels.index("2_attn_out")] + parts[labels.index("2_irm_out")]
+    torch.testing.assert_close(attention, plain[plain_labels.index("2_attn_out")])
+    # the components still sum to the residual stream
+    torch.testing.assert_close(parts.sum(0), cache[resid_post_hook(n - 1)], rtol=1e-4, atol=1e-4)
+    # one position, up to layer 2 (the IRM's layer-2 write not yet in): the same split
+    last, last_labels = decompose_resid(cache, 2, pos_slice=-1)
+    assert "0_irm_out" in last_labels and "2_irm_out" not in last_labels
+    assert last.shape[1:] == (tokens.shape[0], tiny_host.cfg.d_model)
+    scaled, _ = decompose_resid(cache, pos_slice=-1, apply_ln=True)  # for direct attribution
+    assert scaled.shape == (len(labels), tokens.shape[0], tiny_host.cfg.d_model)
+    # a cache taken without an IRM: exactly TransformerLens's decomposition
+    _, host_cache = tiny_host.run_with_cache(tokens)
+    alone, alone_labels = decompose_resid(host_cache)
+    reference, reference_labels = host_cache.decompose_resid(return_labels=True)
+    assert alone_labels == reference_labels
+    torch.testing.assert_close(alone, reference, rtol=0, atol=0)
+
+
 def test_one_irm_at_a_time(tiny_host):
     irm = IRM.for_host(tiny_host, seed=2, init="torch")
     with (
