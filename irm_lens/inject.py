@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint, LensHandle
 from transformer_lens.model_bridge import TransformerBridge
-from transformer_lens.utilities import Slice
+from transformer_lens.utilities import Slice, SliceInput
 
 from irm_lens.irm import IRM
 from irm_lens.types import IRMOutput, Residual
@@ -307,7 +307,7 @@ def decompose_resid(
     layer: int | None = None,
     *,
     mlp_input: bool = False,
-    pos_slice: int | slice | None = None,
+    pos_slice: SliceInput = None,
     apply_ln: bool = False,
 ) -> tuple[Tensor, list[str]]:
     """``cache.decompose_resid`` with the IRM as a component of its own.
