@@ -8,6 +8,7 @@
 #   make bench         the speed benchmarks (results go to benchmarks/RESULTS.md by hand)
 #   make figures       the paper's figures and figures/REPORT.md (FAST=1: smoke run, ~1 min)
 #   make docs          the documentation site (mkdocs, strict) in build/site/
+#   make notebook RUN=runs/anger   analyses/explore.ipynb executed in place on a trained run
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,7 +32,7 @@ TEST_WORKERS ?= 2
 # Fast tests for check-latest: no embedded host, no notebook.
 FAST_TESTS ?= -m "not embedded" -q -x -p no:cacheprovider
 
-.PHONY: install test test-fast check lint format typecheck bench clean figures docs lock check-latest latest-venv browser
+.PHONY: install test test-fast check lint format typecheck bench clean figures notebook docs lock check-latest latest-venv browser
 
 install: $(STAMP)
 
@@ -128,6 +129,11 @@ FIGURES_RUN = $(if $(PROCS),$(PY) -m torch.distributed.run --standalone \
 figures: $(STAMP)
 	$(foreach v,$(FIGURE_VARS),$(if $(filter command line,$(origin $(v))),$(v)='$($(v))')) \
 	  $(FIGURES_RUN)
+
+# analyses/explore.ipynb is committed with the outputs of a trained run: re-execute it in place.
+notebook: $(STAMP)
+	@test -n "$(RUN)" || { echo "make notebook: give RUN=<a trained run directory>"; exit 2; }
+	$(PY) -m analyses.notebook $(RUN)
 
 # The documentation site from docs/ and the docstrings (mkdocs.yml); --strict fails on a broken
 # link. Open build/site/index.html; it needs no network.

@@ -84,6 +84,11 @@ def test_notebook_runs_on_the_tiny_host(tmp_path: Path, monkeypatch: pytest.Monk
     )
     assert injected > 0
     assert exactness <= 1e-3 * injected + 1e-6
+    # the IRM by name in the cache, and as a component of its own that still sums to the logit
+    assert "the IRM's own hook points in the cache" in printed and "hook_irm_out" in printed
+    total = _number(r"direct effects on the logit of .* sum to NUM;", printed)
+    logit = _number(r"; the logit is NUM", printed)
+    assert abs(total - logit) <= 1e-3 * max(1.0, abs(logit))
 
     top = int(_number(r"IRM's top residual index: NUM", printed))
     assert 0 <= top < 64
@@ -98,13 +103,27 @@ def test_notebook_runs_on_the_tiny_host(tmp_path: Path, monkeypatch: pytest.Monk
     assert "top1_prob" in results  # norm_mediated_effect
 
 
-def test_committed_notebook_has_no_outputs() -> None:
+def test_committed_notebook_shows_a_trained_run() -> None:
+    """Committed with the outputs of one top-to-bottom run on a trained IRM of the embedded host
+    (``make notebook RUN=...``), for the sources it holds now, and no machine path in them."""
+    from analyses.notebook import sources_sha256
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert nb.nbformat == 4
     assert nb.metadata.kernelspec.name == "python3"
+    stamp = nb.metadata.get("irm_lens", {})
+    assert stamp.get("sources_sha256") == sources_sha256(nb), (
+        "the notebook's sources changed since its outputs were made: run make notebook RUN=..."
+    )
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code
-    for cell in code:
-        assert cell.outputs == [], "clear the notebook's outputs before committing"
-        assert cell.execution_count is None, "clear the notebook's execution counts"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    printed, results, mimes = _outputs(nb)
+    assert "n_layers=30  d_model=576" in printed  # the embedded host
+    assert f"IRM: trained, loaded from {stamp['run']}" in printed and "prompts: chat" in printed
+    assert "blocks.0.hook_irm_out" in printed
+    total = _number(r"direct effects on the logit of .* sum to NUM;", printed)
+    assert abs(total - _number(r"; the logit is NUM", printed)) < 1e-2
+    assert "application/vnd.plotly.v1+json" in mimes and "top1_prob" in results
+    for text in (printed, results):
+        assert not re.search(r"(/root/|/home/|/tmp/|\\.cache)", text), "a machine path"
