@@ -75,13 +75,15 @@ def _answer_forwards(
     mode: PromptMode,
     batch_size: int,
     max_len: int,
+    within: AbstractContextManager[Any] | None = None,
 ) -> Iterator[tuple[Batch, Tensor]]:
     """Each batch of question/answer rows and the host's logits on it (the IRM attached if
-    given; no gradients)."""
+    given, inside ``within`` if given, e.g. ``SteeringVectors.applied``; no gradients)."""
     tok = host.tokenizer
     examples = encode_rows(tok, rows, mode)
     pad = pad_id(tok)
-    with torch.no_grad(), _maybe_attached(host, irm):
+    outer = contextlib.nullcontext() if within is None else within
+    with torch.no_grad(), outer, _maybe_attached(host, irm):
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i : i + batch_size], pad, max_len).to(host.W_E.device)
             yield batch, host(batch.tokens, attention_mask=batch.attention_mask)
@@ -115,10 +117,13 @@ def answer_nll_tables(
     batch_size: int = 8,
     max_len: int = 128,
     offsets: Sequence[int] = (1,),
+    within: AbstractContextManager[Any] | None = None,
 ) -> dict[int, pd.DataFrame]:
-    """``answer_nll_table`` for each of ``offsets`` from one forward pass over ``rows``."""
+    """``answer_nll_table`` for each of ``offsets`` from one forward pass over ``rows``
+    (``within``: a context every forward runs in, e.g. ``SteeringVectors.applied(host)``)."""
     parts: dict[int, list[tuple[list[float], list[int]]]] = {o: [] for o in offsets}
-    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
+    forwards = _answer_forwards(host, rows, irm, mode, batch_size, max_len, within)
+    for batch, logits in forwards:
         for offset in offsets:
             parts[offset].append(_answer_sums(batch, logits, offset))
     return {offset: _nll_rows(rows, part) for offset, part in parts.items()}
@@ -417,6 +422,31 @@ def evaluate_run(
         write_csv_atomic(run_dir / RunDir.SPECIFICITY, per_question)
         write_csv_atomic(run_dir / RunDir.EVALUATION, table)
         return table
+
+
+def intervention_specificity(
+    host: TransformerBridge,
+    config: TrainConfig,
+    within: Callable[[], AbstractContextManager[Any]],
+    *,
+    split: str = "test",
+    max_rows: int | None = None,
+) -> Specificity:
+    """The specificity to ``config.emotion`` of any intervention on ``host`` that ``within()``
+    applies (a fresh context per voice, e.g. ``lambda: vectors.applied(host)`` or
+    ``lambda: attach(host, irm)``), on the bundled voices' ``split`` in the run's prompt format:
+    the same measure as ``run_specificity``, for what is not an IRM (exported steering
+    vectors, a prompt, another steering method)."""
+    targets = {emotion: load_dataset(emotion, split=split) for emotion in EMOTIONS}
+    targets[config.emotion] = config.rows(split)  # a custom-data run: its own split
+    parts = []
+    for emotion, rows in targets.items():
+        rows = rows if max_rows is None else rows.iloc[:max_rows]
+        settings = dict(mode=config.prompt_mode, max_len=config.max_len)
+        for condition, context in (("host", None), ("host+irm", within())):
+            table = answer_nll_tables(host, rows, within=context, **settings)[1]  # type: ignore[arg-type]
+            parts.append(table.assign(target=emotion, condition=condition))
+    return specificity(pd.concat(parts, ignore_index=True), config.emotion)
 
 
 def run_specificity(run_dir: str | Path) -> Specificity:

@@ -72,3 +72,24 @@ def test_export_from_the_command_line(run_dir, capsys):
     assert main(["export", str(run_dir)]) == 2  # exists: needs --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(run_dir), "--recording", "heldout"]) == 2
+
+
+def test_export_measures_the_vectors_specificity_beside_the_irms(run_dir, tiny_host, capsys):
+    from irm_lens.evaluate import intervention_specificity
+    from irm_lens.inject import attach
+    from irm_lens.irm import IRM
+    from irm_lens.training.config import TrainConfig
+
+    assert main(["record", str(run_dir), "--max-new-tokens", "2", "--max-rows", "1"]) == 0
+    capsys.readouterr()
+    argv = ["export", str(run_dir), "--evaluate", "--max-rows", "6"]
+    assert main(argv) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("specificity of")]
+    assert [x.split()[2] for x in lines] == ["the", "its"], lines
+    # the IRM's line is the measure itself, applied to the IRM attached
+    config = TrainConfig.load(run_dir / "config.json")
+    irm = IRM.load(run_dir / "irm.safetensors", tiny_host)
+    irm.eval()
+    s = intervention_specificity(tiny_host, config, lambda: attach(tiny_host, irm), max_rows=6)
+    assert f"{100 * s.specificity:.1f} % [95 % CI {100 * s.low:.1f}" in lines[0], lines[0]
+    assert "over 6 test questions" in lines[1]

@@ -412,6 +412,33 @@ def _atlas(args: argparse.Namespace, run_dir: Path, recording: Path, out: Path) 
     return 0
 
 
+def _compare_specificity(run_dir: Path, vectors: Any, max_rows: int | None) -> None:
+    """Print the exported vectors' specificity beside the IRM's, measured alike."""
+    from irm_lens.evaluate import intervention_specificity
+    from irm_lens.host import load_host
+    from irm_lens.inject import attach
+    from irm_lens.irm import IRM
+    from irm_lens.training.config import TrainConfig
+
+    config = TrainConfig.load(RunDir(run_dir).config)
+    host = load_host(config.host, device=config.device, dtype=config.dtype)
+    irm = IRM.load(RunDir(run_dir).irm, host)
+    irm.eval()
+    for name, within in (
+        ("the IRM", lambda: attach(host, irm)),
+        ("its vectors", lambda: vectors.applied(host)),
+    ):
+        s = intervention_specificity(host, config, within, max_rows=max_rows)
+        shown = (
+            f"{100 * s.specificity:.1f} % [95 % CI {100 * s.low:.1f}, {100 * s.high:.1f}]"
+            if s.low == s.low
+            else "not tested"
+        )
+        print(
+            f"specificity of {name:<11} {shown} over {s.n_questions} test questions: {s.verdict}"
+        )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from irm_lens.record import load_recordings
     from irm_lens.steer import SteeringVectors, steering_norms
@@ -431,6 +458,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"wrote {out}: {len(norms)} vectors (L2 norms {min(norms.values()):.3g} to "
         f"{max(norms.values()):.3g}), the IRM's mean output per layer"
     )
+    if args.evaluate:
+        _compare_specificity(run_dir, vectors, args.max_rows)
     print(
         "next: host.run_with_hooks(tokens, fwd_hooks=SteeringVectors.load(path).hooks())   "
         "(irm_lens.steer)"
@@ -523,6 +552,13 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     ex.add_argument("--recording", default="paper", help="recording under RUN_DIR/recordings")
     add_out(ex, "RUN_DIR/steering.safetensors")
     ex.add_argument("--overwrite", action="store_true", help="replace the file at --out")
+    ex.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also measure the vectors' specificity beside the IRM's on the test questions "
+        "(loads the host: about a minute on the embedded one)",
+    )
+    add_max_rows(ex, "test questions per voice for --evaluate (default: all)")
     ex.set_defaults(func=_cmd_export)
 
     ab = sub.add_parser("ablate", help="ablate one residual index (e.g. 'neuron 1512')")
