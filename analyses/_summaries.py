@@ -300,6 +300,7 @@ class SteeringSummary:
     runs: list[str]  # the headline runs judged
     same_top: int  # of them, how many have the constant part's top index as their top index
     null_max: float  # the untrained IRMs' largest constant share
+    vectors: Verdict  # rules.steering.vector_comparison: the exported vectors against the IRM
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ For every trained IRM and every untrained IRM of the null, over the paper prompt
 tokens: the share of the outputs' sum of squares the constant part explains, the index where
 the constant part is largest and whether it is the IRM's top index by |output|.
 ``irm_lens.measures.steering.steering_rule`` judges the aligned next-token IRMs against the null.
+For each next-token IRM the constant part is also exported as steering vectors
+(``irm_lens.steer``) and its specificity measured beside the IRM's, alike (the test questions,
+``irm_lens.evaluate.intervention_specificity``): does the vector steer as well as the IRM?
 Needs the default run set's recordings (the run cache).
 """
 
@@ -14,11 +17,39 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analyses._common import Context, spec_columns
+from analyses._config import cache_key, cached_table
 from analyses._summaries import SteeringSummary
 from analyses._written import write_result
-from analyses.rules.steering import steering_rule
+from analyses.rules.steering import steering_rule, vector_comparison
+from irm_lens.evaluate import intervention_specificity
+from irm_lens.inject import attach
+from irm_lens.irm import IRM
 from irm_lens.measures.steering import constant_share, constant_top
 from irm_lens.plotting.base import style
+from irm_lens.rundir import RunDir
+from irm_lens.steer import SteeringVectors
+
+
+def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
+    """The specificity (with its 95 % CI and verdict) of a run's IRM and of its constant part
+    exported as steering vectors, on the test questions, measured alike (cached in the run)."""
+
+    def compute() -> pd.DataFrame:
+        host, config = ctx.host(), ctx.specs[run].config
+        irm = IRM.load(RunDir(ctx.runs[run]).irm, host)
+        irm.eval()
+        vectors = SteeringVectors.from_recordings(ctx.recordings(run), source=run)
+        rows = []
+        for what, within in (
+            ("IRM", lambda: attach(host, irm)),
+            ("vectors", lambda: vectors.applied(host)),
+        ):
+            measured = intervention_specificity(host, config, within)
+            rows.append({"intervention": what, **measured.columns()})
+        return pd.DataFrame(rows)
+
+    path = ctx.runs[run] / "steering" / f"specificity-{cache_key('vector-specificity', 1)}.csv"
+    return cached_table(path, compute)
 
 
 def main(ctx: Context) -> SteeringSummary:
@@ -37,14 +68,24 @@ def main(ctx: Context) -> SteeringSummary:
         )
     data = pd.DataFrame(rows)
     data["same_top"] = data["constant_top"] == data["irm_top"]
+    measured = {run: vector_specificity(ctx, run) for run in ctx.trained("next-token")}
+    for what, prefix in (("IRM", "irm"), ("vectors", "vector")):
+        for column in ("specificity", "specificity_low", "specificity_high", "verdict"):
+            data[f"{prefix}_{column}"] = data["run"].map(
+                {r: t.set_index("intervention").loc[what, column] for r, t in measured.items()}
+            )
     headline = data[data["run"].isin(ctx.headline)]
     null = data[data["run_kind"] == "untrained"]
     verdict = steering_rule(list(headline["constant_share"]), list(null["constant_share"]))
+    compared = data.dropna(subset=["vector_specificity"])
     summary = SteeringSummary(
         verdict=verdict,
         runs=list(headline["run"]),
         same_top=int(headline["same_top"].sum()),
         null_max=float(null["constant_share"].max()),
+        vectors=vector_comparison(
+            list(compared["irm_specificity"]), list(compared["vector_specificity"])
+        ),
     )
     write_result(
         ctx, "steering", data, _figure(data, verdict.verdict), summary=summary, size=(1100, 600)

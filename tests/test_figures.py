@@ -39,6 +39,7 @@ from analyses.rules import paper as verdicts
 from analyses.rules.base import Verdict
 from analyses.rules.explain import PADDING_VERDICTS
 from analyses.rules.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
+from analyses.rules.steering import VECTOR_VERDICTS
 from irm_lens.errors import IrmLensError
 from tests import _procs
 
@@ -872,6 +873,12 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert set(steering["run_kind"]) == {"next-token", "paper loss", "untrained"}
     assert steering["constant_share"].between(0, 1).all()
     assert "### Is the IRM a fixed steering vector?" in text
+    # each next-token IRM's exported vectors measured beside it, alike
+    measured = steering.dropna(subset=["vector_specificity"])
+    assert set(measured["run_kind"]) == {"next-token"} and len(measured) >= 2
+    vectors = json.loads((tmp / "figures" / "steering" / "config.json").read_text())["summary"]
+    assert vectors["vectors"]["verdict"] in VECTOR_VERDICTS
+    assert f"**The vectors against the IRM: {vectors['vectors']['verdict']}.**" in text
     assert "### Does the host alone name the index? (`irm-lens predict`)" in text
     assert (
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text

@@ -39,3 +39,23 @@ def test_steering_rule_reaches_every_verdict():
     ]
     assert [v.verdict for v in verdicts] == list(STEERING_VERDICTS)
     assert steering_rule([0.9, 0.92, 0.95], [0.96]).verdict == "as constant as untrained"
+
+
+def test_vector_comparison_reaches_every_verdict():
+    from analyses.rules.steering import VECTOR_VERDICTS, vector_comparison
+
+    irm = [0.20, 0.25, 0.30, 0.22, 0.27]
+
+    def moved(by):
+        return [x + d for x, d in zip(irm, by, strict=True)]
+
+    verdicts = [
+        vector_comparison(irm, moved([0.15] * 5)),  # the constant part steers better
+        vector_comparison(irm, moved([0.01, -0.01, 0.0, 0.005, -0.005])),
+        vector_comparison(irm, moved([-0.10] * 5)),  # the input-dependent part matters
+        vector_comparison(irm, moved([0.10, -0.10, 0.08, -0.09, 0.0])),
+        vector_comparison(irm[:1], irm[:1]),
+    ]
+    assert [v.verdict for v in verdicts] == list(VECTOR_VERDICTS)
+    assert verdicts[0].effects["median"] == pytest.approx(0.15)
+    assert "+15.0 points" in verdicts[0].reason and "more specific in 5" in verdicts[0].reason

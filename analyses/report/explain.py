@@ -9,7 +9,7 @@ import pandas as pd
 
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
-from analyses.report.claims import not_run_lines, num_ci
+from analyses.report.claims import not_run_lines, num_ci, pct_ci
 from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
 from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, MIN_SEEDS, SHARED
@@ -161,7 +161,34 @@ def steering_lines(out: Path) -> list[str]:
         f"constant part's largest index is the IRM's top index in {s.same_top} of "
         f"{len(s.runs)} of them (untrained IRMs: {int(null['same_top'].sum())} of {len(null)}).",
         "",
+        *_vector_lines(s, data),
         "![steering](steering/figure.png)",
+        "",
+    ]
+
+
+def _vector_lines(s: SteeringSummary, data: pd.DataFrame) -> list[str]:
+    """The constant part exported as steering vectors, its specificity beside the IRM's."""
+    rows = data.dropna(subset=["vector_specificity"])
+
+    def cell(r: pd.Series, prefix: str) -> str:
+        value, low = r[f"{prefix}_specificity"], r[f"{prefix}_specificity_low"]
+        return f"{pct_ci(value, low, r[f'{prefix}_specificity_high'])} ({r[f'{prefix}_verdict']})"
+
+    table = [
+        "| run | the IRM: specificity [95 % CI] | its vectors: specificity [95 % CI] |",
+        "|---|---|---|",
+        *(f"| {r['run']} | {cell(r, 'irm')} | {cell(r, 'vector')} |" for _, r in rows.iterrows()),
+    ]
+    return [
+        "Exported as steering vectors (`irm-lens export`: the constant part, one vector per "
+        "layer added where the IRM writes, at every position), each next-token IRM's constant "
+        "part is measured like the IRM: specificity on the test questions "
+        "(`irm_lens.evaluate.intervention_specificity`, the same code for both; control: the "
+        f"IRM itself). **The vectors against the IRM: {s.vectors.verdict}.** "
+        f"{_sentence(s.vectors.reason)}.",
+        "",
+        *table,
         "",
     ]
 

@@ -44,3 +44,45 @@ def steering_rule(trained: Sequence[float], null: Sequence[float]) -> Verdict:
     if np.isfinite(null_max) and low <= null_max:
         return Verdict("as constant as untrained", text, effects)
     return Verdict("steering vector" if low >= STEERING else "mostly constant", text, effects)
+
+
+EQUIVALENT = 0.02
+"""Specificity points (a fraction) within which a steering vector and its IRM count as alike."""
+VECTOR_VERDICTS = (
+    "vector more specific",
+    "as specific",
+    "IRM more specific",
+    "undecided",
+    NOT_TESTED,
+)
+
+
+def vector_comparison(irm: Sequence[float], vectors: Sequence[float]) -> Verdict:
+    """Does an IRM's constant part, exported as steering vectors, steer as specifically as the
+    IRM? ``irm``/``vectors``: each run's specificity of the IRM and of its vectors, measured
+    alike (the control is the IRM itself). On the paired differences (vectors minus IRM), the
+    median with a bootstrap 95 % CI over runs: *vector more specific* when the CI lies above
+    ``EQUIVALENT``, *IRM more specific* (what the IRM adds beyond a constant matters) when it
+    lies below ``-EQUIVALENT``, *as specific* when it lies within +-``EQUIVALENT``, *undecided*
+    otherwise; *not tested* with fewer than ``MIN_RUNS`` runs."""
+    pairs = [(a, b) for a, b in zip(irm, vectors, strict=True) if np.isfinite(a) and np.isfinite(b)]
+    if len(pairs) < MIN_RUNS:
+        return Verdict(
+            NOT_TESTED, f"needs {MIN_RUNS} runs measured both ways; got {len(pairs)}", {}
+        )
+    diffs = [b - a for a, b in pairs]
+    median, low, high = resampled_median_ci(diffs)
+    better = sum(d > 0 for d in diffs)
+    effects = {"median": median, "low": low, "high": high, "vector_better": float(better)}
+    text = (
+        f"specificity of the vectors minus the IRM's, per run: median {100 * median:+.1f} points "
+        f"[95 % CI {100 * low:+.1f}, {100 * high:+.1f}] over {len(pairs)} runs (the vectors "
+        f"more specific in {better}; alike within +-{100 * EQUIVALENT:.0f} points)"
+    )
+    if low > EQUIVALENT:
+        return Verdict("vector more specific", text, effects)
+    if high < -EQUIVALENT:
+        return Verdict("IRM more specific", text, effects)
+    if low >= -EQUIVALENT and high <= EQUIVALENT:
+        return Verdict("as specific", text, effects)
+    return Verdict("undecided", text, effects)
