@@ -17,8 +17,6 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from analyses._common import Context
 from analyses._config import FiguresConfig
@@ -116,12 +114,6 @@ def run(names: tuple[str, ...] | None = None, *, progress: bool = True) -> int:
         return _fail(f"error: {exc}. Cached runs are consistent; fix this and run again.", 2)
     print(f"make figures: done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
-
-
-def run_one(main: Callable[[Context], Any]) -> None:
-    """Entry point of a single script: ``python -m analyses.<name>``."""
-    name = main.__module__.rsplit(".", 1)[-1]
-    sys.exit(run((name,)))
 
 
 def cli(argv: list[str] | None = None) -> int:

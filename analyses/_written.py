@@ -97,8 +97,8 @@ def write_variants(
     variants: Iterable[Context],
     *,
     summary: Any,
-    size: tuple[int, int],
     settings: dict[str, Any],
+    size: tuple[int, int] = (1300, 650),
 ) -> Path:
     """``write_result`` for a result on ``variants`` of the run set (``Context.variant``): it
     names no run of the main set, and its ``settings`` gain ``run_dirs``, the variants' run

@@ -131,9 +131,3 @@ def main(ctx: Context) -> AblationSummary:
         size=(1300, 600),
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

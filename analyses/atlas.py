@@ -50,9 +50,3 @@ def main(ctx: Context) -> dict[str, object]:
     }
     write_result(ctx, "atlas", data, figures[runs[0]], summary=summary, runs=runs, size=(1300, 700))
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -137,9 +137,3 @@ def _rules(ctx: Context, kind: str, d_model: int) -> tuple[Verdict, Verdict]:
     ratios, gaps = [ratio(ctx, r) for r in runs], [gap(ctx, r) for r in runs]
     null = [ratio(ctx, r) for r in ctx.null]
     return consistency_rule(top_sets, d_model), dominant_rule(ratios, gaps, null)
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -138,9 +138,3 @@ def main(ctx: Context) -> EvaluationSummary:
         tables={"specificity": nll},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

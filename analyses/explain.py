@@ -355,9 +355,3 @@ def _refresh_report(ctx: Context) -> None:
         print(f"explain: no report in {ctx.out} yet; `make figures` writes it with this section.")
         return
     report.main(ctx)
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

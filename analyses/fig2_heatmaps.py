@@ -45,9 +45,3 @@ def main(ctx: Context) -> dict[str, object]:
         ctx, "fig2_heatmaps", data, fig, summary=summary, runs=runs, size=(1200, 260 + 300 * rows)
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

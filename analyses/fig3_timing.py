@@ -156,9 +156,3 @@ def main(ctx: Context) -> TimingSummary:
         size=(1200, 300 + 220 * ((len(panels) + 1) // 2)),
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

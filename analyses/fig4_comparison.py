@@ -38,9 +38,3 @@ def main(ctx: Context) -> Fig4ComparisonSummary:
         ctx, "fig4_comparison", data, fig, summary=summary, runs=runs, size=(1500, 260 + 320 * rows)
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

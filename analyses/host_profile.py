@@ -69,9 +69,3 @@ def main(ctx: Context) -> HostProfileSummary:
         settings={"massive_ratio": 20.0},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

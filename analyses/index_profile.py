@@ -53,9 +53,3 @@ def main(ctx: Context) -> dict[str, object]:
             settings={"indices": chosen},
         )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

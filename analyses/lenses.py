@@ -162,9 +162,3 @@ def compute(ctx: Context, dominant: int, massive: int | None) -> tuple[pd.DataFr
         concept=concept,
     )
     return data, summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

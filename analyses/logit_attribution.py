@@ -95,9 +95,3 @@ def main(ctx: Context) -> LogitAttributionSummary:
     )
     write_result(ctx, "logit_attribution", data, fig, summary=summary, runs=[], size=(1300, 650))
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

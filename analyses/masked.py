@@ -120,13 +120,6 @@ def main(ctx: Context) -> MaskedSummary:
         fig,
         contexts.values(),
         summary=summary,
-        size=(1300, 650),
         settings={"k": K},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

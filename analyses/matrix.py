@@ -75,13 +75,6 @@ def main(ctx: Context) -> MatrixSummary:
         fig,
         contexts.values(),
         summary=summary,
-        size=(1300, 650),
         settings={"layer_sets": list(LAYER_SETS), "l1": L1},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -175,9 +175,3 @@ def _figure(data: pd.DataFrame, lever: np.ndarray, dominant: int, massive: int |
     fig.update_yaxes(type="log", title_text="mean |entropy change| (nats)", dtick=1, row=1, col=2)
     fig.update_xaxes(title_text="rank among all indices", row=1, col=2)
     return style(fig, "LM-head mediation")
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -221,9 +221,3 @@ def main(ctx: Context) -> PredictSummary:
         tables={"predictions": predictions},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -66,9 +66,3 @@ def main(ctx: Context) -> PropagationSummary:
         settings={"prompt": PAPER_PROMPTS[0], "delta": 10.0, "small": 0.1},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

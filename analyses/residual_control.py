@@ -98,9 +98,3 @@ def main(ctx: Context) -> ResidualControlSummary:
         runs=[*plain.trained("next-token"), ctx.untrained],
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -124,9 +124,3 @@ def main(ctx: Context) -> RotationSummary:
         settings={"rotation_seed": ROTATION_SEED, "sgd_lrs": SGD_LRS},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

@@ -113,9 +113,3 @@ def _figure(data: pd.DataFrame, verdict: str) -> go.Figure:
         fig,
         title=f"Is the IRM a fixed steering vector? {verdict} (labels: constant's top / IRM's top)",
     )
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

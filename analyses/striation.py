@@ -94,9 +94,3 @@ def main(ctx: Context) -> StriationSummary:
         settings={"permutations": PERMUTATIONS},
     )
     return summary
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

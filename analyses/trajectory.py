@@ -314,9 +314,3 @@ def _write(
 def _median(values: list[float]) -> float:
     clean = [v for v in values if not math.isnan(v)]
     return float(np.median(clean)) if clean else float("nan")
-
-
-if __name__ == "__main__":
-    from analyses.__main__ import run_one
-
-    run_one(main)

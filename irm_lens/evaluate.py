@@ -40,7 +40,6 @@ from irm_lens.measures.alignment import Specificity, specificity
 from irm_lens.prompts import PromptMode, encode
 from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig
-from irm_lens.training.losses import next_token_loss
 from irm_lens.training.runlock import run_lock
 
 CONDITIONS = ("host", "host+irm")
@@ -50,22 +49,9 @@ def _maybe_attached(host: TransformerBridge, irm: IRM | None) -> Any:
     return attach(host, irm) if irm is not None else contextlib.nullcontext()
 
 
-def answer_nll(
-    host: TransformerBridge,
-    rows: pd.DataFrame,
-    *,
-    irm: IRM | None = None,
-    mode: PromptMode = "chat",
-    batch_size: int = 8,
-    max_len: int = 128,
-) -> float:
-    """Mean per-token NLL of ``rows.answer`` given ``rows.question`` (answer tokens only)."""
-    total, count = 0.0, 0
-    for batch, logits in _answer_forwards(host, rows, irm, mode, batch_size, max_len):
-        n = int(batch.answer_mask[:, 1:].sum())
-        total += float(next_token_loss(logits, batch.tokens, batch.answer_mask)) * n
-        count += n
-    return total / max(count, 1)
+def mean_nll(table: pd.DataFrame) -> float:
+    """Mean per-token NLL over the rows of an ``answer_nll_table`` (answer tokens only)."""
+    return float(table["nll_sum"].sum()) / max(int(table["n_tokens"].sum()), 1)
 
 
 def _answer_forwards(
@@ -90,22 +76,14 @@ def _answer_forwards(
 
 
 def answer_nll_table(
-    host: TransformerBridge,
-    rows: pd.DataFrame,
-    *,
-    irm: IRM | None = None,
-    mode: PromptMode = "chat",
-    batch_size: int = 8,
-    max_len: int = 128,
-    offset: int = 1,
+    host: TransformerBridge, rows: pd.DataFrame, *, offset: int = 1, **options: Any
 ) -> pd.DataFrame:
     """Per row: ``question_id``, ``nll_sum`` (summed NLL of the answer tokens given the
     question) and ``n_tokens`` (how many), for bootstrapping over questions. ``offset``: how
     far ahead each position predicts (1: next token; 2: the original's loss target, t+2),
-    answer tokens only, padding never counted."""
-    return answer_nll_tables(
-        host, rows, irm=irm, mode=mode, batch_size=batch_size, max_len=max_len, offsets=(offset,)
-    )[offset]
+    answer tokens only, padding never counted. ``options``: those of ``answer_nll_tables``
+    (``irm``, ``mode``, ``batch_size``, ``max_len``, ``within``)."""
+    return answer_nll_tables(host, rows, offsets=(offset,), **options)[offset]
 
 
 def answer_nll_tables(
@@ -293,7 +271,7 @@ def _nll_records(
                     setting.host, rows, irm=use, mode=config.prompt_mode, max_len=config.max_len
                 ),
             )
-            nll = float(table["nll_sum"].sum()) / max(int(table["n_tokens"].sum()), 1)
+            nll = mean_nll(table)
             records.append(
                 dict(metric="nll", target=emotion, condition=condition, value=nll, n=len(rows))
             )

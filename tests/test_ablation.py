@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from irm_lens import IRM, encode, load_dataset
-from irm_lens.evaluate import answer_nll
+from irm_lens.evaluate import answer_nll_table, mean_nll
 from irm_lens.inject import (
     add_at,
     keep_index,
@@ -91,8 +91,8 @@ def test_ablation_study_conditions(tiny_host, steer):
     assert table.loc["irm", "kl_to_irm"] == pytest.approx(0.0, abs=1e-12)
     assert (table["kl_to_irm"].dropna() >= 0).all()
     assert table.loc["irm_zero", "kl_to_irm"] > 0 and table.loc["resid_zero", "kl_to_irm"] > 0
-    with_irm = answer_nll(tiny_host, rows, irm=steer)
-    alone = answer_nll(tiny_host, rows)
+    with_irm = mean_nll(answer_nll_table(tiny_host, rows, irm=steer))
+    alone = mean_nll(answer_nll_table(tiny_host, rows))
     assert table.loc["irm", "nll"] == pytest.approx(with_irm, rel=1e-5)
     assert table.loc["host", "nll"] == pytest.approx(alone, rel=1e-5)
     assert table.loc["scale_0", "nll"] == pytest.approx(alone, rel=1e-5)  # alpha 0 = IRM off

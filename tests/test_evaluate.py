@@ -13,11 +13,11 @@ from irm_lens import IRM, encode
 from irm_lens.data.lexicon import emotion_counts, emotion_profile, lookup
 from irm_lens.evaluate import (
     alignment_summary,
-    answer_nll,
     answer_nll_table,
     contains_fact,
     evaluate_run,
     greedy_answers,
+    mean_nll,
 )
 
 
@@ -127,7 +127,12 @@ def test_alignment_summary_without_an_nrc_category():
 
 
 def test_per_question_nll_adds_up_to_the_mean(tiny_host):
+    import contextlib
+
+    from irm_lens import attach
+    from irm_lens.data.batches import collate, encode_rows, pad_id
     from irm_lens.data.datasets import load_dataset
+    from irm_lens.training.losses import next_token_loss
 
     rows = load_dataset("anger", split="test").head(10)
     irm = IRM.for_host(tiny_host, seed=1, init="torch")
@@ -137,8 +142,14 @@ def test_per_question_nll_adds_up_to_the_mean(tiny_host):
         # a row whose answer the 64-token cut removes counts no tokens (and adds nothing)
         assert (table["n_tokens"] >= 0).all() and table["n_tokens"].sum() > 100
         assert (table.loc[table["n_tokens"] == 0, "nll_sum"] == 0).all()
-        mean = table["nll_sum"].sum() / table["n_tokens"].sum()
-        assert mean == pytest.approx(answer_nll(tiny_host, rows, irm=use, max_len=64), rel=1e-5)
+        # the training loss over the same rows, computed in one batch, is the same mean
+        batch = collate(
+            encode_rows(tiny_host.tokenizer, rows, "chat"), pad_id(tiny_host.tokenizer), 64
+        )
+        with torch.no_grad(), attach(tiny_host, use) if use else contextlib.nullcontext():
+            logits = tiny_host(batch.tokens, attention_mask=batch.attention_mask)
+        expected = float(next_token_loss(logits, batch.tokens, batch.answer_mask))
+        assert mean_nll(table) == pytest.approx(expected, rel=1e-5)
     # one question alone gives the same numbers as inside a batch (padding does not leak)
     alone = answer_nll_table(tiny_host, rows.iloc[4:5], max_len=64)
     batched = answer_nll_table(tiny_host, rows, max_len=64)

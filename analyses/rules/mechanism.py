@@ -57,6 +57,11 @@ def _no_dominance(where: str, effect: float, margin: float) -> str:
     )
 
 
+def _too_few(needed: str, got: str, nulls: str, effects: dict[str, float]) -> Verdict:
+    """*not tested* for want of runs, saying what was there (the nulls included)."""
+    return Verdict(NOT_TESTED, f"needs {needed}; got {got} ({nulls})", effects)
+
+
 BASIS_VERDICTS = ("host basis", "IRM or optimizer", "both", "neither", NOT_TESTED)
 
 
@@ -103,11 +108,8 @@ def basis_verdict(
         f"{effects['original']:.2f}x; {nulls})"
     )
     if len(original) < min_runs or len(rotated_own) < min_runs:
-        reason = (
-            f"needs {min_runs} aligned runs on each host; got {len(original)} on the "
-            f"original and {len(rotated_own)} on the rotated host ({nulls})"
-        )
-        return Verdict(NOT_TESTED, reason, effects)
+        got = f"{len(original)} on the original and {len(rotated_own)} on the rotated host"
+        return _too_few(f"{min_runs} aligned runs on each host", got, nulls, effects)
     if effects["original"] < margin:
         reason = _no_dominance("on the original host", effects["original"], margin)
         return Verdict(NOT_TESTED, f"{reason} (measured: {measured})", effects)
@@ -144,11 +146,11 @@ def optimizer_verdict(
     """
     effects = {"adam": _effect(adam, adam_null), "sgd": _effect(sgd, sgd_null)}
     if len(adam) < min_runs or len(sgd) < min_runs:
-        reason = (
-            f"needs {min_runs} aligned runs per optimizer; got {len(adam)} Adam and {len(sgd)} SGD"
-            f" ({_null_sizes(adam=adam_null, sgd=sgd_null)})"
+        got, nulls = (
+            f"{len(adam)} Adam and {len(sgd)} SGD",
+            _null_sizes(adam=adam_null, sgd=sgd_null),
         )
-        return Verdict(NOT_TESTED, reason, effects)
+        return _too_few(f"{min_runs} aligned runs per optimizer", got, nulls, effects)
     if effects["adam"] < margin:
         return Verdict(NOT_TESTED, _no_dominance("under Adam", effects["adam"], margin), effects)
     verdict = "dominance without Adam" if effects["sgd"] >= margin else "Adam needed"

@@ -434,9 +434,7 @@ def _compare_specificity(run_dir: Path, vectors: Any, max_rows: int | None) -> N
             if s.low == s.low
             else "not tested"
         )
-        print(
-            f"specificity of {name:<11} {shown} over {s.n_questions} test questions: {s.verdict}"
-        )
+        print(f"specificity of {name:<11} {shown} over {s.n_questions} test questions: {s.verdict}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -552,12 +550,7 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
     ex.add_argument("--recording", default="paper", help="recording under RUN_DIR/recordings")
     add_out(ex, "RUN_DIR/steering.safetensors")
     ex.add_argument("--overwrite", action="store_true", help="replace the file at --out")
-    ex.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="also measure the vectors' specificity beside the IRM's on the test questions "
-        "(loads the host: about a minute on the embedded one)",
-    )
+    ex.add_argument("--evaluate", action="store_true", help="their specificity beside the IRM's")
     add_max_rows(ex, "test questions per voice for --evaluate (default: all)")
     ex.set_defaults(func=_cmd_export)
 

@@ -38,6 +38,24 @@ class RunLockedError(IrmLensError, RuntimeError):
     """Another process is writing into the run directory."""
 
 
+def _take(handle: IO[str], target: Path, advice: str, verb: str) -> None:
+    """Take ``handle``'s exclusive lock (the writer lock of ``target``) and stamp it (pid,
+    machine, ``verb``, start time), or raise ``RunLockedError`` naming the live process that
+    holds it, then ``advice``."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            raise RunLockedError(f"{target} is being written by {holder}. {advice}") from None
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    handle.seek(0)
+    handle.truncate()
+    stamp = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb, "started": started}
+    handle.write(json.dumps(stamp))
+    handle.flush()
+
+
 def _holder(handle: IO[str]) -> str:
     handle.seek(0)
     try:
@@ -69,21 +87,11 @@ def run_lock(run_dir: str | os.PathLike[str], verb: str) -> Iterator[None]:
     lock_path = run_dir / LOCK_NAME
     handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder(handle)
-                raise RunLockedError(
-                    f"{run_dir} is being written by {holder}. Wait for it to finish (or stop "
-                    "it), then run this again; a killed writer's lock is released by itself."
-                ) from None
-        stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb, "started": stamp}
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(info))
-        handle.flush()
+        advice = (
+            "Wait for it to finish (or stop it), then run this again; a killed writer's lock is "
+            "released by itself."
+        )
+        _take(handle, run_dir, advice, verb)
         _held.add(key)
         clean_temporaries(run_dir)  # no other writer can be saving here now
         try:
@@ -120,19 +128,7 @@ def out_lock(out: str | os.PathLike[str], verb: str) -> Iterator[None]:
         return
     handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunLockedError(
-                    f"{out} is being written by {_holder(handle)}. Wait for it to finish, or "
-                    "choose another --out."
-                ) from None
-        stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "verb": verb, "started": stamp}))
-        handle.flush()
+        _take(handle, out, "Wait for it to finish, or choose another --out.", verb)
         _held.add(key)
         try:
             yield
