@@ -301,6 +301,7 @@ class SteeringSummary:
     same_top: int  # of them, how many have the constant part's top index as their top index
     null_max: float  # the untrained IRMs' largest constant share
     vectors: Verdict  # rules.steering.vector_comparison: the exported vectors against the IRM
+    bias: Verdict  # the same for a bias-only IRM trained like each run
 
 
 @dataclass(frozen=True)

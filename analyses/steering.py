@@ -7,7 +7,10 @@ the constant part is largest and whether it is the IRM's top index by |output|.
 ``irm_lens.measures.steering.steering_rule`` judges the aligned next-token IRMs against the null.
 For each next-token IRM the constant part is also exported as steering vectors
 (``irm_lens.steer``) and its specificity measured beside the IRM's, alike (the test questions,
-``irm_lens.evaluate.intervention_specificity``): does the vector steer as well as the IRM?
+``irm_lens.evaluate.intervention_specificity``): does the vector steer as well as the IRM? And a
+baseline trained, not read off the IRM: a bias-only IRM (one learned vector per injected layer,
+no input; ``irm_lens.interventions.predict.fit_bias``) trained with the run's loss, rows, step
+size, batch and steps, measured alike, with its top index and dominance ratio.
 Needs the default run set's recordings (the run cache).
 """
 
@@ -22,8 +25,10 @@ from analyses._summaries import SteeringSummary
 from analyses._written import write_result
 from analyses.rules.steering import steering_rule, vector_comparison
 from irm_lens.evaluate import intervention_specificity
-from irm_lens.inject import attach
-from irm_lens.irm import IRM
+from irm_lens.inject import attach, write_hook
+from irm_lens.interventions.predict import fit_bias
+from irm_lens.irm import IRM, parse_layers
+from irm_lens.measures.dominance import dominance_ratio
 from irm_lens.measures.steering import constant_share, constant_top
 from irm_lens.plotting.base import style
 from irm_lens.rundir import RunDir
@@ -52,6 +57,36 @@ def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
     return cached_table(path, compute)
 
 
+def bias_baseline(ctx: Context, run: str) -> pd.DataFrame:
+    """A bias-only IRM trained like ``run`` (its loss, training rows, lr, batch and steps; its
+    seed for the row draws): specificity measured like the IRM's, top index and dominance ratio
+    of its vectors (cached in the run)."""
+
+    def compute() -> pd.DataFrame:
+        host, config = ctx.host(), ctx.specs[run].config
+        fit = fit_bias(
+            host,
+            config.rows("train"),
+            objective=config.objective,
+            mode=config.prompt_mode,
+            max_len=config.max_len,
+            steps=int(config.max_steps or 0) * config.grad_accum,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        layers = parse_layers(config.layers, host.cfg.n_layers)
+        vectors = SteeringVectors({write_hook(layer): fit.vectors[layer] for layer in layers})
+        measured = intervention_specificity(host, config, lambda: vectors.applied(host))
+        d = dominance_ratio([fit.vectors[list(layers)][None]])
+        return pd.DataFrame(
+            [{**measured.columns(), "top1": d.top1, "ratio": d.ratio, "loss": fit.losses[-1]}]
+        )
+
+    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-baseline', 1)}.csv"
+    return cached_table(path, compute)
+
+
 def main(ctx: Context) -> SteeringSummary:
     rows = []
     for run in [*ctx.trained(), *ctx.null]:
@@ -74,6 +109,16 @@ def main(ctx: Context) -> SteeringSummary:
             data[f"{prefix}_{column}"] = data["run"].map(
                 {r: t.set_index("intervention").loc[what, column] for r, t in measured.items()}
             )
+    bias = {run: bias_baseline(ctx, run).iloc[0] for run in ctx.trained("next-token")}
+    for column in (
+        "specificity",
+        "specificity_low",
+        "specificity_high",
+        "verdict",
+        "top1",
+        "ratio",
+    ):
+        data[f"bias_{column}"] = data["run"].map({r: b[column] for r, b in bias.items()})
     headline = data[data["run"].isin(ctx.headline)]
     null = data[data["run_kind"] == "untrained"]
     verdict = steering_rule(list(headline["constant_share"]), list(null["constant_share"]))
@@ -85,6 +130,9 @@ def main(ctx: Context) -> SteeringSummary:
         null_max=float(null["constant_share"].max()),
         vectors=vector_comparison(
             list(compared["irm_specificity"]), list(compared["vector_specificity"])
+        ),
+        bias=vector_comparison(
+            list(compared["irm_specificity"]), list(compared["bias_specificity"]), "a bias-only IRM"
         ),
     )
     write_result(

@@ -878,7 +878,10 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert set(measured["run_kind"]) == {"next-token"} and len(measured) >= 2
     vectors = json.loads((tmp / "figures" / "steering" / "config.json").read_text())["summary"]
     assert vectors["vectors"]["verdict"] in VECTOR_VERDICTS
-    assert f"**The vectors against the IRM: {vectors['vectors']['verdict']}.**" in text
+    assert f"**The exported vectors against the IRM: {vectors['vectors']['verdict']}.**" in text
+    # a bias-only IRM trained like each next-token run, measured alike
+    assert measured["bias_specificity"].notna().all() and measured["bias_top1"].notna().all()
+    assert f"**A bias-only IRM against the IRM: {vectors['bias']['verdict']}.**" in text
     assert "### Does the host alone name the index? (`irm-lens predict`)" in text
     assert (
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text

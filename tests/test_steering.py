@@ -58,4 +58,7 @@ def test_vector_comparison_reaches_every_verdict():
     ]
     assert [v.verdict for v in verdicts] == list(VECTOR_VERDICTS)
     assert verdicts[0].effects["median"] == pytest.approx(0.15)
-    assert "+15.0 points" in verdicts[0].reason and "more specific in 5" in verdicts[0].reason
+    assert (
+        "+15.0 points" in verdicts[0].reason
+        and "the vectors more specific in 5" in verdicts[0].reason
+    )

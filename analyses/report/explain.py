@@ -168,7 +168,8 @@ def steering_lines(out: Path) -> list[str]:
 
 
 def _vector_lines(s: SteeringSummary, data: pd.DataFrame) -> list[str]:
-    """The constant part exported as steering vectors, its specificity beside the IRM's."""
+    """The constant part exported as steering vectors, and a bias-only IRM trained alike, each
+    with its specificity beside the IRM's."""
     rows = data.dropna(subset=["vector_specificity"])
 
     def cell(r: pd.Series, prefix: str) -> str:
@@ -176,17 +177,27 @@ def _vector_lines(s: SteeringSummary, data: pd.DataFrame) -> list[str]:
         return f"{pct_ci(value, low, r[f'{prefix}_specificity_high'])} ({r[f'{prefix}_verdict']})"
 
     table = [
-        "| run | the IRM: specificity [95 % CI] | its vectors: specificity [95 % CI] |",
-        "|---|---|---|",
-        *(f"| {r['run']} | {cell(r, 'irm')} | {cell(r, 'vector')} |" for _, r in rows.iterrows()),
+        "| run | the IRM: specificity [95 % CI] | its vectors | a bias-only IRM trained alike | "
+        "bias-only: top index (IRM's), dominance ratio |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['run']} | {cell(r, 'irm')} | {cell(r, 'vector')} | {cell(r, 'bias')} | "
+            f"{int(r['bias_top1'])} ({int(r['irm_top'])}), {r['bias_ratio']:.2f} |"
+            for _, r in rows.iterrows()
+        ),
     ]
     return [
-        "Exported as steering vectors (`irm-lens export`: the constant part, one vector per "
-        "layer added where the IRM writes, at every position), each next-token IRM's constant "
-        "part is measured like the IRM: specificity on the test questions "
-        "(`irm_lens.evaluate.intervention_specificity`, the same code for both; control: the "
-        f"IRM itself). **The vectors against the IRM: {s.vectors.verdict}.** "
+        "Two steering baselines, each measured like the IRM (specificity on the test questions, "
+        "`irm_lens.evaluate.intervention_specificity`, the same code for all; control: the IRM "
+        "itself). **Its own vectors** (`irm-lens export`): each next-token IRM's constant part, "
+        "one vector per layer added where the IRM writes, at every position. **A bias-only "
+        "IRM**: one learned vector per injected layer and no input, trained with the run's "
+        "loss, training rows, step size, batch and steps (`irm_lens.interventions.predict."
+        "fit_bias`; rows drawn at random rather than in epoch order).",
+        "",
+        f"- **The exported vectors against the IRM: {s.vectors.verdict}.** "
         f"{_sentence(s.vectors.reason)}.",
+        f"- **A bias-only IRM against the IRM: {s.bias.verdict}.** {_sentence(s.bias.reason)}.",
         "",
         *table,
         "",

@@ -57,14 +57,17 @@ VECTOR_VERDICTS = (
 )
 
 
-def vector_comparison(irm: Sequence[float], vectors: Sequence[float]) -> Verdict:
-    """Does an IRM's constant part, exported as steering vectors, steer as specifically as the
-    IRM? ``irm``/``vectors``: each run's specificity of the IRM and of its vectors, measured
-    alike (the control is the IRM itself). On the paired differences (vectors minus IRM), the
-    median with a bootstrap 95 % CI over runs: *vector more specific* when the CI lies above
-    ``EQUIVALENT``, *IRM more specific* (what the IRM adds beyond a constant matters) when it
-    lies below ``-EQUIVALENT``, *as specific* when it lies within +-``EQUIVALENT``, *undecided*
-    otherwise; *not tested* with fewer than ``MIN_RUNS`` runs."""
+def vector_comparison(
+    irm: Sequence[float], vectors: Sequence[float], what: str = "the vectors"
+) -> Verdict:
+    """Do steering vectors (``what``: an IRM's constant part exported, or a bias-only IRM
+    trained alike) steer as specifically as the IRM? ``irm``/``vectors``: each run's
+    specificity of the IRM and of the vectors, measured alike (the control is the IRM itself).
+    On the paired differences (vectors minus IRM), the median with a bootstrap 95 % CI over
+    runs: *vector more specific* when the CI lies above ``EQUIVALENT``, *IRM more specific*
+    (what the IRM adds beyond a constant matters) when it lies below ``-EQUIVALENT``, *as
+    specific* when it lies within +-``EQUIVALENT``, *undecided* otherwise; *not tested* with
+    fewer than ``MIN_RUNS`` runs."""
     pairs = [(a, b) for a, b in zip(irm, vectors, strict=True) if np.isfinite(a) and np.isfinite(b)]
     if len(pairs) < MIN_RUNS:
         return Verdict(
@@ -75,9 +78,9 @@ def vector_comparison(irm: Sequence[float], vectors: Sequence[float]) -> Verdict
     better = sum(d > 0 for d in diffs)
     effects = {"median": median, "low": low, "high": high, "vector_better": float(better)}
     text = (
-        f"specificity of the vectors minus the IRM's, per run: median {100 * median:+.1f} points "
-        f"[95 % CI {100 * low:+.1f}, {100 * high:+.1f}] over {len(pairs)} runs (the vectors "
-        f"more specific in {better}; alike within +-{100 * EQUIVALENT:.0f} points)"
+        f"specificity of {what} minus the IRM's, per run: median {100 * median:+.1f} points "
+        f"[95 % CI {100 * low:+.1f}, {100 * high:+.1f}] over {len(pairs)} runs ({what} more "
+        f"specific in {better}; alike within +-{100 * EQUIVALENT:.0f} points)"
     )
     if low > EQUIVALENT:
         return Verdict("vector more specific", text, effects)
