@@ -445,3 +445,42 @@ def test_rows_whose_answers_do_not_fit_are_refused_before_the_run_exists(tiny_ho
     # the same rows fit when max_len leaves room for their answers: no error
     roomy = dataclasses.replace(config, max_len=512, max_steps=1)
     train(roomy, tmp_path / "run2", host=tiny_host, progress=False)
+
+
+def test_the_optimizer_state_is_dropped_once_a_run_stops_for_good(tiny_host, tmp_path):
+    from safetensors import safe_open
+
+    from irm_lens.training.config import preset
+    from irm_lens.training.train import train
+
+    def optimizer_tensors(run) -> list[str]:
+        with safe_open(str(run / "last.safetensors"), framework="pt") as fh:
+            return [k for k in fh.keys() if k.startswith("opt.")]  # noqa: SIM118
+
+    base = preset("smoke", host="tiny-random-llama", device="cpu", max_train_rows=8)
+    # one epoch of 8 rows, 4 per step: stopped by its epochs, for good
+    done = train(
+        dataclasses.replace(base, max_steps=10), tmp_path / "a", host=tiny_host, progress=False
+    )
+    assert done.stopped == "epochs" and not optimizer_tensors(tmp_path / "a")
+    again = train(
+        dataclasses.replace(base, max_steps=10),
+        tmp_path / "a",
+        resume=True,
+        host=tiny_host,
+        progress=False,
+    )
+    assert again.stopped == "epochs" and again.steps == done.steps  # still reads back: finished
+    kept = train(
+        dataclasses.replace(base, max_steps=10),
+        tmp_path / "b",
+        host=tiny_host,
+        progress=False,
+        keep_optimizer=True,
+    )
+    assert kept.stopped == "epochs" and optimizer_tensors(tmp_path / "b")
+    # stopped at its max_steps cap: a larger cap extends it, so the state stays
+    capped = train(
+        dataclasses.replace(base, max_steps=1), tmp_path / "c", host=tiny_host, progress=False
+    )
+    assert capped.stopped == "max_steps" and optimizer_tensors(tmp_path / "c")

@@ -244,6 +244,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         parallel=args.parallel,
         checkpoint_host=args.checkpoint_host,
+        keep_optimizer=args.keep_optimizer,
     )
     if not launched().is_main:
         return 0  # rank 0 reports
@@ -477,6 +478,12 @@ def _add_train_parser(sub: Any) -> None:
         "--checkpoint-host",
         action="store_true",
         help="recompute the host's blocks in the backward pass (less memory, ~1 more forward)",
+    )
+    tr.add_argument(
+        "--keep-optimizer",
+        action="store_true",
+        help="keep the optimizer state once the run stops for good (epochs done or early stop; "
+        "dropped by default: nothing can resume such a run, and it is 2/3 of last.safetensors)",
     )
     _add_host_options(tr)
     tr.set_defaults(func=_cmd_train)

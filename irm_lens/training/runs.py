@@ -176,6 +176,24 @@ def save_state(
     save_tensors_atomic(tensors, path, meta)
 
 
+FINAL_STOPS = ("epochs", "early_stop")
+"""Why a run stops for good: ``--resume`` finds it finished and no larger ``max_steps`` extends
+it (only a run stopped at its ``max_steps`` cap is extended), so its optimizer state is dead
+weight (two thirds of ``last.safetensors`` under Adam)."""
+
+
+def drop_optimizer_state(path: Path) -> None:
+    """Rewrite the training state at ``path`` without the optimizer's tensors (the IRM, the
+    counters and the metrics stay; ``read_state`` reads it back with an empty optimizer state)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+        kept = {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("opt.")}  # noqa: SIM118
+    meta["optimizer_state"] = "dropped: the run finished for good"
+    save_tensors_atomic(kept, path, meta)
+
+
 def host_identity(host: Any, param_sums: Tensor) -> dict[str, Any]:
     """What the training state remembers of its host: the fingerprint IRM checkpoints keep
     (name, shapes, embedding probe) and the sum of every weight (any changed weight shows).

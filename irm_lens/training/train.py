@@ -54,8 +54,10 @@ from irm_lens.training.losses import loss_sum, loss_terms, pads_to_max_len
 from irm_lens.training.memory import cap_allocator_cache, checkpoint_blocks
 from irm_lens.training.runlock import run_lock
 from irm_lens.training.runs import (
+    FINAL_STOPS,
     Progress,
     check_run_dir,
+    drop_optimizer_state,
     extend_run_dir,
     host_identity,
     read_state,
@@ -164,6 +166,7 @@ def train(
     parallel: ParallelMode = "auto",
     checkpoint_host: bool = False,
     data: pd.DataFrame | Sequence[tuple[str, str]] | None = None,
+    keep_optimizer: bool = False,
 ) -> TrainResult:
     """Train an IRM as ``config`` says, writing the run to ``run_dir``.
 
@@ -186,6 +189,9 @@ def train(
             ``answer`` columns (``reference``, ``topic``, ``question_id`` kept when present),
             or ``(question, answer)`` pairs. They are kept in the run as ``data.csv``, which
             ``config.data`` then names; split 90/5/5 as a CSV would be.
+        keep_optimizer: keep the optimizer's state in ``last.safetensors`` after the run has
+            stopped for good (its epochs done, or early stopping): by default it is dropped
+            then, since nothing can resume or extend such a run (``runs.FINAL_STOPS``).
 
     Returns:
         A ``TrainResult``; the best IRM is ``RunDir(run_dir).irm``.
@@ -211,6 +217,7 @@ def train(
             on_step=on_step,
             parallel=parallel,
             checkpoint_host=checkpoint_host,
+            keep_optimizer=keep_optimizer,
         )
 
 
@@ -226,6 +233,7 @@ def _train(
     on_step: Callable[[int], None] | None,
     parallel: ParallelMode,
     checkpoint_host: bool,
+    keep_optimizer: bool,
 ) -> TrainResult:
     world = World() if parallel == "none" else launched()
     device = rank_device(config.device, world)
@@ -248,11 +256,14 @@ def _train(
         agree(world, _device_of(device), error, "starting the run directory")
         if checkpoint_host:
             stack.enter_context(checkpoint_blocks(trainer.host, skip=(0,)))
+        trainer.keep_optimizer = keep_optimizer
         return trainer.run(progress, on_step)
 
 
 class _Trainer:
     """One run's training: data, IRM, optimizer and progress, and the steps that move them."""
+
+    keep_optimizer = False  # keep the optimizer state once the run stops for good (``train``)
 
     def __init__(
         self,
@@ -540,6 +551,8 @@ class _Trainer:
     def _finish(self) -> TrainResult:
         if self.prog.stopped != "interrupted":
             self._checkpoint()
+        if self.prog.stopped in FINAL_STOPS and not self.keep_optimizer and self.world.is_main:
+            drop_optimizer_state(RunDir(self.run_dir).last)
         host = self.host
         after = _host_fingerprint(host)
         grads = any(p.grad is not None for p in host.parameters())
