@@ -110,6 +110,13 @@ def _to_png(fig: go.Figure, width: int, height: int, scale: float) -> bytes:
     raise TimeoutError(f"no PNG from the browser within {PNG_TIMEOUT_S:.0f} s, twice")
 
 
+def figure_png(fig: go.Figure, width: int = 1000, height: int = 500, scale: float = 1.0) -> bytes:
+    """The figure as PNG bytes, rendered by the headless browser ``save_figure`` uses (for a
+    static copy beside an interactive one, e.g. in a notebook: GitHub draws no Plotly)."""
+    require_browser("HTML only")
+    return _to_png(fig, width, height, scale)
+
+
 def find_browser() -> str | None:
     """The browser kaleido will use: ``$BROWSER_PATH`` if set, else the first on ``PATH``."""
     override = os.environ.get("BROWSER_PATH")
