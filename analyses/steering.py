@@ -16,6 +16,8 @@ Needs the default run set's recordings (the run cache).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -34,6 +36,15 @@ from irm_lens.plotting.base import style
 from irm_lens.rundir import RunDir
 from irm_lens.steer import SteeringVectors
 
+_HOST_TABLES: dict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = {}
+
+
+def _host_memo(ctx: Context) -> dict[tuple[Any, ...], Any]:
+    """The host-alone answer tables of this process's host, shared by every measurement here
+    (no intervention changes them)."""
+    f = ctx.figures
+    return _HOST_TABLES.setdefault((f.host, f.device, f.dtype), {})
+
 
 def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
     """The specificity (with its 95 % CI and verdict) of a run's IRM and of its constant part
@@ -49,7 +60,7 @@ def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
             ("IRM", lambda: attach(host, irm)),
             ("vectors", lambda: vectors.applied(host)),
         ):
-            measured = intervention_specificity(host, config, within)
+            measured = intervention_specificity(host, config, within, host_memo=_host_memo(ctx))
             rows.append({"intervention": what, **measured.columns()})
         return pd.DataFrame(rows)
 
@@ -77,7 +88,9 @@ def bias_baseline(ctx: Context, run: str) -> pd.DataFrame:
         )
         layers = parse_layers(config.layers, host.cfg.n_layers)
         vectors = SteeringVectors({write_hook(layer): fit.vectors[layer] for layer in layers})
-        measured = intervention_specificity(host, config, lambda: vectors.applied(host))
+        measured = intervention_specificity(
+            host, config, lambda: vectors.applied(host), host_memo=_host_memo(ctx)
+        )
         d = dominance_ratio([fit.vectors[list(layers)][None]])
         return pd.DataFrame(
             [{**measured.columns(), "top1": d.top1, "ratio": d.ratio, "loss": fit.losses[-1]}]

@@ -409,20 +409,33 @@ def intervention_specificity(
     *,
     split: str = "test",
     max_rows: int | None = None,
+    host_memo: dict[tuple[Any, ...], Any] | None = None,
 ) -> Specificity:
     """The specificity to ``config.emotion`` of any intervention on ``host`` that ``within()``
     applies (a fresh context per voice, e.g. ``lambda: vectors.applied(host)`` or
     ``lambda: attach(host, irm)``), on the bundled voices' ``split`` in the run's prompt format:
     the same measure as ``run_specificity``, for what is not an IRM (exported steering
-    vectors, a prompt, another steering method)."""
+    vectors, a prompt, another steering method). ``host_memo``: a dict shared between calls on
+    the same host, so that the host-alone tables (no intervention changes them) are computed
+    once per voice and setting."""
     targets = {emotion: load_dataset(emotion, split=split) for emotion in EMOTIONS}
     targets[config.emotion] = config.rows(split)  # a custom-data run: its own split
     parts = []
     for emotion, rows in targets.items():
         rows = rows if max_rows is None else rows.iloc[:max_rows]
-        settings = dict(mode=config.prompt_mode, max_len=config.max_len)
-        for condition, context in (("host", None), ("host+irm", within())):
-            table = answer_nll_tables(host, rows, within=context, **settings)[1]  # type: ignore[arg-type]
+        source = config.data if emotion == config.emotion else None
+        key = ("question nll", emotion, source, split, max_rows, config.prompt_mode, config.max_len)
+        alone = _memo(
+            host_memo,
+            key,
+            lambda rows=rows: answer_nll_table(
+                host, rows, mode=config.prompt_mode, max_len=config.max_len
+            ),
+        )
+        steered = answer_nll_table(
+            host, rows, mode=config.prompt_mode, max_len=config.max_len, within=within()
+        )
+        for condition, table in (("host", alone), ("host+irm", steered)):
             parts.append(table.assign(target=emotion, condition=condition))
     return specificity(pd.concat(parts, ignore_index=True), config.emotion)
 

@@ -424,11 +424,12 @@ def _compare_specificity(run_dir: Path, vectors: Any, max_rows: int | None) -> N
     host = load_host(config.host, device=config.device, dtype=config.dtype)
     irm = IRM.load(RunDir(run_dir).irm, host)
     irm.eval()
+    memo: dict[tuple[Any, ...], Any] = {}  # the host-alone tables, computed once for both
     for name, within in (
         ("the IRM", lambda: attach(host, irm)),
         ("its vectors", lambda: vectors.applied(host)),
     ):
-        s = intervention_specificity(host, config, within, max_rows=max_rows)
+        s = intervention_specificity(host, config, within, max_rows=max_rows, host_memo=memo)
         shown = (
             f"{100 * s.specificity:.1f} % [95 % CI {100 * s.low:.1f}, {100 * s.high:.1f}]"
             if s.low == s.low
