@@ -295,6 +295,16 @@ class ExplainSummary:
 
 
 @dataclass(frozen=True)
+class LongerSummary:
+    runs: list[str]  # measured so far, in the result's order
+    finished: bool
+    n_planned: int
+    concentration: Rules  # setting (and "all settings") -> does dominance grow with length?
+    seeds: Verdict  # rules.explain.seed_rule: do two seeds' best IRMs share their top index?
+    seconds_by_run: dict[str, float]  # training seconds per step
+
+
+@dataclass(frozen=True)
 class SteeringSummary:
     verdict: Verdict  # rules.steering.steering_rule over the headline runs
     runs: list[str]  # the headline runs judged

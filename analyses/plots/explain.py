@@ -106,3 +106,57 @@ def explain_figure(table: pd.DataFrame, null: pd.DataFrame, summary: Any) -> go.
         f"with padding: {verdict.verdict}",
     )
     return fig
+
+
+SETTING_COLORS = {
+    "all + L1": "#d62728",
+    "q4": "#1f77b4",
+    "second seed": "#2ca02c",
+    "long tier": "#7f7f7f",
+}
+
+
+def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Figure:
+    """Dominance of the top index over training steps, each run a line (its best IRM a star,
+    labelled with its top index), beside the long tier's first-seed runs (``reference``, its
+    ``data.csv``; grey, dotted)."""
+    fig = go.Figure()
+    lines = [table] if len(table) else []
+    if reference is not None:
+        lines.append(reference[reference["kind"] == "next-token"].assign(setting="long tier"))
+    for part in lines:
+        for run, rows in part.groupby("run", sort=False):
+            setting = str(rows["setting"].iloc[0])
+            snaps = rows[rows["irm"] == "snapshot"].sort_values("step")
+            best = rows[rows["irm"] == "best"]
+            colour = SETTING_COLORS[setting]
+            fig.add_trace(
+                go.Scatter(
+                    x=snaps["step"],
+                    y=snaps["dominance"],
+                    mode="lines+markers",
+                    name=f"{run} ({setting})",
+                    line={"color": colour, "dash": "dot" if setting == "long tier" else "solid"},
+                    text=[f"top {t}" for t in snaps["top_index"]],
+                    hovertemplate="%{fullData.name}<br>step %{x}: %{y:.2f} (%{text})",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=best["step"],
+                    y=best["dominance"],
+                    mode="markers+text",
+                    marker={"symbol": "star", "size": 13, "color": colour},
+                    text=[str(t) for t in best["top_index"]],
+                    textposition="top center",
+                    showlegend=False,
+                    hovertemplate=f"{run} best IRM<br>step %{{x}}: %{{y:.2f}}",
+                )
+            )
+    fig.update_xaxes(title_text="optimizer step (0 = the run's untrained IRM)")
+    fig.update_yaxes(title_text="dominance ratio (top index share x d_model; 1 = uniform)")
+    return style(
+        fig,
+        title="Trained longer where concentration was largest: dominance over training "
+        "(stars: best IRM by validation loss, labelled with its top index)",
+    )

@@ -178,6 +178,30 @@ def concentration_rule(growth: Sequence[float], *, group: str = "runs") -> Verdi
     return Verdict(NOT_TESTED, f"{text}: the CI spans {1 + MIN_GROWTH:.2f}x", effects)
 
 
+SEED_VERDICTS = ("same index across seeds", "seed-dependent", NOT_TESTED)
+
+
+def seed_rule(pairs: dict[str, tuple[int, int]]) -> Verdict:
+    """Do two init seeds' best IRMs push on the same index? ``pairs``: per emotion, the top
+    index of its first seed's best IRM and its second's. *same index across seeds* when every
+    pair agrees, *seed-dependent* when at most half do, *not tested* below ``MIN_RUNS`` pairs
+    or in between. Control: two draws of a uniform index agree with probability 1 / d_model;
+    untrained IRMs of different seeds have different top indices (the nulls)."""
+    agree = [a == b for a, b in pairs.values()]
+    shown = ", ".join(f"{e} {a} / {b}" for e, (a, b) in pairs.items())
+    effects = {"pairs": float(len(agree)), "agree": float(sum(agree))}
+    if len(agree) < MIN_RUNS:
+        return Verdict(
+            NOT_TESTED, f"needs {MIN_RUNS} emotions with both seeds; got {len(agree)}", effects
+        )
+    text = f"{sum(agree)} of {len(agree)} emotions share the top index ({shown})"
+    if all(agree):
+        return Verdict("same index across seeds", text, effects)
+    if sum(agree) <= len(agree) / 2:
+        return Verdict("seed-dependent", text, effects)
+    return Verdict(NOT_TESTED, f"{text}: neither all nor at most half", effects)
+
+
 def predictor_rule(v: Validation) -> Verdict:
     """Does the host alone name the index an IRM pushes on? ``v``: the trained runs' top indices
     looked up in the prediction (``interventions.predict.validate_prediction``). *names the
