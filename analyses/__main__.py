@@ -54,7 +54,7 @@ LONG = ("trajectory",)
 # Why one index: the original's loss quirks separated, 16 runs of 60 steps, and six runs
 # trained to early stop where concentration was largest (hours on 2 CPU cores). It rewrites the
 # report when the default tier's results are there.
-EXPLAIN = ("steering", "predict", "explain", "longer")
+EXPLAIN = ("steering", "baselines", "subspace", "predict", "longer", "why", "explain")
 TIERS = {"default": RESULTS, "mechanism": MECHANISM, "long": LONG, "explain": EXPLAIN}
 KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM + LONG + EXPLAIN))
 

@@ -305,6 +305,27 @@ class LongerSummary:
 
 
 @dataclass(frozen=True)
+class BaselinesSummary:
+    specificity: Rules  # baseline -> rules.steering.vector_comparison against the IRM
+    voice: Rules  # the same on the voice classifier's P(own voice)
+    instructions: dict[str, str]  # emotion -> the prompting baseline's system instruction
+    scales: list[float]  # the contrastive vector's scales tried on the validation questions
+    contrast_rows: int  # training rows per voice the contrastive vector reads
+
+
+@dataclass(frozen=True)
+class SubspaceSummary:
+    verdicts: Rules  # kind of pair -> rules.steering.subspace_rule against its control
+    rank: int  # directions per output subspace
+    chance: float  # two random subspaces' mean normalized projection kernel
+
+
+@dataclass(frozen=True)
+class WhySummary:
+    verdicts: dict[str, str]  # candidate explanation -> its verdict ("not run" where not run)
+
+
+@dataclass(frozen=True)
 class SteeringSummary:
     verdict: Verdict  # rules.steering.steering_rule over the headline runs
     runs: list[str]  # the headline runs judged

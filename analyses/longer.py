@@ -18,6 +18,8 @@ finished runs; run it again to go on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +29,7 @@ from analyses._runset import RunSpec
 from analyses._summaries import LongerSummary
 from analyses._written import read_summary, write_result
 from analyses.plots.explain import longer_figure
+from analyses.rules.base import Verdict
 from analyses.rules.explain import concentration_rule, seed_rule
 from analyses.trajectory import (
     LONG,
@@ -104,7 +107,16 @@ def growth_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def judge(table: pd.DataFrame, first_seed_best: dict[str, int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LongerJudgement:
+    """The result's verdicts under the current rules, and the per-run rows they read."""
+
+    runs: pd.DataFrame  # growth_rows
+    concentration: dict[str, Verdict]  # setting (and "all settings") -> concentration_rule
+    seeds: Verdict  # seed_rule
+
+
+def judge(table: pd.DataFrame, first_seed_best: dict[str, int]) -> LongerJudgement:
     """The verdicts from the result's rows: growth per setting and pooled (aligned best IRMs),
     and whether the second seed's best IRMs share the long tier's first seed's top index
     (``first_seed_best``: emotion -> that run's best top index, from the committed
@@ -126,21 +138,21 @@ def judge(table: pd.DataFrame, first_seed_best: dict[str, int]) -> dict[str, Any
         for _, r in second.iterrows()
         if str(r["emotion"]) in first_seed_best
     }
-    return {"runs": runs, "concentration": concentration, "seeds": seed_rule(pairs)}
+    return LongerJudgement(runs, concentration, seed_rule(pairs))
 
 
-def first_seed_tops(ctx: Context) -> dict[str, int]:
+def first_seed_tops(out: Path) -> dict[str, int]:
     """Emotion -> the top index of the long tier's best IRM (next-token, first seed), read
-    from the committed ``trajectory`` result; empty when it is not there."""
-    data = _reference(ctx)
+    from the committed ``trajectory`` result under ``out``; empty when it is not there."""
+    data = _reference(out)
     if data is None:
         return {}
     best = data[(data["irm"] == "best") & (data["kind"] == "next-token")]
     return {str(r["emotion"]): int(r["top_index"]) for _, r in best.iterrows()}
 
 
-def _reference(ctx: Context) -> pd.DataFrame | None:
-    path = ctx.out / "trajectory" / "data.csv"
+def _reference(out: Path) -> pd.DataFrame | None:
+    path = out / "trajectory" / "data.csv"
     return pd.read_csv(path) if path.exists() else None
 
 
@@ -178,20 +190,20 @@ def _write(
     ctx: Context, specs: list[RunSpec], done: dict[str, pd.DataFrame], seconds: dict[str, float]
 ) -> LongerSummary:
     table = pd.concat(done.values(), ignore_index=True) if done else pd.DataFrame()
-    j = judge(table, first_seed_tops(ctx))
+    j = judge(table, first_seed_tops(ctx.out))
     summary = LongerSummary(
         runs=[s.name for s in specs if s.name in done],
         finished=all(s.name in done for s in specs),
         n_planned=len(specs),
-        concentration=j["concentration"],
-        seeds=j["seeds"],
+        concentration=j.concentration,
+        seeds=j.seeds,
         seconds_by_run=seconds,
     )
     write_result(
         ctx.subset(specs),
         "longer",
         table,
-        longer_figure(table, _reference(ctx)),
+        longer_figure(table, _reference(ctx.out)),
         summary=summary,
         runs=summary.runs,
         size=(1300, 600),

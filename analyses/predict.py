@@ -4,38 +4,49 @@ run whose top index is committed.
 For each emotion and objective (next-token on chat rows; the original's t+2 loss on plain rows,
 and each cell of the ``explain`` tier where it has run), the gradient of the alignment loss with
 respect to a zero per-layer bias (``irm_lens.interventions.predict``) ranks the residual
-indices; each trained run's top index (default tier, long tier, the mechanism tier's layer sets
-and SGD runs, the explain tier) is looked up in the ranking of its own emotion, objective and
-injected layers. ``predictor_rule`` judges the ranks against a random ranking.
+indices; each trained run's top index (default tier, long tier, the mechanism tier's layer sets,
+SGD, masked and rotated-host runs, the explain tier's loss quirks and its longer runs) is looked
+up in the ranking of its own emotion, objective and injected layers. ``predictor_rule`` judges
+the ranks against a random ranking.
 
-Reads committed results only (no run cache); computes the gradients on the host (minutes on
-CPU). ``data.csv``: one row per validated run; ``predictions.csv``: the top 20 predicted indices
-per emotion and objective, with the host levers beside them.
+Reads committed results only (no run cache); computes the gradients, bias fits and the Jacobian
+lens on the host (tens of minutes on CPU), each kept in the run cache (``predict/``,
+safetensors) so a run with more committed results only computes what is new. ``data.csv``: one
+row per validated run; ``predictions.csv``: the top 20 predicted indices per emotion and
+objective, with the host levers beside them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file
+from torch import Tensor
 
 from analyses._common import Context
+from analyses._config import cache_key
 from analyses._summaries import PredictSummary
 from analyses._written import write_result
 from analyses.plots.predict import predict_figure
 from analyses.rules.explain import predictor_rule
-from irm_lens.data.datasets import load_dataset
+from irm_lens.data.datasets import EMOTIONS, load_dataset
+from irm_lens.files import save_tensors_atomic
 from irm_lens.interventions.host_profile import host_profile
 from irm_lens.interventions.predict import (
     FIT_STEPS,
+    BiasFit,
     bias_gradients,
     fit_bias,
     host_levers,
     predict_index,
+    transport_levers,
     validate_prediction,
 )
 from irm_lens.irm import parse_layers
@@ -53,14 +64,17 @@ PAPER = "t2-counted"  # the original's loss as it ran
 # The predictors compared, by the rank column of ``predict_index`` they read: the summed bias
 # gradient (where gradient descent pushes first), the rows' sign consistency (where Adam's
 # per-coordinate step pushes at full rate), a bias-only fit with Adam (a steering vector per
-# layer), and the host's logit and stop-token levers alone (no loss at all).
+# layer), and the host's logit and stop-token levers alone (no loss at all), the logit lever
+# carried from each injected layer by TransformerLens's Jacobian lens (transport lever).
 SCORES = {
     "gradient": "rank",
     "consistency": "consistency_rank",
     "bias fit": "fit_rank",
     "lever": "lever_rank",
+    "transport lever": "transport_rank",
     "stop lever": "stop_rank",
 }
+LENS_TEXTS = 32  # bank rows (every voice) the Jacobian lens is averaged over
 
 
 def _objective(name: str) -> tuple[Objective, PromptMode]:
@@ -114,15 +128,28 @@ def trained_tops(out: Path) -> pd.DataFrame:
     for r in _summary(out, "matrix").get("by_run", []):
         if r["trained"]:
             add(r["run"], "matrix", r["emotion"], NEXT_TOKEN, r["layer_set"], r["top1"])
-    for r in _summary(out, "rotation").get("by_run", []):  # SGD on the original host
-        if r["trained"] and "SGD" in r["setting"] and r["basis"] == "host basis":
+    for r in _summary(out, "rotation").get("by_run", []):
+        if not r["trained"] or r["basis"] != "host basis":
+            continue
+        if "SGD" in r["setting"]:  # SGD on the original host
             add(r["run"], "sgd", r["emotion"], NEXT_TOKEN, "all", r["top1"])
+        elif r["setting"].startswith("rotated host"):  # trained in another basis, read in ours
+            add(r["run"], "rotated", r["emotion"], NEXT_TOKEN, "all", r["top1"])
+    for r in _summary(out, "masked").get("by_run", []):  # the top 5 or 5 random held at 0
+        if r["trained"] and r["setting"] != "no mask":
+            add(r["run"], "masked", r["emotion"], NEXT_TOKEN, "all", r["top1"])
     path = out / "explain" / "data.csv"
     if path.exists():
         explain = pd.read_csv(path)
         last = explain[explain["irm"] == "snapshot"].sort_values("step").groupby("run").tail(1)
         for r in last.itertuples():
             add(r.run, "explain", r.emotion, r.cell, "all", r.top_index)
+    path = out / "longer" / "data.csv"
+    if path.exists():
+        longer = pd.read_csv(path)
+        for r in longer[longer["irm"] == "best"].itertuples():
+            layers = "q4" if "_layersq4_" in r.run else "all"
+            add(r.run, "longer", r.emotion, NEXT_TOKEN, layers, r.top_index)
     table = pd.DataFrame(
         rows, columns=["run", "source", "emotion", "objective", "layers", "top_index"]
     )
@@ -131,6 +158,29 @@ def trained_tops(out: Path) -> pd.DataFrame:
 
 def _layers(spec: str, n_layers: int) -> list[int]:
     return list(parse_layers("all" if spec == "all + L1" else spec, n_layers))
+
+
+def _kept(ctx: Context, name: str, parts: tuple[Any, ...], compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()``'s tensor, kept in the run cache under a key of ``parts`` and the host."""
+    f = ctx.figures
+    key = cache_key("predict", 1, f.host, f.dtype, *parts)
+    path = f.runs_dir / "predict" / f"{name}-{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))["value"]
+    value = compute()
+    save_tensors_atomic({"value": value.contiguous()}, path, {"what": name})
+    return value
+
+
+def _vectors_of(fit: Callable[[], BiasFit]) -> Callable[[], Tensor]:
+    return lambda: fit().vectors
+
+
+def _lens_texts(n: int) -> list[str]:
+    """``n`` training rows, the voices taking turns, as plain question-and-answer text."""
+    parts = [load_dataset(e, split="train") for e in EMOTIONS]
+    rows = pd.concat([p.iloc[i : i + 1] for i in range(n) for p in parts]).head(n)
+    return (rows["question"] + " " + rows["answer"]).tolist()
 
 
 def main(ctx: Context) -> PredictSummary:
@@ -149,10 +199,20 @@ def main(ctx: Context) -> PredictSummary:
         emotion, objective = key
         o, mode = _objective(objective)
         rows = load_dataset(emotion, split="train").head(n_rows)
-        grads[(emotion, objective)] = bias_gradients(
-            host, rows, objective=o, mode=mode, max_len=MAX_LEN, progress=ctx.progress
+        gradient = functools.partial(
+            bias_gradients,
+            host,
+            rows,
+            objective=o,
+            mode=mode,
+            max_len=MAX_LEN,
+            progress=ctx.progress,
         )
-        fit = fit_bias(
+        grads[(emotion, objective)] = _kept(
+            ctx, "gradient", (emotion, objective, n_rows, MAX_LEN), gradient
+        )
+        fit = functools.partial(
+            fit_bias,
             host,
             load_dataset(emotion, split="train"),
             objective=o,
@@ -161,11 +221,27 @@ def main(ctx: Context) -> PredictSummary:
             steps=fit_steps,
             progress=ctx.progress,
         )
-        fits[(emotion, objective)] = fit.vectors
+        fits[(emotion, objective)] = _kept(
+            ctx, "fit", (emotion, objective, fit_steps, MAX_LEN), _vectors_of(fit)
+        )
+    n_texts = SMOKE_ROWS if ctx.figures.fast else LENS_TEXTS
+    transport = _kept(
+        ctx,
+        "transport",
+        (n_texts, MAX_LEN),
+        lambda: transport_levers(
+            host,
+            _lens_texts(n_texts),
+            max_seq_len=MAX_LEN,
+            skip_first_positions=2 if ctx.figures.fast else 16,
+            progress=ctx.progress,
+        ),
+    )
     ranks, shown = [], []
     for r in runs.itertuples():
         key = (r.emotion, r.objective)
-        table = predict_index(grads[key], _layers(r.layers, n_layers), levers, fits[key])
+        layers = _layers(r.layers, n_layers)
+        table = predict_index(grads[key], layers, levers, fits[key], transport)
         table = table.set_index("index")
         ranks.append(
             {
@@ -178,7 +254,9 @@ def main(ctx: Context) -> PredictSummary:
         )
     data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
     for (emotion, objective), g in grads.items():
-        top = predict_index(g, levers=levers, fitted=fits[(emotion, objective)]).head(SHOWN)
+        top = predict_index(
+            g, levers=levers, fitted=fits[(emotion, objective)], transport=transport
+        ).head(SHOWN)
         shown.append(top.assign(emotion=emotion, objective=objective))
     predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
     validation = {

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from analyses._common import Context, spec_columns
 from analyses._config import cache_key, cached_table
@@ -39,7 +40,7 @@ from irm_lens.steer import SteeringVectors
 _HOST_TABLES: dict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = {}
 
 
-def _host_memo(ctx: Context) -> dict[tuple[Any, ...], Any]:
+def host_memo(ctx: Context) -> dict[tuple[Any, ...], Any]:
     """The host-alone answer tables of this process's host, shared by every measurement here
     (no intervention changes them)."""
     f = ctx.figures
@@ -60,7 +61,7 @@ def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
             ("IRM", lambda: attach(host, irm)),
             ("vectors", lambda: vectors.applied(host)),
         ):
-            measured = intervention_specificity(host, config, within, host_memo=_host_memo(ctx))
+            measured = intervention_specificity(host, config, within, host_memo=host_memo(ctx))
             rows.append({"intervention": what, **measured.columns()})
         return pd.DataFrame(rows)
 
@@ -68,32 +69,46 @@ def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
     return cached_table(path, compute)
 
 
-def bias_baseline(ctx: Context, run: str) -> pd.DataFrame:
+def bias_vectors(ctx: Context, run: str) -> SteeringVectors:
     """A bias-only IRM trained like ``run`` (its loss, training rows, lr, batch and steps; its
-    seed for the row draws): specificity measured like the IRM's, top index and dominance ratio
-    of its vectors (cached in the run)."""
+    seed for the row draws), one vector per injected layer (cached in the run as a
+    safetensors file)."""
+    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-vectors', 1)}.safetensors"
+    if path.exists():
+        return SteeringVectors.load(path)
+    host, config = ctx.host(), ctx.specs[run].config
+    fit = fit_bias(
+        host,
+        config.rows("train"),
+        objective=config.objective,
+        mode=config.prompt_mode,
+        max_len=config.max_len,
+        steps=int(config.max_steps or 0) * config.grad_accum,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    layers = parse_layers(config.layers, host.cfg.n_layers)
+    meta = {"source": f"bias-only IRM trained like {run}", "loss": f"{fit.losses[-1]:.6g}"}
+    vectors = SteeringVectors({write_hook(layer): fit.vectors[layer] for layer in layers}, meta)
+    vectors.save(path)
+    return vectors
+
+
+def bias_baseline(ctx: Context, run: str) -> pd.DataFrame:
+    """The bias-only IRM of ``run`` (``bias_vectors``): specificity measured like the IRM's,
+    top index and dominance ratio of its vectors (cached in the run)."""
 
     def compute() -> pd.DataFrame:
         host, config = ctx.host(), ctx.specs[run].config
-        fit = fit_bias(
-            host,
-            config.rows("train"),
-            objective=config.objective,
-            mode=config.prompt_mode,
-            max_len=config.max_len,
-            steps=int(config.max_steps or 0) * config.grad_accum,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            seed=config.seed,
-        )
-        layers = parse_layers(config.layers, host.cfg.n_layers)
-        vectors = SteeringVectors({write_hook(layer): fit.vectors[layer] for layer in layers})
+        vectors = bias_vectors(ctx, run)
         measured = intervention_specificity(
-            host, config, lambda: vectors.applied(host), host_memo=_host_memo(ctx)
+            host, config, lambda: vectors.applied(host), host_memo=host_memo(ctx)
         )
-        d = dominance_ratio([fit.vectors[list(layers)][None]])
+        d = dominance_ratio([torch.stack(list(vectors.vectors.values()))[None]])
+        loss = float(vectors.meta["loss"])
         return pd.DataFrame(
-            [{**measured.columns(), "top1": d.top1, "ratio": d.ratio, "loss": fit.losses[-1]}]
+            [{**measured.columns(), "top1": d.top1, "ratio": d.ratio, "loss": loss}]
         )
 
     path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-baseline', 1)}.csv"

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -37,10 +38,14 @@ from irm_lens.host import check_context, load_host
 from irm_lens.inject import FINAL_SCALE_HOOK, attach, patch
 from irm_lens.irm import IRM
 from irm_lens.measures.alignment import Specificity, specificity
+from irm_lens.measures.bootstrap import percentile_ci
 from irm_lens.prompts import PromptMode, encode
 from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig
 from irm_lens.training.runlock import run_lock
+
+if TYPE_CHECKING:  # scikit-learn is imported only where answers are classified
+    from irm_lens.measures.voice import OwnVoice, VoiceClassifier
 
 CONDITIONS = ("host", "host+irm")
 
@@ -62,11 +67,13 @@ def _answer_forwards(
     batch_size: int,
     max_len: int,
     within: AbstractContextManager[Any] | None = None,
+    system: str | None = None,
 ) -> Iterator[tuple[Batch, Tensor]]:
     """Each batch of question/answer rows and the host's logits on it (the IRM attached if
-    given, inside ``within`` if given, e.g. ``SteeringVectors.applied``; no gradients)."""
+    given, inside ``within`` if given, e.g. ``SteeringVectors.applied``; ``system``: an
+    instruction before each question; no gradients)."""
     tok = host.tokenizer
-    examples = encode_rows(tok, rows, mode)
+    examples = encode_rows(tok, rows, mode, system=system)
     pad = pad_id(tok)
     outer = contextlib.nullcontext() if within is None else within
     with torch.no_grad(), outer, _maybe_attached(host, irm):
@@ -82,7 +89,7 @@ def answer_nll_table(
     question) and ``n_tokens`` (how many), for bootstrapping over questions. ``offset``: how
     far ahead each position predicts (1: next token; 2: the original's loss target, t+2),
     answer tokens only, padding never counted. ``options``: those of ``answer_nll_tables``
-    (``irm``, ``mode``, ``batch_size``, ``max_len``, ``within``)."""
+    (``irm``, ``mode``, ``batch_size``, ``max_len``, ``within``, ``system``)."""
     return answer_nll_tables(host, rows, offsets=(offset,), **options)[offset]
 
 
@@ -96,11 +103,13 @@ def answer_nll_tables(
     max_len: int = 128,
     offsets: Sequence[int] = (1,),
     within: AbstractContextManager[Any] | None = None,
+    system: str | None = None,
 ) -> dict[int, pd.DataFrame]:
     """``answer_nll_table`` for each of ``offsets`` from one forward pass over ``rows``
-    (``within``: a context every forward runs in, e.g. ``SteeringVectors.applied(host)``)."""
+    (``within``: a context every forward runs in, e.g. ``SteeringVectors.applied(host)``;
+    ``system``: an instruction before each question, ``prompts.format_prompt``)."""
     parts: dict[int, list[tuple[list[float], list[int]]]] = {o: [] for o in offsets}
-    forwards = _answer_forwards(host, rows, irm, mode, batch_size, max_len, within)
+    forwards = _answer_forwards(host, rows, irm, mode, batch_size, max_len, within, system)
     for batch, logits in forwards:
         for offset in offsets:
             parts[offset].append(_answer_sums(batch, logits, offset))
@@ -164,11 +173,15 @@ def frozen_scale_nll_table(
 
 
 def check_answers_fit(
-    host: TransformerBridge, questions: Sequence[str], mode: PromptMode, max_new_tokens: int
+    host: TransformerBridge,
+    questions: Sequence[str],
+    mode: PromptMode,
+    max_new_tokens: int,
+    system: str | None = None,
 ) -> list[list[int]]:
     """Refuse, before any work, answers that would run past the host's context window; the
     questions' prompt ids otherwise."""
-    encoded = [encode(host.tokenizer, q, mode=mode).prompt_ids for q in questions]
+    encoded = [encode(host.tokenizer, q, mode=mode, system=system).prompt_ids for q in questions]
     for question, ids in zip(questions, encoded, strict=True):
         check_context(host, len(ids), max_new_tokens, f"question {question[:60]!r}")
     return encoded
@@ -183,14 +196,16 @@ def greedy_answers(
     max_new_tokens: int = 40,
     batch_size: int = 16,
     intervention: Callable[[], AbstractContextManager[Any]] | None = None,
+    system: str | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions`` (left-padded batches, KV cache), decoded to text.
 
     ``intervention`` (a function returning a context manager, e.g. ``lambda: attach(host, irm,
-    edit=...)``) replaces the plain ``irm`` attachment when given.
+    edit=...)``) replaces the plain ``irm`` attachment when given; ``system``: an instruction
+    before each question (``prompts.format_prompt``).
     """
     tok = host.tokenizer
-    encoded = check_answers_fit(host, questions, mode, max_new_tokens)
+    encoded = check_answers_fit(host, questions, mode, max_new_tokens, system)
     check_generation(host)
     answers: list[str] = []
     context = intervention() if intervention is not None else _maybe_attached(host, irm)
@@ -410,14 +425,17 @@ def intervention_specificity(
     split: str = "test",
     max_rows: int | None = None,
     host_memo: dict[tuple[Any, ...], Any] | None = None,
+    system: str | None = None,
 ) -> Specificity:
     """The specificity to ``config.emotion`` of any intervention on ``host`` that ``within()``
     applies (a fresh context per voice, e.g. ``lambda: vectors.applied(host)`` or
     ``lambda: attach(host, irm)``), on the bundled voices' ``split`` in the run's prompt format:
     the same measure as ``run_specificity``, for what is not an IRM (exported steering
-    vectors, a prompt, another steering method). ``host_memo``: a dict shared between calls on
-    the same host, so that the host-alone tables (no intervention changes them) are computed
-    once per voice and setting."""
+    vectors, another steering method). ``system``: an instruction before every question, in
+    the intervened condition only (a prompting baseline: ``within`` may then be
+    ``contextlib.nullcontext``). ``host_memo``: a dict shared between calls on the same host,
+    so that the host-alone tables (no intervention changes them) are computed once per voice
+    and setting."""
     targets = {emotion: load_dataset(emotion, split=split) for emotion in EMOTIONS}
     targets[config.emotion] = config.rows(split)  # a custom-data run: its own split
     parts = []
@@ -433,11 +451,80 @@ def intervention_specificity(
             ),
         )
         steered = answer_nll_table(
-            host, rows, mode=config.prompt_mode, max_len=config.max_len, within=within()
+            host,
+            rows,
+            mode=config.prompt_mode,
+            max_len=config.max_len,
+            within=within(),
+            system=system,
         )
         for condition, table in (("host", alone), ("host+irm", steered)):
             parts.append(table.assign(target=emotion, condition=condition))
     return specificity(pd.concat(parts, ignore_index=True), config.emotion)
+
+
+@dataclass(frozen=True)
+class AnswerMeasures:
+    """What an intervention's greedy answers to the run's questions show: the voice
+    classifier's mean probability of the run's voice and the share of answers that kept their
+    fact (each with a percentile bootstrap 95 % CI over questions), and the answers."""
+
+    voice: OwnVoice
+    facts: float
+    facts_low: float
+    facts_high: float
+    facts_n: int
+    answers: tuple[str, ...]
+
+    def columns(self) -> dict[str, float]:
+        """The numbers as flat columns (``voice``, ``voice_low``, ..., ``facts_n``)."""
+        v = self.voice
+        return {
+            "voice": v.mean,
+            "voice_low": v.low,
+            "voice_high": v.high,
+            "facts": self.facts,
+            "facts_low": self.facts_low,
+            "facts_high": self.facts_high,
+            "facts_n": float(self.facts_n),
+        }
+
+
+def intervention_answers(
+    host: TransformerBridge,
+    config: TrainConfig,
+    within: Callable[[], AbstractContextManager[Any]],
+    classifier: VoiceClassifier,
+    *,
+    split: str = "test",
+    max_rows: int | None = None,
+    max_new_tokens: int = 24,
+    system: str | None = None,
+) -> AnswerMeasures:
+    """Greedy answers to the run's ``split`` questions with the intervention ``within()``
+    applies (and ``system`` before each question, if given), judged by ``classifier``
+    (``measures.voice.bank_classifier``) and by fact retention: the behavioural side of
+    ``intervention_specificity``, for an IRM, steering vectors or a prompt alike."""
+    rows = config.rows(split)
+    rows = rows if max_rows is None else rows.iloc[:max_rows]
+    answers = greedy_answers(
+        host,
+        rows["question"].tolist(),
+        mode=config.prompt_mode,
+        max_new_tokens=max_new_tokens,
+        intervention=within,
+        system=system,
+    )
+    kept = [contains_fact(a, r) for a, r in zip(answers, rows["reference"], strict=True)]
+    measured = np.array([float(k) for k in kept if k is not None])
+    share, n = fact_retention(kept)
+    low = high = float("nan")
+    if n:
+        _, low, high = percentile_ci(measured, np.mean)
+    from irm_lens.measures.voice import own_voice
+
+    voice = own_voice(classifier, answers, config.emotion)
+    return AnswerMeasures(voice, share, low, high, n, tuple(answers))
 
 
 def run_specificity(run_dir: str | Path) -> Specificity:

@@ -39,7 +39,9 @@ class Encoded:
         return self.prompt_ids + self.answer_ids
 
 
-def format_prompt(tokenizer: Any, question: str, *, mode: PromptMode = "chat") -> str:
+def format_prompt(
+    tokenizer: Any, question: str, *, mode: PromptMode = "chat", system: str | None = None
+) -> str:
     """The text the host sees before it answers ``question``.
 
     Args:
@@ -47,12 +49,15 @@ def format_prompt(tokenizer: Any, question: str, *, mode: PromptMode = "chat") -
         question: the user's message.
         mode: ``"chat"`` (the tokenizer's chat template with the generation prompt) or
             ``"plain"`` (BOS + question, as in the original code).
+        system: an instruction before the question (a prompting baseline): the chat
+            template's system message (replacing the template's default one), or in plain
+            mode its own line after BOS.
 
     Returns:
         The prompt text, special tokens included; tokenize it with ``add_special_tokens=False``.
     """
     if mode == "plain":
-        return (tokenizer.bos_token or "") + question
+        return (tokenizer.bos_token or "") + (f"{system}\n" if system else "") + question
     if mode != "chat":
         raise ChatFormatError(f"mode={mode!r} is not a prompt mode; use one of {PROMPT_MODES}.")
     if not getattr(tokenizer, "chat_template", None):
@@ -61,16 +66,23 @@ def format_prompt(tokenizer: Any, question: str, *, mode: PromptMode = "chat") -
             "template, so mode='chat' cannot format prompts. Use mode='plain' (the original "
             "code's 'question answer' text) or set tokenizer.chat_template."
         )
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
+    turns = [{"role": "user", "content": question}]
+    if system:
+        turns.insert(0, {"role": "system", "content": system})
+    text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     return str(text)
 
 
 def encode(
-    tokenizer: Any, question: str, answer: str | None = None, *, mode: PromptMode = "chat"
+    tokenizer: Any,
+    question: str,
+    answer: str | None = None,
+    *,
+    mode: PromptMode = "chat",
+    system: str | None = None,
 ) -> Encoded:
-    """Token ids of a prompt and (optionally) its answer, with the answer's end token.
+    """Token ids of a prompt and (optionally) its answer, with the answer's end token
+    (``system``: an instruction before the question, see ``format_prompt``).
 
     In chat mode the answer is followed by the tokenizer's EOS (end of the assistant turn); in
     plain mode the answer follows the question after one space, as in the original code, and
@@ -80,7 +92,7 @@ def encode(
         >>> enc = encode(host.tokenizer, "What is 2+2?", "Four.")  # doctest: +SKIP
         >>> tokens = torch.tensor([enc.ids])  # doctest: +SKIP
     """
-    prompt = format_prompt(tokenizer, question, mode=mode)
+    prompt = format_prompt(tokenizer, question, mode=mode, system=system)
     prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if answer is None:
         return Encoded(prompt_ids, [])

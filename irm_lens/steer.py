@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
+from einops import einsum
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
@@ -29,6 +31,7 @@ from irm_lens.errors import IrmLensError
 from irm_lens.files import save_tensors_atomic
 from irm_lens.inject import layer_of, write_hook
 from irm_lens.measures.steering import constant_part
+from irm_lens.prompts import PromptMode
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -58,6 +61,39 @@ class SteeringVectors:
         vectors = {write_hook(layer): mean[i].float() for i, layer in enumerate(layers)}
         tokens = sum(len(r.token_ids) for r in recordings)
         meta = {"layers": json.dumps(layers), "tokens": str(tokens), "source": source}
+        return cls(vectors, meta)
+
+    @classmethod
+    def contrastive(
+        cls,
+        host: TransformerBridge,
+        target: pd.DataFrame,
+        base: pd.DataFrame,
+        layers: Sequence[int],
+        *,
+        mode: PromptMode = "chat",
+        max_len: int = 128,
+        batch_size: int = 8,
+        source: str = "",
+    ) -> SteeringVectors:
+        """A contrastive steering vector per layer, from data rather than an IRM: the mean
+        residual stream at ``blocks.L.hook_resid_mid`` (where a write at ``hook_attn_out``
+        lands) over the answer tokens of ``target``'s question/answer rows, minus the same
+        over ``base``'s (each row's mean over its answer tokens, then the mean over rows).
+        Unscaled: the residual difference at layer L already carries what earlier layers
+        wrote, so added at many layers it compounds; choose a ``scale`` for ``applied``."""
+        if target.empty or base.empty:
+            raise IrmLensError("contrastive vectors need rows of both voices (target and base).")
+        names = [f"blocks.{layer}.hook_resid_mid" for layer in layers]
+        difference = _answer_means(host, target, names, mode, max_len, batch_size)
+        difference -= _answer_means(host, base, names, mode, max_len, batch_size)
+        vectors = {write_hook(layer): difference[i] for i, layer in enumerate(layers)}
+        meta = {
+            "layers": json.dumps(list(layers)),
+            "rows": f"{len(target)} target, {len(base)} base",
+            "source": source,
+            "kind": "contrastive (unscaled)",
+        }
         return cls(vectors, meta)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -118,3 +154,38 @@ class SteeringVectors:
 def steering_norms(vectors: SteeringVectors) -> dict[str, float]:
     """Each vector's L2 norm by hook point (what a table of the file shows)."""
     return {name: float(torch.linalg.vector_norm(v)) for name, v in vectors.vectors.items()}
+
+
+def _answer_means(
+    host: TransformerBridge,
+    rows: pd.DataFrame,
+    names: Sequence[str],
+    mode: PromptMode,
+    max_len: int,
+    batch_size: int,
+) -> Tensor:
+    """``[len(names), d_model]``: the activation at each hook point averaged over each row's
+    answer tokens, then over rows (TransformerLens ``run_with_cache``, only ``names`` kept)."""
+    from irm_lens.data.batches import collate, encode_rows, pad_id
+
+    examples = encode_rows(host.tokenizer, rows, mode)
+    total, n_rows = torch.zeros(len(names), host.cfg.d_model), 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], pad_id(host.tokenizer), max_len)
+            batch = batch.to(host.W_E.device)
+            _, cache = host.run_with_cache(
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                names_filter=lambda name: name in names,
+            )
+            mask = batch.answer_mask.float()  # [batch, pos]
+            counts = mask.sum(1)
+            seen = counts > 0  # a row cut before its answer says nothing of its voice
+            n_rows += int(seen.sum())
+            for j, name in enumerate(names):
+                sums = einsum(cache[name].float(), mask, "b p d, b p -> b d")
+                total[j] += (sums[seen] / counts[seen, None]).sum(0).cpu()
+    if n_rows == 0:
+        raise IrmLensError(f"no answer token within max_len {max_len} in any of these rows.")
+    return total / n_rows

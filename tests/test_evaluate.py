@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import pandas as pd
 import pytest
@@ -195,3 +196,49 @@ def test_selection_questions_are_the_validation_rows_the_trainer_reads():
     assert "val" in HELDOUT_SPLITS
     everything = selection_questions(dataclasses.replace(config, max_val_rows=None))
     assert set(everything) == set(val["question_id"])
+
+
+def test_a_prompt_and_steering_vectors_are_measured_like_an_irm(tiny_host):
+    import contextlib
+
+    from irm_lens.evaluate import intervention_answers, intervention_specificity
+    from irm_lens.measures.voice import bank_classifier
+    from irm_lens.training.config import preset
+
+    config = preset("smoke", host="tiny-random-llama", emotion="anger", max_len=96)
+    nothing = intervention_specificity(tiny_host, config, contextlib.nullcontext, max_rows=4)
+    assert nothing.specificity == 0 and nothing.own_drop == 0  # no intervention: no change
+    prompted = intervention_specificity(
+        tiny_host, config, contextlib.nullcontext, max_rows=4, system="Answer in an angry voice."
+    )
+    assert math.isfinite(prompted.specificity) and prompted.specificity != 0
+    classifier = bank_classifier()
+    alone = intervention_answers(
+        tiny_host, config, contextlib.nullcontext, classifier, max_rows=5, max_new_tokens=4
+    )
+    rows = config.rows("test").iloc[:5]
+    assert len(alone.answers) == 5 and alone.voice.n == 5
+    assert 0 <= alone.voice.low <= alone.voice.mean <= alone.voice.high <= 1
+    kept = [contains_fact(a, r) for a, r in zip(alone.answers, rows["reference"], strict=True)]
+    assert alone.facts_n == sum(k is not None for k in kept)
+    same = greedy_answers(tiny_host, rows["question"].tolist(), max_new_tokens=4)
+    assert list(alone.answers) == same  # the plain greedy answers, judged
+    instructed = intervention_answers(
+        tiny_host,
+        config,
+        contextlib.nullcontext,
+        classifier,
+        max_rows=5,
+        max_new_tokens=4,
+        system="Answer in an angry voice.",
+    )
+    assert instructed.answers != alone.answers  # the instruction reached the prompt
+    assert set(alone.columns()) == {
+        "voice",
+        "voice_low",
+        "voice_high",
+        "facts",
+        "facts_low",
+        "facts_high",
+        "facts_n",
+    }

@@ -148,6 +148,68 @@ def test_concentration_rule_reaches_every_verdict():
     assert grows.effects["low"] > 1.05 and "spans" in spans.reason
 
 
+def test_seed_rule_reaches_every_verdict():
+    from analyses.rules.explain import SEED_VERDICTS, seed_rule
+
+    same = seed_rule({"anger": (265, 265), "sadness": (551, 551)})
+    apart = seed_rule({"anger": (265, 12), "sadness": (551, 551)})  # half agree
+    between = seed_rule({"anger": (1, 1), "sadness": (2, 2), "joy": (3, 4)})
+    few = seed_rule({"anger": (265, 265)})
+    verdicts = [v.verdict for v in (same, apart, between, few)]
+    assert verdicts == ["same index across seeds", "seed-dependent", "not tested", "not tested"]
+    assert set(verdicts) == set(SEED_VERDICTS)
+    assert "anger 265 / 12" in apart.reason and apart.effects["agree"] == 1
+
+
+def _long_rows(run: str, emotion: str, dominance: tuple[float, float, float], top: int) -> list:
+    """A longer run's rows: its untrained IRM (step 0), its first trained snapshot (14), its
+    best IRM (step 200) with the given dominance ratios."""
+    rows = []
+    for step, irm, d in (
+        (0, "snapshot", dominance[0]),
+        (14, "snapshot", dominance[1]),
+        (200, "best", dominance[2]),
+    ):
+        rows.append(
+            {
+                "run": run,
+                "emotion": emotion,
+                "step": step,
+                "irm": irm,
+                "verdict": "aligned" if step else "not aligned",
+                "top_index": top if step else 394,
+                "dominance": d,
+            }
+        )
+    return rows
+
+
+def test_longer_runs_judged_per_setting_and_against_the_first_seed():
+    from analyses.longer import judge, setting_of
+
+    assert [
+        setting_of(r) for r in ("sadness_l1_long_s42", "anger_layersq4_long_s42", "anger_long_s420")
+    ] == ["all + L1", "q4", "second seed"]
+    rows = [
+        *_long_rows("sadness_l1_long_s42", "sadness", (1.4, 2.0, 3.0), 270),
+        *_long_rows("anger_l1_long_s42", "anger", (1.4, 2.0, 2.8), 270),
+        *_long_rows("sadness_layersq4_long_s42", "sadness", (1.4, 2.0, 2.0), 521),
+        *_long_rows("anger_layersq4_long_s42", "anger", (1.4, 2.0, 1.9), 542),
+        *_long_rows("sadness_long_s420", "sadness", (1.4, 2.0, 2.1), 551),
+        *_long_rows("anger_long_s420", "anger", (1.4, 2.0, 2.2), 100),
+    ]
+    j = judge(pd.DataFrame(rows), {"sadness": 551, "anger": 265})
+    assert j.concentration["all + L1"].verdict == "concentrates"
+    assert j.concentration["q4"].verdict == "does not concentrate"
+    growth = j.runs.set_index("run")["growth"]
+    assert growth["sadness_l1_long_s42"] == pytest.approx(1.5)
+    assert j.runs.set_index("run").loc["anger_l1_long_s42", "untrained_dominance"] == 1.4
+    # sadness's second seed keeps 551, anger's moves: half agree
+    assert j.seeds.verdict == "seed-dependent" and "sadness 551 / 551" in j.seeds.reason
+    # without the first seed's result the seeds are not compared
+    assert judge(pd.DataFrame(rows), {}).seeds.verdict == "not tested"
+
+
 def _table(runs: dict[str, tuple[str, int, bool, float]]) -> pd.DataFrame:
     """``data.csv`` rows: per run (cell, top index at the last snapshot, aligned, own_low), a
     first snapshot at step 14 with half the dominance and the last at 60."""

@@ -31,6 +31,7 @@ from analyses._summaries import (
     from_dict,
     read_typed,
 )
+from analyses.baselines import SCALES
 from analyses.report import claims
 from analyses.report import trajectory as report_trajectory
 from analyses.report.explain import explain_verdicts
@@ -40,6 +41,7 @@ from analyses.rules.base import Verdict
 from analyses.rules.explain import PADDING_VERDICTS
 from analyses.rules.mechanism import BASIS_VERDICTS, MASKING_VERDICTS, OPTIMIZER_VERDICTS
 from analyses.rules.steering import VECTOR_VERDICTS
+from analyses.subspace import PAIRS as SUBSPACE_PAIRS
 from irm_lens.errors import IrmLensError
 from tests import _procs
 
@@ -635,6 +637,13 @@ TYPED = {
     "masked": "MaskedSummary",
     "matrix": "MatrixSummary",
     "trajectory": "TrajectorySummary",
+    "explain": "ExplainSummary",
+    "steering": "SteeringSummary",
+    "baselines": "BaselinesSummary",
+    "subspace": "SubspaceSummary",
+    "predict": "PredictSummary",
+    "longer": "LongerSummary",
+    "why": "WhySummary",
 }
 
 
@@ -883,6 +892,41 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert measured["bias_specificity"].notna().all() and measured["bias_top1"].notna().all()
     assert f"**A bias-only IRM against the IRM: {vectors['bias']['verdict']}.**" in text
     assert "### Does the host alone name the index? (`irm-lens predict`)" in text
+    # the contrastive vector and prompting beside the IRM, by the same yardsticks
+    baselines = pd.read_csv(tmp / "figures" / "baselines" / "data.csv")
+    per_emotion = baselines.groupby("emotion")["intervention"].apply(set)
+    assert (
+        per_emotion
+        == {
+            "IRM",
+            "exported vectors",
+            "bias-only IRM",
+            "host alone",
+            "contrastive vector",
+            "prompt",
+        }
+    ).all()
+    assert baselines["voice"].between(0, 1).all() and (baselines["facts_n"] > 0).all()
+    contrast = baselines[baselines["intervention"] == "contrastive vector"]
+    assert contrast["scale"].isin(SCALES).all() and contrast["top_index"].notna().all()
+    assert "### Steering baselines, by the same yardsticks" in text
+    subspace = pd.read_csv(tmp / "figures" / "subspace" / "data.csv")
+    assert set(subspace["pair"]) == set(SUBSPACE_PAIRS) and subspace["control"].any()
+    assert subspace["agreement"].between(0, 1 + 1e-6).all()
+    assert "### Do IRMs push in the same directions?" in text
+    # longer runs where concentration was largest, measured at every snapshot
+    longer = json.loads((tmp / "figures" / "longer" / "config.json").read_text())["summary"]
+    assert longer["finished"] and longer["runs"] == [
+        "sadness_l1_long_s42",
+        "sadness_layersq4_long_s42",
+        "sadness_long_s420",
+    ]
+    assert set(longer["concentration"]) == {"all + L1", "q4", "second seed", "all settings"}
+    assert "### Trained longer where concentration was largest" in text
+    # every explanation side by side, each with its verdict
+    why = pd.read_csv(tmp / "figures" / "why" / "data.csv")
+    assert why["explanation"].is_unique and len(why) >= 8
+    assert "not run" not in set(why["verdict"]) and "| explanation | experiment |" in text
     assert (
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text
     )

@@ -60,6 +60,21 @@ def test_chat_and_plain_formats(tiny_host):
     assert tok.decode(plain.answer_ids[:-1]) == " Because."
 
 
+def test_a_system_instruction_comes_before_the_question_in_either_mode(tiny_host):
+    tok = tiny_host.tokenizer
+    chat = format_prompt(tok, "Why?", system="Be brief.")
+    assert chat == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert format_prompt(tok, "Why?", mode="plain", system="Be brief.") == (
+        "<|im_start|>Be brief.\nWhy?"
+    )
+    with_system = encode(tok, "Why?", "Because.", system="Be brief.")
+    assert with_system.answer_ids == encode(tok, "Why?", "Because.").answer_ids
+    assert len(with_system.prompt_ids) > len(encode(tok, "Why?").prompt_ids)
+
+
 def test_chat_mode_without_template_is_a_clear_error(tiny_host):
     class NoTemplate:
         chat_template = None

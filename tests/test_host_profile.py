@@ -122,3 +122,21 @@ def test_profile_anatomy_command_writes_massive_dims_and_super_weights(tmp_path,
     assert "super weights (down_proj output peak" in capsys.readouterr().out
     assert main(["profile", "tiny-random-llama", "--device", "cpu"]) == 2
     assert "--index I" in capsys.readouterr().err
+
+
+def test_massive_values_set_to_zero_matter_and_set_to_their_mean_do_not(_cache_dir):
+    from irm_lens import load_host
+    from irm_lens.interventions.host_profile import massive_ablation
+
+    host = load_host("tiny-random-llama", device="cpu")  # a fresh host: a massive dim is planted
+    bos, dim = host.tokenizer.bos_token_id, 7
+    with torch.no_grad():  # the first token (BOS, plain text) carries dim 7 at 5000 everywhere
+        host.W_E[bos, dim] = 5000.0
+    texts = ["The cat sat on the mat. It was warm.", "A dog ran home. Then it slept."]
+    table = massive_ablation(host, texts, [dim]).set_index("ablation")["perplexity"]
+    n = int(massive_ablation(host, texts, [dim])["n_values"].max())
+    assert n == 2 * host.cfg.n_layers  # the first token of each text, in every layer
+    # the first token's state is the same in every text, so its mean is its value exactly
+    assert table["mean"] == pytest.approx(table["none"], rel=1e-5)
+    assert abs(table["zero"] / table["none"] - 1) > 1e-3
+    assert massive_ablation(host, texts, [3])["n_values"].max() == 0  # not massive: untouched

@@ -122,14 +122,15 @@ def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys
 
     out = tmp_path / "pred"
     args = "predict tiny-random-llama --emotion joy --max-rows 4 --max-len 32 --prompt-mode plain "
-    args += "--layers 0-1 --fit-steps 2 --no-progress --device cpu"
+    args += "--layers 0-1 --fit-steps 2 --lens-texts 2 --no-progress --device cpu"
     code = main([*args.split(), "--out", str(out)])
     assert code == 0
     table = pd.read_csv(out / "prediction.csv")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["layers"] == [0, 1] and summary["rows"] == 4
     assert summary["predicted_index"] == int(table.iloc[0]["index"])
-    assert {"consistency_rank", "fit_rank", "lever_rank", "stop_rank", "massive"} <= set(table)
+    ranks = {"consistency_rank", "fit_rank", "lever_rank", "transport_rank", "stop_rank"}
+    assert ranks | {"massive"} <= set(table)
     assert summary["fitted_index"] == int(table.loc[table["fit_rank"] == 1, "index"].iloc[0])
     printed = capsys.readouterr().out
     assert f"bias gradient is largest at index {summary['predicted_index']}" in printed
@@ -158,3 +159,23 @@ def test_a_bias_fit_learns_and_the_stop_lever_is_read(planted_host):
     gain, w_u = host.ln_final.weight.detach(), host.W_U.detach()
     expected = (gain[5] * (w_u[5, stop] - w_u[5].mean())).abs().item()
     assert table.loc[5, "stop_lever"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_jacobian_lens_lever_ranks_the_planted_index_first(planted_host, tiny_host):
+    from irm_lens.anatomy import final_gain, unembedding
+    from irm_lens.interventions.predict import transport_levers
+
+    host, rows = planted_host
+    texts = (rows["question"] + " " + rows["answer"]).tolist()[:4]
+    levers = transport_levers(host, texts, max_seq_len=48, skip_first_positions=2)
+    assert levers.shape == (host.cfg.n_layers, host.cfg.d_model) and torch.isfinite(levers).all()
+    # the final block's transport is the identity: gain x centred unembedding row norm
+    gain, w_u = final_gain(host).double(), unembedding(host).double()
+    by_hand = gain.abs() * (w_u - w_u.mean(dim=1, keepdim=True)).norm(dim=1)
+    torch.testing.assert_close(levers[-1].double(), by_hand, rtol=1e-4, atol=1e-6)
+    table = predict_index(torch.zeros(1, *levers.shape), transport=levers)
+    assert int(table.loc[table["index"] == PLANTED, "transport_rank"].iloc[0]) == 1
+    assert int(levers[0].argmax()) == PLANTED  # carried from the first block to the logits
+    # the control: the unplanted host does not single it out
+    plain = transport_levers(tiny_host, texts, max_seq_len=48, skip_first_positions=2)
+    assert int(plain.sum(0).argmax()) != PLANTED

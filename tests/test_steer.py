@@ -93,3 +93,35 @@ def test_export_measures_the_vectors_specificity_beside_the_irms(run_dir, tiny_h
     s = intervention_specificity(tiny_host, config, lambda: attach(tiny_host, irm), max_rows=6)
     assert f"{100 * s.specificity:.1f} % [95 % CI {100 * s.low:.1f}" in lines[0], lines[0]
     assert "over 6 test questions" in lines[1]
+
+
+def test_contrastive_vectors_are_the_answer_mean_difference_of_the_residual(tiny_host):
+    from irm_lens.data.datasets import load_dataset
+
+    anger = load_dataset("anger", split="train").iloc[:3]
+    neutral = load_dataset("neutral", split="train").iloc[:2]
+    layers = [1, 3]
+    v = SteeringVectors.contrastive(tiny_host, anger, neutral, layers, max_len=64, batch_size=2)
+    assert list(v.vectors) == [write_hook(1), write_hook(3)]
+    back = SteeringVectors.contrastive(tiny_host, neutral, anger, layers, max_len=64)
+    for name in v.vectors:  # antisymmetric, and batching does not change it
+        torch.testing.assert_close(back.vectors[name], -v.vectors[name], atol=1e-5, rtol=1e-5)
+    same = SteeringVectors.contrastive(tiny_host, anger, anger, layers, max_len=64)
+    assert all(float(x.abs().max()) < 1e-5 for x in same.vectors.values())
+
+    # by hand: each row's mean resid_mid over its answer tokens, then the mean over rows
+    def means(rows):
+        per_row = []
+        for q, a in zip(rows["question"], rows["answer"], strict=True):
+            enc = encode(tiny_host.tokenizer, q, a)
+            ids = enc.ids[:64]
+            _, cache = tiny_host.run_with_cache(torch.tensor([ids]))
+            resid = cache["blocks.3.hook_resid_mid"][0, len(enc.prompt_ids) : len(ids)]
+            per_row.append(resid.mean(0))
+        return torch.stack(per_row).mean(0)
+
+    with torch.no_grad():
+        expected = means(anger) - means(neutral)
+    torch.testing.assert_close(v.vectors[write_hook(3)], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(IrmLensError, match="rows of both voices"):
+        SteeringVectors.contrastive(tiny_host, anger.iloc[:0], neutral, layers)

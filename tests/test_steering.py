@@ -58,7 +58,64 @@ def test_vector_comparison_reaches_every_verdict():
     ]
     assert [v.verdict for v in verdicts] == list(VECTOR_VERDICTS)
     assert verdicts[0].effects["median"] == pytest.approx(0.15)
-    assert (
-        "+15.0 points" in verdicts[0].reason
-        and "the vectors more specific in 5" in verdicts[0].reason
+    assert "+15.0 points" in verdicts[0].reason and "the vectors higher in 5" in verdicts[0].reason
+    # another measure and unit, named in the reason
+    voice = vector_comparison(
+        irm, moved([0.15] * 5), "prompting", measure="P(own voice)", unit="emotion"
     )
+    assert voice.reason.startswith("P(own voice) of prompting minus the IRM's, per emotion")
+    assert "over 5 emotions" in voice.reason
+
+
+def test_subspace_rule_reaches_every_verdict():
+    from analyses.rules.steering import SUBSPACE_VERDICTS, subspace_rule
+
+    null = [0.05, 0.06, 0.07, 0.08, 0.10]
+    verdicts = [
+        subspace_rule([0.5, 0.6, 0.55, 0.7], null, 0.014),
+        subspace_rule([0.05, 0.06, 0.07, 0.09], null, 0.014),
+        subspace_rule([0.075, 0.2, 0.3, 0.25], null, 0.014),  # above the median, not the max
+        subspace_rule([0.5], null, 0.014),
+    ]
+    assert [v.verdict for v in verdicts] == list(SUBSPACE_VERDICTS)
+    assert "max 0.100 (n=5)" in verdicts[0].reason and "random subspaces: 0.014" in (
+        verdicts[0].reason
+    )
+    assert subspace_rule([0.5, 0.6], [], 0.014).verdict == "not tested"
+
+
+def test_output_subspaces_of_planted_outputs_agree_as_their_directions_do():
+    from irm_lens.measures.subspace import agreement, chance, output_subspace
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=g)).Q
+    first, second = basis[:, :8], basis[:, 8:16]  # two orthogonal 8-dim subspaces
+
+    def outputs(directions, n=200):  # [token, inject=2, d_model] spanning ``directions``
+        return [(torch.randn(n, 2, 8, generator=g) @ directions.T)]
+
+    a, again, other = outputs(first), outputs(first), outputs(second)
+    assert agreement(output_subspace(a), output_subspace(again)) == pytest.approx(1.0, abs=1e-6)
+    assert agreement(output_subspace(a), output_subspace(other)) == pytest.approx(0.0, abs=1e-6)
+    # three steering vectors span three directions, not eight
+    assert output_subspace([torch.randn(3, 64, generator=g)]).rank == 3
+    assert chance(576) == pytest.approx(8 / 576)
+
+
+def test_the_contrastive_scale_is_the_most_specific_aligned_one():
+    import pandas as pd
+
+    from analyses.baselines import choose_scale
+
+    scales = pd.DataFrame(
+        {
+            "scale": [0.01, 0.03, 0.1, 1.0],
+            "verdict": ["not aligned", "aligned", "aligned", "not aligned"],
+            "specificity": [0.01, 0.06, 0.09, 3.1],  # 1.0 broke the host: high, not aligned
+            "own_low": [0.0, 0.05, 0.08, -2.5],
+        }
+    )
+    assert choose_scale(scales) == 0.1
+    none_aligned = scales.assign(verdict="not aligned")
+    assert choose_scale(none_aligned) == 0.1  # the most specific that lowered its own NLL
+    assert choose_scale(none_aligned.assign(own_low=-1.0)) == 0.01  # else the gentlest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import pandas as pd
@@ -159,4 +160,163 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
         fig,
         title="Trained longer where concentration was largest: dominance over training "
         "(stars: best IRM by validation loss, labelled with its top index)",
+    )
+
+
+BASELINE_COLORS = {
+    "host alone": "#7f7f7f",
+    "IRM": "#000000",
+    "exported vectors": "#9467bd",
+    "bias-only IRM": "#8c564b",
+    "contrastive vector": "#2ca02c",
+    "prompt": "#ff7f0e",
+}
+
+
+def baselines_figure(data: pd.DataFrame) -> go.Figure:
+    """Top: each intervention's specificity per emotion; bottom: the voice classifier's
+    probability of the emotion on its greedy answers; 95 % CIs as bars (one marker per seed
+    where the intervention is per run)."""
+    check_columns(
+        data,
+        ("intervention", "emotion", "specificity", "specificity_low", "specificity_high", "voice"),
+        "baselines",
+    )
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=(
+            "specificity on the test questions (NLL-based)",
+            "voice classifier: P(emotion) of the greedy answers",
+        ),
+    )
+    for name, colour in BASELINE_COLORS.items():
+        rows = data[data["intervention"] == name]
+        if rows.empty:
+            continue
+        for row, (column, scale) in enumerate((("specificity", 100), ("voice", 1)), start=1):
+            shown = rows.dropna(subset=[column])
+            if shown.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=shown["emotion"],
+                    y=scale * shown[column],
+                    error_y=ci_error_bars(
+                        shown[column], shown[f"{column}_low"], shown[f"{column}_high"], scale=scale
+                    ),
+                    mode="markers",
+                    marker={"color": colour, "size": 10},
+                    name=name,
+                    legendgroup=name,
+                    showlegend=row == 1 or name == "host alone",
+                    offsetgroup=name,
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_layout(scattermode="group")
+    fig.update_yaxes(title_text="specificity (%)", row=1, col=1)
+    fig.update_yaxes(title_text="P(own voice)", range=[0, 1], row=2, col=1)
+    return style(fig, title="Steering baselines beside the IRM, by the same yardsticks")
+
+
+def subspace_figure(data: pd.DataFrame, chance: float) -> go.Figure:
+    """Per kind of pair: the trained pairs' normalized projection kernels (dots) beside the
+    control's (grey: an untrained IRM in the trained one's place); random subspaces dashed."""
+    check_columns(data, ("pair", "control", "a", "b", "agreement"), "subspace")
+    fig = go.Figure()
+    for control, name, colour in (
+        (True, "untrained IRM in its place", "#bbbbbb"),
+        (False, "trained IRM", "#d62728"),
+    ):
+        rows = data[data["control"] == control]
+        fig.add_trace(
+            go.Box(
+                x=rows["pair"],
+                y=rows["agreement"],
+                name=name,
+                marker_color=colour,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                text=rows["a"] + " / " + rows["b"],
+            )
+        )
+    fig.add_hline(
+        y=chance,
+        line_dash="dash",
+        annotation_text="two random subspaces",
+        annotation_position="top left",
+    )
+    fig.update_layout(boxmode="group")
+    fig.update_yaxes(title_text="normalized projection kernel (1 = same subspace)")
+    return style(fig, title="Do IRMs push in the same directions? Top output subspaces compared")
+
+
+def why_figure(data: pd.DataFrame) -> go.Figure:
+    """One panel per candidate explanation (the predictors of the index share one): its effect
+    with the 95 % CI (black) beside the control it is read against (grey, dashed), the verdict
+    in the panel's title."""
+    check_columns(data, ("explanation", "measure", "effect", "low", "high", "control"), "why")
+    predictors = data["explanation"].str.startswith("the host alone names the index")
+    groups = [(str(r.explanation), data.loc[[i]]) for i, r in data[~predictors].iterrows()]
+    if predictors.any():
+        groups.append(("the host alone names the index", data[predictors]))
+    cols = 4
+    n_rows = -(-len(groups) // cols)
+
+    def title(name: str, rows: pd.DataFrame) -> str:
+        verdicts = ", ".join(dict.fromkeys(rows["verdict"]))
+        return f"{name}<br><b>{verdicts}</b>"
+
+    fig = make_subplots(
+        rows=n_rows,
+        cols=cols,
+        subplot_titles=[title(n, r) for n, r in groups],
+        vertical_spacing=0.22,
+        horizontal_spacing=0.07,
+    )
+    for k, (name, rows) in enumerate(groups):
+        row, col = k // cols + 1, k % cols + 1
+        labels = (
+            [s.split("(")[-1].rstrip(")") for s in rows["explanation"]]
+            if len(rows) > 1
+            else ["measured"]
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=rows["effect"],
+                error_y=ci_error_bars(rows["effect"], rows["low"], rows["high"]),
+                mode="markers",
+                marker={"color": "black", "size": 10},
+                name=name,
+                showlegend=False,
+                hovertext=rows.get("reason"),
+            ),
+            row=row,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=rows["control"],
+                mode="lines+markers",
+                line={"color": "#999999", "dash": "dash"},
+                marker={"color": "#999999", "symbol": "line-ew-open", "size": 14},
+                name=str(rows["control_label"].iloc[0]),
+                showlegend=False,
+            ),
+            row=row,
+            col=col,
+        )
+        measure = textwrap.fill(str(rows["measure"].iloc[0]), 34).replace("\n", "<br>")
+        fig.update_yaxes(title={"text": measure, "font": {"size": 11}}, row=row, col=col)
+    fig.update_annotations(font_size=11)
+    return style(
+        fig,
+        title="Why one index? Each explanation's effect (black, 95 % CI) and its control (grey)",
     )

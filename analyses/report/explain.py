@@ -9,6 +9,13 @@ import pandas as pd
 
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
+from analyses.report.baselines import (
+    baseline_rules,
+    baselines_lines,
+    longer_lines,
+    subspace_lines,
+    why_lines,
+)
 from analyses.report.claims import not_run_lines, num_ci, pct_ci
 from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
@@ -23,6 +30,7 @@ GROWTH_CLAIM = "why one index / dominance grows with training, padding {}"
 PREDICT_CLAIM = "why one index / the host alone names the pushed index ({})"
 STEERING_CLAIM = "why one index / the IRM is a fixed steering vector"
 STEERING_TITLE = "### Is the IRM a fixed steering vector?"
+PADDING_TITLE = "### Does the original's padding objective give one index?"
 PREDICT_TITLE = "### Does the host alone name the index? (`irm-lens predict`)"
 
 T = TypeVar("T")
@@ -51,7 +59,7 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     p = read_typed(out, "predict", PredictSummary)
     for score in ("gradient", "consistency", "bias fit", "lever", "stop lever"):
         rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
-    return rules
+    return {**rules, **baseline_rules(out)}
 
 
 def explain_verdicts(out: Path) -> dict[str, str]:
@@ -112,6 +120,9 @@ SOURCES = {
     "matrix": "layer sets and L1 (Adam)",
     "sgd": "SGD (original host)",
     "explain": "loss quirks (explain tier)",
+    "masked": "top 5 or 5 random indices masked (Adam)",
+    "rotated": "rotated host (Adam), read in the host basis",
+    "longer": "longer runs (explain tier, best IRM)",
 }
 
 
@@ -214,7 +225,8 @@ def predict_lines(out: Path) -> list[str]:
     lines = [
         PREDICT_TITLE,
         "",
-        "Before any IRM is trained, five predictors rank the residual indices, each summed "
+        f"Before any IRM is trained, {len(p.verdicts)} predictors rank the residual indices, "
+        "each summed "
         "over the injected layers (`irm_lens.interventions.predict`): **gradient**, the "
         "magnitude of the alignment loss's gradient with respect to a zero bias at every "
         "layer's write point (`blocks.L.hook_attn_out`; where gradient descent pushes first); "
@@ -222,9 +234,12 @@ def predict_lines(out: Path) -> list[str]:
         "rms: Adam's per-coordinate step moves a coordinate at full rate when they do, "
         "whatever its size); **bias fit**, the |vector| of a bias-only IRM (one vector per "
         f"layer, no input) trained with Adam for {p.fit_steps} steps of 8 rows: a steering "
-        "vector; **lever**, the host's final-norm gain times the unembedding row norm; **stop "
-        "lever**, the gain times the stop token's centred unembedding weight (the last two read "
-        "no loss at all). Each trained run's top index is looked up "
+        "vector; **lever**, the host's final-norm gain times the unembedding row norm; "
+        "**transport lever**, the same read through the rest of the network from each injected "
+        "layer (TransformerLens's Jacobian lens, `transformer_lens.tools.analysis.JacobianLens`, "
+        "fitted on bank rows; the norm of the centred logit change a unit push there causes); "
+        "**stop lever**, the gain times the stop token's centred unembedding weight (the last "
+        "three read no loss at all). Each trained run's top index is looked up "
         f"in the ranking for its emotion, objective and layers ({p.n_runs} runs: {sources}; "
         f"{p.rows_per_gradient} training rows per emotion and objective). Control: a random "
         "ranking (top-k hits binomial against k / d_model; median rank percentile 0.5). Runs "
@@ -270,7 +285,10 @@ def explain_section(out: Path) -> list[str]:
         return [
             *not_run_lines(TITLE, "`make figures TIER=explain`"),
             *steering_lines(out),
+            *baselines_lines(out),
+            *subspace_lines(out),
             *predict_lines(out),
+            *longer_lines(out),
         ]
     data = pd.read_csv(out / "explain" / "data.csv")
     last = final_rows(data)
@@ -291,6 +309,9 @@ def explain_section(out: Path) -> list[str]:
     )
     return [
         TITLE,
+        "",
+        *why_lines(out),
+        PADDING_TITLE,
         "",
         "The original's loss has two quirks: every position predicts the token two ahead "
         "(t+2), and rows are EOS-padded to 128 tokens with the padding counted, so most of its "
@@ -338,5 +359,8 @@ def explain_section(out: Path) -> list[str]:
         "![why one index](explain/figure.png)",
         "",
         *steering_lines(out),
+        *baselines_lines(out),
+        *subspace_lines(out),
         *predict_lines(out),
+        *longer_lines(out),
     ]

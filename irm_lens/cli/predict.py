@@ -5,9 +5,10 @@ irm-lens predict --emotion anger                                   # the embedde
 irm-lens predict --host /models/Llama-2-7b-chat-hf --emotion anger \\
     --loss paper --device cuda --dtype float16                     # is 1512 the one, and why?
 Ranks residual indices by the gradient of the alignment loss with respect to a zero per-layer
-bias at the IRM's write points and by a 60-step bias-only fit (a steering vector per layer),
-summed over the injected layers, beside the final-norm gain, the unembedding row norm, the stop
-token's weight and massive-activation status. Writes prediction.csv and summary.json into --out
+bias at the IRM's write points, by a 60-step bias-only fit (a steering vector per layer) and by
+the logit lever carried from each layer by TransformerLens's Jacobian lens, summed over the
+injected layers, beside the final-norm gain, the unembedding row norm, the stop token's weight
+and massive-activation status. Writes prediction.csv and summary.json into --out
 (default predict/<emotion>).
 """
 
@@ -34,6 +35,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         fit_bias,
         host_levers,
         predict_index,
+        transport_levers,
     )
     from irm_lens.irm import parse_layers
     from irm_lens.prompts import PAPER_PROMPTS, PromptMode
@@ -72,7 +74,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
         ).vectors
-    table = predict_index(grads, layers, host_levers(host, massive), fit)
+    transport = None
+    if args.lens_texts:
+        texts = config.rows("train").head(args.lens_texts)
+        try:
+            transport = transport_levers(
+                host,
+                (texts["question"] + " " + texts["answer"]).tolist(),
+                max_seq_len=args.max_len,
+                progress=not args.no_progress,
+            )
+        except ValueError as exc:
+            raise IrmLensError(f"{exc} Or skip the transport lever: --lens-texts 0.") from None
+    table = predict_index(grads, layers, host_levers(host, massive), fit, transport)
     label = args.emotion or config.emotion
     out = Path(args.out or f"predict/{label}")
     write_csv_atomic(out / "prediction.csv", table)
@@ -107,7 +121,9 @@ def _describe(table: Any, summary: dict[str, Any], top: int) -> str:
     if fitted:
         head += f"; a bias-only fit pushes most on {summary['fitted_index']}"
     columns = ["rank", "index", "share", "consistency_rank"] + (["fit_rank"] if fitted else [])
-    columns += ["final_gain", "unembed_norm", "lever_rank", "stop_rank", "massive"]
+    columns += ["final_gain", "unembed_norm", "lever_rank"]
+    columns += ["transport_rank"] if "transport_rank" in table else []
+    columns += ["stop_rank", "massive"]
     shown = table.head(top)[columns].rename(columns={"rank": "gradient_rank"})
     return head + "\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
@@ -150,6 +166,12 @@ def add_parser(sub: Any, add_host_options: Any) -> None:
         type=at_least(0),
         default=60,
         help="Adam steps of the bias-only fit (default 60; 0: skip it)",
+    )
+    pr.add_argument(
+        "--lens-texts",
+        type=at_least(0),
+        default=16,
+        help="training rows the Jacobian lens of the transport lever is fitted on (0: skip it)",
     )
     add_top(pr, 10, "indices to print")
     add_out(pr, "predict/<emotion>")

@@ -47,6 +47,7 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     from irm_lens.files import write_csv_atomic
     from irm_lens.host import host_name, load_host
     from irm_lens.interventions.host_profile import (
+        massive_ablation,
         perplexity_without,
         residual_profile,
         super_weights,
@@ -65,8 +66,12 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
         for r in found.itertuples()
     ]
     found = found.assign(perplexity=[b for b, _ in effects], zeroed=[z for _, z in effects])
+    dims = [int(i) for i in massive["index"].unique()]
+    ablated = massive_ablation(host, texts, dims) if dims else None
     out = Path(args.out or "profile/anatomy")
     write_csv_atomic(out / "massive.csv", massive)
+    if ablated is not None:
+        write_csv_atomic(out / "massive_ablation.csv", ablated)
     write_csv_atomic(out / "super_weights.csv", weights)
     print(
         f"host {host_name(host)}: massive dims (|a| > 100 and > 1000x the layer median), by "
@@ -77,6 +82,14 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
         print(f"  {index}: up to {group['max_abs'].max():.4g} ({kinds})")
     if massive.empty:
         print("  none")
+    if ablated is not None:
+        ppl = dict(zip(ablated["ablation"], ablated["perplexity"], strict=True))
+        n = int(ablated["n_values"].max())
+        print(
+            f"  their {n} massive values in every layer's residual (Sun et al.'s test; "
+            f"perplexity on 20 bundled rows): as is {ppl['none']:.4g}, set to zero "
+            f"{ppl['zero']:.4g}, set to their mean {ppl['mean']:.4g}"
+        )
     print(
         "super weights (down_proj output peak >= 10x the median layer's; perplexity on 20 "
         "bundled rows as is -> with the weight zeroed):"

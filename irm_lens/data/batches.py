@@ -44,10 +44,12 @@ def pad_id(tokenizer: Any) -> int:
     return int(pad)
 
 
-def encode_rows(tokenizer: Any, rows: pd.DataFrame, mode: PromptMode) -> list[Encoded]:
+def encode_rows(
+    tokenizer: Any, rows: pd.DataFrame, mode: PromptMode, *, system: str | None = None
+) -> list[Encoded]:
     """Encode each row's ``question`` and ``answer`` (see ``irm_lens.prompts.encode``)."""
     return [
-        encode(tokenizer, q, a, mode=mode)
+        encode(tokenizer, q, a, mode=mode, system=system)
         for q, a in zip(rows["question"], rows["answer"], strict=True)
     ]
 

@@ -9,6 +9,7 @@ read from it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -233,3 +234,87 @@ def perplexity_without(
         with torch.no_grad():
             weight.data[row, col] = saved
     return base, zeroed
+
+
+ABLATIONS = ("none", "zero", "mean")
+
+
+def massive_ablation(
+    host: TransformerBridge,
+    texts: Sequence[str],
+    dims: Sequence[int],
+    *,
+    threshold: float = 100.0,
+    ratio: float = 1000.0,
+) -> pd.DataFrame:
+    """Do the massive activations of ``dims`` matter, and does their exact value (Sun et al.
+    2024's test)? In every layer's output residual (``hook_resid_post``), the values of
+    ``dims`` at the tokens where the clean run holds them massive (|h| above ``threshold`` and
+    above ``ratio`` times that layer's median |h| on the text) are set to zero, or to their
+    mean over every such token of ``texts`` (per layer and dim); perplexity of the host on
+    ``texts`` (plain text, next token) as it is and each way.
+
+    Returns:
+        One row per ablation (``none``, ``zero``, ``mean``): ``ablation, perplexity,
+        n_values`` (how many residual values were replaced).
+    """
+    if not dims:
+        raise ValueError("massive_ablation needs at least one residual dim.")
+    n_layers = host.cfg.n_layers
+    names = [resid_post_hook(layer) for layer in range(n_layers)]
+    index = torch.tensor(list(dims))
+    encoded = [encode(host.tokenizer, t, mode="plain").prompt_ids for t in texts]
+    encoded = [ids for ids in encoded if len(ids) >= 2]
+    if not encoded:
+        raise ValueError("the texts give no token to predict.")
+    masks, total, count = [], torch.zeros(n_layers, len(dims)), torch.zeros(n_layers, len(dims))
+    for ids in encoded:  # the clean run: where each dim is massive, and its mean value there
+        with torch.no_grad():
+            _, cache = host.run_with_cache(
+                torch.tensor([ids], device=host.W_E.device), names_filter=names
+            )
+        h = torch.stack([cache[n][0].float().cpu() for n in names])  # [layer, pos, d_model]
+        median = h.abs().flatten(1).median(dim=1).values  # [layer]
+        picked = h[..., index]  # [layer, pos, dims]
+        mask = (picked.abs() > threshold) & (picked.abs() > ratio * median[:, None, None])
+        masks.append(mask)
+        total += (picked * mask).sum(1)
+        count += mask.sum(1)
+    means = total / count.clamp(min=1)
+
+    def perplexity(how: str) -> float:
+        nll, n = 0.0, 0
+        for ids, mask in zip(encoded, masks, strict=True):
+
+            def replacer(layer: int, mask: Tensor = mask) -> Any:
+                def replace(x: Tensor, hook: Any) -> Tensor:  # noqa: ARG001 (TL passes hook=)
+                    m, at = mask[layer].to(x.device), index.to(x.device)  # m: [pos, dims]
+                    if how == "zero":
+                        value = torch.zeros_like(m, dtype=x.dtype)
+                    else:
+                        value = means[layer].to(x.device, x.dtype).expand_as(m)
+                    x = x.clone()
+                    x[0, :, at] = torch.where(m, value, x[0, :, at])
+                    return x
+
+                return replace
+
+            hooks = [] if how == "none" else [(n, replacer(i)) for i, n in enumerate(names)]
+            tokens = torch.tensor([ids], device=host.W_E.device)
+            with torch.no_grad(), host.hooks(fwd_hooks=hooks):
+                logits = host(tokens).float()
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], tokens[0, 1:], reduction="sum")
+            nll, n = nll + float(loss), n + len(ids) - 1
+        return float(torch.exp(torch.tensor(nll / n)))
+
+    replaced = int(sum(int(m.sum()) for m in masks))
+    return pd.DataFrame(
+        [
+            {
+                "ablation": how,
+                "perplexity": perplexity(how),
+                "n_values": 0 if how == "none" else replaced,
+            }
+            for how in ABLATIONS
+        ]
+    )

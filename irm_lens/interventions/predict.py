@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from einops import einsum
 from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
@@ -163,11 +164,57 @@ def host_levers(host: TransformerBridge, massive: Iterable[int] = ()) -> pd.Data
     )
 
 
+def transport_levers(
+    host: TransformerBridge,
+    texts: Sequence[str],
+    *,
+    max_seq_len: int = 128,
+    skip_first_positions: int = 16,
+    progress: bool = False,
+) -> Float[Tensor, "n_layers d_model"]:
+    """Per layer L and residual index i: how far a unit push at i in the residual leaving block
+    L moves the centred logits, carried through the rest of the network by TransformerLens's
+    Jacobian lens (``JacobianLens.fit``: the Jacobian from block L's output to the final
+    block's output, averaged over the positions of ``texts``), then the final norm's gain and
+    the unembedding: ``|| centred W_U^T (gain * J[L] e_i) ||``. The final block's transport is
+    the identity (there ``lever`` and this agree up to centring). An IRM writes at
+    ``hook_attn_out`` of L, before L's MLP: block L's output is the nearest point the lens
+    fits."""
+    from transformer_lens.tools.analysis import JacobianLens
+
+    n_layers, d_model = host.cfg.n_layers, host.cfg.d_model
+    try:
+        lens = JacobianLens.fit(
+            host,
+            list(texts),
+            corpus="irm_lens transport_levers",
+            max_seq_len=max_seq_len,
+            skip_first_positions=skip_first_positions,
+            show_progress=progress,
+        )
+    except ValueError as exc:  # e.g. every text shorter than the positions it skips
+        raise ValueError(
+            f"the Jacobian lens could not be fitted on these {len(texts)} texts ({exc}); give "
+            f"longer texts (more than {skip_first_positions + 1} tokens each)."
+        ) from exc
+    gain, w_u = final_gain(host).cpu().double(), unembedding(host).cpu().double()
+    centred = w_u - w_u.mean(dim=1, keepdim=True)
+    gram = centred @ centred.T  # [d_model, d_model]: |centred W_U^T v|^2 = v^T gram v
+    levers = torch.zeros(n_layers, d_model)
+    for layer in range(n_layers):
+        transport = lens.jacobians.get(layer)
+        j = torch.eye(d_model, dtype=torch.float64) if transport is None else transport.double()
+        pushed = gain[:, None] * j  # column i: where a unit push at i arrives, times the gain
+        levers[layer] = einsum(pushed, gram, pushed, "a i, a b, b i -> i").clamp_min(0).sqrt()
+    return levers
+
+
 def predict_index(
     gradients: Float[Tensor, "row n_layers d_model"],
     layers: Sequence[int] | None = None,
     levers: pd.DataFrame | None = None,
     fitted: Float[Tensor, "n_layers d_model"] | None = None,
+    transport: Float[Tensor, "n_layers d_model"] | None = None,
 ) -> pd.DataFrame:
     """Residual indices ranked by two scores of the per-row bias gradients over ``layers``
     (default all), each summed over those layers:
@@ -180,8 +227,9 @@ def predict_index(
       full rate when they do, whatever the size); ``consistency_rank`` orders by it.
 
     ``fitted`` (``fit_bias``'s vectors) adds ``fit`` (its |vector| summed over ``layers``) and
-    ``fit_rank``; ``levers`` columns (``host_levers``) are merged in, with ``lever_rank`` and
-    ``stop_rank``."""
+    ``fit_rank``; ``transport`` (``transport_levers``) adds ``transport`` (summed over
+    ``layers``) and ``transport_rank``; ``levers`` columns (``host_levers``) are merged in,
+    with ``lever_rank`` and ``stop_rank``."""
     chosen = list(range(gradients.shape[1])) if layers is None else list(layers)
     g = gradients[:, chosen].double()
     score = g.sum(0).abs().sum(0).numpy()
@@ -200,6 +248,9 @@ def predict_index(
     if fitted is not None:
         table["fit"] = fitted[chosen].double().abs().sum(0).numpy()
         table["fit_rank"] = _rank(table["fit"])
+    if transport is not None:
+        table["transport"] = transport[chosen].double().sum(0).numpy()
+        table["transport_rank"] = _rank(table["transport"])
     if levers is not None:
         table = table.merge(levers, on="index", how="left")
         table["lever_rank"] = _rank(table["logit_lever"])
