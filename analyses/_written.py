@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analyses._common import Context
+from analyses._runset import RunSpec
 from irm_lens.errors import IrmLensError
 from irm_lens.export import save_figure
 from irm_lens.files import write_csv_atomic, write_text_atomic
@@ -131,6 +132,20 @@ def check_writable(path: Path) -> None:
             f"Cannot write results to {path}: {exc.strerror or exc}. Free some space or fix the "
             "permissions, or choose another directory with FIGURES_DIR=..."
         ) from exc
+
+
+def written_runs(ctx: Context, result: str, specs: Sequence[RunSpec]) -> dict[str, pd.DataFrame]:
+    """Run -> its rows in the committed ``result/data.csv``, for the runs of ``specs`` whose
+    key (config, data and library versions) is still the one those rows were measured under:
+    a result that trains its own runs goes on from these (the run cache need not survive
+    between sessions)."""
+    path = ctx.out / result / "data.csv"
+    if not path.exists():
+        return {}
+    data = pd.read_csv(path, dtype={"key": str})
+    keys = {s.name: s.key(ctx.figures) for s in specs}
+    same = data[data["key"] == data["run"].map(keys)]
+    return {str(run): rows for run, rows in same.groupby("run", sort=False)}
 
 
 def read_summary(out: Path, result: str) -> dict[str, Any]:

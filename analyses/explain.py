@@ -33,7 +33,7 @@ from analyses._config import cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._runset import RunSpec
 from analyses._summaries import ExplainSummary
-from analyses._written import read_summary, write_result
+from analyses._written import read_summary, write_result, written_runs
 from analyses.plots.explain import explain_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import cell_sharing, concentration_rule, padding_rule
@@ -178,18 +178,6 @@ def null_measures(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _written(ctx: Context, specs: list[RunSpec]) -> dict[str, pd.DataFrame]:
-    """Rows of runs the committed result already holds under the same key (the run cache need
-    not survive between sessions)."""
-    path = ctx.out / "explain" / "data.csv"
-    if not path.exists():
-        return {}
-    data = pd.read_csv(path, dtype={"key": str})
-    keys = {s.name: s.key(ctx.figures) for s in specs}
-    same = data[data["key"] == data["run"].map(keys)]
-    return {str(run): rows for run, rows in same.groupby("run", sort=False)}
-
-
 def _null(ctx: Context, specs: list[RunSpec]) -> pd.DataFrame:
     key = cache_key("explain-null", 1, specs[0].key(ctx.figures), NULL_SEEDS)
     path = ctx.out / "explain" / "null.csv"
@@ -316,7 +304,7 @@ def render(ctx: Context) -> ExplainSummary | None:
     """Write the result again from its committed rows (figure, summary under the current
     rules), training nothing; None where no run has been measured."""
     specs = explain_specs(ctx)
-    done = _written(ctx, specs)
+    done = written_runs(ctx, "explain", specs)
     if not done or not (ctx.out / "explain" / "null.csv").exists():
         return None
     null = pd.read_csv(ctx.out / "explain" / "null.csv", dtype={"key": str})
@@ -326,7 +314,7 @@ def render(ctx: Context) -> ExplainSummary | None:
 
 def main(ctx: Context) -> ExplainSummary:
     specs = explain_specs(ctx)
-    done = _written(ctx, specs)
+    done = written_runs(ctx, "explain", specs)
     seconds = _kept_seconds(ctx, done)
     null = _null(ctx, specs)
     memo: dict[Any, pd.DataFrame] = {}

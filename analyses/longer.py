@@ -27,7 +27,7 @@ import pandas as pd
 from analyses._common import Context
 from analyses._runset import RunSpec
 from analyses._summaries import LongerSummary
-from analyses._written import read_summary, write_result
+from analyses._written import read_summary, write_result, written_runs
 from analyses.plots.explain import longer_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import concentration_rule, seed_rule
@@ -156,20 +156,9 @@ def _reference(out: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def _written(ctx: Context, specs: list[RunSpec]) -> dict[str, pd.DataFrame]:
-    """Rows of runs the committed result already holds under the same key."""
-    path = ctx.out / "longer" / "data.csv"
-    if not path.exists():
-        return {}
-    data = pd.read_csv(path, dtype={"key": str})
-    keys = {s.name: s.key(ctx.figures) for s in specs}
-    same = data[data["key"] == data["run"].map(keys)]
-    return {str(run): rows for run, rows in same.groupby("run", sort=False)}
-
-
 def main(ctx: Context) -> LongerSummary:
     specs = longer_specs(ctx)
-    done = _written(ctx, specs)
+    done = written_runs(ctx, "longer", specs)
     kept = read_summary(ctx.out, "longer").get("seconds_by_run", {})
     seconds = {str(k): float(v) for k, v in kept.items() if k in done}
     memo: dict[Any, pd.DataFrame] = {}

@@ -61,6 +61,30 @@ def _row(
     }
 
 
+def _ci_row(
+    explanation: str,
+    experiment: str,
+    measure: str,
+    verdict: Verdict | None,
+    effect: str,
+    control: float,
+    control_label: str,
+    scale: float = 1.0,
+) -> dict[str, Any]:
+    """A row whose effect and CI are the verdict's ``effects[effect]``, ``low`` and ``high``
+    (times ``scale``); NaN where the verdict is missing."""
+    e = verdict.effects if verdict else {}
+    return _row(
+        explanation,
+        experiment,
+        measure,
+        verdict,
+        *(scale * e.get(k, NAN) for k in (effect, "low", "high")),
+        control,
+        control_label,
+    )
+
+
 def explanation_rows(out: Path) -> pd.DataFrame:
     """One row per candidate explanation (and per predictor of the index)."""
     rows = []
@@ -90,81 +114,65 @@ def explanation_rows(out: Path) -> pd.DataFrame:
             )
         )
     st = read_typed(out, "steering", SteeringSummary)
-    e = st.verdict.effects if st else {}
     rows.append(
-        _row(
+        _ci_row(
             "the IRM is a fixed steering vector",
             "each IRM's outputs split into their mean over tokens plus the rest",
             "share of the outputs' sum of squares in the constant part",
             st.verdict if st else None,
-            e.get("median", NAN),
-            e.get("low", NAN),
-            e.get("high", NAN),
-            e.get("null max", NAN),
+            "median",
+            st.verdict.effects.get("null max", NAN) if st else NAN,
             "untrained IRMs' largest share",
         )
     )
     b = read_typed(out, "baselines", BaselinesSummary)
     for baseline in ("contrastive vector", "prompt", "bias-only IRM"):
-        v = b.specificity.get(baseline) if b else None
-        e = v.effects if v else {}
         rows.append(
-            _row(
+            _ci_row(
                 f"a {baseline if baseline != 'prompt' else 'system prompt'} steers as the IRM",
                 f"{baseline} beside the IRM, the same yardsticks",
                 "specificity minus the IRM's (points), median over emotions",
-                v,
-                100 * e.get("median", NAN),
-                100 * e.get("low", NAN),
-                100 * e.get("high", NAN),
+                b.specificity.get(baseline) if b else None,
+                "median",
                 100 * EQUIVALENT,
                 "alike within +-2 points",
+                scale=100,
             )
         )
     sub = read_typed(out, "subspace", SubspaceSummary)
     v = sub.verdicts.get("same emotion, two seeds") if sub else None
-    e = v.effects if v else {}
     rows.append(
-        _row(
+        _ci_row(
             "two seeds push in the same directions, not on the same index",
             "top output subspaces compared (TransformerLens projection kernel)",
             "normalized projection kernel, one emotion's two seeds",
             v,
-            e.get("median", NAN),
-            e.get("low", NAN),
-            e.get("high", NAN),
-            e.get("null max", NAN),
+            "median",
+            v.effects.get("null max", NAN) if v else NAN,
             "untrained IRMs in their place, largest",
         )
     )
     p = read_typed(out, "predict", PredictSummary)
-    for score, v in p.verdicts.items() if p else [("gradient", None)]:
-        e = v.effects if v else {}
+    for score, pv in p.verdicts.items() if p else [("gradient", None)]:
         rows.append(
-            _row(
+            _ci_row(
                 f"the host alone names the index ({score})",
                 "irm-lens predict against every committed trained run",
                 "median rank percentile of the trained top index",
-                v,
-                e.get("median percentile", NAN),
-                e.get("low", NAN),
-                e.get("high", NAN),
+                pv,
+                "median percentile",
                 0.5,
                 "a random ranking",
             )
         )
     lj = longer_judged(out)
-    v = lj.concentration["all settings"] if lj else None
-    e = v.effects if v else {}
     rows.append(
-        _row(
+        _ci_row(
             "the index concentrates with training",
             "all + L1, q4 and a second seed trained to early stop",
             "best IRM's dominance over the first trained snapshot's",
-            v,
-            e.get("median growth", NAN),
-            e.get("low", NAN),
-            e.get("high", NAN),
+            lj.concentration["all settings"] if lj else None,
+            "median growth",
             1 + MIN_GROWTH,
             "the growth that counts",
         )
