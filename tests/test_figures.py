@@ -647,7 +647,24 @@ TYPED = {
 }
 
 
-@pytest.mark.parametrize("result", sorted(TYPED))
+# Results trained across sessions, one run at a time: until the first run is committed there is
+# nothing to read back (the report says "not run"); from then on they must read back typed.
+GROWING = {"longer"}
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(
+            r,
+            marks=pytest.mark.skipif(
+                r in GROWING and not (ROOT / "figures" / r / "config.json").exists(),
+                reason=f"figures/{r}: no run committed yet (make figures TIER=explain)",
+            ),
+        )
+        for r in sorted(TYPED)
+    ],
+)
 def test_every_committed_summary_reads_back_typed(result):
     """The committed figures/ (the cache of record) read with this code's typed summaries;
     verdicts come back as ``Verdict``s."""
