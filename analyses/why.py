@@ -79,7 +79,9 @@ def _ci_row(
         experiment,
         measure,
         verdict,
-        *(scale * e.get(k, NAN) for k in (effect, "low", "high")),
+        scale * e.get(effect, NAN),
+        scale * e.get("low", NAN),
+        scale * e.get("high", NAN),
         control,
         control_label,
     )
