@@ -148,6 +148,13 @@ def written_runs(ctx: Context, result: str, specs: Sequence[RunSpec]) -> dict[st
     return {str(run): rows for run, rows in same.groupby("run", sort=False)}
 
 
+def kept_seconds(ctx: Context, result: str, done: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Training seconds per step, from ``result``'s committed summary (``seconds_by_run``), of
+    the runs in ``done`` (``written_runs``): what a run measured in an earlier session cost."""
+    kept = read_summary(ctx.out, result).get("seconds_by_run", {})
+    return {str(k): float(v) for k, v in kept.items() if k in done}
+
+
 def read_summary(out: Path, result: str) -> dict[str, Any]:
     """The ``summary`` a result wrote into its config.json ({} if that result is missing)."""
     path = out / result / "config.json"

@@ -33,7 +33,7 @@ from analyses._config import cache_key, cached_table
 from analyses._measured import heldout, nll_by_question
 from analyses._runset import RunSpec
 from analyses._summaries import ExplainSummary
-from analyses._written import read_summary, write_result, written_runs
+from analyses._written import kept_seconds, write_result, written_runs
 from analyses.plots.explain import explain_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import cell_sharing, concentration_rule, padding_rule
@@ -294,12 +294,6 @@ def _write(
     return summary
 
 
-def _kept_seconds(ctx: Context, done: dict[str, pd.DataFrame]) -> dict[str, float]:
-    """Training seconds per step of the runs the committed result already holds."""
-    kept = read_summary(ctx.out, "explain").get("seconds_by_run", {})
-    return {str(k): float(v) for k, v in kept.items() if k in done}
-
-
 def render(ctx: Context) -> ExplainSummary | None:
     """Write the result again from its committed rows (figure, summary under the current
     rules), training nothing; None where no run has been measured."""
@@ -308,14 +302,14 @@ def render(ctx: Context) -> ExplainSummary | None:
     if not done or not (ctx.out / "explain" / "null.csv").exists():
         return None
     null = pd.read_csv(ctx.out / "explain" / "null.csv", dtype={"key": str})
-    seconds = _kept_seconds(ctx, done)
+    seconds = kept_seconds(ctx, "explain", done)
     return _write(ctx, pd.concat(done.values(), ignore_index=True), null, specs, seconds)
 
 
 def main(ctx: Context) -> ExplainSummary:
     specs = explain_specs(ctx)
     done = written_runs(ctx, "explain", specs)
-    seconds = _kept_seconds(ctx, done)
+    seconds = kept_seconds(ctx, "explain", done)
     null = _null(ctx, specs)
     memo: dict[Any, pd.DataFrame] = {}
     summary = None
@@ -334,8 +328,11 @@ def main(ctx: Context) -> ExplainSummary:
 
 
 def _refresh_report(ctx: Context) -> None:
-    """Rewrite the report with this tier's section where the default tier's results exist."""
-    from analyses import report
+    """Write ``why`` (every explanation side by side, this result's verdicts among them), then
+    rewrite the report with this tier's section where the default tier's results exist."""
+    from analyses import report, why
+
+    why.main(ctx)
 
     try:
         report.read_results(ctx.out)

@@ -27,7 +27,7 @@ import pandas as pd
 from analyses._common import Context
 from analyses._runset import RunSpec
 from analyses._summaries import LongerSummary
-from analyses._written import read_summary, write_result, written_runs
+from analyses._written import kept_seconds, write_result, written_runs
 from analyses.plots.explain import longer_figure
 from analyses.rules.base import Verdict
 from analyses.rules.explain import concentration_rule, seed_rule
@@ -159,8 +159,7 @@ def _reference(out: Path) -> pd.DataFrame | None:
 def main(ctx: Context) -> LongerSummary:
     specs = longer_specs(ctx)
     done = written_runs(ctx, "longer", specs)
-    kept = read_summary(ctx.out, "longer").get("seconds_by_run", {})
-    seconds = {str(k): float(v) for k, v in kept.items() if k in done}
+    seconds = kept_seconds(ctx, "longer", done)
     memo: dict[Any, pd.DataFrame] = {}
     summary = None
     for spec in specs:  # one run at a time: its rows are written before the next trains

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from irm_lens.errors import IrmLensError
 from irm_lens.files import save_tensors_atomic
-from irm_lens.inject import layer_of, write_hook
+from irm_lens.inject import layer_of, resid_mid_hook, write_hook
 from irm_lens.measures.steering import constant_part
 from irm_lens.prompts import PromptMode
 
@@ -84,7 +84,7 @@ class SteeringVectors:
         wrote, so added at many layers it compounds; choose a ``scale`` for ``applied``."""
         if target.empty or base.empty:
             raise IrmLensError("contrastive vectors need rows of both voices (target and base).")
-        names = [f"blocks.{layer}.hook_resid_mid" for layer in layers]
+        names = [resid_mid_hook(layer) for layer in layers]
         difference = _answer_means(host, target, names, mode, max_len, batch_size)
         difference -= _answer_means(host, base, names, mode, max_len, batch_size)
         vectors = {write_hook(layer): difference[i] for i, layer in enumerate(layers)}
