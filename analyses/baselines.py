@@ -57,6 +57,7 @@ INSTRUCTIONS = {
     "neutral": "Answer in a neutral, matter-of-fact voice.",
 }
 SCALES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.3, 1.0)
+SMOKE_SCALES = (0.1, 1.0)  # the smoke pipeline (tiny host): the search's mechanics, not its grid
 CONTRAST_ROWS = 128
 BASELINES = ("contrastive vector", "prompt")
 Within = Callable[[], AbstractContextManager[Any]]
@@ -90,13 +91,19 @@ def contrastive(ctx: Context, config: TrainConfig) -> SteeringVectors:
     return vectors
 
 
+def scales_of(ctx: Context) -> tuple[float, ...]:
+    """The scales searched: ``SCALES``, or two of them in the smoke pipeline."""
+    return SMOKE_SCALES if ctx.figures.fast else SCALES
+
+
 def scale_search(ctx: Context, config: TrainConfig, vectors: SteeringVectors) -> pd.DataFrame:
-    """Specificity on the validation questions at each of ``SCALES`` (cached)."""
+    """Specificity on the validation questions at each of ``scales_of(ctx)`` (cached)."""
+    scales = scales_of(ctx)
 
     def compute() -> pd.DataFrame:
         host = ctx.host()
         rows = []
-        for scale in SCALES:
+        for scale in scales:
             measured = intervention_specificity(
                 host,
                 config,
@@ -107,7 +114,7 @@ def scale_search(ctx: Context, config: TrainConfig, vectors: SteeringVectors) ->
             rows.append({"scale": scale, **measured.columns()})
         return pd.DataFrame(rows)
 
-    key = cache_key("scale-search", 1, config.emotion, SCALES, CONTRAST_ROWS, config.max_len)
+    key = cache_key("scale-search", 1, config.emotion, scales, CONTRAST_ROWS, config.max_len)
     return cached_table(ctx.figures.runs_dir / "baselines" / f"scales-{key}.csv", compute)
 
 
@@ -220,7 +227,12 @@ def emotion_rows(ctx: Context, config: TrainConfig, classifier: VoiceClassifier)
         return pd.DataFrame(rows).assign(run="", emotion=config.emotion, seed=pd.NA)
 
     key = cache_key(
-        "baselines-emotion", 1, config.emotion, SCALES, CONTRAST_ROWS, ctx.figures.eval_tokens
+        "baselines-emotion",
+        1,
+        config.emotion,
+        scales_of(ctx),
+        CONTRAST_ROWS,
+        ctx.figures.eval_tokens,
     )
     path = ctx.figures.runs_dir / "baselines" / f"emotion-{config.emotion}-{key}.csv"
     return cached_table(path, compute)
@@ -258,7 +270,7 @@ def main(ctx: Context) -> BaselinesSummary:
         specificity={b: v["specificity"] for b, v in verdicts.items()},
         voice={b: v["voice"] for b, v in verdicts.items()},
         instructions=INSTRUCTIONS,
-        scales=list(SCALES),
+        scales=list(scales_of(ctx)),
         contrast_rows=CONTRAST_ROWS,
     )
     write_result(

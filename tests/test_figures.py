@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +30,7 @@ from analyses._summaries import (
     from_dict,
     read_typed,
 )
-from analyses.baselines import SCALES
+from analyses.baselines import SMOKE_SCALES
 from analyses.report import claims
 from analyses.report import trajectory as report_trajectory
 from analyses.report.explain import explain_verdicts
@@ -57,9 +56,7 @@ def _figures(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
         "IRM_LENS_RUNS": str(tmp / "runs"),
         **env,
     }
-    return _procs.run(
-        [sys.executable, "-m", "analyses", "--no-progress", *args], cwd=ROOT, env=full, timeout=900
-    )
+    return _procs.call(_procs.FIGURES, ["--no-progress", *args], cwd=ROOT, env=full, timeout=900)
 
 
 def _figures_here(tmp: Path, monkeypatch, capsys, **env: str) -> tuple[int, str]:
@@ -925,7 +922,7 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     ).all()
     assert baselines["voice"].between(0, 1).all() and (baselines["facts_n"] > 0).all()
     contrast = baselines[baselines["intervention"] == "contrastive vector"]
-    assert contrast["scale"].isin(SCALES).all() and contrast["top_index"].notna().all()
+    assert contrast["scale"].isin(SMOKE_SCALES).all() and contrast["top_index"].notna().all()
     assert "### Steering baselines, by the same yardsticks" in text
     subspace = pd.read_csv(tmp / "figures" / "subspace" / "data.csv")
     # the smoke run trains one seed per emotion: no two-seed pair, so that verdict cannot be

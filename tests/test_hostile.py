@@ -19,6 +19,7 @@ import pytest
 
 from irm_lens.cli import main
 from irm_lens.training.runlock import LOCK_NAME, RunLockedError, run_lock
+from tests import _procs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -890,14 +891,7 @@ def test_every_failure_one_clear_line_under_a_file_size_limit(recorded, tmp_path
     out = tmp_path / "out"
     argv = WRITERS[verb](run, out)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "irm_lens.cli", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=_limited,
-        timeout=300,
-    )
+    proc = _procs.call(_procs.CLI, argv, env=env, preexec=_limited, timeout=300)
     err = proc.stderr
     assert proc.returncode == 2, (proc.returncode, err[-2000:])
     assert "Traceback" not in err, err[-2000:]
@@ -943,14 +937,8 @@ def test_every_failure_one_clear_line_the_host_cache_on_a_full_disk(tmp_path):
     folder and IRM_LENS_CACHE."""
     cache = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IRM_LENS_CACHE": str(cache)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "irm_lens.cli", "info", "--host", "tiny-random-llama"],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=_limited,
-        timeout=300,
-    )
+    argv = ["info", "--host", "tiny-random-llama"]
+    proc = _procs.call(_procs.CLI, argv, env=env, preexec=_limited, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

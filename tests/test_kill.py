@@ -1,8 +1,9 @@
 """``kill -9`` at seeded random moments of train, record and the ``make figures`` run-set stages,
 each followed by a rerun: the files must end as an uninterrupted run's.
 
-Every process here runs with one OpenMP thread, references included, so that results are
-bit-comparable across processes."""
+Each command runs in a process of its own (forked from a server that has imported torch once,
+``tests._procs``), killed with SIGKILL. Every process here runs with one OpenMP thread,
+references included, so that results are bit-comparable across processes."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ import io
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from irm_lens.training.runlock import LOCK_NAME
+from tests import _procs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,34 +30,35 @@ TRAIN = [*S, "--epochs", "10", "--max-steps", "12", "--eval-every", "3"]
 VOLATILE_FILES = {LOCK_NAME, "stages.json"}
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "irm_lens.cli", *args],
-        cwd=ROOT,
-        env=env or ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_set() -> int:
+    """The run set alone (``Context.runs``: train, record, evaluate every run), no figures: the
+    subject here is the cache, and a figure's browser has nothing to do with it."""
+    from analyses._common import Context
+    from analyses._runset import FiguresConfig
+
+    Context(FiguresConfig.from_env(), progress=False).runs  # noqa: B018 (builds the runs)
+    return 0
 
 
-def _kill_at(
-    argv: list[str], folder: Path, delay: float, env: dict[str, str] | None = None
-) -> None:
-    """Start ``argv``, wait until it holds ``folder``'s writer lock, ``delay`` s more, SIGKILL."""
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+RUN_SET = f"{__name__}:run_set"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return _procs.call(_procs.CLI, list(args), cwd=ROOT, env=ENV, timeout=600)
+
+
+def _kill_at(args: list[str], folder: Path, delay: float) -> None:
+    """Start ``irm-lens args``, wait until it holds ``folder``'s writer lock, ``delay`` s more,
+    SIGKILL."""
+    proc = _procs.start(_procs.CLI, args, cwd=ROOT, env=ENV)
     lock = folder / LOCK_NAME
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
+    while proc.is_alive() and time.monotonic() < deadline:
         if lock.exists() and str(proc.pid) in lock.read_text():
             break
         time.sleep(0.01)
     time.sleep(delay)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    _procs.kill(proc)
 
 
 def _without_timing(text: str) -> list[dict[str, str]]:
@@ -105,11 +106,7 @@ def test_train_killed_anywhere_then_resumed_ends_as_an_uninterrupted_run(tmp_pat
     rng = random.Random(16)
     for attempt in range(3):
         run = tmp_path / f"killed{attempt}"
-        _kill_at(
-            [sys.executable, "-m", "irm_lens.cli", "train", str(run), *TRAIN],
-            run,
-            rng.uniform(0.0, 1.5),
-        )
+        _kill_at(["train", str(run), *TRAIN], run, rng.uniform(0.0, 1.5))
         again = (
             ["train", str(run), "--resume"]
             if (run / "config.json").exists()
@@ -130,7 +127,7 @@ def test_record_killed_anywhere_then_rerun_ends_as_an_uninterrupted_recording(tm
     expected = _contents(target)
     rng = random.Random(61)
     for attempt in range(2):
-        _kill_at([sys.executable, "-m", "irm_lens.cli", *record], run, rng.uniform(0.0, 2.0))
+        _kill_at(record, run, rng.uniform(0.0, 2.0))
         # Killed at any moment: the old recording is there whole (never a mix) or, at worst,
         # between two renames, absent; never a half-written directory.
         if target.exists():
@@ -153,44 +150,20 @@ def test_run_set_killed_then_rerun_ends_as_an_uninterrupted_run_set(tmp_path):
             "FIGURES_DIR": str(tmp_path / name / "figures"),
         }
 
-    # The run set alone (Context.runs: train, record, evaluate every run), no figures: the
-    # subject here is the cache, and a figure's browser has nothing to do with it.
-    code = (
-        "from analyses._common import Context\n"
-        "from analyses._runset import FiguresConfig\n"
-        "Context(FiguresConfig.from_env(), progress=False).runs\n"
-    )
-
     def ensure(name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=figures_env(name),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return _procs.call(RUN_SET, cwd=ROOT, env=figures_env(name), timeout=600)
 
     assert ensure("reference").returncode == 0
     reference = tmp_path / "reference" / "runs"
     expected = {run.name: _contents(run) for run in sorted(reference.iterdir())}
-    argv = [sys.executable, "-c", code]
     runs = tmp_path / "killed" / "runs"
-    proc = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=figures_env("killed"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _procs.start(RUN_SET, cwd=ROOT, env=figures_env("killed"))
     deadline = time.monotonic() + 120
-    while proc.poll() is None and not any(runs.glob(f"*/{LOCK_NAME}")):
+    while proc.is_alive() and not any(runs.glob(f"*/{LOCK_NAME}")):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(delay)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    _procs.kill(proc)
     done = ensure("killed")
     assert done.returncode == 0, done.stderr
     assert {run.name: _contents(run) for run in sorted(runs.iterdir())} == expected
