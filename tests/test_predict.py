@@ -106,11 +106,18 @@ def test_predictor_rule_reaches_every_verdict():
 
     names = predictor_rule(validate_prediction([1, 2, 1, 4, 9, 30], d_model=576))
     better = predictor_rule(validate_prediction([1, 2, 40, 200, 90, 300, 150, 75], d_model=576))
+    # three runs hit (p ~ 6e-4) while the rest rank near the bottom: the median is not better
+    hits_only = [1, 2, 3, 500, 550, 400, 450, 520, 480, 300]
+    partly = predictor_rule(validate_prediction(hits_only, d_model=576))
     chance = predictor_rule(validate_prediction([300, 12, 500, 250, 90, 410], d_model=576))
     few = predictor_rule(validate_prediction([1, 1], d_model=576))
-    verdicts = [v.verdict for v in (names, better, chance, few)]
+    verdicts = [v.verdict for v in (names, better, partly, chance, few)]
     assert verdicts == list(PREDICTOR_VERDICTS)
     assert "5 of 6 trained top indices in the predicted top 10" in names.reason
+    assert "median rank is no better than random" in partly.reason
+    # the other half of "partly": every run in the top fifth, none in the top 10
+    leaning = predictor_rule(validate_prediction([20, 30, 25, 40, 35, 50, 60], d_model=576))
+    assert leaning.verdict == "partly better than chance" and "no more top hits" in leaning.reason
 
 
 def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys):

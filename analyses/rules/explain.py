@@ -30,6 +30,7 @@ MIN_GROWTH = 0.05
 PREDICTOR_VERDICTS = (
     "names the index",
     "better than chance",
+    "partly better than chance",
     "no better than chance",
     NOT_TESTED,
 )
@@ -37,6 +38,7 @@ PREDICTOR_VERDICTS = (
 NAMES_SHARE = 0.5
 ALPHA = 0.01
 MIN_VALIDATION_RUNS = 5
+RANDOM_PERCENTILE = 0.5  # a random ranking's median rank percentile
 PADDING_VERDICTS = ("only with padding", "one offset only", "not padding", NOT_TESTED)
 CONCENTRATION_VERDICTS = ("concentrates", "does not concentrate", NOT_TESTED)
 
@@ -206,8 +208,12 @@ def predictor_rule(v: Validation) -> Verdict:
     """Does the host alone name the index an IRM pushes on? ``v``: the trained runs' top indices
     looked up in the prediction (``interventions.predict.validate_prediction``). *names the
     index* when at least ``NAMES_SHARE`` of them are in the predicted top k and that beats chance
-    (one-sided binomial p < ``ALPHA``); *better than chance* when only the latter holds; *no
-    better than chance* otherwise; *not tested* with fewer than ``MIN_VALIDATION_RUNS`` runs."""
+    (one-sided binomial p < ``ALPHA``); *better than chance* when the top-k hits beat chance and
+    the median rank percentile's 95 % CI lies below 0.5 (a random ranking's), so the ranking as a
+    whole puts trained indices high; *partly better than chance* when only one of the two holds
+    (a few runs hit while most rank anywhere, or the ranking leans right with no more top hits
+    than chance); *no better than chance* when neither does; *not tested* with fewer than
+    ``MIN_VALIDATION_RUNS`` runs."""
     effects = {
         "runs": float(v.n_runs),
         "in top k": float(v.in_top_k),
@@ -229,8 +235,21 @@ def predictor_rule(v: Validation) -> Verdict:
         f"percentile {v.median_percentile:.2f} [{v.low:.2f}, {v.high:.2f}] "
         "(random: 0.50)"
     )
-    if v.p_value < ALPHA and share >= NAMES_SHARE:
+    hits, ranking = v.p_value < ALPHA, v.high < RANDOM_PERCENTILE
+    if hits and share >= NAMES_SHARE:
         return Verdict("names the index", text, effects)
-    if v.p_value < ALPHA:
+    if hits and ranking:
         return Verdict("better than chance", text, effects)
+    if hits:
+        return Verdict(
+            "partly better than chance",
+            f"{text}: more top hits than chance, but the median rank is no better than random",
+            effects,
+        )
+    if ranking:
+        return Verdict(
+            "partly better than chance",
+            f"{text}: the ranking leans right, but no more top hits than chance",
+            effects,
+        )
     return Verdict("no better than chance", text, effects)
