@@ -871,6 +871,16 @@ def test_validation_lines_say_where_each_curve_bottomed_out():
     )
 
 
+def test_step_cost_reads_one_number_or_a_range():
+    from analyses.report.claims import step_cost
+
+    assert step_cost({}) == ""
+    assert step_cost({"a": 16.73}) == " Training took 16.7 s a step (wall time)."
+    assert step_cost({"a": 16.7, "b": 4.9, "c": 39.3}) == (
+        " Training took 4.9-39.3 s a step (wall time)."
+    )
+
+
 @pytest.mark.slow
 def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     tmp, proc = _tier(fast_run, "explain")

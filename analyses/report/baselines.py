@@ -9,7 +9,7 @@ import pandas as pd
 
 from analyses._summaries import BaselinesSummary, LongerSummary, SubspaceSummary, read_typed
 from analyses.longer import SETTINGS, LongerJudgement, first_seed_tops, judge
-from analyses.report.claims import not_run_lines, num_ci, pct_ci
+from analyses.report.claims import not_run_lines, num_ci, pct_ci, step_cost
 from analyses.rules.base import Verdict
 from analyses.rules.explain import MIN_GROWTH
 
@@ -157,8 +157,7 @@ def longer_lines(out: Path) -> list[str]:
         else f"{len(s.runs)} of the {s.n_planned} planned runs measured so far; "
         "`make figures TIER=explain` (`--only longer`) trains and measures the rest."
     )
-    rates = sorted(s.seconds_by_run.values())
-    cost = f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step." if rates else ""
+    cost = step_cost(s.seconds_by_run)
     lines = [
         LONGER_TITLE,
         "",

@@ -91,6 +91,16 @@ def pct_ci(value: float, low: float, high: float) -> str:
     return f"{pct(value)} [{pct(low)}, {pct(high)}]"
 
 
+def step_cost(seconds_by_run: dict[str, float]) -> str:
+    """The sentence on what training cost: the range of the runs' seconds a step (one number
+    when they agree to a tenth), or nothing without runs."""
+    rates = [f"{r:.1f}" for r in sorted(seconds_by_run.values())]
+    if not rates:
+        return ""
+    span = rates[0] if rates[0] == rates[-1] else f"{rates[0]}-{rates[-1]}"
+    return f" Training took {span} s a step (wall time)."
+
+
 def num_ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
     """A number and its CI, all three in the format ``fmt``: ``1.426 [1.423, 1.429]``."""
     return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"

@@ -16,7 +16,7 @@ from analyses.report.baselines import (
     subspace_lines,
     why_lines,
 )
-from analyses.report.claims import not_run_lines, num_ci, pct_ci
+from analyses.report.claims import not_run_lines, num_ci, pct_ci, step_cost
 from analyses.report.mechanism import NOT_RUN
 from analyses.rules.base import Verdict
 from analyses.rules.explain import MIN_GROWTH, MIN_RUNS, MIN_SEEDS, SHARED
@@ -301,8 +301,7 @@ def explain_section(out: Path) -> list[str]:
         "`make figures TIER=explain` measures the rest."
     )
     tops = ", ".join(f"{k} ({v})" for k, v in s.null_tops.items())
-    rates = sorted(s.seconds_by_run.values())
-    cost = f" Training took {rates[0]:.1f}-{rates[-1]:.1f} s a step." if rates else ""
+    cost = step_cost(s.seconds_by_run)
     growth = "\n".join(
         f"- **Dominance grows with training, padding {g}: {v.verdict}.** {_sentence(v.reason)}."
         for g, v in j.concentration.items()
