@@ -12,8 +12,8 @@ dominance on the own-voice held-out rows; step 0 is the run's own untrained IRM)
 ``analyses.rules.explain.concentration_rule`` judges, per setting and over all of them, whether
 the best IRM's dominance exceeds the first trained snapshot's; ``seed_rule`` whether the long
 tier's best IRMs of two seeds share their top index. Runs are trained and written one at a
-time, most informative first (``data.csv`` grows run by run): a tier stopped part way keeps the
-finished runs; run it again to go on.
+time, a setting's pair at a time (``data.csv`` grows run by run): a tier stopped part way keeps
+the finished runs; run it again to go on.
 """
 
 from __future__ import annotations
@@ -57,15 +57,16 @@ EMOTIONS = ("sadness", "anger")
 
 
 def longer_specs(ctx: Context) -> list[RunSpec]:
-    """The runs, most informative first: sadness (the largest concentration at 14 steps) in
-    every setting, then anger."""
+    """The runs, a setting's pair at a time (each verdict needs two runs: a setting's growth two
+    aligned runs, the seeds two emotions), sadness (the largest concentration at 14 steps)
+    first within each."""
     figures = ctx.figures
     schedule = SMOKE_SCHEDULE if figures.fast else SCHEDULE
     extra = {**(SMOKE_LONG if figures.fast else LONG), **schedule_settings(figures, schedule)}
     emotions = [e for e in EMOTIONS if e in figures.emotions][: 1 if figures.fast else None]
     specs = []
-    for emotion in emotions:
-        for setting, (label, changes) in SETTINGS.items():
+    for setting, (label, changes) in SETTINGS.items():
+        for emotion in emotions:
             seed = SECOND_SEED if setting == "second seed" else ctx.first_seed
             config = preset(figures.preset, emotion=emotion, seed=seed, **extra, **changes)
             name = "_".join(p for p in (emotion, label, "long", f"s{seed}") if p)
