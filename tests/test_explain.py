@@ -258,3 +258,20 @@ def test_judge_reads_aligned_runs_and_runs_that_learned_their_objective_apart():
     assert list(j.cells_learned["n_aligned"]) == [2] * 4
     empty = judge(_table({}), null)
     assert empty.padding.verdict == "not tested" and list(empty.cells["n_runs"]) == [0] * 4
+
+
+def test_longer_trains_a_settings_pair_at_a_time_the_cheapest_first():
+    from analyses._common import Context
+    from analyses._config import FiguresConfig
+    from analyses.longer import SETTINGS, TRAIN_ORDER, longer_specs
+
+    assert sorted(TRAIN_ORDER) == sorted(SETTINGS)
+    ctx = Context(FiguresConfig.from_env({"TIER": "explain"}), progress=False)
+    assert [s.name for s in longer_specs(ctx)] == [
+        "sadness_layersq4_long_s42",
+        "anger_layersq4_long_s42",
+        "sadness_l1_long_s42",
+        "anger_l1_long_s42",
+        "sadness_long_s420",
+        "anger_long_s420",
+    ]

@@ -945,9 +945,9 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     assert "### Do IRMs push in the same directions?" in text
     # longer runs where concentration was largest, measured at every snapshot
     longer = json.loads((tmp / "figures" / "longer" / "config.json").read_text())["summary"]
-    assert longer["finished"] and longer["runs"] == [
-        "sadness_l1_long_s42",
+    assert longer["finished"] and longer["runs"] == [  # the cheapest setting first
         "sadness_layersq4_long_s42",
+        "sadness_l1_long_s42",
         "sadness_long_s420",
     ]
     assert set(longer["concentration"]) == {"all + L1", "q4", "second seed", "all settings"}
