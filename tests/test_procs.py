@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -50,3 +51,33 @@ def test_a_finished_child_returns_its_output_and_code():
         timeout=60,
     )
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
+def speak(code: int) -> int:
+    """A target for the forked helpers: what a command prints, its environment and its code."""
+    print("out", os.environ.get("PROCS_PROBE"), os.getpid())
+    print("err", file=sys.stderr)
+    return code
+
+
+def sleep_long() -> int:
+    time.sleep(120)
+    return 0
+
+
+def test_a_forked_call_is_a_process_of_its_own_with_its_output_env_and_code():
+    done = _procs.call(f"{__name__}:speak", 3, env={"PROCS_PROBE": "yes"}, timeout=120)
+    word, probe, pid = done.stdout.split()
+    assert (done.returncode, word, probe, done.stderr) == (3, "out", "yes", "err\n")
+    assert int(pid) != os.getpid()
+    assert "PROCS_PROBE" not in os.environ  # the environment was the child's alone
+
+
+def test_a_forked_job_is_killed_and_a_hung_call_fails_the_test():
+    job = _procs.start(f"{__name__}:sleep_long")
+    time.sleep(0.5)
+    assert job.is_alive()
+    _procs.kill(job)
+    assert job.exitcode == -9
+    with pytest.raises(pytest.fail.Exception, match="hung for 2 s"):
+        _procs.call(f"{__name__}:sleep_long", timeout=2)
