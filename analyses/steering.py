@@ -36,6 +36,7 @@ from irm_lens.measures.steering import constant_share, constant_top
 from irm_lens.plotting.base import style
 from irm_lens.rundir import RunDir
 from irm_lens.steer import SteeringVectors
+from irm_lens.training.runs import run_summary
 
 _HOST_TABLES: dict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = {}
 
@@ -70,25 +71,27 @@ def vector_specificity(ctx: Context, run: str) -> pd.DataFrame:
 
 
 def bias_vectors(ctx: Context, run: str) -> SteeringVectors:
-    """A bias-only IRM trained like ``run`` (its loss, training rows, lr, batch and steps; its
-    seed for the row draws), one vector per injected layer (cached in the run as a
-    safetensors file)."""
+    """A bias-only IRM trained like ``run`` (its loss, training rows, lr, rows per step, injected
+    layers and the optimizer steps it took; its seed for the row draws), one vector per
+    injected layer (cached in the run as a safetensors file)."""
     path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-vectors', 1)}.safetensors"
     if path.exists():
         return SteeringVectors.load(path)
     host, config = ctx.host(), ctx.specs[run].config
+    layers = parse_layers(config.layers, host.cfg.n_layers)
     fit = fit_bias(
         host,
         config.rows("train"),
         objective=config.objective,
         mode=config.prompt_mode,
         max_len=config.max_len,
-        steps=int(config.max_steps or 0) * config.grad_accum,
+        steps=int(run_summary(ctx.runs[run])["steps"]),
         lr=config.lr,
         batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        layers=layers,
         seed=config.seed,
     )
-    layers = parse_layers(config.layers, host.cfg.n_layers)
     meta = {"source": f"bias-only IRM trained like {run}", "loss": f"{fit.losses[-1]:.6g}"}
     vectors = SteeringVectors({write_hook(layer): fit.vectors[layer] for layer in layers}, meta)
     vectors.save(path)

@@ -168,7 +168,9 @@ MARKER = ".irm_lens.json"
 """Written into every result directory irm_lens makes, with its kind: a directory is replaced
 or cleared only when it carries the marker of that kind."""
 
-RESULT_KINDS = frozenset({"recording", "analysis", "ablation", "atlas"})
+RESULT_KINDS = frozenset(
+    {"recording", "analysis", "ablation", "atlas", "lens", "profile", "prediction"}
+)
 
 
 def result_kind(path: str | os.PathLike[str]) -> str | None:

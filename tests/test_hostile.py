@@ -311,6 +311,52 @@ def test_never_destroy_a_users_folder_with_any_verb(finished, tmp_path, capsys, 
     assert _snapshot(folder) == before
 
 
+HOST_VERBS = {
+    "lens decode": ["lens", "decode", "--index", "1"],
+    "lens attribute": ["lens", "attribute", "--prompt", "The sky is"],
+    "lens channels": ["lens", "channels", "--index", "1"],
+    "profile": ["profile", "--index", "1"],
+    "profile --anatomy": ["profile", "--anatomy"],
+    "predict": ["predict", "--emotion", "anger", "--max-rows", "2", "--fit-steps", "0"],
+}
+
+
+@pytest.mark.parametrize("verb", sorted(HOST_VERBS))
+def test_never_destroy_a_users_folder_with_a_host_verb(tmp_path, capsys, verb):
+    folder = _user_folder(tmp_path / "mine")
+    before = _snapshot(folder)
+    argv = [*HOST_VERBS[verb], "--host", "tiny-random-llama", "--device", "cpu"]
+    assert (
+        main([*argv, "--no-progress" if verb == "predict" else "--no-png", "--out", str(folder)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert str(folder) in err and "files irm_lens did not write" in err
+    assert _snapshot(folder) == before
+
+
+def test_a_lens_result_is_replaced_whole_by_the_next(tmp_path, capsys):
+    out = tmp_path / "lens"
+    argv = ["lens", "decode", "--host", "tiny-random-llama", "--device", "cpu", "--no-png"]
+    assert main([*argv, "--all", "--out", str(out)]) == 0
+    assert (out / "decode_all.csv").exists()
+    assert main([*argv, "--index", "3", "--out", str(out)]) == 0
+    assert (out / "decode.csv").exists() and not (out / "decode_all.csv").exists()
+    assert main([*argv, "--index", "64", "--out", str(out)]) == 2  # the tiny host's d_model
+    assert "--index 64 is out of range 0..63" in capsys.readouterr().err
+    assert (out / "decode.csv").exists()
+
+
+def test_data_import_replaces_a_file_only_when_told(tmp_path, capsys):
+    src, out = tmp_path / "mine.csv", tmp_path / "ours.csv"
+    src.write_text('question,answer\n"Why?","Because."\n')
+    out.write_text("keep")
+    assert main(["data", "import", str(src), str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep"
+    assert main(["data", "import", str(src), str(out), "--overwrite"]) == 0
+    assert "Because." in out.read_text()
+
+
 def test_never_destroy_a_run_directory_by_recording_into_it(finished, tmp_path, capsys):
     import shutil
 
@@ -774,6 +820,8 @@ def test_every_limit_is_checked_before_work_an_index_beyond_the_residual(finishe
         ("--layer-sets", "all,q9", "q9"),
         ("--layer-sets", "0-99", "4..99 are out of range"),
         ("--seeds", str(2**64 + 1), "at most 4294967295"),
+        ("--emotions", "anger,fear", "'fear' not one of"),
+        ("--losses", "next-token,t+3", "'t+3' not one of"),
     ],
 )
 def test_every_limit_is_checked_before_work_sweep_lists_name_the_option(
@@ -784,6 +832,13 @@ def test_every_limit_is_checked_before_work_sweep_lists_name_the_option(
     err = capsys.readouterr().err
     assert option in err and message in err
     assert not (tmp_path / "s").exists()
+
+
+def test_sweep_losses_both_means_every_objective(tmp_path, capsys):
+    argv = ["sweep", str(tmp_path / "s"), "--host", "tiny-random-llama", "--dry-run"]
+    assert main([*argv, "--emotions", "anger", "--losses", "both"]) == 0
+    listed = capsys.readouterr().out
+    assert "2 runs" in listed and "next-token" in listed and "paper" in listed
 
 
 def test_every_limit_is_checked_before_work_data_synth_rows_within_the_context(tmp_path, capsys):

@@ -168,6 +168,22 @@ def test_a_bias_fit_learns_and_the_stop_lever_is_read(planted_host):
     assert table.loc[5, "stop_lever"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_bias_fit_trains_only_the_given_layers_with_accumulated_batches(planted_host):
+    from irm_lens.interventions.predict import fit_bias
+
+    host, rows = planted_host
+    common = dict(mode="plain", max_len=48, steps=3, lr=1e-2, batch_size=4)
+    fit = fit_bias(host, rows, layers=[1], grad_accum=2, **common)
+    assert fit.vectors[1].abs().sum() > 0
+    others = [layer for layer in range(host.cfg.n_layers) if layer != 1]
+    assert fit.vectors[others].abs().sum() == 0
+    assert len(fit.losses) == 3  # optimizer steps, each over grad_accum batches
+    single = fit_bias(host, rows, layers=[1], grad_accum=1, **common)
+    assert not torch.equal(fit.vectors, single.vectors)  # twice the rows a step
+    with pytest.raises(ValueError, match="grad_accum=0"):
+        fit_bias(host, rows, grad_accum=0, **common)
+
+
 def test_the_jacobian_lens_lever_ranks_the_planted_index_first(planted_host, tiny_host):
     from irm_lens.anatomy import final_gain, unembedding
     from irm_lens.interventions.predict import transport_levers

@@ -21,10 +21,28 @@ if TYPE_CHECKING:
     import torch
 
 
-def _host(args: argparse.Namespace) -> Any:
-    from irm_lens.host import load_host
+def _out(args: argparse.Namespace) -> Path:
+    """``--out`` (default ``lens/<verb>``), checked before any work: a folder irm_lens did not
+    write, or another kind of result, is refused there, never replaced."""
+    from irm_lens.files import check_replaceable
 
-    return load_host(args.host, device=args.device, dtype=args.dtype)
+    out = Path(args.out or f"lens/{args.lens_verb}")
+    check_replaceable(out, "lens")
+    return out
+
+
+def _host(args: argparse.Namespace) -> Any:
+    """The host, with ``--index`` (where the verb takes one) checked against its residual."""
+    from irm_lens.host import host_name, load_host
+
+    host = load_host(args.host, device=args.device, dtype=args.dtype)
+    index, d_model = getattr(args, "index", None), host.cfg.d_model
+    if index is not None and index >= d_model:
+        raise IrmLensError(
+            f"--index {index} is out of range 0..{d_model - 1} for {host_name(host)}; give a "
+            "residual index of this host."
+        )
+    return host
 
 
 def _tokens(host: Any, prompt: str) -> torch.Tensor:
@@ -39,13 +57,16 @@ def _tokens(host: Any, prompt: str) -> torch.Tensor:
 
 
 def _write(out: Path, tables: dict[str, Any], fig: Any, png: bool) -> None:
+    """The tables and figure, swapped in for ``out`` as one unit."""
     from irm_lens.export import save_figure
     from irm_lens.files import write_csv_atomic
+    from irm_lens.training.runlock import result_dir
 
-    for name, table in tables.items():
-        write_csv_atomic(out / f"{name}.csv", table)
-    if fig is not None:
-        save_figure(fig, out, "figure", png=png, height=max(650, 60 * len(tables) + 500))
+    with result_dir(out, "lens", "lens") as target:
+        for name, table in tables.items():
+            write_csv_atomic(target / f"{name}.csv", table)
+        if fig is not None:
+            save_figure(fig, target, "figure", png=png, height=max(650, 60 * len(tables) + 500))
     print(f"wrote {out}")
     print("next: irm-lens lens decode | attribute | channels on another unit, or irm-lens profile")
 
@@ -60,6 +81,7 @@ def _decode(args: argparse.Namespace) -> int:
         raise IrmLensError(
             "give --index I (a residual index), --layer L [--neuron N...], or --all."
         )
+    out = _out(args)
     host = _host(args)
     tables = {}
     if args.index is not None:
@@ -76,7 +98,7 @@ def _decode(args: argparse.Namespace) -> int:
             print(effect.to_string(index=False))
     tables["decode"] = table
     print(table[table["rank"] <= 5].to_string(index=False))
-    _write(Path(args.out or "lens/decode"), tables, decode_figure(table), not args.no_png)
+    _write(out, tables, decode_figure(table), not args.no_png)
     return 0
 
 
@@ -85,11 +107,12 @@ def _decode_all(args: argparse.Namespace) -> int:
 
     if args.index is not None or args.layer is not None or args.clamp_prompt is not None:
         raise IrmLensError("--all decodes every unit: drop --index, --layer and --clamp-prompt.")
+    out = _out(args)
     host = _host(args)
     table = whole_model_table(host, top_tokens_all(host, top=args.top, suppressed=True))
     n_units = table["unit"].nunique()
     print(f"decoded {n_units} units (every MLP neuron, then every residual index)")
-    _write(Path(args.out or "lens/decode"), {"decode_all": table}, None, False)
+    _write(out, {"decode_all": table}, None, False)
     return 0
 
 
@@ -97,6 +120,7 @@ def _attribute(args: argparse.Namespace) -> int:
     from irm_lens.lenses import activation_x_gradient, log_prob_attribution, query_neurons
     from irm_lens.plotting.lenses import attribution_figure
 
+    out = _out(args)
     host = _host(args)
     tokens = _tokens(host, args.prompt)
     values = log_prob_attribution(host, tokens, base=args.base)
@@ -110,7 +134,7 @@ def _attribute(args: argparse.Namespace) -> int:
     fig = attribution_figure(
         values, baseline, top=args.top, title=f"Which units write {word!r} after {args.prompt!r}"
     )
-    _write(Path(args.out or "lens/attribute"), tables, fig, not args.no_png)
+    _write(out, tables, fig, not args.no_png)
     return 0
 
 
@@ -118,6 +142,7 @@ def _channels(args: argparse.Namespace) -> int:
     from irm_lens.lenses import composition_scores, head_svd, index_in_head_subspaces
     from irm_lens.plotting.lenses import subspace_figure
 
+    out = _out(args)
     host = _host(args)
     shares = index_in_head_subspaces(host, args.index)
     tables = {
@@ -128,12 +153,7 @@ def _channels(args: argparse.Namespace) -> int:
     top = shares.sort_values("write", ascending=False).head(5)
     print(f"heads writing most into index {args.index} (chance {shares['chance'].iloc[0]:.3f}):")
     print(top.to_string(index=False))
-    _write(
-        Path(args.out or "lens/channels"),
-        tables,
-        subspace_figure(shares, index=args.index),
-        not args.no_png,
-    )
+    _write(out, tables, subspace_figure(shares, index=args.index), not args.no_png)
     return 0
 
 

@@ -317,6 +317,22 @@ def _seeds(text: str) -> list[int]:
     return values
 
 
+def _choices(text: str, option: str, allowed: Sequence[str]) -> list[str]:
+    """A comma list of names, each one of ``allowed``, the option named in the error."""
+    values = _split(text, str, option)
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise IrmLensError(
+            f"{option} {text!r}: {', '.join(map(repr, unknown))} not one of {list(allowed)}."
+        )
+    return values
+
+
+def _losses(text: str) -> list[str]:
+    """``--losses``: a comma list of objectives, ``both`` for every one."""
+    return list(LOSS_KINDS) if text.strip() == "both" else _choices(text, "--losses", LOSS_KINDS)
+
+
 def _check_layer_sets(host: str | None, specs: Sequence[str]) -> None:
     """Every layer set of a sweep against the host's layer count, before any run trains (from
     the host's config alone: no weights are loaded)."""
@@ -332,6 +348,7 @@ def _check_layer_sets(host: str | None, specs: Sequence[str]) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from irm_lens.data.datasets import EMOTIONS
     from irm_lens.training.distributed import launched
     from irm_lens.training.sweep import describe, matrix, paper_matrix, parse_shard, run_sweep
 
@@ -340,11 +357,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         configs = paper_matrix(args.preset, **host_opts)
     else:
         configs = matrix(
-            emotions=_split(args.emotions, str, "--emotions"),
+            emotions=_choices(args.emotions, "--emotions", EMOTIONS),
             layer_sets=_split(args.layer_sets, str, "--layer-sets"),
             l1=_split(args.l1, float, "--l1"),
             seeds=_seeds(args.seeds),
-            losses=_split(args.losses, str, "--losses"),
+            losses=_losses(args.losses),
             preset_name=args.preset,
             **host_opts,
         )
@@ -403,8 +420,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from irm_lens.data.importers import read_source, write_qa_csv
 
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise IrmLensError(
+            f"{out} exists; pass --overwrite to replace it, or choose another output file."
+        )
     frame, report = read_source(args.src)
-    write_qa_csv(frame, args.out)
+    write_qa_csv(frame, out)
     print(f"{report}; wrote {args.out}")
     print(f"next: irm-lens data synth {args.out} VOICE.csv --emotion anger   (answers in a voice)")
     return 0
@@ -510,7 +532,9 @@ def _add_run_parsers(sub: Any) -> None:
     sw.add_argument("--layer-sets", default="all", help="comma list: q1..q4, every4, all, 0-7")
     sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
     sw.add_argument("--seeds", default="42", help="comma list of seeds")
-    sw.add_argument("--losses", default="next-token", help="next-token, paper, or both")
+    sw.add_argument(
+        "--losses", default="next-token", help="comma list: next-token, paper (both: each)"
+    )
     sw.add_argument("--preset", default="quick", choices=PRESET_NAMES, help="every run's preset")
     add_host(sw)
     sw.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
@@ -534,8 +558,9 @@ def _add_data_parsers(sub: Any) -> None:
     data = sub.add_parser("data", help="import or synthesize question/answer data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="SQuAD 2.0 JSON or the original's CSV -> our CSV")
-    imp.add_argument("src")
-    imp.add_argument("out")
+    imp.add_argument("src", help="SQuAD 2.0 JSON or the original's question/answer CSV")
+    imp.add_argument("out", help="output CSV (question, answer)")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     imp.set_defaults(func=_cmd_data_import)
     syn = data_sub.add_parser(
         "synth", help="rewrite answers in an emotion's voice with a local chat model (resumable)"

@@ -27,7 +27,7 @@ from irm_lens.training.modes import LOSS_KINDS, PADDING_RULES, PAPER_OFFSETS
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from irm_lens.files import write_csv_atomic, write_text_atomic
+    from irm_lens.files import check_replaceable, write_csv_atomic, write_text_atomic
     from irm_lens.host import host_name, load_host
     from irm_lens.interventions.host_profile import host_profile
     from irm_lens.interventions.predict import (
@@ -40,6 +40,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from irm_lens.irm import parse_layers
     from irm_lens.prompts import PAPER_PROMPTS, PromptMode
     from irm_lens.training.config import Objective, TrainConfig
+    from irm_lens.training.runlock import result_dir
 
     try:
         objective = Objective(args.loss, args.paper_offset, args.paper_padding)
@@ -50,6 +51,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     rows = config.rows("train").head(args.max_rows)
     if rows.empty:
         raise IrmLensError(f"no training rows for {args.data or args.emotion}; check --data.")
+    label = args.emotion or config.emotion
+    out = Path(args.out or f"predict/{label}")
+    check_replaceable(out, "prediction")  # before the work: never a user's folder
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     layers = parse_layers(args.layers, host.cfg.n_layers)
     grads = bias_gradients(
@@ -66,12 +70,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.fit_steps:
         fit = fit_bias(
             host,
-            config.rows("train"),
+            rows,
             objective=objective,
             mode=mode,
             max_len=args.max_len,
             steps=args.fit_steps,
             batch_size=args.batch_size,
+            layers=layers,
             progress=not args.no_progress,
         ).vectors
     transport = None
@@ -87,9 +92,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise IrmLensError(f"{exc} Or skip the transport lever: --lens-texts 0.") from None
     table = predict_index(grads, layers, host_levers(host, massive), fit, transport)
-    label = args.emotion or config.emotion
-    out = Path(args.out or f"predict/{label}")
-    write_csv_atomic(out / "prediction.csv", table)
     summary = {
         "host": host_name(host),
         "emotion": label,
@@ -104,7 +106,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         else int(table.loc[table["fit_rank"].idxmin(), "index"]),
         "massive_dims": [int(i) for i in massive],
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    with result_dir(out, "prediction", "predict") as target:
+        write_csv_atomic(target / "prediction.csv", table)
+        write_text_atomic(target / "summary.json", json.dumps(summary, indent=2))
     print(_describe(table, summary, args.top))
     print(f"wrote {out}")
     print("next: train an IRM on the same data and compare its top index (irm-lens train, record)")
@@ -158,7 +162,7 @@ def add_parser(sub: Any, add_host_options: Any) -> None:
         default=None,
         help="default: chat (plain with --loss paper)",
     )
-    add_max_rows(pr, "training rows to use", default=64)
+    add_max_rows(pr, "training rows the gradient and the bias-only fit use", default=64)
     pr.add_argument("--max-len", type=at_least(3), default=128, help="tokens per row")
     pr.add_argument("--batch-size", type=at_least(1), default=8, help="rows per backward pass")
     pr.add_argument(

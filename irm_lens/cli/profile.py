@@ -41,6 +41,15 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+def _out(path: str) -> Path:
+    """The output directory, checked before any work: a folder irm_lens did not write, or
+    another kind of result, is refused there, never replaced."""
+    from irm_lens.files import check_replaceable
+
+    check_replaceable(path, "profile")
+    return Path(path)
+
+
 def _cmd_anatomy(args: argparse.Namespace) -> int:
     """The host's anatomy: massive dims per token kind and the super weights behind them."""
     from irm_lens.data.datasets import load_dataset
@@ -53,8 +62,10 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
         super_weights,
     )
     from irm_lens.interventions.index_profile import massive_activations
+    from irm_lens.training.runlock import result_dir
 
     prompts = _prompts(args.prompts)
+    out = _out(args.out or "profile/anatomy")
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     massive = massive_activations(residual_profile(host, prompts))
     weights = super_weights(host, prompts[0])
@@ -68,11 +79,11 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     found = found.assign(perplexity=[b for b, _ in effects], zeroed=[z for _, z in effects])
     dims = [int(i) for i in massive["index"].unique()]
     ablated = massive_ablation(host, texts, dims) if dims else None
-    out = Path(args.out or "profile/anatomy")
-    write_csv_atomic(out / "massive.csv", massive)
-    if ablated is not None:
-        write_csv_atomic(out / "massive_ablation.csv", ablated)
-    write_csv_atomic(out / "super_weights.csv", weights)
+    with result_dir(out, "profile", "profile") as target:
+        write_csv_atomic(target / "massive.csv", massive)
+        if ablated is not None:
+            write_csv_atomic(target / "massive_ablation.csv", ablated)
+        write_csv_atomic(target / "super_weights.csv", weights)
     print(
         f"host {host_name(host)}: massive dims (|a| > 100 and > 1000x the layer median), by "
         "token kind:"
@@ -117,8 +128,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from irm_lens.host import load_host
     from irm_lens.interventions.index_profile import index_profile
     from irm_lens.plotting.profile import index_profile_result_figure
+    from irm_lens.training.runlock import result_dir
 
     prompts, scales = _prompts(args.prompts), _scales(args.scales)
+    out = _out(args.out or f"profile/index-{args.index}")
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     result = index_profile(
         host,
@@ -129,12 +142,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    out = Path(args.out or f"profile/index-{args.index}")
-    for name, table in result.tables().items():
-        write_csv_atomic(out / f"{name}.csv", table)
-    write_text_atomic(out / "summary.json", json.dumps(result.summary(), indent=2))
     fig = index_profile_result_figure(result, title=f"{result.host}, residual index {result.index}")
-    save_figure(fig, out, "figure", png=not args.no_png, width=1300, height=900)
+    with result_dir(out, "profile", "profile") as target:
+        for name, table in result.tables().items():
+            write_csv_atomic(target / f"{name}.csv", table)
+        write_text_atomic(target / "summary.json", json.dumps(result.summary(), indent=2))
+        save_figure(fig, target, "figure", png=not args.no_png, width=1300, height=900)
     print(_describe(result))
     print(f"wrote {out}")
     print("next: irm-lens predict --emotion anger   (which index an IRM would push on, and why)")

@@ -105,15 +105,21 @@ def fit_bias(
     steps: int = FIT_STEPS,
     lr: float = 1e-3,
     batch_size: int = 8,
+    grad_accum: int = 1,
+    layers: Sequence[int] | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> BiasFit:
-    """A bias-only "IRM": one vector per layer, added at every layer's write point with no
-    input, trained with Adam (the IRM's optimizer) on the alignment loss for ``steps`` steps of
-    ``batch_size`` rows drawn from ``rows``. Where its |vector| is largest is where a steering
-    vector, and perhaps the IRM, pushes."""
+    """A bias-only "IRM": one vector per layer, added at each of ``layers``' write points (every
+    layer by default) with no input, trained with Adam (the IRM's optimizer) on the alignment
+    loss for ``steps`` optimizer steps of ``grad_accum`` batches of ``batch_size`` rows drawn
+    from ``rows``. Where its |vector| is largest is where a steering vector, and perhaps the
+    IRM, pushes. Layers outside ``layers`` keep a zero vector."""
     if rows.empty:
         raise ValueError("fit_bias needs at least one question/answer row.")
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum={grad_accum}; give at least 1.")
+    chosen = range(host.cfg.n_layers) if layers is None else [int(layer) for layer in layers]
     o = objective if isinstance(objective, Objective) else Objective(objective)
     device = host.W_E.device
     bias = torch.zeros(host.cfg.n_layers, host.cfg.d_model, device=device, requires_grad=True)
@@ -124,20 +130,23 @@ def fit_bias(
     def add_bias(x: Tensor, hook: object) -> Tensor:
         return x + bias[layer_of(hook.name)].to(x.dtype)  # type: ignore[attr-defined]
 
-    fwd_hooks = [(write_hook(layer), add_bias) for layer in range(host.cfg.n_layers)]
+    fwd_hooks = [(write_hook(layer), add_bias) for layer in chosen]
     losses = []
     for _ in tqdm(range(steps), desc="bias fit", disable=not progress):
-        pick = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=gen)
-        batch = collate(
-            [examples[i] for i in pick.tolist()], pad, max_len, pad_to_max=pads_to_max_len(o)
-        ).to(device)
         opt.zero_grad(set_to_none=True)
-        with host.hooks(fwd_hooks=fwd_hooks):
-            logits = host(batch.tokens, attention_mask=batch.attention_mask)
-            loss = loss_sum(logits, batch, o) / max(loss_terms(batch, o), 1)
-            loss.backward()
+        step_loss = 0.0
+        for _ in range(grad_accum):
+            pick = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=gen)
+            batch = collate(
+                [examples[i] for i in pick.tolist()], pad, max_len, pad_to_max=pads_to_max_len(o)
+            ).to(device)
+            with host.hooks(fwd_hooks=fwd_hooks):
+                logits = host(batch.tokens, attention_mask=batch.attention_mask)
+                loss = loss_sum(logits, batch, o) / max(loss_terms(batch, o), 1) / grad_accum
+                loss.backward()
+            step_loss += float(loss.detach())
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(step_loss)
     return BiasFit(bias.detach().float().cpu(), losses)
 
 

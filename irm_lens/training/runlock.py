@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from irm_lens.errors import IrmLensError
-from irm_lens.files import clean_temporaries
+from irm_lens.files import atomic_dir, clean_temporaries
 
 LOCK_NAME = ".irm_lens.lock"
 
@@ -138,6 +138,17 @@ def out_lock(out: str | os.PathLike[str], verb: str) -> Iterator[None]:
                 lock_path.unlink()  # while still held: a later writer makes a fresh one
     finally:
         handle.close()
+
+
+@contextlib.contextmanager
+def result_dir(out: str | os.PathLike[str], kind: str, verb: str) -> Iterator[Path]:
+    """Write a result of several files to ``out`` as one unit: hold its writer lock
+    (``out_lock``) and yield a temporary directory that replaces ``out`` when the block
+    succeeds (``atomic_dir``). A folder irm_lens did not write, or a result of another kind, is
+    refused on entry; call ``check_replaceable(out, kind)`` before long work as well, so the
+    refusal comes first."""
+    with out_lock(out, verb), atomic_dir(out, kind=kind) as tmp:
+        yield tmp
 
 
 def claim_each(

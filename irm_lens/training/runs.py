@@ -19,7 +19,7 @@ import pandas as pd
 from safetensors.torch import load_file
 from torch import Tensor
 
-from irm_lens.errors import CheckpointError
+from irm_lens.errors import CheckpointError, IrmLensError
 from irm_lens.files import (
     atomic_path,
     result_kind,
@@ -114,6 +114,25 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
             return "shorter"
         return "conflict"
     return "done" if RunDir(run_dir).summary.exists() else "partial"
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished run's optimizer steps, best validation loss and stop reason (``steps``,
+    ``best_val``, ``stopped``), read from its ``summary.json``."""
+    path = RunDir(run_dir).summary
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+        return {key: summary[key] for key in ("steps", "best_val", "stopped")}
+    except FileNotFoundError:
+        raise IrmLensError(
+            f"{path} is missing: the run has not finished training. Finish it with "
+            f"`irm-lens train {run_dir} --resume` first."
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:  # hand-edited or damaged
+        raise IrmLensError(
+            f"{path}: not a run summary ({type(exc).__name__}: {exc}). Delete it and resume the "
+            "run: it is finished, and its summary is written again."
+        ) from exc
 
 
 def start_run_dir(run_dir: Path, config: TrainConfig, data_source: Path | None = None) -> None:

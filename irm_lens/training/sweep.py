@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ from typing import Any
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from irm_lens.errors import IrmLensError
 from irm_lens.files import write_csv_atomic
 from irm_lens.host import load_host
 from irm_lens.rundir import RunDir
 from irm_lens.training.config import TrainConfig, preset
 from irm_lens.training.distributed import launched, rank_device
 from irm_lens.training.runlock import claim_each
-from irm_lens.training.runs import run_status
+from irm_lens.training.runs import run_status, run_summary
 from irm_lens.training.train import train
 
 PAPER_EMOTIONS = ("anger", "sadness", "neutral")
@@ -154,25 +152,13 @@ def run_sweep(
         status = outcome.get(k) or ("locked" if k in held else run_status(run_dir, config))
         row: dict[str, Any] = {"name": run_dir.name, "status": status}
         if RunDir(run_dir).summary.exists():
-            row.update(_summary_columns(RunDir(run_dir).summary))
+            row.update(run_summary(run_dir))
         rows.append(row)
     table = pd.DataFrame(rows, columns=["name", "status", "steps", "best_val", "stopped"])
     if world.is_main:
         name = "sweep.csv" if count == 1 else f"sweep-shard{index}of{count}.csv"
         write_csv_atomic(out / name, table)
     return table
-
-
-def _summary_columns(path: Path) -> dict[str, Any]:
-    """A finished run's steps, best validation loss and stop reason from its summary."""
-    try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
-        return {key: summary[key] for key in ("steps", "best_val", "stopped")}
-    except (ValueError, KeyError, TypeError) as exc:  # hand-edited or damaged
-        raise IrmLensError(
-            f"{path}: not a run summary ({type(exc).__name__}: {exc}). Delete it and run the "
-            "sweep again: the run is finished and its summary is written again."
-        ) from exc
 
 
 def describe(configs: Sequence[TrainConfig]) -> str:
