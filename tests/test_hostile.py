@@ -805,6 +805,12 @@ def test_every_limit_is_checked_before_work_lens_and_analyze_numbers(capsys, arg
     assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err
 
 
+def test_record_refuses_a_length_the_paper_sampling_would_ignore(finished, capsys):
+    argv = ["record", str(finished), "--sampling", "paper", "--max-new-tokens", "5"]
+    assert main(argv) == 2
+    assert "--max-new-tokens does not apply to --sampling paper" in capsys.readouterr().err
+
+
 def test_every_limit_is_checked_before_work_an_index_beyond_the_residual(finished, capsys):
     assert main(["ablate", str(finished), "--index", "64", "--no-generate"]) == 2
     assert "64" in capsys.readouterr().err

@@ -97,20 +97,24 @@ def test_basis_not_tested_without_runs_or_without_dominance():
     flat = basis_verdict([2.1, 2.2], [2.0], [4.0, 4.0], [1.0], [4.0, 4.0], [1.0])
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
     assert "measured: on the rotated host" in flat.reason  # the effects are stated anyway
-    reached = {"host basis", "IRM or optimizer", "both", "neither", few.verdict}
-    assert reached == set(BASIS_VERDICTS)
+    reached = {
+        basis_verdict([4.0, 5.0], [2.0], [own * 2] * 2, [2.0], [back] * 2, [1.0]).verdict
+        for own, back in [(1.0, 3.0), (3.0, 1.0), (3.0, 3.0), (1.0, 1.0)]
+    }
+    assert reached | {few.verdict, flat.verdict} == set(BASIS_VERDICTS)
 
 
 def test_optimizer_verdicts_all_reachable():
-    assert (
-        optimizer_verdict([4.0, 4.0], [1.0], [3.0, 3.0], [1.0]).verdict == "dominance without Adam"
-    )
-    assert optimizer_verdict([4.0, 4.0], [1.0], [1.2, 1.2], [1.0]).verdict == "Adam needed"
+    without = optimizer_verdict([4.0, 4.0], [1.0], [3.0, 3.0], [1.0])
+    assert without.verdict == "dominance without Adam"
+    needed = optimizer_verdict([4.0, 4.0], [1.0], [1.2, 1.2], [1.0])
+    assert needed.verdict == "Adam needed"
     unaligned = optimizer_verdict([4.0, 4.0], [1.0], [3.0], [1.0])
     assert unaligned.verdict == "not tested" and "1 SGD" in unaligned.reason
     flat = optimizer_verdict([1.1, 1.2], [1.0], [3.0, 3.0], [1.0])
     assert flat.verdict == "not tested" and "nothing to explain" in flat.reason
-    assert {"dominance without Adam", "Adam needed", "not tested"} == set(OPTIMIZER_VERDICTS)
+    reached = {v.verdict for v in (without, needed, unaligned, flat)}
+    assert reached == set(OPTIMIZER_VERDICTS)
 
 
 def test_masking_verdicts_all_reachable():
@@ -135,7 +139,8 @@ def test_masking_verdicts_all_reachable():
     assert "0.0 points" in flat.reason
     few = masking_verdict(base, base, base, dominance_effect=3.0, n_aligned=1)
     assert few.verdict == "not tested"
-    assert {"needed for alignment", "substituted", "not tested"} == set(MASKING_VERDICTS)
+    reached = {v.verdict for v in (needed, kept, both, flat, few)}
+    assert reached == set(MASKING_VERDICTS)
 
 
 def test_same_index_verdicts_all_reachable():

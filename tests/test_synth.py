@@ -7,7 +7,7 @@ import pytest
 
 from irm_lens.cli import main
 from irm_lens.data.importers import DataImportError, read_qa_csv
-from irm_lens.synth import SAMPLING, synthesize
+from irm_lens.synth import rewrite, synthesize
 from irm_lens.training.train import preset, train
 
 
@@ -23,8 +23,19 @@ def _source() -> pd.DataFrame:
     )
 
 
-def test_paper_sampling_settings():
-    assert dict(temperature=0.9, top_p=0.7, top_k=None, repetition_penalty=1.5) == SAMPLING
+def test_a_rewrite_samples_with_the_papers_settings(tiny_host, monkeypatch):
+    seen = {}
+    real = tiny_host.generate
+
+    def spy(ids, **kwargs):
+        seen.update(kwargs)
+        return real(ids, **kwargs)
+
+    monkeypatch.setattr(tiny_host, "generate", spy)
+    rewrite(tiny_host, "Why?", "Because.", "anger", seed=0, max_new_tokens=3)
+    paper = dict(temperature=0.9, top_p=0.7, top_k=None, repetition_penalty=1.5)
+    assert {k: seen[k] for k in paper} == paper and seen["do_sample"] is True
+    assert seen["max_new_tokens"] == 3
 
 
 def test_resumed_synthesis_equals_straight(tiny_host, tmp_path):

@@ -57,6 +57,18 @@ def test_budget_is_the_smallest_step_with_every_emotion_aligned():
     assert budget.n_emotions == 2 and "smallest step" in budget.reason
 
 
+def test_budget_needs_every_run_of_an_emotion_aligned():
+    two_seeds = pd.concat(
+        [
+            _by_step({14: ("aligned", "aligned"), 60: ("aligned", "aligned")}),
+            _by_step({14: ("not aligned", "aligned"), 60: ("aligned", "aligned")}),
+        ]
+    )
+    budget = choose_budget(two_seeds, EMOTIONS, max_step=200)
+    assert budget.aligned_by_step == {14: 1, 60: 2}  # anger's second run fails at step 14
+    assert budget.step == 60
+
+
 def test_budget_beyond_the_time_limit_is_refused():
     table = _by_step({14: ("aligned", "not aligned"), 60: ("aligned", "aligned")})
     budget = choose_budget(table, EMOTIONS, max_step=30)

@@ -140,17 +140,20 @@ def test_dominant_needs_the_gap_ci_above_the_threshold():
 
 
 def test_dominance_means_the_same_at_any_d_model():
-    # one index at 3x the next, the rest flat: the same gap at d 576 and 4096, another ratio
-    def shape(d_model):
-        shares = np.ones(d_model)
-        shares[0], shares[1] = 3.0, 1.0
-        shares /= shares.sum()
-        return shares[0] * d_model, shares[0] / np.sort(shares)[-2]
+    # one index at 3x the rest, which are flat: the same gap at d 576 and 4096, another ratio
+    import torch
 
-    (r_small, g_small), (r_large, g_large) = shape(576), shape(4096)
+    from irm_lens.measures.dominance import dominance_ratio, top_two
+
+    def measured(d_model):
+        outputs = torch.ones(2, 3, d_model, dtype=torch.float64)  # [token, layer, d_model]
+        outputs[..., 7] = -3.0  # |output| counts, not its sign
+        return dominance_ratio([outputs], n_boot=10).ratio, top_two([outputs]).gap
+
+    (r_small, g_small), (r_large, g_large) = measured(576), measured(4096)
     assert g_small == pytest.approx(g_large) == pytest.approx(3.0)
-    assert r_large != pytest.approx(r_small, rel=1e-3)
-    assert v.top_gap_bound(r_small, 576) >= g_small - 1e-9
+    assert r_small == pytest.approx(3 * 576 / 578) and r_large == pytest.approx(3 * 4096 / 4098)
+    assert v.top_gap_bound(r_small, 576) == pytest.approx(g_small)  # flat rest: the bound holds
 
 
 def test_dominance_from_bounds_says_at_most_and_never_reproduces():

@@ -280,9 +280,10 @@ def lm_head_claim(
     )
     if mediation is not None:
         m = mediation
+        beats = m.lever_massive_percentile
         massive = (
             f"; the massive dim {m.massive_index} beats "
-            f"{pct(m.lever_massive_percentile or float('nan'))}"
+            f"{pct(beats if beats is not None else float('nan'))}"
             if m.massive_index is not None
             else ""
         )

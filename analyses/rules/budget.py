@@ -45,8 +45,8 @@ def choose_budget(
     counts: dict[int, int] = {}
     for step, group in rows.groupby("step"):
         if set(group["emotion"]) >= set(emotions):  # measured for every emotion
-            aligned = group[group["verdict"] == ALIGNED]["emotion"].nunique()
-            counts[int(step)] = int(aligned)  # type: ignore[call-overload]
+            every_run = group["verdict"].eq(ALIGNED).groupby(group["emotion"]).all()
+            counts[int(step)] = int(every_run.sum())  # type: ignore[call-overload]
     n = len(set(emotions))
     if not counts:
         return Budget(None, f"no step is measured for all {n} emotions yet", counts, n)

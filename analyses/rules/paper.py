@@ -106,8 +106,9 @@ def striation_rule(
     ``MIN_SHARE_EFFECT`` above the null's median, or the median correlation lies above every
     untrained IRM's and ``MIN_CORR_EFFECT`` above the null's median. *By index*: the median of
     each run's index share minus its layer share is above 0 (its CI above 0 for reproduced).
-    Reproduced: beyond the null, by index (on the signed map too, where given), median index
-    share and correlation >= ``STRONG_SHARE``. Partly (weak stripes): beyond the null and by
+    Reproduced: the index share beyond the null (its CI test; the correlation alone is not
+    enough), by index (on the signed map too, where given), median index share and correlation
+    >= ``STRONG_SHARE``. Partly (weak stripes): beyond the null and by
     index. Not reproduced otherwise, also when the structure beyond the null is organised by
     layer more than by index.
     """

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from irm_lens.training.config import TrainConfig
 
 
+GREEDY_TOKENS = 40
+"""``record``'s tokens per prompt when greedy (``--max-new-tokens``'s default)."""
+
+
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
     from irm_lens.files import sha256_file
@@ -90,6 +94,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         save_recordings,
     )
 
+    if args.sampling == "paper" and args.max_new_tokens is not None:
+        raise IrmLensError(
+            "--max-new-tokens does not apply to --sampling paper, which generates the original's "
+            "100 tokens; drop one of the two."
+        )
     run_dir = Path(args.run_dir)
     with run_lock(run_dir, "record"):
         config, host, irm = _load_run(run_dir, args.device, args.dtype)
@@ -99,7 +108,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
             )
         else:
             settings = GenerationSettings(
-                max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size
+                max_new_tokens=args.max_new_tokens or GREEDY_TOKENS,
+                seed=args.seed,
+                batch_size=args.batch_size,
             )
         if args.prompts == "heldout":  # the run's own test split (a custom-data run's too)
             prompts = config.rows("test")["question"].tolist()[: args.max_rows]
@@ -482,7 +493,11 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         help="greedy, or the original's sampling (T 1, top-k 50, 100 tokens)",
     )
     rec.add_argument(
-        "--max-new-tokens", type=at_least(1), default=40, help="tokens generated per prompt"
+        "--max-new-tokens",
+        type=at_least(1),
+        default=None,
+        help=f"tokens generated per prompt (default {GREEDY_TOKENS}; --sampling paper always "
+        "generates the original's 100)",
     )
     rec.add_argument("--seed", type=int, default=0, help="sampling seed (--sampling paper)")
     rec.add_argument(
