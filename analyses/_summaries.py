@@ -281,7 +281,7 @@ class TrajectorySummary:
 
 @dataclass(frozen=True)
 class ExplainSummary:
-    runs: list[str]  # measured so far, in the tier's order
+    runs: list[str]  # the runs measured, in the tier's order
     finished: bool
     n_planned: int
     padding: Verdict  # does a shared top index appear only when padding counts?
@@ -296,7 +296,7 @@ class ExplainSummary:
 
 @dataclass(frozen=True)
 class LongerSummary:
-    runs: list[str]  # measured so far, in the result's order
+    runs: list[str]  # the runs measured, in the result's order
     finished: bool
     n_planned: int
     concentration: Rules  # setting (and "all settings") -> does dominance grow with length?

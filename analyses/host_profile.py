@@ -14,6 +14,7 @@ from analyses._common import Context
 from analyses._summaries import HostProfileSummary
 from analyses._written import write_result
 from irm_lens import plotting
+from irm_lens.interventions.host_profile import PROFILE_RATIO
 
 
 def main(ctx: Context) -> HostProfileSummary:
@@ -66,6 +67,6 @@ def main(ctx: Context) -> HostProfileSummary:
         fig,
         summary=summary,
         runs=[ctx.untrained],
-        settings={"massive_ratio": 20.0},
+        settings={"massive_ratio": PROFILE_RATIO},
     )
     return summary

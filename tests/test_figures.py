@@ -878,6 +878,9 @@ def test_step_cost_reads_one_number_or_a_range():
     assert step_cost({"a": 16.7, "b": 4.9, "c": 39.3}) == (
         " Training took 4.9-39.3 s a step (wall time)."
     )
+    assert step_cost({"a": 4.9, "b": 39.3}, n_runs=16) == (
+        " Training took 4.9-39.3 s a step (wall time, 2 of 16 runs timed)."
+    )
 
 
 @pytest.mark.slow

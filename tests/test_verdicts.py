@@ -265,3 +265,6 @@ def test_lm_head_rule_states_its_measures_when_the_claim_has_no_subject():
     assert verdict.effects["mediated"] == pytest.approx(1 - 0.29 / 0.3)
     empty = acting.lm_head_rule([], [], 0.5, dominated=False)
     assert empty.verdict == v.NOT_TESTED and "measured anyway" not in empty.reason
+    worse = acting.lm_head_rule([-0.1, -0.1], [-0.08, -0.08], 0.99, dominated=True)
+    assert "no NLL gain to mediate" in worse.reason and "nan" not in worse.reason
+    assert worse.verdict == v.PARTLY  # the lever alone

@@ -138,7 +138,8 @@ def closing_lines(ctx: Context, r: Results) -> list[str]:
         "",
         "![ablation](ablation/figure.png)",
         "",
-        "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`.",
+        "Interactive atlases (token slider, prompt dropdown): `atlas/<run>.html`, written by "
+        "`make figures` (HTML is not committed).",
         "",
         *lens_section(read_typed(out, "lenses", LensesSummary)),
         *trajectory_section(out),

@@ -154,10 +154,10 @@ def longer_lines(out: Path) -> list[str]:
     status = (
         f"All {s.n_planned} runs measured."
         if s.finished
-        else f"{len(s.runs)} of the {s.n_planned} planned runs measured so far; "
+        else f"{len(s.runs)} of the {s.n_planned} planned runs measured; "
         "`make figures TIER=explain` (`--only longer`) trains and measures the rest."
     )
-    cost = step_cost(s.seconds_by_run)
+    cost = step_cost(s.seconds_by_run, len(s.runs))
     lines = [
         LONGER_TITLE,
         "",

@@ -19,6 +19,7 @@ from analyses._summaries import (
 from analyses.rules.acting import lm_head_rule, residual_rule
 from analyses.rules.base import Verdict
 from analyses.rules.paper import DOMINANT_GAP, NOT_TESTED, PARTLY, REPRODUCED
+from irm_lens.interventions.host_profile import PROFILE_RATIO
 from irm_lens.measures.alignment import MIN_SPECIFICITY
 
 KIND_LABEL = {
@@ -52,17 +53,15 @@ def rules_account() -> list[str]:
         "for the claim to be about); `tests/test_verdicts.py` builds inputs that reach every "
         "verdict of every rule. Only aligned runs count (specificity CI above "
         f"{pct(MIN_SPECIFICITY)} and own-voice NLL drop CI above 0: the alignment section). "
-        "History, as it happened: the rules were first written on 2026-12-02 after the "
-        "numbers of earlier reports had been read; the default tier's runs and the long "
-        "tier's were trained after that, the mechanism tier's (2026-12-01) before. Rules "
-        "changed after results had been seen, each in git history: the minimum specificity "
-        "(2026-12-02, after an untrained IRM had passed a CI-above-0 rule); an earlier LM-head "
-        'rule (after a run had printed "reproduced"); and on 2026-12-07, after a review of '
-        "the committed data: striation needs the index share above the layer share (the "
-        "paper's contrast), every rule reads a null of untrained IRMs instead of one, and "
-        "dominance is the top index's share over the runner-up's (comparable across "
-        "d_model) instead of 10x uniform. Verdicts that changed are listed under "
-        '"Verdict changes".',
+        "When the rules were set, relative to the data: first on 2026-12-02, with the "
+        "numbers of earlier reports known; the default and long tiers' runs were trained "
+        "later, the mechanism tier's `matrix` runs (2026-12-01) earlier. Set post hoc, with "
+        "results seen (each in git history): the minimum specificity (2026-12-02: an "
+        "untrained IRM passes a CI-above-0 rule); the LM-head rule (an earlier one labelled a "
+        'run "reproduced"); and on 2026-12-07, striation\'s index-above-layer contrast (the '
+        "paper's), a null of many untrained IRMs instead of one, and dominance as the top "
+        "index's share over the runner-up's (comparable across d_model) instead of 10x "
+        'uniform. Verdicts that changed are listed under "Verdict changes".',
         "",
     ]
 
@@ -91,14 +90,16 @@ def pct_ci(value: float, low: float, high: float) -> str:
     return f"{pct(value)} [{pct(low)}, {pct(high)}]"
 
 
-def step_cost(seconds_by_run: dict[str, float]) -> str:
+def step_cost(seconds_by_run: dict[str, float], n_runs: int | None = None) -> str:
     """The sentence on what training cost: the range of the runs' seconds a step (one number
-    when they agree to a tenth), or nothing without runs."""
+    when they agree to a tenth), or nothing without runs; ``n_runs``: how many runs there are,
+    where only some were timed."""
     rates = [f"{r:.1f}" for r in sorted(seconds_by_run.values())]
     if not rates:
         return ""
     span = rates[0] if rates[0] == rates[-1] else f"{rates[0]}-{rates[-1]}"
-    return f" Training took {span} s a step (wall time)."
+    timed = f", {len(rates)} of {n_runs} runs timed" if n_runs and n_runs > len(rates) else ""
+    return f" Training took {span} s a step (wall time{timed})."
 
 
 def num_ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
@@ -154,8 +155,10 @@ def dominance_claims(s: DominanceSummary, host: HostProfileSummary) -> tuple[Rul
         f"1512 would need its |output| at least {DOMINANT_GAP:g}x the next index's in the "
         f"median aligned run (the top share x d_model grows with d_model for the same shape). "
         f"On held-out questions (chat format) the top index is {held} in "
-        f"{held_hits}/{len(counted)} aligned next-token runs. Host's massive-activation dims: "
-        f"{s.host_massive_dims}; dominant index is one of them: "
+        f"{held_hits}/{len(counted)} aligned next-token runs. Host's massive-activation dims "
+        f"(largest |residual| at least {PROFILE_RATIO:g}x the median index's; Sun et al.'s "
+        f"stricter 1000x test: `irm-lens profile --anatomy`): {s.host_massive_dims}; "
+        f"dominant index is one of them: "
         f"{'yes' if host.dominant_is_massive else 'no'}.{paper_text}"
     )
     return s.consistency_rules, s.dominance_rules, text

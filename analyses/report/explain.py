@@ -9,6 +9,7 @@ import pandas as pd
 
 from analyses._summaries import ExplainSummary, PredictSummary, SteeringSummary, read_typed
 from analyses.explain import Judgement, final_rows, judge
+from analyses.predict import SCORES
 from analyses.report.baselines import (
     baseline_rules,
     baselines_lines,
@@ -57,8 +58,8 @@ def explain_rules(out: Path) -> dict[str, Verdict | None]:
     st = read_typed(out, "steering", SteeringSummary)
     rules[STEERING_CLAIM] = st.verdict if st else None
     p = read_typed(out, "predict", PredictSummary)
-    for score in ("gradient", "consistency", "bias fit", "lever", "stop lever"):
-        rules[PREDICT_CLAIM.format(score)] = p.verdicts[score] if p else None
+    for score in SCORES:
+        rules[PREDICT_CLAIM.format(score)] = p.verdicts.get(score) if p else None
     return {**rules, **baseline_rules(out)}
 
 
@@ -297,11 +298,11 @@ def explain_section(out: Path) -> list[str]:
     status = (
         f"All {s.n_planned} runs measured."
         if s.finished
-        else f"{len(s.runs)} of the {s.n_planned} planned runs measured so far; "
+        else f"{len(s.runs)} of the {s.n_planned} planned runs measured; "
         "`make figures TIER=explain` measures the rest."
     )
     tops = ", ".join(f"{k} ({v})" for k, v in s.null_tops.items())
-    cost = step_cost(s.seconds_by_run)
+    cost = step_cost(s.seconds_by_run, len(s.runs))
     growth = "\n".join(
         f"- **Dominance grows with training, padding {g}: {v.verdict}.** {_sentence(v.reason)}."
         for g, v in j.concentration.items()
@@ -323,12 +324,11 @@ def explain_section(out: Path) -> list[str]:
         "",
         f"Rule (`analyses.rules.explain.padding_rule`): a cell shares an index when one "
         f"index tops at least {SHARED:.0%} of its aligned runs (at least {MIN_RUNS}, from at "
-        f"least {MIN_SEEDS} init seeds: runs of one seed start from the same IRM; this seed "
-        "condition was added after the first seed's runs had been measured, before the "
-        "second's) and the untrained IRMs do not already share it; *only with padding* when "
-        "every counted cell "
-        "shares one and no masked cell does, *not padding* when a masked cell shares one or no "
-        "cell does. Control: the masked cells (same data, same offsets) and the untrained "
+        f"least {MIN_SEEDS} init seeds: runs of one seed start from the same IRM; a condition "
+        "set with the first seed's runs measured, before the second's) and the untrained "
+        "IRMs do not already share it; *only with padding* when every counted cell shares one "
+        "and no masked cell does, *not padding* when a masked cell shares one or no cell does. "
+        "Control: the masked cells (same data, same offsets) and the untrained "
         f"IRMs of the tier's seeds and seeds 1-8 on the same rows (dominance median "
         f"{s.null_ratio_median:.2f}, max {s.null_ratio_max:.2f}; lead over the runner-up at "
         f"most {s.null_gap_max:.2f}x; top indices {tops}). Growth: dominance at the last "

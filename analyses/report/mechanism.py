@@ -197,8 +197,8 @@ def mechanism_section(
             "SGD runs read the original host's null); dominance counts when the aligned runs' "
             f"median ratio is at least {rotation.margin}x the null's median (at least "
             f"{rotation.min_runs} per side). SGD: momentum 0.9, lr {rotation.sgd_lrs[0]:g} "
-            "(matched to Adam's total step size over the budget) and, added after that one broke "
-            f"the host, lr {rotation.sgd_lrs[1]:g}; the verdict uses lr "
+            "(matched to Adam's total step size over the budget) and, set post hoc because "
+            f"that one broke the host, lr {rotation.sgd_lrs[1]:g}; the verdict uses lr "
             f"{rotation.sgd_lr_used:g} (more aligned runs).",
             "",
             f"- **Where the dominant coordinate comes from: {b.verdict}.** {b.reason}. "

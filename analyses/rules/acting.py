@@ -117,9 +117,13 @@ def lm_head_rule(
             "lever_percentile": lever_percentile,
             "n_runs": float(len(gains)),
         }
+        share = (
+            f"{mediated:.0%} of the NLL gain goes through the final norm's scale"
+            if gain > 0
+            else "no NLL gain to mediate (the IRM raises its own voice's NLL)"
+        )
         measures = (
-            f"{mediated:.0%} of the NLL gain goes through the final norm's scale "
-            f"(gain {gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever "
+            f"{share} (gain {gain:.3f}, scale frozen {frozen:.3f}); the index's entropy lever "
             f"beats {lever_percentile:.0%} of all indices"
         )
     else:
