@@ -528,7 +528,11 @@ def _add_run_parsers(sub: Any) -> None:
         action="store_true",
         help="the paper's 24 runs (3 emotions x 6 layer sets + 6 with L1)",
     )
-    sw.add_argument("--emotions", default="anger,sadness,neutral", help="comma list of voices")
+    sw.add_argument(
+        "--emotions",
+        default="anger,sadness,neutral",
+        help="comma list of bundled voices: anger, sadness, neutral, joy",
+    )
     sw.add_argument("--layer-sets", default="all", help="comma list: q1..q4, every4, all, 0-7")
     sw.add_argument("--l1", default="0", help="comma list of L1 alphas (0 = off)")
     sw.add_argument("--seeds", default="42", help="comma list of seeds")
