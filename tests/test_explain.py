@@ -159,6 +159,7 @@ def test_seed_rule_reaches_every_verdict():
     assert verdicts == ["same index across seeds", "seed-dependent", "not tested", "not tested"]
     assert set(verdicts) == set(SEED_VERDICTS)
     assert "anger 265 / 12" in apart.reason and apart.effects["agree"] == 1
+    assert few.reason.endswith("got 1 (anger 265 / 265)")  # the one pair is still shown
 
 
 def _long_rows(run: str, emotion: str, dominance: tuple[float, float, float], top: int) -> list:

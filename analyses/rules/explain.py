@@ -194,9 +194,8 @@ def seed_rule(pairs: dict[str, tuple[int, int]]) -> Verdict:
     shown = ", ".join(f"{e} {a} / {b}" for e, (a, b) in pairs.items())
     effects = {"pairs": float(len(agree)), "agree": float(sum(agree))}
     if len(agree) < MIN_RUNS:
-        return Verdict(
-            NOT_TESTED, f"needs {MIN_RUNS} emotions with both seeds; got {len(agree)}", effects
-        )
+        got = f"{len(agree)}" + (f" ({shown})" if shown else "")
+        return Verdict(NOT_TESTED, f"needs {MIN_RUNS} emotions with both seeds; got {got}", effects)
     text = f"{sum(agree)} of {len(agree)} emotions share the top index ({shown})"
     if all(agree):
         return Verdict("same index across seeds", text, effects)
