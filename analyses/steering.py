@@ -74,7 +74,7 @@ def bias_vectors(ctx: Context, run: str) -> SteeringVectors:
     """A bias-only IRM trained like ``run`` (its loss, training rows, lr, rows per step, injected
     layers and the optimizer steps it took; its seed for the row draws), one vector per
     injected layer (cached in the run as a safetensors file)."""
-    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-vectors', 1)}.safetensors"
+    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-vectors', 2)}.safetensors"
     if path.exists():
         return SteeringVectors.load(path)
     host, config = ctx.host(), ctx.specs[run].config
@@ -114,7 +114,7 @@ def bias_baseline(ctx: Context, run: str) -> pd.DataFrame:
             [{**measured.columns(), "top1": d.top1, "ratio": d.ratio, "loss": loss}]
         )
 
-    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-baseline', 1)}.csv"
+    path = ctx.runs[run] / "steering" / f"bias-{cache_key('bias-baseline', 2)}.csv"
     return cached_table(path, compute)
 
 

@@ -176,7 +176,9 @@ RESULT_KINDS = frozenset(
 def result_kind(path: str | os.PathLike[str]) -> str | None:
     """The kind of result irm_lens wrote in the directory ``path`` (its marker), or None.
     Results written before markers existed are recognised by their files: a recording by its
-    ``recording.json``, an ablation by its ``ablation.csv`` beside figure files alone."""
+    ``recording.json``, an ablation by its ``ablation.csv`` beside figure files alone, and a
+    ``lens``, ``profile`` or ``predict`` result by its own tables (``_UNMARKED``) beside figure
+    files and a ``summary.json`` alone."""
     target = Path(path)
     try:
         kind = json.loads((target / MARKER).read_text(encoding="utf-8")).get("kind")
@@ -186,6 +188,15 @@ def result_kind(path: str | os.PathLike[str]) -> str | None:
     files = {p.name for p in target.iterdir()} if target.is_dir() else set()
     if "ablation.csv" in files and all(Path(n).suffix in _FIGURE_FILES for n in files):
         return "ablation"
+    plain = {n for n in files if Path(n).suffix in _FIGURE_FILES or n == "summary.json"}
+    for kind, tables in _UNMARKED.items():
+        if (
+            files
+            and plain == files
+            and files & tables
+            and {n for n in files if n.endswith(".csv")} <= tables
+        ):
+            return kind
     try:
         info = json.loads((target / RECORDING_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -194,6 +205,35 @@ def result_kind(path: str | os.PathLike[str]) -> str | None:
 
 
 _FIGURE_FILES = frozenset({".csv", ".png", ".html", ".js"})
+_UNMARKED = {
+    "prediction": frozenset({"prediction.csv"}),
+    "profile": frozenset(
+        {
+            "gains.csv",
+            "magnitude.csv",
+            "massive.csv",
+            "lever_rms.csv",
+            "lever_entropy.csv",
+            "massive_ablation.csv",
+            "super_weights.csv",
+        }
+    ),
+    "lens": frozenset(
+        {
+            "decode.csv",
+            "clamp.csv",
+            "decode_all.csv",
+            "values.csv",
+            "activation_x_gradient.csv",
+            "queries.csv",
+            "subspaces.csv",
+            "ov_svd.csv",
+            "composition_v.csv",
+        }
+    ),
+}
+"""The tables by which a ``lens``, ``profile`` or ``predict`` result written before markers is
+recognised."""
 
 
 def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:

@@ -322,7 +322,13 @@ HOST_VERBS = {
 
 
 @pytest.mark.parametrize("verb", sorted(HOST_VERBS))
-def test_never_destroy_a_users_folder_with_a_host_verb(tmp_path, capsys, verb):
+def test_never_destroy_a_users_folder_with_a_host_verb(tmp_path, capsys, monkeypatch, verb):
+    import irm_lens.host
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the host was loaded before --out was checked")
+
+    monkeypatch.setattr(irm_lens.host, "load_host", no_work)  # refused before any work
     folder = _user_folder(tmp_path / "mine")
     before = _snapshot(folder)
     argv = [*HOST_VERBS[verb], "--host", "tiny-random-llama", "--device", "cpu"]
@@ -333,6 +339,41 @@ def test_never_destroy_a_users_folder_with_a_host_verb(tmp_path, capsys, verb):
     err = capsys.readouterr().err
     assert str(folder) in err and "files irm_lens did not write" in err
     assert _snapshot(folder) == before
+
+
+def test_one_writer_per_out_with_a_host_verb(tmp_path, capsys):
+    out = tmp_path / "pred"
+    code = (
+        "import sys, time; from irm_lens.training.runlock import out_lock\n"
+        f"with out_lock({str(out)!r}, 'predict'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        argv = [*HOST_VERBS["predict"], "--host", "tiny-random-llama", "--no-progress"]
+        assert main([*argv, "--out", str(out)]) == 2
+        assert f"process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_result_written_before_markers_is_still_recognised(tmp_path):
+    from irm_lens.files import result_kind
+
+    for kind, names in {
+        "prediction": ["prediction.csv", "summary.json"],
+        "profile": ["gains.csv", "massive.csv", "summary.json", "figure.png", "figure.html"],
+        "lens": ["decode.csv", "clamp.csv", "figure.png"],
+    }.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text("x")
+        assert result_kind(folder) == kind
+        (folder / "notes.txt").write_text("mine")
+        assert result_kind(folder) is None  # with a file of the user's beside them
 
 
 def test_a_lens_result_is_replaced_whole_by_the_next(tmp_path, capsys):

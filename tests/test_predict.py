@@ -177,9 +177,25 @@ def test_a_bias_fit_trains_only_the_given_layers_with_accumulated_batches(plante
     assert fit.vectors[1].abs().sum() > 0
     others = [layer for layer in range(host.cfg.n_layers) if layer != 1]
     assert fit.vectors[others].abs().sum() == 0
-    assert len(fit.losses) == 3  # optimizer steps, each over grad_accum batches
-    single = fit_bias(host, rows, layers=[1], grad_accum=1, **common)
-    assert not torch.equal(fit.vectors, single.vectors)  # twice the rows a step
+    assert len(fit.losses) == 3
+    steps, forwards = [], []
+    real_step = torch.optim.Adam.step
+
+    def counted_step(self, *args, **kwargs):
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    real_forward = host.forward
+
+    def counted_forward(*args, **kwargs):
+        forwards.append(1)
+        return real_forward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", counted_step)
+        mp.setattr(host, "forward", counted_forward)
+        fit_bias(host, rows, layers=[1], grad_accum=2, **common)
+    assert (len(steps), len(forwards)) == (3, 6)  # one optimizer step per grad_accum batches
     with pytest.raises(ValueError, match="grad_accum=0"):
         fit_bias(host, rows, grad_accum=0, **common)
 

@@ -13,7 +13,8 @@ shows its default. ``tests/test_cli_grammar.py`` holds every verb to it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,29 @@ def add_out(parser: argparse.ArgumentParser, default: str) -> None:
 
 def add_top(parser: argparse.ArgumentParser, default: int, what: str) -> None:
     parser.add_argument("--top", type=at_least(1), default=default, help=what)
+
+
+def holding_out(
+    out_of: Callable[[argparse.Namespace], Path | None], verb: str
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Run a command holding the writer lock of its ``--out`` (``out_of(args)``; None: none to
+    hold) from its first check to its last write, so a second writer of the same ``--out`` is
+    refused at once instead of racing it."""
+
+    def wrap(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            from irm_lens.training.runlock import out_lock
+
+            out = out_of(args)
+            if out is None:
+                return command(args)
+            with out_lock(out, verb):
+                return command(args)
+
+        return run
+
+    return wrap
 
 
 def add_max_rows(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irm_lens.cli.grammar import add_host, add_no_png, add_out, add_top
+from irm_lens.cli.grammar import add_host, add_no_png, add_out, add_top, holding_out
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
@@ -21,12 +21,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def _out_path(args: argparse.Namespace) -> Path:
+    """``--out``, default ``lens/<verb>``."""
+    return Path(args.out or f"lens/{args.lens_verb}")
+
+
 def _out(args: argparse.Namespace) -> Path:
-    """``--out`` (default ``lens/<verb>``), checked before any work: a folder irm_lens did not
-    write, or another kind of result, is refused there, never replaced."""
+    """``--out``, checked before any work: a folder irm_lens did not write, or another kind of
+    result, is refused there, never replaced."""
     from irm_lens.files import check_replaceable
 
-    out = Path(args.out or f"lens/{args.lens_verb}")
+    out = _out_path(args)
     check_replaceable(out, "lens")
     return out
 
@@ -71,6 +76,7 @@ def _write(out: Path, tables: dict[str, Any], fig: Any, png: bool) -> None:
     print("next: irm-lens lens decode | attribute | channels on another unit, or irm-lens profile")
 
 
+@holding_out(_out_path, "lens")
 def _decode(args: argparse.Namespace) -> int:
     from irm_lens.lenses import clamp_effect, decode_index, decode_neurons
     from irm_lens.plotting.lenses import decode_figure
@@ -116,6 +122,7 @@ def _decode_all(args: argparse.Namespace) -> int:
     return 0
 
 
+@holding_out(_out_path, "lens")
 def _attribute(args: argparse.Namespace) -> int:
     from irm_lens.lenses import activation_x_gradient, log_prob_attribution, query_neurons
     from irm_lens.plotting.lenses import attribution_figure
@@ -138,6 +145,7 @@ def _attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+@holding_out(_out_path, "lens")
 def _channels(args: argparse.Namespace) -> int:
     from irm_lens.lenses import composition_scores, head_svd, index_in_head_subspaces
     from irm_lens.plotting.lenses import subspace_figure

@@ -19,13 +19,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irm_lens.cli.grammar import add_host, add_max_rows, add_out, add_top
+from irm_lens.cli.grammar import add_host, add_max_rows, add_out, add_top, holding_out
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 from irm_lens.prompts import PROMPT_MODES
 from irm_lens.training.modes import LOSS_KINDS, PADDING_RULES, PAPER_OFFSETS
 
 
+def _out_path(args: argparse.Namespace) -> Path:
+    """``--out``, default ``predict/<emotion>``."""
+    return Path(args.out or f"predict/{args.emotion or DEFAULT_EMOTION}")
+
+
+DEFAULT_EMOTION = "anger"
+"""The voice predicted for without ``--emotion`` (a ``--data`` file's rows take it as label)."""
+
+
+@holding_out(_out_path, "predict")
 def _cmd_predict(args: argparse.Namespace) -> int:
     from irm_lens.files import check_replaceable, write_csv_atomic, write_text_atomic
     from irm_lens.host import host_name, load_host
@@ -44,7 +54,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         objective = Objective(args.loss, args.paper_offset, args.paper_padding)
-        config = TrainConfig(emotion=args.emotion or "anger", data=args.data)
+        config = TrainConfig(emotion=args.emotion or DEFAULT_EMOTION, data=args.data)
     except ValueError as exc:
         raise IrmLensError(str(exc)) from None
     mode: PromptMode = args.prompt_mode or ("plain" if args.loss == "paper" else "chat")
@@ -52,7 +62,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if rows.empty:
         raise IrmLensError(f"no training rows for {args.data or args.emotion}; check --data.")
     label = args.emotion or config.emotion
-    out = Path(args.out or f"predict/{label}")
+    out = _out_path(args)
     check_replaceable(out, "prediction")  # before the work: never a user's folder
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     layers = parse_layers(args.layers, host.cfg.n_layers)

@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irm_lens.cli.grammar import add_host, add_no_png, add_out, add_prompts, read_prompt_file
+from irm_lens.cli.grammar import (
+    add_host,
+    add_no_png,
+    add_out,
+    add_prompts,
+    holding_out,
+    read_prompt_file,
+)
 from irm_lens.cli.types import at_least
 from irm_lens.errors import IrmLensError
 
@@ -118,6 +125,14 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_path(args: argparse.Namespace) -> Path | None:
+    """``--out``: default ``profile/anatomy`` or ``profile/index-<I>`` (None without either)."""
+    if args.out or args.anatomy:
+        return Path(args.out or "profile/anatomy")
+    return None if args.index is None else Path(f"profile/index-{args.index}")
+
+
+@holding_out(_out_path, "profile")
 def _cmd_profile(args: argparse.Namespace) -> int:
     if args.anatomy:
         return _cmd_anatomy(args)

@@ -35,10 +35,6 @@ if TYPE_CHECKING:
     from irm_lens.training.config import TrainConfig
 
 
-GREEDY_TOKENS = 40
-"""``record``'s tokens per prompt when greedy (``--max-new-tokens``'s default)."""
-
-
 def _check_provenance(run_dir: Path, recording_dir: Path) -> None:
     """Refuse a recording made with another IRM than the run's current one."""
     from irm_lens.files import sha256_file
@@ -96,8 +92,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     if args.sampling == "paper" and args.max_new_tokens is not None:
         raise IrmLensError(
-            "--max-new-tokens does not apply to --sampling paper, which generates the original's "
-            "100 tokens; drop one of the two."
+            "--max-new-tokens does not apply to --sampling paper, which keeps the original's "
+            "length limit (100 tokens, prompt included); drop one of the two."
         )
     run_dir = Path(args.run_dir)
     with run_lock(run_dir, "record"):
@@ -107,11 +103,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
                 PAPER_SAMPLING, seed=args.seed, batch_size=args.batch_size
             )
         else:
-            settings = GenerationSettings(
-                max_new_tokens=args.max_new_tokens or GREEDY_TOKENS,
-                seed=args.seed,
-                batch_size=args.batch_size,
-            )
+            length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+            settings = GenerationSettings(seed=args.seed, batch_size=args.batch_size, **length)
         if args.prompts == "heldout":  # the run's own test split (a custom-data run's too)
             prompts = config.rows("test")["question"].tolist()[: args.max_rows]
         elif args.prompts in PROMPT_SETS:
@@ -496,8 +489,8 @@ def add_parsers(sub: Any, add_host_options: Any) -> None:
         "--max-new-tokens",
         type=at_least(1),
         default=None,
-        help=f"tokens generated per prompt (default {GREEDY_TOKENS}; --sampling paper always "
-        "generates the original's 100)",
+        help="tokens generated per prompt (default: 40; --sampling paper keeps the original's "
+        "limit, 100 tokens with the prompt)",
     )
     rec.add_argument("--seed", type=int, default=0, help="sampling seed (--sampling paper)")
     rec.add_argument(
