@@ -48,13 +48,22 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def _out(path: str) -> Path:
-    """The output directory, checked before any work: a folder irm_lens did not write, or
+def _out_path(args: argparse.Namespace) -> Path | None:
+    """``--out``: default ``profile/anatomy`` or ``profile/index-<I>`` (None without either)."""
+    if args.out or args.anatomy:
+        return Path(args.out or "profile/anatomy")
+    return None if args.index is None else Path(f"profile/index-{args.index}")
+
+
+def _out(args: argparse.Namespace) -> Path:
+    """``--out`` (``_out_path``), checked before any work: a folder irm_lens did not write, or
     another kind of result, is refused there, never replaced."""
     from irm_lens.files import check_replaceable
 
-    check_replaceable(path, "profile")
-    return Path(path)
+    out = _out_path(args)
+    assert out is not None  # --anatomy or --index, checked by the caller
+    check_replaceable(out, "profile")
+    return out
 
 
 def _cmd_anatomy(args: argparse.Namespace) -> int:
@@ -72,7 +81,7 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     from irm_lens.training.runlock import result_dir
 
     prompts = _prompts(args.prompts)
-    out = _out(args.out or "profile/anatomy")
+    out = _out(args)
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     massive = massive_activations(residual_profile(host, prompts))
     weights = super_weights(host, prompts[0])
@@ -125,13 +134,6 @@ def _cmd_anatomy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _out_path(args: argparse.Namespace) -> Path | None:
-    """``--out``: default ``profile/anatomy`` or ``profile/index-<I>`` (None without either)."""
-    if args.out or args.anatomy:
-        return Path(args.out or "profile/anatomy")
-    return None if args.index is None else Path(f"profile/index-{args.index}")
-
-
 @holding_out(_out_path, "profile")
 def _cmd_profile(args: argparse.Namespace) -> int:
     if args.anatomy:
@@ -146,7 +148,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from irm_lens.training.runlock import result_dir
 
     prompts, scales = _prompts(args.prompts), _scales(args.scales)
-    out = _out(args.out or f"profile/index-{args.index}")
+    out = _out(args)
     host = load_host(args.host, device=args.device, dtype=args.dtype)
     result = index_profile(
         host,
