@@ -9,11 +9,13 @@ SGD, masked and rotated-host runs, the explain tier's loss quirks and its longer
 up in the ranking of its own emotion, objective and injected layers. ``predictor_rule`` judges
 the ranks against a random ranking.
 
-Reads committed results only (no run cache); computes the gradients, bias fits and the Jacobian
-lens on the host (tens of minutes on CPU), each kept in the run cache (``predict/``,
-safetensors) so a run with more committed results only computes what is new. ``data.csv``: one
-row per validated run; ``predictions.csv``: the top 20 predicted indices per emotion and
-objective, with the host levers beside them.
+Reads committed results only (no run cache). The committed ``predict`` result is the cache of
+record: a run it holds with the same top index keeps its ranks when the settings it records
+(``settings``: version, host, rows, fit steps, lens texts) are this invocation's, so only the
+emotion-objective pairs of new runs are computed: the gradients, bias fits and the Jacobian lens
+on the host (about 6 min a pair and 20 min for the lens on CPU), each kept in the run cache
+(``predict/``, safetensors). ``data.csv``: one row per validated run; ``predictions.csv``: the
+top 20 predicted indices per emotion and objective, with the host levers beside them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import Tensor
 from analyses._common import Context
 from analyses._config import cache_key
 from analyses._summaries import PredictSummary
-from analyses._written import write_result
+from analyses._written import read_summary, write_result
 from analyses.plots.predict import predict_figure
 from analyses.rules.explain import predictor_rule
 from irm_lens.data.datasets import EMOTIONS, load_dataset
@@ -75,6 +77,9 @@ SCORES = {
     "stop lever": "stop_rank",
 }
 LENS_TEXTS = 32  # bank rows (every voice) the Jacobian lens is averaged over
+VERSION = 1  # of the tensors and ranks below: bump when their meaning changes
+KEY = ["run", "source", "emotion", "objective", "layers", "top_index"]  # a validated run
+RANKS = ["predicted_index", *(f"{score}_rank" for score in SCORES)]
 
 
 def _objective(name: str) -> tuple[Objective, PromptMode]:
@@ -83,11 +88,6 @@ def _objective(name: str) -> tuple[Objective, PromptMode]:
         return Objective(), "chat"
     offset, padding = int(name[1]), name.split("-", 1)[1]
     return Objective("paper", offset, padding), "plain"  # type: ignore[arg-type]
-
-
-def _summary(out: Path, result: str) -> dict[str, Any]:
-    path = out / result / "config.json"
-    return dict(json.loads(path.read_text())["summary"]) if path.exists() else {}
 
 
 def trained_tops(out: Path) -> pd.DataFrame:
@@ -125,17 +125,17 @@ def trained_tops(out: Path) -> pd.DataFrame:
                 "all",
                 r.top_index,
             )
-    for r in _summary(out, "matrix").get("by_run", []):
+    for r in read_summary(out, "matrix").get("by_run", []):
         if r["trained"]:
             add(r["run"], "matrix", r["emotion"], NEXT_TOKEN, r["layer_set"], r["top1"])
-    for r in _summary(out, "rotation").get("by_run", []):
+    for r in read_summary(out, "rotation").get("by_run", []):
         if not r["trained"] or r["basis"] != "host basis":
             continue
         if "SGD" in r["setting"]:  # SGD on the original host
             add(r["run"], "sgd", r["emotion"], NEXT_TOKEN, "all", r["top1"])
         elif r["setting"].startswith("rotated host"):  # trained in another basis, read in ours
             add(r["run"], "rotated", r["emotion"], NEXT_TOKEN, "all", r["top1"])
-    for r in _summary(out, "masked").get("by_run", []):  # the top 5 or 5 random held at 0
+    for r in read_summary(out, "masked").get("by_run", []):  # the top 5 or 5 random held at 0
         if r["trained"] and r["setting"] != "no mask":
             add(r["run"], "masked", r["emotion"], NEXT_TOKEN, "all", r["top1"])
     path = out / "explain" / "data.csv"
@@ -150,9 +150,7 @@ def trained_tops(out: Path) -> pd.DataFrame:
         for r in longer[longer["irm"] == "best"].itertuples():
             layers = "q4" if "_layersq4_" in r.run else "all"
             add(r.run, "longer", r.emotion, NEXT_TOKEN, layers, r.top_index)
-    table = pd.DataFrame(
-        rows, columns=["run", "source", "emotion", "objective", "layers", "top_index"]
-    )
+    table = pd.DataFrame(rows, columns=KEY)
     return table.drop_duplicates("run").reset_index(drop=True)
 
 
@@ -163,7 +161,7 @@ def _layers(spec: str, n_layers: int) -> list[int]:
 def _kept(ctx: Context, name: str, parts: tuple[Any, ...], compute: Callable[[], Tensor]) -> Tensor:
     """``compute()``'s tensor, kept in the run cache under a key of ``parts`` and the host."""
     f = ctx.figures
-    key = cache_key("predict", 1, f.host, f.dtype, *parts)
+    key = cache_key("predict", VERSION, f.host, f.dtype, *parts)
     path = f.runs_dir / "predict" / f"{name}-{key}.safetensors"
     if path.exists():
         return load_file(str(path))["value"]
@@ -183,20 +181,85 @@ def _lens_texts(n: int) -> list[str]:
     return (rows["question"] + " " + rows["answer"]).tolist()
 
 
-def main(ctx: Context) -> PredictSummary:
+def _computed_with(ctx: Context) -> dict[str, Any]:
+    """What the ranks depend on besides the runs, written to the result's settings: a later
+    invocation reads a committed run's ranks only when these match."""
+    f = ctx.figures
+    return {
+        "version": VERSION,
+        "host": f.host,
+        "dtype": f.dtype,
+        "fast": f.fast,
+        "rows_per_gradient": SMOKE_ROWS if f.fast else ROWS,
+        "fit_steps": SMOKE_FIT_STEPS if f.fast else FIT_STEPS,
+        "max_len": MAX_LEN,
+        "lens_texts": SMOKE_ROWS if f.fast else LENS_TEXTS,
+    }
+
+
+def _settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a committed result was computed with; a result written before they were
+    recorded ran version 1 (128-token rows, the lens on 32 texts or the smoke run's 8)."""
+    if config.get("settings"):
+        return dict(config["settings"])
+    s, f = config["summary"], config["figures_config"]
+    return {
+        "version": 1,
+        "host": f["host"],
+        "dtype": f["dtype"],
+        "fast": f["fast"],
+        "rows_per_gradient": s["rows_per_gradient"],
+        "fit_steps": s["fit_steps"],
+        "max_len": 128,
+        "lens_texts": SMOKE_ROWS if f["fast"] else 32,
+    }
+
+
+def committed_ranks(
+    out: Path, computed_with: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The committed result's validated runs, predictions and summary when ``computed_with``
+    computed them (the cache of record: a run found there with the same top index is not
+    computed again); empty tables otherwise."""
+    folder = out / "predict"
+    paths = [folder / name for name in ("config.json", "data.csv", "predictions.csv")]
+    if not all(p.exists() for p in paths):
+        return pd.DataFrame(), pd.DataFrame(), {}
+    config = json.loads(paths[0].read_text())
+    if _settings_of(config) != computed_with:
+        return pd.DataFrame(), pd.DataFrame(), {}
+    data = pd.read_csv(paths[1], dtype={c: str for c in KEY if c != "top_index"})
+    predictions = pd.read_csv(paths[2], dtype={"emotion": str, "objective": str})
+    if not set(RANKS) <= set(data.columns):
+        return pd.DataFrame(), pd.DataFrame(), {}
+    return data[[*KEY, *RANKS]], predictions, dict(config["summary"])
+
+
+@dataclasses.dataclass
+class _Computed:
+    ranks: pd.DataFrame  # RANKS for the given runs, on their index
+    predictions: dict[tuple[str, str], pd.DataFrame]  # the top SHOWN per pair
+    predicted: dict[tuple[str, str], int]
+    fitted: dict[tuple[str, str], int]
+    d_model: int
+
+
+def _compute(ctx: Context, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> _Computed:
+    """The host's gradients, bias fits and transport lever for ``pairs`` (each kept in the run
+    cache), and the ranks of ``runs``' top indices in them."""
+    settings = _computed_with(ctx)
+    n_rows, fit_steps, n_texts = (
+        settings["rows_per_gradient"],
+        settings["fit_steps"],
+        settings["lens_texts"],
+    )
     host = ctx.host()
     n_layers, d_model = host.cfg.n_layers, host.cfg.d_model
-    runs = trained_tops(ctx.out)
-    if ctx.figures.fast:  # the smoke pipeline: its own runs' emotions only
-        runs = runs[runs["emotion"].isin(ctx.figures.emotions)]
     massive = host_profile(host, PAPER_PROMPTS, mode="plain")["massive"]["index"].tolist()
     levers = host_levers(host, massive)
-    n_rows = SMOKE_ROWS if ctx.figures.fast else ROWS
-    fit_steps = SMOKE_FIT_STEPS if ctx.figures.fast else FIT_STEPS
     grads: dict[tuple[str, str], torch.Tensor] = {}
     fits: dict[tuple[str, str], torch.Tensor] = {}
-    for key in runs[["emotion", "objective"]].drop_duplicates().itertuples(index=False):
-        emotion, objective = key
+    for emotion, objective in pairs:
         o, mode = _objective(objective)
         rows = load_dataset(emotion, split="train").head(n_rows)
         gradient = functools.partial(
@@ -224,7 +287,6 @@ def main(ctx: Context) -> PredictSummary:
         fits[(emotion, objective)] = _kept(
             ctx, "fit", (emotion, objective, fit_steps, MAX_LEN), _vectors_of(fit)
         )
-    n_texts = SMOKE_ROWS if ctx.figures.fast else LENS_TEXTS
     transport = _kept(
         ctx,
         "transport",
@@ -237,7 +299,7 @@ def main(ctx: Context) -> PredictSummary:
             progress=ctx.progress,
         ),
     )
-    ranks, shown = [], []
+    ranks = []
     for r in runs.itertuples():
         key = (r.emotion, r.objective)
         layers = _layers(r.layers, n_layers)
@@ -252,13 +314,69 @@ def main(ctx: Context) -> PredictSummary:
                 },
             }
         )
-    data = pd.concat([runs, pd.DataFrame(ranks, index=runs.index)], axis=1)
-    for (emotion, objective), g in grads.items():
-        top = predict_index(
-            g, levers=levers, fitted=fits[(emotion, objective)], transport=transport
-        ).head(SHOWN)
-        shown.append(top.assign(emotion=emotion, objective=objective))
-    predictions = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
+    return _Computed(
+        ranks=pd.DataFrame(ranks, index=runs.index, columns=RANKS),
+        predictions={
+            pair: predict_index(g, levers=levers, fitted=fits[pair], transport=transport)
+            .head(SHOWN)
+            .assign(emotion=pair[0], objective=pair[1])
+            for pair, g in grads.items()
+        },
+        predicted={pair: int(predict_index(g).iloc[0]["index"]) for pair, g in grads.items()},
+        fitted={
+            pair: int(predict_index(g, fitted=fits[pair]).sort_values("fit_rank").iloc[0]["index"])
+            for pair, g in grads.items()
+        },
+        d_model=d_model,
+    )
+
+
+def _pairs_of(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(frame[["emotion", "objective"]].itertuples(index=False, name=None))
+
+
+def _name(pair: tuple[str, str]) -> str:
+    return f"{pair[0]} / {pair[1]}"
+
+
+def main(ctx: Context) -> PredictSummary:
+    runs = trained_tops(ctx.out)
+    if ctx.figures.fast:  # the smoke pipeline: its own runs' emotions only
+        runs = runs[runs["emotion"].isin(ctx.figures.emotions)].reset_index(drop=True)
+    settings = _computed_with(ctx)
+    old, old_predictions, old_summary = committed_ranks(ctx.out, settings)
+    data = runs.merge(old, on=KEY, how="left") if len(old) else runs.reindex(columns=[*KEY, *RANKS])
+    pairs = list(dict.fromkeys(_pairs_of(runs)))  # in the runs' order, once each
+    known = set(_pairs_of(old_predictions)) if len(old_predictions) else set()
+    for field in ("predicted", "fitted"):
+        known &= {p for p in pairs if _name(p) in old_summary.get(field, {})}
+    missing = data[RANKS].isna().any(axis=1)
+    todo = {p for p in pairs if p not in known} | set(_pairs_of(data[missing]))
+    redo = pd.Series([p in todo for p in _pairs_of(data)], index=data.index, dtype=bool)
+    print(
+        f"predict: {int((~redo).sum())} of {len(data)} runs ranked by the committed result; "
+        f"computing {len(todo)} of {len(pairs)} emotion-objective pairs"
+    )
+    computed = _compute(ctx, data[redo], [p for p in pairs if p in todo]) if todo else None
+    if computed is not None:
+        data.loc[redo, RANKS] = computed.ranks
+    data[RANKS] = data[RANKS].astype(int)
+
+    def pick(pair: tuple[str, str], field: str) -> int:
+        if computed is not None and pair in todo:
+            return int(getattr(computed, field)[pair])
+        return int(old_summary[field][_name(pair)])
+
+    tables = [
+        computed.predictions[p]
+        if computed is not None and p in todo
+        else old_predictions[
+            (old_predictions["emotion"] == p[0]) & (old_predictions["objective"] == p[1])
+        ]
+        for p in pairs
+    ]
+    predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    d_model = computed.d_model if computed is not None else int(old_summary["d_model"])
     validation = {
         score: validate_prediction(data[f"{score}_rank"].tolist(), d_model) for score in SCORES
     }
@@ -272,20 +390,13 @@ def main(ctx: Context) -> PredictSummary:
     summary = PredictSummary(
         n_runs=len(data),
         d_model=d_model,
-        rows_per_gradient=n_rows,
-        fit_steps=fit_steps,
+        rows_per_gradient=settings["rows_per_gradient"],
+        fit_steps=settings["fit_steps"],
         validation={s: dataclasses.asdict(v) for s, v in validation.items()},
         by_objective=by_objective,
         verdicts={s: predictor_rule(v) for s, v in validation.items()},
-        predicted={
-            f"{e} / {o}": int(predict_index(g).iloc[0]["index"]) for (e, o), g in grads.items()
-        },
-        fitted={
-            f"{e} / {o}": int(
-                predict_index(grads[(e, o)], fitted=f).sort_values("fit_rank").iloc[0]["index"]
-            )
-            for (e, o), f in fits.items()
-        },
+        predicted={_name(p): pick(p, "predicted") for p in pairs},
+        fitted={_name(p): pick(p, "fitted") for p in pairs},
     )
     figure = predict_figure(data, predictions, summary)
     write_result(
@@ -296,6 +407,7 @@ def main(ctx: Context) -> PredictSummary:
         summary=summary,
         runs=[],
         size=(1300, 650),
+        settings=settings,
         tables={"predictions": predictions},
     )
     return summary

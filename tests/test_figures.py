@@ -969,3 +969,50 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     again = _without_runs(tmp, "explain", "anger_t*_s42-*")
     assert ": train" not in again.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
+
+
+@pytest.mark.slow
+def test_predict_keeps_its_committed_ranks_and_computes_only_what_is_new(fast_run):
+    """The committed predict result is its cache of record: without the run cache nothing is
+    computed again; a run it lacks has its emotion-objective pair computed, to the same ranks;
+    other settings (a new version of the computation) reuse nothing."""
+    from analyses.predict import committed_ranks
+
+    tmp, _ = fast_run
+    out = tmp / "figures" / "predict"
+    if not (out / "data.csv").exists():
+        _tier(fast_run, "explain")
+    data = pd.read_csv(out / "data.csv")
+    summary = json.loads((out / "config.json").read_text())
+    pairs = len(data[["emotion", "objective"]].drop_duplicates())
+    cold = tmp / "no-runs-predict"
+
+    def again() -> str:
+        proc = _figures(tmp, "--only", "predict", TIER="explain", IRM_LENS_RUNS=str(cold))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    n = len(data)
+    text = again()
+    assert (
+        f"predict: {n} of {n} runs ranked by the committed result; computing 0 of {pairs}" in text
+    )
+    assert not (cold / "predict").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
+    first = data[
+        (data["emotion"] == data["emotion"][0]) & (data["objective"] == data["objective"][0])
+    ]
+    data.drop(index=0).to_csv(out / "data.csv", index=False)  # a run the result lacks
+    text = again()
+    assert f"{n - len(first)} of {n} runs ranked by the committed result; computing 1 of" in text
+    assert len(list((cold / "predict").glob("gradient-*"))) == 1
+    pd.testing.assert_frame_equal(pd.read_csv(out / "data.csv"), data)
+    assert json.loads((out / "config.json").read_text())["summary"] == summary["summary"]
+    settings = summary["settings"]
+    assert (
+        settings["version"] >= 1
+        and settings["rows_per_gradient"] == summary["summary"]["rows_per_gradient"]
+    )
+    assert len(committed_ranks(tmp / "figures", settings)[0]) == n
+    for changed in ({"version": settings["version"] + 1}, {"fit_steps": 1}, {"host": "other"}):
+        assert committed_ranks(tmp / "figures", {**settings, **changed})[0].empty

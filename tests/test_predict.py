@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -121,10 +123,6 @@ def test_predictor_rule_reaches_every_verdict():
 
 
 def test_predict_command_writes_the_ranking_and_names_the_index(tmp_path, capsys):
-    import json
-
-    import pandas as pd
-
     from irm_lens.cli.main import main
 
     out = tmp_path / "pred"
@@ -218,3 +216,43 @@ def test_the_jacobian_lens_lever_ranks_the_planted_index_first(planted_host, tin
     # the control: the unplanted host does not single it out
     plain = transport_levers(tiny_host, texts, max_seq_len=48, skip_first_positions=2)
     assert int(plain.sum(0).argmax()) != PLANTED
+
+
+def test_a_committed_result_is_reused_only_under_the_settings_it_was_computed_with(tmp_path):
+    from analyses.predict import KEY, RANKS, committed_ranks
+
+    folder = tmp_path / "predict"
+    folder.mkdir()
+    row = dict(zip(KEY, ["r", "matrix", "joy", "next-token", "12", 7], strict=True))
+    pd.DataFrame([{**row, **dict.fromkeys(RANKS, 3)}]).to_csv(folder / "data.csv", index=False)
+    pd.DataFrame([{"index": 7, "emotion": "joy", "objective": "next-token"}]).to_csv(
+        folder / "predictions.csv", index=False
+    )
+    legacy = {  # written before the result recorded its settings: version 1
+        "settings": {},
+        "summary": {"rows_per_gradient": 64, "fit_steps": 60},
+        "figures_config": {"host": None, "dtype": "float32", "fast": False},
+    }
+    (folder / "config.json").write_text(json.dumps(legacy))
+    v1 = {
+        "version": 1,
+        "host": None,
+        "dtype": "float32",
+        "fast": False,
+        "rows_per_gradient": 64,
+        "fit_steps": 60,
+        "max_len": 128,
+        "lens_texts": 32,
+    }
+    data, predictions, summary = committed_ranks(tmp_path, v1)
+    assert data.to_dict("records") == [{**row, **dict.fromkeys(RANKS, 3)}]  # layers stay text
+    assert list(predictions["emotion"]) == ["joy"] and summary["fit_steps"] == 60
+    assert committed_ranks(tmp_path, {**v1, "version": 2})[0].empty
+    assert committed_ranks(tmp_path, {**v1, "lens_texts": 8})[0].empty
+    (folder / "config.json").write_text(json.dumps({**legacy, "settings": {**v1, "version": 2}}))
+    assert (
+        committed_ranks(tmp_path, v1)[0].empty
+        and len(committed_ranks(tmp_path, {**v1, "version": 2})[0]) == 1
+    )
+    pd.DataFrame([row]).to_csv(folder / "data.csv", index=False)  # written before a score existed
+    assert committed_ranks(tmp_path, {**v1, "version": 2})[0].empty
