@@ -232,7 +232,7 @@ def committed_ranks(
     predictions = pd.read_csv(paths[2], dtype={"emotion": str, "objective": str})
     if not set(RANKS) <= set(data.columns):
         return pd.DataFrame(), pd.DataFrame(), {}
-    return data[[*KEY, *RANKS]], predictions, dict(config["summary"])
+    return data[[*KEY, *RANKS]].drop_duplicates(KEY), predictions, dict(config["summary"])
 
 
 @dataclasses.dataclass
@@ -376,7 +376,12 @@ def main(ctx: Context) -> PredictSummary:
         for p in pairs
     ]
     predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    d_model = computed.d_model if computed is not None else int(old_summary["d_model"])
+    if computed is not None:
+        d_model = computed.d_model
+    elif "d_model" in old_summary:
+        d_model = int(old_summary["d_model"])
+    else:  # no trained run to validate yet
+        d_model = ctx.host().cfg.d_model
     validation = {
         score: validate_prediction(data[f"{score}_rank"].tolist(), d_model) for score in SCORES
     }

@@ -117,10 +117,13 @@ SETTING_COLORS = {
 }
 
 
+EMOTION_SYMBOLS = {"anger": "diamond", "sadness": "circle", "neutral": "square", "joy": "cross"}
+
+
 def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Figure:
-    """Dominance of the top index over training steps, each run a line (its best IRM a star,
-    labelled with its top index), beside the long tier's first-seed runs (``reference``, its
-    ``data.csv``; grey, dotted)."""
+    """Dominance of the top index over training steps, each run a line coloured by setting
+    with a marker per emotion (its best IRM a star, labelled with its top index), beside the
+    long tier's first-seed runs (``reference``, its ``data.csv``; grey, dotted)."""
     fig = go.Figure()
     lines = [table] if len(table) else []
     if reference is not None:
@@ -131,6 +134,7 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
             snaps = rows[rows["irm"] == "snapshot"].sort_values("step")
             best = rows[rows["irm"] == "best"]
             colour = SETTING_COLORS[setting]
+            symbol = EMOTION_SYMBOLS.get(str(rows["emotion"].iloc[0]), "circle")
             fig.add_trace(
                 go.Scatter(
                     x=snaps["step"],
@@ -138,6 +142,7 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
                     mode="lines+markers",
                     name=f"{run} ({setting})",
                     line={"color": colour, "dash": "dot" if setting == "long tier" else "solid"},
+                    marker={"symbol": symbol, "size": 8},
                     text=[f"top {t}" for t in snaps["top_index"]],
                     hovertemplate="%{fullData.name}<br>step %{x}: %{y:.2f} (%{text})",
                 )
@@ -159,7 +164,8 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
     return style(
         fig,
         title="Trained longer where concentration was largest: dominance over training "
-        "(stars: best IRM by validation loss, labelled with its top index)",
+        "(markers: anger diamonds, sadness circles; stars: best IRM by validation loss, "
+        "labelled with its top index)",
     )
 
 
