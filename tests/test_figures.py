@@ -958,6 +958,10 @@ def test_explain_tier_separates_the_loss_quirks_and_adds_its_section(fast_run):
     why = pd.read_csv(tmp / "figures" / "why" / "data.csv")
     assert why["explanation"].is_unique and len(why) >= 8
     assert "not run" not in set(why["verdict"]) and "| explanation | experiment |" in text
+    seeds = why.set_index("explanation").loc["the host fixes the index, whatever the init"]
+    predict = json.loads((tmp / "figures" / "predict" / "config.json").read_text())["summary"]
+    assert seeds["verdict"] == longer["seeds"]["verdict"]  # the seed rule's, read as judged
+    assert seeds["control"] == pytest.approx(1 / predict["d_model"])
     assert (
         f"**A shared top index only when padding counts: {summary['padding']['verdict']}.**" in text
     )

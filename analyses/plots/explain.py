@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Any
 
@@ -271,7 +272,7 @@ def why_figure(data: pd.DataFrame) -> go.Figure:
     groups = [(str(r.explanation), data.loc[[i]]) for i, r in data[~predictors].iterrows()]
     if predictors.any():
         groups.append(("the host alone names the index", data[predictors]))
-    cols = 4
+    cols = min(4, math.ceil(math.sqrt(len(groups))))
     n_rows = -(-len(groups) // cols)
 
     def title(name: str, rows: pd.DataFrame) -> str:
@@ -282,7 +283,7 @@ def why_figure(data: pd.DataFrame) -> go.Figure:
         rows=n_rows,
         cols=cols,
         subplot_titles=[title(n, r) for n, r in groups],
-        vertical_spacing=0.22,
+        vertical_spacing=0.44 / n_rows,  # the gaps take the same share of the height
         horizontal_spacing=0.07,
     )
     for k, (name, rows) in enumerate(groups):
