@@ -54,10 +54,11 @@ LONG = ("trajectory",)
 # Why one index: the original's loss quirks separated, 16 runs of 60 steps, and six runs
 # trained to early stop where concentration was largest (hours on 2 CPU cores). It rewrites the
 # report when the default tier's results are there.
-# `explain` writes `why` (which reads every result before it) just before the report
-EXPLAIN = ("steering", "baselines", "subspace", "predict", "longer", "explain")
+# `predict` reads the top index of every run trained before it (the tier's own included) and
+# `why` every result before it; `why` then rewrites the report.
+EXPLAIN = ("steering", "baselines", "subspace", "longer", "explain", "predict", "why")
 TIERS = {"default": RESULTS, "mechanism": MECHANISM, "long": LONG, "explain": EXPLAIN}
-KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM + LONG + EXPLAIN + ("why",)))
+KNOWN = tuple(dict.fromkeys(RESULTS + MECHANISM + LONG + EXPLAIN))
 
 
 def _fail(message: str, code: int) -> int:

@@ -323,20 +323,4 @@ def main(ctx: Context) -> ExplainSummary:
         summary = _write(ctx, table, null, specs, seconds)
     if summary is None:  # every run was already written: the verdicts under the current rules
         summary = _write(ctx, pd.concat(done.values(), ignore_index=True), null, specs, seconds)
-    _refresh_report(ctx)
     return summary
-
-
-def _refresh_report(ctx: Context) -> None:
-    """Write ``why`` (every explanation side by side, this result's verdicts among them), then
-    rewrite the report with this tier's section where the default tier's results exist."""
-    from analyses import report, why
-
-    why.main(ctx)
-
-    try:
-        report.read_results(ctx.out)
-    except FileNotFoundError:
-        print(f"explain: no report in {ctx.out} yet; `make figures` writes it with this section.")
-        return
-    report.main(ctx)

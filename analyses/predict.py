@@ -360,28 +360,23 @@ def main(ctx: Context) -> PredictSummary:
     computed = _compute(ctx, data[redo], [p for p in pairs if p in todo]) if todo else None
     if computed is not None:
         data.loc[redo, RANKS] = computed.ranks
-    data[RANKS] = data[RANKS].astype(int)
-
-    def pick(pair: tuple[str, str], field: str) -> int:
-        if computed is not None and pair in todo:
-            return int(getattr(computed, field)[pair])
-        return int(old_summary[field][_name(pair)])
-
-    tables = [
-        computed.predictions[p]
-        if computed is not None and p in todo
-        else old_predictions[
-            (old_predictions["emotion"] == p[0]) & (old_predictions["objective"] == p[1])
-        ]
-        for p in pairs
-    ]
-    predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    if computed is not None:
         d_model = computed.d_model
     elif "d_model" in old_summary:
         d_model = int(old_summary["d_model"])
     else:  # no trained run to validate yet
         d_model = ctx.host().cfg.d_model
+    data[RANKS] = data[RANKS].astype(int)
+    kept = [p for p in pairs if p not in todo]  # read back from the committed result
+    tables = {p: old_predictions[[q == p for q in _pairs_of(old_predictions)]] for p in kept}
+    predicted = {p: int(old_summary["predicted"][_name(p)]) for p in kept}
+    fitted = {p: int(old_summary["fitted"][_name(p)]) for p in kept}
+    if computed is not None:
+        tables |= computed.predictions
+        predicted |= computed.predicted
+        fitted |= computed.fitted
+    predictions = (
+        pd.concat([tables[p] for p in pairs], ignore_index=True) if pairs else pd.DataFrame()
+    )
     validation = {
         score: validate_prediction(data[f"{score}_rank"].tolist(), d_model) for score in SCORES
     }
@@ -400,8 +395,8 @@ def main(ctx: Context) -> PredictSummary:
         validation={s: dataclasses.asdict(v) for s, v in validation.items()},
         by_objective=by_objective,
         verdicts={s: predictor_rule(v) for s, v in validation.items()},
-        predicted={_name(p): pick(p, "predicted") for p in pairs},
-        fitted={_name(p): pick(p, "fitted") for p in pairs},
+        predicted={_name(p): predicted[p] for p in pairs},
+        fitted={_name(p): fitted[p] for p in pairs},
     )
     figure = predict_figure(data, predictions, summary)
     write_result(

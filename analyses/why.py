@@ -4,7 +4,7 @@ Reads the tier's committed results (``explain``, ``steering``, ``baselines``, ``
 ``predict``, ``longer``; computes nothing on the host) and writes one row per explanation: the
 experiment that tests it, its effect with the 95 % CI, the control it is read against and the
 verdict its rule gave, with one figure that shows them side by side. An explanation whose
-result has not been written is listed as not run.
+result has not been written is listed as not run. The tier's last step: it rewrites the report.
 """
 
 from __future__ import annotations
@@ -203,9 +203,19 @@ def explanation_rows(out: Path) -> pd.DataFrame:
 
 
 def main(ctx: Context) -> WhySummary:
+    """Write ``why``, then rewrite the report with the tier's section where the default tier's
+    results exist (the last step of ``TIER=explain``)."""
+    from analyses import report
+
     data = explanation_rows(ctx.out)
     summary = WhySummary(
         verdicts={r.explanation: r.verdict for r in data.itertuples()},
     )
     write_result(ctx, "why", data, why_figure(data), summary=summary, runs=[], size=(1400, 1100))
+    try:
+        report.read_results(ctx.out)
+    except FileNotFoundError:
+        print(f"why: no report in {ctx.out} yet; `make figures` writes it with this section.")
+        return summary
+    report.main(ctx)
     return summary
