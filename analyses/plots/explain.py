@@ -129,6 +129,10 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
     lines = [table] if len(table) else []
     if reference is not None:
         lines.append(reference[reference["kind"] == "next-token"].assign(setting="long tier"))
+    stars = pd.concat([p[p["irm"] == "best"] for p in lines]) if lines else pd.DataFrame()
+    stars = stars.sort_values(["step", "dominance"]) if len(stars) else stars
+    # best-IRM labels above and below in turn, in order of step, so neighbours do not overlap
+    above = {str(r): i % 2 == 0 for i, r in enumerate(stars.get("run", []))}
     for part in lines:
         for run, rows in part.groupby("run", sort=False):
             setting = str(rows["setting"].iloc[0])
@@ -155,7 +159,7 @@ def longer_figure(table: pd.DataFrame, reference: pd.DataFrame | None) -> go.Fig
                     mode="markers+text",
                     marker={"symbol": "star", "size": 13, "color": colour},
                     text=[str(t) for t in best["top_index"]],
-                    textposition="top center",
+                    textposition="top center" if above.get(str(run), True) else "bottom center",
                     showlegend=False,
                     hovertemplate=f"{run} best IRM<br>step %{{x}}: %{{y:.2f}}",
                 )
